@@ -1,0 +1,1 @@
+"""The ``zonemount`` command line: one console script, one subcommand per product part."""

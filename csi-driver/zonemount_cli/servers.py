@@ -1,0 +1,190 @@
+"""Local S3 servers on loopback for the demo, the tests and the benchmarks.
+
+Owns starting and stopping two real S3 implementations as child processes:
+
+* :func:`start_moto` - moto in server mode (S3, IAM, STS, EC2). Correct, slow; for semantics.
+* :func:`start_seaweedfs` - SeaweedFS ``weed mini`` (a Go S3 server). Fast; for throughput.
+
+Invariants: servers listen on 127.0.0.1 only, on ports picked free at start; a server object
+is a context manager whose exit kills the process group and removes its data directory;
+:meth:`LocalS3.wait_ready` raises :class:`ServerStartError` naming the log file on failure.
+Neither server checks signatures, so any access key works (tests use ``test``/``test``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+ACCESS_KEY = "test"
+SECRET_KEY = "test"  # noqa: S105 - the local servers accept any credentials
+
+
+class ServerStartError(RuntimeError):
+    """A local S3 server did not come up."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _bin(name: str) -> str:
+    """Find an executable next to the running interpreter (the venv) or on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ServerStartError(f"{name!r} not found: run 'make setup' to install it into .venv")
+    return found
+
+
+@dataclass
+class LocalS3:
+    """A running local S3 server."""
+
+    name: str
+    endpoint: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    log_path: Path
+    region: str = "us-east-1"
+    _owns_workdir: bool = field(default=True, repr=False)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client (``zonemount mount``, s5cmd, ...) talking to this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"{self.name} exited with code {self.process.returncode}; see {self.log_path}"
+                )
+            try:
+                with urllib.request.urlopen(self.endpoint + "/", timeout=2):  # noqa: S310
+                    return
+            except urllib.error.HTTPError:
+                return  # any HTTP answer means the S3 port is serving
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        self.stop()
+        raise ServerStartError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
+
+    def client(self) -> object:
+        """A boto3 S3 client bound to this server (typed loosely to keep boto3 optional here)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalS3:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _spawn(args: list[str], workdir: Path, log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path = workdir / log_name
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        args,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    return proc, log_path
+
+
+def start_moto(port: int | None = None, timeout: float = 60.0) -> LocalS3:
+    """Start ``moto_server`` (all services: S3, IAM, STS, EC2) on 127.0.0.1."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="zonemount-moto-"))
+    proc, log_path = _spawn(
+        [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir, "moto.log"
+    )
+    server = LocalS3("moto", f"http://127.0.0.1:{port}", proc, workdir, log_path)
+    server.wait_ready(timeout)
+    return server
+
+
+def start_seaweedfs(
+    port: int | None = None, data_dir: Path | None = None, timeout: float = 90.0
+) -> LocalS3:
+    """Start SeaweedFS ``weed mini`` with its S3 gateway on 127.0.0.1."""
+    workdir = data_dir or Path(tempfile.mkdtemp(prefix="zonemount-weed-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    s3_port = port or free_port()
+    ports = {name: free_port() for name in ("master", "volume", "filer", "admin", "webdav")}
+    args = [
+        _bin("weed"),
+        "mini",
+        f"-dir={workdir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-s3.port={s3_port}",
+        f"-admin.port={ports['admin']}",
+        f"-webdav.port={ports['webdav']}",
+        "-admin.ui=false",
+        "-webdav=false",
+    ]
+    proc, log_path = _spawn(args, workdir, "weed.log")
+    server = LocalS3(
+        "seaweedfs", f"http://127.0.0.1:{s3_port}", proc, workdir, log_path,
+        _owns_workdir=data_dir is None,
+    )
+    server.wait_ready(timeout)
+    return server
