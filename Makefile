@@ -2,6 +2,8 @@
 # everything they need (apt packages, the virtual environment in .venv/) on a fresh machine.
 #
 # Area-specific targets live in mk/*.mk (one file per area, so parallel work does not collide).
+# An area adds set-up steps with `setup: its-target` and apt packages with
+# `EXTRA_APT_PACKAGES += name`.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -39,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev,bench]'
 	@touch $@
 
-setup: apt $(STAMP) $(SETUP_EXTRA)
+setup: apt $(STAMP)
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
