@@ -1,0 +1,245 @@
+"""``zonemount mount``: parse flags, check the bucket, mount, serve until unmounted.
+
+By default the command daemonizes and returns only when the mount is ready - exit 0 - or
+prints one line saying what is wrong and exits non-zero with nothing left mounted. With
+``-f`` it stays in the foreground. SIGTERM/SIGINT unmount cleanly; so does
+``umount``/``fusermount3 -u`` from outside.
+
+Invariants: no traceback for bad input; credentials never appear in argv, logs or errors
+(they come only from the AWS credential chain).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ConfigError, MountError, StoreError
+from .options import MountOptions, parse_args
+from .store.base import PutOptions
+from .store.s3 import S3Settings, S3Store
+
+log = logging.getLogger("zonemount")
+FSTYPE = "fuse.zonemount"
+
+
+def _err(message: str) -> None:
+    print(f"zonemount mount: error: {message}", file=sys.stderr)
+
+
+def is_mountpoint(path: Path) -> bool:
+    target = str(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
+                    return True
+    except OSError:
+        return os.path.ismount(target)
+    return False
+
+
+def check_mountpoint(path: Path) -> None:
+    if not path.exists():
+        raise MountError(f"mount point {path} does not exist: create it with 'mkdir -p {path}'")
+    if not path.is_dir():
+        raise MountError(f"mount point {path} is not a directory")
+    if is_mountpoint(path):
+        raise MountError(f"{path} is already a mount point: unmount it first ('umount {path}')")
+    try:
+        if any(path.iterdir()):
+            raise MountError(f"mount point {path} is not empty: mount on an empty directory")
+    except PermissionError:
+        raise MountError(f"cannot read mount point {path}: permission denied") from None
+
+
+def settings_for(opts: MountOptions, *, quick: bool = False) -> S3Settings:
+    return S3Settings(
+        bucket=opts.bucket,
+        region=opts.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        endpoint_url=opts.endpoint_url,
+        force_path_style=opts.force_path_style,
+        profile=opts.profile,
+        no_sign_request=opts.no_sign_request,
+        max_connections=max(16, opts.max_threads * 2),
+        connect_timeout=3.0 if quick else 5.0,
+        read_timeout=10.0 if quick else 30.0,
+        max_attempts=2 if quick else 6,
+        put=PutOptions(opts.storage_class, opts.sse, opts.sse_kms_key_id),
+    )
+
+
+def check_bucket(opts: MountOptions) -> None:
+    """Fail fast, with a message a person can act on, if the bucket cannot be used."""
+    where = f"bucket {opts.bucket!r}" + (f" (prefix {opts.prefix!r})" if opts.prefix else "")
+    try:
+        S3Store(settings_for(opts, quick=True)).check_bucket(opts.prefix)
+    except StoreError as exc:
+        code = exc.code
+        if code == "NoSuchBucket":
+            raise MountError(
+                f"{where} does not exist; check the name and --region/--endpoint-url"
+            ) from None
+        if exc.errno == 13:
+            raise MountError(
+                f"access denied to {where} ({code or 'AccessDenied'}): check the credentials "
+                "(environment, --profile, IRSA) and that they allow s3:ListBucket"
+                + (" and s3express:CreateSession" if opts.is_directory_bucket else "")
+            ) from None
+        endpoint = opts.endpoint_url or "the AWS S3 endpoint"
+        raise MountError(
+            f"cannot use {where} at {endpoint}: {exc}; check --endpoint-url, --region and the "
+            "network"
+        ) from None
+
+
+def _setup_logging(opts: MountOptions, foreground: bool) -> None:
+    level = logging.DEBUG if opts.debug else logging.INFO
+    handler: logging.Handler
+    if opts.log_directory is not None:
+        opts.log_directory.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(opts.log_directory / f"zonemount-{os.getpid()}.log")
+    elif foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+    else:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if opts.debug else logging.WARNING)
+
+
+def _fuse_options(opts: MountOptions) -> set[str]:
+    options = {"fsname=zonemount", "subtype=zonemount", "default_permissions", "noatime"}
+    if opts.read_only:
+        options.add("ro")
+    if opts.allow_other:
+        options.add("allow_other")
+    if opts.allow_root:
+        options.add("allow_root")
+    if opts.auto_unmount:
+        options.add("auto_unmount")
+    return options
+
+
+def serve(opts: MountOptions, ready_fd: int | None) -> int:
+    """Check the bucket, mount, report readiness on ``ready_fd``, serve until unmounted."""
+    import pyfuse3
+    import trio
+
+    from .core import Filesystem
+    from .fuse_adapter import ZonemountOperations
+
+    def report(message: str) -> None:
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, message.encode())
+                os.close(ready_fd)
+
+    try:
+        check_bucket(opts)
+        store = S3Store(settings_for(opts))
+        if opts.metrics_address is not None:
+            from . import metrics
+
+            metrics.serve(*opts.metrics_address)
+        ops = ZonemountOperations.__new__(ZonemountOperations)
+        pyfuse3.Operations.__init__(ops)
+        pyfuse3.init(ops, str(opts.mountpoint), _fuse_options(opts))
+    except (MountError, ConfigError) as exc:
+        report(f"error: {exc}")
+        _err(str(exc)) if ready_fd is None else None
+        return 1
+    except (OSError, RuntimeError) as exc:
+        message = f"cannot mount at {opts.mountpoint}: {exc}"
+        if isinstance(exc, RuntimeError) and "fuse" in str(exc).lower():
+            message += " (is /dev/fuse available and fuse3 installed?)"
+        report(f"error: {message}")
+        _err(message) if ready_fd is None else None
+        return 1
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, opts, nursery)
+            ops.fs = fs
+
+            async def watch_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                    async for _ in sigs:
+                        log.info("signal received: unmounting %s", opts.mountpoint)
+                        pyfuse3.terminate()
+                        return
+
+            nursery.start_soon(watch_signals)
+            log.info("mounted s3://%s/%s at %s", opts.bucket, opts.prefix, opts.mountpoint)
+            report("ok")
+            try:
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await fs.shutdown()
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except BaseException:
+        log.exception("file system loop failed")
+        pyfuse3.close(unmount=True)
+        return 1
+    pyfuse3.close(unmount=True)
+    log.info("unmounted %s", opts.mountpoint)
+    return 0
+
+
+def _daemonize(opts: MountOptions) -> int:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_fd)
+        chunks = []
+        while chunk := os.read(read_fd, 4096):
+            chunks.append(chunk)
+        os.close(read_fd)
+        message = b"".join(chunks).decode(errors="replace")
+        if message == "ok":
+            return 0
+        _, status = os.waitpid(pid, 0)
+        _err(message.removeprefix("error: ") or f"mount process exited (status {status})")
+        return 1
+    # child: detach from the terminal and the caller's session
+    os.close(read_fd)
+    os.setsid()
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    _setup_logging(opts, foreground=False)
+    code = serve(opts, write_fd)
+    os._exit(code)
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        opts = parse_args(argv)
+        check_mountpoint(opts.mountpoint)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    except MountError as exc:
+        _err(str(exc))
+        return 1
+    if opts.foreground:
+        _setup_logging(opts, foreground=True)
+        return serve(opts, None)
+    return _daemonize(opts)

@@ -1,0 +1,940 @@
+"""The filesystem core: POSIX-ish operations over an ObjectStore, with no FUSE in it.
+
+The FUSE adapter (:mod:`.fuse_adapter`) translates pyfuse3 calls into calls on
+:class:`Filesystem` and :class:`Attr` back into ``EntryAttributes``; tests drive this class
+directly with the in-memory store and, through real mounts, with a real S3 server.
+
+Model (after Mountpoint, see docs/SEMANTICS.md):
+
+* The inode table is explicit. An inode is a (parent, name) in the tree; its key is computed
+  from the parent chain, so renaming a directory re-keys its whole subtree at once. Lookup
+  counts follow the kernel (``lookup``/``create``/``mkdir``/``readdir`` add, ``forget``
+  subtracts); an inode is dropped when its count is zero and nothing local depends on it.
+* Remote state is authoritative except for *local* inodes: directories made by ``mkdir``
+  that hold no object yet, and files being written. Remote attributes are cached until
+  ``expiry`` (``--metadata-ttl``); "no such name" is cached per directory
+  (``--negative-metadata-ttl``).
+* A directory shadows a file of the same name. Keys whose names are empty, ``.``/``..``
+  or contain NUL are not shown.
+
+Concurrency: everything runs on one trio thread; code between two ``await`` points is
+atomic. Store calls run in worker threads under a CapacityLimiter (``--max-threads``).
+After every ``await`` that talks to S3, tree state is re-read (another task may have
+changed it) before it is modified.
+
+Errors: operations raise :class:`FsError`; store errors are translated with their errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import math
+import os
+import stat
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+import trio
+
+from .errors import FsError, StoreError
+from .options import MountOptions
+from .prefetch import Reader
+from .store.base import ObjectInfo, ObjectStore, list_all
+from .upload import AppendUpload, StreamingUpload
+
+log = logging.getLogger("zonemount.fs")
+T = TypeVar("T")
+
+ROOT_INO = 1
+META_MEMO_ENTRIES = 100_000
+# Renames of directories copy this many objects at once.
+RENAME_CONCURRENCY = 16
+META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
+
+
+class Kind(Enum):
+    FILE = "file"
+    DIR = "dir"
+
+
+@dataclass(slots=True)
+class Attr:
+    ino: int
+    mode: int
+    size: int
+    uid: int
+    gid: int
+    mtime: float
+    atime: float
+    ctime: float
+    nlink: int
+    timeout: float  # how long the kernel may cache this
+
+
+@dataclass(eq=False)
+class Inode:
+    ino: int
+    parent: int
+    name: str
+    kind: Kind
+    size: int = 0
+    mtime: float = 0.0
+    etag: str | None = None
+    expiry: float = 0.0
+    lookups: int = 0
+    local: bool = False
+    children: dict[str, int] = field(default_factory=dict)
+    negative: dict[str, float] = field(default_factory=dict)
+    perm: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime: float | None = None
+    ctime: float = 0.0
+    writer: StreamingUpload | AppendUpload | None = None
+    open_handles: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    detached: bool = False
+
+
+@dataclass(eq=False)
+class FileHandle:
+    ino: int
+    key: str
+    reader: Reader | None = None
+    writer: StreamingUpload | AppendUpload | None = None
+    direct: bool = False
+
+
+@dataclass(eq=False)
+class DirHandle:
+    ino: int
+    entries: list[tuple[str, int]] | None = None
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _parse_meta(metadata: Mapping[str, str]) -> tuple[int | None, int | None, int | None, float | None]:
+    def number(key: str, base: int = 10) -> int | None:
+        try:
+            return int(metadata[key], base)
+        except (KeyError, ValueError):
+            return None
+
+    mtime: float | None
+    try:
+        mtime = float(metadata[META_MTIME])
+    except (KeyError, ValueError):
+        mtime = None
+    mode = number(META_MODE)
+    return (stat.S_IMODE(mode) if mode is not None else None, number(META_UID),
+            number(META_GID), mtime)
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and name not in {".", ".."} and "\0" not in name
+
+
+class Filesystem:
+    """Filesystem operations; one instance per mount."""
+
+    def __init__(self, store: ObjectStore, options: MountOptions, nursery: trio.Nursery) -> None:
+        self.store = store
+        self.opts = options
+        self.nursery = nursery
+        self.limiter = trio.CapacityLimiter(options.max_threads)
+        slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
+        self.read_slots = trio.Semaphore(slots)
+        self.max_window = max(1, min(16, slots // 2))
+        self.inodes: dict[int, Inode] = {}
+        self._next_ino = ROOT_INO + 1
+        self._next_fh = 1
+        self.files: dict[int, FileHandle] = {}
+        # key -> (etag, user metadata): survives the kernel forgetting an inode, so that
+        # attributes we set or read once are reported consistently from later listings
+        # (which carry no user metadata). Bounded LRU.
+        self.meta_memo: OrderedDict[str, tuple[str | None, dict[str, str]]] = OrderedDict()
+        self.dirs: dict[int, DirHandle] = {}
+        now = time.time()
+        root = Inode(ROOT_INO, ROOT_INO, "", Kind.DIR, mtime=now, ctime=now, expiry=math.inf,
+                     lookups=1)
+        self.inodes[ROOT_INO] = root
+
+    # -- plumbing --------------------------------------------------------------------
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call in a worker thread."""
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args), limiter=self.limiter
+        )
+
+    async def _store(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self.run(fn, *args)
+        except StoreError as exc:
+            log.debug("store error: %s", exc)
+            raise FsError(exc.errno, str(exc)) from None
+
+    def _check_writable(self) -> None:
+        if self.opts.read_only:
+            raise FsError(errno.EROFS, "mounted with --read-only")
+
+    def inode(self, ino: int) -> Inode:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise FsError(errno.ENOENT, f"unknown inode {ino}")
+        return node
+
+    def _new_ino(self) -> int:
+        ino = self._next_ino
+        self._next_ino += 1
+        return ino
+
+    def key_of(self, node: Inode) -> str:
+        """Object key of a file, or prefix (ending in ``/``) of a directory."""
+        parts: list[str] = []
+        while node.ino != ROOT_INO:
+            parts.append(node.name)
+            node = self.inodes[node.parent]
+        path = "/".join(reversed(parts))
+        return self.opts.prefix + path if not path else self.opts.prefix + path
+
+    def file_key(self, node: Inode) -> str:
+        return self.key_of(node)
+
+    def dir_prefix(self, node: Inode) -> str:
+        key = self.key_of(node)
+        return key + "/" if node.ino != ROOT_INO else self.opts.prefix
+
+    def _ttl(self, kind: Kind) -> float:
+        return self.opts.metadata_ttl
+
+    def attr(self, node: Inode) -> Attr:
+        now = time.time()
+        if node.kind is Kind.DIR:
+            mode = stat.S_IFDIR | (node.perm if node.perm is not None else self.opts.dir_mode)
+            nlink = 2
+        else:
+            mode = stat.S_IFREG | (node.perm if node.perm is not None else self.opts.file_mode)
+            nlink = 1
+        size = node.writer.size if node.writer is not None else node.size
+        mtime = node.mtime or now
+        timeout = 0.0 if node.local else min(self.opts.metadata_ttl, 3600.0)
+        return Attr(
+            ino=node.ino,
+            mode=mode,
+            size=size if node.kind is Kind.FILE else 0,
+            uid=node.uid if node.uid is not None else self.opts.uid,
+            gid=node.gid if node.gid is not None else self.opts.gid,
+            mtime=mtime,
+            atime=node.atime if node.atime is not None else mtime,
+            ctime=node.ctime or mtime,
+            nlink=nlink,
+            timeout=timeout,
+        )
+
+    # -- inode table -------------------------------------------------------------------
+    def _child(self, parent: Inode, name: str) -> Inode | None:
+        ino = parent.children.get(name)
+        return self.inodes.get(ino) if ino is not None else None
+
+    def _install(self, parent: Inode, name: str, kind: Kind, info: ObjectInfo | None) -> Inode:
+        """Create or refresh the inode for a remote entry (kind may have changed)."""
+        node = self._child(parent, name)
+        if node is not None and node.kind is not kind:
+            if node.local:
+                return node  # a local directory or a file being written wins
+            self._detach(parent, node)
+            node = None
+        if node is None:
+            node = Inode(self._new_ino(), parent.ino, name, kind, ctime=time.time())
+            self.inodes[node.ino] = node
+            parent.children[name] = node.ino
+        parent.negative.pop(name, None)
+        if node.local and kind is Kind.DIR:
+            node.local = False  # someone wrote into it: it exists remotely now
+        if not node.local:
+            node.expiry = _now() + self._ttl(kind)
+        if info is not None and node.writer is None:
+            replaced = node.etag is not None and node.etag != info.etag
+            node.size = info.size
+            node.etag = info.etag
+            memo = self.meta_memo.get(info.key)
+            if info.metadata is not None:  # from HEAD: authoritative
+                self._apply_meta(node, info.metadata, info.mtime)
+                self._memo_put(info.key, info.etag, info.metadata)
+            elif memo is not None and memo[0] in (None, info.etag) and (replaced or not node.mtime):
+                self._apply_meta(node, memo[1], info.mtime)
+                self._memo_put(info.key, info.etag, memo[1])
+            elif replaced or not node.mtime:
+                # from a listing (no user metadata): the object was replaced by someone else,
+                # so what we knew of its metadata is stale.
+                node.metadata = {}
+                node.perm = node.uid = node.gid = None
+                node.mtime = info.mtime
+        elif kind is Kind.DIR and not node.mtime:
+            node.mtime = time.time()
+        return node
+
+    def _memo_put(self, key: str, etag: str | None, metadata: Mapping[str, str]) -> None:
+        self.meta_memo[key] = (etag, dict(metadata))
+        self.meta_memo.move_to_end(key)
+        while len(self.meta_memo) > META_MEMO_ENTRIES:
+            self.meta_memo.popitem(last=False)
+
+    def _apply_meta(self, node: Inode, metadata: Mapping[str, str], fallback_mtime: float) -> None:
+        perm, uid, gid, mtime = _parse_meta(metadata)
+        node.metadata = dict(metadata)
+        node.perm, node.uid, node.gid = perm, uid, gid
+        node.mtime = mtime if mtime is not None else fallback_mtime
+
+    def _detach(self, parent: Inode, node: Inode) -> None:
+        if parent.children.get(node.name) == node.ino:
+            del parent.children[node.name]
+        node.detached = True
+        self._maybe_drop(node)
+
+    def _maybe_drop(self, node: Inode) -> None:
+        if (
+            node.ino != ROOT_INO
+            and node.lookups <= 0
+            and node.open_handles == 0
+            and node.writer is None
+            and not (node.local and not node.detached)
+            and not node.children
+        ):
+            self.inodes.pop(node.ino, None)
+            parent = self.inodes.get(node.parent)
+            if parent is not None and parent.children.get(node.name) == node.ino:
+                del parent.children[node.name]
+
+    def remember(self, ino: int, count: int = 1) -> None:
+        self.inodes[ino].lookups += count
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self.inodes.get(ino)
+        if node is None:
+            return
+        node.lookups -= count
+        self._maybe_drop(node)
+
+    # -- lookup / getattr --------------------------------------------------------------
+    async def _remote_lookup(self, parent: Inode, name: str) -> tuple[Kind, ObjectInfo | None] | None:
+        """Ask S3 what ``name`` is: a directory (shadows a file), a file, or nothing."""
+        base = self.dir_prefix(parent) + name
+        result: dict[str, Any] = {}
+
+        async def head() -> None:
+            try:
+                result["file"] = await self.run(self.store.head, base)
+            except StoreError as exc:
+                if exc.errno != errno.ENOENT:
+                    result["error"] = exc
+
+        async def listing() -> None:
+            try:
+                page = await self.run(self.store.list_page, base + "/", "/", None, 1)
+                result["dir"] = bool(page.objects or page.prefixes)
+            except StoreError as exc:
+                result["error"] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(head)
+            nursery.start_soon(listing)
+        if result.get("dir"):
+            return Kind.DIR, None
+        if "file" in result:
+            return Kind.FILE, result["file"]
+        if "error" in result:
+            err: StoreError = result["error"]
+            raise FsError(err.errno, str(err))
+        return None
+
+    async def lookup(self, parent_ino: int, name: str) -> Attr:
+        node = await self._lookup(parent_ino, name)
+        node.lookups += 1
+        return self.attr(node)
+
+    async def _lookup(self, parent_ino: int, name: str) -> Inode:
+        parent = self.inode(parent_ino)
+        if parent.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if name == ".":
+            return parent
+        if name == "..":
+            return self.inode(parent.parent)
+        if not _valid_name(name) or len(name.encode()) > 255:
+            raise FsError(errno.ENAMETOOLONG if _valid_name(name) else errno.ENOENT)
+        node = self._child(parent, name)
+        if node is not None and (node.local or node.writer is not None or node.expiry > _now()):
+            return node
+        negative = parent.negative.get(name)
+        if negative is not None and negative > _now() and node is None:
+            raise FsError(errno.ENOENT)
+        if parent.local and node is None:
+            raise FsError(errno.ENOENT)  # nothing remote can live under a local directory
+        found = await self._remote_lookup(parent, name)
+        parent = self.inode(parent_ino)  # re-read after await
+        if found is None:
+            node = self._child(parent, name)
+            if node is not None and (node.local or node.writer is not None):
+                return node
+            if node is not None:
+                self._detach(parent, node)
+            if self.opts.negative_metadata_ttl > 0:
+                parent.negative[name] = _now() + self.opts.negative_metadata_ttl
+            raise FsError(errno.ENOENT)
+        kind, info = found
+        return self._install(parent, name, kind, info)
+
+    async def getattr(self, ino: int, *, revalidate: bool = False) -> Attr:
+        node = self.inode(ino)
+        if node.ino == ROOT_INO or node.local or node.writer is not None:
+            return self.attr(node)
+        if node.detached:
+            raise FsError(errno.ENOENT)
+        if revalidate or node.expiry <= _now():
+            parent = self.inode(node.parent)
+            found = await self._remote_lookup(parent, node.name)
+            if found is None or found[0] is not node.kind:
+                if node.open_handles:
+                    return self.attr(node)  # an open file keeps its attributes
+                raise FsError(errno.ENOENT)
+            node = self._install(self.inode(node.parent), node.name, found[0], found[1])
+        return self.attr(node)
+
+    # -- directories -------------------------------------------------------------------
+    async def opendir(self, ino: int) -> int:
+        node = self.inode(ino)
+        if node.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        fh = self._next_fh
+        self._next_fh += 1
+        self.dirs[fh] = DirHandle(ino)
+        return fh
+
+    async def readdir(self, fh: int, start: int) -> list[tuple[str, Attr]]:
+        """Entries from index ``start`` of the handle's snapshot (taken on first call)."""
+        handle = self.dirs.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        if handle.entries is None or start == 0:
+            handle.entries = await self._snapshot(handle.ino)
+        out: list[tuple[str, Attr]] = []
+        for name, ino in handle.entries[start:]:
+            node = self.inodes.get(ino)
+            if node is not None:
+                out.append((name, self.attr(node)))
+        return out
+
+    async def _snapshot(self, ino: int) -> list[tuple[str, int]]:
+        dir_node = self.inode(ino)
+        remote_files: dict[str, ObjectInfo] = {}
+        remote_dirs: set[str] = set()
+        if not dir_node.local:
+            prefix = self.dir_prefix(dir_node)
+            page = await self._store(list_all, self.store, prefix, "/")
+            for info in page.objects:
+                name = info.key[len(prefix):]
+                if _valid_name(name) and "/" not in name:
+                    remote_files[name] = info
+            for sub in page.prefixes:
+                name = sub[len(prefix):].rstrip("/")
+                if _valid_name(name) and "/" not in name:
+                    remote_dirs.add(name)
+        dir_node = self.inode(ino)  # re-read after await
+        names: dict[str, int] = {}
+        for name in sorted(remote_dirs | remote_files.keys()):
+            kind = Kind.DIR if name in remote_dirs else Kind.FILE
+            info = remote_files.get(name) if kind is Kind.FILE else None
+            node = self._install(dir_node, name, kind, info)
+            names[name] = node.ino
+        for name, child_ino in sorted(dir_node.children.items()):
+            child = self.inodes.get(child_ino)
+            if child is not None and name not in names and (child.local or child.writer):
+                names[name] = child_ino
+        # Remote entries that vanished are dropped from the tree (not local ones).
+        for name, child_ino in list(dir_node.children.items()):
+            child = self.inodes.get(child_ino)
+            if child is not None and name not in names and not dir_node.local:
+                self._detach(dir_node, child)
+        return list(names.items())
+
+    def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Attr:
+        self._check_writable()
+        parent = self.inode(parent_ino)
+        try:
+            await self._lookup(parent_ino, name)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        else:
+            raise FsError(errno.EEXIST)
+        parent = self.inode(parent_ino)
+        if name in parent.children:
+            raise FsError(errno.EEXIST)
+        now = time.time()
+        node = Inode(self._new_ino(), parent.ino, name, Kind.DIR, mtime=now, ctime=now,
+                     local=True, expiry=math.inf, perm=stat.S_IMODE(mode), uid=uid, gid=gid)
+        self.inodes[node.ino] = node
+        parent.children[name] = node.ino
+        parent.negative.pop(name, None)
+        node.lookups += 1
+        return self.attr(node)
+
+    async def rmdir(self, parent_ino: int, name: str) -> None:
+        self._check_writable()
+        node = await self._lookup(parent_ino, name)
+        parent = self.inode(parent_ino)
+        if node.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if any(
+            (c := self.inodes.get(i)) is not None and (c.local or c.writer is not None)
+            for i in node.children.values()
+        ):
+            raise FsError(errno.ENOTEMPTY)
+        if not node.local:
+            prefix = self.dir_prefix(node)
+            page = await self._store(self.store.list_page, prefix, "/", None, 2)
+            others = [o for o in page.objects if o.key != prefix] + page.prefixes
+            if others:
+                raise FsError(errno.ENOTEMPTY)
+            if page.objects:  # only the zero-byte "dir/" marker is left
+                if not self.opts.allow_delete:
+                    raise FsError(errno.EPERM, "removing a directory marker needs --allow-delete")
+                await self._store(self.store.delete, prefix)
+        parent = self.inode(parent_ino)
+        node.local = False
+        for child_ino in list(node.children.values()):
+            child = self.inodes.get(child_ino)
+            if child is not None:
+                self._detach(node, child)
+        self._detach(parent, node)
+        if self.opts.negative_metadata_ttl > 0:
+            parent.negative[name] = _now() + self.opts.negative_metadata_ttl
+
+    # -- files -------------------------------------------------------------------------
+    def _new_metadata(self, node: Inode) -> dict[str, str]:
+        meta: dict[str, str] = {}
+        if node.perm is not None and node.perm != self.opts.file_mode:
+            meta[META_MODE] = str(stat.S_IFREG | node.perm)
+        if node.uid is not None and node.uid != self.opts.uid:
+            meta[META_UID] = str(node.uid)
+        if node.gid is not None and node.gid != self.opts.gid:
+            meta[META_GID] = str(node.gid)
+        if node.metadata.get(META_MTIME):
+            meta[META_MTIME] = node.metadata[META_MTIME]
+        return meta
+
+    def _writer_for(self, node: Inode, *, existing_size: int, exists: bool) -> StreamingUpload | AppendUpload:
+        key = self.file_key(node)
+        if self.opts.incremental_upload:
+            return AppendUpload(self.store, key, self.opts.part_size, self.run, existing_size,
+                                self._new_metadata(node), exists)
+        return StreamingUpload(self.store, key, self.opts.part_size, self.run, self.nursery,
+                               self._new_metadata(node))
+
+    def _new_fh(self, handle: FileHandle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.files[fh] = handle
+        node = self.inodes.get(handle.ino)
+        if node is not None:
+            node.open_handles += 1
+        return fh
+
+    async def create(
+        self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
+        self._check_writable()
+        parent = self.inode(parent_ino)
+        if parent.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if not _valid_name(name) or "/" in name:
+            raise FsError(errno.EINVAL)
+        if len(name.encode()) > 255:
+            raise FsError(errno.ENAMETOOLONG)
+        existing = self._child(parent, name)
+        if existing is not None and (existing.local or existing.writer or existing.expiry > _now()):
+            raise FsError(errno.EEXIST)
+        now = time.time()
+        node = Inode(self._new_ino(), parent.ino, name, Kind.FILE, mtime=now, ctime=now,
+                     local=True, expiry=math.inf, perm=stat.S_IMODE(mode), uid=uid, gid=gid)
+        if existing is not None:
+            self._detach(parent, existing)
+        self.inodes[node.ino] = node
+        parent.children[name] = node.ino
+        parent.negative.pop(name, None)
+        node.writer = self._writer_for(node, existing_size=0, exists=False)
+        node.lookups += 1
+        fh = self._new_fh(FileHandle(node.ino, self.file_key(node), writer=node.writer))
+        return fh, self.attr(node)
+
+    async def open(self, ino: int, flags: int) -> int:
+        node = self.inode(ino)
+        if node.kind is Kind.DIR:
+            raise FsError(errno.EISDIR)
+        accmode = flags & os.O_ACCMODE
+        direct = bool(flags & os.O_DIRECT)
+        wants_write = accmode in (os.O_WRONLY, os.O_RDWR)
+        if node.writer is not None:
+            raise FsError(errno.EPERM, "file is being written; it can be opened after close")
+        if wants_write:
+            self._check_writable()
+            if flags & os.O_TRUNC:
+                if not self.opts.allow_overwrite:
+                    raise FsError(errno.EPERM, "overwriting needs --allow-overwrite")
+                node.writer = self._writer_for(node, existing_size=0, exists=False)
+                if isinstance(node.writer, AppendUpload):
+                    # truncate + incremental upload: start a fresh object
+                    node.writer = StreamingUpload(self.store, self.file_key(node),
+                                                  self.opts.part_size, self.run, self.nursery,
+                                                  self._new_metadata(node))
+                node.local = True
+                return self._new_fh(FileHandle(ino, self.file_key(node), writer=node.writer,
+                                               direct=direct))
+            if self.opts.incremental_upload and (flags & os.O_APPEND or accmode == os.O_WRONLY):
+                attr = await self.getattr(ino, revalidate=True)
+                node = self.inode(ino)
+                node.writer = self._writer_for(node, existing_size=attr.size, exists=True)
+                node.local = True
+                return self._new_fh(FileHandle(ino, self.file_key(node), writer=node.writer))
+            if accmode == os.O_WRONLY or flags & os.O_APPEND:
+                raise FsError(
+                    errno.EPERM,
+                    "existing files can only be replaced (O_TRUNC with --allow-overwrite)"
+                    + (" or appended with --incremental-upload" if self.opts.is_directory_bucket else ""),
+                )
+            # O_RDWR without O_TRUNC: opened for reading; a write will fail with EBADF.
+        if direct or node.expiry <= _now():
+            await self.getattr(ino, revalidate=True)
+            node = self.inode(ino)
+        reader = Reader(self.store, self.file_key(node), node.size, node.etag or None,
+                        self.opts.part_size, self.nursery, self.run, self.read_slots,
+                        self.max_window)
+        return self._new_fh(FileHandle(ino, self.file_key(node), reader=reader, direct=direct))
+
+    async def read(self, fh: int, offset: int, length: int) -> bytes:
+        handle = self.files.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        if handle.reader is None:
+            raise FsError(errno.EBADF, "file is open for writing only")
+        return await handle.reader.read(offset, length)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self.files.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        if handle.writer is None:
+            raise FsError(errno.EBADF, "file was opened for reading (open with O_TRUNC to replace it)")
+        return await handle.writer.write(offset, data)
+
+    async def flush(self, fh: int, *, force: bool = False) -> None:
+        """close(): complete the upload; the object is visible when close() returns.
+
+        A flush before anything was written is ignored: shells open a file, ``dup2`` the
+        descriptor and close the original before writing (``echo x > f``). Such a file is
+        completed at ``release`` (or ``fsync``) instead."""
+        handle = self.files.get(fh)
+        if handle is None or handle.writer is None or handle.writer.finished:
+            return
+        if not force and handle.writer.size == 0:
+            return
+        writer = handle.writer
+        node = self.inodes.get(handle.ino)
+        if node is not None and isinstance(writer, StreamingUpload):
+            writer.metadata = self._new_metadata(node)
+        try:
+            info = await writer.complete()
+        finally:
+            node = self.inodes.get(handle.ino)
+            if node is not None and node.writer is writer:
+                node.writer = None
+                node.local = False
+        if node is not None:
+            node.size = info.size if info.size >= 0 else writer.size
+            node.etag = info.etag
+            wanted = self._new_metadata(node)  # includes setattr calls that raced with us
+            node.metadata = dict(info.metadata or {})
+            if isinstance(writer, StreamingUpload) and wanted != node.metadata:
+                # chmod/utime raced with the completion: persist what the user asked for.
+                await self._store(self.store.copy, writer.key, writer.key, node.size, wanted)
+                node.metadata, node.etag = wanted, None
+            self._memo_put(writer.key, node.etag, node.metadata)
+            node.expiry = _now() + self.opts.metadata_ttl
+            if not node.metadata.get(META_MTIME):
+                node.mtime = time.time()
+            self._mark_remote_ancestors(node)
+
+    def _mark_remote_ancestors(self, node: Inode) -> None:
+        parent = self.inodes.get(node.parent)
+        while parent is not None and parent.ino != ROOT_INO and parent.local:
+            parent.local = False
+            parent.expiry = _now() + self.opts.metadata_ttl
+            parent = self.inodes.get(parent.parent)
+
+    async def release(self, fh: int) -> None:
+        handle = self.files.pop(fh, None)
+        if handle is None:
+            return
+        node = self.inodes.get(handle.ino)
+        try:
+            if handle.writer is not None and not handle.writer.finished:
+                self.files[fh] = handle
+                try:
+                    await self.flush(fh, force=True)
+                finally:
+                    self.files.pop(fh, None)
+        finally:
+            if handle.reader is not None:
+                handle.reader.close()
+            if node is not None:
+                node.open_handles -= 1
+                self._maybe_drop(node)
+
+    async def unlink(self, parent_ino: int, name: str) -> None:
+        self._check_writable()
+        if not self.opts.allow_delete:
+            raise FsError(errno.EPERM, "deleting needs --allow-delete")
+        node = await self._lookup(parent_ino, name)
+        if node.kind is Kind.DIR:
+            raise FsError(errno.EISDIR)
+        if node.writer is not None:
+            raise FsError(errno.EBUSY, "file is being written")
+        await self._store(self.store.delete, self.file_key(node))
+        parent = self.inode(parent_ino)
+        self._detach(parent, node)
+        if self.opts.negative_metadata_ttl > 0:
+            parent.negative[name] = _now() + self.opts.negative_metadata_ttl
+
+    # -- setattr -----------------------------------------------------------------------
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        size: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime: float | None = None,
+        atime: float | None = None,
+    ) -> Attr:
+        self._check_writable()
+        node = self.inode(ino)
+        if size is not None and node.kind is Kind.FILE:
+            current = node.writer.size if node.writer is not None else node.size
+            if size != current:
+                if size != 0:
+                    raise FsError(errno.EINVAL, "only truncation to 0 is supported")
+                if node.writer is not None:
+                    raise FsError(errno.EINVAL, "cannot truncate a file while it is written")
+                if not self.opts.allow_overwrite:
+                    raise FsError(errno.EPERM, "truncating needs --allow-overwrite")
+                info = await self._store(self.store.put, self.file_key(node), b"", node.metadata)
+                node = self.inode(ino)
+                node.size, node.etag = 0, info.etag
+        changed = False
+        if mode is not None and stat.S_IMODE(mode) != self.attr(node).mode & 0o7777:
+            node.perm = stat.S_IMODE(mode)
+            changed = True
+        if uid is not None and uid != self.attr(node).uid:
+            node.uid = uid
+            changed = True
+        if gid is not None and gid != self.attr(node).gid:
+            node.gid = gid
+            changed = True
+        if mtime is not None and mtime != node.mtime:
+            node.mtime = mtime
+            node.metadata[META_MTIME] = f"{mtime:.9f}".rstrip("0").rstrip(".")
+            changed = True
+        if atime is not None:
+            node.atime = atime
+        node.ctime = time.time()
+        if changed and node.kind is Kind.FILE and node.writer is None and not node.local:
+            # Persist as object metadata (a server-side copy onto itself).
+            meta = {
+                k: v for k, v in node.metadata.items() if k not in (META_MODE, META_UID, META_GID)
+            } | self._new_metadata(node)
+            await self._store(self.store.copy, self.file_key(node), self.file_key(node),
+                              node.size, meta)
+            node = self.inode(ino)
+            node.metadata = meta
+            node.etag = None  # unknown after copy; the next lookup refreshes it
+            node.expiry = 0.0
+            self._memo_put(self.file_key(node), None, meta)
+        elif changed and node.writer is not None:
+            node.writer.metadata = self._new_metadata(node)
+        return self.attr(node)
+
+    # -- rename ------------------------------------------------------------------------
+    async def rename(
+        self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
+    ) -> None:
+        self._check_writable()
+        rename_noreplace, rename_exchange = 1, 2
+        if flags & rename_exchange:
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        src = await self._lookup(old_parent, old_name)
+        if not _valid_name(new_name) or "/" in new_name:
+            raise FsError(errno.EINVAL)
+        dst: Inode | None
+        try:
+            dst = await self._lookup(new_parent, new_name)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            dst = None
+        if dst is src:
+            return
+        if dst is not None:
+            if flags & rename_noreplace:
+                raise FsError(errno.EEXIST)
+            if src.kind is Kind.FILE and dst.kind is Kind.DIR:
+                raise FsError(errno.EISDIR)
+            if src.kind is Kind.DIR and dst.kind is Kind.FILE:
+                raise FsError(errno.ENOTDIR)
+            if dst.kind is Kind.FILE and not self.opts.allow_overwrite:
+                raise FsError(errno.EPERM, "replacing a file by rename needs --allow-overwrite")
+            if dst.kind is Kind.DIR:
+                await self._require_empty(dst)
+            if dst.writer is not None:
+                raise FsError(errno.EBUSY)
+        # Moving a directory into its own subtree is impossible.
+        probe = self.inode(new_parent)
+        while True:
+            if probe.ino == src.ino:
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            if probe.ino == ROOT_INO:
+                break
+            probe = self.inode(probe.parent)
+        if self._busy(src):
+            raise FsError(errno.EBUSY, "a file under the source is being written")
+        if src.kind is Kind.FILE:
+            src_key, dst_key = self.file_key(src), self._target_key(new_parent, new_name)
+            await self._move_object(src_key, dst_key, src.size)
+            memo = self.meta_memo.pop(src_key, None)
+            if memo is not None:
+                self._memo_put(dst_key, memo[0], memo[1])
+        elif not src.local:
+            await self._move_prefix(self.dir_prefix(src),
+                                    self._target_key(new_parent, new_name) + "/")
+        # Re-link in the tree (both parents re-read after the awaits above).
+        old_p, new_p = self.inode(old_parent), self.inode(new_parent)
+        if dst is not None:
+            if dst.kind is Kind.DIR and not dst.local:
+                marker = self.dir_prefix(dst)
+                await self._store(self.store.delete, marker)
+            self._detach(new_p, dst)
+        if old_p.children.get(old_name) == src.ino:
+            del old_p.children[old_name]
+        displaced = self._child(new_p, new_name)
+        if displaced is not None and displaced is not src:
+            self._detach(new_p, displaced)
+        src.parent, src.name = new_p.ino, new_name
+        new_p.children[new_name] = src.ino
+        new_p.negative.pop(new_name, None)
+        if self.opts.negative_metadata_ttl > 0:
+            old_p.negative[old_name] = _now() + self.opts.negative_metadata_ttl
+        if not src.local:
+            src.expiry = _now() + self.opts.metadata_ttl
+            self._mark_remote_ancestors(src)
+        src.ctime = time.time()
+
+    def _target_key(self, parent_ino: int, name: str) -> str:
+        parent = self.inode(parent_ino)
+        return self.dir_prefix(parent) + name
+
+    def _busy(self, node: Inode) -> bool:
+        if node.writer is not None:
+            return True
+        return any(
+            (c := self.inodes.get(i)) is not None and self._busy(c) for i in node.children.values()
+        )
+
+    async def _require_empty(self, node: Inode) -> None:
+        if any(
+            (c := self.inodes.get(i)) is not None and (c.local or c.writer is not None)
+            for i in node.children.values()
+        ):
+            raise FsError(errno.ENOTEMPTY)
+        if node.local:
+            return
+        prefix = self.dir_prefix(node)
+        page = await self._store(self.store.list_page, prefix, "/", None, 2)
+        if [o for o in page.objects if o.key != prefix] or page.prefixes:
+            raise FsError(errno.ENOTEMPTY)
+
+    async def _move_object(self, src: str, dst: str, size: int) -> None:
+        """Rename one object: RenameObject where the bucket has it, else copy then delete.
+
+        The source is deleted only after the copy succeeded, so a crash in between leaves
+        both names (never neither)."""
+        if self.store.is_directory_bucket:
+            try:
+                await self.run(self.store.rename, src, dst)
+                return
+            except StoreError as exc:
+                if exc.errno != errno.ENOTSUP:
+                    raise FsError(exc.errno, str(exc)) from None
+        await self._store(self.store.copy, src, dst, size)
+        await self._store(self.store.delete, src)
+
+    async def _move_prefix(self, src_prefix: str, dst_prefix: str) -> None:
+        page = await self._store(list_all, self.store, src_prefix, None)
+        objects = page.objects
+        errors: list[FsError] = []
+        limit = trio.Semaphore(RENAME_CONCURRENCY)
+
+        async def copy_one(info: ObjectInfo) -> None:
+            async with limit:
+                try:
+                    target = dst_prefix + info.key[len(src_prefix):]
+                    if self.store.is_directory_bucket:
+                        await self._move_object(info.key, target, info.size)
+                    else:
+                        await self._store(self.store.copy, info.key, target, info.size)
+                except FsError as exc:
+                    errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for info in objects:
+                nursery.start_soon(copy_one, info)
+        if errors:
+            raise errors[0]
+        if self.store.is_directory_bucket:
+            return
+
+        async def delete_one(info: ObjectInfo) -> None:
+            async with limit:
+                try:
+                    await self._store(self.store.delete, info.key)
+                except FsError as exc:
+                    errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for info in objects:
+                nursery.start_soon(delete_one, info)
+        if errors:
+            raise errors[0]
+
+    # -- misc --------------------------------------------------------------------------
+    async def fsync(self, fh: int) -> None:
+        await self.flush(fh, force=True)
+
+    async def shutdown(self) -> None:
+        """Abort uploads of files still open (nothing partial becomes visible)."""
+        for handle in list(self.files.values()):
+            if handle.writer is not None and not handle.writer.finished:
+                await handle.writer.abort()
+            if handle.reader is not None:
+                handle.reader.close()

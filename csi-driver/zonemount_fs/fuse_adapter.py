@@ -1,0 +1,196 @@
+"""The thin pyfuse3 adapter: translates FUSE requests to :class:`core.Filesystem` calls.
+
+Owns only conversions - bytes names <-> str, :class:`core.Attr` <-> ``EntryAttributes``,
+:class:`FsError` -> ``FUSEError`` - and the per-operation metrics. No filesystem logic here.
+
+Invariants: every handler either returns a reply or raises ``pyfuse3.FUSEError``; an
+unexpected exception is logged and reported as EIO, never left to kill the session.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+
+from . import metrics
+from .core import Attr, Filesystem
+from .errors import FsError
+
+log = logging.getLogger("zonemount.fuse")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    entry = pyfuse3.EntryAttributes()
+    entry.st_ino = attr.ino
+    entry.generation = 0
+    entry.entry_timeout = attr.timeout
+    entry.attr_timeout = attr.timeout
+    entry.st_mode = attr.mode
+    entry.st_nlink = attr.nlink
+    entry.st_uid = attr.uid
+    entry.st_gid = attr.gid
+    entry.st_rdev = 0
+    entry.st_size = attr.size
+    entry.st_blksize = 1024 * 1024
+    entry.st_blocks = (attr.size + 511) // 512
+    entry.st_atime_ns = int(attr.atime * 1e9)
+    entry.st_mtime_ns = int(attr.mtime * 1e9)
+    entry.st_ctime_ns = int(attr.ctime * 1e9)
+    return entry
+
+
+def _name(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise pyfuse3.FUSEError(errno.EINVAL) from None
+
+
+def _op(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            start = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            except FsError as exc:
+                metrics.FUSE_ERRORS.labels(op=name, errno=errno.errorcode.get(exc.errno, "?")).inc()
+                if exc.errno not in (errno.ENOENT, errno.EEXIST):
+                    log.info("%s failed: %s", name, exc)
+                raise pyfuse3.FUSEError(exc.errno) from None
+            except pyfuse3.FUSEError:
+                raise
+            except Exception:
+                metrics.FUSE_ERRORS.labels(op=name, errno="EIO").inc()
+                log.exception("%s: unexpected error", name)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            finally:
+                metrics.FUSE_LATENCY.labels(op=name).observe(time.perf_counter() - start)
+
+        return inner
+
+    return wrap
+
+
+class ZonemountOperations(pyfuse3.Operations):  # type: ignore[misc]
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: Filesystem) -> None:
+        super().__init__()
+        self.fs = fs
+
+    @_op("lookup")
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(await self.fs.lookup(parent_inode, _name(name)))
+
+    @_op("getattr")
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(await self.fs.getattr(inode))
+
+    @_op("setattr")
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        now = time.time()
+        result = await self.fs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            mtime=(attr.st_mtime_ns / 1e9 if attr.st_mtime_ns else now) if fields.update_mtime else None,
+            atime=(attr.st_atime_ns / 1e9 if attr.st_atime_ns else now) if fields.update_atime else None,
+        )
+        return _entry(result)
+
+    def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.fs.forget(inode, count)
+
+    @_op("opendir")
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        return await self.fs.opendir(inode)
+
+    @_op("readdir")
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = await self.fs.readdir(fh, start_id)
+        for index, (name, attr) in enumerate(entries, start=start_id + 1):
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), _entry(attr), index):
+                break
+            self.fs.remember(attr.ino)
+
+    async def releasedir(self, fh: int) -> None:
+        self.fs.releasedir(fh)
+
+    @_op("mkdir")
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        return _entry(await self.fs.mkdir(parent_inode, _name(name), mode & ~ctx.umask,
+                                          ctx.uid, ctx.gid))
+
+    @_op("rmdir")
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.fs.rmdir(parent_inode, _name(name))
+
+    @_op("unlink")
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.fs.unlink(parent_inode, _name(name))
+
+    @_op("rename")
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
+                             _name(name_new), flags)
+
+    @_op("create")
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = await self.fs.create(parent_inode, _name(name), mode & ~ctx.umask, flags,
+                                        ctx.uid, ctx.gid)
+        return pyfuse3.FileInfo(fh=fh), _entry(attr)
+
+    @_op("open")
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        fh = await self.fs.open(inode, flags)
+        handle = self.fs.files[fh]
+        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct, keep_cache=False)
+
+    @_op("read")
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        data = await self.fs.read(fh, off, size)
+        metrics.BYTES_READ.inc(len(data))
+        return data
+
+    @_op("write")
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        written = await self.fs.write(fh, off, buf)
+        metrics.BYTES_WRITTEN.inc(written)
+        return written
+
+    @_op("flush")
+    async def flush(self, fh: int) -> None:
+        await self.fs.flush(fh)
+
+    @_op("fsync")
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.fs.fsync(fh)
+
+    @_op("release")
+    async def release(self, fh: int) -> None:
+        await self.fs.release(fh)
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = 1024 * 1024
+        data.f_frsize = 1024 * 1024
+        data.f_blocks = data.f_bfree = data.f_bavail = 2**40
+        data.f_files = data.f_ffree = data.f_favail = 2**40
+        data.f_namemax = 255
+        return data

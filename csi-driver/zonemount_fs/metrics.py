@@ -1,0 +1,23 @@
+"""Prometheus metrics of one mount (served on ``--metrics-address``).
+
+Names follow Prometheus conventions (``zonemount_fuse_*``, ``zonemount_s3_*``); label values
+are bounded sets (operation names, errno names), never paths or keys.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+FUSE_LATENCY = Histogram(
+    "zonemount_fuse_op_seconds", "Latency of FUSE operations", ["op"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
+FUSE_ERRORS = Counter("zonemount_fuse_errors_total", "FUSE operations failed", ["op", "errno"])
+BYTES_READ = Counter("zonemount_fuse_read_bytes_total", "Bytes returned by read()")
+BYTES_WRITTEN = Counter("zonemount_fuse_written_bytes_total", "Bytes accepted by write()")
+
+
+def serve(host: str, port: int) -> None:
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host)

@@ -1,0 +1,213 @@
+"""Read path: sequential-read detection and a growing window of parallel ranged GETs.
+
+A :class:`Reader` serves one open file. The object is split into aligned chunks of
+``chunk_size`` bytes (``--part-size``). When reads look sequential, the reader keeps a
+window of chunks ahead of the application in flight, each a ranged GET streamed by a worker
+thread into a preallocated buffer; the window doubles on every chunk the application
+finishes, up to ``max_window`` chunks. Readers wait only for the bytes they need (a chunk is
+usable while it downloads), which keeps time to first byte at one request's latency.
+Random reads fetch just the requested range and shrink the window back to one chunk.
+
+Memory: every prefetched chunk takes a slot from a mount-wide :class:`trio.Semaphore`
+(``--max-memory-target / chunk_size`` slots). Chunks the reader needs right now are always
+fetched; chunks ahead are only fetched if a slot is free (no waiting, no deadlock). Chunks
+behind the reader are dropped, releasing their slot.
+
+Concurrency: trio code between ``await`` points is atomic. The only cross-thread state is a
+chunk's ``filled`` counter and waiter list, guarded by the chunk's lock; the filling thread
+wakes waiters with ``trio.from_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .errors import FsError, StoreError
+from .store.base import ObjectStore
+
+Run = Callable[..., Awaitable[Any]]
+
+
+class Chunk:
+    __slots__ = ("_lock", "_waiters", "buf", "cancelled", "done", "end", "error", "filled",
+                 "has_slot", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+        self.buf = bytearray(end - start)
+        self.filled = 0
+        self.done = False
+        self.cancelled = False
+        self.error: StoreError | None = None
+        self.has_slot = False
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[int, trio.Event]] = []
+
+    # -- worker thread side ------------------------------------------------------------
+    def fill(self, store: ObjectStore, key: str, etag: str | None) -> None:
+        try:
+            view = memoryview(self.buf)
+            for piece in store.open_range(key, self.start, self.end, etag):
+                if self.cancelled:
+                    break
+                n = min(len(piece), len(self.buf) - self.filled)
+                view[self.filled : self.filled + n] = piece[:n]
+                self._advance(self.filled + n, final=False)
+        except StoreError as exc:
+            self.error = exc
+        finally:
+            self._advance(self.filled, final=True)
+
+    def _advance(self, filled: int, *, final: bool) -> None:
+        with self._lock:
+            self.filled = filled
+            if final:
+                self.done = True
+            ready = [ev for upto, ev in self._waiters if final or upto <= filled]
+            self._waiters = [(u, ev) for u, ev in self._waiters if not (final or u <= filled)]
+        for ev in ready:
+            try:
+                trio.from_thread.run_sync(ev.set)
+            except trio.RunFinishedError:
+                return
+
+    # -- trio side ---------------------------------------------------------------------
+    async def wait(self, upto: int) -> None:
+        """Wait until ``upto`` bytes (relative to ``start``) are in ``buf`` or the fill ended."""
+        with self._lock:
+            if self.filled >= upto or self.done:
+                return
+            event = trio.Event()
+            self._waiters.append((upto, event))
+        await event.wait()
+
+
+class Reader:
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        size: int,
+        etag: str | None,
+        chunk_size: int,
+        nursery: trio.Nursery,
+        run: Run,
+        slots: trio.Semaphore,
+        max_window: int = 16,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.size = size
+        self.etag = etag
+        self.chunk_size = chunk_size
+        self._nursery = nursery
+        self._run = run
+        self._slots = slots
+        self._max_window = max_window
+        self._chunks: dict[int, Chunk] = {}
+        self._window = 1
+        self._last_end = 0
+        self._closed = False
+
+    def _is_sequential(self, offset: int) -> bool:
+        # The kernel may reorder concurrent readahead requests slightly; tolerate one chunk.
+        return abs(offset - self._last_end) <= self.chunk_size
+
+    def _start_chunk(self, index: int, *, required: bool) -> Chunk | None:
+        chunk = self._chunks.get(index)
+        if chunk is not None:
+            return chunk
+        start = index * self.chunk_size
+        if start >= self.size:
+            return None
+        has_slot = True
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            if not required:
+                return None
+            has_slot = False
+        chunk = Chunk(start, min(start + self.chunk_size, self.size))
+        chunk.has_slot = has_slot
+        self._chunks[index] = chunk
+        self._nursery.start_soon(self._fill, chunk)
+        return chunk
+
+    async def _fill(self, chunk: Chunk) -> None:
+        await self._run(chunk.fill, self.store, self.key, self.etag)
+
+    def _drop(self, index: int) -> None:
+        chunk = self._chunks.pop(index)
+        chunk.cancelled = True
+        if chunk.has_slot:
+            chunk.has_slot = False
+            self._slots.release()
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if self._closed:
+            raise FsError(9, "read on a closed file")
+        if offset >= self.size or length <= 0:
+            return b""
+        end = min(offset + length, self.size)
+        if not self._is_sequential(offset):
+            self._window = 1
+            self._last_end = end
+            cached = self._from_chunks(offset, end)
+            if cached is not None:
+                return await cached
+            try:
+                data: bytes = await self._run(
+                    self.store.get_range, self.key, offset, end, self.etag
+                )
+            except StoreError as exc:
+                raise FsError(exc.errno, str(exc)) from None
+            return data
+        first, last = offset // self.chunk_size, (end - 1) // self.chunk_size
+        for index in range(first, last + 1):
+            self._start_chunk(index, required=True)
+        if first != self._last_end // self.chunk_size or offset == 0:
+            # The application entered a new chunk: grow the window.
+            self._window = min(self._window * 2, self._max_window) if offset else 1
+        for index in range(last + 1, last + 1 + self._window):
+            if self._start_chunk(index, required=False) is None:
+                break
+        for index in [i for i in self._chunks if i < first - 1]:
+            self._drop(index)
+        self._last_end = end
+        pending = self._from_chunks(offset, end)
+        assert pending is not None
+        return await pending
+
+    def _from_chunks(self, offset: int, end: int) -> Awaitable[bytes] | None:
+        first, last = offset // self.chunk_size, (end - 1) // self.chunk_size
+        chunks = [self._chunks.get(i) for i in range(first, last + 1)]
+        if any(c is None for c in chunks):
+            return None
+        return self._gather([c for c in chunks if c is not None], offset, end)
+
+    async def _gather(self, chunks: list[Chunk], offset: int, end: int) -> bytes:
+        out: list[bytes] = []
+        for chunk in chunks:
+            lo = max(offset, chunk.start) - chunk.start
+            hi = min(end, chunk.end) - chunk.start
+            await chunk.wait(hi)
+            if chunk.filled < hi:
+                if chunk.error is not None:
+                    raise FsError(chunk.error.errno, str(chunk.error))
+                if chunk.cancelled:
+                    raise FsError(5, "read raced with close")
+                # the object is shorter than advertised (changed under us): short read
+                out.append(bytes(chunk.buf[lo : chunk.filled]))
+                break
+            out.append(bytes(chunk.buf[lo:hi]))
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def close(self) -> None:
+        self._closed = True
+        for index in list(self._chunks):
+            self._drop(index)

@@ -1,0 +1,222 @@
+"""Streaming uploads: bytes written to a file go to S3 while the application keeps writing.
+
+:class:`StreamingUpload` (new objects, overwrites) buffers at most one part, hands full parts
+to background tasks that run UploadPart in worker threads, and blocks the writer when
+``max_inflight`` parts are already in flight (backpressure). Memory per open file is bounded
+by ``(max_inflight + 1) * part_size`` whatever the file size. Files smaller than one part are
+written with a single PutObject on completion; the multipart upload is created lazily.
+
+:class:`AppendUpload` (``--incremental-upload`` on directory buckets) appends buffered bytes
+at the object's current size with PutObject ``WriteOffsetBytes``.
+
+Concurrency rules (trio): code between two ``await`` points is atomic, so ``size`` and the
+buffer are only touched by the writing task; part tasks only record their ETag or error.
+Invariant: on any failure nothing partial becomes visible - the multipart upload is aborted.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+from .errors import FsError, StoreError
+from .store.base import ObjectInfo, ObjectStore
+
+MAX_PARTS = 10_000
+Run = Callable[..., Awaitable[Any]]
+
+
+class StreamingUpload:
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        part_size: int,
+        run: Run,
+        nursery: trio.Nursery,
+        metadata: Mapping[str, str],
+        max_inflight: int = 4,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.part_size = part_size
+        self._run = run
+        self._nursery = nursery
+        self.metadata = dict(metadata)
+        self._created_metadata: dict[str, str] | None = None
+        self.size = 0
+        self._buf = bytearray()
+        self._upload_id: str | None = None
+        self._etags: dict[int, str] = {}
+        self._next_part = 1
+        self._slots = trio.Semaphore(max_inflight)
+        self._max_inflight = max_inflight
+        self._error: StoreError | None = None
+        self.finished = False
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.finished:
+            raise FsError(errno.EBADF, "file already closed for writing; reopen with O_TRUNC")
+        if offset != self.size:
+            raise FsError(
+                errno.EINVAL,
+                f"out-of-order write at {offset} (expected {self.size}): S3 objects are "
+                "written sequentially",
+            )
+        self._raise_if_failed()
+        self._buf += data
+        self.size += len(data)
+        while len(self._buf) >= self.part_size:
+            part = bytes(memoryview(self._buf)[: self.part_size])
+            del self._buf[: self.part_size]
+            await self._submit(part)
+        return len(data)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise FsError(self._error.errno if self._error.errno != errno.ENOENT else errno.EIO,
+                          f"upload of {self.key!r} failed: {self._error}")
+
+    async def _submit(self, part: bytes) -> None:
+        if self._next_part > MAX_PARTS:
+            raise FsError(errno.EFBIG, f"{self.key!r} exceeds {MAX_PARTS} parts; raise --part-size")
+        if self._upload_id is None:
+            self._created_metadata = dict(self.metadata)
+            try:
+                self._upload_id = await self._run(
+                    self.store.create_multipart, self.key, self._created_metadata
+                )
+            except StoreError as exc:
+                self._error = exc
+                self._raise_if_failed()
+        number = self._next_part
+        self._next_part += 1
+        await self._slots.acquire()  # backpressure: at most max_inflight parts in memory
+        self._nursery.start_soon(self._upload_part, number, part)
+
+    async def _upload_part(self, number: int, part: bytes) -> None:
+        try:
+            assert self._upload_id is not None
+            self._etags[number] = await self._run(
+                self.store.upload_part, self.key, self._upload_id, number, part
+            )
+        except StoreError as exc:
+            self._error = self._error or exc
+        finally:
+            self._slots.release()
+
+    async def _drain(self) -> None:
+        for _ in range(self._max_inflight):
+            await self._slots.acquire()
+        for _ in range(self._max_inflight):
+            self._slots.release()
+
+    async def complete(self) -> ObjectInfo:
+        """Finish the object; it is visible to everyone when this returns."""
+        if self.finished:
+            raise FsError(errno.EBADF, "upload already completed")
+        self.finished = True
+        try:
+            if self._upload_id is None:
+                self._raise_if_failed()
+                info: ObjectInfo = await self._run(
+                    self.store.put, self.key, bytes(self._buf), self.metadata
+                )
+                self._buf = bytearray()
+                return ObjectInfo(self.key, self.size, info.etag, info.mtime, dict(self.metadata))
+            if self._buf or self._next_part == 1:
+                part = bytes(self._buf)
+                self._buf = bytearray()
+                await self._submit(part)
+            await self._drain()
+            self._raise_if_failed()
+            parts = sorted(self._etags.items())
+            info = await self._run(self.store.complete_multipart, self.key, self._upload_id, parts)
+            self._upload_id = None
+            if self.metadata != self._created_metadata:
+                # chmod/chown/utime arrived after the upload was created: rewrite metadata.
+                await self._run(self.store.copy, self.key, self.key, self.size, self.metadata)
+            return ObjectInfo(self.key, self.size, info.etag, info.mtime, dict(self.metadata))
+        except StoreError as exc:
+            await self.abort()
+            raise FsError(exc.errno, f"upload of {self.key!r} failed: {exc}") from None
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def abort(self) -> None:
+        self.finished = True
+        self._buf = bytearray()
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            await self._drain()
+            try:
+                await self._run(self.store.abort_multipart, self.key, upload_id)
+            except StoreError:
+                pass  # the bucket's abort-incomplete-uploads lifecycle rule is the backstop
+
+
+class AppendUpload:
+    """Appends to an object of a directory bucket (``--incremental-upload``)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        part_size: int,
+        run: Run,
+        start_size: int,
+        metadata: Mapping[str, str],
+        exists: bool,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.part_size = part_size
+        self._run = run
+        self.metadata = dict(metadata)
+        self.size = start_size
+        self._remote_size = start_size
+        self._exists = exists
+        self._buf = bytearray()
+        self.finished = False
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.finished:
+            raise FsError(errno.EBADF, "file already closed for writing; reopen to append")
+        if offset != self.size:
+            raise FsError(
+                errno.EINVAL, f"write at {offset} is not an append at the end ({self.size})"
+            )
+        self._buf += data
+        self.size += len(data)
+        if len(self._buf) >= self.part_size:
+            await self._flush_buffer()
+        return len(data)
+
+    async def _flush_buffer(self) -> None:
+        if not self._buf and self._exists:
+            return
+        data = bytes(self._buf)
+        try:
+            if not self._exists:
+                await self._run(self.store.put, self.key, data, self.metadata)
+                self._exists = True
+            else:
+                await self._run(self.store.append, self.key, self._remote_size, data)
+        except StoreError as exc:
+            raise FsError(exc.errno, f"append to {self.key!r} failed: {exc}") from None
+        self._remote_size += len(data)
+        self._buf = bytearray()
+
+    async def complete(self) -> ObjectInfo:
+        self.finished = True
+        await self._flush_buffer()
+        info: ObjectInfo = await self._run(self.store.head, self.key)
+        return info
+
+    async def abort(self) -> None:
+        self.finished = True
+        self._buf = bytearray()
