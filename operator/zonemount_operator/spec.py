@@ -1,0 +1,238 @@
+"""Typed views of the two CRs' specs, parsed from plain dicts.
+
+The API server validates the schema at admission (crds/*.yaml); this module re-checks what
+reconcile relies on, because ``zonemount reconcile -f FILE`` runs without an API server.
+Invariant: a parsed spec is internally consistent (exactly one zone field, KMS key iff
+SSE-KMS, ...); anything else raises :class:`SpecError` with the field path and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from zonemount_operator import names
+from zonemount_operator.errors import SpecError
+
+KMS_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
+TTL_RE = re.compile(r"^([0-9]{1,7}|10000000|minimal|indefinite)$")
+MODE_RE = re.compile(r"^0?[0-7]{3}$")
+
+
+def _get(d: Mapping[str, Any], key: str, kind: type, path: str, default: Any = None) -> Any:
+    value = d.get(key, default)
+    if value is None:
+        return default
+    if kind is int and isinstance(value, bool):
+        raise SpecError(f"{path} must be an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise SpecError(f"{path} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _enum(d: Mapping[str, Any], key: str, choices: tuple[str, ...], path: str) -> str:
+    value = _get(d, key, str, path, choices[0])
+    if value not in choices:
+        raise SpecError(f"{path} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _positive(d: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = _get(d, key, int, path)
+    if value is not None and value < 1:
+        raise SpecError(f"{path} must be at least 1, got {value}")
+    return value  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    region: str
+    base_name: str
+    availability_zone: str | None
+    availability_zone_id: str | None
+    deletion_policy: str = "Retain"
+    expire_after_days: int | None = None
+    abort_mpu_after_days: int | None = None
+    encryption: str = "SSE-S3"
+    kms_key_arn: str | None = None
+    role_arns: tuple[str, ...] = ()
+    session_mode: str = "ReadWrite"
+    import_source: str | None = None
+    import_concurrency: int = 32
+
+
+def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
+    """Parse an S3ExpressBucket spec (``name`` is metadata.name, the baseName default)."""
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec must be an object")
+    region = _get(spec, "region", str, "spec.region")
+    if not region:
+        raise SpecError("spec.region is required: set it to the bucket's region, e.g. us-east-1")
+    names.validate_region(region)
+    az = _get(spec, "availabilityZone", str, "spec.availabilityZone")
+    az_id = _get(spec, "availabilityZoneId", str, "spec.availabilityZoneId")
+    if (az is None) == (az_id is None):
+        raise SpecError(
+            "set exactly one of spec.availabilityZone (e.g. us-east-1d) "
+            "or spec.availabilityZoneId (e.g. use1-az4)"
+        )
+    if az is not None:
+        names.validate_az_name(az)
+        if not az.startswith(region):
+            raise SpecError(f"spec.availabilityZone {az!r} is not in region {region!r}")
+    if az_id is not None:
+        names.validate_az_id(az_id)
+    base = _get(spec, "baseName", str, "spec.baseName", name)
+    # Validate the base now (with a placeholder AZ ID when only the name is known).
+    names.directory_bucket_name(base, az_id or "xxxx0-az0")
+    lifecycle = _get(spec, "lifecycle", Mapping, "spec.lifecycle", {})
+    encryption = _get(spec, "encryption", Mapping, "spec.encryption", {})
+    enc_type = _enum(encryption, "type", ("SSE-S3", "SSE-KMS"), "spec.encryption.type")
+    kms = _get(encryption, "kmsKeyArn", str, "spec.encryption.kmsKeyArn")
+    if (enc_type == "SSE-KMS") != (kms is not None):
+        raise SpecError("spec.encryption.kmsKeyArn is required with SSE-KMS and not allowed otherwise")
+    if kms is not None and not KMS_ARN_RE.match(kms):
+        raise SpecError(f"spec.encryption.kmsKeyArn {kms!r} is not a KMS key ARN")
+    access = _get(spec, "access", Mapping, "spec.access", {})
+    roles = tuple(_get(access, "roleArns", list, "spec.access.roleArns", []))
+    for arn in roles:
+        names.role_name_from_arn(str(arn))
+    imp = _get(spec, "import", Mapping, "spec.import", {})
+    source = _get(imp, "source", str, "spec.import.source")
+    if source is not None:
+        names.parse_s3_url(source, "spec.import.source")
+    return BucketSpec(
+        region=region,
+        base_name=base,
+        availability_zone=az,
+        availability_zone_id=az_id,
+        deletion_policy=_enum(spec, "deletionPolicy", ("Retain", "Delete"), "spec.deletionPolicy"),
+        expire_after_days=_positive(lifecycle, "expireAfterDays", "spec.lifecycle.expireAfterDays"),
+        abort_mpu_after_days=_positive(
+            lifecycle,
+            "abortIncompleteMultipartUploadAfterDays",
+            "spec.lifecycle.abortIncompleteMultipartUploadAfterDays",
+        ),
+        encryption=enc_type,
+        kms_key_arn=kms,
+        role_arns=tuple(sorted(set(roles))),
+        session_mode=_enum(access, "sessionMode", ("ReadWrite", "ReadOnly"), "spec.access.sessionMode"),
+        import_source=source,
+        import_concurrency=_positive(imp, "concurrency", "spec.import.concurrency") or 32,
+    )
+
+
+# Typed mount options -> mount-s3 style flags (one StorageClass/PV mountOptions line each).
+BOOL_OPTIONS = {
+    "readOnly": "--read-only",
+    "allowDelete": "--allow-delete",
+    "allowOverwrite": "--allow-overwrite",
+    "incrementalUpload": "--incremental-upload",
+    "allowOther": "--allow-other",
+    "allowRoot": "--allow-root",
+}
+VALUE_OPTIONS = {
+    "uid": "--uid",
+    "gid": "--gid",
+    "dirMode": "--dir-mode",
+    "fileMode": "--file-mode",
+    "metadataTtl": "--metadata-ttl",
+    "negativeMetadataTtl": "--negative-metadata-ttl",
+    "maxThreads": "--max-threads",
+    "partSize": "--part-size",
+}
+
+
+def mount_option_lines(options: Mapping[str, Any]) -> list[str]:
+    """Typed ``spec.mountOptions`` -> sorted flag lines (``--allow-delete``, ``--uid=1000``)."""
+    lines: list[str] = []
+    for key, value in options.items():
+        path = f"spec.mountOptions.{key}"
+        if key in BOOL_OPTIONS:
+            if not isinstance(value, bool):
+                raise SpecError(f"{path} must be true or false, got {value!r}")
+            if value:
+                lines.append(BOOL_OPTIONS[key])
+        elif key in VALUE_OPTIONS:
+            if key in {"dirMode", "fileMode"} and not MODE_RE.match(str(value)):
+                raise SpecError(f"{path} must be an octal mode like 0755, got {value!r}")
+            if key == "metadataTtl" and not TTL_RE.match(str(value)):
+                raise SpecError(f"{path} must be seconds, minimal or indefinite; got {value!r}")
+            if key in {"uid", "gid", "maxThreads", "partSize", "negativeMetadataTtl"} and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise SpecError(f"{path} must be a non-negative integer, got {value!r}")
+            lines.append(f"{VALUE_OPTIONS[key]}={value}")
+        else:
+            allowed = ", ".join(sorted([*BOOL_OPTIONS, *VALUE_OPTIONS]))
+            raise SpecError(f"{path} is not an allowed mount option; allowed: {allowed}")
+    return sorted(lines)
+
+
+@dataclass(frozen=True)
+class MountClassSpec:
+    storage_class_name: str
+    bucket_ref: tuple[str, str] | None  # (namespace, name)
+    bucket_name: str | None
+    region: str | None
+    endpoint_url: str | None
+    availability_zone: str | None
+    prefix: str = ""
+    provisioning: str = "PerClaimPrefix"
+    capacity: str = "1Ti"
+    authentication_source: str = "driver"
+    reclaim_policy: str = "Retain"
+    mount_options: list[str] = field(default_factory=list)
+
+
+def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec must be an object")
+    ref = _get(spec, "bucketRef", Mapping, "spec.bucketRef")
+    bucket_name = _get(spec, "bucketName", str, "spec.bucketName")
+    if (ref is None) == (bucket_name is None):
+        raise SpecError("set exactly one of spec.bucketRef (an S3ExpressBucket) or spec.bucketName")
+    region = _get(spec, "region", str, "spec.region")
+    endpoint = _get(spec, "endpointUrl", str, "spec.endpointUrl")
+    az = _get(spec, "availabilityZone", str, "spec.availabilityZone")
+    bucket_ref: tuple[str, str] | None = None
+    if ref is not None:
+        if region or endpoint or az:
+            raise SpecError(
+                "spec.region, spec.endpointUrl and spec.availabilityZone go with spec.bucketName; "
+                "with spec.bucketRef they come from the S3ExpressBucket"
+            )
+        ref_name = _get(ref, "name", str, "spec.bucketRef.name")
+        ref_ns = _get(ref, "namespace", str, "spec.bucketRef.namespace")
+        if not ref_name or not ref_ns:
+            raise SpecError("spec.bucketRef needs both name and namespace")
+        bucket_ref = (ref_ns, ref_name)
+    else:
+        if not region:
+            raise SpecError("spec.region is required with spec.bucketName")
+        names.validate_region(region)
+        if az is not None:
+            names.validate_az_name(az)
+    prefix = _get(spec, "prefix", str, "spec.prefix", "")
+    if prefix and (prefix.startswith("/") or not prefix.endswith("/")):
+        raise SpecError(f"spec.prefix {prefix!r} must not start with '/' and must end with '/'")
+    return MountClassSpec(
+        storage_class_name=_get(spec, "storageClassName", str, "spec.storageClassName", name),
+        bucket_ref=bucket_ref,
+        bucket_name=bucket_name,
+        region=region,
+        endpoint_url=endpoint,
+        availability_zone=az,
+        prefix=prefix,
+        provisioning=_enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning"),
+        capacity=_get(spec, "capacity", str, "spec.capacity", "1Ti"),
+        authentication_source=_enum(
+            spec, "authenticationSource", ("driver", "pod"), "spec.authenticationSource"
+        ),
+        reclaim_policy=_enum(spec, "reclaimPolicy", ("Retain", "Delete"), "spec.reclaimPolicy"),
+        mount_options=mount_option_lines(
+            _get(spec, "mountOptions", Mapping, "spec.mountOptions", {})
+        ),
+    )
