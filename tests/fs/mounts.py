@@ -1,0 +1,91 @@
+"""Helpers for the FUSE client tests: real ``zonemount mount`` processes on a real S3 server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from zonemount_cli.servers import LocalS3
+
+ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+def unmount(path: Path) -> None:
+    if not is_mounted(path):
+        return
+    subprocess.run(["fusermount3", "-u", str(path)], check=False, capture_output=True)
+    deadline = time.monotonic() + 10
+    while is_mounted(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_mounted(path):
+        subprocess.run(["fusermount3", "-uz", str(path)], check=False, capture_output=True)
+
+
+class Mounter:
+    """Mounts buckets of one S3 server with ``zonemount mount`` and unmounts them at teardown."""
+
+    def __init__(self, server: LocalS3, tmp_path: Path) -> None:
+        self.server = server
+        self.tmp_path = tmp_path
+        self.mounts: list[Path] = []
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, **self.server.env()}
+        env["ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH"] = "1"
+        return env
+
+    def run(self, bucket: str, *flags: str, mountpoint: Path | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        mnt = mountpoint or self.tmp_path / f"mnt-{uuid.uuid4().hex[:6]}"
+        mnt.mkdir(parents=True, exist_ok=True)
+        args = [ZONEMOUNT, "mount", bucket, str(mnt), "--endpoint-url", self.server.endpoint,
+                "--force-path-style", *flags]
+        proc = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0:
+            self.mounts.append(mnt)
+        elif check:
+            raise AssertionError(f"mount failed ({proc.returncode}): {proc.stderr}")
+        proc.mountpoint = mnt  # type: ignore[attr-defined]
+        return proc
+
+    def mount(self, bucket: str, *flags: str) -> Path:
+        proc = self.run(bucket, *flags)
+        mnt: Path = proc.mountpoint  # type: ignore[attr-defined]
+        assert is_mounted(mnt)
+        return mnt
+
+    def cleanup(self) -> None:
+        for mnt in self.mounts:
+            unmount(mnt)
+
+
+
+
+def errno_of(fn: Callable[[], object]) -> int:
+    try:
+        fn()
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+@contextlib.contextmanager
+def cwd(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)

@@ -1,0 +1,485 @@
+"""docs/SEMANTICS.md, one test per rule, on real mounts against a real S3 server (moto).
+
+Each test name starts with the rule id from docs/SEMANTICS.md (``test_r_read_seq`` for
+R-READ-SEQ); tests/fs/test_semantics_doc.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import re
+import stat
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zonemount_cli.servers import free_port
+
+from .mounts import Mounter, errno_of, is_mounted
+
+MiB = 1024 * 1024
+pytestmark = pytest.mark.integration
+
+
+def put(s3: Any, bucket: str, key: str, data: bytes = b"x") -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+# -- reads -----------------------------------------------------------------------------
+def test_r_read_seq(mount_rw, s3, bucket) -> None:
+    data = random.Random(1).randbytes(37 * MiB + 123)
+    put(s3, bucket, "big.bin", data)
+    mnt = mount_rw("--part-size", str(5 * MiB))
+    with open(mnt / "big.bin", "rb") as f:
+        got = hashlib.sha256()
+        while chunk := f.read(1 * MiB):
+            got.update(chunk)
+    assert got.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert os.stat(mnt / "big.bin").st_size == len(data)
+
+
+def test_r_read_random(mount_rw, s3, bucket) -> None:
+    data = random.Random(2).randbytes(12 * MiB)
+    put(s3, bucket, "r.bin", data)
+    mnt = mount_rw()
+    rng = random.Random(3)
+    fd = os.open(mnt / "r.bin", os.O_RDONLY)
+    try:
+        for _ in range(60):
+            off = rng.randrange(0, len(data))
+            n = rng.choice([1, 100, 4096, 65536, 300_000])
+            assert os.pread(fd, n, off) == data[off : off + n]
+        os.lseek(fd, 5 * MiB, os.SEEK_SET)
+        assert os.read(fd, 1000) == data[5 * MiB : 5 * MiB + 1000]
+        assert os.pread(fd, 10, len(data) + 5) == b""
+    finally:
+        os.close(fd)
+
+
+def test_r_read_concurrent(mount_rw, s3, bucket) -> None:
+    blobs = {f"c/{i}.bin": random.Random(i).randbytes(3 * MiB + i) for i in range(6)}
+    for key, data in blobs.items():
+        put(s3, bucket, key, data)
+    mnt = mount_rw()
+    errors: list[str] = []
+
+    def reader(key: str, data: bytes) -> None:
+        for _ in range(2):
+            if (mnt / key).read_bytes() != data:
+                errors.append(key)
+
+    threads = [threading.Thread(target=reader, args=kv) for kv in blobs.items() for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_r_read_direct(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "d.txt", b"old")
+    mnt = mounter.mount(bucket, "--metadata-ttl", "indefinite")
+    assert (mnt / "d.txt").read_bytes() == b"old"
+    put(s3, bucket, "d.txt", b"newer content")
+    # Cached metadata still names the old object: the read never mixes old and new bytes,
+    # it fails with ESTALE (documented).
+    assert errno_of(lambda: (mnt / "d.txt").read_bytes()) == errno.ESTALE
+    fd = os.open(mnt / "d.txt", os.O_RDONLY | os.O_DIRECT)
+    try:
+        assert os.read(fd, 4096) == b"newer content"
+    finally:
+        os.close(fd)
+
+
+# -- writes ----------------------------------------------------------------------------
+def _mount_pid(mnt: Path) -> int:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"mount" in cmd and str(mnt).encode() in cmd:
+                return int(pid)
+    raise AssertionError("mount process not found")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_r_write_stream(mount_rw, s3, bucket) -> None:
+    mnt = mount_rw("--part-size", str(5 * MiB))
+    pid = _mount_pid(mnt)
+    block = random.Random(4).randbytes(1 * MiB)
+    digest = hashlib.sha256()
+    peak = 0.0
+    saw_parts = False
+    with open(mnt / "stream.bin", "wb") as f:
+        for i in range(160):  # 160 MiB through a 5 MiB part size
+            f.write(block)
+            digest.update(block)
+            if i % 16 == 15:
+                peak = max(peak, _rss_mib(pid))
+                uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+                saw_parts = saw_parts or any(u["Key"] == "stream.bin" for u in uploads)
+    assert saw_parts, "parts must be uploaded while the file is being written"
+    assert peak < 160, f"mount RSS {peak:.0f} MiB: writes must not be buffered whole"
+    body = s3.get_object(Bucket=bucket, Key="stream.bin")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest.hexdigest()
+
+
+def test_r_write_visible_on_close(mount_rw, s3, bucket) -> None:
+    mnt = mount_rw()
+    f = open(mnt / "v.txt", "wb")  # noqa: SIM115
+    f.write(b"hello")
+    f.flush()
+    assert "v.txt" not in keys(s3, bucket)
+    f.close()
+    assert s3.get_object(Bucket=bucket, Key="v.txt")["Body"].read() == b"hello"
+
+
+def test_r_write_fsync(mount_rw, s3, bucket) -> None:
+    mnt = mount_rw()
+    fd = os.open(mnt / "s.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"synced")
+    os.fsync(fd)
+    assert s3.get_object(Bucket=bucket, Key="s.txt")["Body"].read() == b"synced"
+    assert errno_of(lambda: os.write(fd, b"more")) in (errno.EBADF, errno.EINVAL, errno.EPERM)
+    os.close(fd)
+
+
+def test_r_write_out_of_order(mount_rw, s3, bucket) -> None:
+    mnt = mount_rw()
+    fd = os.open(mnt / "ooo.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"a" * 100)
+    assert errno_of(lambda: os.pwrite(fd, b"b", 10)) == errno.EINVAL
+    assert errno_of(lambda: os.pwrite(fd, b"b", 5000)) == errno.EINVAL
+    os.close(fd)
+    # The sequential part is committed on close; nothing else is left behind.
+    assert s3.get_object(Bucket=bucket, Key="ooo.bin")["Body"].read() == b"a" * 100
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_r_overwrite(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "o.txt", b"original")
+    ro = mounter.mount(bucket)
+    assert errno_of(lambda: (ro / "o.txt").write_bytes(b"x")) == errno.EPERM
+    rw = mounter.mount(bucket, "--allow-overwrite")
+    assert errno_of(lambda: os.open(rw / "o.txt", os.O_WRONLY)) == errno.EPERM  # no O_TRUNC
+    assert errno_of(lambda: os.open(rw / "o.txt", os.O_WRONLY | os.O_APPEND)) == errno.EPERM
+    fd = os.open(rw / "o.txt", os.O_RDWR)  # read-write without O_TRUNC: reads work
+    try:
+        assert os.read(fd, 100) == b"original"
+        assert errno_of(lambda: os.pwrite(fd, b"x", 0)) == errno.EBADF
+    finally:
+        os.close(fd)
+    (rw / "o.txt").write_bytes(b"replaced")
+    assert s3.get_object(Bucket=bucket, Key="o.txt")["Body"].read() == b"replaced"
+
+
+def test_r_delete(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "del.txt")
+    plain = mounter.mount(bucket)
+    assert errno_of(lambda: os.unlink(plain / "del.txt")) == errno.EPERM
+    allowed = mounter.mount(bucket, "--allow-delete")
+    os.unlink(allowed / "del.txt")
+    assert keys(s3, bucket) == []
+    assert errno_of(lambda: os.stat(allowed / "del.txt")) == errno.ENOENT
+
+
+def test_r_read_only(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "a/f.txt", b"data")
+    mnt = mounter.mount(bucket, "--read-only", "--allow-delete", "--allow-overwrite")
+    assert (mnt / "a/f.txt").read_bytes() == b"data"
+    for op in (
+        lambda: (mnt / "new.txt").write_bytes(b"x"),
+        lambda: (mnt / "a/f.txt").write_bytes(b"x"),
+        lambda: os.unlink(mnt / "a/f.txt"),
+        lambda: os.mkdir(mnt / "d"),
+        lambda: os.rename(mnt / "a/f.txt", mnt / "a/g.txt"),
+        lambda: os.chmod(mnt / "a/f.txt", 0o600),
+        lambda: os.rmdir(mnt / "a"),
+    ):
+        assert errno_of(op) == errno.EROFS
+    assert keys(s3, bucket) == ["a/f.txt"]
+
+
+# -- directories -----------------------------------------------------------------------
+def test_r_dir_implicit(mount_rw, s3, bucket) -> None:
+    put(s3, bucket, "x/y/z.txt")
+    put(s3, bucket, "marker/", b"")
+    put(s3, bucket, "weird//name")  # empty path component: not shown
+    mnt = mount_rw()
+    assert sorted(os.listdir(mnt)) == ["marker", "weird", "x"]
+    assert stat.S_ISDIR(os.stat(mnt / "x/y").st_mode)
+    assert os.listdir(mnt / "marker") == []
+    assert os.listdir(mnt / "weird") == []
+    assert os.listdir(mnt / "x/y") == ["z.txt"]
+
+
+def test_r_dir_shadows_file(mount_rw, s3, bucket) -> None:
+    put(s3, bucket, "same", b"file")
+    put(s3, bucket, "same/inner.txt", b"inner")
+    mnt = mount_rw()
+    assert os.listdir(mnt) == ["same"]
+    assert stat.S_ISDIR(os.stat(mnt / "same").st_mode)
+    assert (mnt / "same/inner.txt").read_bytes() == b"inner"
+
+
+def test_r_dir_mkdir_local(mounter: Mounter, s3, bucket) -> None:
+    mnt = mounter.mount(bucket)
+    other = mounter.mount(bucket)
+    os.mkdir(mnt / "local")
+    assert os.listdir(mnt) == ["local"]
+    assert keys(s3, bucket) == []
+    assert "local" not in os.listdir(other)
+    (mnt / "local/f.txt").write_bytes(b"1")
+    assert keys(s3, bucket) == ["local/f.txt"]
+    assert os.listdir(other) == ["local"]
+
+
+def test_r_dir_rmdir(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "full/f.txt")
+    put(s3, bucket, "marked/", b"")
+    mnt = mounter.mount(bucket, "--allow-delete")
+    os.mkdir(mnt / "empty")
+    os.rmdir(mnt / "empty")
+    assert "empty" not in os.listdir(mnt)
+    assert errno_of(lambda: os.rmdir(mnt / "full")) == errno.ENOTEMPTY
+    assert errno_of(lambda: os.rmdir(mnt / "full/f.txt")) == errno.ENOTDIR
+    os.rmdir(mnt / "marked")
+    assert keys(s3, bucket) == ["full/f.txt"]
+
+
+def test_r_dir_readdir_offsets(mount_rw, s3, bucket) -> None:
+    names = [f"f{i:04d}" for i in range(1500)]
+    for name in names:
+        put(s3, bucket, f"big/{name}", b"")
+    mnt = mount_rw()
+    seen: list[str] = []
+    with os.scandir(mnt / "big") as it:
+        for n, entry in enumerate(it):
+            seen.append(entry.name)
+            if n == 100:  # change the directory while it is being read
+                for i in range(0, 1500, 7):
+                    s3.delete_object(Bucket=bucket, Key=f"big/{names[i]}")
+                for i in range(50):
+                    put(s3, bucket, f"big/new{i:03d}", b"")
+    assert len(seen) == len(set(seen)), "no entry twice"
+    assert set(names) <= set(seen), "every entry present when the listing began is returned"
+
+
+# -- rename ----------------------------------------------------------------------------
+def test_r_rename_file(mount_rw, s3, bucket) -> None:
+    put(s3, bucket, "a.txt", b"A")
+    s3.copy_object(Bucket=bucket, Key="a.txt", CopySource={"Bucket": bucket, "Key": "a.txt"},
+                   Metadata={"mode": str(stat.S_IFREG | 0o600)}, MetadataDirective="REPLACE")
+    mnt = mount_rw()
+    os.rename(mnt / "a.txt", mnt / "b.txt")
+    assert keys(s3, bucket) == ["b.txt"]
+    assert (mnt / "b.txt").read_bytes() == b"A"
+    assert stat.S_IMODE(os.stat(mnt / "b.txt").st_mode) == 0o600  # metadata travels
+    os.mkdir(mnt / "sub")
+    os.rename(mnt / "b.txt", mnt / "sub/c.txt")
+    assert keys(s3, bucket) == ["sub/c.txt"]
+
+
+def test_r_rename_dir(mount_rw, s3, bucket) -> None:
+    for key in ("job/_temporary/0/task_1/part-0", "job/_temporary/0/task_1/sub/part-1",
+                "job/_temporary/0/task_1/sub/"):
+        put(s3, bucket, key, key.encode())
+    mnt = mount_rw()
+    os.mkdir(mnt / "job/_temporary/0/task_1/emptylocal")
+    os.rename(mnt / "job/_temporary/0/task_1", mnt / "job/out")
+    assert keys(s3, bucket) == ["job/out/part-0", "job/out/sub/", "job/out/sub/part-1"]
+    assert (mnt / "job/out/sub/part-1").read_bytes() == b"job/_temporary/0/task_1/sub/part-1"
+    assert os.path.isdir(mnt / "job/out/emptylocal")
+    assert not os.path.exists(mnt / "job/_temporary/0/task_1")
+
+
+def test_r_rename_overwrite(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "src.txt", b"S")
+    put(s3, bucket, "dst.txt", b"D")
+    plain = mounter.mount(bucket)
+    assert errno_of(lambda: os.rename(plain / "src.txt", plain / "dst.txt")) == errno.EPERM
+    mnt = mounter.mount(bucket, "--allow-overwrite")
+    os.rename(mnt / "src.txt", mnt / "dst.txt")
+    assert keys(s3, bucket) == ["dst.txt"]
+    assert s3.get_object(Bucket=bucket, Key="dst.txt")["Body"].read() == b"S"
+
+
+def test_r_rename_errors(mount_rw, s3, bucket) -> None:
+    put(s3, bucket, "d1/f", b"1")
+    put(s3, bucket, "d2/g", b"2")
+    put(s3, bucket, "file", b"3")
+    mnt = mount_rw()
+    assert errno_of(lambda: os.rename(mnt / "d1", mnt / "d2")) == errno.ENOTEMPTY
+    assert errno_of(lambda: os.rename(mnt / "file", mnt / "d1")) == errno.EISDIR
+    assert errno_of(lambda: os.rename(mnt / "d1", mnt / "file")) == errno.ENOTDIR
+    assert errno_of(lambda: os.rename(mnt / "d1", mnt / "d1/inner")) == errno.EINVAL
+    assert errno_of(lambda: os.rename(mnt / "nope", mnt / "x")) == errno.ENOENT
+    os.mkdir(mnt / "emptydir")
+    os.rename(mnt / "d1", mnt / "emptydir")  # replacing an empty directory is allowed
+    assert keys(s3, bucket) == ["d2/g", "emptydir/f", "file"]
+
+
+# -- setattr ---------------------------------------------------------------------------
+def test_r_setattr_chmod_chown_utime(mounter: Mounter, s3, bucket) -> None:
+    mnt = mounter.mount(bucket)
+    path = mnt / "attr.txt"
+    path.write_bytes(b"abc")
+    os.chmod(path, 0o640)
+    os.chown(path, 1234, 5678)
+    os.utime(path, (1_600_000_000, 1_600_000_000.5))
+    st = os.stat(path)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 5678)
+    assert st.st_mtime == pytest.approx(1_600_000_000.5)
+    meta = s3.head_object(Bucket=bucket, Key="attr.txt")["Metadata"]
+    assert int(meta["mode"]) & 0o7777 == 0o640 and meta["uid"] == "1234"
+    fresh = mounter.mount(bucket)  # persisted: another mount reports the same
+    st2 = os.stat(fresh / "attr.txt")
+    assert (stat.S_IMODE(st2.st_mode), st2.st_uid, st2.st_gid) == (0o640, 1234, 5678)
+    assert st2.st_mtime == pytest.approx(1_600_000_000.5)
+    assert (fresh / "attr.txt").read_bytes() == b"abc"
+
+
+def test_r_setattr_local_dir(mounter: Mounter, bucket) -> None:
+    mnt = mounter.mount(bucket)
+    os.mkdir(mnt / "d")
+    os.chmod(mnt / "d", 0o700)
+    os.utime(mnt / "d", (1_500_000_000, 1_500_000_000))
+    st = os.stat(mnt / "d")
+    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_mtime == 1_500_000_000
+
+
+def test_r_truncate(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "t.txt", b"content")
+    plain = mounter.mount(bucket)
+    assert errno_of(lambda: os.truncate(plain / "t.txt", 0)) == errno.EPERM
+    assert errno_of(lambda: os.truncate(plain / "t.txt", 3)) == errno.EINVAL
+    mnt = mounter.mount(bucket, "--allow-overwrite")
+    os.truncate(mnt / "t.txt", 0)
+    assert s3.get_object(Bucket=bucket, Key="t.txt")["Body"].read() == b""
+
+
+# -- metadata cache --------------------------------------------------------------------
+def _metric(port: int, name: str, label: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    match = re.search(rf'^{name}\{{op="{label}"\}} ([0-9.e+]+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_r_meta_cache_ls(mounter: Mounter, s3, bucket) -> None:
+    for i in range(200):
+        put(s3, bucket, f"many/{i:03d}.txt", b"x" * i)
+    port = free_port()
+    mnt = mounter.mount(bucket, "--metadata-ttl", "60", "--metrics-address", f"127.0.0.1:{port}")
+    heads_before = _metric(port, "zonemount_s3_requests_total", "HeadObject")
+    sizes = {e.name: e.stat().st_size for e in os.scandir(mnt / "many")}  # ls -l
+    assert sizes["123.txt"] == 123 and len(sizes) == 200
+    heads = _metric(port, "zonemount_s3_requests_total", "HeadObject") - heads_before
+    assert heads <= 2, f"ls -l must not issue a HEAD per file ({heads:.0f} HEADs)"
+
+
+def test_r_meta_ttl(mounter: Mounter, s3, bucket) -> None:
+    cached = mounter.mount(bucket, "--metadata-ttl", "60", "--negative-metadata-ttl", "60")
+    fresh = mounter.mount(bucket, "--metadata-ttl", "0", "--negative-metadata-ttl", "0")
+    assert not (cached / "late.txt").exists()
+    assert not (fresh / "late.txt").exists()
+    put(s3, bucket, "late.txt", b"now here")
+    assert not (cached / "late.txt").exists(), "negative entry cached for 60 s"
+    assert (fresh / "late.txt").read_bytes() == b"now here"
+
+
+# -- flags -----------------------------------------------------------------------------
+def test_r_flags_ownership_modes(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "d/f.txt")
+    mnt = mounter.mount(bucket, "--uid", "1000", "--gid", "1001", "--dir-mode", "0750",
+                        "--file-mode", "0640", "--allow-other")
+    st_d, st_f = os.stat(mnt / "d"), os.stat(mnt / "d/f.txt")
+    assert (st_d.st_uid, st_d.st_gid, stat.S_IMODE(st_d.st_mode)) == (1000, 1001, 0o750)
+    assert (st_f.st_uid, st_f.st_gid, stat.S_IMODE(st_f.st_mode)) == (1000, 1001, 0o640)
+    line = next(l for l in Path("/proc/self/mountinfo").read_text().splitlines() if str(mnt) in l)
+    assert "allow_other" in line and "fuse.zonemount" in line
+
+
+def test_r_flags_prefix(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "outside.txt")
+    put(s3, bucket, "team/a/inside.txt", b"in")
+    mnt = mounter.mount(f"{bucket}/team/a/")
+    assert os.listdir(mnt) == ["inside.txt"]
+    (mnt / "new.txt").write_bytes(b"n")
+    other = mounter.mount(bucket, "--prefix", "team/a/")
+    assert sorted(os.listdir(other)) == ["inside.txt", "new.txt"]
+    assert "team/a/new.txt" in keys(s3, bucket)
+
+
+def test_r_flags_storage_class_sse(mounter: Mounter, s3, bucket) -> None:
+    mnt = mounter.mount(bucket, "--storage-class", "STANDARD_IA", "--sse", "AES256")
+    (mnt / "small.txt").write_bytes(b"s")
+    with open(mnt / "large.bin", "wb") as f:
+        f.write(b"L" * (9 * MiB))  # multipart
+    for key in ("small.txt", "large.bin"):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head.get("StorageClass") == "STANDARD_IA"
+        assert head.get("ServerSideEncryption") == "AES256"
+
+
+# -- errors ----------------------------------------------------------------------------
+def test_r_err_enoent_and_eio(mounter: Mounter, tmp_path: Path) -> None:
+    from zonemount_cli.servers import start_moto
+
+    server = start_moto()
+    try:
+        client = server.client()
+        client.create_bucket(Bucket="dying")
+        client.put_object(Bucket="dying", Key="f.txt", Body=b"x")
+        m = Mounter(server, tmp_path)
+        mnt = m.mount("dying", "--metadata-ttl", "0")
+        assert errno_of(lambda: os.stat(mnt / "missing")) == errno.ENOENT
+        server.stop()
+        start = time.monotonic()
+        assert errno_of(lambda: os.stat(mnt / "other")) == errno.EIO
+        assert errno_of(lambda: (mnt / "f.txt").read_bytes()) == errno.EIO
+        assert time.monotonic() - start < 60, "a dead endpoint must not hang the mount"
+        m.cleanup()
+        assert not is_mounted(mnt)
+    finally:
+        server.stop()
+
+
+# -- lifecycle -------------------------------------------------------------------------
+def test_r_lifecycle_sigterm_and_umount(mounter: Mounter, bucket) -> None:
+    import signal
+    import subprocess
+
+    mnt = mounter.mount(bucket)
+    pid = _mount_pid(mnt)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while is_mounted(mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_mounted(mnt)
+    mnt2 = mounter.mount(bucket)
+    pid2 = _mount_pid(mnt2)
+    subprocess.run(["fusermount3", "-u", str(mnt2)], check=True)
+    for _ in range(200):
+        if not Path(f"/proc/{pid2}").exists():
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid2}").exists(), "the mount process ends after umount"
