@@ -1,0 +1,32 @@
+"""zonemount CSI driver: the node plugin that mounts the FUSE client into pods and the controller
+that gives each PersistentVolumeClaim its own prefix.
+
+Module map (one concept per module, after kubernetes-csi/csi-driver-host-path):
+
+* :mod:`.identity`, :mod:`.node`, :mod:`.controller` - one module per CSI service; every handler
+  validates its request first and answers with gRPC status codes (:class:`.errors.CsiError`).
+* :mod:`.volume_context` - the volume-context / StorageClass parameter keys (constants only).
+* :mod:`.mount_options` - PV ``mountOptions`` as a typed value parsed through an allow-list.
+* :mod:`.credentials` - driver-level and pod-level (web identity) credentials for a mount.
+* :mod:`.mounter` - the ``Mounter`` seam: one supervised ``zonemount mount -f`` process per target.
+* :mod:`.mountinfo` - reading ``/proc/self/mountinfo`` and probing mount health (ENOTCONN).
+* :mod:`.state` - the node's persisted, atomically written publish records.
+* :mod:`.redact` / :mod:`.server` - secret-stripping logging interceptor and the gRPC server.
+* :mod:`.metrics` - Prometheus metrics; :mod:`.cli` - ``zonemount csi-node|csi-controller``.
+
+Generated CSI v1.9 stubs live in :mod:`._proto` (``make csi-proto``).
+"""
+
+from __future__ import annotations
+
+DRIVER_NAME = "s3.csi.zonemount.io"
+
+
+def driver_version() -> str:
+    """The vendor version reported by GetPluginInfo (the installed distribution's version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zonemount")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+source"

@@ -1,0 +1,172 @@
+"""``zonemount csi-node`` and ``zonemount csi-controller``: flags, wiring, graceful shutdown.
+
+Each entry parses its flags, builds the services, serves gRPC on the unix socket until SIGTERM
+or SIGINT, then stops serving (in-flight RPCs get a grace period) and returns 0. Shutdown never
+unmounts anything: FUSE processes run in their own sessions and keep serving pods, and the next
+plugin instance re-adopts them from ``--state-dir`` (or restores them if they died meanwhile).
+
+Invariant: bad flags or an unusable environment end with one line on stderr and exit code 2
+(flags) or 1 (start-up), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from . import DRIVER_NAME
+from ._proto import csi_pb2_grpc
+from .controller import ControllerConfig, ControllerService, ControllerServicer
+from .identity import IdentityServicer
+from .metrics import Metrics
+from .mounter import ProcessMounter
+from .node import NodeConfig, NodeService, NodeServicer, Supervisor
+from .server import build_server
+from .state import StateError, StateStore
+
+log = logging.getLogger("zonemount_csi")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default="unix:///csi/csi.sock", help="CSI unix socket")
+    parser.add_argument(
+        "--metrics-address", default="", help="serve Prometheus /metrics on HOST:PORT (e.g. :9810)"
+    )
+    parser.add_argument(
+        "--allowed-endpoint-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="S3 endpoint a volume may name in endpointUrl (repeatable; none by default)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def _wait_for_signal() -> str:
+    stop = threading.Event()
+    received: list[str] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    stop.wait()
+    return received[0] if received else "stop"
+
+
+def _fail(message: str) -> int:
+    print(f"zonemount: {message}", file=sys.stderr)
+    return 1
+
+
+def node_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="zonemount csi-node", description=f"CSI node plugin of {DRIVER_NAME}"
+    )
+    _common(parser)
+    parser.add_argument("--node-id", required=True, help="this node's name (spec.nodeName)")
+    parser.add_argument("--zone", default="", help="topology.kubernetes.io/zone of this node")
+    parser.add_argument("--zone-id", default="", help="AZ ID of this node (e.g. use1-az4)")
+    parser.add_argument("--kubelet-dir", default="/var/lib/kubelet", type=Path)
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"persisted publish records (default KUBELET_DIR/plugins/{DRIVER_NAME}/state)",
+    )
+    parser.add_argument("--mount-timeout", type=float, default=30.0, help="seconds per mount")
+    parser.add_argument(
+        "--supervise-interval", type=float, default=5.0, help="seconds between health checks"
+    )
+    args = parser.parse_args(list(argv))
+    _setup_logging(args.log_level)
+    state_dir = args.state_dir or args.kubelet_dir / "plugins" / DRIVER_NAME / "state"
+    if not args.kubelet_dir.is_dir():
+        return _fail(f"--kubelet-dir {args.kubelet_dir} is not a directory: mount the host's")
+    try:
+        store = StateStore(state_dir)
+    except (StateError, OSError) as exc:
+        return _fail(str(exc))
+    metrics = Metrics()
+    config = NodeConfig(
+        node_id=args.node_id,
+        kubelet_dir=args.kubelet_dir,
+        state_dir=state_dir,
+        zone=args.zone,
+        zone_id=args.zone_id,
+        allowed_endpoint_urls=tuple(args.allowed_endpoint_url),
+        mount_timeout=args.mount_timeout,
+    )
+    mounter = ProcessMounter()
+    service = NodeService(config, mounter, store, metrics)
+
+    def register(server: grpc.Server) -> None:
+        csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(mounter.check), server)  # type: ignore[no-untyped-call]
+        csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(service), server)  # type: ignore[no-untyped-call]
+
+    return _serve(args, metrics, register, Supervisor(service, args.supervise_interval))
+
+
+def controller_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="zonemount csi-controller", description=f"CSI controller plugin of {DRIVER_NAME}"
+    )
+    _common(parser)
+    args = parser.parse_args(list(argv))
+    _setup_logging(args.log_level)
+    metrics = Metrics()
+    service = ControllerService(ControllerConfig(tuple(args.allowed_endpoint_url)))
+
+    def register(server: grpc.Server) -> None:
+        csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(), server)  # type: ignore[no-untyped-call]
+        csi_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(service), server)  # type: ignore[no-untyped-call]
+
+    return _serve(args, metrics, register, None)
+
+
+def _serve(
+    args: argparse.Namespace,
+    metrics: Metrics,
+    register: object,
+    supervisor: Supervisor | None,
+) -> int:
+    try:
+        if args.metrics_address:
+            port = metrics.serve(args.metrics_address)
+            log.info("metrics on %s (port %d)", args.metrics_address, port)
+        server, path = build_server(args.endpoint, register, metrics)  # type: ignore[arg-type]
+    except (ValueError, OSError, RuntimeError) as exc:
+        metrics.shutdown()
+        return _fail(str(exc))
+    log.info("%s serving on unix://%s", DRIVER_NAME, path)
+    if supervisor is not None:
+        supervisor.start()
+    name = _wait_for_signal()
+    log.info("%s received: stopping (mounts stay alive)", name)
+    server.stop(grace=5).wait()
+    if supervisor is not None:
+        supervisor.stop()
+    metrics.shutdown()
+    path.unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the CSI plugins (one registry per plugin instance).
+
+Names (all prefixed ``zonemount_csi_``):
+
+* ``published_volumes`` (gauge) - targets currently published by this node plugin;
+* ``publish_duration_seconds`` (histogram) - NodePublishVolume latency, successful calls;
+* ``fuse_restarts_total{reason}`` (counter) - FUSE processes restarted (``supervisor``: found
+  dead in the background, ``publish``: repaired by a NodePublishVolume, ``adopt``: found dead
+  after a plugin restart);
+* ``errors_total{method,code}`` (counter) - failed RPCs by gRPC status code.
+
+Invariant: each :class:`Metrics` has its own registry, so several plugins (tests) can live in
+one process; :meth:`Metrics.serve` binds only when given an address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.published_volumes = Gauge(
+            "zonemount_csi_published_volumes",
+            "Targets currently published by this node plugin",
+            registry=self.registry,
+        )
+        self.publish_duration = Histogram(
+            "zonemount_csi_publish_duration_seconds",
+            "NodePublishVolume latency (successful calls)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.fuse_restarts = Counter(
+            "zonemount_csi_fuse_restarts",
+            "FUSE processes restarted after they died",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "zonemount_csi_errors",
+            "Failed CSI RPCs by gRPC status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self._server: Any = None
+
+    def serve(self, address: str) -> int:
+        """Serve /metrics on ``HOST:PORT`` (``:PORT`` = all interfaces); returns the port."""
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"metrics address {address!r} is not HOST:PORT (e.g. :9810)")
+        server, _thread = start_http_server(
+            int(port),
+            addr=host or "0.0.0.0",  # noqa: S104 - ":PORT" means all interfaces, as documented
+            registry=self.registry,
+        )
+        self._server = server
+        bound: int = server.server_port
+        return bound
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

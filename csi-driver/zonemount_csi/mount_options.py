@@ -1,0 +1,248 @@
+"""PV ``mountOptions`` as a typed value object, parsed through an allow-list.
+
+What a PersistentVolume author may ask of the FUSE client is exactly the set of options in
+:data:`ALLOWED` (after mountpoint-s3-csi-driver ``pkg/mountpoint/args.go``). Everything else is
+refused with :class:`MountOptionError` (the node answers INVALID_ARGUMENT) and never reaches a
+process:
+
+* anything that redirects data, files or credentials - ``--endpoint-url`` (the volume context's
+  ``endpointUrl`` goes through the node's endpoint allow-list instead), ``--cache``,
+  ``--max-cache-size``, ``--log-directory``, ``--profile``, ``--metrics-address``;
+* options the volume context or the driver own - ``--prefix``, ``--region``, ``-f``,
+  ``--foreground``, ``--auto-unmount``;
+* ``-o`` and every other single-dash form, commas (one option per list entry), unknown names,
+  control characters, values outside their type's range, and an option given twice.
+
+Accepted spellings per entry: ``name``, ``--name``, ``name=value``, ``--name=value`` and
+``--name value``. Invariant: :meth:`MountOptions.to_argv` is a pure function of the typed
+fields, so two publishes with the same options produce byte-identical argv (idempotency is
+decided on it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+
+
+class MountOptionError(ValueError):
+    """A mount option was refused; the message names it and says what to do instead."""
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+_VALUE_RE = re.compile(r"^[A-Za-z0-9:/._+-]{1,256}$")
+_KMS_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]{1,200}$"
+)
+_MAX_ID = 2**32 - 2
+_MIB = 1024 * 1024
+
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "GLACIER_IR",
+        "EXPRESS_ONEZONE",
+    }
+)
+SSE_TYPES = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
+
+#: Refused options and why (the reason is part of the error message).
+REFUSED: dict[str, str] = {
+    "endpoint-url": "set volumeAttributes.endpointUrl; the node only honours endpoints listed "
+    "in its --allowed-endpoint-url",
+    "cache": "the local cache directory is chosen by the node plugin, not by a volume",
+    "max-cache-size": "the local cache is managed by the node plugin",
+    "log-directory": "the FUSE client's logs are managed by the node plugin",
+    "profile": "credentials come from the driver or the pod (authenticationSource)",
+    "metrics-address": "a volume must not open network ports on the node",
+    "prefix": "set volumeAttributes.prefix instead",
+    "region": "set volumeAttributes.region instead",
+    "foreground": "the driver runs the FUSE client in the foreground itself",
+    "f": "the driver runs the FUSE client in the foreground itself",
+    "auto-unmount": "the driver unmounts volumes itself",
+    "o": "pass each option as its own list entry",
+}
+
+
+def _flag(_: str | None) -> bool:
+    return True
+
+
+def _int_range(low: int, high: int) -> Callable[[str | None], int]:
+    def parse(value: str | None) -> int:
+        if value is None or not value.isdigit():
+            raise ValueError(f"expected an integer {low}..{high}")
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected an integer {low}..{high}")
+        return number
+
+    return parse
+
+
+def _octal_mode(value: str | None) -> int:
+    if value is None or not re.fullmatch(r"0?[0-7]{3}", value):
+        raise ValueError("expected an octal mode such as 0755")
+    return int(value, 8)
+
+
+def _ttl(value: str | None) -> str:
+    if value in {"minimal", "indefinite"}:
+        return value
+    if value is None or not value.isdigit() or int(value) > 10**7:
+        raise ValueError("expected seconds, 'minimal' or 'indefinite'")
+    return str(int(value))
+
+
+def _choice(choices: frozenset[str]) -> Callable[[str | None], str]:
+    def parse(value: str | None) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(sorted(choices))}")
+        return value
+
+    return parse
+
+
+def _kms_arn(value: str | None) -> str:
+    if value is None or not _KMS_ARN_RE.match(value):
+        raise ValueError("expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    return value
+
+
+# option name -> (field name, parser, takes a value)
+ALLOWED: dict[str, tuple[str, Callable[[str | None], object], bool]] = {
+    "read-only": ("read_only", _flag, False),
+    "allow-delete": ("allow_delete", _flag, False),
+    "allow-overwrite": ("allow_overwrite", _flag, False),
+    "incremental-upload": ("incremental_upload", _flag, False),
+    "force-path-style": ("force_path_style", _flag, False),
+    "allow-other": ("allow_other", _flag, False),
+    "allow-root": ("allow_root", _flag, False),
+    "no-sign-request": ("no_sign_request", _flag, False),
+    "debug": ("debug", _flag, False),
+    "uid": ("uid", _int_range(0, _MAX_ID), True),
+    "gid": ("gid", _int_range(0, _MAX_ID), True),
+    "dir-mode": ("dir_mode", _octal_mode, True),
+    "file-mode": ("file_mode", _octal_mode, True),
+    "metadata-ttl": ("metadata_ttl", _ttl, True),
+    "negative-metadata-ttl": ("negative_metadata_ttl", _int_range(0, 10**7), True),
+    "part-size": ("part_size", _int_range(5 * _MIB, 5 * 1024 * _MIB), True),
+    "max-threads": ("max_threads", _int_range(1, 256), True),
+    "storage-class": ("storage_class", _choice(STORAGE_CLASSES), True),
+    "sse": ("sse", _choice(SSE_TYPES), True),
+    "sse-kms-key-id": ("sse_kms_key_id", _kms_arn, True),
+}
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """The FUSE client options of one volume; every field is validated by :func:`parse`."""
+
+    read_only: bool = False
+    allow_delete: bool = False
+    allow_overwrite: bool = False
+    incremental_upload: bool = False
+    force_path_style: bool = False
+    allow_other: bool = False
+    allow_root: bool = False
+    no_sign_request: bool = False
+    debug: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    dir_mode: int | None = None
+    file_mode: int | None = None
+    metadata_ttl: str | None = None
+    negative_metadata_ttl: int | None = None
+    part_size: int | None = None
+    max_threads: int | None = None
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    def with_read_only(self) -> MountOptions:
+        """``--read-only`` wins over everything (CSI ``readonly`` or a reader-only access mode)."""
+        return replace(self, read_only=True)
+
+    def to_argv(self) -> list[str]:
+        """The options as ``zonemount mount`` arguments, in a fixed order.
+
+        Values are always attached (``--uid=1000``), so no value can ever be parsed as a flag.
+        """
+        by_field = {spec[0]: (name, spec[2]) for name, spec in ALLOWED.items()}
+        argv: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            name, takes_value = by_field[f.name]
+            if not takes_value:
+                if value:
+                    argv.append(f"--{name}")
+            elif value is not None:
+                text = format(value, "04o") if f.name in {"dir_mode", "file_mode"} else str(value)
+                argv.append(f"--{name}={text}")
+        return argv
+
+
+def _split(raw: str) -> tuple[str, str | None]:
+    """One list entry -> (name, value); refuses the syntax we do not accept."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        raise MountOptionError("mount option contains a control character: remove it")
+    entry = raw.strip()
+    if "," in entry:
+        raise MountOptionError(
+            f"mount option {entry!r} contains a comma: give one option per mountOptions entry"
+        )
+    if entry.startswith("-") and not entry.startswith("--"):
+        raise MountOptionError(
+            f"mount option {entry!r} is refused: single-dash options (such as -o) are not "
+            "accepted; give each allowed option as its own entry, e.g. allow-delete or uid=1000"
+        )
+    body = entry[2:] if entry.startswith("--") else entry
+    name, value = body, None
+    for sep in ("=", " "):
+        if sep in body:
+            name, value = body.split(sep, 1)
+            value = value.strip()
+            break
+    return name.strip(), value
+
+
+def parse(flags: Iterable[str]) -> MountOptions:
+    """Parse PV mount options through the allow-list; raise :class:`MountOptionError`."""
+    values: dict[str, object] = {}
+    seen: set[str] = set()
+    for raw in flags:
+        if not raw.strip():
+            continue
+        name, value = _split(raw)
+        if name in REFUSED:
+            raise MountOptionError(f"mount option --{name} is refused: {REFUSED[name]}")
+        if not _NAME_RE.match(name) or name not in ALLOWED:
+            shown = name if _NAME_RE.match(name) else "(malformed)"
+            raise MountOptionError(
+                f"unknown mount option {shown!r}: allowed are {', '.join(sorted(ALLOWED))}"
+            )
+        if name in seen:
+            raise MountOptionError(f"mount option --{name} is given twice: keep one")
+        seen.add(name)
+        field_name, parser, takes_value = ALLOWED[name]
+        if not takes_value and value is not None:
+            raise MountOptionError(f"mount option --{name} takes no value: write just {name}")
+        if takes_value:
+            if value is None or value == "":
+                raise MountOptionError(f"mount option --{name} needs a value: write {name}=VALUE")
+            if not _VALUE_RE.match(value):
+                raise MountOptionError(f"mount option --{name} has a malformed value")
+        try:
+            values[field_name] = parser(value)
+        except ValueError as exc:
+            raise MountOptionError(f"mount option --{name}: {exc}") from None
+    if "sse_kms_key_id" in values and values.get("sse") not in {"aws:kms", "aws:kms:dsse"}:
+        raise MountOptionError("mount option --sse-kms-key-id needs sse=aws:kms")
+    return MountOptions(**values)  # type: ignore[arg-type]

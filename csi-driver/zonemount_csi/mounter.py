@@ -1,0 +1,215 @@
+"""The ``Mounter`` seam: start, watch and stop one FUSE process per target path.
+
+:class:`ProcessMounter` is the real implementation: it runs ``zonemount mount ... -f`` (the
+``zonemount`` executable next to ``sys.executable``) with an argv list - never a shell - in its
+own session, so the FUSE process outlives a restart of the node plugin, and waits (bounded)
+until the target shows up in ``/proc/self/mountinfo`` as ``fuse.zonemount``. Its stdout/stderr
+go to a per-volume log file; on failure the last line of that log becomes the error (the FUSE
+client prints one-line errors and never secrets).
+
+Tests use an in-memory implementation of :class:`Mounter` (tests/csi/fakes.py).
+
+Invariants: :meth:`Mounter.mount` returns only when the mount is ready or raises
+:class:`MountError` after cleaning up (process stopped, target lazily unmounted);
+:meth:`Mounter.unmount` is idempotent; a :class:`MountHandle` names a process by PID *and*
+start time, so a recycled PID is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from . import mountinfo
+from .mountinfo import MountState
+
+log = logging.getLogger(__name__)
+
+
+class MountError(RuntimeError):
+    """The FUSE process could not be started, did not become ready, or could not be stopped."""
+
+
+@dataclass(frozen=True)
+class MountHandle:
+    pid: int
+    start_time: int
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One FUSE process: ``zonemount <args...>`` with ``env``, logging to ``log_path``."""
+
+    target: str
+    args: list[str]
+    env: dict[str, str] = field(repr=False)
+    log_path: Path
+
+
+class Mounter(Protocol):
+    def mount(self, spec: MountSpec, timeout: float) -> MountHandle: ...
+
+    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None: ...
+
+    def lazy_unmount(self, target: str) -> None: ...
+
+    def state(self, target: str) -> MountState: ...
+
+    def alive(self, handle: MountHandle) -> bool: ...
+
+    def check(self) -> str | None:
+        """None when the node can mount; otherwise what is missing."""
+        ...
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot), None if gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    after_comm = stat.rsplit(")", 1)[1].split()
+    if after_comm[0] in {"Z", "X"}:
+        return None
+    return int(after_comm[19])
+
+
+def default_executable() -> str:
+    candidate = Path(sys.executable).parent / "zonemount"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("zonemount")
+    return found or str(candidate)
+
+
+class ProcessMounter:
+    """Real :class:`Mounter`: one ``zonemount mount -f`` child process per target."""
+
+    def __init__(self, executable: str | None = None, poll_interval: float = 0.05) -> None:
+        self.executable = executable or default_executable()
+        self.poll_interval = poll_interval
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # -- probing -------------------------------------------------------------------------
+    def state(self, target: str) -> MountState:
+        return mountinfo.probe(target)
+
+    def alive(self, handle: MountHandle) -> bool:
+        with self._lock:
+            child = self._children.get(handle.pid)
+            if child is not None and child.poll() is not None:
+                del self._children[handle.pid]  # reaped: no zombie left behind
+        return process_start_time(handle.pid) == handle.start_time
+
+    def check(self) -> str | None:
+        if not Path(self.executable).exists():
+            return f"FUSE client {self.executable} not found: install zonemount in the image"
+        if not Path("/dev/fuse").exists():
+            return "/dev/fuse is missing: run the node plugin privileged with /dev/fuse"
+        if shutil.which("fusermount3") is None:
+            return "fusermount3 not found: install the fuse3 package in the image"
+        return None
+
+    # -- mounting ------------------------------------------------------------------------
+    def mount(self, spec: MountSpec, timeout: float) -> MountHandle:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            child = subprocess.Popen(
+                [self.executable, *spec.args],
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise MountError(f"cannot start {self.executable}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._children[child.pid] = child
+        start_time = process_start_time(child.pid) or 0
+        handle = MountHandle(child.pid, start_time)
+        deadline = time.monotonic() + timeout
+        while True:
+            code = child.poll()
+            if code is not None:
+                with self._lock:
+                    self._children.pop(child.pid, None)
+                self.lazy_unmount(spec.target)
+                raise MountError(
+                    f"zonemount mount exited with code {code}: {_last_line(spec.log_path)}"
+                )
+            if self.state(spec.target) is MountState.HEALTHY:
+                return handle
+            if time.monotonic() > deadline:
+                self._kill(child)
+                self.lazy_unmount(spec.target)
+                raise MountError(
+                    f"mount not ready after {timeout:.0f}s (last log line: "
+                    f"{_last_line(spec.log_path)})"
+                )
+            time.sleep(self.poll_interval)
+
+    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
+        if handle is not None and self.alive(handle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.alive(handle):
+                time.sleep(self.poll_interval)
+        if mountinfo.find(target) is not None and _fusermount(["-u", target]) != 0:
+            log.warning("unmount of %s failed (busy?); detaching it lazily", target)
+            self.lazy_unmount(target)
+        if handle is not None and self.alive(handle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.alive(handle):
+                time.sleep(self.poll_interval)
+        if mountinfo.find(target) is not None:
+            raise MountError(f"{target} is still mounted after unmount")
+
+    def lazy_unmount(self, target: str) -> None:
+        """Detach a (possibly dead) mount: ``fusermount3 -uz``; no-op when not mounted."""
+        if mountinfo.find(target) is None:
+            return
+        if _fusermount(["-uz", target]) != 0:
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+    def _kill(self, child: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+        with self._lock:
+            self._children.pop(child.pid, None)
+
+
+def _fusermount(args: list[str]) -> int:
+    try:
+        result = subprocess.run(["fusermount3", *args], check=False, capture_output=True)
+    except OSError:
+        return 127
+    return result.returncode
+
+
+def _last_line(path: Path, limit: int = 300) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][:limit] if lines else "(no output)"

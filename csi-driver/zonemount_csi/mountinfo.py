@@ -1,0 +1,94 @@
+"""Reading ``/proc/self/mountinfo`` and probing the health of a mount point.
+
+A FUSE mount whose daemon died stays in the mount table, but every access to it fails with
+ENOTCONN ("Transport endpoint is not connected"). :func:`probe` tells the three states apart:
+
+* ``HEALTHY`` - a ``fuse.zonemount`` mount is at the path and answers ``stat``;
+* ``BROKEN`` - a mount is at the path but ``stat`` fails with ENOTCONN/ECONNABORTED/EIO;
+* ``ABSENT`` - no mount at the path (an empty directory, or nothing at all);
+* ``FOREIGN`` - something that is not a zonemount mount is mounted there.
+
+Invariants: paths in mountinfo are octal-escaped (``\\040`` for a space) and are unescaped
+here; the last matching line wins (the top of a mount stack is what a process sees).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FSTYPE = "fuse.zonemount"
+MOUNTINFO = Path("/proc/self/mountinfo")
+_DEAD_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED, errno.EIO})
+
+
+class MountState(enum.Enum):
+    HEALTHY = "healthy"
+    BROKEN = "broken"
+    ABSENT = "absent"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_point: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse(text: str) -> list[MountEntry]:
+    """Parse mountinfo text (see proc(5)); malformed lines are skipped."""
+    entries = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        left_fields, right_fields = left.split(), right.split()
+        if not sep or len(left_fields) < 5 or len(right_fields) < 2:
+            continue
+        entries.append(
+            MountEntry(_unescape(left_fields[4]), right_fields[0], _unescape(right_fields[1]))
+        )
+    return entries
+
+
+def find(path: str, mountinfo: Path = MOUNTINFO) -> MountEntry | None:
+    """The topmost mount whose mount point is exactly ``path`` (already absolute/normalised)."""
+    found = None
+    for entry in parse(mountinfo.read_text()):
+        if entry.mount_point == path:
+            found = entry
+    return found
+
+
+def probe(path: str, mountinfo: Path = MOUNTINFO) -> MountState:
+    """Classify the mount at ``path`` (see module docstring)."""
+    entry = find(path, mountinfo)
+    if entry is None:
+        return MountState.ABSENT
+    if entry.fstype != FSTYPE:
+        return MountState.FOREIGN
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in _DEAD_ERRNOS:
+            return MountState.BROKEN
+        raise
+    return MountState.HEALTHY
+
+
+def is_dead_mount_error(exc: OSError) -> bool:
+    return exc.errno in _DEAD_ERRNOS

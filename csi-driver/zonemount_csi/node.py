@@ -1,0 +1,549 @@
+"""CSI Node service: publish a bucket prefix into a pod by running one FUSE process per target.
+
+After csi-driver-host-path ``nodeserver.go``: every handler validates its whole request first,
+then acts, and answers with gRPC status codes (:class:`~zonemount_csi.errors.CsiError`).
+
+NodePublishVolume, in order:
+
+1. required fields (volume_id, target_path, volume_capability) -> INVALID_ARGUMENT;
+   a block or UNKNOWN access type/mode -> FAILED_PRECONDITION (the spec's "exceeds
+   capabilities");
+2. the target path must be absolute, have no ``.``/``..`` parts, resolve (realpath of its
+   parent) to a path under ``<kubelet-dir>/pods/`` and not be a symlink -> else INVALID_ARGUMENT;
+3. volume context: unknown keys, bucket/prefix/region syntax, ``endpointUrl`` not in the node's
+   ``--allowed-endpoint-url`` list, authentication source and credentials -> INVALID_ARGUMENT;
+4. PV mount options through the allow-list (:mod:`.mount_options`) -> INVALID_ARGUMENT;
+5. only one operation per volume id and per target at a time -> ABORTED for the others;
+6. idempotency on the persisted record of the target: same volume + same argv/auth -> OK (a
+   broken mount is repaired first, a pod token is refreshed); anything else -> ALREADY_EXISTS;
+7. start ``zonemount mount --prefix=P --region=R BUCKET TARGET -f ...`` through the
+   :class:`~zonemount_csi.mounter.Mounter` and wait (bounded) until it is mounted.
+
+NodeUnpublishVolume unmounts (SIGTERM to the FUSE process, then ``fusermount3 -u``, lazily if
+busy), removes the target directory and forgets the record; an unknown or unmounted target is
+OK. :meth:`NodeService.heal_once` (run by the supervisor thread) restarts dead FUSE processes:
+a mount that answers ENOTCONN is lazily unmounted and mounted again, counted in
+``zonemount_csi_fuse_restarts_total``.
+
+Concurrency: gRPC handlers run on a thread pool; ``_busy`` (guarded by ``_mu``) holds the
+volume ids and targets in flight; the supervisor only *tries* to claim them and skips busy ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import grpc
+
+from . import credentials, mount_options
+from . import volume_context as vc
+from ._proto import csi_pb2, csi_pb2_grpc
+from .errors import CsiError, invalid
+from .metrics import Metrics
+from .mounter import Mounter, MountError, MountHandle, MountSpec
+from .mountinfo import MountState
+from .state import StateStore, VolumeRecord
+
+log = logging.getLogger(__name__)
+
+_Mode = csi_pb2.VolumeCapability.AccessMode
+READ_ONLY_MODES = frozenset({_Mode.SINGLE_NODE_READER_ONLY, _Mode.MULTI_NODE_READER_ONLY})
+SUPPORTED_MODES = frozenset(
+    {
+        _Mode.SINGLE_NODE_WRITER,
+        _Mode.SINGLE_NODE_READER_ONLY,
+        _Mode.MULTI_NODE_READER_ONLY,
+        _Mode.MULTI_NODE_SINGLE_WRITER,
+        _Mode.MULTI_NODE_MULTI_WRITER,
+        _Mode.SINGLE_NODE_SINGLE_WRITER,
+        _Mode.SINGLE_NODE_MULTI_WRITER,
+    }
+)
+FS_TYPES = frozenset({"", "fuse", "fuse.zonemount", "zonemount", "s3"})
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION_RE = re.compile(r"^[a-z0-9-]{2,32}$")
+_PREFIX_CHARS_RE = re.compile(r"^[A-Za-z0-9!_.*'()/=+@:,~ -]+$")
+
+
+def validate_bucket(name: str, what: str = "volume context bucketName") -> str:
+    if not name:
+        raise invalid(f"{what} is required: set it to the bucket to mount")
+    if not _BUCKET_RE.match(name) or ".." in name:
+        raise invalid(f"{what} {name[:70]!r} is not a valid S3 bucket name")
+    return name
+
+
+def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
+    """'' or 'a/b/' (a trailing slash is added); no leading '/', no '.'/'..'/empty parts."""
+    if not prefix:
+        return ""
+    if len(prefix.encode()) > 512 or not _PREFIX_CHARS_RE.match(prefix):
+        raise invalid(f"{what} has characters outside the safe S3 key set (or is too long)")
+    if prefix.startswith(("/", "-")):
+        raise invalid(f"{what} must not start with '/' or '-': write e.g. data/team-a/")
+    parts = prefix.rstrip("/").split("/")
+    if any(part in {"", ".", ".."} for part in parts):
+        raise invalid(f"{what} has an empty, '.' or '..' path segment: write e.g. data/team-a/")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def validate_region(region: str, what: str = "volume context region") -> str:
+    if region and not _REGION_RE.match(region):
+        raise invalid(f"{what} {region[:40]!r} is not a region name such as us-east-1")
+    return region
+
+
+def check_capability(cap: csi_pb2.VolumeCapability) -> None:
+    """Mount access type with a known access mode, else FAILED_PRECONDITION/INVALID_ARGUMENT."""
+    if cap.WhichOneof("access_type") == "block":
+        raise CsiError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "block volumes are not supported: use volumeMode: Filesystem",
+        )
+    if cap.WhichOneof("access_type") != "mount":
+        raise invalid("volume_capability needs access_type mount")
+    if not cap.HasField("access_mode") or cap.access_mode.mode not in SUPPORTED_MODES:
+        raise CsiError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "volume_capability access_mode is missing or unknown: use ReadWriteMany or "
+            "ReadOnlyMany",
+        )
+    if cap.mount.fs_type not in FS_TYPES:
+        raise invalid(f"fs_type {cap.mount.fs_type[:40]!r} is not supported: leave it empty")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    kubelet_dir: Path
+    state_dir: Path
+    zone: str = ""
+    zone_id: str = ""
+    allowed_endpoint_urls: tuple[str, ...] = ()
+    mount_timeout: float = 30.0
+    unmount_timeout: float = 10.0
+    #: Environment of driver-level mounts; None = the plugin's own environment at mount time.
+    base_env: Mapping[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Desired:
+    record: VolumeRecord
+    token: str = field(default="", repr=False)
+
+
+class NodeService:
+    """Node logic, independent of gRPC plumbing (the servicer below is a thin adapter)."""
+
+    def __init__(
+        self, config: NodeConfig, mounter: Mounter, store: StateStore, metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.mounter = mounter
+        self.store = store
+        self.metrics = metrics
+        self._mu = threading.Lock()
+        self._busy: set[str] = set()
+        self._kubelet_real = os.path.realpath(config.kubelet_dir)
+        self._pods_root = os.path.join(self._kubelet_real, "pods")
+        self._allowed_endpoints = {u.rstrip("/") for u in config.allowed_endpoint_urls}
+        self.metrics.published_volumes.set(len(self.store.all()))
+
+    # -- concurrency ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self, *keys: str, wait: bool = False) -> Iterator[bool]:
+        """Claim ``keys``; ABORTED if any is busy (or yield False when ``wait`` is False...)."""
+        with self._mu:
+            clash = [k for k in keys if k in self._busy]
+            if not clash:
+                self._busy.update(keys)
+        if clash:
+            if wait:
+                yield False
+                return
+            raise CsiError(
+                grpc.StatusCode.ABORTED,
+                f"an operation on {clash[0].split(':', 1)[1][:120]} is already in progress: "
+                "retry later",
+            )
+        try:
+            yield True
+        finally:
+            with self._mu:
+                self._busy.difference_update(keys)
+
+    # -- validation ----------------------------------------------------------------------
+    def confine(self, target_path: str) -> str:
+        """The real path of ``target_path`` if it is a safe target under <kubelet>/pods/."""
+        if not target_path:
+            raise invalid("target_path is required")
+        if "\x00" in target_path or not target_path.startswith("/"):
+            raise invalid("target_path must be an absolute path")
+        parts = PurePosixPath(target_path).parts
+        if ".." in parts or "." in target_path.split("/"):
+            raise invalid("target_path must not contain '.' or '..' components")
+        normalized = os.path.normpath(target_path)
+        parent = os.path.realpath(os.path.dirname(normalized))
+        real = os.path.join(parent, os.path.basename(normalized))
+        if (
+            os.path.commonpath([real, self._pods_root]) != self._pods_root
+            or real == self._pods_root
+        ):
+            raise invalid(
+                "target_path resolves outside the kubelet pods directory "
+                f"{self._pods_root}: refused (check --kubelet-dir)"
+            )
+        if os.path.islink(real):
+            raise invalid("target_path is a symbolic link: refused")
+        return real
+
+    def _endpoint(self, url: str) -> str:
+        if not url:
+            return ""
+        if url.rstrip("/") not in self._allowed_endpoints:
+            raise invalid(
+                "volume context endpointUrl is not allowed on this node: the node plugin only "
+                "sends data to endpoints listed in its --allowed-endpoint-url (ask the cluster "
+                "admin to add it)"
+            )
+        return url.rstrip("/")
+
+    def _desired(self, request: csi_pb2.NodePublishVolumeRequest, target: str) -> _Desired:
+        ctx = dict(request.volume_context)
+        unknown = sorted(
+            k
+            for k in ctx
+            if k not in vc.VOLUME_CONTEXT_KEYS and not k.startswith(vc.KUBERNETES_PREFIXES)
+        )
+        if unknown:
+            raise invalid(
+                f"unknown volume context key {unknown[0][:60]!r}: known keys are "
+                f"{', '.join(sorted(vc.VOLUME_CONTEXT_KEYS))}"
+            )
+        bucket = validate_bucket(ctx.get(vc.BUCKET_NAME, ""))
+        prefix = validate_prefix(ctx.get(vc.PREFIX, ""))
+        region = validate_region(ctx.get(vc.REGION, ""))
+        endpoint = self._endpoint(ctx.get(vc.ENDPOINT_URL, ""))
+        source = ctx.get(vc.AUTHENTICATION_SOURCE, "") or vc.AUTH_DRIVER
+        if source not in vc.AUTH_SOURCES:
+            raise invalid(
+                f"volume context authenticationSource must be one of {', '.join(vc.AUTH_SOURCES)}"
+            )
+        cap = request.volume_capability
+        try:
+            options = mount_options.parse(cap.mount.mount_flags)
+        except mount_options.MountOptionError as exc:
+            raise invalid(str(exc)) from None
+        if request.readonly or cap.access_mode.mode in READ_ONLY_MODES:
+            options = options.with_read_only()
+        role_arn, token, session = "", "", ""
+        if source == vc.AUTH_POD:
+            try:
+                role_arn = credentials.validate_role_arn(ctx.get(vc.ROLE_ARN, ""))
+                token = credentials.extract_sts_token(ctx.get(vc.SERVICE_ACCOUNT_TOKENS, ""))
+            except credentials.CredentialsError as exc:
+                raise invalid(str(exc)) from None
+            session = credentials.session_name(
+                ctx.get(vc.POD_NAMESPACE, ""), ctx.get(vc.POD_NAME, "")
+            )
+        elif ctx.get(vc.ROLE_ARN):
+            raise invalid("volume context roleArn only applies with authenticationSource: pod")
+        args = ["mount", bucket, target, "-f"]
+        if prefix:
+            args.append(f"--prefix={prefix}")
+        if region:
+            args.append(f"--region={region}")
+        if endpoint:
+            args.append(f"--endpoint-url={endpoint}")
+        args.extend(options.to_argv())
+        record = VolumeRecord(
+            volume_id=request.volume_id,
+            target_path=target,
+            args=args,
+            authentication_source=source,
+            role_arn=role_arn,
+            session_name=session,
+            endpoint_url=endpoint,
+        )
+        return _Desired(record, token)
+
+    # -- mounting helpers ----------------------------------------------------------------
+    def _spec(self, record: VolumeRecord) -> MountSpec:
+        vdir = self.store.volume_dir(record.target_path)
+        base = self.config.base_env if self.config.base_env is not None else os.environ
+        token_file = vdir / credentials.TOKEN_FILE_NAME
+        if record.authentication_source == vc.AUTH_POD and not token_file.exists():
+            raise CsiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the pod's service-account token file is gone: the kubelet's next republish "
+                "will provide a new one",
+            )
+        env = credentials.mount_env(
+            base,
+            authentication_source=record.authentication_source,
+            token_file=token_file,
+            role_arn=record.role_arn,
+            role_session_name=record.session_name,
+        )
+        return MountSpec(record.target_path, list(record.args), env, vdir / "zonemount.log")
+
+    def _start(self, record: VolumeRecord) -> None:
+        """Mount ``record`` (target dir already exists) and persist the new PID."""
+        spec = self._spec(record)
+        try:
+            handle = self.mounter.mount(spec, self.config.mount_timeout)
+        except MountError as exc:
+            raise CsiError(
+                grpc.StatusCode.INTERNAL,
+                f"mounting volume {record.volume_id[:80]} failed: {exc}",
+            ) from None
+        record.pid, record.pid_start_time = handle.pid, handle.start_time
+        self.store.put(record)
+
+    def _repair(self, record: VolumeRecord, reason: str) -> None:
+        """Restart the FUSE process of a dead/missing mount of ``record``."""
+        handle = MountHandle(record.pid, record.pid_start_time)
+        log.warning("restarting FUSE process of %s (%s)", record.target_path, reason)
+        if record.pid and self.mounter.alive(handle):
+            with contextlib.suppress(MountError):
+                self.mounter.unmount(record.target_path, handle, self.config.unmount_timeout)
+        self.mounter.lazy_unmount(record.target_path)
+        os.makedirs(record.target_path, mode=0o750, exist_ok=True)
+        record.restarts += 1
+        self._start(record)
+        self.metrics.fuse_restarts.labels(reason).inc()
+
+    def _healthy(self, record: VolumeRecord) -> bool:
+        return self.mounter.state(record.target_path) is MountState.HEALTHY
+
+    # -- RPCs ----------------------------------------------------------------------------
+    def publish(self, request: csi_pb2.NodePublishVolumeRequest) -> None:
+        started = time.monotonic()
+        if not request.volume_id:
+            raise invalid("volume_id is required")
+        if not request.HasField("volume_capability"):
+            raise invalid("volume_capability is required")
+        target = self.confine(request.target_path)
+        check_capability(request.volume_capability)
+        desired = self._desired(request, target)
+        with self._exclusive(f"volume:{request.volume_id}", f"target:{target}"):
+            existing = self.store.get(target)
+            if existing is not None:
+                if existing.fingerprint() != desired.record.fingerprint():
+                    raise CsiError(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        "target_path is already published with a different volume or "
+                        "different options: unpublish it first",
+                    )
+                if desired.token:
+                    credentials.write_token_file(self.store.volume_dir(target), desired.token)
+                if not self._healthy(existing):
+                    self._repair(existing, "publish")
+                return
+            state = self.mounter.state(target)
+            if state is MountState.HEALTHY or state is MountState.FOREIGN:
+                raise CsiError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "target_path is already a mount point this plugin did not publish: "
+                    "unmount it first",
+                )
+            if state is MountState.BROKEN:
+                self.mounter.lazy_unmount(target)
+            os.makedirs(target, mode=0o750, exist_ok=True)
+            if os.path.realpath(target) != target:
+                raise invalid("target_path changed while being created (symlink?): refused")
+            if desired.token:
+                credentials.write_token_file(self.store.volume_dir(target), desired.token)
+            try:
+                self._start(desired.record)
+            except CsiError:
+                self.store.remove_volume_dir(target)
+                raise
+            self.metrics.published_volumes.set(len(self.store.all()))
+            self.metrics.publish_duration.observe(time.monotonic() - started)
+
+    def unpublish(self, request: csi_pb2.NodeUnpublishVolumeRequest) -> None:
+        if not request.volume_id:
+            raise invalid("volume_id is required")
+        target = self.confine(request.target_path)
+        with self._exclusive(f"volume:{request.volume_id}", f"target:{target}"):
+            record = self.store.get(target)
+            if record is not None and record.volume_id != request.volume_id:
+                raise CsiError(
+                    grpc.StatusCode.NOT_FOUND,
+                    "target_path is published for a different volume_id",
+                )
+            state = self.mounter.state(target)
+            if state is MountState.FOREIGN and record is None:
+                raise CsiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "target_path holds a mount this plugin does not manage: refusing to unmount",
+                )
+            handle = None if record is None else MountHandle(record.pid, record.pid_start_time)
+            if state is not MountState.ABSENT or (
+                handle is not None and self.mounter.alive(handle)
+            ):
+                try:
+                    self.mounter.unmount(target, handle, self.config.unmount_timeout)
+                except MountError as exc:
+                    raise CsiError(grpc.StatusCode.INTERNAL, f"unmount failed: {exc}") from None
+            try:
+                os.rmdir(target)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise CsiError(
+                    grpc.StatusCode.INTERNAL,
+                    f"cannot remove target_path after unmount: {exc.strerror}",
+                ) from None
+            self.store.delete(target)
+            self.store.remove_volume_dir(target)
+            self.metrics.published_volumes.set(len(self.store.all()))
+
+    def get_info(self) -> csi_pb2.NodeGetInfoResponse:
+        segments = {}
+        if self.config.zone:
+            segments[vc.TOPOLOGY_ZONE] = self.config.zone
+        if self.config.zone_id:
+            segments[vc.TOPOLOGY_ZONE_ID] = self.config.zone_id
+        response = csi_pb2.NodeGetInfoResponse(node_id=self.config.node_id)
+        if segments:
+            response.accessible_topology.CopyFrom(csi_pb2.Topology(segments=segments))
+        return response
+
+    def volume_condition(self, volume_id: str, path: str) -> csi_pb2.VolumeCondition:
+        target = self.confine(path)
+        record = self.store.get(target)
+        if record is None or record.volume_id != volume_id:
+            raise CsiError(grpc.StatusCode.NOT_FOUND, "volume is not published at volume_path")
+        state = self.mounter.state(target)
+        if state is MountState.HEALTHY:
+            return csi_pb2.VolumeCondition(abnormal=False, message="mounted")
+        return csi_pb2.VolumeCondition(
+            abnormal=True, message=f"mount is {state.value}; the plugin is restoring it"
+        )
+
+    # -- healing -------------------------------------------------------------------------
+    def heal_once(self, reason: str = "supervisor") -> int:
+        """Restart every dead FUSE process not busy in an RPC; returns how many were restarted."""
+        restarted = 0
+        for record in self.store.all():
+            keys = (f"volume:{record.volume_id}", f"target:{record.target_path}")
+            with self._exclusive(*keys, wait=True) as claimed:
+                if not claimed:
+                    continue
+                current = self.store.get(record.target_path)
+                if current is None:
+                    continue
+                try:
+                    state = self.mounter.state(current.target_path)
+                    if state is MountState.HEALTHY or state is MountState.FOREIGN:
+                        continue
+                    if state is MountState.ABSENT and not os.path.isdir(current.target_path):
+                        log.info("forgetting %s: the kubelet removed it", current.target_path)
+                        self.store.delete(current.target_path)
+                        self.store.remove_volume_dir(current.target_path)
+                        continue
+                    self._repair(current, reason)
+                    restarted += 1
+                except (CsiError, OSError, MountError) as exc:
+                    log.error("cannot restore %s: %s", current.target_path, exc)
+        self.metrics.published_volumes.set(len(self.store.all()))
+        return restarted
+
+
+class Supervisor:
+    """Background thread calling :meth:`NodeService.heal_once` every ``interval`` seconds."""
+
+    def __init__(self, service: NodeService, interval: float = 5.0) -> None:
+        self.service = service
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="csi-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        reason = "adopt"  # the first pass after start re-adopts what a previous run left
+        while not self._stop.is_set():
+            try:
+                self.service.heal_once(reason)
+            except Exception:
+                log.exception("supervisor pass failed")
+            reason = "supervisor"
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+
+class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]
+    """gRPC adapter of :class:`NodeService` (errors are raised as CsiError, see server.py)."""
+
+    def __init__(self, service: NodeService) -> None:
+        self.service = service
+
+    def NodePublishVolume(
+        self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodePublishVolumeResponse:
+        self.service.publish(request)
+        return csi_pb2.NodePublishVolumeResponse()
+
+    def NodeUnpublishVolume(
+        self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeUnpublishVolumeResponse:
+        self.service.unpublish(request)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    def NodeGetCapabilities(
+        self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeGetCapabilitiesResponse:
+        rpc = csi_pb2.NodeServiceCapability.RPC
+        return csi_pb2.NodeGetCapabilitiesResponse(
+            capabilities=[
+                csi_pb2.NodeServiceCapability(rpc=rpc(type=rpc.GET_VOLUME_STATS)),
+                csi_pb2.NodeServiceCapability(rpc=rpc(type=rpc.VOLUME_CONDITION)),
+            ]
+        )
+
+    def NodeGetInfo(
+        self, request: csi_pb2.NodeGetInfoRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeGetInfoResponse:
+        return self.service.get_info()
+
+    def NodeGetVolumeStats(
+        self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeGetVolumeStatsResponse:
+        if not request.volume_id:
+            raise invalid("volume_id is required")
+        if not request.volume_path:
+            raise invalid("volume_path is required")
+        condition = self.service.volume_condition(request.volume_id, request.volume_path)
+        return csi_pb2.NodeGetVolumeStatsResponse(volume_condition=condition)
+
+    def NodeStageVolume(
+        self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeStageVolumeResponse:
+        raise CsiError(grpc.StatusCode.UNIMPLEMENTED, "NodeStageVolume is not supported")
+
+    def NodeUnstageVolume(
+        self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeUnstageVolumeResponse:
+        raise CsiError(grpc.StatusCode.UNIMPLEMENTED, "NodeUnstageVolume is not supported")
+
+    def NodeExpandVolume(
+        self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeExpandVolumeResponse:
+        raise CsiError(grpc.StatusCode.UNIMPLEMENTED, "NodeExpandVolume is not supported")

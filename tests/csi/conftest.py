@@ -1,0 +1,158 @@
+"""Fixtures of the CSI driver tests: a kubelet-like directory, and plugins served on real
+unix-socket gRPC servers (in-process, with the fake or the real mounter).
+
+Socket paths live under a short /tmp directory: unix socket paths are limited to 107 bytes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
+from zonemount_csi.identity import IdentityServicer
+from zonemount_csi.metrics import Metrics
+from zonemount_csi.node import NodeConfig, NodeService, NodeServicer
+from zonemount_csi.server import build_server
+from zonemount_csi.state import StateStore
+
+from tests.csi.fakes import FakeMounter
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="zmcsi-", dir="/tmp"))
+    (path / "kubelet" / "pods").mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_target(kubelet: Path, pv: str = "pv-1", pod_uid: str | None = None) -> str:
+    """A kubelet-style target path whose parent exists (the kubelet creates it)."""
+    uid = pod_uid or str(uuid.uuid4())
+    parent = kubelet / "pods" / uid / "volumes" / "kubernetes.io~csi" / pv
+    parent.mkdir(parents=True, exist_ok=True)
+    return str(parent / "mount")
+
+
+def mount_capability(
+    flags: list[str] | None = None,
+    mode: int = csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER,
+) -> csi_pb2.VolumeCapability:
+    return csi_pb2.VolumeCapability(
+        mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=flags or []),
+        access_mode=csi_pb2.VolumeCapability.AccessMode(mode=mode),
+    )
+
+
+@dataclass
+class NodePlugin:
+    workdir: Path
+    kubelet: Path
+    service: NodeService
+    mounter: FakeMounter
+    metrics: Metrics
+    node: csi_pb2_grpc.NodeStub
+    identity: csi_pb2_grpc.IdentityStub
+    server: grpc.Server
+    channel: grpc.Channel
+
+    def target(self, pv: str = "pv-1", pod_uid: str | None = None) -> str:
+        return make_target(self.kubelet, pv, pod_uid)
+
+    def publish_request(
+        self,
+        target: str,
+        volume_id: str = "vol-1",
+        context: dict[str, str] | None = None,
+        flags: list[str] | None = None,
+        **kwargs: object,
+    ) -> csi_pb2.NodePublishVolumeRequest:
+        ctx = {"bucketName": "bucket-a", "prefix": "data/"} if context is None else context
+        return csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume_id,
+            target_path=target,
+            volume_capability=kwargs.pop("capability", None) or mount_capability(flags),  # type: ignore[arg-type]
+            volume_context=ctx,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+NodePluginFactory = Callable[..., NodePlugin]
+
+
+@pytest.fixture
+def node_plugin_factory(workdir: Path) -> Iterator[NodePluginFactory]:
+    started: list[NodePlugin] = []
+
+    def start(
+        mounter: FakeMounter | None = None,
+        zone: str = "us-east-1a",
+        zone_id: str = "use1-az4",
+        allowed: tuple[str, ...] = ("https://s3.allowed.example",),
+        base_env: dict[str, str] | None = None,
+    ) -> NodePlugin:
+        mounter = mounter or FakeMounter()
+        kubelet = workdir / "kubelet"
+        state_dir = workdir / "state"
+        metrics = Metrics()
+        config = NodeConfig(
+            node_id="node-a",
+            kubelet_dir=kubelet,
+            state_dir=state_dir,
+            zone=zone,
+            zone_id=zone_id,
+            allowed_endpoint_urls=allowed,
+            base_env=base_env
+            if base_env is not None
+            else {
+                "PATH": "/usr/bin",
+                "AWS_ACCESS_KEY_ID": "AKIADRIVER",
+                "AWS_SECRET_ACCESS_KEY": "driver-secret",
+            },
+        )
+        service = NodeService(config, mounter, StateStore(state_dir), metrics)
+
+        def register(server: grpc.Server) -> None:
+            csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(mounter.check), server)
+            csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(service), server)
+
+        sock = workdir / f"csi-{len(started)}.sock"
+        server, _ = build_server(f"unix://{sock}", register, metrics)
+        channel = grpc.insecure_channel(f"unix://{sock}")
+        plugin = NodePlugin(
+            workdir,
+            kubelet,
+            service,
+            mounter,
+            metrics,
+            csi_pb2_grpc.NodeStub(channel),
+            csi_pb2_grpc.IdentityStub(channel),
+            server,
+            channel,
+        )
+        started.append(plugin)
+        return plugin
+
+    yield start
+    for plugin in started:
+        plugin.channel.close()
+        plugin.server.stop(None)
+
+
+@pytest.fixture
+def node_plugin(node_plugin_factory: NodePluginFactory) -> NodePlugin:
+    return node_plugin_factory()
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    """Run ``call`` and return the gRPC error it must raise."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
