@@ -86,7 +86,8 @@ def _fetch_node(api: str, node: str) -> dict[str, object]:
             last = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = str(getattr(exc, "reason", exc))
-        time.sleep(min(2**attempt, 8) * 0.5)
+        if attempt + 1 < ATTEMPTS:
+            time.sleep(0.25 * 2**attempt)  # 0.25 .. 2 s; kubelet retries the init container anyway
     raise ZoneError(f"cannot reach the Kubernetes API at {api} after {ATTEMPTS} attempts: {last}")
 
 

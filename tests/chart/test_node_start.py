@@ -1,0 +1,267 @@
+"""The node plugin pod's start-up, run for real: the zone init script and the shell wrapper.
+
+- charts/zonemount/files/node-zone.py runs as a subprocess against a loopback HTTP server that
+  answers like the Kubernetes API (GET /api/v1/nodes/NAME): labels present, missing, refused.
+- The container's `sh -c` wrapper is taken from the rendered DaemonSet and executed by /bin/sh
+  with a stub `zonemount` that prints its argv, so quoting and the optional --zone/--zone-id
+  flags are checked as the shell really splits them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chartlib import CHART, Render, container, one
+
+SCRIPT = CHART / "files" / "node-zone.py"
+
+
+class FakeApi:
+    """Loopback HTTP server: node name -> (status, labels)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, tuple[int, dict[str, str]]] = {}
+        self.paths: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                api.paths.append(self.path)
+                name = self.path.rsplit("/", 1)[-1]
+                status, labels = api.nodes.get(name, (404, {}))
+                body = json.dumps(
+                    {"kind": "Node", "metadata": {"name": name, "labels": labels}}
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    server = FakeApi()
+    yield server
+    server.close()
+
+
+def run_script(
+    api: FakeApi, tmp_path: Path, node: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "NODE_NAME": node,
+        "KUBE_API_URL": api.url,
+        "ZONE_FILE": str(tmp_path / "zone"),
+        "ZONE_ID_FILE": str(tmp_path / "zone-id"),
+        **extra,
+    }
+    return subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_zone_and_zone_id_are_written(api: FakeApi, tmp_path: Path) -> None:
+    api.nodes["ip-10-0-1-5.ec2.internal"] = (
+        200,
+        {"topology.kubernetes.io/zone": "us-west-2b", "topology.k8s.aws/zone-id": "usw2-az1"},
+    )
+    result = run_script(api, tmp_path, "ip-10-0-1-5.ec2.internal")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "zone").read_text() == "us-west-2b"
+    assert (tmp_path / "zone-id").read_text() == "usw2-az1"
+    assert api.paths == ["/api/v1/nodes/ip-10-0-1-5.ec2.internal"]
+    assert "zone=us-west-2b zone-id=usw2-az1" in result.stdout
+
+
+def test_missing_zone_label_fails_with_the_fix_when_required(api: FakeApi, tmp_path: Path) -> None:
+    api.nodes["kind-worker"] = (200, {"kubernetes.io/os": "linux"})
+    result = run_script(api, tmp_path, "kind-worker", REQUIRE_ZONE="1")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "has no label topology.kubernetes.io/zone" in lines[0]
+    assert "kubectl label node kind-worker" in lines[0]
+    assert not (tmp_path / "zone").exists()
+
+
+def test_missing_zone_label_is_empty_when_optional(api: FakeApi, tmp_path: Path) -> None:
+    api.nodes["kind-control-plane"] = (200, {})
+    result = run_script(api, tmp_path, "kind-control-plane", REQUIRE_ZONE="0")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "zone").read_text() == ""
+    assert (tmp_path / "zone-id").read_text() == ""
+
+
+def test_custom_labels(api: FakeApi, tmp_path: Path) -> None:
+    api.nodes["n1"] = (200, {"example.com/az": "rack-7"})
+    result = run_script(api, tmp_path, "n1", ZONE_LABEL="example.com/az")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "zone").read_text() == "rack-7"
+
+
+@pytest.mark.parametrize(
+    ("status", "needle"), [(403, "needs 'get' on nodes"), (404, "does not exist")]
+)
+def test_api_refusals_are_one_line(api: FakeApi, tmp_path: Path, status: int, needle: str) -> None:
+    if status != 404:
+        api.nodes["n1"] = (status, {})
+    result = run_script(api, tmp_path, "n1")
+    assert result.returncode == 1
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_api_is_reported_after_retries(tmp_path: Path) -> None:
+    class Closed:
+        url = "http://127.0.0.1:9"  # discard port: nothing listens
+
+    result = run_script(Closed(), tmp_path, "n1")  # type: ignore[arg-type]
+    assert result.returncode == 1
+    assert "cannot reach the Kubernetes API at http://127.0.0.1:9" in result.stderr
+
+
+def test_no_node_name_is_a_one_line_error(api: FakeApi, tmp_path: Path) -> None:
+    result = run_script(api, tmp_path, "")
+    assert result.returncode == 1
+    assert "NODE_NAME is not set" in result.stderr
+    assert api.paths == []
+
+
+# --- the container's shell wrapper -------------------------------------------------------------
+
+
+def wrapper_argv(
+    render: Render, values: dict[str, Any] | None, tmp_path: Path, files: dict[str, str]
+) -> list[str]:
+    """Run the rendered node container command with a stub zonemount; return its argv."""
+    node = container(one(render(values), "DaemonSet"), "node")
+    assert node["command"] == ["/bin/sh", "-c"]
+    script = node["args"][0].replace("/run/zonemount/", f"{tmp_path}/run/")
+    (tmp_path / "run").mkdir(exist_ok=True)
+    for name, content in files.items():
+        (tmp_path / "run" / name).write_text(content)
+    stub = tmp_path / "bin" / "zonemount"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin", "NODE_NAME": "ip-10-0-1-5.ec2.internal"}
+    for item in node["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+    result = subprocess.run(
+        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    return result.stdout.splitlines()
+
+
+def test_wrapper_passes_zone_from_the_init_files(render: Render, tmp_path: Path) -> None:
+    argv = wrapper_argv(render, None, tmp_path, {"zone": "us-west-2b", "zone-id": "usw2-az1"})
+    assert argv[:5] == [
+        "csi-node",
+        "--endpoint",
+        "unix:///csi/csi.sock",
+        "--node-id",
+        "ip-10-0-1-5.ec2.internal",
+    ]
+    assert argv[argv.index("--zone") + 1] == "us-west-2b"
+    assert argv[argv.index("--zone-id") + 1] == "usw2-az1"
+    assert argv[argv.index("--kubelet-dir") + 1] == "/var/lib/kubelet"
+    assert argv[argv.index("--state-dir") + 1] == "/var/lib/zonemount"
+    assert argv[argv.index("--metrics-address") + 1] == ":9810"
+
+
+def test_wrapper_omits_zone_flags_when_unknown(render: Render, tmp_path: Path) -> None:
+    argv = wrapper_argv(render, None, tmp_path, {"zone": "", "zone-id": ""})
+    assert "--zone" not in argv and "--zone-id" not in argv
+
+
+def test_wrapper_fixed_zone_and_quoted_extra_args(render: Render, tmp_path: Path) -> None:
+    values = {
+        "node": {
+            "zone": "us-west-2a",
+            "zoneId": "usw2-az2",
+            "kubeletDir": "/var/lib/k0s/kubelet",
+            "extraArgs": ["--mount-timeout=45", "--log-level", "DEBUG", "--x=a b $HOME"],
+        },
+        "aws": {"allowedEndpointUrls": ["http://10.96.200.200:5000"]},
+    }
+    argv = wrapper_argv(render, values, tmp_path, {})
+    assert argv[argv.index("--zone") + 1] == "us-west-2a"
+    assert argv[argv.index("--zone-id") + 1] == "usw2-az2"
+    assert argv[argv.index("--kubelet-dir") + 1] == "/var/lib/k0s/kubelet"
+    assert argv[argv.index("--allowed-endpoint-url") + 1] == "http://10.96.200.200:5000"
+    assert argv[-4:] == ["--mount-timeout=45", "--log-level", "DEBUG", "--x=a b $HOME"]
+
+
+def test_wrapper_flags_are_accepted_by_the_real_csi_node_parser(
+    render: Render, tmp_path: Path
+) -> None:
+    """The flags the chart passes exist in `zonemount csi-node` (its argparse rejects others)."""
+    argv = wrapper_argv(render, None, tmp_path, {"zone": "us-west-2b", "zone-id": "usw2-az1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "zonemount_cli.main", *argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in {a.split("=")[0] for a in argv if a.startswith("--")}:
+        assert flag in result.stdout, f"zonemount csi-node has no {flag} flag"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "name", "module"),
+    [
+        ("-controller", "controller", "zonemount_csi.cli"),
+        ("-operator", "operator", "zonemount_operator.cli"),
+    ],
+)
+def test_deployment_flags_are_accepted_by_the_real_parsers(
+    render: Render, suffix: str, name: str, module: str
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not written yet")
+    values = {"aws": {"allowedEndpointUrls": ["http://10.96.200.200:5000"]}}
+    args = container(one(render(values), "Deployment", suffix), name)["args"]
+    result = subprocess.run(
+        [sys.executable, "-m", "zonemount_cli.main", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in {a.split("=")[0] for a in args if a.startswith("--")}:
+        assert flag in result.stdout, f"zonemount {args[0]} has no {flag} flag"
