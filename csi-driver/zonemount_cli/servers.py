@@ -131,7 +131,9 @@ class LocalS3:
         self.stop()
 
 
-def _spawn(args: list[str], workdir: Path, log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    args: list[str], workdir: Path, log_name: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = workdir / log_name
     log = log_path.open("wb")
     proc = subprocess.Popen(
@@ -141,17 +143,23 @@ def _spawn(args: list[str], workdir: Path, log_name: str) -> tuple[subprocess.Po
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     log.close()
     return proc, log_path
 
 
-def start_moto(port: int | None = None, timeout: float = 60.0) -> LocalS3:
-    """Start ``moto_server`` (all services: S3, IAM, STS, EC2) on 127.0.0.1."""
+def start_moto(
+    port: int | None = None, timeout: float = 60.0, *, enforce_auth: bool = False
+) -> LocalS3:
+    """Start ``moto_server`` (all services: S3, IAM, STS, EC2) on 127.0.0.1.
+
+    With ``enforce_auth`` moto checks signatures and IAM policies (unknown keys get 403)."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="zonemount-moto-"))
+    env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if enforce_auth else None
     proc, log_path = _spawn(
-        [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir, "moto.log"
+        [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir, "moto.log", env
     )
     server = LocalS3("moto", f"http://127.0.0.1:{port}", proc, workdir, log_path)
     server.wait_ready(timeout)

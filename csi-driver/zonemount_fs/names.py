@@ -15,6 +15,8 @@ from .errors import ConfigError
 DIRECTORY_BUCKET_SUFFIX = "--x-s3"
 _AZ_ID = r"[a-z]{2,4}[0-9]{1,2}-(?:[a-z0-9]+-)?az[0-9]{1,2}"
 _DIRECTORY_RE = re.compile(rf"^(?P<base>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)--(?P<azid>{_AZ_ID})--x-s3$")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--table-s3")
 _GENERAL_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -40,6 +42,11 @@ def validate_bucket_name(name: str) -> None:
         if len(name) > 63:
             raise ConfigError(f"bucket name {name!r} is longer than 63 characters")
         return
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        raise ConfigError(
+            f"bucket name {name!r} is invalid: names starting with {', '.join(_RESERVED_PREFIXES)} "
+            f"or ending with {', '.join(_RESERVED_SUFFIXES)} are reserved by S3"
+        )
     if not _GENERAL_RE.match(name) or ".." in name or re.match(r"^\d+\.\d+\.\d+\.\d+$", name):
         raise ConfigError(
             f"bucket name {name!r} is invalid: use 3-63 lowercase letters, digits, '.' or '-', "

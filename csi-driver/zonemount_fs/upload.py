@@ -122,11 +122,12 @@ class StreamingUpload:
         try:
             if self._upload_id is None:
                 self._raise_if_failed()
+                written = dict(self.metadata)
                 info: ObjectInfo = await self._run(
-                    self.store.put, self.key, bytes(self._buf), self.metadata
+                    self.store.put, self.key, bytes(self._buf), written
                 )
                 self._buf = bytearray()
-                return ObjectInfo(self.key, self.size, info.etag, info.mtime, dict(self.metadata))
+                return ObjectInfo(self.key, self.size, info.etag, info.mtime, written)
             if self._buf or self._next_part == 1:
                 part = bytes(self._buf)
                 self._buf = bytearray()
@@ -136,10 +137,12 @@ class StreamingUpload:
             parts = sorted(self._etags.items())
             info = await self._run(self.store.complete_multipart, self.key, self._upload_id, parts)
             self._upload_id = None
-            if self.metadata != self._created_metadata:
+            written = dict(self._created_metadata or {})
+            if self.metadata != written:
                 # chmod/chown/utime arrived after the upload was created: rewrite metadata.
-                await self._run(self.store.copy, self.key, self.key, self.size, self.metadata)
-            return ObjectInfo(self.key, self.size, info.etag, info.mtime, dict(self.metadata))
+                written = dict(self.metadata)
+                await self._run(self.store.copy, self.key, self.key, self.size, written)
+            return ObjectInfo(self.key, self.size, info.etag, info.mtime, written)
         except StoreError as exc:
             await self.abort()
             raise FsError(exc.errno, f"upload of {self.key!r} failed: {exc}") from None

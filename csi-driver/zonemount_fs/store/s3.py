@@ -39,6 +39,7 @@ from ..errors import (
     StoreError,
     StoreUnavailable,
 )
+from ..metrics import S3_ERRORS, S3_REQUESTS
 from ..names import is_directory_bucket
 from .base import ListPage, ObjectInfo, PutOptions
 
@@ -153,10 +154,13 @@ class S3Store:
 
     # -- helpers -------------------------------------------------------------------------
     def _call(self, op: str, key: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        S3_REQUESTS.labels(op=op).inc()
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except Exception as exc:  # noqa: BLE001 - translated for the filesystem
-            raise _translate(op, key, exc) from None
+            error = _translate(op, key, exc)
+            S3_ERRORS.labels(op=op, code=error.code or type(error).__name__).inc()
+            raise error from None
 
     def _put_args(self) -> dict[str, Any]:
         opts = self.settings.put
