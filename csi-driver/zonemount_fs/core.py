@@ -895,14 +895,19 @@ class Filesystem:
         errors: list[FsError] = []
         limit = trio.Semaphore(RENAME_CONCURRENCY)
 
+        copied: list[str] = []
+
         async def copy_one(info: ObjectInfo) -> None:
             async with limit:
+                if errors:
+                    return
                 try:
                     target = dst_prefix + info.key[len(src_prefix):]
                     if self.store.is_directory_bucket:
                         await self._move_object(info.key, target, info.size)
                     else:
                         await self._store(self.store.copy, info.key, target, info.size)
+                        copied.append(target)
                 except FsError as exc:
                     errors.append(exc)
 
@@ -910,6 +915,12 @@ class Filesystem:
             for info in objects:
                 nursery.start_soon(copy_one, info)
         if errors:
+            # Undo the partial copy (best effort); the sources were never touched.
+            for target in copied:
+                try:
+                    await self.run(self.store.delete, target)
+                except StoreError as exc:
+                    log.warning("rename rollback: could not delete %r: %s", target, exc)
             raise errors[0]
         if self.store.is_directory_bucket:
             return

@@ -1,0 +1,274 @@
+"""The filesystem core driven directly (no FUSE) over the in-memory and failing stores."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from zonemount_fs.core import ROOT_INO, Filesystem
+from zonemount_fs.errors import AccessDenied, FsError, ObjectNotFound, StoreUnavailable
+from zonemount_fs.options import MountOptions
+from zonemount_fs.store.base import ListPage
+from zonemount_fs.store.faults import FaultyStore
+from zonemount_fs.store.memory import MemoryStore
+
+pytestmark = pytest.mark.unit
+MiB = 1024 * 1024
+
+
+def opts(**kw: Any) -> MountOptions:
+    base: dict[str, Any] = dict(bucket="b", mountpoint=Path("/mnt"), allow_delete=True,
+                                allow_overwrite=True, part_size=5 * MiB, metadata_ttl=0.0,
+                                negative_metadata_ttl=0.0)
+    base.update(kw)
+    return MountOptions(**base)
+
+
+def run(store: Any, fn: Callable[[Filesystem], Awaitable[None]], **kw: Any) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, opts(**kw), nursery)
+            await fn(fs)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+async def write_file(fs: Filesystem, parent: int, name: str, data: bytes) -> int:
+    fh, attr = await fs.create(parent, name, 0o644, os.O_WRONLY, 0, 0)
+    for off in range(0, len(data), 128 * 1024):
+        await fs.write(fh, off, data[off : off + 128 * 1024])
+    await fs.flush(fh)
+    await fs.release(fh)
+    return attr.ino
+
+
+async def read_file(fs: Filesystem, ino: int) -> bytes:
+    fh = await fs.open(ino, os.O_RDONLY)
+    out = []
+    off = 0
+    while chunk := await fs.read(fh, off, 128 * 1024):
+        out.append(chunk)
+        off += len(chunk)
+    await fs.release(fh)
+    return b"".join(out)
+
+
+async def errno_of(aw: Awaitable[Any]) -> int:
+    try:
+        await aw
+    except FsError as exc:
+        return exc.errno
+    return 0
+
+
+def test_write_then_read_multipart() -> None:
+    store = MemoryStore()
+    data = random.Random(0).randbytes(12 * MiB + 7)
+
+    async def body(fs: Filesystem) -> None:
+        ino = await write_file(fs, ROOT_INO, "f.bin", data)
+        assert store.get_object("f.bin") == data
+        assert store.calls.get("upload_part", 0) == 3
+        assert await read_file(fs, ino) == data
+
+    run(store, body)
+
+
+def test_rename_dir_failure_mid_way_loses_nothing() -> None:
+    inner = MemoryStore()
+    for i in range(10):
+        inner.put_object(f"src/{i}.txt", b"%d" % i)
+    store = FaultyStore(inner)
+    store.fail("copy", StoreUnavailable("injected"), after=4, times=1)
+
+    async def body(fs: Filesystem) -> None:
+        src = await fs.lookup(ROOT_INO, "src")
+        assert src.ino
+        assert await errno_of(fs.rename(ROOT_INO, "src", ROOT_INO, "dst")) == errno.EIO
+        # Every source object is still there: deletes only start after all copies succeeded.
+        assert [k for k in inner.keys() if k.startswith("src/")] == [f"src/{i}.txt" for i in range(10)]
+        store.clear()
+        await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
+        assert inner.keys() == sorted(f"dst/{i}.txt" for i in range(10))
+
+    run(store, body)
+
+
+def test_rename_file_copy_fails_source_kept() -> None:
+    inner = MemoryStore()
+    inner.put_object("a", b"A")
+    store = FaultyStore(inner)
+    store.fail("copy", StoreUnavailable("injected"))
+
+    async def body(fs: Filesystem) -> None:
+        await fs.lookup(ROOT_INO, "a")
+        assert await errno_of(fs.rename(ROOT_INO, "a", ROOT_INO, "b")) == errno.EIO
+        assert inner.keys() == ["a"]
+
+    run(store, body)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ObjectNotFound("x", code="NoSuchKey"), errno.ENOENT),
+        (AccessDenied("x", code="AccessDenied"), errno.EACCES),
+        (StoreUnavailable("x"), errno.EIO),
+    ],
+)
+def test_error_mapping(error: Exception, expected: int) -> None:
+    inner = MemoryStore()
+    inner.put_object("f", b"data")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        attr = await fs.lookup(ROOT_INO, "f")
+        store.fail("get_range", error)  # type: ignore[arg-type]
+        store.fail("open_range", error)  # type: ignore[arg-type]
+        fh = await fs.open(attr.ino, os.O_RDONLY)
+        assert await errno_of(fs.read(fh, 0, 4)) == expected
+        await fs.release(fh)
+        store.fail("head", error)  # type: ignore[arg-type]
+        store.fail("list_page", error)  # type: ignore[arg-type]
+        got = await errno_of(fs.lookup(ROOT_INO, "g"))
+        assert got == (expected if expected != errno.ENOENT else errno.ENOENT)
+
+    run(store, body)
+
+
+def test_failed_upload_is_aborted_and_invisible() -> None:
+    inner = MemoryStore()
+    store = FaultyStore(inner)
+    store.fail("upload_part", StoreUnavailable("injected"), after=1)
+
+    async def body(fs: Filesystem) -> None:
+        fh, _ = await fs.create(ROOT_INO, "big", 0o644, os.O_WRONLY, 0, 0)
+        block = b"x" * MiB
+        code = 0
+        for i in range(20):
+            code = await errno_of(fs.write(fh, i * MiB, block))
+            if code:
+                break
+        if not code:
+            code = await errno_of(fs.flush(fh))
+        assert code == errno.EIO
+        await fs.release(fh)
+        assert inner.keys() == []
+        assert inner.pending_uploads() == 0
+
+    run(store, body)
+
+
+def test_unordered_listing_directory_bucket() -> None:
+    class Shuffled(MemoryStore):
+        def list_page(self, prefix: str, delimiter: str | None, token: str | None,
+                      max_keys: int = 1000) -> ListPage:
+            page = super().list_page(prefix, delimiter, token, max_keys=7)
+            objs, prefs = list(page.objects), list(page.prefixes)
+            random.Random(len(objs)).shuffle(objs)
+            random.Random(len(prefs)).shuffle(prefs)
+            return ListPage(objs, prefs, page.next_token)
+
+    store = Shuffled("data--usw2-az1--x-s3", directory_bucket=True)
+    names = {f"n{i:02d}" for i in range(40)}
+    for name in names:
+        store.put_object(f"d/{name}", b"1")
+        store.put_object(f"d/{name}x/inner", b"1")
+    store.put_object("d/n05/inner", b"shadow")  # n05 is both a file and a directory
+
+    async def body(fs: Filesystem) -> None:
+        d = await fs.lookup(ROOT_INO, "d")
+        fh = await fs.opendir(d.ino)
+        entries = await fs.readdir(fh, 0)
+        got = [n for n, _ in entries]
+        assert len(got) == len(set(got)) == 80
+        assert set(got) == names | {n + "x" for n in names}
+        n05 = dict(entries)["n05"]
+        assert n05.mode & 0o170000 == 0o040000  # the directory shadows the file
+        tail = await fs.readdir(fh, 30)
+        assert [n for n, _ in tail] == got[30:]
+
+    run(store, body)
+
+
+def test_incremental_upload_appends() -> None:
+    store = MemoryStore("logs--usw2-az1--x-s3", directory_bucket=True)
+    store.put_object("app.log", b"line1\n")
+
+    async def body(fs: Filesystem) -> None:
+        attr = await fs.lookup(ROOT_INO, "app.log")
+        fh = await fs.open(attr.ino, os.O_WRONLY | os.O_APPEND)
+        assert await errno_of(fs.write(fh, 0, b"bad")) == errno.EINVAL
+        await fs.write(fh, 6, b"line2\n")
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.get_object("app.log") == b"line1\nline2\n"
+        fh, _ = await fs.create(ROOT_INO, "new.log", 0o644, os.O_WRONLY, 0, 0)
+        await fs.write(fh, 0, b"a")
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.get_object("new.log") == b"a"
+
+    run(store, body, bucket="logs--usw2-az1--x-s3", incremental_upload=True)
+
+
+def test_directory_bucket_rename_uses_rename_object() -> None:
+    store = MemoryStore("data--usw2-az1--x-s3", directory_bucket=True)
+    store.put_object("t/a", b"1")
+    store.put_object("t/b/c", b"2")
+
+    async def body(fs: Filesystem) -> None:
+        await fs.lookup(ROOT_INO, "t")
+        await fs.rename(ROOT_INO, "t", ROOT_INO, "u")
+        assert store.keys() == ["u/a", "u/b/c"]
+        assert store.calls.get("rename") == 2 and store.calls.get("copy") is None
+
+    run(store, body, bucket="data--usw2-az1--x-s3")
+
+
+def test_forget_drops_inodes_but_keeps_attributes() -> None:
+    store = MemoryStore()
+    store.put_object("f", b"x")
+
+    async def body(fs: Filesystem) -> None:
+        attr = await fs.lookup(ROOT_INO, "f")
+        await fs.setattr(attr.ino, mode=0o600)
+        fs.forget(attr.ino, 1)
+        assert attr.ino not in fs.inodes
+        d = await fs.opendir(ROOT_INO)
+        entries = dict(await fs.readdir(d, 0))
+        assert entries["f"].mode & 0o7777 == 0o600
+
+    run(store, body)
+
+
+def test_memory_bounded_prefetch_window() -> None:
+    store = MemoryStore()
+    data = random.Random(5).randbytes(64 * MiB)
+    store.put_object("big", data)
+
+    async def body(fs: Filesystem) -> None:
+        attr = await fs.lookup(ROOT_INO, "big")
+        fh = await fs.open(attr.ino, os.O_RDONLY)
+        reader = fs.files[fh].reader
+        assert reader is not None
+        peak = 0
+        off = 0
+        while chunk := await fs.read(fh, off, 128 * 1024):
+            assert chunk == data[off : off + len(chunk)]
+            off += len(chunk)
+            peak = max(peak, len(reader._chunks))
+        assert off == len(data)
+        assert peak <= fs.max_window + 2
+        await fs.release(fh)
+        assert fs.read_slots.value == max(2, 32 * MiB // (5 * MiB))
+
+    run(store, body, max_memory_mib=32)
