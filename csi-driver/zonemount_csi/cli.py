@@ -29,7 +29,7 @@ from .identity import IdentityServicer
 from .metrics import Metrics
 from .mounter import ProcessMounter
 from .node import NodeConfig, NodeService, NodeServicer, Supervisor
-from .server import build_server
+from .server import build_server, parse_endpoint
 from .state import StateError, StateStore
 
 log = logging.getLogger("zonemount_csi")
@@ -101,6 +101,10 @@ def node_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
+    try:
+        parse_endpoint(args.endpoint)
+    except ValueError as exc:
+        return _fail(str(exc))
     state_dir = args.state_dir or args.kubelet_dir / "plugins" / DRIVER_NAME / "state"
     if not args.kubelet_dir.is_dir():
         return _fail(f"--kubelet-dir {args.kubelet_dir} is not a directory: mount the host's")

@@ -139,7 +139,11 @@ class VolumeSpec:
         raw.pop("version", None)
         spec = cls(**raw)
         # never trust a record enough to delete outside a proper prefix
-        if not spec.prefix or validate_prefix(spec.prefix) != spec.prefix:
+        try:
+            valid = bool(spec.prefix) and validate_prefix(spec.prefix) == spec.prefix
+        except CsiError:
+            valid = False
+        if not valid:
             raise ValueError("record has an invalid prefix")
         return spec
 

@@ -90,7 +90,7 @@ def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
         raise invalid(f"{what} has characters outside the safe S3 key set (or is too long)")
     if prefix.startswith(("/", "-")):
         raise invalid(f"{what} must not start with '/' or '-': write e.g. data/team-a/")
-    parts = prefix.rstrip("/").split("/")
+    parts = (prefix[:-1] if prefix.endswith("/") else prefix).split("/")
     if any(part in {"", ".", ".."} for part in parts):
         raise invalid(f"{what} has an empty, '.' or '..' path segment: write e.g. data/team-a/")
     return prefix if prefix.endswith("/") else prefix + "/"

@@ -1,0 +1,137 @@
+"""``zonemount csi-node`` / ``csi-controller`` as real processes: serve, report, shut down
+gracefully on SIGTERM (exit 0, socket removed), and fail on bad input with one line."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from zonemount_cli.servers import free_port
+from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
+
+pytestmark = pytest.mark.integration
+ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
+
+
+def _wait_socket(path: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "socket never appeared"
+        time.sleep(0.05)
+
+
+def test_node_plugin_serves_reports_and_stops_on_sigterm(workdir: Path) -> None:
+    sock = workdir / "node.sock"
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            ZONEMOUNT,
+            "csi-node",
+            "--endpoint",
+            f"unix://{sock}",
+            "--node-id",
+            "ip-10-0-0-1",
+            "--zone",
+            "us-east-1a",
+            "--zone-id",
+            "use1-az4",
+            "--kubelet-dir",
+            str(workdir / "kubelet"),
+            "--state-dir",
+            str(workdir / "state"),
+            "--metrics-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_socket(sock, process)
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            identity = csi_pb2_grpc.IdentityStub(channel)
+            assert (
+                identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=10).name
+                == "s3.csi.zonemount.io"
+            )
+            info = csi_pb2_grpc.NodeStub(channel).NodeGetInfo(
+                csi_pb2.NodeGetInfoRequest(), timeout=10
+            )
+            assert info.node_id == "ip-10-0-0-1"
+            assert info.accessible_topology.segments["topology.zonemount.io/zone-id"] == "use1-az4"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"zonemount_csi_published_volumes 0.0" in response.read()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not sock.exists()
+    assert b"SIGTERM received" in (process.stderr.read() if process.stderr else b"")
+
+
+def test_controller_plugin_serves_and_stops_on_sigterm(workdir: Path) -> None:
+    sock = workdir / "ctrl.sock"
+    process = subprocess.Popen(
+        [ZONEMOUNT, "csi-controller", "--endpoint", f"unix://{sock}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_socket(sock, process)
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            caps = csi_pb2_grpc.ControllerStub(channel).ControllerGetCapabilities(
+                csi_pb2.ControllerGetCapabilitiesRequest(), timeout=10
+            )
+            assert len(caps.capabilities) == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["csi-node", "--endpoint", "tcp://0.0.0.0:1", "--node-id", "n"], 1, "not a unix socket"),
+        (
+            [
+                "csi-node",
+                "--endpoint",
+                "unix:///tmp/x.sock",
+                "--node-id",
+                "n",
+                "--kubelet-dir",
+                "/nonexistent-kubelet",
+            ],
+            1,
+            "--kubelet-dir",
+        ),
+        (["csi-node", "--endpoint", "unix:///tmp/x.sock"], 2, "--node-id"),
+        (
+            [
+                "csi-controller",
+                "--endpoint",
+                "unix:///tmp/zm-ctrl.sock",
+                "--metrics-address",
+                "nonsense",
+            ],
+            1,
+            "HOST:PORT",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_not_a_traceback(args: list[str], code: int, needle: str) -> None:
+    result = subprocess.run([ZONEMOUNT, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == code
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
