@@ -294,3 +294,12 @@ def run_import(
     if stop is not None and stop.is_set():
         return import_status(spec.import_source, final, "Copying", started)
     return import_status(spec.import_source, final, "Complete", started)
+
+
+def import_conditions(spec_dict: Mapping[str, Any], status: Mapping[str, Any],
+                      generation: int | None, name: str = "") -> list[conditions.Condition]:
+    """Recompute ImportComplete and Ready after ``status.import`` changed."""
+    now = dt.datetime.now(dt.UTC)
+    spec = parse_bucket(name or str(spec_dict.get("baseName", "x")), spec_dict)
+    cond = _import_condition(spec, status, generation, now)
+    return conditions.with_ready(status.get("conditions"), [cond], T, REQUIRED, generation, now)

@@ -8,11 +8,12 @@ translation run for real.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from zonemount_cli.servers import LocalS3
+from operator_testlib import KubeApiThread
 from zonemount_operator.aws import Boto3BucketAdmin
 
 
@@ -33,3 +34,13 @@ def role(admin: Boto3BucketAdmin) -> Callable[[], str]:
         return str(resp["Role"]["Arn"])
 
     return make
+
+
+@pytest.fixture
+def kube_api() -> Iterator[KubeApiThread]:
+    """A kmock Kubernetes API on loopback (its own thread); stopped after the test."""
+    api = KubeApiThread().start()
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -32,3 +32,83 @@ def aws_error(status: int, code: str, message: str = "injected") -> Callable[...
 
 def unique_base() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+class KubeApiThread:
+    """kmock's KubernetesEmulator served over real HTTP on loopback from its own thread.
+
+    Its own thread and event loop, so a test (or kopf's KopfRunner thread) can block freely
+    while the API keeps serving. ``emulator.objects`` holds the stored objects.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: Any = None
+        self.url = ""
+        self.emulator: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="kmock")
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        import asyncio
+
+        import kmock
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+                for plural in ("s3expressbuckets", "s3mountclasses"):
+                    emulator.resources[f"zonemount.io/v1alpha1/{plural}"] = {
+                        "kind": "S3ExpressBucket" if "bucket" in plural else "S3MountClass",
+                        "namespaced": "bucket" in plural,
+                        "verbs": {"get", "list", "watch", "create", "patch", "update",
+                                  "delete"},
+                        "subresources": {"status"},
+                    }
+                verbs = {"get", "list", "watch", "create", "patch", "update", "delete"}
+                for key, kind, namespaced in (
+                    ("v1/namespaces", "Namespace", False),
+                    ("v1/events", "Event", True),
+                    ("v1/persistentvolumes", "PersistentVolume", False),
+                    ("storage.k8s.io/v1/storageclasses", "StorageClass", False),
+                    ("apiextensions.k8s.io/v1/customresourcedefinitions",
+                     "CustomResourceDefinition", False),
+                ):
+                    emulator.resources[key] = {"kind": kind, "namespaced": namespaced,
+                                               "verbs": verbs}
+                self.emulator = emulator
+                self.url = str(server.url).rstrip("/")
+                self._ready.set()
+                await self._stop.wait()
+
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    def start(self) -> KubeApiThread:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def object(self, plural: str, name: str, namespace: str | None = None) -> Any:
+        """The current stored object (a dict) or None."""
+        for (resource, ns, obj_name), obj in list(self.emulator.objects.items()):
+            if resource.plural == plural and obj_name == name and ns == namespace:
+                return None if obj.deleted else dict(obj.raw)
+        return None

@@ -1,0 +1,317 @@
+"""Reconcile an ``S3MountClass``: the StorageClass (and Static PV) it owns.
+
+Plain async functions over plain data and the :class:`KubeClient` seam (plus a
+:class:`BucketAdmin` only to turn a directory bucket's AZ ID into a zone name).
+
+* ``render_storage_class`` / ``render_persistent_volume`` are pure: spec + bucket facts ->
+  manifest. Volumes land only in the bucket's zone (``allowedTopologies`` /
+  ``nodeAffinity`` on ``topology.kubernetes.io/zone``), binding waits for the first consumer.
+* ``reconcile_mountclass`` waits (condition ``BucketReady=False``, reason BucketNotReady /
+  BucketNotFound) until a referenced S3ExpressBucket is Ready, then converges the objects:
+  missing -> create; different -> recreate (StorageClass parameters are immutable; a PV is
+  recreated only while no claim is bound to it, otherwise the condition says so); someone
+  else's object with our name -> condition ``StorageClassConflict``, never overwritten.
+* ``delete_mountclass`` deletes only objects labelled as owned by this S3MountClass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names
+from zonemount_operator.aws import BucketAdmin
+from zonemount_operator.errors import (
+    AwsError,
+    DependencyNotReady,
+    KubeError,
+    SpecError,
+    ZonemountError,
+)
+from zonemount_operator.kube import (
+    PERSISTENTVOLUMES,
+    S3EXPRESSBUCKETS,
+    STORAGECLASSES,
+    KubeClient,
+)
+from zonemount_operator.spec import MountClassSpec, parse_mountclass
+
+ZONE_KEY = "topology.kubernetes.io/zone"
+OWNER_LABEL = "zonemount.io/mountclass"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "zonemount-operator"}
+T = conditions.MOUNTCLASS_TYPES
+REQUIRED = ("BucketReady", "StorageClassReady")
+
+
+@dataclass(frozen=True)
+class BucketFacts:
+    """Where the volumes' data lives."""
+
+    bucket_name: str
+    region: str
+    availability_zone: str | None
+    availability_zone_id: str | None
+    endpoint_url: str | None = None
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    error: ZonemountError | None = None
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return conditions.is_true(self.status.get("conditions"), "Ready")
+
+
+def _metadata(name: str, owner: str, owner_uid: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, OWNER_LABEL: owner}}
+    if owner_uid:
+        meta["ownerReferences"] = [{
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "S3MountClass", "name": owner,
+            "uid": owner_uid, "controller": True, "blockOwnerDeletion": False,
+        }]
+    return meta
+
+
+def render_storage_class(owner: str, owner_uid: str | None, spec: MountClassSpec,
+                         facts: BucketFacts) -> dict[str, Any]:
+    params = {
+        "bucketName": facts.bucket_name,
+        "basePrefix": spec.prefix,
+        "region": facts.region,
+        "authenticationSource": spec.authentication_source,
+    }
+    if facts.endpoint_url:
+        params["endpointUrl"] = facts.endpoint_url
+    if facts.availability_zone:
+        params["availabilityZone"] = facts.availability_zone
+    if spec.reclaim_policy == "Delete":
+        params["deleteData"] = "true"
+    sc: dict[str, Any] = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": _metadata(spec.storage_class_name, owner, owner_uid),
+        "provisioner": CSI_DRIVER,
+        "parameters": params,
+        "reclaimPolicy": spec.reclaim_policy,
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "allowVolumeExpansion": False,
+    }
+    if spec.mount_options:
+        sc["mountOptions"] = list(spec.mount_options)
+    if facts.availability_zone:
+        sc["allowedTopologies"] = [
+            {"matchLabelExpressions": [{"key": ZONE_KEY, "values": [facts.availability_zone]}]}
+        ]
+    return sc
+
+
+def render_persistent_volume(owner: str, owner_uid: str | None, spec: MountClassSpec,
+                             facts: BucketFacts) -> dict[str, Any]:
+    attributes = {
+        "bucketName": facts.bucket_name,
+        "prefix": spec.prefix,
+        "region": facts.region,
+        "authenticationSource": spec.authentication_source,
+    }
+    if facts.endpoint_url:
+        attributes["endpointUrl"] = facts.endpoint_url
+    pv_spec: dict[str, Any] = {
+        "capacity": {"storage": spec.capacity},
+        "accessModes": ["ReadWriteMany"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": spec.storage_class_name,
+        "volumeMode": "Filesystem",
+        "csi": {
+            "driver": CSI_DRIVER,
+            "volumeHandle": f"{facts.bucket_name}/{spec.prefix}",
+            "volumeAttributes": attributes,
+        },
+    }
+    if spec.mount_options:
+        pv_spec["mountOptions"] = list(spec.mount_options)
+    if facts.availability_zone:
+        pv_spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": ZONE_KEY, "operator": "In", "values": [facts.availability_zone]}]}]}}
+    return {"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": _metadata(spec.storage_class_name, owner, owner_uid), "spec": pv_spec}
+
+
+async def bucket_facts(spec: MountClassSpec, kube: KubeClient, admin: BucketAdmin | None,
+                       endpoint_url: str | None = None) -> BucketFacts:
+    """Facts about the target bucket; raises DependencyNotReady while it is not usable."""
+    if spec.bucket_ref is not None:
+        ns, ref_name = spec.bucket_ref
+        obj = await kube.get(S3EXPRESSBUCKETS, ref_name, ns)
+        if obj is None:
+            raise DependencyNotReady(
+                f"S3ExpressBucket {ns}/{ref_name} does not exist: create it or fix spec.bucketRef",
+                reason="BucketNotFound",
+            )
+        status = obj.get("status") or {}
+        ready = conditions.get(status.get("conditions"), "Ready")
+        if ready is None or ready.get("status") != "True" or not status.get("bucketName"):
+            why = f" ({ready.get('reason')}: {ready.get('message')})" if ready else ""
+            raise DependencyNotReady(f"waiting for S3ExpressBucket {ns}/{ref_name} to be Ready{why}")
+        return BucketFacts(status["bucketName"], status["region"], status.get("availabilityZone"),
+                           status.get("availabilityZoneId"), endpoint_url)
+    assert spec.bucket_name is not None and spec.region is not None
+    parsed = names.parse_directory_bucket(spec.bucket_name)
+    if parsed is None:  # general-purpose bucket: the zone is whatever the user pinned
+        return BucketFacts(spec.bucket_name, spec.region, spec.availability_zone, None,
+                           spec.endpoint_url)
+    if admin is None:
+        raise DependencyNotReady("no AWS access to resolve the bucket's zone", "AwsUnavailable")
+    for zone in admin.zones(spec.region):
+        if zone.zone_id == parsed.az_id:
+            return BucketFacts(spec.bucket_name, spec.region, zone.name, zone.zone_id,
+                               spec.endpoint_url)
+    raise SpecError(f"bucket {spec.bucket_name!r} names AZ ID {parsed.az_id!r}, which region "
+                    f"{spec.region} does not have: fix spec.region or spec.bucketName",
+                    reason="UnknownAvailabilityZone")
+
+
+def _owned_by(obj: Mapping[str, Any], owner: str) -> bool:
+    return (obj.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL) == owner
+
+
+SC_FIELDS = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode",
+             "allowedTopologies", "mountOptions", "allowVolumeExpansion")
+
+
+async def _ensure_storage_class(kube: KubeClient, owner: str, want: dict[str, Any],
+                                events: list[str]) -> None:
+    name = want["metadata"]["name"]
+    have = await kube.get(STORAGECLASSES, name)
+    if have is not None and not _owned_by(have, owner):
+        raise SpecError(f"StorageClass {name} exists and is not managed by S3MountClass {owner}: "
+                        "delete it or set spec.storageClassName", reason="StorageClassConflict")
+    if have is not None and all(have.get(f) == want.get(f) for f in SC_FIELDS):
+        return
+    if have is not None:  # StorageClasses are immutable: replace
+        await kube.delete(STORAGECLASSES, name)
+        events.append(f"replaced StorageClass {name}")
+    else:
+        events.append(f"created StorageClass {name}")
+    await kube.create(STORAGECLASSES, want)
+
+
+async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any],
+                     events: list[str]) -> None:
+    name = want["metadata"]["name"]
+    have = await kube.get(PERSISTENTVOLUMES, name)
+    if have is not None and not _owned_by(have, owner):
+        raise SpecError(f"PersistentVolume {name} exists and is not managed by S3MountClass "
+                        f"{owner}: delete it or set spec.storageClassName",
+                        reason="PersistentVolumeConflict")
+    if have is None:
+        await kube.create(PERSISTENTVOLUMES, want)
+        events.append(f"created PersistentVolume {name}")
+        return
+    have_spec, want_spec = have.get("spec", {}), want["spec"]
+    fixed = ("csi", "nodeAffinity", "storageClassName", "accessModes", "volumeMode")
+    if all(have_spec.get(f) == want_spec.get(f) for f in fixed):
+        if (have_spec.get("mountOptions") != want_spec.get("mountOptions")
+                or have_spec.get("capacity") != want_spec.get("capacity")):
+            await kube.patch(PERSISTENTVOLUMES, name, {"spec": {
+                "mountOptions": want_spec.get("mountOptions"),
+                "capacity": want_spec["capacity"]}})
+            events.append(f"updated PersistentVolume {name}")
+        return
+    if have_spec.get("claimRef") or (have.get("status") or {}).get("phase") == "Bound":
+        raise DependencyNotReady(
+            f"PersistentVolume {name} is bound to a claim and its bucket/prefix/zone cannot "
+            "change in place: delete the claim to let the operator replace it",
+            reason="PersistentVolumeInUse",
+        )
+    await kube.delete(PERSISTENTVOLUMES, name)
+    await kube.create(PERSISTENTVOLUMES, want)
+    events.append(f"replaced PersistentVolume {name}")
+
+
+async def reconcile_mountclass(
+    name: str,
+    uid: str | None,
+    spec_dict: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    generation: int | None,
+    kube: KubeClient,
+    admin: BucketAdmin | None = None,
+    endpoint_url: str | None = None,
+    now: dt.datetime | None = None,
+) -> Outcome:
+    """Converge the StorageClass (+ Static PV); never raises for spec/AWS/API trouble."""
+    now = now or dt.datetime.now(dt.UTC)
+    status = dict(status or {})
+    current = status.get("conditions")
+    new: dict[str, Any] = {"observedGeneration": generation}
+    updates: list[conditions.Condition] = []
+    events: list[str] = []
+
+    def finish(error: ZonemountError | None) -> Outcome:
+        new["conditions"] = conditions.with_ready(current, updates, T, REQUIRED, generation, now)
+        return Outcome({**status, **new}, error, events)
+
+    def waiting(msg: str) -> conditions.Condition:
+        return conditions.make("StorageClassReady", None, "WaitingForBucket", msg, generation, now)
+
+    try:
+        spec = parse_mountclass(name, spec_dict)
+    except SpecError as exc:
+        updates.append(conditions.make("BucketReady", False, exc.reason, str(exc), generation, now))
+        updates.append(waiting("waiting for a valid spec"))
+        return finish(exc)
+    try:
+        facts = await bucket_facts(spec, kube, admin, endpoint_url)
+    except (DependencyNotReady, SpecError, AwsError, KubeError) as exc:
+        updates.append(conditions.make("BucketReady", False, exc.reason, str(exc), generation, now))
+        updates.append(waiting("waiting for the bucket"))
+        return finish(exc)
+    new.update(bucketName=facts.bucket_name, region=facts.region,
+               availabilityZone=facts.availability_zone,
+               availabilityZoneId=facts.availability_zone_id)
+    where = f" in {facts.availability_zone}" if facts.availability_zone else ""
+    updates.append(conditions.make("BucketReady", True, "BucketReady",
+                                   f"bucket {facts.bucket_name}{where}", generation, now))
+    try:
+        await _ensure_storage_class(kube, name, render_storage_class(name, uid, spec, facts),
+                                    events)
+        new["storageClassName"] = spec.storage_class_name
+        pv_name = spec.storage_class_name
+        if spec.provisioning == "Static":
+            await _ensure_pv(kube, name, render_persistent_volume(name, uid, spec, facts), events)
+            new["persistentVolumeName"] = pv_name
+        else:
+            have = await kube.get(PERSISTENTVOLUMES, pv_name)
+            if have is not None and _owned_by(have, name):
+                await kube.delete(PERSISTENTVOLUMES, pv_name)
+                events.append(f"deleted PersistentVolume {pv_name} (provisioning is "
+                              "PerClaimPrefix now)")
+            new["persistentVolumeName"] = None
+    except (SpecError, KubeError, DependencyNotReady) as exc:
+        updates.append(conditions.make("StorageClassReady", False, exc.reason, str(exc),
+                                       generation, now))
+        return finish(exc)
+    what = f"StorageClass {spec.storage_class_name}"
+    if spec.provisioning == "Static":
+        what += f" and PersistentVolume {spec.storage_class_name}"
+    updates.append(conditions.make("StorageClassReady", True, "StorageClassReady",
+                                   f"{what} written ({spec.provisioning})", generation, now))
+    return finish(None)
+
+
+async def delete_mountclass(name: str, status: Mapping[str, Any] | None,
+                            spec_dict: Mapping[str, Any], kube: KubeClient) -> list[str]:
+    """Delete the StorageClass/PV this S3MountClass owns (idempotent)."""
+    status = status or {}
+    done: list[str] = []
+    sc_name = status.get("storageClassName") or spec_dict.get("storageClassName") or name
+    for ref, kind in ((STORAGECLASSES, "StorageClass"), (PERSISTENTVOLUMES, "PersistentVolume")):
+        have = await kube.get(ref, str(sc_name))
+        if have is not None and _owned_by(have, name) and await kube.delete(ref, str(sc_name)):
+            done.append(f"deleted {kind} {sc_name}")
+    return done

@@ -1,0 +1,137 @@
+"""The real operator (kopf, our registry) end to end: kmock for Kubernetes, moto for AWS.
+
+create S3ExpressBucket -> status Ready (bucket + policy on moto) -> S3MountClass writes its
+StorageClass -> update propagates -> delete runs the finalizers (policy, bucket, SC gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+
+from operator_testlib import KubeApiThread, unique_base
+from zonemount_cli.servers import LocalS3
+from zonemount_operator.aws import Boto3BucketAdmin
+from zonemount_operator.handlers import registry
+from zonemount_operator.kube import S3EXPRESSBUCKETS, S3MOUNTCLASSES, KubeClient
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kube(api: KubeApiThread, method: str, *args: Any) -> Any:
+    async def call() -> Any:
+        client = KubeClient(api.url)
+        try:
+            return await getattr(client, method)(*args)
+        finally:
+            await client.close()
+
+    return asyncio.run(call())
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+@pytest.fixture
+def operator_env(kube_api: KubeApiThread, moto_server: LocalS3, s3_env: dict[str, str],
+                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: kmock, cluster: {{server: '{kube_api.url}'}}}}]\n"
+        "users: [{name: test, user: {token: test-token}}]\n"
+        "contexts: [{name: test, context: {cluster: kmock, user: test}}]\n"
+        "current-context: test\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("ZONEMOUNT_AWS_ENDPOINT_URL", moto_server.endpoint)
+    yield
+
+
+def test_operator_end_to_end(operator_env: None, kube_api: KubeApiThread,
+                             admin: Boto3BucketAdmin, role: Callable[[], str]) -> None:
+    base, role_arn = unique_base(), role()
+    bucket_name = f"{base}--use1-az4--x-s3"
+    bucket_cr = {
+        "apiVersion": "zonemount.io/v1alpha1", "kind": "S3ExpressBucket",
+        "metadata": {"name": "scratch", "namespace": "spark", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {"region": "us-east-1", "availabilityZone": "us-east-1d", "baseName": base,
+                 "deletionPolicy": "Delete", "access": {"roleArns": [role_arn]}},
+    }
+    class_cr = {
+        "apiVersion": "zonemount.io/v1alpha1", "kind": "S3MountClass",
+        "metadata": {"name": f"sc-{base}", "uid": "uid-mc", "resourceVersion": "1"},
+        "spec": {"bucketRef": {"name": "scratch", "namespace": "spark"}, "prefix": "jobs/",
+                 "mountOptions": {"allowDelete": True}},
+    }
+    args = ["run", "--standalone", "--all-namespaces", "--verbose"]
+    with KopfRunner(args, registry=registry, timeout=60) as runner:
+        # The mount class first: it must wait for the bucket (condition, no StorageClass).
+        kube(kube_api, "create", S3MOUNTCLASSES, class_cr)
+        waiting = wait_for("mount class waiting", lambda: condition(
+            kube_api.object("s3mountclasses", class_cr["metadata"]["name"]), "BucketReady"))
+        assert waiting["reason"] == "BucketNotFound"
+
+        kube(kube_api, "create", S3EXPRESSBUCKETS, bucket_cr, "spark")
+        ready = wait_for("bucket Ready", lambda: condition(
+            kube_api.object("s3expressbuckets", "scratch", "spark"), "Ready").get(
+                "status") == "True" and kube_api.object("s3expressbuckets", "scratch", "spark"))
+        status = ready["status"]
+        assert status["bucketName"] == bucket_name
+        assert status["availabilityZoneId"] == "use1-az4"
+        assert "zonemount.io/finalizer" in ready["metadata"]["finalizers"]
+        assert admin.attached_roles(status["policyArn"]) == {role_arn.rsplit("/", 1)[1]}
+
+        sc_name = class_cr["metadata"]["name"]
+        sc = wait_for("StorageClass", lambda: kube_api.object("storageclasses", sc_name), 40)
+        assert sc["parameters"]["bucketName"] == bucket_name
+        assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1d"]
+
+        # Update propagates: ReadOnly session policy, new mount options.
+        kube(kube_api, "patch", S3EXPRESSBUCKETS, "scratch",
+             {"metadata": {"generation": 2}, "spec": {"access": {"sessionMode": "ReadOnly"}}},
+             "spark")
+        wait_for("observedGeneration 2", lambda: (kube_api.object(
+            "s3expressbuckets", "scratch", "spark")["status"].get("observedGeneration") == 2))
+        iam = admin.client("iam", "us-east-1")
+        version = iam.get_policy(PolicyArn=status["policyArn"])["Policy"]["DefaultVersionId"]
+        assert version != "v1"
+        kube(kube_api, "patch", S3MOUNTCLASSES, sc_name,
+             {"spec": {"mountOptions": {"allowDelete": True, "readOnly": True}}})
+        wait_for("mountOptions updated", lambda: (kube_api.object("storageclasses", sc_name)
+                                                  or {}).get("mountOptions")
+                 == ["--allow-delete", "--read-only"])
+
+        # Delete: finalizers run, AWS and Kubernetes objects go away.
+        admin.s3("us-east-1").put_object(Bucket=bucket_name, Key="jobs/x", Body=b"1")
+        kube(kube_api, "delete", S3MOUNTCLASSES, sc_name)
+        kube(kube_api, "delete", S3EXPRESSBUCKETS, "scratch", "spark")
+        wait_for("bucket CR gone", lambda: kube_api.object(
+            "s3expressbuckets", "scratch", "spark") is None)
+        wait_for("mount class gone", lambda: kube_api.object("s3mountclasses", sc_name) is None)
+        assert kube_api.object("storageclasses", sc_name) is None
+        assert not admin.policy_exists(status["policyArn"])
+        names = {b["Name"] for b in admin.s3("us-east-1").list_directory_buckets()["Buckets"]}
+        assert bucket_name not in names
+    assert runner.exception is None
