@@ -327,6 +327,17 @@ class S3Store:
                 "RenameObject", src, self._client.rename_object,
                 Key=dst, RenameSource=f"{self.bucket}/{src}",
             )
+            if self._rename_supported is None:
+                # First use: make sure the endpoint really renamed (S3-compatible servers that
+                # do not know RenameObject may answer 200 and treat it as an empty PutObject).
+                try:
+                    self.head(src)
+                except ObjectNotFound:
+                    pass
+                else:
+                    self._rename_supported = False
+                    self.delete(dst)  # whatever the endpoint wrote there; the copy replaces it
+                    raise NotSupported("RenameObject: the endpoint did not rename", code="Ignored")
             self._rename_supported = True
         except NotSupported:
             self._rename_supported = False

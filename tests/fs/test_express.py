@@ -1,0 +1,86 @@
+"""S3 Express One Zone directory buckets through a real mount.
+
+Session credentials come from botocore's own CreateSession handling (not hand-rolled),
+against a test endpoint that issues short-lived sessions and rejects anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from zonemount_cli.servers import LocalS3
+
+from .express_endpoint import ExpressEndpoint
+from .mounts import ZONEMOUNT, is_mounted, unmount
+
+pytestmark = pytest.mark.integration
+BUCKET = "spark-data--use1-az4--x-s3"
+
+
+def _admin(server: LocalS3):  # type: ignore[no-untyped-def]
+    """Direct access to moto (which cannot do CreateSession) for setting up and checking."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test",
+                        config=Config(s3={"disable_s3_express_session_auth": True}))
+
+
+def test_express_session_auth_through_mount(moto_server: LocalS3, tmp_path: Path) -> None:
+    client = _admin(moto_server)
+    try:
+        client.create_bucket(Bucket=BUCKET)
+    except Exception as exc:  # already there from another run in this session
+        assert "BucketAlready" in str(exc)
+    client.put_object(Bucket=BUCKET, Key="in/a.txt", Body=b"from s3")
+    with ExpressEndpoint(moto_server.endpoint, session_seconds=40) as ep:
+        mnt = tmp_path / "express"
+        mnt.mkdir()
+        env = {**os.environ, **moto_server.env()}
+        env.pop("ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH", None)
+        proc = subprocess.run(
+            [ZONEMOUNT, "mount", BUCKET, str(mnt), "--endpoint-url", ep.endpoint,
+             "--allow-delete", "--allow-overwrite", "--metadata-ttl", "0"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        try:
+            assert (mnt / "in/a.txt").read_bytes() == b"from s3"
+            (mnt / "out").mkdir()
+            (mnt / "out/b.txt").write_bytes(b"written")
+            os.rename(mnt / "out", mnt / "final")
+            assert sorted(os.listdir(mnt)) == ["final", "in"]
+            first = ep.create_session_calls
+            assert first >= 1, "requests must be authorised by CreateSession sessions"
+            assert ep.forwarded > 5
+            # Sessions expire in 40 s; botocore refreshes inside its 45 s advisory window.
+            time.sleep(1)
+            assert (mnt / "final/b.txt").read_bytes() == b"written"
+            assert ep.create_session_calls > first, "sessions are refreshed before expiry"
+            assert ep.rejected == 0, "no request went out without a valid session token"
+        finally:
+            unmount(mnt)
+    assert not is_mounted(mnt)
+    assert client.get_object(Bucket=BUCKET, Key="final/b.txt")["Body"].read() == b"written"
+
+
+def test_plain_sigv4_is_rejected_by_the_endpoint(moto_server: LocalS3) -> None:
+    """The endpoint really checks sessions: a client with session auth disabled is refused."""
+    from botocore.config import Config
+    import boto3
+
+    with ExpressEndpoint(moto_server.endpoint) as ep:
+        plain = boto3.client(
+            "s3", endpoint_url=ep.endpoint, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+            config=Config(s3={"disable_s3_express_session_auth": True}),
+        )
+        with pytest.raises(Exception, match="AccessDenied|403"):
+            plain.list_objects_v2(Bucket=BUCKET)
+        assert ep.rejected == 1
