@@ -124,6 +124,7 @@ class ProcessMounter:
     # -- mounting ------------------------------------------------------------------------
     def mount(self, spec: MountSpec, timeout: float) -> MountHandle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _rotate(spec.log_path)
         fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             child = subprocess.Popen(
@@ -197,6 +198,16 @@ class ProcessMounter:
             child.wait(timeout=5)
         with self._lock:
             self._children.pop(child.pid, None)
+
+
+LOG_ROTATE_BYTES = 8 * 1024 * 1024
+
+
+def _rotate(path: Path) -> None:
+    """Keep at most two FUSE client logs of about LOG_ROTATE_BYTES per volume."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
 
 
 def _fusermount(args: list[str]) -> int:

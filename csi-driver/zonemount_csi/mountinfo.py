@@ -4,7 +4,9 @@ A FUSE mount whose daemon died stays in the mount table, but every access to it 
 ENOTCONN ("Transport endpoint is not connected"). :func:`probe` tells the three states apart:
 
 * ``HEALTHY`` - a ``fuse.zonemount`` mount is at the path and answers ``stat``;
-* ``BROKEN`` - a mount is at the path but ``stat`` fails with ENOTCONN/ECONNABORTED/EIO;
+* ``BROKEN`` - a mount is at the path but ``stat`` fails with ENOTCONN/ECONNABORTED/EIO, or
+  does not answer within ``stat_timeout`` (a hung FUSE process must not hang the plugin: the
+  ``stat`` runs in a daemon thread that is abandoned on timeout);
 * ``ABSENT`` - no mount at the path (an empty directory, or nothing at all);
 * ``FOREIGN`` - something that is not a zonemount mount is mounted there.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,19 +77,38 @@ def find(path: str, mountinfo: Path = MOUNTINFO) -> MountEntry | None:
     return found
 
 
-def probe(path: str, mountinfo: Path = MOUNTINFO) -> MountState:
+def _stat_within(path: str, timeout: float) -> OSError | bool | None:
+    """``os.stat(path)`` bounded in time: None = answered, OSError = failed, False = no answer."""
+    outcome: list[OSError | None] = []
+
+    def run() -> None:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=run, name="zonemount-stat", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else False
+
+
+def probe(path: str, mountinfo: Path = MOUNTINFO, stat_timeout: float = 10.0) -> MountState:
     """Classify the mount at ``path`` (see module docstring)."""
     entry = find(path, mountinfo)
     if entry is None:
         return MountState.ABSENT
     if entry.fstype != FSTYPE:
         return MountState.FOREIGN
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno in _DEAD_ERRNOS:
+    result = _stat_within(path, stat_timeout)
+    if result is False:
+        return MountState.BROKEN  # hung: treat like dead, the repair kills the process
+    if isinstance(result, OSError):
+        if result.errno in _DEAD_ERRNOS:
             return MountState.BROKEN
-        raise
+        raise result
     return MountState.HEALTHY
 
 

@@ -28,6 +28,18 @@ from .metrics import Metrics
 from .redact import redact
 
 log = logging.getLogger("zonemount_csi.grpc")
+#: Polled every few seconds by sidecars/kubelet: logged at DEBUG to keep logs readable.
+QUIET_METHODS = frozenset(
+    {
+        "Probe",
+        "GetPluginInfo",
+        "GetPluginCapabilities",
+        "NodeGetCapabilities",
+        "NodeGetInfo",
+        "NodeGetVolumeStats",
+        "ControllerGetCapabilities",
+    }
+)
 
 
 def parse_endpoint(endpoint: str) -> Path:
@@ -57,10 +69,12 @@ class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method.rsplit("/", 1)[-1]
         behavior = handler.unary_unary
         metrics = self.metrics
+        level = logging.DEBUG if method in QUIET_METHODS else logging.INFO
 
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
-            log.info("%s request: %s", method, redact(request))
+            if log.isEnabledFor(level):
+                log.log(level, "%s request: %s", method, redact(request))
             try:
                 response = behavior(request, context)
             except CsiError as err:
@@ -77,7 +91,9 @@ class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
             else:
-                log.info("%s ok in %.3fs: %s", method, time.monotonic() - started, redact(response))
+                if log.isEnabledFor(level):
+                    elapsed = time.monotonic() - started
+                    log.log(level, "%s ok in %.3fs: %s", method, elapsed, redact(response))
                 return response
             log.warning(
                 "%s failed in %.3fs: %s %s", method, time.monotonic() - started, code.name, message

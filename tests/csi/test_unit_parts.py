@@ -7,9 +7,10 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from zonemount_csi import credentials, mount_options
 from zonemount_csi._proto import csi_pb2
@@ -251,3 +252,74 @@ def test_mount_options_module_documents_every_refusal() -> None:
     doc = mount_options.__doc__ or ""
     for name in ("--endpoint-url", "--cache", "--log-directory", "--profile", "-o"):
         assert name in doc
+
+
+def test_probe_treats_a_hung_mount_as_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from zonemount_csi import mountinfo
+
+    info = tmp_path / "mountinfo"
+    info.write_text(f"92 22 0:52 / {tmp_path} rw - fuse.zonemount zonemount rw\n")
+    release = threading.Event()
+    real_stat = os.stat
+
+    def hung_stat(path: str) -> os.stat_result:
+        release.wait(10)
+        return real_stat(path)
+
+    monkeypatch.setattr(mountinfo.os, "stat", hung_stat)
+    try:
+        assert probe(str(tmp_path), info, stat_timeout=0.2) is MountState.BROKEN
+    finally:
+        release.set()
+
+
+# ---------------------------------------------------------------- path confinement (property)
+
+_SEGMENTS = st.sampled_from(
+    ["pods", "uid", "..", ".", "", "volumes", "kubernetes.io~csi", "pv", "mount", "etc", "link"]
+)
+
+
+@pytest.fixture(scope="module")
+def confine_service(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from zonemount_csi.metrics import Metrics
+    from zonemount_csi.node import NodeConfig, NodeService
+
+    root = tmp_path_factory.mktemp("confine")
+    (root / "kubelet" / "pods" / "uid").mkdir(parents=True)
+    (root / "kubelet" / "pods" / "link").symlink_to("/etc")  # an escape hatch to catch
+    return NodeService(
+        NodeConfig("n", root / "kubelet", root / "state"),
+        None,  # type: ignore[arg-type]  # confine() never mounts
+        StateStore(root / "state"),
+        Metrics(),
+    )
+
+
+@example(segments=["link", "mount"], base="pods")  # symlink escape (regression)
+@example(segments=["uid", "..", "..", "..", "etc", "mount"], base="pods")
+@given(
+    segments=st.lists(_SEGMENTS, min_size=1, max_size=8),
+    base=st.sampled_from(["pods", "kubelet", "relative"]),
+)
+def test_confine_never_returns_a_path_outside_pods(
+    confine_service: Any, segments: list[str], base: str
+) -> None:
+    from zonemount_csi.errors import CsiError
+
+    kubelet = str(confine_service.config.kubelet_dir)
+    roots = {"pods": [kubelet, "pods"], "kubelet": [kubelet], "relative": []}
+    raw = "/".join([*roots[base], *segments])
+    try:
+        real = confine_service.confine(raw)
+    except CsiError as err:
+        assert err.code.name == "INVALID_ARGUMENT"
+        return
+    pods = os.path.realpath(os.path.join(kubelet, "pods"))
+    assert real.startswith(pods + "/")
+    assert os.path.realpath(os.path.dirname(real)).startswith(pods)
+    assert not os.path.islink(real)
