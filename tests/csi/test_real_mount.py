@@ -348,3 +348,52 @@ def test_pod_level_credentials_end_to_end_against_moto_sts(
     assert TOKEN not in logs and "UE9ELVRPS0VOLVNFQ1JFVA" not in logs
     real_node.unpublish(target, bucket)
     assert not any(real_node.state_dir.glob("volumes/*/web-identity-token"))
+
+
+def test_dynamic_provisioning_lifecycle_controller_to_node(
+    real_node: RealNode, bucket: str, s3_env: dict[str, str]
+) -> None:
+    """csi-sanity's lifecycle: CreateVolume -> NodePublish with the returned context -> write ->
+    NodeUnpublish -> DeleteVolume (deleteData) -> the claim's prefix is gone, nothing else."""
+    from zonemount_csi.controller import ControllerConfig, ControllerService
+
+    moto = real_node.moto
+    controller = ControllerService(ControllerConfig((moto.endpoint,)))
+    s3 = _s3(moto)
+    s3.put_object(Bucket=bucket, Key="claims/team-b/other/keep.txt", Body=b"neighbour")
+    volume = controller.create(
+        csi_pb2.CreateVolumeRequest(
+            name="pvc-5e1f",
+            volume_capabilities=[mount_capability()],
+            parameters={
+                "bucketName": bucket,
+                "basePrefix": "claims/",
+                "endpointUrl": moto.endpoint,
+                "deleteData": "true",
+                "csi.storage.k8s.io/pvc/name": "scratch",
+                "csi.storage.k8s.io/pvc/namespace": "team-b",
+            },
+        )
+    ).volume
+    target = make_target(real_node.kubelet, "pvc-5e1f")
+    real_node.node.NodePublishVolume(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume.volume_id,
+            target_path=target,
+            volume_capability=mount_capability(["allow-delete"]),
+            volume_context=volume.volume_context,
+        ),
+        timeout=60,
+    )
+    Path(target, "part-0000").write_bytes(b"spark output")
+    assert (
+        s3.get_object(Bucket=bucket, Key="claims/team-b/scratch/part-0000")["Body"].read()
+        == b"spark output"
+    )
+    real_node.node.NodeUnpublishVolume(
+        csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume.volume_id, target_path=target),
+        timeout=60,
+    )
+    controller.delete(csi_pb2.DeleteVolumeRequest(volume_id=volume.volume_id))
+    remaining = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert remaining == ["claims/team-b/other/keep.txt"]
