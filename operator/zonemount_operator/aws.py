@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import boto3
 import botocore.exceptions
@@ -39,16 +39,37 @@ from zonemount_operator.errors import (
 
 TRANSIENT_CODES = frozenset(
     {
-        "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-        "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "RequestTimeout",
-        "RequestTimeoutException", "PriorRequestNotComplete", "ServiceUnavailable",
-        "InternalError", "InternalFailure", "EC2ThrottledException", "OperationAborted",
-        "ServiceFailure", "ConcurrentModification", "BandwidthLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "EC2ThrottledException",
+        "OperationAborted",
+        "ServiceFailure",
+        "ConcurrentModification",
+        "BandwidthLimitExceeded",
     }
 )
 ACCESS_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden",
-     "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidClientTokenId"}
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+    }
 )
 # botocore operation name -> IAM action the operator needs for it (docs/operator.md lists them).
 PERMISSIONS = {
@@ -86,7 +107,9 @@ def translate(error: Exception, service: str, operation: str) -> AwsError:
             return AccessDeniedError(
                 f"{operation} was denied ({code or status}): grant the operator's role "
                 f"{permission}",
-                operation, permission, code,
+                operation,
+                permission,
+                code,
             )
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientAwsError(
@@ -95,10 +118,13 @@ def translate(error: Exception, service: str, operation: str) -> AwsError:
         if code == "BucketAlreadyExists":
             return BucketNameTakenError(
                 f"the bucket name is owned by another AWS account ({code}): choose another "
-                "spec.baseName", operation, code,
+                "spec.baseName",
+                operation,
+                code,
             )
-        return PermanentAwsError(f"{operation} was rejected ({code or status}): {text}",
-                                 operation, code)
+        return PermanentAwsError(
+            f"{operation} was rejected ({code or status}): {text}", operation, code
+        )
     if isinstance(
         error,
         botocore.exceptions.EndpointConnectionError
@@ -107,12 +133,15 @@ def translate(error: Exception, service: str, operation: str) -> AwsError:
         | botocore.exceptions.ReadTimeoutError
         | botocore.exceptions.ProxyConnectionError,
     ):
-        return TransientAwsError(f"{operation}: cannot reach AWS ({type(error).__name__})",
-                                 operation)
+        return TransientAwsError(
+            f"{operation}: cannot reach AWS ({type(error).__name__})", operation
+        )
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AccessDeniedError(
             f"{operation}: no AWS credentials found: give the operator IRSA/Pod Identity or "
-            "AWS_* environment variables", operation, permission_for(service, operation),
+            "AWS_* environment variables",
+            operation,
+            permission_for(service, operation),
         )
     return PermanentAwsError(f"{operation} failed: {type(error).__name__}: {error}", operation)
 
@@ -196,7 +225,7 @@ class Boto3BucketAdmin:
                 config = Config(
                     region_name=region,
                     retries={"mode": "standard", "max_attempts": self._max_attempts},
-                    s3=s3_opts or None,
+                    s3=cast(Any, s3_opts or None),
                     max_pool_connections=64,
                     connect_timeout=10,
                     read_timeout=60,
@@ -227,7 +256,9 @@ class Boto3BucketAdmin:
     def zones(self, region: str) -> list[Zone]:
         if region not in self._zones:
             with self._call("ec2", "DescribeAvailabilityZones"):
-                resp = self.client("ec2", region).describe_availability_zones(AllAvailabilityZones=True)
+                resp = self.client("ec2", region).describe_availability_zones(
+                    AllAvailabilityZones=True
+                )
             self._zones[region] = [
                 Zone(z["ZoneName"], z["ZoneId"], z.get("RegionName", region))
                 for z in resp["AvailabilityZones"]
@@ -277,12 +308,23 @@ class Boto3BucketAdmin:
             return
         rules: list[dict[str, Any]] = []
         if expire_days is not None:
-            rules.append({"ID": "zonemount-expire", "Status": "Enabled", "Filter": {"Prefix": ""},
-                          "Expiration": {"Days": expire_days}})
+            rules.append(
+                {
+                    "ID": "zonemount-expire",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "Expiration": {"Days": expire_days},
+                }
+            )
         if abort_days is not None:
-            rules.append({"ID": "zonemount-abort-mpu", "Status": "Enabled",
-                          "Filter": {"Prefix": ""},
-                          "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_days}})
+            rules.append(
+                {
+                    "ID": "zonemount-abort-mpu",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_days},
+                }
+            )
         with self._call("s3", "PutBucketLifecycleConfiguration"):
             s3.put_bucket_lifecycle_configuration(
                 Bucket=bucket, LifecycleConfiguration={"Rules": rules}
@@ -315,8 +357,9 @@ class Boto3BucketAdmin:
             uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         for upload in uploads:
             with self._call("s3", "AbortMultipartUpload"):
-                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
-                                          UploadId=upload["UploadId"])
+                s3.abort_multipart_upload(
+                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
         deleted = 0
         while True:
             with self._call("s3", "ListObjectsV2"):
@@ -330,7 +373,9 @@ class Boto3BucketAdmin:
                 first = out["Errors"][0]
                 raise TransientAwsError(
                     f"DeleteObjects left {len(out['Errors'])} objects ({first.get('Code')}: "
-                    f"{first.get('Key')})", "DeleteObjects", str(first.get("Code", "")),
+                    f"{first.get('Key')})",
+                    "DeleteObjects",
+                    str(first.get("Code", "")),
                 )
             deleted += len(keys)
 
@@ -359,7 +404,9 @@ class Boto3BucketAdmin:
                 raise
             with self._call("iam", "CreatePolicy"):
                 created = iam.create_policy(
-                    PolicyName=name, Path=names.POLICY_PATH, PolicyDocument=body,
+                    PolicyName=name,
+                    Path=names.POLICY_PATH,
+                    PolicyDocument=body,
                     Description=description,
                     Tags=[{"Key": "zonemount.io/managed-by", "Value": "zonemount-operator"}],
                 )
@@ -375,8 +422,9 @@ class Boto3BucketAdmin:
             return arn
         with self._call("iam", "ListPolicyVersions"):
             versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
-        old = sorted((v for v in versions if not v["IsDefaultVersion"]),
-                     key=lambda v: v["CreateDate"])
+        old = sorted(
+            (v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"]
+        )
         while len(old) >= 4:  # IAM keeps at most 5 versions
             with self._call("iam", "DeletePolicyVersion"):
                 iam.delete_policy_version(PolicyArn=arn, VersionId=old.pop(0)["VersionId"])

@@ -7,10 +7,10 @@ stopped it, if any. It never raises for AWS or spec trouble: failures are condit
 the caller (a kopf handler, or ``zonemount reconcile``) decides on retry vs. permanent.
 
 Steps, each idempotent: parse spec -> resolve AZ name <-> ID (EC2) -> validate the bucket
-name -> HeadBucket, CreateBucket if missing (``BucketAlreadyOwnedByYou`` = success) -> lifecycle -> default
-encryption -> IAM session policy (create/update, attach to roles, detach from others) ->
-import bookkeeping. ``delete_bucket_resources`` undoes what ``deletionPolicy`` allows;
-``detect_drift`` is the timer's cheap check. ``run_import`` runs the bulk copy.
+name -> HeadBucket, CreateBucket if missing (``BucketAlreadyOwnedByYou`` = success) ->
+lifecycle -> default encryption -> IAM session policy (create/update, attach to roles,
+detach from others) -> import bookkeeping. ``delete_bucket_resources`` undoes what
+``deletionPolicy`` allows; ``detect_drift`` is the timer's cheap check. ``run_import`` runs the bulk copy.
 """
 
 from __future__ import annotations
@@ -78,23 +78,41 @@ def session_policy(bucket_arn: str, session_mode: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [statement]}
 
 
-def _import_condition(spec: BucketSpec, status: Mapping[str, Any], gen: int | None,
-                      now: dt.datetime) -> conditions.Condition:
+def _import_condition(
+    spec: BucketSpec, status: Mapping[str, Any], gen: int | None, now: dt.datetime
+) -> conditions.Condition:
     if spec.import_source is None:
-        return conditions.make("ImportComplete", True, "NoImport", "no import requested", gen, now)
+        return conditions.make(
+            "ImportComplete", True, "NoImport", "no import requested", gen, now=now
+        )
     imp = status.get("import") or {}
     if imp.get("source") == spec.import_source and imp.get("phase") == "Complete":
         return conditions.make(
-            "ImportComplete", True, "ImportComplete",
+            "ImportComplete",
+            True,
+            "ImportComplete",
             f"copied {imp.get('objectsCopied', 0)} objects, skipped "
-            f"{imp.get('objectsSkipped', 0)} up-to-date from {spec.import_source}", gen, now,
+            f"{imp.get('objectsSkipped', 0)} up-to-date from {spec.import_source}",
+            gen,
+            now=now,
         )
     if imp.get("source") == spec.import_source and imp.get("phase") == "Failed":
-        return conditions.make("ImportComplete", False, "ImportFailed",
-                               str(imp.get("message", "import failed")), gen, now)
-    return conditions.make("ImportComplete", False, "ImportPending",
-                           f"import from {spec.import_source} starts when the bucket is ready",
-                           gen, now)
+        return conditions.make(
+            "ImportComplete",
+            False,
+            "ImportFailed",
+            str(imp.get("message", "import failed")),
+            gen,
+            now=now,
+        )
+    return conditions.make(
+        "ImportComplete",
+        False,
+        "ImportPending",
+        f"import from {spec.import_source} starts when the bucket is ready",
+        gen,
+        now=now,
+    )
 
 
 def reconcile_bucket(
@@ -103,6 +121,7 @@ def reconcile_bucket(
     spec_dict: Mapping[str, Any],
     status: Mapping[str, Any] | None,
     generation: int | None,
+    *,
     admin: BucketAdmin,
     now: dt.datetime | None = None,
 ) -> Outcome:
@@ -114,7 +133,9 @@ def reconcile_bucket(
     updates: list[conditions.Condition] = []
 
     def finish(error: ZonemountError | None, events: list[str] | None = None) -> Outcome:
-        new["conditions"] = conditions.with_ready(current, updates, T, REQUIRED, generation, now)
+        new["conditions"] = conditions.with_ready(
+            current, updates, T, REQUIRED, generation, now=now
+        )
         return Outcome({**status, **new}, error, events or [])
 
     try:
@@ -122,9 +143,19 @@ def reconcile_bucket(
         zone = resolve_zone(admin, spec)
         bucket = names.directory_bucket_name(spec.base_name, zone.zone_id)
     except (SpecError, AwsError) as exc:
-        updates.append(conditions.make("BucketReady", False, exc.reason, str(exc), generation, now))
-        updates.append(conditions.make("AccessReady", None, "WaitingForBucket",
-                                       "waiting for the bucket", generation, now))
+        updates.append(
+            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
+        )
+        updates.append(
+            conditions.make(
+                "AccessReady",
+                None,
+                "WaitingForBucket",
+                "waiting for the bucket",
+                generation,
+                now=now,
+            )
+        )
         return finish(exc)
 
     new.update(
@@ -145,35 +176,69 @@ def reconcile_bucket(
         admin.put_lifecycle(spec.region, bucket, spec.expire_after_days, spec.abort_mpu_after_days)
         admin.put_encryption(spec.region, bucket, spec.kms_key_arn)
     except AwsError as exc:
-        updates.append(conditions.make("BucketReady", False, exc.reason, str(exc), generation, now))
-        updates.append(conditions.make("AccessReady", None, "WaitingForBucket",
-                                       "waiting for the bucket", generation, now))
+        updates.append(
+            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
+        )
+        updates.append(
+            conditions.make(
+                "AccessReady",
+                None,
+                "WaitingForBucket",
+                "waiting for the bucket",
+                generation,
+                now=now,
+            )
+        )
         return finish(exc, events)
-    updates.append(conditions.make(
-        "BucketReady", True, "BucketReady",
-        f"directory bucket {bucket} exists in {zone.name} ({zone.zone_id})", generation, now))
+    updates.append(
+        conditions.make(
+            "BucketReady",
+            True,
+            "BucketReady",
+            f"directory bucket {bucket} exists in {zone.name} ({zone.zone_id})",
+            generation,
+            now=now,
+        )
+    )
 
     try:
         policy_arn = _reconcile_access(admin, spec, bucket, arn)
     except (AwsError, SpecError) as exc:
-        updates.append(conditions.make("AccessReady", False, exc.reason, str(exc), generation, now))
+        updates.append(
+            conditions.make("AccessReady", False, exc.reason, str(exc), generation, now=now)
+        )
         return finish(exc, events)
     new["policyArn"] = policy_arn
     if policy_arn is None:
-        updates.append(conditions.make("AccessReady", True, "NoAccessRequested",
-                                       "spec.access.roleArns is empty: no policy written",
-                                       generation, now))
+        updates.append(
+            conditions.make(
+                "AccessReady",
+                True,
+                "NoAccessRequested",
+                "spec.access.roleArns is empty: no policy written",
+                generation,
+                now=now,
+            )
+        )
     else:
-        updates.append(conditions.make(
-            "AccessReady", True, "PolicyAttached",
-            f"s3express:CreateSession ({spec.session_mode}) attached to "
-            f"{len(spec.role_arns)} role(s)", generation, now))
-    updates.append(_import_condition(spec, status, generation, now))
+        updates.append(
+            conditions.make(
+                "AccessReady",
+                True,
+                "PolicyAttached",
+                f"s3express:CreateSession ({spec.session_mode}) attached to "
+                f"{len(spec.role_arns)} role(s)",
+                generation,
+                now=now,
+            )
+        )
+    updates.append(_import_condition(spec, status, generation, now=now))
     return finish(None, events)
 
 
-def _reconcile_access(admin: BucketAdmin, spec: BucketSpec, bucket: str,
-                      bucket_arn: str) -> str | None:
+def _reconcile_access(
+    admin: BucketAdmin, spec: BucketSpec, bucket: str, bucket_arn: str
+) -> str | None:
     policy = names.policy_name(bucket)
     arn_guess = names.policy_arn(spec.region, admin.account_id(), bucket)
     if not spec.role_arns:
@@ -181,7 +246,8 @@ def _reconcile_access(admin: BucketAdmin, spec: BucketSpec, bucket: str,
         return None
     wanted = {names.role_name_from_arn(r) for r in spec.role_arns}
     arn = admin.ensure_policy(
-        policy, session_policy(bucket_arn, spec.session_mode),
+        policy,
+        session_policy(bucket_arn, spec.session_mode),
         f"zonemount: s3express:CreateSession on {bucket}",
     )
     attached = admin.attached_roles(arn)
@@ -193,7 +259,9 @@ def _reconcile_access(admin: BucketAdmin, spec: BucketSpec, bucket: str,
 
 
 def delete_bucket_resources(
-    name: str, spec_dict: Mapping[str, Any], status: Mapping[str, Any] | None,
+    name: str,
+    spec_dict: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
     admin: BucketAdmin,
 ) -> list[str]:
     """Detach/delete the policy; with ``deletionPolicy: Delete`` empty and delete the bucket.
@@ -237,8 +305,9 @@ def detect_drift(status: Mapping[str, Any], admin: BucketAdmin) -> list[str]:
     return drift
 
 
-def import_status(source: str, progress: Progress, phase: str, started: str,
-                  message: str | None = None) -> dict[str, Any]:
+def import_status(
+    source: str, progress: Progress, phase: str, started: str, message: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "source": source,
         "phase": phase,
@@ -263,6 +332,7 @@ def run_import(
     status: Mapping[str, Any],
     admin: BucketAdmin,
     report: Callable[[dict[str, Any]], None],
+    *,
     stop: threading.Event | None = None,
     source_client: Any = None,
 ) -> dict[str, Any]:
@@ -282,12 +352,20 @@ def run_import(
         report(import_status(spec.import_source or "", p, "Copying", started))
 
     final = copy_prefix(
-        src_client, src, dst_client, names.S3Url(bucket, src.prefix),
-        CopyOptions(concurrency=spec.import_concurrency), on_progress, stop,
+        src_client,
+        src,
+        dst_client,
+        names.S3Url(bucket, src.prefix),
+        CopyOptions(concurrency=spec.import_concurrency),
+        on_progress=on_progress,
+        stop=stop,
     )
     if final.objects_failed:
         return import_status(
-            spec.import_source, final, "Failed", started,
+            spec.import_source,
+            final,
+            "Failed",
+            started,
             f"{final.objects_failed} objects failed, first: {final.first_error}; "
             "the import resumes (skipping copied objects) on the next reconcile",
         )
@@ -296,10 +374,11 @@ def run_import(
     return import_status(spec.import_source, final, "Complete", started)
 
 
-def import_conditions(spec_dict: Mapping[str, Any], status: Mapping[str, Any],
-                      generation: int | None, name: str = "") -> list[conditions.Condition]:
+def import_conditions(
+    spec_dict: Mapping[str, Any], status: Mapping[str, Any], generation: int | None, name: str = ""
+) -> list[conditions.Condition]:
     """Recompute ImportComplete and Ready after ``status.import`` changed."""
     now = dt.datetime.now(dt.UTC)
     spec = parse_bucket(name or str(spec_dict.get("baseName", "x")), spec_dict)
-    cond = _import_condition(spec, status, generation, now)
-    return conditions.with_ready(status.get("conditions"), [cond], T, REQUIRED, generation, now)
+    cond = _import_condition(spec, status, generation, now=now)
+    return conditions.with_ready(status.get("conditions"), [cond], T, REQUIRED, generation, now=now)

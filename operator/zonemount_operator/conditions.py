@@ -37,6 +37,7 @@ def make(
     reason: str,
     message: str,
     generation: int | None,
+    *,
     now: dt.datetime | None = None,
 ) -> Condition:
     cond: Condition = {
@@ -72,6 +73,7 @@ def derive_ready(
     conditions: Sequence[Mapping[str, Any]],
     required: Sequence[str],
     generation: int | None,
+    *,
     now: dt.datetime | None = None,
     ready_message: str = "all conditions are True",
 ) -> Condition:
@@ -80,12 +82,13 @@ def derive_ready(
     for type_ in required:
         cond = by_type.get(type_)
         if cond is None:
-            return make("Ready", None, "Reconciling", f"{type_} not yet known", generation, now)
+            return make("Ready", None, "Reconciling", f"{type_} not yet known", generation, now=now)
         if cond["status"] != "True":
             ok = None if cond["status"] == "Unknown" else False
-            return make("Ready", ok, cond.get("reason", type_), cond.get("message", ""),
-                        generation, now)
-    return make("Ready", True, "Ready", ready_message, generation, now)
+            return make(
+                "Ready", ok, cond.get("reason", type_), cond.get("message", ""), generation, now=now
+            )
+    return make("Ready", True, "Ready", ready_message, generation, now=now)
 
 
 def with_ready(
@@ -94,11 +97,12 @@ def with_ready(
     order: Sequence[str],
     required: Sequence[str],
     generation: int | None,
+    *,
     now: dt.datetime | None = None,
 ) -> list[Condition]:
     """``merge`` then recompute ``Ready`` from ``required``."""
     merged = merge(current, updates, order)
-    ready = derive_ready(merged, required, generation, now)
+    ready = derive_ready(merged, required, generation, now=now)
     return merge(merged, [ready], order)
 
 

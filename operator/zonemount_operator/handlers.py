@@ -18,6 +18,7 @@ operator`` run exactly this set. Blocking boto3 work runs in threads (``asyncio.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,10 @@ class OperatorConfig:
         return cls(endpoint_url=os.environ.get("ZONEMOUNT_AWS_ENDPOINT_URL") or None)
 
 
+async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+
+
 def plain(value: Any) -> Any:
     """kopf's read-only views -> plain JSON data (reconcile functions take plain data)."""
     return json.loads(json.dumps(value, default=dict)) if value is not None else None
@@ -82,7 +87,7 @@ def apply_status(patch: kopf.Patch, status: dict[str, Any]) -> None:
 
 
 def backoff(retry: int, base: float = 5.0, cap: float = 300.0) -> float:
-    return min(cap, base * 2 ** min(retry, 10)) * random.uniform(0.5, 1.0)  # noqa: S311
+    return float(min(cap, base * 2 ** min(retry, 10)) * random.uniform(0.5, 1.0))  # noqa: S311
 
 
 def raise_for(error: ZonemountError | None, retry: int) -> None:
@@ -108,12 +113,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup(id="zonemount-startup", registry=registry)
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
-                  **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.posting.level = logging.INFO
     config = OperatorConfig.from_env()
     if "config" not in memo:
@@ -122,8 +127,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         memo.admin = Boto3BucketAdmin(endpoint_url=memo.config.endpoint_url)
     if "kube" not in memo:
         memo.kube = await from_kopf_login()
-    logger.info("zonemount operator ready (AWS endpoint: %s)",
-                memo.config.endpoint_url or "AWS default")
+    logger.info(
+        "zonemount operator ready (AWS endpoint: %s)", memo.config.endpoint_url or "AWS default"
+    )
 
 
 @kopf.on.cleanup(id="zonemount-cleanup", registry=registry)
@@ -137,12 +143,28 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*BUCKETS, id="bucket-reconcile", registry=registry)
 @kopf.on.create(*BUCKETS, id="bucket-reconcile", registry=registry)
 @kopf.on.update(*BUCKETS, id="bucket-reconcile", registry=registry, field="spec")
-async def bucket_reconcile(name: str, namespace: str, spec: Any, status: Any, meta: Any,
-                           patch: kopf.Patch, memo: kopf.Memo, logger: Any, retry: int,
-                           **_: Any) -> None:
-    outcome = await asyncio.to_thread(
-        reconcile_bucket, name, namespace, plain(spec), plain(status),
-        meta.get("generation"), memo.admin)
+async def bucket_reconcile(
+    *,
+    name: str,
+    namespace: str | None,
+    spec: Any,
+    status: Any,
+    meta: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    retry: int,
+    **_: Any,
+) -> None:
+    outcome = await _in_thread(
+        reconcile_bucket,
+        name,
+        namespace,
+        plain(spec),
+        plain(status),
+        meta.get("generation"),
+        admin=memo.admin,
+    )
     apply_status(patch, outcome.status)
     for line in outcome.events:
         logger.info(line)
@@ -150,11 +172,13 @@ async def bucket_reconcile(name: str, namespace: str, spec: Any, status: Any, me
 
 
 @kopf.on.delete(*BUCKETS, id="bucket-delete", registry=registry)
-async def bucket_delete(name: str, spec: Any, status: Any, memo: kopf.Memo, logger: Any,
-                        retry: int, **_: Any) -> None:
+async def bucket_delete(
+    *, name: str, spec: Any, status: Any, memo: kopf.Memo, logger: Any, retry: int, **_: Any
+) -> None:
     try:
-        done = await asyncio.to_thread(delete_bucket_resources, name, plain(spec),
-                                       plain(status), memo.admin)
+        done = await asyncio.to_thread(
+            delete_bucket_resources, name, plain(spec), plain(status), memo.admin
+        )
     except ZonemountError as exc:
         raise_for(exc, retry)
         return
@@ -162,10 +186,25 @@ async def bucket_delete(name: str, spec: Any, status: Any, memo: kopf.Memo, logg
         logger.info(line)
 
 
-@kopf.timer(*BUCKETS, id="bucket-drift", registry=registry, interval=DRIFT_INTERVAL,
-            initial_delay=min(DRIFT_INTERVAL, 30.0))
-async def bucket_drift(name: str, namespace: str, spec: Any, status: Any, meta: Any,
-                       patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+@kopf.timer(
+    *BUCKETS,
+    id="bucket-drift",
+    registry=registry,
+    interval=DRIFT_INTERVAL,
+    initial_delay=min(DRIFT_INTERVAL, 30.0),
+)
+async def bucket_drift(
+    *,
+    name: str,
+    namespace: str | None,
+    spec: Any,
+    status: Any,
+    meta: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
+) -> None:
     try:
         drift = await asyncio.to_thread(detect_drift, plain(status) or {}, memo.admin)
     except ZonemountError as exc:
@@ -175,8 +214,15 @@ async def bucket_drift(name: str, namespace: str, spec: Any, status: Any, meta: 
         return
     for line in drift:
         logger.warning("%s: repairing", line)
-    outcome = await asyncio.to_thread(reconcile_bucket, name, namespace, plain(spec),
-                                      plain(status), meta.get("generation"), memo.admin)
+    outcome = await _in_thread(
+        reconcile_bucket,
+        name,
+        namespace,
+        plain(spec),
+        plain(status),
+        meta.get("generation"),
+        admin=memo.admin,
+    )
     apply_status(patch, outcome.status)
 
 
@@ -185,16 +231,26 @@ def _import_wanted(spec: Any, status: Any, **_: Any) -> bool:
     if not source:
         return False
     conds = (status or {}).get("conditions") or []
-    bucket_ready = any(c.get("type") == "BucketReady" and c.get("status") == "True"
-                       for c in conds)
+    bucket_ready = any(c.get("type") == "BucketReady" and c.get("status") == "True" for c in conds)
     imp = (status or {}).get("import") or {}
     return bucket_ready and not (imp.get("source") == source and imp.get("phase") == "Complete")
 
 
-@kopf.daemon(*BUCKETS, id="bucket-import", registry=registry, when=_import_wanted,
-             cancellation_timeout=30)
-async def bucket_import(name: str, namespace: str, spec: Any, status: Any, meta: Any,
-                        memo: kopf.Memo, logger: Any, stopped: Any, **_: Any) -> None:
+@kopf.daemon(
+    *BUCKETS, id="bucket-import", registry=registry, when=_import_wanted, cancellation_timeout=30
+)
+async def bucket_import(
+    *,
+    name: str,
+    namespace: str | None,
+    spec: Any,
+    status: Any,
+    meta: Any,
+    memo: kopf.Memo,
+    logger: Any,
+    stopped: Any,
+    **_: Any,
+) -> None:
     spec_d, status_d = plain(spec), plain(status) or {}
     loop = asyncio.get_running_loop()
     stop = threading.Event()
@@ -204,8 +260,12 @@ async def bucket_import(name: str, namespace: str, spec: Any, status: Any, meta:
         if time.monotonic() - last[0] < PROGRESS_INTERVAL:
             return
         last[0] = time.monotonic()
-        asyncio.run_coroutine_threadsafe(memo.kube.patch(
-            S3EXPRESSBUCKETS, name, {"status": {"import": imp}}, namespace, "status"), loop)
+        asyncio.run_coroutine_threadsafe(
+            memo.kube.patch(
+                S3EXPRESSBUCKETS, name, {"status": {"import": imp}}, namespace, "status"
+            ),
+            loop,
+        )
 
     async def watch_stop() -> None:
         await stopped.wait()
@@ -213,29 +273,58 @@ async def bucket_import(name: str, namespace: str, spec: Any, status: Any, meta:
 
     watcher = asyncio.create_task(watch_stop())
     try:
-        final = await asyncio.to_thread(run_import, parse_bucket(name, spec_d), status_d,
-                                        memo.admin, report, stop)
+        final = await asyncio.to_thread(
+            functools.partial(
+                run_import, parse_bucket(name, spec_d), status_d, memo.admin, report, stop=stop
+            )
+        )
     except ZonemountError as exc:
         raise kopf.TemporaryError(f"import: {exc}", delay=60) from exc
     finally:
         watcher.cancel()
     status_d["import"] = final
     conds = import_conditions(spec_d, status_d, meta.get("generation"), name)
-    await memo.kube.patch(S3EXPRESSBUCKETS, name, {"status": {"import": final,
-                                                             "conditions": conds}},
-                          namespace, "status")
-    logger.info("import %s: %s objects copied, %s skipped, %s failed", final["phase"],
-                final["objectsCopied"], final["objectsSkipped"], final["objectsFailed"])
+    await memo.kube.patch(
+        S3EXPRESSBUCKETS,
+        name,
+        {"status": {"import": final, "conditions": conds}},
+        namespace,
+        "status",
+    )
+    logger.info(
+        "import %s: %s objects copied, %s skipped, %s failed",
+        final["phase"],
+        final["objectsCopied"],
+        final["objectsSkipped"],
+        final["objectsFailed"],
+    )
     if final["phase"] == "Failed":
         raise kopf.TemporaryError(final.get("message", "import failed"), delay=60)
 
 
 # -- S3MountClass ------------------------------------------------------------------------------
-async def _mountclass(name: str, uid: str, spec: Any, status: Any, meta: Any,
-                      patch: kopf.Patch, memo: kopf.Memo, logger: Any, retry: int) -> None:
+async def _mountclass(
+    *,
+    name: str,
+    uid: str,
+    spec: Any,
+    status: Any,
+    meta: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    retry: int,
+) -> None:
     outcome = await reconcile_mountclass(
-        name, uid, plain(spec), plain(status), meta.get("generation"), memo.kube, memo.admin,
-        memo.config.endpoint_url)
+        name,
+        uid,
+        plain(spec),
+        plain(status),
+        meta.get("generation"),
+        kube=memo.kube,
+        admin=memo.admin,
+        endpoint_url=memo.config.endpoint_url,
+    )
     apply_status(patch, outcome.status)
     for line in outcome.events:
         logger.info(line)
@@ -245,27 +334,72 @@ async def _mountclass(name: str, uid: str, spec: Any, status: Any, meta: Any,
 @kopf.on.resume(*MOUNTCLASSES, id="mountclass-reconcile", registry=registry)
 @kopf.on.create(*MOUNTCLASSES, id="mountclass-reconcile", registry=registry)
 @kopf.on.update(*MOUNTCLASSES, id="mountclass-reconcile", registry=registry, field="spec")
-async def mountclass_reconcile(name: str, uid: str, spec: Any, status: Any, meta: Any,
-                               patch: kopf.Patch, memo: kopf.Memo, logger: Any, retry: int,
-                               **_: Any) -> None:
-    await _mountclass(name, uid, spec, status, meta, patch, memo, logger, retry)
+async def mountclass_reconcile(
+    *,
+    name: str,
+    uid: str,
+    spec: Any,
+    status: Any,
+    meta: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    retry: int,
+    **_: Any,
+) -> None:
+    await _mountclass(
+        name=name,
+        uid=uid,
+        spec=spec,
+        status=status,
+        meta=meta,
+        patch=patch,
+        memo=memo,
+        logger=logger,
+        retry=retry,
+    )
 
 
-@kopf.timer(*MOUNTCLASSES, id="mountclass-resync", registry=registry,
-            interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL)
-async def mountclass_resync(name: str, uid: str, spec: Any, status: Any, meta: Any,
-                            patch: kopf.Patch, memo: kopf.Memo, logger: Any,
-                            **_: Any) -> None:
+@kopf.timer(
+    *MOUNTCLASSES,
+    id="mountclass-resync",
+    registry=registry,
+    interval=RESYNC_INTERVAL,
+    initial_delay=RESYNC_INTERVAL,
+)
+async def mountclass_resync(
+    *,
+    name: str,
+    uid: str,
+    spec: Any,
+    status: Any,
+    meta: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
+) -> None:
     """Propagate changes of the referenced bucket (zone, readiness) and repair drift."""
     try:
-        await _mountclass(name, uid, spec, status, meta, patch, memo, logger, 0)
+        await _mountclass(
+            name=name,
+            uid=uid,
+            spec=spec,
+            status=status,
+            meta=meta,
+            patch=patch,
+            memo=memo,
+            logger=logger,
+            retry=0,
+        )
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         logger.info("resync: %s", exc)
 
 
 @kopf.on.delete(*MOUNTCLASSES, id="mountclass-delete", registry=registry)
-async def mountclass_delete(name: str, spec: Any, status: Any, memo: kopf.Memo, logger: Any,
-                            retry: int, **_: Any) -> None:
+async def mountclass_delete(
+    *, name: str, spec: Any, status: Any, memo: kopf.Memo, logger: Any, retry: int, **_: Any
+) -> None:
     try:
         done = await delete_mountclass(name, plain(status), plain(spec) or {}, memo.kube)
     except ZonemountError as exc:

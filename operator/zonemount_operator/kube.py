@@ -28,8 +28,9 @@ class ResourceRef:
     plural: str
     namespaced: bool
 
-    def path(self, namespace: str | None = None, name: str | None = None,
-             subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
         if self.namespaced and namespace:
             base += f"/namespaces/{namespace}"
@@ -53,6 +54,7 @@ class KubeClient:
     def __init__(
         self,
         server: str,
+        *,
         token: str | None = None,
         ca_path: str | None = None,
         ca_data: bytes | None = None,
@@ -91,8 +93,9 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    async def _request(self, method: str, path: str, body: Any = None,
-                       content_type: str = "application/json") -> tuple[int, Any]:
+    async def _request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
         url = self.server + path
         data = None
         headers = {}
@@ -102,8 +105,9 @@ class KubeClient:
             data = json.dumps(body)
             headers["Content-Type"] = content_type
         try:
-            async with self._http().request(method, url, data=data, headers=headers,
-                                            ssl=self._ssl) as resp:
+            async with self._http().request(
+                method, url, data=data, headers=headers, ssl=self._ssl
+            ) as resp:
                 payload: Any = None
                 if resp.content_type == "application/json":
                     payload = await resp.json()
@@ -111,17 +115,20 @@ class KubeClient:
                     await resp.read()
                 return resp.status, payload
         except aiohttp.ClientError as exc:
-            raise KubeError(f"{method} {path}: cannot reach the Kubernetes API "
-                            f"({type(exc).__name__})", 0) from exc
+            raise KubeError(
+                f"{method} {path}: cannot reach the Kubernetes API ({type(exc).__name__})", 0
+            ) from exc
 
     @staticmethod
     def _raise(method: str, path: str, status: int, payload: Any) -> None:
         message = payload.get("message", "") if isinstance(payload, dict) else ""
-        raise KubeError(f"{method} {path} failed with HTTP {status}: {message}".rstrip(": "),
-                        status)
+        raise KubeError(
+            f"{method} {path} failed with HTTP {status}: {message}".rstrip(": "), status
+        )
 
-    async def get(self, ref: ResourceRef, name: str,
-                  namespace: str | None = None) -> dict[str, Any] | None:
+    async def get(
+        self, ref: ResourceRef, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         path = ref.path(namespace, name)
         status, payload = await self._request("GET", path)
         if status == 404:
@@ -130,21 +137,26 @@ class KubeClient:
             self._raise("GET", path, status, payload)
         return dict(payload)
 
-    async def create(self, ref: ResourceRef, body: dict[str, Any],
-                     namespace: str | None = None) -> dict[str, Any]:
+    async def create(
+        self, ref: ResourceRef, body: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
         path = ref.path(namespace)
         status, payload = await self._request("POST", path, body)
         if status >= 300:
             self._raise("POST", path, status, payload)
         return dict(payload)
 
-    async def patch(self, ref: ResourceRef, name: str, patch: dict[str, Any],
-                    namespace: str | None = None,
-                    subresource: str | None = None) -> dict[str, Any] | None:
+    async def patch(
+        self,
+        ref: ResourceRef,
+        name: str,
+        patch: dict[str, Any],
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> dict[str, Any] | None:
         """JSON merge patch; ``None`` when the object does not exist."""
         path = ref.path(namespace, name, subresource)
-        status, payload = await self._request("PATCH", path, patch,
-                                              "application/merge-patch+json")
+        status, payload = await self._request("PATCH", path, patch, "application/merge-patch+json")
         if status == 404:
             return None
         if status >= 300:

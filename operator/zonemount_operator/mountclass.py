@@ -70,15 +70,22 @@ class Outcome:
 def _metadata(name: str, owner: str, owner_uid: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, OWNER_LABEL: owner}}
     if owner_uid:
-        meta["ownerReferences"] = [{
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "S3MountClass", "name": owner,
-            "uid": owner_uid, "controller": True, "blockOwnerDeletion": False,
-        }]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "S3MountClass",
+                "name": owner,
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
     return meta
 
 
-def render_storage_class(owner: str, owner_uid: str | None, spec: MountClassSpec,
-                         facts: BucketFacts) -> dict[str, Any]:
+def render_storage_class(
+    owner: str, owner_uid: str | None, spec: MountClassSpec, facts: BucketFacts
+) -> dict[str, Any]:
     params = {
         "bucketName": facts.bucket_name,
         "basePrefix": spec.prefix,
@@ -110,8 +117,9 @@ def render_storage_class(owner: str, owner_uid: str | None, spec: MountClassSpec
     return sc
 
 
-def render_persistent_volume(owner: str, owner_uid: str | None, spec: MountClassSpec,
-                             facts: BucketFacts) -> dict[str, Any]:
+def render_persistent_volume(
+    owner: str, owner_uid: str | None, spec: MountClassSpec, facts: BucketFacts
+) -> dict[str, Any]:
     attributes = {
         "bucketName": facts.bucket_name,
         "prefix": spec.prefix,
@@ -135,14 +143,31 @@ def render_persistent_volume(owner: str, owner_uid: str | None, spec: MountClass
     if spec.mount_options:
         pv_spec["mountOptions"] = list(spec.mount_options)
     if facts.availability_zone:
-        pv_spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": ZONE_KEY, "operator": "In", "values": [facts.availability_zone]}]}]}}
-    return {"apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": _metadata(spec.storage_class_name, owner, owner_uid), "spec": pv_spec}
+        pv_spec["nodeAffinity"] = {
+            "required": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": ZONE_KEY, "operator": "In", "values": [facts.availability_zone]}
+                        ]
+                    }
+                ]
+            }
+        }
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": _metadata(spec.storage_class_name, owner, owner_uid),
+        "spec": pv_spec,
+    }
 
 
-async def bucket_facts(spec: MountClassSpec, kube: KubeClient, admin: BucketAdmin | None,
-                       endpoint_url: str | None = None) -> BucketFacts:
+async def bucket_facts(
+    spec: MountClassSpec,
+    kube: KubeClient,
+    admin: BucketAdmin | None,
+    endpoint_url: str | None = None,
+) -> BucketFacts:
     """Facts about the target bucket; raises DependencyNotReady while it is not usable."""
     if spec.bucket_ref is not None:
         ns, ref_name = spec.bucket_ref
@@ -156,40 +181,62 @@ async def bucket_facts(spec: MountClassSpec, kube: KubeClient, admin: BucketAdmi
         ready = conditions.get(status.get("conditions"), "Ready")
         if ready is None or ready.get("status") != "True" or not status.get("bucketName"):
             why = f" ({ready.get('reason')}: {ready.get('message')})" if ready else ""
-            raise DependencyNotReady(f"waiting for S3ExpressBucket {ns}/{ref_name} to be Ready{why}")
-        return BucketFacts(status["bucketName"], status["region"], status.get("availabilityZone"),
-                           status.get("availabilityZoneId"), endpoint_url)
+            raise DependencyNotReady(
+                f"waiting for S3ExpressBucket {ns}/{ref_name} to be Ready{why}"
+            )
+        return BucketFacts(
+            status["bucketName"],
+            status["region"],
+            status.get("availabilityZone"),
+            status.get("availabilityZoneId"),
+            endpoint_url,
+        )
     assert spec.bucket_name is not None and spec.region is not None
     parsed = names.parse_directory_bucket(spec.bucket_name)
     if parsed is None:  # general-purpose bucket: the zone is whatever the user pinned
-        return BucketFacts(spec.bucket_name, spec.region, spec.availability_zone, None,
-                           spec.endpoint_url)
+        return BucketFacts(
+            spec.bucket_name, spec.region, spec.availability_zone, None, spec.endpoint_url
+        )
     if admin is None:
         raise DependencyNotReady("no AWS access to resolve the bucket's zone", "AwsUnavailable")
     for zone in admin.zones(spec.region):
         if zone.zone_id == parsed.az_id:
-            return BucketFacts(spec.bucket_name, spec.region, zone.name, zone.zone_id,
-                               spec.endpoint_url)
-    raise SpecError(f"bucket {spec.bucket_name!r} names AZ ID {parsed.az_id!r}, which region "
-                    f"{spec.region} does not have: fix spec.region or spec.bucketName",
-                    reason="UnknownAvailabilityZone")
+            return BucketFacts(
+                spec.bucket_name, spec.region, zone.name, zone.zone_id, spec.endpoint_url
+            )
+    raise SpecError(
+        f"bucket {spec.bucket_name!r} names AZ ID {parsed.az_id!r}, which region "
+        f"{spec.region} does not have: fix spec.region or spec.bucketName",
+        reason="UnknownAvailabilityZone",
+    )
 
 
 def _owned_by(obj: Mapping[str, Any], owner: str) -> bool:
     return (obj.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL) == owner
 
 
-SC_FIELDS = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode",
-             "allowedTopologies", "mountOptions", "allowVolumeExpansion")
+SC_FIELDS = (
+    "provisioner",
+    "parameters",
+    "reclaimPolicy",
+    "volumeBindingMode",
+    "allowedTopologies",
+    "mountOptions",
+    "allowVolumeExpansion",
+)
 
 
-async def _ensure_storage_class(kube: KubeClient, owner: str, want: dict[str, Any],
-                                events: list[str]) -> None:
+async def _ensure_storage_class(
+    kube: KubeClient, owner: str, want: dict[str, Any], events: list[str]
+) -> None:
     name = want["metadata"]["name"]
     have = await kube.get(STORAGECLASSES, name)
     if have is not None and not _owned_by(have, owner):
-        raise SpecError(f"StorageClass {name} exists and is not managed by S3MountClass {owner}: "
-                        "delete it or set spec.storageClassName", reason="StorageClassConflict")
+        raise SpecError(
+            f"StorageClass {name} exists and is not managed by S3MountClass {owner}: "
+            "delete it or set spec.storageClassName",
+            reason="StorageClassConflict",
+        )
     if have is not None and all(have.get(f) == want.get(f) for f in SC_FIELDS):
         return
     if have is not None:  # StorageClasses are immutable: replace
@@ -200,14 +247,15 @@ async def _ensure_storage_class(kube: KubeClient, owner: str, want: dict[str, An
     await kube.create(STORAGECLASSES, want)
 
 
-async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any],
-                     events: list[str]) -> None:
+async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any], events: list[str]) -> None:
     name = want["metadata"]["name"]
     have = await kube.get(PERSISTENTVOLUMES, name)
     if have is not None and not _owned_by(have, owner):
-        raise SpecError(f"PersistentVolume {name} exists and is not managed by S3MountClass "
-                        f"{owner}: delete it or set spec.storageClassName",
-                        reason="PersistentVolumeConflict")
+        raise SpecError(
+            f"PersistentVolume {name} exists and is not managed by S3MountClass "
+            f"{owner}: delete it or set spec.storageClassName",
+            reason="PersistentVolumeConflict",
+        )
     if have is None:
         await kube.create(PERSISTENTVOLUMES, want)
         events.append(f"created PersistentVolume {name}")
@@ -215,11 +263,19 @@ async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any],
     have_spec, want_spec = have.get("spec", {}), want["spec"]
     fixed = ("csi", "nodeAffinity", "storageClassName", "accessModes", "volumeMode")
     if all(have_spec.get(f) == want_spec.get(f) for f in fixed):
-        if (have_spec.get("mountOptions") != want_spec.get("mountOptions")
-                or have_spec.get("capacity") != want_spec.get("capacity")):
-            await kube.patch(PERSISTENTVOLUMES, name, {"spec": {
-                "mountOptions": want_spec.get("mountOptions"),
-                "capacity": want_spec["capacity"]}})
+        if have_spec.get("mountOptions") != want_spec.get("mountOptions") or have_spec.get(
+            "capacity"
+        ) != want_spec.get("capacity"):
+            await kube.patch(
+                PERSISTENTVOLUMES,
+                name,
+                {
+                    "spec": {
+                        "mountOptions": want_spec.get("mountOptions"),
+                        "capacity": want_spec["capacity"],
+                    }
+                },
+            )
             events.append(f"updated PersistentVolume {name}")
         return
     if have_spec.get("claimRef") or (have.get("status") or {}).get("phase") == "Bound":
@@ -239,6 +295,7 @@ async def reconcile_mountclass(
     spec_dict: Mapping[str, Any],
     status: Mapping[str, Any] | None,
     generation: int | None,
+    *,
     kube: KubeClient,
     admin: BucketAdmin | None = None,
     endpoint_url: str | None = None,
@@ -253,33 +310,53 @@ async def reconcile_mountclass(
     events: list[str] = []
 
     def finish(error: ZonemountError | None) -> Outcome:
-        new["conditions"] = conditions.with_ready(current, updates, T, REQUIRED, generation, now)
+        new["conditions"] = conditions.with_ready(
+            current, updates, T, REQUIRED, generation, now=now
+        )
         return Outcome({**status, **new}, error, events)
 
     def waiting(msg: str) -> conditions.Condition:
-        return conditions.make("StorageClassReady", None, "WaitingForBucket", msg, generation, now)
+        return conditions.make(
+            "StorageClassReady", None, "WaitingForBucket", msg, generation, now=now
+        )
 
     try:
         spec = parse_mountclass(name, spec_dict)
     except SpecError as exc:
-        updates.append(conditions.make("BucketReady", False, exc.reason, str(exc), generation, now))
+        updates.append(
+            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
+        )
         updates.append(waiting("waiting for a valid spec"))
         return finish(exc)
     try:
         facts = await bucket_facts(spec, kube, admin, endpoint_url)
     except (DependencyNotReady, SpecError, AwsError, KubeError) as exc:
-        updates.append(conditions.make("BucketReady", False, exc.reason, str(exc), generation, now))
+        updates.append(
+            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
+        )
         updates.append(waiting("waiting for the bucket"))
         return finish(exc)
-    new.update(bucketName=facts.bucket_name, region=facts.region,
-               availabilityZone=facts.availability_zone,
-               availabilityZoneId=facts.availability_zone_id)
+    new.update(
+        bucketName=facts.bucket_name,
+        region=facts.region,
+        availabilityZone=facts.availability_zone,
+        availabilityZoneId=facts.availability_zone_id,
+    )
     where = f" in {facts.availability_zone}" if facts.availability_zone else ""
-    updates.append(conditions.make("BucketReady", True, "BucketReady",
-                                   f"bucket {facts.bucket_name}{where}", generation, now))
+    updates.append(
+        conditions.make(
+            "BucketReady",
+            True,
+            "BucketReady",
+            f"bucket {facts.bucket_name}{where}",
+            generation,
+            now=now,
+        )
+    )
     try:
-        await _ensure_storage_class(kube, name, render_storage_class(name, uid, spec, facts),
-                                    events)
+        await _ensure_storage_class(
+            kube, name, render_storage_class(name, uid, spec, facts), events
+        )
         new["storageClassName"] = spec.storage_class_name
         pv_name = spec.storage_class_name
         if spec.provisioning == "Static":
@@ -289,23 +366,34 @@ async def reconcile_mountclass(
             have = await kube.get(PERSISTENTVOLUMES, pv_name)
             if have is not None and _owned_by(have, name):
                 await kube.delete(PERSISTENTVOLUMES, pv_name)
-                events.append(f"deleted PersistentVolume {pv_name} (provisioning is "
-                              "PerClaimPrefix now)")
+                events.append(
+                    f"deleted PersistentVolume {pv_name} (provisioning is PerClaimPrefix now)"
+                )
             new["persistentVolumeName"] = None
     except (SpecError, KubeError, DependencyNotReady) as exc:
-        updates.append(conditions.make("StorageClassReady", False, exc.reason, str(exc),
-                                       generation, now))
+        updates.append(
+            conditions.make("StorageClassReady", False, exc.reason, str(exc), generation, now=now)
+        )
         return finish(exc)
     what = f"StorageClass {spec.storage_class_name}"
     if spec.provisioning == "Static":
         what += f" and PersistentVolume {spec.storage_class_name}"
-    updates.append(conditions.make("StorageClassReady", True, "StorageClassReady",
-                                   f"{what} written ({spec.provisioning})", generation, now))
+    updates.append(
+        conditions.make(
+            "StorageClassReady",
+            True,
+            "StorageClassReady",
+            f"{what} written ({spec.provisioning})",
+            generation,
+            now=now,
+        )
+    )
     return finish(None)
 
 
-async def delete_mountclass(name: str, status: Mapping[str, Any] | None,
-                            spec_dict: Mapping[str, Any], kube: KubeClient) -> list[str]:
+async def delete_mountclass(
+    name: str, status: Mapping[str, Any] | None, spec_dict: Mapping[str, Any], kube: KubeClient
+) -> list[str]:
     """Delete the StorageClass/PV this S3MountClass owns (idempotent)."""
     status = status or {}
     done: list[str] = []

@@ -43,9 +43,7 @@ def validate_az_id(az_id: str) -> str:
 
 def validate_az_name(az_name: str) -> str:
     if not AZ_NAME_RE.match(az_name):
-        raise SpecError(
-            f"availabilityZone {az_name!r} is not an AZ name: expected e.g. us-east-1d"
-        )
+        raise SpecError(f"availabilityZone {az_name!r} is not an AZ name: expected e.g. us-east-1d")
     return az_name
 
 
@@ -119,7 +117,9 @@ def policy_arn(region: str, account: str, bucket: str) -> str:
     return f"arn:{partition(region)}:iam::{account}:policy{POLICY_PATH}{policy_name(bucket)}"
 
 
-ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/(?P<path_name>[A-Za-z0-9+=,.@_/-]+)$")
+ROLE_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/(?P<path_name>[A-Za-z0-9+=,.@_/-]+)$"
+)
 
 
 def role_name_from_arn(arn: str) -> str:
@@ -149,5 +149,7 @@ def parse_s3_url(url: str, what: str = "URL") -> S3Url:
     rest = url[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     if not GENERAL_BUCKET_RE.match(bucket) and parse_directory_bucket(bucket) is None:
-        raise SpecError(f"{what} {url!r} does not name a valid bucket: expected s3://bucket/prefix/")
+        raise SpecError(
+            f"{what} {url!r} does not name a valid bucket: expected s3://bucket/prefix/"
+        )
     return S3Url(bucket, prefix)

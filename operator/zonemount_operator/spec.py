@@ -92,7 +92,9 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
     enc_type = _enum(encryption, "type", ("SSE-S3", "SSE-KMS"), "spec.encryption.type")
     kms = _get(encryption, "kmsKeyArn", str, "spec.encryption.kmsKeyArn")
     if (enc_type == "SSE-KMS") != (kms is not None):
-        raise SpecError("spec.encryption.kmsKeyArn is required with SSE-KMS and not allowed otherwise")
+        raise SpecError(
+            "spec.encryption.kmsKeyArn is required with SSE-KMS and not allowed otherwise"
+        )
     if kms is not None and not KMS_ARN_RE.match(kms):
         raise SpecError(f"spec.encryption.kmsKeyArn {kms!r} is not a KMS key ARN")
     access = _get(spec, "access", Mapping, "spec.access", {})
@@ -118,7 +120,9 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
         encryption=enc_type,
         kms_key_arn=kms,
         role_arns=tuple(sorted(set(roles))),
-        session_mode=_enum(access, "sessionMode", ("ReadWrite", "ReadOnly"), "spec.access.sessionMode"),
+        session_mode=_enum(
+            access, "sessionMode", ("ReadWrite", "ReadOnly"), "spec.access.sessionMode"
+        ),
         import_source=source,
         import_concurrency=_positive(imp, "concurrency", "spec.import.concurrency") or 32,
     )

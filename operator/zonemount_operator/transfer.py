@@ -28,6 +28,7 @@ seconds and once at the end, always with a snapshot (never the live object).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import threading
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import botocore.exceptions
 
@@ -141,6 +142,7 @@ class BulkCopier:
         dst_client: Any,
         dst: S3Url,
         options: CopyOptions | None = None,
+        *,
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
@@ -153,22 +155,25 @@ class BulkCopier:
         self.stop = stop or threading.Event()
         self.progress = Progress()
         self.server_side = _same_endpoint(src_client, dst_client)
-        self._parts = ThreadPoolExecutor(max_workers=max(4, self.options.concurrency),
-                                         thread_name_prefix="zm-part")
+        self._parts = ThreadPoolExecutor(
+            max_workers=max(4, self.options.concurrency), thread_name_prefix="zm-part"
+        )
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Progress:
         """Copy everything; returns the final snapshot (raises nothing for per-object errors)."""
         done = threading.Event()
-        reporter = threading.Thread(target=self._report, args=(done,), daemon=True,
-                                    name="zm-progress")
+        reporter = threading.Thread(
+            target=self._report, args=(done,), daemon=True, name="zm-progress"
+        )
         reporter.start()
         try:
             existing: dict[str, SourceObject] = {}
             if self.options.skip_existing:
                 existing = {o.key: o for o in _list(self.dst_client, self.dst)}
-            with ThreadPoolExecutor(max_workers=self.options.concurrency,
-                                    thread_name_prefix="zm-copy") as pool:
+            with ThreadPoolExecutor(
+                max_workers=self.options.concurrency, thread_name_prefix="zm-copy"
+            ) as pool:
                 pending: set[Future[None]] = set()
                 for obj in _list(self.src_client, self.src):
                     if self.stop.is_set():
@@ -208,8 +213,11 @@ class BulkCopier:
                 return
             try:
                 self._copy_one(obj, dst_key)
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
-                    OSError) as exc:
+            except (
+                botocore.exceptions.BotoCoreError,
+                botocore.exceptions.ClientError,
+                OSError,
+            ) as exc:
                 attempt += 1
                 if attempt > self.options.retries or _not_retryable(exc):
                     with self.progress._lock:
@@ -227,7 +235,8 @@ class BulkCopier:
         big = obj.size >= self.options.multipart_threshold
         if self.server_side and not big:
             self.dst_client.copy_object(
-                Bucket=self.dst.bucket, Key=dst_key,
+                Bucket=self.dst.bucket,
+                Key=dst_key,
                 CopySource={"Bucket": self.src.bucket, "Key": obj.key},
             )
         elif not big:
@@ -239,49 +248,73 @@ class BulkCopier:
 
     def _multipart(self, obj: SourceObject, dst_key: str) -> None:
         part_size = max(self.options.part_size, -(-obj.size // MAX_PARTS), 5 * MiB)
-        ranges = [(start, min(start + part_size, obj.size) - 1)
-                  for start in range(0, obj.size, part_size)]
+        ranges = [
+            (start, min(start + part_size, obj.size) - 1) for start in range(0, obj.size, part_size)
+        ]
         upload = self.dst_client.create_multipart_upload(Bucket=self.dst.bucket, Key=dst_key)
         upload_id = upload["UploadId"]
         try:
-            futures = [self._parts.submit(self._part, obj, dst_key, upload_id, n, rng)
-                       for n, rng in enumerate(ranges, start=1)]
+            futures = [
+                self._parts.submit(self._part, obj, dst_key, upload_id, n, rng)
+                for n, rng in enumerate(ranges, start=1)
+            ]
             parts = [f.result() for f in futures]
             self.dst_client.complete_multipart_upload(
-                Bucket=self.dst.bucket, Key=dst_key, UploadId=upload_id,
+                Bucket=self.dst.bucket,
+                Key=dst_key,
+                UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
         except BaseException:
-            try:
-                self.dst_client.abort_multipart_upload(Bucket=self.dst.bucket, Key=dst_key,
-                                                       UploadId=upload_id)
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                pass  # the bucket's abort-incomplete-uploads lifecycle rule is the backstop
+            with contextlib.suppress(
+                botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+            ):  # on failure the bucket's abort-incomplete-uploads lifecycle rule is the backstop
+                self.dst_client.abort_multipart_upload(
+                    Bucket=self.dst.bucket, Key=dst_key, UploadId=upload_id
+                )
             raise
 
-    def _part(self, obj: SourceObject, dst_key: str, upload_id: str, number: int,
-              rng: tuple[int, int]) -> dict[str, Any]:
+    def _part(
+        self, obj: SourceObject, dst_key: str, upload_id: str, number: int, rng: tuple[int, int]
+    ) -> dict[str, Any]:
         if self.stop.is_set():
             raise CopyError("stopped")
         byte_range = f"bytes={rng[0]}-{rng[1]}"
         if self.server_side:
             resp = self.dst_client.upload_part_copy(
-                Bucket=self.dst.bucket, Key=dst_key, UploadId=upload_id, PartNumber=number,
+                Bucket=self.dst.bucket,
+                Key=dst_key,
+                UploadId=upload_id,
+                PartNumber=number,
                 CopySource={"Bucket": self.src.bucket, "Key": obj.key},
                 CopySourceRange=byte_range,
             )
             etag = resp["CopyPartResult"]["ETag"]
         else:
-            data = self.src_client.get_object(Bucket=self.src.bucket, Key=obj.key,
-                                              Range=byte_range)["Body"].read()
-            resp = self.dst_client.upload_part(Bucket=self.dst.bucket, Key=dst_key,
-                                               UploadId=upload_id, PartNumber=number, Body=data)
+            data = self.src_client.get_object(
+                Bucket=self.src.bucket, Key=obj.key, Range=byte_range
+            )["Body"].read()
+            resp = self.dst_client.upload_part(
+                Bucket=self.dst.bucket,
+                Key=dst_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+            )
             etag = resp["ETag"]
         return {"PartNumber": number, "ETag": etag}
 
 
-NOT_RETRYABLE = frozenset({"AccessDenied", "NoSuchBucket", "NoSuchKey", "InvalidObjectState",
-                           "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+NOT_RETRYABLE = frozenset(
+    {
+        "AccessDenied",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "InvalidObjectState",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    }
+)
 
 
 def _not_retryable(exc: BaseException) -> bool:
@@ -303,11 +336,14 @@ def copy_prefix(
     dst_client: Any,
     dst: S3Url,
     options: CopyOptions | None = None,
+    *,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> Progress:
     """Run one :class:`BulkCopier`; the returned snapshot says what happened."""
-    return BulkCopier(src_client, src, dst_client, dst, options, on_progress, stop).run()
+    return BulkCopier(
+        src_client, src, dst_client, dst, options, on_progress=on_progress, stop=stop
+    ).run()
 
 
 def s3_client(endpoint_url: str | None, region: str | None, concurrency: int = 64) -> Any:
@@ -322,7 +358,7 @@ def s3_client(endpoint_url: str | None, region: str | None, concurrency: int = 6
         region_name=region,
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=max(10, concurrency * 2),
-        s3=s3_opts,
+        s3=cast(Any, s3_opts),
         tcp_keepalive=True,
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)

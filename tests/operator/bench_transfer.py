@@ -40,8 +40,12 @@ def main() -> int:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda i: client.put_object(Bucket=src, Key=f"data/part-{i:05d}",
-                                                      Body=payload), range(args.objects)))
+            list(
+                pool.map(
+                    lambda i: client.put_object(Bucket=src, Key=f"data/part-{i:05d}", Body=payload),
+                    range(args.objects),
+                )
+            )
         total = SIZE * args.objects
         ours: list[float] = []
         theirs: list[float] = []
@@ -49,26 +53,47 @@ def main() -> int:
             dst = f"bench-zm-{uuid.uuid4().hex[:8]}"
             client.create_bucket(Bucket=dst)
             t0 = time.perf_counter()
-            result = copy_prefix(client, S3Url(src, "data/"), client, S3Url(dst, "data/"),
-                                 CopyOptions(concurrency=args.concurrency, skip_existing=False))
+            result = copy_prefix(
+                client,
+                S3Url(src, "data/"),
+                client,
+                S3Url(dst, "data/"),
+                CopyOptions(concurrency=args.concurrency, skip_existing=False),
+            )
             ours.append(time.perf_counter() - t0)
             assert result.objects_copied == args.objects, result
             dst = f"bench-s5-{uuid.uuid4().hex[:8]}"
             client.create_bucket(Bucket=dst)
             t0 = time.perf_counter()
-            subprocess.run([str(s5cmd), "--endpoint-url", server.endpoint, "cp",
-                            f"s3://{src}/data/*", f"s3://{dst}/data/"], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(s5cmd),
+                    "--endpoint-url",
+                    server.endpoint,
+                    "cp",
+                    f"s3://{src}/data/*",
+                    f"s3://{dst}/data/",
+                ],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             theirs.append(time.perf_counter() - t0)
             n = client.list_objects_v2(Bucket=dst, Prefix="data/")["KeyCount"]
             assert n == args.objects, n
         zm_rate = total / min(ours) / 1e6
         s5_rate = total / min(theirs) / 1e6
         print(f"objects={args.objects} size={SIZE} rounds={args.rounds}")
-        print(f"zonemount cp : best {min(ours):.2f}s  {zm_rate:8.1f} MB/s  (all: "
-              + ", ".join(f"{t:.2f}" for t in ours) + ")")
-        print(f"s5cmd cp     : best {min(theirs):.2f}s  {s5_rate:8.1f} MB/s  (all: "
-              + ", ".join(f"{t:.2f}" for t in theirs) + ")")
+        print(
+            f"zonemount cp : best {min(ours):.2f}s  {zm_rate:8.1f} MB/s  (all: "
+            + ", ".join(f"{t:.2f}" for t in ours)
+            + ")"
+        )
+        print(
+            f"s5cmd cp     : best {min(theirs):.2f}s  {s5_rate:8.1f} MB/s  (all: "
+            + ", ".join(f"{t:.2f}" for t in theirs)
+            + ")"
+        )
         print(f"ratio zonemount/s5cmd = {zm_rate / s5_rate:.2f}x")
     return 0
 

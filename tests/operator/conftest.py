@@ -11,9 +11,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from zonemount_cli.servers import LocalS3
 from operator_testlib import KubeApiThread
+from zonemount_cli.servers import LocalS3
 from zonemount_operator.aws import Boto3BucketAdmin
 
 

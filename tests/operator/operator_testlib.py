@@ -65,8 +65,7 @@ class KubeApiThread:
                     emulator.resources[f"zonemount.io/v1alpha1/{plural}"] = {
                         "kind": "S3ExpressBucket" if "bucket" in plural else "S3MountClass",
                         "namespaced": "bucket" in plural,
-                        "verbs": {"get", "list", "watch", "create", "patch", "update",
-                                  "delete"},
+                        "verbs": {"get", "list", "watch", "create", "patch", "update", "delete"},
                         "subresources": {"status"},
                     }
                 verbs = {"get", "list", "watch", "create", "patch", "update", "delete"}
@@ -75,11 +74,17 @@ class KubeApiThread:
                     ("v1/events", "Event", True),
                     ("v1/persistentvolumes", "PersistentVolume", False),
                     ("storage.k8s.io/v1/storageclasses", "StorageClass", False),
-                    ("apiextensions.k8s.io/v1/customresourcedefinitions",
-                     "CustomResourceDefinition", False),
+                    (
+                        "apiextensions.k8s.io/v1/customresourcedefinitions",
+                        "CustomResourceDefinition",
+                        False,
+                    ),
                 ):
-                    emulator.resources[key] = {"kind": kind, "namespaced": namespaced,
-                                               "verbs": verbs}
+                    emulator.resources[key] = {
+                        "kind": kind,
+                        "namespaced": namespaced,
+                        "verbs": verbs,
+                    }
                 self.emulator = emulator
                 self.url = str(server.url).rstrip("/")
                 self._ready.set()

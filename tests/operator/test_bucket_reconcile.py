@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from operator_testlib import aws_error, unique_base
 from zonemount_operator import conditions
 from zonemount_operator.aws import Boto3BucketAdmin
@@ -40,15 +39,18 @@ def directory_buckets(admin: Boto3BucketAdmin) -> set[str]:
     return {b["Name"] for b in resp.get("Buckets", [])}
 
 
-def test_create_resolves_zone_and_converges(admin: Boto3BucketAdmin,
-                                            role: Callable[[], str]) -> None:
+def test_create_resolves_zone_and_converges(
+    admin: Boto3BucketAdmin, role: Callable[[], str]
+) -> None:
     base, role_arn = unique_base(), role()
     spec = {
-        "region": "us-east-1", "availabilityZone": "us-east-1d", "baseName": base,
+        "region": "us-east-1",
+        "availabilityZone": "us-east-1d",
+        "baseName": base,
         "lifecycle": {"expireAfterDays": 3, "abortIncompleteMultipartUploadAfterDays": 1},
         "access": {"roleArns": [role_arn]},
     }
-    out = reconcile_bucket("ignored", "default", spec, None, 1, admin)
+    out = reconcile_bucket("ignored", "default", spec, None, 1, admin=admin)
     assert out.error is None, out.error
     st = out.status
     bucket = f"{base}--use1-az4--x-s3"
@@ -67,39 +69,51 @@ def test_create_resolves_zone_and_converges(admin: Boto3BucketAdmin,
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
     assert rules["zonemount-expire"]["Expiration"] == {"Days": 3}
     assert rules["zonemount-abort-mpu"]["AbortIncompleteMultipartUpload"] == {
-        "DaysAfterInitiation": 1}
+        "DaysAfterInitiation": 1
+    }
     enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert enc["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
 
     iam = admin.client("iam", "us-east-1")
     policy = iam.get_policy(PolicyArn=st["policyArn"])["Policy"]
     assert policy["Path"] == "/zonemount/"
-    doc = iam.get_policy_version(PolicyArn=st["policyArn"],
-                                 VersionId=policy["DefaultVersionId"])["PolicyVersion"]["Document"]
+    doc = iam.get_policy_version(PolicyArn=st["policyArn"], VersionId=policy["DefaultVersionId"])[
+        "PolicyVersion"
+    ]["Document"]
     doc = json.loads(doc) if isinstance(doc, str) else doc
-    assert doc["Statement"] == [{"Sid": "ZonemountCreateSession", "Effect": "Allow",
-                                 "Action": "s3express:CreateSession",
-                                 "Resource": st["bucketArn"]}]
+    assert doc["Statement"] == [
+        {
+            "Sid": "ZonemountCreateSession",
+            "Effect": "Allow",
+            "Action": "s3express:CreateSession",
+            "Resource": st["bucketArn"],
+        }
+    ]
     assert admin.attached_roles(st["policyArn"]) == {role_arn.rsplit("/", 1)[1]}
 
     # Idempotent: a second pass changes nothing (same transition times, no events).
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
-    again = reconcile_bucket("ignored", "default", spec, st, 1, admin, now=later)
+    again = reconcile_bucket("ignored", "default", spec, st, 1, admin=admin, now=later)
     assert again.error is None and again.events == []
     assert again.status == st
 
 
-def test_update_session_mode_roles_and_removal(admin: Boto3BucketAdmin,
-                                               role: Callable[[], str]) -> None:
+def test_update_session_mode_roles_and_removal(
+    admin: Boto3BucketAdmin, role: Callable[[], str]
+) -> None:
     base, r1, r2 = unique_base(), role(), role()
-    spec: dict[str, Any] = {"region": "us-east-1", "availabilityZoneId": "use1-az6",
-                            "baseName": base, "access": {"roleArns": [r1]}}
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin).status
+    spec: dict[str, Any] = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az6",
+        "baseName": base,
+        "access": {"roleArns": [r1]},
+    }
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
     arn = st["policyArn"]
     assert st["availabilityZone"] == "us-east-1a"
 
     spec["access"] = {"roleArns": [r2], "sessionMode": "ReadOnly"}
-    out = reconcile_bucket("b", "ns", spec, st, 2, admin)
+    out = reconcile_bucket("b", "ns", spec, st, 2, admin=admin)
     assert out.ready and out.status["policyArn"] == arn
     assert admin.attached_roles(arn) == {r2.rsplit("/", 1)[1]}
     iam = admin.client("iam", "us-east-1")
@@ -107,10 +121,11 @@ def test_update_session_mode_roles_and_removal(admin: Boto3BucketAdmin,
     doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
     doc = json.loads(doc) if isinstance(doc, str) else doc
     assert doc["Statement"][0]["Condition"] == {
-        "StringEquals": {"s3express:SessionMode": "ReadOnly"}}
+        "StringEquals": {"s3express:SessionMode": "ReadOnly"}
+    }
 
     spec["access"] = {}
-    out = reconcile_bucket("b", "ns", spec, out.status, 3, admin)
+    out = reconcile_bucket("b", "ns", spec, out.status, 3, admin=admin)
     assert out.ready and out.status["policyArn"] is None
     assert cond(out.status, "AccessReady")["reason"] == "NoAccessRequested"
     assert not admin.policy_exists(arn)
@@ -118,7 +133,7 @@ def test_update_session_mode_roles_and_removal(admin: Boto3BucketAdmin,
 
 def test_unknown_zone_is_a_spec_error_with_choices(admin: Boto3BucketAdmin) -> None:
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az9", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 4, admin)
+    out = reconcile_bucket("b", "ns", spec, None, 4, admin=admin)
     assert isinstance(out.error, SpecError)
     ready = cond(out.status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "UnknownAvailabilityZone"
@@ -129,21 +144,34 @@ def test_unknown_zone_is_a_spec_error_with_choices(admin: Boto3BucketAdmin) -> N
 def test_invalid_name_rejected_before_calling_aws(admin: Boto3BucketAdmin) -> None:
     before = directory_buckets(admin)
     long_base = "a" * 48
-    out = reconcile_bucket("b", "ns", {"region": "us-east-1", "availabilityZoneId": "use1-az4",
-                                       "baseName": long_base}, None, 1, admin)
+    out = reconcile_bucket(
+        "b",
+        "ns",
+        {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": long_base},
+        None,
+        1,
+        admin=admin,
+    )
     assert isinstance(out.error, SpecError)
     assert "shorten baseName to at most 47 characters" in str(out.error)
-    out = reconcile_bucket("Bad_Name", "ns", {"region": "us-east-1",
-                                              "availabilityZoneId": "use1-az4"}, None, 1, admin)
+    out = reconcile_bucket(
+        "Bad_Name",
+        "ns",
+        {"region": "us-east-1", "availabilityZoneId": "use1-az4"},
+        None,
+        1,
+        admin=admin,
+    )
     assert isinstance(out.error, SpecError) and "set spec.baseName" in str(out.error)
     assert directory_buckets(admin) == before
 
 
 def test_access_denied_names_the_missing_permission(admin: Boto3BucketAdmin) -> None:
     admin.s3("us-east-1").meta.events.register(
-        "before-send.s3.PutBucketEncryption", aws_error(403, "AccessDenied"))
+        "before-send.s3.PutBucketEncryption", aws_error(403, "AccessDenied")
+    )
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 1, admin)
+    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
     assert isinstance(out.error, AccessDeniedError)
     bucket_ready = cond(out.status, "BucketReady")
     assert bucket_ready["reason"] == "AccessDenied"
@@ -153,18 +181,20 @@ def test_access_denied_names_the_missing_permission(admin: Boto3BucketAdmin) -> 
 
 def test_throttling_is_transient(admin: Boto3BucketAdmin) -> None:
     admin.client("ec2", "eu-west-1").meta.events.register(
-        "before-send.ec2.DescribeAvailabilityZones", aws_error(503, "RequestLimitExceeded"))
+        "before-send.ec2.DescribeAvailabilityZones", aws_error(503, "RequestLimitExceeded")
+    )
     spec = {"region": "eu-west-1", "availabilityZoneId": "euw1-az1", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 1, admin)
+    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
     assert isinstance(out.error, TransientAwsError)
     assert cond(out.status, "BucketReady")["reason"] == "AwsUnavailable"
 
 
 def test_bucket_owned_elsewhere_is_a_condition(admin: Boto3BucketAdmin) -> None:
     admin.s3("us-east-1").meta.events.register(
-        "before-send.s3.CreateBucket", aws_error(409, "BucketAlreadyExists"))
+        "before-send.s3.CreateBucket", aws_error(409, "BucketAlreadyExists")
+    )
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 1, admin)
+    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
     assert isinstance(out.error, BucketNameTakenError)
     assert cond(out.status, "Ready")["reason"] == "BucketNameTaken"
     assert "choose another spec.baseName" in cond(out.status, "Ready")["message"]
@@ -172,21 +202,27 @@ def test_bucket_owned_elsewhere_is_a_condition(admin: Boto3BucketAdmin) -> None:
 
 def test_already_owned_by_you_is_success(admin: Boto3BucketAdmin) -> None:
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base()}
-    first = reconcile_bucket("b", "ns", spec, None, 1, admin)
+    first = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
     assert first.ready
     admin.s3("us-east-1").meta.events.register(
-        "before-send.s3.CreateBucket", aws_error(409, "BucketAlreadyOwnedByYou"))
+        "before-send.s3.CreateBucket", aws_error(409, "BucketAlreadyOwnedByYou")
+    )
     bucket = first.status["bucketName"]
     assert admin.create_directory_bucket("us-east-1", bucket, "use1-az4") is False
-    out = reconcile_bucket("b", "ns", spec, first.status, 1, admin)
+    out = reconcile_bucket("b", "ns", spec, first.status, 1, admin=admin)
     assert out.error is None and out.ready and out.events == []
 
 
-def test_delete_retain_keeps_bucket_and_drops_policy(admin: Boto3BucketAdmin,
-                                                     role: Callable[[], str]) -> None:
-    spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base(),
-            "access": {"roleArns": [role()]}}
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin).status
+def test_delete_retain_keeps_bucket_and_drops_policy(
+    admin: Boto3BucketAdmin, role: Callable[[], str]
+) -> None:
+    spec = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az4",
+        "baseName": unique_base(),
+        "access": {"roleArns": [role()]},
+    }
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
     done = delete_bucket_resources("b", spec, st, admin)
     assert st["bucketName"] in directory_buckets(admin)
     assert not admin.policy_exists(st["policyArn"])
@@ -195,24 +231,34 @@ def test_delete_retain_keeps_bucket_and_drops_policy(admin: Boto3BucketAdmin,
 
 
 def test_delete_policy_delete_empties_and_removes(admin: Boto3BucketAdmin) -> None:
-    spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base(),
-            "deletionPolicy": "Delete"}
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin).status
+    spec = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az4",
+        "baseName": unique_base(),
+        "deletionPolicy": "Delete",
+    }
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
     s3 = admin.s3("us-east-1")
     for i in range(3):
         s3.put_object(Bucket=st["bucketName"], Key=f"k/{i}", Body=b"x" * i)
     s3.create_multipart_upload(Bucket=st["bucketName"], Key="k/partial")
     done = delete_bucket_resources("b", spec, st, admin)
-    assert done == [f"deleted IAM policy {done[0].split()[-1]}",
-                    f"deleted bucket {st['bucketName']} and 3 objects (deletionPolicy: Delete)"]
+    assert done == [
+        f"deleted IAM policy {done[0].split()[-1]}",
+        f"deleted bucket {st['bucketName']} and 3 objects (deletionPolicy: Delete)",
+    ]
     assert st["bucketName"] not in directory_buckets(admin)
     assert delete_bucket_resources("b", spec, st, admin)[1:] == []  # gone already: no-op
 
 
 def test_drift_detected_and_repaired(admin: Boto3BucketAdmin, role: Callable[[], str]) -> None:
-    spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base(),
-            "access": {"roleArns": [role()]}}
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin).status
+    spec = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az4",
+        "baseName": unique_base(),
+        "access": {"roleArns": [role()]},
+    }
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
     assert detect_drift(st, admin) == []
     admin.s3("us-east-1").delete_bucket(Bucket=st["bucketName"])
     admin.delete_policy(st["policyArn"])
@@ -220,7 +266,7 @@ def test_drift_detected_and_repaired(admin: Boto3BucketAdmin, role: Callable[[],
         f"bucket {st['bucketName']} was deleted out of band",
         f"IAM policy {st['policyArn']} was deleted out of band",
     ]
-    repaired = reconcile_bucket("b", "ns", spec, st, 1, admin)
+    repaired = reconcile_bucket("b", "ns", spec, st, 1, admin=admin)
     assert repaired.ready and detect_drift(repaired.status, admin) == []
 
 
@@ -229,9 +275,13 @@ def test_import_copies_and_completes(admin: Boto3BucketAdmin, bucket: str) -> No
     blobs = {f"in/{i}.bin": bytes([i]) * (1000 + i) for i in range(12)}
     for key, body in blobs.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-    spec_dict = {"region": "us-east-1", "availabilityZoneId": "use1-az4",
-                 "baseName": unique_base(), "import": {"source": f"s3://{bucket}/in/"}}
-    out = reconcile_bucket("b", "ns", spec_dict, None, 1, admin)
+    spec_dict = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az4",
+        "baseName": unique_base(),
+        "import": {"source": f"s3://{bucket}/in/"},
+    }
+    out = reconcile_bucket("b", "ns", spec_dict, None, 1, admin=admin)
     assert cond(out.status, "ImportComplete")["reason"] == "ImportPending"
     assert cond(out.status, "Ready")["status"] == "False"
     reports: list[dict[str, Any]] = []
@@ -241,7 +291,7 @@ def test_import_copies_and_completes(admin: Boto3BucketAdmin, bucket: str) -> No
     dst = out.status["bucketName"]
     for key, body in blobs.items():
         assert s3.get_object(Bucket=dst, Key=key)["Body"].read() == body
-    done = reconcile_bucket("b", "ns", spec_dict, {**out.status, "import": final}, 1, admin)
+    done = reconcile_bucket("b", "ns", spec_dict, {**out.status, "import": final}, 1, admin=admin)
     assert done.ready and cond(done.status, "ImportComplete")["reason"] == "ImportComplete"
     rerun = run_import(parse_bucket("b", spec_dict), done.status, admin, reports.append)
     assert rerun["objectsSkipped"] == 12 and rerun["objectsCopied"] == 0

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
-
 from operator_testlib import KubeApiThread, unique_base
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.aws import Boto3BucketAdmin
@@ -53,8 +52,13 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def operator_env(kube_api: KubeApiThread, moto_server: LocalS3, s3_env: dict[str, str],
-                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def operator_env(
+    kube_api: KubeApiThread,
+    moto_server: LocalS3,
+    s3_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\n"
@@ -68,35 +72,61 @@ def operator_env(kube_api: KubeApiThread, moto_server: LocalS3, s3_env: dict[str
     yield
 
 
-def test_operator_end_to_end(operator_env: None, kube_api: KubeApiThread,
-                             admin: Boto3BucketAdmin, role: Callable[[], str]) -> None:
+def test_operator_end_to_end(
+    operator_env: None, kube_api: KubeApiThread, admin: Boto3BucketAdmin, role: Callable[[], str]
+) -> None:
     base, role_arn = unique_base(), role()
     bucket_name = f"{base}--use1-az4--x-s3"
     bucket_cr = {
-        "apiVersion": "zonemount.io/v1alpha1", "kind": "S3ExpressBucket",
-        "metadata": {"name": "scratch", "namespace": "spark", "generation": 1,
-                     "resourceVersion": "1"},
-        "spec": {"region": "us-east-1", "availabilityZone": "us-east-1d", "baseName": base,
-                 "deletionPolicy": "Delete", "access": {"roleArns": [role_arn]}},
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3ExpressBucket",
+        "metadata": {
+            "name": "scratch",
+            "namespace": "spark",
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": {
+            "region": "us-east-1",
+            "availabilityZone": "us-east-1d",
+            "baseName": base,
+            "deletionPolicy": "Delete",
+            "access": {"roleArns": [role_arn]},
+        },
     }
     class_cr = {
-        "apiVersion": "zonemount.io/v1alpha1", "kind": "S3MountClass",
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3MountClass",
         "metadata": {"name": f"sc-{base}", "uid": "uid-mc", "resourceVersion": "1"},
-        "spec": {"bucketRef": {"name": "scratch", "namespace": "spark"}, "prefix": "jobs/",
-                 "mountOptions": {"allowDelete": True}},
+        "spec": {
+            "bucketRef": {"name": "scratch", "namespace": "spark"},
+            "prefix": "jobs/",
+            "mountOptions": {"allowDelete": True},
+        },
     }
     args = ["run", "--standalone", "--all-namespaces", "--verbose"]
     with KopfRunner(args, registry=registry, timeout=60) as runner:
         # The mount class first: it must wait for the bucket (condition, no StorageClass).
         kube(kube_api, "create", S3MOUNTCLASSES, class_cr)
-        waiting = wait_for("mount class waiting", lambda: condition(
-            kube_api.object("s3mountclasses", class_cr["metadata"]["name"]), "BucketReady"))
+        waiting = wait_for(
+            "mount class waiting",
+            lambda: condition(
+                kube_api.object("s3mountclasses", class_cr["metadata"]["name"]), "BucketReady"
+            ),
+        )
         assert waiting["reason"] == "BucketNotFound"
 
         kube(kube_api, "create", S3EXPRESSBUCKETS, bucket_cr, "spark")
-        ready = wait_for("bucket Ready", lambda: condition(
-            kube_api.object("s3expressbuckets", "scratch", "spark"), "Ready").get(
-                "status") == "True" and kube_api.object("s3expressbuckets", "scratch", "spark"))
+        ready = wait_for(
+            "bucket Ready",
+            lambda: (
+                condition(kube_api.object("s3expressbuckets", "scratch", "spark"), "Ready").get(
+                    "status"
+                )
+                == "True"
+                and kube_api.object("s3expressbuckets", "scratch", "spark")
+            ),
+        )
         status = ready["status"]
         assert status["bucketName"] == bucket_name
         assert status["availabilityZoneId"] == "use1-az4"
@@ -109,26 +139,49 @@ def test_operator_end_to_end(operator_env: None, kube_api: KubeApiThread,
         assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1d"]
 
         # Update propagates: ReadOnly session policy, new mount options.
-        kube(kube_api, "patch", S3EXPRESSBUCKETS, "scratch",
-             {"metadata": {"generation": 2}, "spec": {"access": {"sessionMode": "ReadOnly"}}},
-             "spark")
-        wait_for("observedGeneration 2", lambda: (kube_api.object(
-            "s3expressbuckets", "scratch", "spark")["status"].get("observedGeneration") == 2))
+        kube(
+            kube_api,
+            "patch",
+            S3EXPRESSBUCKETS,
+            "scratch",
+            {"metadata": {"generation": 2}, "spec": {"access": {"sessionMode": "ReadOnly"}}},
+            "spark",
+        )
+        wait_for(
+            "observedGeneration 2",
+            lambda: (
+                kube_api.object("s3expressbuckets", "scratch", "spark")["status"].get(
+                    "observedGeneration"
+                )
+                == 2
+            ),
+        )
         iam = admin.client("iam", "us-east-1")
         version = iam.get_policy(PolicyArn=status["policyArn"])["Policy"]["DefaultVersionId"]
         assert version != "v1"
-        kube(kube_api, "patch", S3MOUNTCLASSES, sc_name,
-             {"spec": {"mountOptions": {"allowDelete": True, "readOnly": True}}})
-        wait_for("mountOptions updated", lambda: (kube_api.object("storageclasses", sc_name)
-                                                  or {}).get("mountOptions")
-                 == ["--allow-delete", "--read-only"])
+        kube(
+            kube_api,
+            "patch",
+            S3MOUNTCLASSES,
+            sc_name,
+            {"spec": {"mountOptions": {"allowDelete": True, "readOnly": True}}},
+        )
+        wait_for(
+            "mountOptions updated",
+            lambda: (
+                (kube_api.object("storageclasses", sc_name) or {}).get("mountOptions")
+                == ["--allow-delete", "--read-only"]
+            ),
+        )
 
         # Delete: finalizers run, AWS and Kubernetes objects go away.
         admin.s3("us-east-1").put_object(Bucket=bucket_name, Key="jobs/x", Body=b"1")
         kube(kube_api, "delete", S3MOUNTCLASSES, sc_name)
         kube(kube_api, "delete", S3EXPRESSBUCKETS, "scratch", "spark")
-        wait_for("bucket CR gone", lambda: kube_api.object(
-            "s3expressbuckets", "scratch", "spark") is None)
+        wait_for(
+            "bucket CR gone",
+            lambda: kube_api.object("s3expressbuckets", "scratch", "spark") is None,
+        )
         wait_for("mount class gone", lambda: kube_api.object("s3mountclasses", sc_name) is None)
         assert kube_api.object("storageclasses", sc_name) is None
         assert not admin.policy_exists(status["policyArn"])

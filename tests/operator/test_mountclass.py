@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
-
 from operator_testlib import KubeApiThread
 from zonemount_operator import conditions
 from zonemount_operator.aws import Boto3BucketAdmin
@@ -33,17 +31,32 @@ def run(api: KubeApiThread, coro_fn: Any) -> Any:
 
 def ready_bucket(api: KubeApiThread, ready: bool = True) -> None:
     status = {
-        "bucketName": BUCKET, "region": "us-east-1", "availabilityZone": "us-east-1d",
+        "bucketName": BUCKET,
+        "region": "us-east-1",
+        "availabilityZone": "us-east-1d",
         "availabilityZoneId": "use1-az4",
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                        "reason": "Ready" if ready else "AccessDenied", "message": "m"}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": "Ready" if ready else "AccessDenied",
+                "message": "m",
+            }
+        ],
     }
 
     async def put(kube: KubeClient) -> None:
         if await kube.get(S3EXPRESSBUCKETS, "data", "spark") is None:
-            await kube.create(S3EXPRESSBUCKETS, {
-                "apiVersion": "zonemount.io/v1alpha1", "kind": "S3ExpressBucket",
-                "metadata": {"name": "data", "namespace": "spark"}, "spec": {}}, "spark")
+            await kube.create(
+                S3EXPRESSBUCKETS,
+                {
+                    "apiVersion": "zonemount.io/v1alpha1",
+                    "kind": "S3ExpressBucket",
+                    "metadata": {"name": "data", "namespace": "spark"},
+                    "spec": {},
+                },
+                "spark",
+            )
         await kube.patch(S3EXPRESSBUCKETS, "data", {"status": status}, "spark", "status")
 
     run(api, put)
@@ -58,62 +71,88 @@ SPEC: dict[str, Any] = {
 
 
 def test_waits_for_bucket_then_writes_storage_class(kube_api: KubeApiThread) -> None:
-    out = run(kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, None, 1, k))
+    out = run(kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, None, 1, kube=k))
     assert isinstance(out.error, DependencyNotReady)
     assert conditions.get(out.status["conditions"], "Ready")["reason"] == "BucketNotFound"
     ready_bucket(kube_api, ready=False)
-    out = run(kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, out.status, 1, k))
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, out.status, 1, kube=k)
+    )
     assert conditions.get(out.status["conditions"], "BucketReady")["reason"] == "BucketNotReady"
     assert "(AccessDenied: m)" in conditions.get(out.status["conditions"], "Ready")["message"]
     assert kube_api.object("storageclasses", "fast") is None
 
     ready_bucket(kube_api)
-    out = run(kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, out.status, 1, k))
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, out.status, 1, kube=k)
+    )
     assert out.error is None and out.ready, out.status
     sc = kube_api.object("storageclasses", "fast")
     assert sc["provisioner"] == "s3.csi.zonemount.io"
-    assert sc["parameters"] == {"bucketName": BUCKET, "basePrefix": "jobs/",
-                                "region": "us-east-1", "authenticationSource": "driver",
-                                "availabilityZone": "us-east-1d", "deleteData": "true"}
+    assert sc["parameters"] == {
+        "bucketName": BUCKET,
+        "basePrefix": "jobs/",
+        "region": "us-east-1",
+        "authenticationSource": "driver",
+        "availabilityZone": "us-east-1d",
+        "deleteData": "true",
+    }
     assert sc["mountOptions"] == ["--allow-delete", "--allow-overwrite", "--uid=1000"]
     assert sc["volumeBindingMode"] == "WaitForFirstConsumer"
     assert sc["reclaimPolicy"] == "Delete"
-    assert sc["allowedTopologies"] == [{"matchLabelExpressions": [
-        {"key": "topology.kubernetes.io/zone", "values": ["us-east-1d"]}]}]
+    assert sc["allowedTopologies"] == [
+        {
+            "matchLabelExpressions": [
+                {"key": "topology.kubernetes.io/zone", "values": ["us-east-1d"]}
+            ]
+        }
+    ]
     assert sc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert out.status["storageClassName"] == "fast"
     assert out.status["persistentVolumeName"] is None
     assert kube_api.object("persistentvolumes", "fast") is None
 
     # Converged: a second pass writes nothing.
-    again = run(kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, out.status, 1, k))
+    again = run(
+        kube_api, lambda k: reconcile_mountclass("fast", "uid-1", SPEC, out.status, 1, kube=k)
+    )
     assert again.events == [] and again.status == out.status
 
 
 def test_static_mode_pv_update_and_delete(kube_api: KubeApiThread) -> None:
     ready_bucket(kube_api)
     spec = {**SPEC, "provisioning": "Static", "capacity": "10Ti"}
-    out = run(kube_api, lambda k: reconcile_mountclass("shared", None, spec, None, 1, k))
+    out = run(kube_api, lambda k: reconcile_mountclass("shared", None, spec, None, 1, kube=k))
     assert out.ready, out.status
     pv = kube_api.object("persistentvolumes", "shared")
     assert pv["spec"]["accessModes"] == ["ReadWriteMany"]
     assert pv["spec"]["csi"] == {
-        "driver": "s3.csi.zonemount.io", "volumeHandle": f"{BUCKET}/jobs/",
-        "volumeAttributes": {"bucketName": BUCKET, "prefix": "jobs/", "region": "us-east-1",
-                             "authenticationSource": "driver"}}
+        "driver": "s3.csi.zonemount.io",
+        "volumeHandle": f"{BUCKET}/jobs/",
+        "volumeAttributes": {
+            "bucketName": BUCKET,
+            "prefix": "jobs/",
+            "region": "us-east-1",
+            "authenticationSource": "driver",
+        },
+    }
     assert pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"] == [
-        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1d"]}]
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1d"]}
+    ]
     assert pv["spec"]["storageClassName"] == "shared"
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
 
     # Update propagates: new prefix replaces the StorageClass and the (unbound) PV.
     spec2 = {**spec, "prefix": "other/", "mountOptions": {"readOnly": True}}
-    out = run(kube_api, lambda k: reconcile_mountclass("shared", None, spec2, out.status, 2, k))
-    assert out.ready and sorted(out.events) == ["replaced PersistentVolume shared",
-                                                "replaced StorageClass shared"]
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("shared", None, spec2, out.status, 2, kube=k)
+    )
+    assert out.ready and sorted(out.events) == [
+        "replaced PersistentVolume shared",
+        "replaced StorageClass shared",
+    ]
     assert kube_api.object("storageclasses", "shared")["parameters"]["basePrefix"] == "other/"
-    assert kube_api.object("persistentvolumes", "shared")["spec"]["mountOptions"] == [
-        "--read-only"]
+    assert kube_api.object("persistentvolumes", "shared")["spec"]["mountOptions"] == ["--read-only"]
 
     # A bound PV is never replaced under its claim.
     async def bind(k: KubeClient) -> None:
@@ -121,25 +160,34 @@ def test_static_mode_pv_update_and_delete(kube_api: KubeApiThread) -> None:
 
     run(kube_api, bind)
     spec3 = {**spec2, "prefix": "third/"}
-    out = run(kube_api, lambda k: reconcile_mountclass("shared", None, spec3, out.status, 3, k))
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("shared", None, spec3, out.status, 3, kube=k)
+    )
     assert conditions.get(out.status["conditions"], "Ready")["reason"] == "PersistentVolumeInUse"
 
     # Switching to PerClaimPrefix removes our PV; deletion removes the StorageClass.
-    done = run(kube_api, lambda k: delete_mountclass("shared", out.status, spec3, k))
+    done = run(kube_api, lambda k: delete_mountclass("shared", out.status, spec3, kube=k))
     assert done == ["deleted StorageClass shared", "deleted PersistentVolume shared"]
     assert kube_api.object("storageclasses", "shared") is None
-    assert run(kube_api, lambda k: delete_mountclass("shared", out.status, spec3, k)) == []
+    assert run(kube_api, lambda k: delete_mountclass("shared", out.status, spec3, kube=k)) == []
 
 
 def test_foreign_storage_class_is_not_overwritten(kube_api: KubeApiThread) -> None:
     ready_bucket(kube_api)
 
     async def foreign(k: KubeClient) -> None:
-        await k.create(STORAGECLASSES, {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                                        "metadata": {"name": "gp3"}, "provisioner": "ebs"})
+        await k.create(
+            STORAGECLASSES,
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": "gp3"},
+                "provisioner": "ebs",
+            },
+        )
 
     run(kube_api, foreign)
-    out = run(kube_api, lambda k: reconcile_mountclass("gp3", None, SPEC, None, 1, k))
+    out = run(kube_api, lambda k: reconcile_mountclass("gp3", None, SPEC, None, 1, kube=k))
     assert isinstance(out.error, SpecError)
     assert conditions.get(out.status["conditions"], "Ready")["reason"] == "StorageClassConflict"
     assert kube_api.object("storageclasses", "gp3")["provisioner"] == "ebs"
@@ -147,11 +195,18 @@ def test_foreign_storage_class_is_not_overwritten(kube_api: KubeApiThread) -> No
     assert kube_api.object("storageclasses", "gp3") is not None
 
 
-def test_bucket_name_mode_resolves_zone_from_az_id(kube_api: KubeApiThread,
-                                                   admin: Boto3BucketAdmin) -> None:
-    spec = {"bucketName": "logs--use1-az6--x-s3", "region": "us-east-1",
-            "endpointUrl": "http://127.0.0.1:9000", "authenticationSource": "pod"}
-    out = run(kube_api, lambda k: reconcile_mountclass("logs", None, spec, None, 1, k, admin))
+def test_bucket_name_mode_resolves_zone_from_az_id(
+    kube_api: KubeApiThread, admin: Boto3BucketAdmin
+) -> None:
+    spec = {
+        "bucketName": "logs--use1-az6--x-s3",
+        "region": "us-east-1",
+        "endpointUrl": "http://127.0.0.1:9000",
+        "authenticationSource": "pod",
+    }
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("logs", None, spec, None, 1, kube=k, admin=admin)
+    )
     assert out.ready, out.status
     sc = kube_api.object("storageclasses", "logs")
     assert sc["parameters"]["endpointUrl"] == "http://127.0.0.1:9000"
@@ -160,13 +215,15 @@ def test_bucket_name_mode_resolves_zone_from_az_id(kube_api: KubeApiThread,
     assert "deleteData" not in sc["parameters"] and sc["reclaimPolicy"] == "Retain"
     # A general-purpose bucket without a pinned zone: volumes may land anywhere.
     gp = {"bucketName": "plain-bucket", "region": "us-east-1"}
-    out = run(kube_api, lambda k: reconcile_mountclass("plain", None, gp, None, 1, k, admin))
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("plain", None, gp, None, 1, kube=k, admin=admin)
+    )
     assert out.ready and "allowedTopologies" not in kube_api.object("storageclasses", "plain")
 
 
 def test_invalid_spec_is_a_condition(kube_api: KubeApiThread) -> None:
     bad = {"bucketRef": {"name": "x", "namespace": "y"}, "mountOptions": {"cache": "/tmp"}}
-    out = run(kube_api, lambda k: reconcile_mountclass("bad", None, bad, None, 1, k))
+    out = run(kube_api, lambda k: reconcile_mountclass("bad", None, bad, None, 1, kube=k))
     assert isinstance(out.error, SpecError)
     ready = conditions.get(out.status["conditions"], "Ready")
     assert ready["reason"] == "InvalidSpec"

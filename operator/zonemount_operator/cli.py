@@ -1,0 +1,415 @@
+"""``zonemount operator | reconcile | cp | sync``: the operator's command-line entry points.
+
+Each entry takes ``argv`` (without the subcommand name) and returns an exit code:
+0 success, 1 the work failed (the message says why), 2 bad input. Bad input and AWS errors
+are reported as one line on stderr, never as a traceback; credentials are never printed.
+
+* ``operator``  runs the kopf handlers of :mod:`zonemount_operator.handlers`.
+* ``reconcile`` runs the same reconcile functions once against AWS (or ``--endpoint-url``)
+  without a cluster and prints the resulting status (and, for an S3MountClass, the
+  StorageClass/PersistentVolume it would write) as YAML. ``--dry-run`` only validates and
+  resolves (read-only AWS calls) and prints the plan.
+* ``cp`` / ``sync`` run the bulk copy engine (:mod:`zonemount_operator.transfer`) with a
+  progress bar; ``sync`` skips objects that are already up to date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from zonemount_operator.errors import SpecError, ZonemountError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _fail(prog: str, message: str, code: int = 1) -> int:
+    print(f"zonemount {prog}: {message}", file=sys.stderr)
+    return code
+
+
+# -- operator ----------------------------------------------------------------------------------
+def operator_main(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="zonemount operator",
+        description="Run the zonemount operator (kopf) against the current cluster.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve S3ExpressBuckets in this namespace (repeatable; globs ok)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="serve every namespace (the default)"
+    )
+    parser.add_argument(
+        "--liveness-port", type=int, default=None, help="serve /healthz on this port (0.0.0.0)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log more")
+    parser.add_argument("--debug", action="store_true", help="log everything")
+    args = parser.parse_args(list(argv))
+    import kopf
+
+    from zonemount_operator.handlers import registry
+
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+# -- reconcile ---------------------------------------------------------------------------------
+def _load(path: str) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except OSError as exc:
+        raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") not in {"S3ExpressBucket", "S3MountClass"}:
+            kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+            raise SpecError(
+                f"{path}: expected S3ExpressBucket or S3MountClass documents, got {kind}"
+            )
+        if not (doc.get("metadata") or {}).get("name"):
+            raise SpecError(f"{path}: a {doc['kind']} has no metadata.name")
+    if not docs:
+        raise SpecError(f"{path} contains no documents")
+    return docs
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _dry_run_bucket(doc: dict[str, Any], admin: Any) -> dict[str, Any]:
+    from zonemount_operator import names
+    from zonemount_operator.bucket import resolve_zone, session_policy
+    from zonemount_operator.spec import parse_bucket
+
+    spec = parse_bucket(doc["metadata"]["name"], doc.get("spec") or {})
+    zone = resolve_zone(admin, spec)
+    bucket = names.directory_bucket_name(spec.base_name, zone.zone_id)
+    arn = names.directory_bucket_arn(spec.region, admin.account_id(), bucket)
+    plan: dict[str, Any] = {
+        "bucketName": bucket,
+        "bucketArn": arn,
+        "region": spec.region,
+        "availabilityZone": zone.name,
+        "availabilityZoneId": zone.zone_id,
+        "endpoint": names.zonal_endpoint(spec.region, zone.zone_id),
+        "deletionPolicy": spec.deletion_policy,
+    }
+    if spec.role_arns:
+        plan["policy"] = {
+            "name": names.policy_name(bucket),
+            "document": session_policy(arn, spec.session_mode),
+            "attachTo": list(spec.role_arns),
+        }
+    return plan
+
+
+def _import_with_progress(
+    doc: dict[str, Any], status: dict[str, Any], admin: Any
+) -> dict[str, Any]:
+    from zonemount_operator.bucket import import_conditions, run_import
+    from zonemount_operator.spec import parse_bucket
+
+    spec = parse_bucket(doc["metadata"]["name"], doc.get("spec") or {})
+    with _ProgressBar(f"import {spec.import_source}") as bar:
+        final = run_import(spec, status, admin, bar.from_import_status, stop=threading.Event())
+    status["import"] = final
+    status["conditions"] = import_conditions(
+        doc.get("spec") or {}, status, status.get("observedGeneration"), doc["metadata"]["name"]
+    )
+    return status
+
+
+def _mountclass_offline(
+    doc: dict[str, Any], buckets: dict[tuple[str, str], dict[str, Any]], admin: Any, dry_run: bool
+) -> dict[str, Any]:
+    """Render what the operator would write, without a cluster."""
+    from zonemount_operator import conditions
+    from zonemount_operator.mountclass import (
+        BucketFacts,
+        render_persistent_volume,
+        render_storage_class,
+    )
+    from zonemount_operator.spec import parse_mountclass
+
+    name = doc["metadata"]["name"]
+    spec = parse_mountclass(name, doc.get("spec") or {})
+    if spec.bucket_ref is not None:
+        status = buckets.get(spec.bucket_ref)
+        if status is None:
+            raise SpecError(
+                f"S3MountClass {name}: bucketRef {'/'.join(spec.bucket_ref)} is not "
+                "in this file; without a cluster put the S3ExpressBucket in the file"
+            )
+        if not dry_run and not conditions.is_true(status.get("conditions"), "Ready"):
+            raise ZonemountError(f"S3MountClass {name}: the referenced bucket is not Ready")
+        facts = BucketFacts(
+            status["bucketName"],
+            status["region"],
+            status.get("availabilityZone"),
+            status.get("availabilityZoneId"),
+            getattr(admin, "endpoint_url", None),
+        )
+    else:
+        from zonemount_operator.mountclass import bucket_facts
+
+        facts = asyncio.run(bucket_facts(spec, None, admin))  # type: ignore[arg-type]
+    out: dict[str, Any] = {"storageClass": render_storage_class(name, None, spec, facts)}
+    if spec.provisioning == "Static":
+        out["persistentVolume"] = render_persistent_volume(name, None, spec, facts)
+    return out
+
+
+def reconcile_main(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="zonemount reconcile",
+        description="Reconcile S3ExpressBucket/S3MountClass documents once, "
+        "without a cluster, and print the resulting status as YAML.",
+    )
+    parser.add_argument("-f", "--filename", required=True, help="YAML file ('-' for stdin)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and resolve only (read-only AWS calls); print the plan",
+    )
+    parser.add_argument("--endpoint-url", help="S3/IAM/EC2/STS endpoint (e.g. a local moto)")
+    parser.add_argument("--region", help="override spec.region of every S3ExpressBucket")
+    parser.add_argument("--no-import", action="store_true", help="skip spec.import")
+    args = parser.parse_args(list(argv))
+
+    from zonemount_operator.aws import Boto3BucketAdmin
+    from zonemount_operator.bucket import reconcile_bucket
+
+    try:
+        docs = _load(args.filename)
+    except SpecError as exc:
+        return _fail("reconcile", str(exc), 2)
+    admin = Boto3BucketAdmin(endpoint_url=args.endpoint_url)
+    results: list[dict[str, Any]] = []
+    buckets: dict[tuple[str, str], dict[str, Any]] = {}
+    failed = False
+    for doc in sorted(docs, key=lambda d: d["kind"] != "S3ExpressBucket"):
+        meta = doc["metadata"]
+        ref = f"{doc['kind']}/{meta['name']}"
+        if args.region and doc["kind"] == "S3ExpressBucket":
+            doc.setdefault("spec", {})["region"] = args.region
+        try:
+            if doc["kind"] == "S3ExpressBucket":
+                key = (meta.get("namespace") or "default", meta["name"])
+                if args.dry_run:
+                    plan = _dry_run_bucket(doc, admin)
+                    buckets[key] = plan
+                    results.append({"kind": doc["kind"], "name": meta["name"], "plan": plan})
+                    continue
+                outcome = reconcile_bucket(
+                    meta["name"],
+                    key[0],
+                    doc.get("spec") or {},
+                    doc.get("status"),
+                    meta.get("generation"),
+                    admin=admin,
+                )
+                status = outcome.status
+                for line in outcome.events:
+                    print(f"{ref}: {line}", file=sys.stderr)
+                if (
+                    outcome.error is None
+                    and (doc.get("spec") or {}).get("import")
+                    and not args.no_import
+                ):
+                    status = _import_with_progress(doc, status, admin)
+                buckets[key] = status
+                results.append(
+                    {"kind": doc["kind"], "name": meta["name"], "status": _clean(status)}
+                )
+                from zonemount_operator import conditions
+
+                if not conditions.is_true(status.get("conditions"), "Ready"):
+                    failed = True
+                    ready = conditions.get(status.get("conditions"), "Ready") or {}
+                    print(
+                        f"{ref}: not Ready: {ready.get('reason')}: {ready.get('message')}",
+                        file=sys.stderr,
+                    )
+            else:
+                rendered = _mountclass_offline(doc, buckets, admin, args.dry_run)
+                results.append({"kind": doc["kind"], "name": meta["name"], **rendered})
+        except SpecError as exc:
+            return _fail("reconcile", f"{ref}: {exc}", 2)
+        except ZonemountError as exc:
+            failed = True
+            print(f"zonemount reconcile: {ref}: {exc}", file=sys.stderr)
+    yaml.safe_dump_all(results, sys.stdout, sort_keys=False)
+    return 1 if failed else 0
+
+
+# -- cp / sync ---------------------------------------------------------------------------------
+class _ProgressBar:
+    """A rich progress bar fed from the copy engine's reporter thread."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[objects]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not enabled or not console.is_terminal,
+        )
+        self._task = self._progress.add_task(label, total=None, objects="")
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, p: Any) -> None:
+        total = p.bytes_total if p.listing_done else None
+        objects = f"{p.objects_done}/{p.objects_total}{'' if p.listing_done else '+'} objects"
+        self._progress.update(
+            self._task, completed=p.bytes_copied + p.bytes_skipped, total=total, objects=objects
+        )
+
+    def from_import_status(self, imp: dict[str, Any]) -> None:
+        done = imp["bytesCopied"]
+        objects = f"{imp['objectsCopied'] + imp['objectsSkipped']}/{imp['objectsTotal']} objects"
+        self._progress.update(self._task, completed=done, objects=objects)
+
+
+def _copy_main(argv: Sequence[str], sync: bool) -> int:
+    name = "sync" if sync else "cp"
+    parser = _Parser(
+        prog=f"zonemount {name}",
+        description=(
+            "Copy every object under SRC to DST, skipping objects already up to date "
+            "(same size and ETag, or not older)."
+            if sync
+            else "Copy every object under SRC to DST with many parallel streams."
+        ),
+    )
+    parser.add_argument("src", help="s3://bucket/prefix/")
+    parser.add_argument("dst", help="s3://bucket/prefix/")
+    parser.add_argument("--endpoint-url", help="S3 endpoint for both sides")
+    parser.add_argument(
+        "--source-endpoint-url", help="S3 endpoint of SRC (default: --endpoint-url)"
+    )
+    parser.add_argument("--region", help="AWS region")
+    parser.add_argument("--concurrency", type=int, default=64, help="parallel streams (64)")
+    parser.add_argument("--part-size", type=int, default=16, help="multipart part size, MiB (16)")
+    parser.add_argument(
+        "--multipart-threshold",
+        type=int,
+        default=64,
+        help="objects at least this many MiB use multipart (64)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv))
+    if not 1 <= args.concurrency <= 1024:
+        return _fail(name, f"--concurrency {args.concurrency} is out of range: use 1..1024", 2)
+    if args.part_size < 5:
+        return _fail(name, "--part-size must be at least 5 (MiB): S3's minimum part size", 2)
+
+    from zonemount_operator import names
+    from zonemount_operator.aws import translate
+    from zonemount_operator.transfer import CopyOptions, MiB, copy_prefix, s3_client
+
+    try:
+        src = names.parse_s3_url(args.src, "SRC")
+        dst = names.parse_s3_url(args.dst, "DST")
+    except SpecError as exc:
+        return _fail(name, str(exc), 2)
+    if src.prefix and not src.prefix.endswith("/") and dst.prefix and not dst.prefix.endswith("/"):
+        pass  # exact-prefix copies are allowed: keys keep their suffix after the prefix
+    dst_client = s3_client(args.endpoint_url, args.region, args.concurrency)
+    src_endpoint = args.source_endpoint_url or args.endpoint_url
+    src_client = (
+        dst_client
+        if src_endpoint == args.endpoint_url
+        else s3_client(src_endpoint, args.region, args.concurrency)
+    )
+    options = CopyOptions(
+        concurrency=args.concurrency,
+        part_size=args.part_size * MiB,
+        multipart_threshold=args.multipart_threshold * MiB,
+        skip_existing=sync,
+    )
+    import botocore.exceptions
+
+    try:
+        with _ProgressBar(f"{name} {src} -> {dst}", enabled=not args.no_progress) as bar:
+            result = copy_prefix(src_client, src, dst_client, dst, options, on_progress=bar.update)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        return _fail(name, str(translate(exc, "s3", "ListObjectsV2")))
+    except KeyboardInterrupt:
+        return _fail(
+            name, "interrupted: run 'zonemount sync' with the same arguments to resume", 130
+        )
+    rate = result.bytes_per_second / 1e6
+    print(
+        f"{name}: {result.objects_copied} copied, {result.objects_skipped} up to date, "
+        f"{result.objects_failed} failed; {result.bytes_copied} bytes in "
+        f"{result.elapsed:.2f}s ({rate:.1f} MB/s)",
+        file=sys.stderr,
+    )
+    if result.objects_failed:
+        return _fail(
+            name,
+            f"{result.objects_failed} objects failed (first: {result.first_error}); "
+            "rerun 'zonemount sync' to retry only what is missing",
+        )
+    return 0
+
+
+def cp_main(argv: Sequence[str]) -> int:
+    return _copy_main(argv, sync=False)
+
+
+def sync_main(argv: Sequence[str]) -> int:
+    return _copy_main(argv, sync=True)
