@@ -340,3 +340,20 @@ def test_operator_rbac_covers_its_crds(render: Render) -> None:
                 v.get("subresources", {}).get("status") is not None for v in crd["spec"]["versions"]
             ):
                 assert (group, f"{plural}/status") in granted
+
+
+def nulls(node: Any, path: str = "") -> list[str]:
+    if node is None:
+        return [path]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in nulls(v, f"{path}.{k}")]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in nulls(v, f"{path}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_no_empty_blocks_render_as_null(render: Render, combo: str) -> None:
+    """A template block that rendered nothing shows up as `key:` = null; none may remain."""
+    for obj in render(COMBOS[combo], include_crds=False):
+        assert nulls(obj) == [], f"{obj['kind']} {obj['metadata']['name']}: {nulls(obj)}"
