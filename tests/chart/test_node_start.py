@@ -265,3 +265,108 @@ def test_deployment_flags_are_accepted_by_the_real_parsers(
     assert result.returncode == 0, result.stderr
     for flag in {a.split("=")[0] for a in args if a.startswith("--")}:
         assert flag in result.stdout, f"zonemount {args[0]} has no {flag} flag"
+
+
+# --- the real plugins started exactly as the chart starts them ---------------------------------
+
+
+def _wait_for_socket(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"plugin exited {proc.returncode}: {proc.communicate()[1]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no socket at {path} after {timeout}s")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
+
+
+def test_rendered_node_plugin_starts_and_reports_the_nodes_zone(
+    render: Render, tmp_path: Path
+) -> None:
+    """init file -> sh wrapper -> real `zonemount csi-node` -> NodeGetInfo topology over gRPC."""
+    import grpc
+    from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
+
+    kubelet, state, run = tmp_path / "kubelet", tmp_path / "state", tmp_path / "run"
+    for d in (kubelet / "pods", state, run):
+        d.mkdir(parents=True)
+    (run / "zone").write_text("us-west-2b")
+    (run / "zone-id").write_text("usw2-az1")
+    sock = tmp_path / "csi.sock"
+    node = container(
+        one(render({"node": {"kubeletDir": str(kubelet), "stateDir": str(state)}}), "DaemonSet"),
+        "node",
+    )
+    script = (
+        node["args"][0]
+        .replace("/run/zonemount/", f"{run}/")
+        .replace("unix:///csi/csi.sock", f"unix://{sock}")
+        .replace("--metrics-address :9810", "--metrics-address 127.0.0.1:0")
+    )
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "NODE_NAME": "ip-10-0-1-5.ec2.internal",
+        "HOME": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        node["command"] + [script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_socket(sock, proc)
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            info = csi_pb2_grpc.IdentityStub(channel).GetPluginInfo(
+                csi_pb2.GetPluginInfoRequest(), timeout=10
+            )
+            assert info.name == "s3.csi.zonemount.io"
+            node_info = csi_pb2_grpc.NodeStub(channel).NodeGetInfo(
+                csi_pb2.NodeGetInfoRequest(), timeout=10
+            )
+        assert node_info.node_id == "ip-10-0-1-5.ec2.internal"
+        segments = dict(node_info.accessible_topology.segments)
+        assert segments["topology.kubernetes.io/zone"] == "us-west-2b"
+        assert "usw2-az1" in segments.values()
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+
+
+def test_rendered_controller_starts(render: Render, tmp_path: Path) -> None:
+    import grpc
+    from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
+
+    sock = tmp_path / "csi.sock"
+    controller = container(one(render(), "Deployment", "-controller"), "controller")
+    args = [a.replace("unix:///csi/csi.sock", f"unix://{sock}") for a in controller["args"]]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zonemount_cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_socket(sock, proc)
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            caps = csi_pb2_grpc.ControllerStub(channel).ControllerGetCapabilities(
+                csi_pb2.ControllerGetCapabilitiesRequest(), timeout=10
+            )
+        kinds = {c.rpc.type for c in caps.capabilities}
+        assert csi_pb2.ControllerServiceCapability.RPC.CREATE_DELETE_VOLUME in kinds
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
