@@ -10,7 +10,8 @@ Steps, each idempotent: parse spec -> resolve AZ name <-> ID (EC2) -> validate t
 name -> HeadBucket, CreateBucket if missing (``BucketAlreadyOwnedByYou`` = success) ->
 lifecycle -> default encryption -> IAM session policy (create/update, attach to roles,
 detach from others) -> import bookkeeping. ``delete_bucket_resources`` undoes what
-``deletionPolicy`` allows; ``detect_drift`` is the timer's cheap check. ``run_import`` runs the bulk copy.
+``deletionPolicy`` allows; ``detect_drift`` is the timer's cheap check; ``run_import``
+runs the bulk copy.
 """
 
 from __future__ import annotations

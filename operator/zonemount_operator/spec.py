@@ -39,6 +39,41 @@ def _enum(d: Mapping[str, Any], key: str, choices: tuple[str, ...], path: str) -
     return str(value)
 
 
+def _known(d: Mapping[str, Any], keys: set[str], path: str) -> None:
+    unknown = sorted(set(d) - keys)
+    if unknown:
+        raise SpecError(
+            f"{path}.{unknown[0]} is not a known field (typo?); known: {', '.join(sorted(keys))}"
+        )
+
+
+BUCKET_FIELDS = {
+    "region",
+    "availabilityZone",
+    "availabilityZoneId",
+    "baseName",
+    "deletionPolicy",
+    "lifecycle",
+    "encryption",
+    "access",
+    "import",
+}
+MOUNTCLASS_FIELDS = {
+    "bucketRef",
+    "bucketName",
+    "region",
+    "endpointUrl",
+    "availabilityZone",
+    "prefix",
+    "provisioning",
+    "storageClassName",
+    "capacity",
+    "authenticationSource",
+    "reclaimPolicy",
+    "mountOptions",
+}
+
+
 def _positive(d: Mapping[str, Any], key: str, path: str) -> int | None:
     value = _get(d, key, int, path)
     if value is not None and value < 1:
@@ -67,6 +102,7 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
     """Parse an S3ExpressBucket spec (``name`` is metadata.name, the baseName default)."""
     if not isinstance(spec, Mapping):
         raise SpecError("spec must be an object")
+    _known(spec, BUCKET_FIELDS, "spec")
     region = _get(spec, "region", str, "spec.region")
     if not region:
         raise SpecError("spec.region is required: set it to the bucket's region, e.g. us-east-1")
@@ -88,7 +124,11 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
     # Validate the base now (with a placeholder AZ ID when only the name is known).
     names.directory_bucket_name(base, az_id or "xxxx0-az0")
     lifecycle = _get(spec, "lifecycle", Mapping, "spec.lifecycle", {})
+    _known(
+        lifecycle, {"expireAfterDays", "abortIncompleteMultipartUploadAfterDays"}, "spec.lifecycle"
+    )
     encryption = _get(spec, "encryption", Mapping, "spec.encryption", {})
+    _known(encryption, {"type", "kmsKeyArn"}, "spec.encryption")
     enc_type = _enum(encryption, "type", ("SSE-S3", "SSE-KMS"), "spec.encryption.type")
     kms = _get(encryption, "kmsKeyArn", str, "spec.encryption.kmsKeyArn")
     if (enc_type == "SSE-KMS") != (kms is not None):
@@ -98,10 +138,12 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
     if kms is not None and not KMS_ARN_RE.match(kms):
         raise SpecError(f"spec.encryption.kmsKeyArn {kms!r} is not a KMS key ARN")
     access = _get(spec, "access", Mapping, "spec.access", {})
+    _known(access, {"roleArns", "sessionMode"}, "spec.access")
     roles = tuple(_get(access, "roleArns", list, "spec.access.roleArns", []))
     for arn in roles:
         names.role_name_from_arn(str(arn))
     imp = _get(spec, "import", Mapping, "spec.import", {})
+    _known(imp, {"source", "concurrency"}, "spec.import")
     source = _get(imp, "source", str, "spec.import.source")
     if source is not None:
         names.parse_s3_url(source, "spec.import.source")
@@ -194,6 +236,7 @@ class MountClassSpec:
 def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
     if not isinstance(spec, Mapping):
         raise SpecError("spec must be an object")
+    _known(spec, MOUNTCLASS_FIELDS, "spec")
     ref = _get(spec, "bucketRef", Mapping, "spec.bucketRef")
     bucket_name = _get(spec, "bucketName", str, "spec.bucketName")
     if (ref is None) == (bucket_name is None):

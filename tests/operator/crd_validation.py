@@ -1,0 +1,116 @@
+"""Validate objects against a CRD the way the API server does, closely enough for tests.
+
+Order as in kube-apiserver: defaulting (``default``), structural OpenAPI validation (here:
+``jsonschema`` Draft 4 with ``additionalProperties: false`` on every object that does not
+preserve unknown fields, which is what ``kubectl apply --validate=strict`` / server-side
+field validation ``Strict`` gives), then CEL ``x-kubernetes-validations`` evaluated with
+real CEL (cel-python). Transition rules (those using ``oldSelf``) run only on updates, as in
+Kubernetes. Returns a list of error strings; empty means valid.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
+
+
+def load_crd(kind: str) -> dict[str, Any]:
+    for path in sorted(CRDS.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        if doc["spec"]["names"]["kind"] == kind:
+            return dict(doc)
+    raise KeyError(kind)
+
+
+def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
+    return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """Close every object schema (unknown fields are errors, like strict field validation)."""
+    out = copy.deepcopy(schema)
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if node.get("type") == "object" and "properties" in node and path != ".metadata":
+            if not node.get("x-kubernetes-preserve-unknown-fields"):
+                node.setdefault("additionalProperties", False)
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(out, "")
+    return out
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    if isinstance(value, dict):
+        for key, child in schema.get("properties", {}).items():
+            if key not in value and "default" in child:
+                value[key] = copy.deepcopy(child["default"])
+            if key in value:
+                value[key] = apply_defaults(child, value[key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(schema["items"], v) for v in value]
+    return value
+
+
+_ENV = celpy.Environment()
+
+
+def cel_rules(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (rule, message) in the schema tree (for compile checks)."""
+    rules = [(r["rule"], r.get("message", "")) for r in schema.get("x-kubernetes-validations", [])]
+    for child in schema.get("properties", {}).values():
+        rules.extend(cel_rules(child))
+    if isinstance(schema.get("items"), dict):
+        rules.extend(cel_rules(schema["items"]))
+    return rules
+
+
+def _eval(rule: str, value: Any, old: Any) -> bool:
+    program = _ENV.program(_ENV.compile(rule))
+    activation = {"self": celpy.json_to_cel(value)}
+    if old is not None:
+        activation["oldSelf"] = celpy.json_to_cel(old)
+    return bool(program.evaluate(activation))
+
+
+def run_cel(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[str]:
+    errors: list[str] = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        transition = "oldSelf" in rule["rule"]
+        if transition and old is None:
+            continue  # transition rules apply to updates only
+        if not _eval(rule["rule"], value, old if transition else None):
+            errors.append(f"{path}: {rule.get('message', rule['rule'])}")
+    if isinstance(value, dict):
+        for key, child in schema.get("properties", {}).items():
+            if key in value:
+                child_old = old.get(key) if isinstance(old, dict) else None
+                errors.extend(run_cel(child, value[key], child_old, f"{path}.{key}"))
+    return errors
+
+
+def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    crd = load_crd(obj["kind"])
+    schema = schema_of(crd)
+    obj = apply_defaults(schema, copy.deepcopy(obj))
+    if old is not None:
+        old = apply_defaults(schema, copy.deepcopy(old))
+    validator = jsonschema.Draft4Validator(strict(schema))
+    errors = [
+        f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(obj)
+    ]
+    if errors:
+        return errors  # like the API server: CEL runs only on schema-valid objects
+    return run_cel(schema, obj, old, "")

@@ -1,0 +1,168 @@
+"""The CRDs: structure, printer columns, and every example validated against its schema."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import celpy
+import kubernetes_validate
+import pytest
+import yaml
+
+from crd_validation import CRDS, ROOT, cel_rules, load_crd, schema_of, validate
+from zonemount_operator import names
+from zonemount_operator.errors import SpecError
+from zonemount_operator.spec import parse_bucket, parse_mountclass
+
+pytestmark = pytest.mark.unit
+EXAMPLES = ROOT / "examples"
+VALID = sorted(EXAMPLES.glob("*.yaml"))
+INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()))
+
+
+def expectation(path: Path) -> str:
+    match = re.search(r"^# expect: (.+)$", path.read_text(), re.MULTILINE)
+    assert match, f"{path} needs a '# expect: <error text>' line"
+    return match.group(1).strip()
+
+
+@pytest.mark.parametrize("path", sorted(CRDS.glob("*.yaml")), ids=lambda p: p.name)
+def test_crd_is_self_contained_and_valid(path: Path) -> None:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert len(docs) == 1, "one CRD per file (the chart copies them one by one)"
+    crd = docs[0]
+    kubernetes_validate.validate(crd, "1.30.0", strict=True)
+    spec = crd["spec"]
+    assert spec["group"] == "zonemount.io"
+    assert crd["metadata"]["name"] == f"{spec['names']['plural']}.{spec['group']}"
+    assert path.name == f"{spec['names']['plural']}.yaml"
+    (version,) = spec["versions"]
+    assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Bucket"] == ".status.bucketName"
+    assert columns["AZ"] == ".status.availabilityZone"
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["Age"] == ".metadata.creationTimestamp"
+
+
+def test_scopes() -> None:
+    assert load_crd("S3ExpressBucket")["spec"]["scope"] == "Namespaced"
+    assert load_crd("S3MountClass")["spec"]["scope"] == "Cluster"
+
+
+def _walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = [(path, schema)]
+    for key, child in schema.get("properties", {}).items():
+        out.extend(_walk(child, f"{path}.{key}"))
+    if isinstance(schema.get("items"), dict):
+        out.extend(_walk(schema["items"], f"{path}[]"))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["S3ExpressBucket", "S3MountClass"])
+def test_schema_is_structural_and_re2_safe(kind: str) -> None:
+    for path, node in _walk(schema_of(load_crd(kind))):
+        assert "type" in node, f"{kind}{path}: structural schemas need a type everywhere"
+        pattern = node.get("pattern")
+        if pattern is not None:
+            # Kubernetes evaluates patterns with Go's RE2: no lookaround, no backreferences.
+            assert not re.search(r"\(\?[=!<]|\\[1-9]", pattern), f"{kind}{path}: {pattern}"
+            re.compile(pattern)
+        if node.get("type") == "string" and "x-kubernetes-validations" in node:
+            # CEL cost estimation needs bounded strings.
+            assert "maxLength" in node or "enum" in node, f"{kind}{path} needs maxLength"
+    for rule, message in cel_rules(schema_of(load_crd(kind))):
+        celpy.Environment().compile(rule)
+        assert message, f"CEL rule without a message a person can act on: {rule}"
+
+
+def test_status_fields_match_design() -> None:
+    status = schema_of(load_crd("S3ExpressBucket"))["properties"]["status"]["properties"]
+    for field in (
+        "bucketName",
+        "bucketArn",
+        "availabilityZone",
+        "availabilityZoneId",
+        "endpoint",
+        "policyArn",
+        "conditions",
+        "observedGeneration",
+        "import",
+    ):
+        assert field in status
+    types = status["conditions"]["items"]["properties"]["type"]["enum"]
+    assert types == ["Ready", "BucketReady", "AccessReady", "ImportComplete"]
+
+
+def test_patterns_agree_with_python_validators() -> None:
+    spec = schema_of(load_crd("S3ExpressBucket"))["properties"]["spec"]["properties"]
+    assert spec["region"]["pattern"] == names.REGION_RE.pattern
+    assert spec["availabilityZone"]["pattern"] == names.AZ_NAME_RE.pattern
+    assert spec["availabilityZoneId"]["pattern"] == names.AZ_ID_RE.pattern
+    assert spec["baseName"]["pattern"] == names.BASE_NAME_RE.pattern
+    for az_id in ("use1-az4", "usw2-az1", "apne1-az4", "euw1-az3", "usw2-lax1-az1"):
+        assert re.match(spec["availabilityZoneId"]["pattern"], az_id), az_id
+    for bad in ("us-east-1d", "use1", "USE1-AZ4", "use1-az"):
+        assert not re.match(spec["availabilityZoneId"]["pattern"], bad), bad
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_valid_examples_pass_schema_and_parse(path: Path) -> None:
+    obj = load(path)
+    assert validate(obj) == []
+    parse = parse_bucket if obj["kind"] == "S3ExpressBucket" else parse_mountclass
+    parse(obj["metadata"]["name"], obj["spec"])
+
+
+def test_there_is_a_minimal_and_a_full_example_of_each_kind() -> None:
+    found = {p.name for p in VALID}
+    for kind in ("s3expressbucket", "s3mountclass"):
+        assert {f"{kind}-minimal.yaml", f"{kind}-full.yaml"} <= found
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_invalid_examples_are_rejected_with_a_clear_message(path: Path) -> None:
+    errors = validate(load(path))
+    assert errors, f"{path.name} was accepted"
+    assert any(expectation(path) in e for e in errors), errors
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_reconcile_rejects_what_admission_rejects(path: Path) -> None:
+    """``zonemount reconcile`` runs without an API server: its own checks must agree."""
+    obj = load(path)
+    parse = parse_bucket if obj["kind"] == "S3ExpressBucket" else parse_mountclass
+    with pytest.raises(SpecError):
+        parse(obj["metadata"]["name"], obj["spec"])
+
+
+def test_immutable_fields_are_enforced_on_update() -> None:
+    old = load(EXAMPLES / "s3expressbucket-minimal.yaml")
+    assert validate(old, old=old) == []
+    moved = {**old, "spec": {**old["spec"], "availabilityZoneId": "use1-az6"}}
+    assert any("availabilityZoneId is immutable" in e for e in validate(moved, old=old))
+    renamed = {**old, "spec": {**old["spec"], "baseName": "other"}}
+    assert any("baseName is immutable" in e for e in validate(renamed, old=old))
+    region = {**old, "spec": {**old["spec"], "region": "us-west-2"}}
+    assert any("region is immutable" in e for e in validate(region, old=old))
+    mutable = {**old, "spec": {**old["spec"], "deletionPolicy": "Delete"}}
+    assert validate(mutable, old=old) == []
+
+
+def test_defaults_are_applied() -> None:
+    from crd_validation import apply_defaults
+
+    obj = apply_defaults(
+        schema_of(load_crd("S3MountClass")), load(EXAMPLES / "s3mountclass-minimal.yaml")
+    )
+    assert obj["spec"]["provisioning"] == "PerClaimPrefix"
+    assert obj["spec"]["authenticationSource"] == "driver"
+    assert obj["spec"]["reclaimPolicy"] == "Retain"
+    assert obj["spec"]["prefix"] == ""
