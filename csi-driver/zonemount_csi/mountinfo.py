@@ -3,10 +3,12 @@
 A FUSE mount whose daemon died stays in the mount table, but every access to it fails with
 ENOTCONN ("Transport endpoint is not connected"). :func:`probe` tells the three states apart:
 
-* ``HEALTHY`` - a ``fuse.zonemount`` mount is at the path and answers ``stat``;
-* ``BROKEN`` - a mount is at the path but ``stat`` fails with ENOTCONN/ECONNABORTED/EIO, or
-  does not answer within ``stat_timeout`` (a hung FUSE process must not hang the plugin: the
-  ``stat`` runs in a daemon thread that is abandoned on timeout);
+* ``HEALTHY`` - a ``fuse.zonemount`` mount is at the path and its root can be opened;
+* ``BROKEN`` - a mount is at the path but opening its root fails with
+  ENOTCONN/ECONNABORTED/EIO, or does not answer within ``stat_timeout`` (a hung FUSE process
+  must not hang the plugin: the probe runs in a daemon thread that is abandoned on timeout).
+  The probe is an opendir, not a ``stat``: the kernel answers ``stat`` of a dead mount's root
+  from its attribute cache until the attributes time out, opendir always asks the daemon;
 * ``ABSENT`` - no mount at the path (an empty directory, or nothing at all);
 * ``FOREIGN`` - something that is not a zonemount mount is mounted there.
 
@@ -77,19 +79,25 @@ def find(path: str, mountinfo: Path = MOUNTINFO) -> MountEntry | None:
     return found
 
 
-def _stat_within(path: str, timeout: float) -> OSError | bool | None:
-    """``os.stat(path)`` bounded in time: None = answered, OSError = failed, False = no answer."""
+def _opendir_within(path: str, timeout: float) -> OSError | bool | None:
+    """Open and close the directory ``path``, bounded in time.
+
+    Returns None (answered), the OSError, or False (no answer within ``timeout``). An opendir
+    always reaches the FUSE daemon, unlike ``stat``, which the kernel may answer from its
+    attribute cache for a while after the daemon died.
+    """
     outcome: list[OSError | None] = []
 
     def run() -> None:
         try:
-            os.stat(path)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             outcome.append(exc)
         else:
+            os.close(fd)
             outcome.append(None)
 
-    worker = threading.Thread(target=run, name="zonemount-stat", daemon=True)
+    worker = threading.Thread(target=run, name="zonemount-probe", daemon=True)
     worker.start()
     worker.join(timeout)
     return outcome[0] if outcome else False
@@ -102,7 +110,7 @@ def probe(path: str, mountinfo: Path = MOUNTINFO, stat_timeout: float = 10.0) ->
         return MountState.ABSENT
     if entry.fstype != FSTYPE:
         return MountState.FOREIGN
-    result = _stat_within(path, stat_timeout)
+    result = _opendir_within(path, stat_timeout)
     if result is False:
         return MountState.BROKEN  # hung: treat like dead, the repair kills the process
     if isinstance(result, OSError):

@@ -446,7 +446,10 @@ class NodeService:
                     continue
                 try:
                     state = self.mounter.state(current.target_path)
-                    if state is MountState.HEALTHY or state is MountState.FOREIGN:
+                    handle = MountHandle(current.pid, current.pid_start_time)
+                    if state is MountState.HEALTHY and self.mounter.alive(handle):
+                        continue
+                    if state is MountState.FOREIGN:
                         continue
                     if state is MountState.ABSENT and not os.path.isdir(current.target_path):
                         log.info("forgetting %s: the kubelet removed it", current.target_path)

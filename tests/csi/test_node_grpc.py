@@ -639,3 +639,14 @@ def test_metrics_endpoint_reports_volumes_latency_and_errors(node_plugin: NodePl
         'zonemount_csi_errors_total{code="INVALID_ARGUMENT",method="NodePublishVolume"} 1.0' in body
     )
     assert "zonemount_csi_fuse_restarts_total" in body or "zonemount_csi_fuse_restarts" in body
+
+
+def test_heal_restarts_when_the_process_is_dead_even_if_the_mount_still_answers(
+    node_plugin: NodePlugin,
+) -> None:
+    """The kernel can answer for a dead FUSE daemon from its caches for a while."""
+    target = node_plugin.target()
+    node_plugin.node.NodePublishVolume(node_plugin.publish_request(target))
+    node_plugin.mounter.live_pids.clear()  # process gone, mount entry still "healthy"
+    assert node_plugin.service.heal_once() == 1
+    assert node_plugin.mounter.count("mount") == 2

@@ -264,13 +264,13 @@ def test_probe_treats_a_hung_mount_as_broken(
     info = tmp_path / "mountinfo"
     info.write_text(f"92 22 0:52 / {tmp_path} rw - fuse.zonemount zonemount rw\n")
     release = threading.Event()
-    real_stat = os.stat
+    real_open = os.open
 
-    def hung_stat(path: str) -> os.stat_result:
+    def hung_open(path: str, flags: int) -> int:
         release.wait(10)
-        return real_stat(path)
+        return real_open(path, flags)
 
-    monkeypatch.setattr(mountinfo.os, "stat", hung_stat)
+    monkeypatch.setattr(mountinfo.os, "open", hung_open)
     try:
         assert probe(str(tmp_path), info, stat_timeout=0.2) is MountState.BROKEN
     finally:
