@@ -20,3 +20,8 @@ csi-proto: $(STAMP)
 # Only the CSI driver's tests (unit matrix over a real gRPC socket, controller on moto, real mounts).
 test-csi: setup
 	$(VENV)/bin/pytest tests/csi $(PYTEST_ARGS)
+
+# Publish / republish / repair-after-kill-9 / unpublish latency of the node plugin on real mounts.
+.PHONY: csi-measure
+csi-measure: setup
+	$(PY) -m tests.csi.measure_node $(CSI_MEASURE_COUNT)
