@@ -216,6 +216,16 @@ def reconcile_main(argv: Sequence[str]) -> int:
         docs = _load(args.filename)
     except SpecError as exc:
         return _fail("reconcile", str(exc), 2)
+    from zonemount_operator.spec import parse_bucket, parse_mountclass
+
+    for doc in docs:  # validate everything before touching AWS
+        if args.region and doc["kind"] == "S3ExpressBucket":
+            doc.setdefault("spec", {})["region"] = args.region
+        parse = parse_bucket if doc["kind"] == "S3ExpressBucket" else parse_mountclass
+        try:
+            parse(doc["metadata"]["name"], doc.get("spec") or {})
+        except SpecError as exc:
+            return _fail("reconcile", f"{doc['kind']}/{doc['metadata']['name']}: {exc}", 2)
     admin = Boto3BucketAdmin(endpoint_url=args.endpoint_url)
     results: list[dict[str, Any]] = []
     buckets: dict[tuple[str, str], dict[str, Any]] = {}
@@ -223,8 +233,6 @@ def reconcile_main(argv: Sequence[str]) -> int:
     for doc in sorted(docs, key=lambda d: d["kind"] != "S3ExpressBucket"):
         meta = doc["metadata"]
         ref = f"{doc['kind']}/{meta['name']}"
-        if args.region and doc["kind"] == "S3ExpressBucket":
-            doc.setdefault("spec", {})["region"] = args.region
         try:
             if doc["kind"] == "S3ExpressBucket":
                 key = (meta.get("namespace") or "default", meta["name"])

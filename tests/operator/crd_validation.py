@@ -39,9 +39,9 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(schema)
 
     def walk(node: dict[str, Any], path: str) -> None:
-        if node.get("type") == "object" and "properties" in node and path != ".metadata":
-            if not node.get("x-kubernetes-preserve-unknown-fields"):
-                node.setdefault("additionalProperties", False)
+        closable = node.get("type") == "object" and "properties" in node
+        if closable and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node.setdefault("additionalProperties", False)
         for key, child in node.get("properties", {}).items():
             walk(child, f"{path}.{key}")
         if isinstance(node.get("items"), dict):

@@ -10,13 +10,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-
 from operator_testlib import aws_error
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.names import S3Url
 from zonemount_operator.transfer import (
-    MiB,
     CopyOptions,
+    MiB,
     Progress,
     SourceObject,
     copy_prefix,
@@ -33,7 +32,7 @@ def client(server: LocalS3, endpoint: str | None = None, attempts: int = 3) -> A
         endpoint_url=endpoint or server.endpoint,
         region_name="us-east-1",
         aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106
+        aws_secret_access_key="test",
         config=Config(
             retries={"mode": "standard", "max_attempts": attempts}, max_pool_connections=32
         ),

@@ -10,7 +10,6 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
-
 from crd_validation import CRDS, ROOT, cel_rules, load_crd, schema_of, validate
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
@@ -166,3 +165,12 @@ def test_defaults_are_applied() -> None:
     assert obj["spec"]["authenticationSource"] == "driver"
     assert obj["spec"]["reclaimPolicy"] == "Retain"
     assert obj["spec"]["prefix"] == ""
+
+
+def test_crd_reference_doc_is_up_to_date() -> None:
+    from zonemount_operator.crddoc import render
+
+    committed = (ROOT / "docs" / "crds.md").read_text()
+    assert render(CRDS) == committed, "docs/crds.md is stale: run 'make crd-docs'"
+    for field in ("spec.availabilityZoneId", "spec.mountOptions.allowDelete", "status.policyArn"):
+        assert f"`{field}`" in committed
