@@ -84,11 +84,12 @@ def render_crd(crd: dict[str, Any]) -> str:
     schema = version["schema"]["openAPIV3Schema"]
     names = spec["names"]
     scope = "namespaced" if spec["scope"] == "Namespaced" else "cluster-scoped"
+    short = ", ".join(f"`{n}`" for n in names.get("shortNames", []))
     lines = [
         f"## {names['kind']}",
         "",
         f"`{spec['group']}/{version['name']}`, {scope}; plural "
-        f"`{names['plural']}`, short names {', '.join(f'`{n}`' for n in names.get('shortNames', []))}."
+        f"`{names['plural']}`, short names {short}."
         f" {' '.join(str(schema.get('description', '')).split())}",
         "",
         "Printer columns: "
@@ -109,7 +110,7 @@ def render_crd(crd: dict[str, Any]) -> str:
         rows: list[str] = []
         rules: list[tuple[str, str, str]] = []
         _rows(node, part, set(node.get("required", [])), rows, rules)
-        lines += rows + [""]
+        lines += [*rows, ""]
         if rules:
             lines += ["Validation rules (CEL, enforced at admission):", ""]
             lines += [f"- on `{where}`: {msg} — `{rule}`" for where, rule, msg in rules]
