@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from zonemount_cli.servers import LocalS3, start_moto, start_seaweedfs
 
 TIER_MARKERS = ("unit", "integration", "spark", "bench")

@@ -191,7 +191,11 @@ def start_seaweedfs(
     ]
     proc, log_path = _spawn(args, workdir, "weed.log")
     server = LocalS3(
-        "seaweedfs", f"http://127.0.0.1:{s3_port}", proc, workdir, log_path,
+        "seaweedfs",
+        f"http://127.0.0.1:{s3_port}",
+        proc,
+        workdir,
+        log_path,
         _owns_workdir=data_dir is None,
     )
     server.wait_ready(timeout)

@@ -175,7 +175,9 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
             ops.fs = fs
 
             async def watch_signals() -> None:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                with trio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+                ) as sigs:
                     async for _ in sigs:
                         log.info("signal received: unmounting %s", opts.mountpoint)
                         pyfuse3.terminate()

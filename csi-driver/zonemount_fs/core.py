@@ -121,7 +121,9 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _parse_meta(metadata: Mapping[str, str]) -> tuple[int | None, int | None, int | None, float | None]:
+def _parse_meta(
+    metadata: Mapping[str, str],
+) -> tuple[int | None, int | None, int | None, float | None]:
     def number(key: str, base: int = 10) -> int | None:
         try:
             return int(metadata[key], base)
@@ -134,8 +136,12 @@ def _parse_meta(metadata: Mapping[str, str]) -> tuple[int | None, int | None, in
     except (KeyError, ValueError):
         mtime = None
     mode = number(META_MODE)
-    return (stat.S_IMODE(mode) if mode is not None else None, number(META_UID),
-            number(META_GID), mtime)
+    return (
+        stat.S_IMODE(mode) if mode is not None else None,
+        number(META_UID),
+        number(META_GID),
+        mtime,
+    )
 
 
 def _valid_name(name: str) -> bool:
@@ -163,16 +169,15 @@ class Filesystem:
         self.meta_memo: OrderedDict[str, tuple[str | None, dict[str, str]]] = OrderedDict()
         self.dirs: dict[int, DirHandle] = {}
         now = time.time()
-        root = Inode(ROOT_INO, ROOT_INO, "", Kind.DIR, mtime=now, ctime=now, expiry=math.inf,
-                     lookups=1)
+        root = Inode(
+            ROOT_INO, ROOT_INO, "", Kind.DIR, mtime=now, ctime=now, expiry=math.inf, lookups=1
+        )
         self.inodes[ROOT_INO] = root
 
     # -- plumbing --------------------------------------------------------------------
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call in a worker thread."""
-        return await trio.to_thread.run_sync(
-            functools.partial(fn, *args), limiter=self.limiter
-        )
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.limiter)
 
     async def _store(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -202,8 +207,7 @@ class Filesystem:
         while node.ino != ROOT_INO:
             parts.append(node.name)
             node = self.inodes[node.parent]
-        path = "/".join(reversed(parts))
-        return self.opts.prefix + path if not path else self.opts.prefix + path
+        return self.opts.prefix + "/".join(reversed(parts))
 
     def file_key(self, node: Inode) -> str:
         return self.key_of(node)
@@ -325,7 +329,9 @@ class Filesystem:
         self._maybe_drop(node)
 
     # -- lookup / getattr --------------------------------------------------------------
-    async def _remote_lookup(self, parent: Inode, name: str) -> tuple[Kind, ObjectInfo | None] | None:
+    async def _remote_lookup(
+        self, parent: Inode, name: str
+    ) -> tuple[Kind, ObjectInfo | None] | None:
         """Ask S3 what ``name`` is: a directory (shadows a file), a file, or nothing."""
         base = self.dir_prefix(parent) + name
         result: dict[str, Any] = {}
@@ -441,19 +447,19 @@ class Filesystem:
             prefix = self.dir_prefix(dir_node)
             page = await self._store(list_all, self.store, prefix, "/")
             for info in page.objects:
-                name = info.key[len(prefix):]
+                name = info.key[len(prefix) :]
                 if _valid_name(name) and "/" not in name:
                     remote_files[name] = info
             for sub in page.prefixes:
-                name = sub[len(prefix):].rstrip("/")
+                name = sub[len(prefix) :].rstrip("/")
                 if _valid_name(name) and "/" not in name:
                     remote_dirs.add(name)
         dir_node = self.inode(ino)  # re-read after await
         names: dict[str, int] = {}
         for name in sorted(remote_dirs | remote_files.keys()):
             kind = Kind.DIR if name in remote_dirs else Kind.FILE
-            info = remote_files.get(name) if kind is Kind.FILE else None
-            node = self._install(dir_node, name, kind, info)
+            entry = remote_files.get(name) if kind is Kind.FILE else None
+            node = self._install(dir_node, name, kind, entry)
             names[name] = node.ino
         for name, child_ino in sorted(dir_node.children.items()):
             child = self.inodes.get(child_ino)
@@ -483,8 +489,19 @@ class Filesystem:
         if name in parent.children:
             raise FsError(errno.EEXIST)
         now = time.time()
-        node = Inode(self._new_ino(), parent.ino, name, Kind.DIR, mtime=now, ctime=now,
-                     local=True, expiry=math.inf, perm=stat.S_IMODE(mode), uid=uid, gid=gid)
+        node = Inode(
+            self._new_ino(),
+            parent.ino,
+            name,
+            Kind.DIR,
+            mtime=now,
+            ctime=now,
+            local=True,
+            expiry=math.inf,
+            perm=stat.S_IMODE(mode),
+            uid=uid,
+            gid=gid,
+        )
         self.inodes[node.ino] = node
         parent.children[name] = node.ino
         parent.negative.pop(name, None)
@@ -535,13 +552,23 @@ class Filesystem:
             meta[META_MTIME] = node.metadata[META_MTIME]
         return meta
 
-    def _writer_for(self, node: Inode, *, existing_size: int, exists: bool) -> StreamingUpload | AppendUpload:
+    def _writer_for(
+        self, node: Inode, *, existing_size: int, exists: bool
+    ) -> StreamingUpload | AppendUpload:
         key = self.file_key(node)
         if self.opts.incremental_upload:
-            return AppendUpload(self.store, key, self.opts.part_size, self.run, existing_size,
-                                self._new_metadata(node), exists)
-        return StreamingUpload(self.store, key, self.opts.part_size, self.run, self.nursery,
-                               self._new_metadata(node))
+            return AppendUpload(
+                self.store,
+                key,
+                self.opts.part_size,
+                self.run,
+                existing_size,
+                self._new_metadata(node),
+                exists,
+            )
+        return StreamingUpload(
+            self.store, key, self.opts.part_size, self.run, self.nursery, self._new_metadata(node)
+        )
 
     def _new_fh(self, handle: FileHandle) -> int:
         fh = self._next_fh
@@ -567,8 +594,19 @@ class Filesystem:
         if existing is not None and (existing.local or existing.writer or existing.expiry > _now()):
             raise FsError(errno.EEXIST)
         now = time.time()
-        node = Inode(self._new_ino(), parent.ino, name, Kind.FILE, mtime=now, ctime=now,
-                     local=True, expiry=math.inf, perm=stat.S_IMODE(mode), uid=uid, gid=gid)
+        node = Inode(
+            self._new_ino(),
+            parent.ino,
+            name,
+            Kind.FILE,
+            mtime=now,
+            ctime=now,
+            local=True,
+            expiry=math.inf,
+            perm=stat.S_IMODE(mode),
+            uid=uid,
+            gid=gid,
+        )
         if existing is not None:
             self._detach(parent, existing)
         self.inodes[node.ino] = node
@@ -596,12 +634,18 @@ class Filesystem:
                 node.writer = self._writer_for(node, existing_size=0, exists=False)
                 if isinstance(node.writer, AppendUpload):
                     # truncate + incremental upload: start a fresh object
-                    node.writer = StreamingUpload(self.store, self.file_key(node),
-                                                  self.opts.part_size, self.run, self.nursery,
-                                                  self._new_metadata(node))
+                    node.writer = StreamingUpload(
+                        self.store,
+                        self.file_key(node),
+                        self.opts.part_size,
+                        self.run,
+                        self.nursery,
+                        self._new_metadata(node),
+                    )
                 node.local = True
-                return self._new_fh(FileHandle(ino, self.file_key(node), writer=node.writer,
-                                               direct=direct))
+                return self._new_fh(
+                    FileHandle(ino, self.file_key(node), writer=node.writer, direct=direct)
+                )
             if self.opts.incremental_upload and (flags & os.O_APPEND or accmode == os.O_WRONLY):
                 attr = await self.getattr(ino, revalidate=True)
                 node = self.inode(ino)
@@ -612,15 +656,27 @@ class Filesystem:
                 raise FsError(
                     errno.EPERM,
                     "existing files can only be replaced (O_TRUNC with --allow-overwrite)"
-                    + (" or appended with --incremental-upload" if self.opts.is_directory_bucket else ""),
+                    + (
+                        " or appended with --incremental-upload"
+                        if self.opts.is_directory_bucket
+                        else ""
+                    ),
                 )
             # O_RDWR without O_TRUNC: opened for reading; a write will fail with EBADF.
         if direct or node.expiry <= _now():
             await self.getattr(ino, revalidate=True)
             node = self.inode(ino)
-        reader = Reader(self.store, self.file_key(node), node.size, node.etag or None,
-                        self.opts.part_size, self.nursery, self.run, self.read_slots,
-                        self.max_window)
+        reader = Reader(
+            self.store,
+            self.file_key(node),
+            node.size,
+            node.etag or None,
+            self.opts.part_size,
+            self.nursery,
+            self.run,
+            self.read_slots,
+            self.max_window,
+        )
         return self._new_fh(FileHandle(ino, self.file_key(node), reader=reader, direct=direct))
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
@@ -636,7 +692,9 @@ class Filesystem:
         if handle is None:
             raise FsError(errno.EBADF)
         if handle.writer is None:
-            raise FsError(errno.EBADF, "file was opened for reading (open with O_TRUNC to replace it)")
+            raise FsError(
+                errno.EBADF, "file was opened for reading (open with O_TRUNC to replace it)"
+            )
         return await handle.writer.write(offset, data)
 
     async def flush(self, fh: int, *, force: bool = False) -> None:
@@ -765,8 +823,9 @@ class Filesystem:
             meta = {
                 k: v for k, v in node.metadata.items() if k not in (META_MODE, META_UID, META_GID)
             } | self._new_metadata(node)
-            await self._store(self.store.copy, self.file_key(node), self.file_key(node),
-                              node.size, meta)
+            await self._store(
+                self.store.copy, self.file_key(node), self.file_key(node), node.size, meta
+            )
             node = self.inode(ino)
             node.metadata = meta
             node.etag = None  # unknown after copy; the next lookup refreshes it
@@ -826,8 +885,9 @@ class Filesystem:
             if memo is not None:
                 self._memo_put(dst_key, memo[0], memo[1])
         elif not src.local:
-            await self._move_prefix(self.dir_prefix(src),
-                                    self._target_key(new_parent, new_name) + "/")
+            await self._move_prefix(
+                self.dir_prefix(src), self._target_key(new_parent, new_name) + "/"
+            )
         # Re-link in the tree (both parents re-read after the awaits above).
         old_p, new_p = self.inode(old_parent), self.inode(new_parent)
         if dst is not None:
@@ -902,7 +962,7 @@ class Filesystem:
                 if errors:
                     return
                 try:
-                    target = dst_prefix + info.key[len(src_prefix):]
+                    target = dst_prefix + info.key[len(src_prefix) :]
                     if self.store.is_directory_bucket:
                         await self._move_object(info.key, target, info.size)
                     else:

@@ -13,7 +13,7 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -54,8 +54,11 @@ def _name(raw: bytes) -> str:
         raise pyfuse3.FUSEError(errno.EINVAL) from None
 
 
-def _op(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+Handler = Callable[P, Coroutine[Any, Any, R]]
+
+
+def _op(name: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
+    def wrap(fn: Handler[P, R]) -> Handler[P, R]:
         @functools.wraps(fn)
         async def inner(*args: P.args, **kwargs: P.kwargs) -> R:
             start = time.perf_counter()
@@ -80,7 +83,7 @@ def _op(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitabl
     return wrap
 
 
-class ZonemountOperations(pyfuse3.Operations):  # type: ignore[misc]
+class ZonemountOperations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
     enable_acl = False
@@ -90,15 +93,24 @@ class ZonemountOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.fs = fs
 
     @_op("lookup")
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         return _entry(await self.fs.lookup(parent_inode, _name(name)))
 
     @_op("getattr")
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return _entry(await self.fs.getattr(inode))
 
     @_op("setattr")
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
         now = time.time()
         result = await self.fs.setattr(
             inode,
@@ -106,21 +118,25 @@ class ZonemountOperations(pyfuse3.Operations):  # type: ignore[misc]
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
-            mtime=(attr.st_mtime_ns / 1e9 if attr.st_mtime_ns else now) if fields.update_mtime else None,
-            atime=(attr.st_atime_ns / 1e9 if attr.st_atime_ns else now) if fields.update_atime else None,
+            mtime=(attr.st_mtime_ns / 1e9 if attr.st_mtime_ns else now)
+            if fields.update_mtime
+            else None,
+            atime=(attr.st_atime_ns / 1e9 if attr.st_atime_ns else now)
+            if fields.update_atime
+            else None,
         )
         return _entry(result)
 
-    def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             self.fs.forget(inode, count)
 
     @_op("opendir")
-    async def opendir(self, inode: int, ctx: Any) -> int:
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         return await self.fs.opendir(inode)
 
     @_op("readdir")
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         entries = await self.fs.readdir(fh, start_id)
         for index, (name, attr) in enumerate(entries, start=start_id + 1):
             if not pyfuse3.readdir_reply(token, name.encode("utf-8"), _entry(attr), index):
@@ -131,33 +147,46 @@ class ZonemountOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.fs.releasedir(fh)
 
     @_op("mkdir")
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        return _entry(await self.fs.mkdir(parent_inode, _name(name), mode & ~ctx.umask,
-                                          ctx.uid, ctx.gid))
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return _entry(
+            await self.fs.mkdir(parent_inode, _name(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        )
 
     @_op("rmdir")
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.fs.rmdir(parent_inode, _name(name))
 
     @_op("unlink")
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.fs.unlink(parent_inode, _name(name))
 
     @_op("rename")
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any) -> None:
-        await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
-                             _name(name_new), flags)
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        await self.fs.rename(
+            parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
+        )
 
     @_op("create")
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = await self.fs.create(parent_inode, _name(name), mode & ~ctx.umask, flags,
-                                        ctx.uid, ctx.gid)
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = await self.fs.create(
+            parent_inode, _name(name), mode & ~ctx.umask, flags, ctx.uid, ctx.gid
+        )
         return pyfuse3.FileInfo(fh=fh), _entry(attr)
 
     @_op("open")
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         fh = await self.fs.open(inode, flags)
         handle = self.fs.files[fh]
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct, keep_cache=False)
@@ -186,7 +215,7 @@ class ZonemountOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def release(self, fh: int) -> None:
         await self.fs.release(fh)
 
-    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         data.f_bsize = 1024 * 1024
         data.f_frsize = 1024 * 1024

@@ -9,7 +9,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 FUSE_LATENCY = Histogram(
-    "zonemount_fuse_op_seconds", "Latency of FUSE operations", ["op"],
+    "zonemount_fuse_op_seconds",
+    "Latency of FUSE operations",
+    ["op"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
 FUSE_ERRORS = Counter("zonemount_fuse_errors_total", "FUSE operations failed", ["op", "errno"])

@@ -14,7 +14,9 @@ from .errors import ConfigError
 
 DIRECTORY_BUCKET_SUFFIX = "--x-s3"
 _AZ_ID = r"[a-z]{2,4}[0-9]{1,2}-(?:[a-z0-9]+-)?az[0-9]{1,2}"
-_DIRECTORY_RE = re.compile(rf"^(?P<base>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)--(?P<azid>{_AZ_ID})--x-s3$")
+_DIRECTORY_RE = re.compile(
+    rf"^(?P<base>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)--(?P<azid>{_AZ_ID})--x-s3$"
+)
 _RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--table-s3")
 _GENERAL_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -24,7 +24,9 @@ MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
-DEFAULT_METADATA_TTL = 1.0  # mount-s3's "minimal" without a cache: short, keeps open-close consistency
+DEFAULT_METADATA_TTL = (
+    1.0  # mount-s3's "minimal" without a cache: short, keeps open-close consistency
+)
 INDEFINITE = math.inf
 
 
@@ -149,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--read-only", action="store_true", help="refuse every change (EROFS)")
     g.add_argument("--allow-delete", action="store_true", help="allow unlink/rmdir")
     g.add_argument("--allow-overwrite", action="store_true", help="allow O_TRUNC overwrites")
-    g.add_argument("--incremental-upload", action="store_true",
-                   help="append to existing objects (directory buckets)")
+    g.add_argument(
+        "--incremental-upload",
+        action="store_true",
+        help="append to existing objects (directory buckets)",
+    )
     g.add_argument("--uid", type=_id, help="owner uid (default: the mounting user)")
     g.add_argument("--gid", type=_id, help="owner gid (default: the mounting group)")
     g.add_argument("--dir-mode", type=_mode, default=0o755, help="directory mode (octal)")
@@ -167,8 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-metadata-ttl", type=_ttl, help="SECONDS for 'no such file'")
     g.add_argument("--part-size", type=_positive, default=DEFAULT_PART_SIZE, help="bytes")
     g.add_argument("--max-threads", type=_positive, default=16, help="parallel S3 requests")
-    g.add_argument("--max-memory-target", type=_positive, default=512, metavar="MiB",
-                   help="memory bound of read-ahead buffers")
+    g.add_argument(
+        "--max-memory-target",
+        type=_positive,
+        default=512,
+        metavar="MiB",
+        help="memory bound of read-ahead buffers",
+    )
     g = p.add_argument_group("logging and metrics")
     g.add_argument("-l", "--log-directory", help="write logs to files in this directory")
     g.add_argument("-d", "--debug", action="store_true", help="debug logging")
@@ -183,7 +193,9 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         raise ConfigError("give the prefix either in BUCKET/PREFIX/ or with --prefix, not both")
     prefix = normalize_prefix(ns.prefix) if ns.prefix is not None else arg_prefix
     if ns.no_sign_request and ns.profile:
-        raise ConfigError("--no-sign-request and --profile conflict: anonymous requests use no profile")
+        raise ConfigError(
+            "--no-sign-request and --profile conflict: anonymous requests use no profile"
+        )
     if ns.sse_kms_key_id and ns.sse not in {"aws:kms", "aws:kms:dsse"}:
         raise ConfigError("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)")
     if ns.allow_other and ns.allow_root:
@@ -210,7 +222,8 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
     default_ttl = 60.0 if cache_dir else DEFAULT_METADATA_TTL
     metadata_ttl = ns.metadata_ttl if ns.metadata_ttl is not None else default_ttl
     negative_ttl = (
-        ns.negative_metadata_ttl if ns.negative_metadata_ttl is not None
+        ns.negative_metadata_ttl
+        if ns.negative_metadata_ttl is not None
         else min(metadata_ttl, 60.0)
     )
     return MountOptions(

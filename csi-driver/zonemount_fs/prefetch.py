@@ -33,8 +33,18 @@ Run = Callable[..., Awaitable[Any]]
 
 
 class Chunk:
-    __slots__ = ("_lock", "_waiters", "buf", "cancelled", "done", "end", "error", "filled",
-                 "has_slot", "start")
+    __slots__ = (
+        "_lock",
+        "_waiters",
+        "buf",
+        "cancelled",
+        "done",
+        "end",
+        "error",
+        "filled",
+        "has_slot",
+        "start",
+    )
 
     def __init__(self, start: int, end: int) -> None:
         self.start = start

@@ -16,6 +16,7 @@ Invariant: on any failure nothing partial becomes visible - the multipart upload
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -77,8 +78,10 @@ class StreamingUpload:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise FsError(self._error.errno if self._error.errno != errno.ENOENT else errno.EIO,
-                          f"upload of {self.key!r} failed: {self._error}")
+            raise FsError(
+                self._error.errno if self._error.errno != errno.ENOENT else errno.EIO,
+                f"upload of {self.key!r} failed: {self._error}",
+            )
 
     async def _submit(self, part: bytes) -> None:
         if self._next_part > MAX_PARTS:
@@ -156,10 +159,9 @@ class StreamingUpload:
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             await self._drain()
-            try:
+            # On failure the bucket's abort-incomplete-uploads lifecycle rule is the backstop.
+            with contextlib.suppress(StoreError):
                 await self._run(self.store.abort_multipart, self.key, upload_id)
-            except StoreError:
-                pass  # the bucket's abort-incomplete-uploads lifecycle rule is the backstop
 
 
 class AppendUpload:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from zonemount_cli.servers import LocalS3
 
 from .mounts import Mounter

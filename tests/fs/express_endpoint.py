@@ -51,10 +51,12 @@ class ExpressEndpoint:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
-            def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            def _reply(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -94,12 +96,16 @@ class ExpressEndpoint:
                     if not valid:
                         outer.rejected += 1
                 if not valid:
-                    self._reply(403, b"<Error><Code>AccessDenied</Code><Message>missing or "
-                                b"expired S3 Express session token</Message></Error>",
-                                {"Content-Type": "application/xml"})
+                    self._reply(
+                        403,
+                        b"<Error><Code>AccessDenied</Code><Message>missing or "
+                        b"expired S3 Express session token</Message></Error>",
+                        {"Content-Type": "application/xml"},
+                    )
                     return
-                conn = http.client.HTTPConnection(outer.upstream.hostname, outer.upstream.port,
-                                                  timeout=30)
+                conn = http.client.HTTPConnection(
+                    outer.upstream.hostname, outer.upstream.port, timeout=30
+                )
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = outer.upstream.netloc
                 conn.request(self.command, self.path, body=body, headers=headers)

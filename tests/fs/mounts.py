@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from zonemount_cli.servers import LocalS3
 
@@ -46,12 +45,21 @@ class Mounter:
         env["ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH"] = "1"
         return env
 
-    def run(self, bucket: str, *flags: str, mountpoint: Path | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, bucket: str, *flags: str, mountpoint: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         mnt = mountpoint or self.tmp_path / f"mnt-{uuid.uuid4().hex[:6]}"
         mnt.mkdir(parents=True, exist_ok=True)
-        args = [ZONEMOUNT, "mount", bucket, str(mnt), "--endpoint-url", self.server.endpoint,
-                "--force-path-style", *flags]
+        args = [
+            ZONEMOUNT,
+            "mount",
+            bucket,
+            str(mnt),
+            "--endpoint-url",
+            self.server.endpoint,
+            "--force-path-style",
+            *flags,
+        ]
         proc = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=60)
         if proc.returncode == 0:
             self.mounts.append(mnt)
@@ -69,8 +77,6 @@ class Mounter:
     def cleanup(self) -> None:
         for mnt in self.mounts:
             unmount(mnt)
-
-
 
 
 def errno_of(fn: Callable[[], object]) -> int:

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from zonemount_cli.servers import free_port, start_moto
 
 from .mounts import ZONEMOUNT, Mounter, is_mounted
@@ -45,7 +44,9 @@ def test_unreachable_endpoint(bucket: str, tmp_path: Path) -> None:
     start = time.monotonic()
     proc = subprocess.run(
         [ZONEMOUNT, "mount", bucket, str(mnt), "--endpoint-url", f"http://127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "PATH": "/usr/bin:/bin"},
     )
     _assert_clean_failure(proc, mnt, "cannot use bucket", "--endpoint-url")
@@ -67,17 +68,21 @@ def test_unreachable_endpoint(bucket: str, tmp_path: Path) -> None:
         (["--endpoint-url", "ftp://x"], ["http://"]),
     ],
 )
-def test_conflicting_or_bad_flags(bucket: str, tmp_path: Path, flags: list[str],
-                                  words: list[str]) -> None:
+def test_conflicting_or_bad_flags(
+    bucket: str, tmp_path: Path, flags: list[str], words: list[str]
+) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = subprocess.run([ZONEMOUNT, "mount", bucket, str(mnt), *flags],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [ZONEMOUNT, "mount", bucket, str(mnt), *flags], capture_output=True, text=True, timeout=30
+    )
     _assert_clean_failure(proc, mnt, *words)
     assert proc.returncode == 2
 
 
-@pytest.mark.parametrize("name", ["My_Bucket", "ab", "bad..name", "xn--bucket", "data--x-s3", "Data--usw2-az1--x-s3"])
+@pytest.mark.parametrize(
+    "name", ["My_Bucket", "ab", "bad..name", "xn--bucket", "data--x-s3", "Data--usw2-az1--x-s3"]
+)
 def test_invalid_bucket_name(tmp_path: Path, name: str) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -87,7 +92,9 @@ def test_invalid_bucket_name(tmp_path: Path, name: str) -> None:
 
 def test_mountpoint_missing_or_not_empty(bucket: str, tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    proc = subprocess.run([ZONEMOUNT, "mount", bucket, str(missing)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [ZONEMOUNT, "mount", bucket, str(missing)], capture_output=True, text=True
+    )
     _assert_clean_failure(proc, missing, "does not exist", "mkdir")
     full = tmp_path / "full"
     full.mkdir()
@@ -111,9 +118,21 @@ def test_foreground_mode(moto_server, bucket: str, tmp_path: Path) -> None:
     mnt = tmp_path / "fg"
     mnt.mkdir()
     env = {**os.environ, **moto_server.env()}
-    proc = subprocess.Popen([ZONEMOUNT, "mount", bucket, str(mnt), "-f", "--endpoint-url",
-                             moto_server.endpoint, "--force-path-style"], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            ZONEMOUNT,
+            "mount",
+            bucket,
+            str(mnt),
+            "-f",
+            "--endpoint-url",
+            moto_server.endpoint,
+            "--force-path-style",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while not is_mounted(mnt) and time.monotonic() < deadline:

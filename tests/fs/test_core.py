@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from zonemount_fs.core import ROOT_INO, Filesystem
 from zonemount_fs.errors import AccessDenied, FsError, ObjectNotFound, StoreUnavailable
 from zonemount_fs.options import MountOptions
@@ -24,9 +23,15 @@ MiB = 1024 * 1024
 
 
 def opts(**kw: Any) -> MountOptions:
-    base: dict[str, Any] = dict(bucket="b", mountpoint=Path("/mnt"), allow_delete=True,
-                                allow_overwrite=True, part_size=5 * MiB, metadata_ttl=0.0,
-                                negative_metadata_ttl=0.0)
+    base: dict[str, Any] = dict(
+        bucket="b",
+        mountpoint=Path("/mnt"),
+        allow_delete=True,
+        allow_overwrite=True,
+        part_size=5 * MiB,
+        metadata_ttl=0.0,
+        negative_metadata_ttl=0.0,
+    )
     base.update(kw)
     return MountOptions(**base)
 
@@ -94,7 +99,9 @@ def test_rename_dir_failure_mid_way_loses_nothing() -> None:
         assert src.ino
         assert await errno_of(fs.rename(ROOT_INO, "src", ROOT_INO, "dst")) == errno.EIO
         # Every source object is still there: deletes only start after all copies succeeded.
-        assert [k for k in inner.keys() if k.startswith("src/")] == [f"src/{i}.txt" for i in range(10)]
+        assert [k for k in list(inner.keys()) if k.startswith("src/")] == [
+            f"src/{i}.txt" for i in range(10)
+        ]
         store.clear()
         await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
         assert inner.keys() == sorted(f"dst/{i}.txt" for i in range(10))
@@ -169,8 +176,9 @@ def test_failed_upload_is_aborted_and_invisible() -> None:
 
 def test_unordered_listing_directory_bucket() -> None:
     class Shuffled(MemoryStore):
-        def list_page(self, prefix: str, delimiter: str | None, token: str | None,
-                      max_keys: int = 1000) -> ListPage:
+        def list_page(
+            self, prefix: str, delimiter: str | None, token: str | None, max_keys: int = 1000
+        ) -> ListPage:
             page = super().list_page(prefix, delimiter, token, max_keys=7)
             objs, prefs = list(page.objects), list(page.prefixes)
             random.Random(len(objs)).shuffle(objs)

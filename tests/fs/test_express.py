@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from zonemount_cli.servers import LocalS3
 
 from .express_endpoint import ExpressEndpoint
@@ -27,9 +26,14 @@ def _admin(server: LocalS3):  # type: ignore[no-untyped-def]
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test",
-                        config=Config(s3={"disable_s3_express_session_auth": True}))
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(s3={"disable_s3_express_session_auth": True}),
+    )
 
 
 def test_express_session_auth_through_mount(moto_server: LocalS3, tmp_path: Path) -> None:
@@ -45,9 +49,22 @@ def test_express_session_auth_through_mount(moto_server: LocalS3, tmp_path: Path
         env = {**os.environ, **moto_server.env()}
         env.pop("ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH", None)
         proc = subprocess.run(
-            [ZONEMOUNT, "mount", BUCKET, str(mnt), "--endpoint-url", ep.endpoint,
-             "--allow-delete", "--allow-overwrite", "--metadata-ttl", "0"],
-            env=env, capture_output=True, text=True, timeout=60,
+            [
+                ZONEMOUNT,
+                "mount",
+                BUCKET,
+                str(mnt),
+                "--endpoint-url",
+                ep.endpoint,
+                "--allow-delete",
+                "--allow-overwrite",
+                "--metadata-ttl",
+                "0",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stderr
         try:
@@ -72,15 +89,18 @@ def test_express_session_auth_through_mount(moto_server: LocalS3, tmp_path: Path
 
 def test_plain_sigv4_is_rejected_by_the_endpoint(moto_server: LocalS3) -> None:
     """The endpoint really checks sessions: a client with session auth disabled is refused."""
-    from botocore.config import Config
     import boto3
+    from botocore.config import Config
 
     with ExpressEndpoint(moto_server.endpoint) as ep:
         plain = boto3.client(
-            "s3", endpoint_url=ep.endpoint, region_name="us-east-1",
-            aws_access_key_id="test", aws_secret_access_key="test",
+            "s3",
+            endpoint_url=ep.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
             config=Config(s3={"disable_s3_express_session_auth": True}),
         )
-        with pytest.raises(Exception, match="AccessDenied|403"):
+        with pytest.raises(Exception, match=r"AccessDenied|403"):
             plain.list_objects_v2(Bucket=BUCKET)
         assert ep.rejected == 1

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
 from zonemount_cli.servers import LocalS3
 
 from .mounts import Mounter
@@ -97,8 +96,15 @@ class MountMachine(RuleBasedStateMachine):
         self.bucket = f"ref-{os.getpid()}-{MountMachine.counter}"
         self.s3: Any = self.server.client()
         self.s3.create_bucket(Bucket=self.bucket)
-        self.mnt = self.mounter.mount(self.bucket, "--allow-delete", "--allow-overwrite",
-                                      "--metadata-ttl", "0", "--negative-metadata-ttl", "0")
+        self.mnt = self.mounter.mount(
+            self.bucket,
+            "--allow-delete",
+            "--allow-overwrite",
+            "--metadata-ttl",
+            "0",
+            "--negative-metadata-ttl",
+            "0",
+        )
         self.model = Model()
 
     def teardown(self) -> None:
@@ -188,11 +194,11 @@ class MountMachine(RuleBasedStateMachine):
             for k in moved_files:
                 del m.files[k]
             for k, v in moved_files.items():
-                m.files[dst + k[len(src):]] = v
+                m.files[dst + k[len(src) :]] = v
             moved_local = {x for x in m.local_dirs if x == src or x.startswith(src + "/")}
             m.local_dirs -= moved_local
             m.local_dirs.discard(dst)
-            m.local_dirs |= {dst + x[len(src):] for x in moved_local}
+            m.local_dirs |= {dst + x[len(src) :] for x in moved_local}
             if moved_files:
                 m.written(dst + "/x")
             elif src not in moved_local:
@@ -205,7 +211,7 @@ class MountMachine(RuleBasedStateMachine):
         path = join(d, n)
         if self.model.is_dir(path) or any(
             p in self.model.files and not self.model.is_dir(p)
-            for p in [d[: i] for i in range(1, len(d) + 1) if i == len(d) or d[i] == "/"]
+            for p in [d[:i] for i in range(1, len(d) + 1) if i == len(d) or d[i] == "/"]
         ):
             return  # keep the model free of file/dir name clashes (tested separately)
         self.s3.put_object(Bucket=self.bucket, Key=path, Body=data)
@@ -245,7 +251,10 @@ def test_reference_model(machine_env: None) -> None:
 
     run_state_machine_as_test(
         MountMachine,
-        settings=settings(max_examples=int(os.environ.get("ZONEMOUNT_REFTEST_EXAMPLES", "12")),
-                          stateful_step_count=25, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=int(os.environ.get("ZONEMOUNT_REFTEST_EXAMPLES", "12")),
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
     )

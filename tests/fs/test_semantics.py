@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from zonemount_cli.servers import free_port
 
 from .mounts import Mounter, errno_of, is_mounted
@@ -287,8 +286,13 @@ def test_r_dir_readdir_offsets(mount_rw, s3, bucket) -> None:
 # -- rename ----------------------------------------------------------------------------
 def test_r_rename_file(mount_rw, s3, bucket) -> None:
     put(s3, bucket, "a.txt", b"A")
-    s3.copy_object(Bucket=bucket, Key="a.txt", CopySource={"Bucket": bucket, "Key": "a.txt"},
-                   Metadata={"mode": str(stat.S_IFREG | 0o600)}, MetadataDirective="REPLACE")
+    s3.copy_object(
+        Bucket=bucket,
+        Key="a.txt",
+        CopySource={"Bucket": bucket, "Key": "a.txt"},
+        Metadata={"mode": str(stat.S_IFREG | 0o600)},
+        MetadataDirective="REPLACE",
+    )
     mnt = mount_rw()
     os.rename(mnt / "a.txt", mnt / "b.txt")
     assert keys(s3, bucket) == ["b.txt"]
@@ -300,8 +304,11 @@ def test_r_rename_file(mount_rw, s3, bucket) -> None:
 
 
 def test_r_rename_dir(mount_rw, s3, bucket) -> None:
-    for key in ("job/_temporary/0/task_1/part-0", "job/_temporary/0/task_1/sub/part-1",
-                "job/_temporary/0/task_1/sub/"):
+    for key in (
+        "job/_temporary/0/task_1/part-0",
+        "job/_temporary/0/task_1/sub/part-1",
+        "job/_temporary/0/task_1/sub/",
+    ):
         put(s3, bucket, key, key.encode())
     mnt = mount_rw()
     os.mkdir(mnt / "job/_temporary/0/task_1/emptylocal")
@@ -409,12 +416,23 @@ def test_r_meta_ttl(mounter: Mounter, s3, bucket) -> None:
 # -- flags -----------------------------------------------------------------------------
 def test_r_flags_ownership_modes(mounter: Mounter, s3, bucket) -> None:
     put(s3, bucket, "d/f.txt")
-    mnt = mounter.mount(bucket, "--uid", "1000", "--gid", "1001", "--dir-mode", "0750",
-                        "--file-mode", "0640", "--allow-other")
+    mnt = mounter.mount(
+        bucket,
+        "--uid",
+        "1000",
+        "--gid",
+        "1001",
+        "--dir-mode",
+        "0750",
+        "--file-mode",
+        "0640",
+        "--allow-other",
+    )
     st_d, st_f = os.stat(mnt / "d"), os.stat(mnt / "d/f.txt")
     assert (st_d.st_uid, st_d.st_gid, stat.S_IMODE(st_d.st_mode)) == (1000, 1001, 0o750)
     assert (st_f.st_uid, st_f.st_gid, stat.S_IMODE(st_f.st_mode)) == (1000, 1001, 0o640)
-    line = next(l for l in Path("/proc/self/mountinfo").read_text().splitlines() if str(mnt) in l)
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    line = next(ln for ln in mountinfo if str(mnt) in ln)
     assert "allow_other" in line and "fuse.zonemount" in line
 
 

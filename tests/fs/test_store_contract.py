@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from zonemount_cli.servers import LocalS3
 from zonemount_fs.errors import BucketNotFound, NotSupported, ObjectNotFound, PreconditionFailed
 from zonemount_fs.store.base import ObjectStore, list_all
@@ -25,8 +24,11 @@ def _s3(server: LocalS3) -> S3Store:
     name = f"contract-{uuid.uuid4().hex[:10]}"
     client: Any = server.client()
     client.create_bucket(Bucket=name)
-    return S3Store(S3Settings(bucket=name, endpoint_url=server.endpoint, region="us-east-1",
-                              force_path_style=True))
+    return S3Store(
+        S3Settings(
+            bucket=name, endpoint_url=server.endpoint, region="us-east-1", force_path_style=True
+        )
+    )
 
 
 @pytest.fixture(params=["memory", "moto", "seaweedfs"])
@@ -36,7 +38,9 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
         yield MemoryStore()
         return
     request.applymarker(pytest.mark.integration)
-    server: LocalS3 = request.getfixturevalue(f"{'moto' if request.param == 'moto' else 'seaweed'}_server")
+    server: LocalS3 = request.getfixturevalue(
+        f"{'moto' if request.param == 'moto' else 'seaweed'}_server"
+    )
     for key, value in server.env().items():
         monkeypatch.setenv(key, value)
     yield _s3(server)
@@ -116,8 +120,14 @@ def test_general_purpose_has_no_rename_or_append(store: ObjectStore) -> None:
 def test_missing_bucket(moto_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
-    store = S3Store(S3Settings(bucket="nope-not-here", endpoint_url=moto_server.endpoint,
-                               region="us-east-1", force_path_style=True))
+    store = S3Store(
+        S3Settings(
+            bucket="nope-not-here",
+            endpoint_url=moto_server.endpoint,
+            region="us-east-1",
+            force_path_style=True,
+        )
+    )
     with pytest.raises(BucketNotFound):
         store.check_bucket("")
     mem = MemoryStore()

@@ -28,7 +28,9 @@ class FaultyStore:
         self._rules: dict[str, _Rule] = {}
         self._lock = threading.Lock()
 
-    def fail(self, method: str, error: StoreError, *, after: int = 0, times: int = 1_000_000) -> None:
+    def fail(
+        self, method: str, error: StoreError, *, after: int = 0, times: int = 1_000_000
+    ) -> None:
         with self._lock:
             self._rules[method] = _Rule(error, after, times)
 

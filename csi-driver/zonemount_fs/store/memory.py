@@ -66,7 +66,9 @@ class MemoryStore:
     # ObjectStore
     def check_bucket(self, prefix: str) -> None:
         if not self.exists:
-            raise BucketNotFound(f"ListObjectsV2 {self.bucket!r}: NoSuchBucket", code="NoSuchBucket")
+            raise BucketNotFound(
+                f"ListObjectsV2 {self.bucket!r}: NoSuchBucket", code="NoSuchBucket"
+            )
 
     def _get(self, key: str) -> _Obj:
         self.check_bucket("")
@@ -140,7 +142,9 @@ class MemoryStore:
             obj = self._objects.get(key)
             current = obj.data if obj else b""
             if offset != len(current):
-                raise StoreError(f"PutObject(append) {key!r}: InvalidWriteOffset", code="InvalidWriteOffset")
+                raise StoreError(
+                    f"PutObject(append) {key!r}: InvalidWriteOffset", code="InvalidWriteOffset"
+                )
             new = current + data
             meta = obj.metadata if obj else {}
             self._objects[key] = _Obj(new, _etag(new), time.time(), meta)

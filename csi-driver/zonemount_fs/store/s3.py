@@ -14,6 +14,7 @@ messages carry the operation, the key and the S3 error code, never credentials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from ..errors import (
@@ -51,8 +54,14 @@ STREAM_PIECE = 1024 * 1024
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _DENIED = {
-    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "ExpiredToken", "InvalidToken", "AllAccessDisabled",
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
 }
 _NOT_SUPPORTED = {"NotImplemented", "501", "MethodNotAllowed", "405", "InvalidRequest"}
 # Set in the environment when talking to S3 servers that do not speak CreateSession
@@ -126,7 +135,7 @@ class S3Store:
         self.is_directory_bucket = is_directory_bucket(settings.bucket)
         self._rename_supported: bool | None = None
         session = botocore.session.Session(profile=settings.profile)
-        s3_config: dict[str, Any] = {}
+        s3_config: Any = {}
         if settings.force_path_style:
             s3_config["addressing_style"] = "path"
         if settings.disable_express_session_auth or os.environ.get(DISABLE_EXPRESS_ENV) == "1":
@@ -157,7 +166,7 @@ class S3Store:
         S3_REQUESTS.labels(op=op).inc()
         try:
             return fn(Bucket=self.bucket, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated for the filesystem
+        except Exception as exc:
             error = _translate(op, key, exc)
             S3_ERRORS.labels(op=op, code=error.code or type(error).__name__).inc()
             raise error from None
@@ -231,7 +240,7 @@ class S3Store:
             while True:
                 try:
                     piece = body.read(STREAM_PIECE)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise _translate("GetObject(body)", key, exc) from None
                 if not piece:
                     break
@@ -241,8 +250,13 @@ class S3Store:
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
         resp = self._call(
-            "PutObject", key, self._client.put_object,
-            Key=key, Body=data, Metadata=dict(metadata), **self._put_args(),
+            "PutObject",
+            key,
+            self._client.put_object,
+            Key=key,
+            Body=data,
+            Metadata=dict(metadata),
+            **self._put_args(),
         )
         return ObjectInfo(key, len(data), str(resp.get("ETag", "")), _now(), dict(metadata))
 
@@ -250,21 +264,34 @@ class S3Store:
         if not self.is_directory_bucket:
             raise NotSupported(f"PutObject(append) {key!r}: appends need a directory bucket")
         self._call(
-            "PutObject(append)", key, self._client.put_object,
-            Key=key, Body=data, WriteOffsetBytes=offset,
+            "PutObject(append)",
+            key,
+            self._client.put_object,
+            Key=key,
+            Body=data,
+            WriteOffsetBytes=offset,
         )
 
     def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
         resp = self._call(
-            "CreateMultipartUpload", key, self._client.create_multipart_upload,
-            Key=key, Metadata=dict(metadata), **self._put_args(),
+            "CreateMultipartUpload",
+            key,
+            self._client.create_multipart_upload,
+            Key=key,
+            Metadata=dict(metadata),
+            **self._put_args(),
         )
         return str(resp["UploadId"])
 
     def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
         resp = self._call(
-            "UploadPart", key, self._client.upload_part,
-            Key=key, UploadId=upload_id, PartNumber=part_number, Body=data,
+            "UploadPart",
+            key,
+            self._client.upload_part,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=part_number,
+            Body=data,
         )
         return str(resp["ETag"])
 
@@ -272,20 +299,24 @@ class S3Store:
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
     ) -> ObjectInfo:
         resp = self._call(
-            "CompleteMultipartUpload", key, self._client.complete_multipart_upload,
-            Key=key, UploadId=upload_id,
+            "CompleteMultipartUpload",
+            key,
+            self._client.complete_multipart_upload,
+            Key=key,
+            UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
         )
         return ObjectInfo(key, -1, str(resp.get("ETag", "")), _now())
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        try:
+        with contextlib.suppress(ObjectNotFound):
             self._call(
-                "AbortMultipartUpload", key, self._client.abort_multipart_upload,
-                Key=key, UploadId=upload_id,
+                "AbortMultipartUpload",
+                key,
+                self._client.abort_multipart_upload,
+                Key=key,
+                UploadId=upload_id,
             )
-        except ObjectNotFound:
-            pass
 
     def copy(
         self, src: str, dst: str, size: int, metadata: Mapping[str, str] | None = None
@@ -297,8 +328,12 @@ class S3Store:
             extra["MetadataDirective"] = "REPLACE"
         if size <= MAX_COPY_PART:
             self._call(
-                "CopyObject", src, self._client.copy_object,
-                Key=dst, CopySource=source, **extra,
+                "CopyObject",
+                src,
+                self._client.copy_object,
+                Key=dst,
+                CopySource=source,
+                **extra,
             )
             return
         head = self.head(src)
@@ -309,9 +344,15 @@ class S3Store:
             for number, offset in enumerate(range(0, size, COPY_PART_SIZE), start=1):
                 last = min(offset + COPY_PART_SIZE, size) - 1
                 resp = self._call(
-                    "UploadPartCopy", src, self._client.upload_part_copy,
-                    Key=dst, UploadId=upload_id, PartNumber=number, CopySource=source,
-                    CopySourceRange=f"bytes={offset}-{last}", CopySourceIfMatch=head.etag,
+                    "UploadPartCopy",
+                    src,
+                    self._client.upload_part_copy,
+                    Key=dst,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={offset}-{last}",
+                    CopySourceIfMatch=head.etag,
                 )
                 parts.append((number, str(resp["CopyPartResult"]["ETag"])))
             self.complete_multipart(dst, upload_id, parts)
@@ -324,20 +365,26 @@ class S3Store:
             raise NotSupported("RenameObject is available on directory buckets only")
         try:
             self._call(
-                "RenameObject", src, self._client.rename_object,
-                Key=dst, RenameSource=f"{self.bucket}/{src}",
+                "RenameObject",
+                src,
+                self._client.rename_object,
+                Key=dst,
+                RenameSource=f"{self.bucket}/{src}",
             )
             if self._rename_supported is None:
                 # First use: make sure the endpoint really renamed (S3-compatible servers that
                 # do not know RenameObject may answer 200 and treat it as an empty PutObject).
                 try:
                     self.head(src)
+                    renamed = False
                 except ObjectNotFound:
-                    pass
-                else:
+                    renamed = True
+                if not renamed:
                     self._rename_supported = False
                     self.delete(dst)  # whatever the endpoint wrote there; the copy replaces it
-                    raise NotSupported("RenameObject: the endpoint did not rename", code="Ignored")
+                    raise NotSupported(  # noqa: TRY301
+                        "RenameObject: the endpoint did not rename", code="Ignored"
+                    )
             self._rename_supported = True
         except NotSupported:
             self._rename_supported = False
@@ -350,10 +397,8 @@ class S3Store:
             raise
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(ObjectNotFound):
             self._call("DeleteObject", key, self._client.delete_object, Key=key)
-        except ObjectNotFound:
-            pass
 
 
 def _now() -> float:
