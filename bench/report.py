@@ -66,8 +66,10 @@ def _fmt(value: float | None, unit: str = "") -> str:
         text = f"{value:,.0f}"
     elif value >= 10:
         text = f"{value:.1f}"
-    else:
+    elif value >= 1:
         text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"
     return f"{text} {unit}".strip()
 
 
@@ -322,7 +324,7 @@ def render_chart(doc: dict[str, Any], path: Path) -> None:
                     rotation=90 if len(label) > 5 else 0,
                 )
             ax.set_ylim(0, top * 1.35)
-            ax.set_xticks([])
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
             better = "higher" if w.higher_is_better else "lower"
             ax.set_title(f"{workload}. {w.title}\n{w.unit}, {better} is better", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
@@ -331,13 +333,22 @@ def render_chart(doc: dict[str, Any], path: Path) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=COLORS.get(c, "#9467bd")) for c in clients]
-    fig.legend(handles, clients, loc="upper center", ncol=len(clients), fontsize=9, frameon=False)
     fig.suptitle(
-        f"zonemount benchmark {doc['started']} (big files {cfg['size_gib']:g} GiB)",
+        f"zonemount benchmark {doc['started']} (big files {cfg['size_gib']:g} GiB; "
+        f"shaped: {cfg['latency_ms']:g} ms/request, {cfg['rate_mb_s']:g} MB/s per connection)",
         fontsize=10,
-        y=0.995,
+        y=0.99,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.legend(
+        handles,
+        clients,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.955),
+        ncol=len(clients),
+        fontsize=9,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
