@@ -161,7 +161,7 @@ class NodeService:
     # -- concurrency ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _exclusive(self, *keys: str, wait: bool = False) -> Iterator[bool]:
-        """Claim ``keys``; ABORTED if any is busy (or yield False when ``wait`` is False...)."""
+        """Claim ``keys`` for the block; if one is busy: ABORTED, or yield False when ``wait``."""
         with self._mu:
             clash = [k for k in keys if k in self._busy]
             if not clash:
@@ -322,8 +322,11 @@ class NodeService:
         self._start(record)
         self.metrics.fuse_restarts.labels(reason).inc()
 
-    def _healthy(self, record: VolumeRecord) -> bool:
-        return self.mounter.state(record.target_path) is MountState.HEALTHY
+    def _live(self, record: VolumeRecord) -> bool:
+        """Mounted, answering, and served by the recorded (still running) process."""
+        if self.mounter.state(record.target_path) is not MountState.HEALTHY:
+            return False
+        return self.mounter.alive(MountHandle(record.pid, record.pid_start_time))
 
     # -- RPCs ----------------------------------------------------------------------------
     def publish(self, request: csi_pb2.NodePublishVolumeRequest) -> None:
@@ -346,7 +349,7 @@ class NodeService:
                     )
                 if desired.token:
                     credentials.write_token_file(self.store.volume_dir(target), desired.token)
-                if not self._healthy(existing):
+                if not self._live(existing):
                     self._repair(existing, "publish")
                 return
             state = self.mounter.state(target)
@@ -446,10 +449,7 @@ class NodeService:
                     continue
                 try:
                     state = self.mounter.state(current.target_path)
-                    handle = MountHandle(current.pid, current.pid_start_time)
-                    if state is MountState.HEALTHY and self.mounter.alive(handle):
-                        continue
-                    if state is MountState.FOREIGN:
+                    if state is MountState.FOREIGN or self._live(current):
                         continue
                     if state is MountState.ABSENT and not os.path.isdir(current.target_path):
                         log.info("forgetting %s: the kubelet removed it", current.target_path)
