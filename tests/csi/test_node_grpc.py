@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import threading
 import urllib.request
@@ -50,6 +51,8 @@ def pod_context(token_json: str = TOKENS_JSON, **extra: str) -> dict[str, str]:
 def test_identity_reports_name_capabilities_and_probe(node_plugin: NodePlugin) -> None:
     info = node_plugin.identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest())
     assert info.name == "s3.csi.zonemount.io"
+    # csi-sanity: domain-name notation, at most 63 characters
+    assert re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?", info.name)
     assert info.vendor_version
     caps = node_plugin.identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest())
     types = {c.service.type for c in caps.capabilities}
@@ -638,7 +641,7 @@ def test_metrics_endpoint_reports_volumes_latency_and_errors(node_plugin: NodePl
     assert (
         'zonemount_csi_errors_total{code="INVALID_ARGUMENT",method="NodePublishVolume"} 1.0' in body
     )
-    assert "zonemount_csi_fuse_restarts_total" in body or "zonemount_csi_fuse_restarts" in body
+    assert "# TYPE zonemount_csi_fuse_restarts_total counter" in body
 
 
 def test_heal_restarts_when_the_process_is_dead_even_if_the_mount_still_answers(
