@@ -5,6 +5,10 @@ Commands:
   create-roles ARN...     create the IAM roles the CRs name (moto has none), idempotently
   list-keys BUCKET [PFX]  print the bucket's keys under PFX, one per line
   bucket-exists BUCKET    print "yes" or "no"
+  create-bucket NAME REGION
+                          create a bucket (a directory bucket for base--azid--x-s3 names)
+  seed BUCKET PREFIX      create the bucket if needed and put 3 small objects under PREFIX
+                          (stands in for an S3ExpressBucket's spec.import.source)
 
 MOTO_ENDPOINT overrides the server URL (tests). Dummy credentials only (moto accepts any).
 Errors are one line on stderr, exit 1.
@@ -18,8 +22,11 @@ import sys
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 ENDPOINT = os.environ.get("MOTO_ENDPOINT", "http://127.0.0.1:5000")
+# moto has no CreateSession: botocore's own switch signs directory-bucket calls with SigV4.
+os.environ["AWS_S3_DISABLE_EXPRESS_SESSION_AUTH"] = "true"
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [
@@ -32,7 +39,7 @@ TRUST = {
 }
 
 
-def client(service: str, region: str = "us-west-2") -> Any:
+def client(service: str, region: str = "us-east-1") -> Any:
     factory: Any = boto3.client  # service is a runtime string: skip the stubs' Literal overloads
     return factory(
         service,
@@ -40,6 +47,7 @@ def client(service: str, region: str = "us-west-2") -> Any:
         region_name=region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # moto's dummy credentials
+        config=Config(s3={"addressing_style": "path"}),
     )
 
 
@@ -60,6 +68,35 @@ def list_keys(bucket: str, prefix: str) -> None:
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             print(item["Key"])
+
+
+def create_bucket(name: str, region: str) -> None:
+    s3 = client("s3", region)
+    config: dict[str, Any] = {}
+    if name.endswith("--x-s3"):
+        az_id = name.removesuffix("--x-s3").rsplit("--", 1)[-1]
+        config = {
+            "Location": {"Type": "AvailabilityZone", "Name": az_id},
+            "Bucket": {"Type": "Directory", "DataRedundancy": "SingleAvailabilityZone"},
+        }
+    elif region != "us-east-1":
+        config = {"LocationConstraint": region}
+    try:
+        if config:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration=config)
+        else:
+            s3.create_bucket(Bucket=name)
+        print(f"created bucket {name}")
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        print(f"bucket {name} exists")
+
+
+def seed(bucket: str, prefix: str) -> None:
+    create_bucket(bucket, "us-east-1")
+    s3 = client("s3", "us-east-1")
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}part-{i:05d}.json", Body=b'{"e2e": %d}\n' % i)
+    print(f"seeded s3://{bucket}/{prefix} with 3 objects")
 
 
 def bucket_exists(bucket: str) -> None:
@@ -84,6 +121,10 @@ def main(argv: list[str]) -> int:
             create_roles(args)
         elif command == "bucket-exists" and len(args) == 1:
             bucket_exists(args[0])
+        elif command == "create-bucket" and len(args) == 2:
+            create_bucket(args[0], args[1])
+        elif command == "seed" and len(args) == 2:
+            seed(args[0], args[1])
         elif command == "list-keys" and args:
             list_keys(args[0], args[1] if len(args) > 1 else "")
         else:

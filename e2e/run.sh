@@ -4,13 +4,14 @@
 #
 #  1 preflight        tools present, Docker reachable
 #  2 cluster          kind: control plane + 2 workers (kind-config.yaml), private kubeconfig
-#  3 zones            workers labelled us-west-2a/usw2-az2 and us-west-2b/usw2-az1 (as on EKS)
+#  3 zones            workers labelled us-east-1d/use1-az4 and us-east-1a/use1-az6 (as on EKS)
 #  4 images           build zonemount-operator, zonemount-node, e2e-moto; `kind load` them
 #  5 moto             in-cluster S3/IAM/STS/EC2 stand-in (manifests/moto.yaml)
 #  6 helm install     charts/zonemount with values-e2e.yaml; wait for the rollouts and for the
 #                     node plugins to register with kubelet (CSINode topology keys)
 #  7 custom resources S3ExpressBucket + 2 S3MountClasses Ready; StorageClasses written
-#  8 examples         every examples/*.yaml holding S3ExpressBucket/S3MountClass, Ready
+#  8 examples         every examples/*.yaml holding S3ExpressBucket/S3MountClass, Ready (their
+#                     import sources and by-name buckets are created in moto first)
 #  9 static volume    a pod writes (files, rename-commit) and another pod reads back; the
 #                     pod ran in the bucket's zone; the objects are in the bucket
 # 10 per-pod claims   two pods, one generic ephemeral claim each: separate prefixes; the
@@ -43,9 +44,10 @@ MOTO_NS=s3-standin
 DRIVER=s3.csi.zonemount.io
 ZONE_LABEL=topology.kubernetes.io/zone
 ZONE_ID_LABEL=topology.k8s.aws/zone-id
-# moto's us-west-2 zone table: name -> AZ ID (the e2e bucket is in the first one).
-ZONES=(us-west-2a us-west-2b)
-ZONE_IDS=(usw2-az2 usw2-az1)
+# moto's us-east-1 zone table: name -> AZ ID (the e2e bucket and the examples are in the first;
+# moto creates directory buckets only in us-east-1).
+ZONES=(us-east-1d us-east-1a)
+ZONE_IDS=(use1-az4 use1-az6)
 
 export PATH="$PATH:$REPO/tools"
 HELM=${HELM:-$REPO/tools/helm}
@@ -190,6 +192,17 @@ else
     grep -hoE '^  namespace: [a-z0-9-]+' "$f" | awk '{print $2}' | sort -u | while read -r ns; do
       kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
     done
+    # What the example expects to exist already in AWS: an import source, a bucket by name.
+    while read -r src; do
+      bucket=${src%%/*}
+      prefix=${src#"$bucket"}
+      moto_ctl seed "$bucket" "${prefix#/}"
+    done < <(grep -hoE '^    source: s3://[^[:space:]]+' "$f" | sed 's|^    source: s3://||')
+    existing=$(grep -hoE '^  bucketName: [^[:space:]]+' "$f" | awk '{print $2}' | head -1)
+    if [ -n "$existing" ]; then
+      region=$(grep -hoE '^  region: [a-z0-9-]+' "$f" | awk '{print $2}' | head -1)
+      moto_ctl create-bucket "$existing" "${region:-us-east-1}"
+    fi
     log "applying ${f#"$REPO"/}"
     kubectl apply -f "$f"
     while read -r kind ns name; do

@@ -287,7 +287,9 @@ def test_aws_test_endpoint_env_reaches_every_zonemount_container(render: Render)
     ):
         env = {e["name"]: e for e in container(workload, name)["env"]}
         assert env["AWS_ENDPOINT_URL"]["value"] == "http://10.96.200.200:5000"
+        assert env["ZONEMOUNT_AWS_ENDPOINT_URL"]["value"] == "http://10.96.200.200:5000"
         assert env["ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH"]["value"] == "1"
+        assert env["AWS_S3_DISABLE_EXPRESS_SESSION_AUTH"]["value"] == "true"
         ref = env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "moto-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
     defaults = {e["name"] for e in container(one(render(), "DaemonSet"), "node")["env"]}

@@ -285,6 +285,14 @@ def test_moto_ctl_against_a_real_moto_server(moto_server: Any, bucket: str) -> N
     assert keys.stdout.splitlines() == ["static/run/hello.txt"]
     assert moto_ctl(moto_server.endpoint, "bucket-exists", bucket).stdout.strip() == "yes"
     assert moto_ctl(moto_server.endpoint, "bucket-exists", "zm-never-made").stdout.strip() == "no"
+    seeded = moto_ctl(moto_server.endpoint, "seed", f"{bucket}-src", "tables/events/")
+    assert seeded.returncode == 0, seeded.stderr
+    listed = moto_ctl(moto_server.endpoint, "list-keys", f"{bucket}-src", "tables/")
+    assert len(listed.stdout.splitlines()) == 3
+    directory = "e2e-logs--use1-az4--x-s3"
+    made = moto_ctl(moto_server.endpoint, "create-bucket", directory, "us-east-1")
+    assert made.returncode == 0, made.stderr
+    assert moto_ctl(moto_server.endpoint, "bucket-exists", directory).stdout.strip() == "yes"
     bad = moto_ctl(moto_server.endpoint, "list-keys", "zm-never-made")
     assert bad.returncode == 1
     assert len(bad.stderr.strip().splitlines()) == 1 and "NoSuchBucket" in bad.stderr

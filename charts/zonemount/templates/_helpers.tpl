@@ -94,10 +94,16 @@ annotations:
 {{- with .Values.aws.endpointUrl }}
 - name: AWS_ENDPOINT_URL
   value: {{ . | quote }}
+{{- /* the operator's own switch: path-style S3 and local IAM/EC2/STS at this URL */}}
+- name: ZONEMOUNT_AWS_ENDPOINT_URL
+  value: {{ . | quote }}
 {{- end }}
 {{- if .Values.aws.disableS3ExpressSessionAuth }}
+{{- /* zonemount's FUSE client and botocore's own switch (every other boto3 client) */}}
 - name: ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH
   value: "1"
+- name: AWS_S3_DISABLE_EXPRESS_SESSION_AUTH
+  value: "true"
 {{- end }}
 {{- with .Values.aws.credentialsSecret }}
 - name: AWS_ACCESS_KEY_ID
