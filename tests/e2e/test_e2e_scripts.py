@@ -296,3 +296,25 @@ def test_moto_ctl_against_a_real_moto_server(moto_server: Any, bucket: str) -> N
     bad = moto_ctl(moto_server.endpoint, "list-keys", "zm-never-made")
     assert bad.returncode == 1
     assert len(bad.stderr.strip().splitlines()) == 1 and "NoSuchBucket" in bad.stderr
+
+
+def test_e2e_workloads_meet_the_restricted_pod_security_standard() -> None:
+    """The e2e namespace enforces `restricted`; its pods must qualify or they never start."""
+    namespace = next(
+        o for o in load_all(E2E / "manifests" / "zonemount-e2e.yaml") if o["kind"] == "Namespace"
+    )
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = [o for p in MANIFESTS for o in load_all(p) if o["kind"] == "Pod"]
+    assert len(pods) == 4
+    for pod in pods:
+        assert pod["metadata"]["namespace"] == "zonemount-e2e"
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert not any(k.startswith("host") for k in spec)
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+        for volume in spec["volumes"]:
+            assert set(volume) - {"name"} <= {"persistentVolumeClaim", "ephemeral", "emptyDir"}
