@@ -18,6 +18,7 @@ here; the last matching line wins (the top of a mount stack is what a process se
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
@@ -101,6 +102,20 @@ def _opendir_within(path: str, timeout: float) -> OSError | bool | None:
     worker.start()
     worker.join(timeout)
     return outcome[0] if outcome else False
+
+
+def statvfs_within(path: str, timeout: float = 5.0) -> os.statvfs_result | None:
+    """``os.statvfs(path)`` bounded in time; None when it fails or does not answer."""
+    outcome: list[os.statvfs_result] = []
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            outcome.append(os.statvfs(path))
+
+    worker = threading.Thread(target=run, name="zonemount-statvfs", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else None
 
 
 def probe(path: str, mountinfo: Path = MOUNTINFO, stat_timeout: float = 10.0) -> MountState:

@@ -43,7 +43,7 @@ from pathlib import Path, PurePosixPath
 
 import grpc
 
-from . import credentials, mount_options
+from . import credentials, mount_options, mountinfo
 from . import volume_context as vc
 from ._proto import csi_pb2, csi_pb2_grpc
 from .errors import CsiError, invalid
@@ -423,16 +423,41 @@ class NodeService:
             response.accessible_topology.CopyFrom(csi_pb2.Topology(segments=segments))
         return response
 
-    def volume_condition(self, volume_id: str, path: str) -> csi_pb2.VolumeCondition:
+    def volume_stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+        """Usage as the FUSE client's statfs reports it (what ``df`` shows) and the condition.
+
+        The kubelet rejects a response without usage, so a dead mount reports zeros.
+        """
         target = self.confine(path)
         record = self.store.get(target)
         if record is None or record.volume_id != volume_id:
             raise CsiError(grpc.StatusCode.NOT_FOUND, "volume is not published at volume_path")
-        state = self.mounter.state(target)
-        if state is MountState.HEALTHY:
-            return csi_pb2.VolumeCondition(abnormal=False, message="mounted")
-        return csi_pb2.VolumeCondition(
-            abnormal=True, message=f"mount is {state.value}; the plugin is restoring it"
+        usage = {"bytes": (0, 0, 0), "inodes": (0, 0, 0)}
+        if self._live(record):
+            condition = csi_pb2.VolumeCondition(abnormal=False, message="mounted")
+            st = mountinfo.statvfs_within(target)
+            if st is not None:
+                size = st.f_frsize
+                usage["bytes"] = (
+                    st.f_bavail * size,
+                    st.f_blocks * size,
+                    (st.f_blocks - st.f_bfree) * size,
+                )
+                usage["inodes"] = (st.f_favail, st.f_files, st.f_files - st.f_ffree)
+        else:
+            condition = csi_pb2.VolumeCondition(
+                abnormal=True, message="the FUSE process is not serving; the plugin restores it"
+            )
+        unit = csi_pb2.VolumeUsage
+        return csi_pb2.NodeGetVolumeStatsResponse(
+            usage=[
+                unit(available=a, total=t, used=u, unit=kind)
+                for (a, t, u), kind in (
+                    (usage["bytes"], unit.BYTES),
+                    (usage["inodes"], unit.INODES),
+                )
+            ],
+            volume_condition=condition,
         )
 
     # -- healing -------------------------------------------------------------------------
@@ -533,8 +558,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]
             raise invalid("volume_id is required")
         if not request.volume_path:
             raise invalid("volume_path is required")
-        condition = self.service.volume_condition(request.volume_id, request.volume_path)
-        return csi_pb2.NodeGetVolumeStatsResponse(volume_condition=condition)
+        return self.service.volume_stats(request.volume_id, request.volume_path)
 
     def NodeStageVolume(
         self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.ServicerContext

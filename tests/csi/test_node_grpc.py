@@ -612,13 +612,19 @@ def test_no_secret_reaches_the_logs(
 # ---------------------------------------------------------------- volume stats and metrics
 
 
-def test_volume_condition_reports_a_broken_mount(node_plugin: NodePlugin) -> None:
+def test_volume_stats_report_usage_and_a_broken_mount(node_plugin: NodePlugin) -> None:
     target = node_plugin.target()
     node_plugin.node.NodePublishVolume(node_plugin.publish_request(target))
     request = csi_pb2.NodeGetVolumeStatsRequest(volume_id="vol-1", volume_path=target)
-    assert node_plugin.node.NodeGetVolumeStats(request).volume_condition.abnormal is False
+    stats = node_plugin.node.NodeGetVolumeStats(request)
+    assert stats.volume_condition.abnormal is False
+    units = {u.unit: u for u in stats.usage}  # the kubelet rejects a response without usage
+    assert units[csi_pb2.VolumeUsage.BYTES].total > 0
+    assert csi_pb2.VolumeUsage.INODES in units
     node_plugin.mounter.break_mount(target)
-    assert node_plugin.node.NodeGetVolumeStats(request).volume_condition.abnormal is True
+    stats = node_plugin.node.NodeGetVolumeStats(request)
+    assert stats.volume_condition.abnormal is True
+    assert len(stats.usage) == 2
     err = rpc_error(
         lambda: node_plugin.node.NodeGetVolumeStats(
             csi_pb2.NodeGetVolumeStatsRequest(volume_id="vol-9", volume_path=target)

@@ -204,6 +204,12 @@ def test_publish_read_write_unpublish(real_node: RealNode, bucket: str) -> None:
     Path(target, "output.txt").write_bytes(b"from the pod")
     assert s3.get_object(Bucket=bucket, Key="data/output.txt")["Body"].read() == b"from the pod"
     real_node.publish(target, bucket)  # idempotent: same target, same args
+    stats = real_node.node.NodeGetVolumeStats(
+        csi_pb2.NodeGetVolumeStatsRequest(volume_id=f"vol-{bucket}", volume_path=target), timeout=30
+    )
+    assert not stats.volume_condition.abnormal
+    assert {u.unit for u in stats.usage} == {csi_pb2.VolumeUsage.BYTES, csi_pb2.VolumeUsage.INODES}
+    assert all(u.total > 0 for u in stats.usage)
     real_node.unpublish(target, bucket)
     assert find(target) is None
     assert not os.path.exists(target)
