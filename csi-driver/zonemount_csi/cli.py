@@ -99,6 +99,11 @@ def node_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--supervise-interval", type=float, default=5.0, help="seconds between health checks"
     )
+    parser.add_argument(
+        "--fuse-debug",
+        action="store_true",
+        help="run every FUSE client with --debug (its log may hold request signatures)",
+    )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
     try:
@@ -121,6 +126,7 @@ def node_main(argv: Sequence[str]) -> int:
         zone_id=args.zone_id,
         allowed_endpoint_urls=tuple(args.allowed_endpoint_url),
         mount_timeout=args.mount_timeout,
+        fuse_debug=args.fuse_debug,
     )
     mounter = ProcessMounter()
     service = NodeService(config, mounter, store, metrics)

@@ -8,6 +8,8 @@ process:
 * anything that redirects data, files or credentials - ``--endpoint-url`` (the volume context's
   ``endpointUrl`` goes through the node's endpoint allow-list instead), ``--cache``,
   ``--max-cache-size``, ``--log-directory``, ``--profile``, ``--metrics-address``;
+* ``--debug``: the S3 client's debug log can hold request signatures and session tokens (the
+  node plugin's ``--fuse-debug`` turns it on for every volume, an admin decision);
 * options the volume context or the driver own - ``--prefix``, ``--region``, ``-f``,
   ``--foreground``, ``--auto-unmount``;
 * ``-o`` and every other single-dash form, commas (one option per list entry), unknown names,
@@ -67,6 +69,8 @@ REFUSED: dict[str, str] = {
     "foreground": "the driver runs the FUSE client in the foreground itself",
     "f": "the driver runs the FUSE client in the foreground itself",
     "auto-unmount": "the driver unmounts volumes itself",
+    "debug": "debug logs of the S3 client can hold request signatures and session tokens; "
+    "the cluster admin can enable them for all volumes with the node plugin's --fuse-debug",
     "o": "pass each option as its own list entry",
 }
 
@@ -126,7 +130,6 @@ ALLOWED: dict[str, tuple[str, Callable[[str | None], object], bool]] = {
     "allow-other": ("allow_other", _flag, False),
     "allow-root": ("allow_root", _flag, False),
     "no-sign-request": ("no_sign_request", _flag, False),
-    "debug": ("debug", _flag, False),
     "uid": ("uid", _int_range(0, _MAX_ID), True),
     "gid": ("gid", _int_range(0, _MAX_ID), True),
     "dir-mode": ("dir_mode", _octal_mode, True),
@@ -153,7 +156,6 @@ class MountOptions:
     allow_other: bool = False
     allow_root: bool = False
     no_sign_request: bool = False
-    debug: bool = False
     uid: int | None = None
     gid: int | None = None
     dir_mode: int | None = None

@@ -131,6 +131,8 @@ class NodeConfig:
     allowed_endpoint_urls: tuple[str, ...] = ()
     mount_timeout: float = 30.0
     unmount_timeout: float = 10.0
+    #: Run every FUSE client with --debug (not part of a volume's identity/fingerprint).
+    fuse_debug: bool = False
     #: Environment of driver-level mounts; None = the plugin's own environment at mount time.
     base_env: Mapping[str, str] | None = field(default=None, repr=False)
 
@@ -294,7 +296,8 @@ class NodeService:
             role_arn=record.role_arn,
             role_session_name=record.session_name,
         )
-        return MountSpec(record.target_path, list(record.args), env, vdir / "zonemount.log")
+        args = [*record.args, "--debug"] if self.config.fuse_debug else list(record.args)
+        return MountSpec(record.target_path, args, env, vdir / "zonemount.log")
 
     def _start(self, record: VolumeRecord) -> None:
         """Mount ``record`` (target dir already exists) and persist the new PID."""

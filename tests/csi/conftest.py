@@ -97,6 +97,7 @@ def node_plugin_factory(workdir: Path) -> Iterator[NodePluginFactory]:
         zone_id: str = "use1-az4",
         allowed: tuple[str, ...] = ("https://s3.allowed.example",),
         base_env: dict[str, str] | None = None,
+        fuse_debug: bool = False,
     ) -> NodePlugin:
         mounter = mounter or FakeMounter()
         kubelet = workdir / "kubelet"
@@ -109,6 +110,7 @@ def node_plugin_factory(workdir: Path) -> Iterator[NodePluginFactory]:
             zone=zone,
             zone_id=zone_id,
             allowed_endpoint_urls=allowed,
+            fuse_debug=fuse_debug,
             base_env=base_env
             if base_env is not None
             else {

@@ -286,6 +286,8 @@ def test_publish_validation(node_plugin: NodePlugin, mutate: object, code: grpc.
         ["uid=1", "uid=2"],
         ["sse-kms-key-id=arn:aws:kms:us-east-1:123456789012:key/abc"],
         ["storage-class=--debug"],
+        ["debug"],
+        ["--debug"],
     ],
 )
 def test_mount_option_injection_is_refused(node_plugin: NodePlugin, flags: list[str]) -> None:
@@ -659,3 +661,14 @@ def test_heal_restarts_when_the_process_is_dead_even_if_the_mount_still_answers(
     node_plugin.mounter.live_pids.clear()  # process gone, mount entry still "healthy"
     assert node_plugin.service.heal_once() == 1
     assert node_plugin.mounter.count("mount") == 2
+
+
+def test_fuse_debug_is_an_admin_switch_outside_the_volume_identity(
+    node_plugin_factory: NodePluginFactory,
+) -> None:
+    plugin = node_plugin_factory(fuse_debug=True)
+    target = plugin.target()
+    plugin.node.NodePublishVolume(plugin.publish_request(target))
+    assert plugin.mounter.specs[0].args[-1] == "--debug"
+    record = plugin.service.store.get(target)
+    assert record is not None and "--debug" not in record.args
