@@ -16,7 +16,7 @@ NodePublishVolume, in order:
 5. only one operation per volume id and per target at a time -> ABORTED for the others;
 6. idempotency on the persisted record of the target: same volume + same argv/auth -> OK (a
    broken mount is repaired first, a pod token is refreshed); anything else -> ALREADY_EXISTS;
-7. start ``zonemount mount --prefix=P --region=R BUCKET TARGET -f ...`` through the
+7. start ``zonemount mount BUCKET TARGET -f --prefix=P --region=R ...`` through the
    :class:`~zonemount_csi.mounter.Mounter` and wait (bounded) until it is mounted.
 
 NodeUnpublishVolume unmounts (SIGTERM to the FUSE process, then ``fusermount3 -u``, lazily if

@@ -7,6 +7,7 @@ Prints medians (min-max) over N volumes (default 5). Not a test: nothing is asse
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -90,7 +91,7 @@ def main(count: int = 5) -> int:
             for record in service.store.all():
                 subprocess.run(["fusermount3", "-uz", record.target_path], check=False)
                 if record.pid:
-                    with __import__("contextlib").suppress(ProcessLookupError):
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(record.pid, signal.SIGKILL)
             shutil.rmtree(root, ignore_errors=True)
     for name, samples in results.items():
