@@ -14,10 +14,13 @@
 #                     import sources and by-name buckets are created in moto first)
 #  9 static volume    a pod writes (files, rename-commit) and another pod reads back; the
 #                     pod ran in the bucket's zone; the objects are in the bucket
-# 10 per-pod claims   two pods, one generic ephemeral claim each: separate prefixes; the
+#                     and the node plugin serves metrics
+# 10 plugin restart   the node plugin under a pod with a live mount is deleted; after it is
+#                     back, the pod reads through its mount again
+# 11 per-pod claims   two pods, one generic ephemeral claim each: separate prefixes; the
 #                     claims and PVs go away with the pods
-# 11 spark            the SparkApplication example, where spark-operator is available
-# 12 teardown         CRs deleted through their finalizers (bucket gone from moto),
+# 12 spark            the SparkApplication example, where spark-operator is available
+# 13 teardown         CRs deleted through their finalizers (bucket gone from moto),
 #                     helm uninstall, cluster deleted
 #
 # Knobs (environment): E2E_CLUSTER (zonemount-e2e), E2E_KEEP_CLUSTER=1 (keep it afterwards),
@@ -233,6 +236,32 @@ if grep -q '_temporary/attempt_0/part-00000' <<<"$keys"; then
   die "the renamed task directory still has objects under its old name"
 fi
 
+node_plugin_on() {
+  kubectl -n "$SYSTEM_NS" get pods -l app.kubernetes.io/component=node \
+    --field-selector "spec.nodeName=$1" -o jsonpath='{.items[0].metadata.name}'
+}
+plugin=$(node_plugin_on "$node")
+kubectl get --raw "/api/v1/namespaces/$SYSTEM_NS/pods/$plugin:9810/proxy/metrics" |
+  grep -q '^zonemount_csi_published_volumes' || die "node plugin $plugin serves no zonemount metrics"
+kubectl -n "$SYSTEM_NS" get endpoints "$RELEASE-node-metrics" -o jsonpath='{.subsets[*].addresses[*].ip}' |
+  grep -q . || die "the metrics Service $RELEASE-node-metrics has no endpoints"
+
+# ------------------------------------------------------------------------------------------
+step "node plugin restart: a live mount recovers"
+kubectl apply -f "$HERE/manifests/static-survivor.yaml"
+wait_for "$TIMEOUT" "static-survivor to be ready" -n "$E2E_NS" --for=condition=Ready pod/static-survivor
+survivor_node=$(kubectl -n "$E2E_NS" get pod static-survivor -o jsonpath='{.spec.nodeName}')
+plugin=$(node_plugin_on "$survivor_node")
+log "deleting node plugin $plugin on $survivor_node while static-survivor has the volume mounted"
+kubectl -n "$SYSTEM_NS" delete pod "$plugin" --wait=true --timeout="${TIMEOUT}s"
+kubectl -n "$SYSTEM_NS" rollout status "ds/$RELEASE-node" --timeout="${TIMEOUT}s" ||
+  die "the node plugin did not come back"
+survivor_reads() {
+  kubectl -n "$E2E_NS" exec static-survivor -- sh -c 'cd /data/run && sha256sum -c blob.sha256'
+}
+retry 120 "static-survivor to read its volume again after the plugin restart" survivor_reads
+kubectl -n "$E2E_NS" delete pod static-survivor --wait=true --timeout="${TIMEOUT}s"
+
 # ------------------------------------------------------------------------------------------
 step "dynamic provisioning: one claim per pod"
 kubectl apply -f "$HERE/manifests/per-pod-claims.yaml"
@@ -300,7 +329,8 @@ fi
 
 # ------------------------------------------------------------------------------------------
 step "teardown through finalizers"
-kubectl -n "$E2E_NS" delete pod static-writer static-reader --wait=true --timeout="${TIMEOUT}s"
+kubectl -n "$E2E_NS" delete pod static-writer static-reader static-survivor --ignore-not-found \
+  --wait=true --timeout="${TIMEOUT}s"
 kubectl -n "$E2E_NS" delete pvc e2e-static --wait=true --timeout="${TIMEOUT}s"
 kubectl delete s3mountclass e2e-static e2e-per-claim --wait=true --timeout="${TIMEOUT}s" ||
   die "the S3MountClasses were not deleted (finalizer stuck?)"

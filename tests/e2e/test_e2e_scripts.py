@@ -245,7 +245,7 @@ def test_files_run_sh_refers_to_exist() -> None:
             continue
         assert (REPO / rel).exists(), f"run.sh uses {rel}, which does not exist"
     pods = {o["metadata"]["name"] for p in MANIFESTS for o in load_all(p) if o["kind"] == "Pod"}
-    for pod in ("static-writer", "static-reader", "claim-a", "claim-b"):
+    for pod in ("static-writer", "static-reader", "static-survivor", "claim-a", "claim-b"):
         assert pod in pods and pod in text
 
 
@@ -305,7 +305,7 @@ def test_e2e_workloads_meet_the_restricted_pod_security_standard() -> None:
     )
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     pods = [o for p in MANIFESTS for o in load_all(p) if o["kind"] == "Pod"]
-    assert len(pods) == 4
+    assert len(pods) == 5
     for pod in pods:
         assert pod["metadata"]["namespace"] == "zonemount-e2e"
         spec = pod["spec"]
