@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -94,7 +95,10 @@ def main() -> int:
             + ", ".join(f"{t:.2f}" for t in theirs)
             + ")"
         )
-        print(f"ratio zonemount/s5cmd = {zm_rate / s5_rate:.2f}x")
+        print(
+            f"ratio zonemount/s5cmd = {zm_rate / s5_rate:.2f}x (best of each); "
+            f"{statistics.median(theirs) / statistics.median(ours):.2f}x (medians)"
+        )
     return 0
 
 

@@ -117,3 +117,10 @@ class KubeApiThread:
             if resource.plural == plural and obj_name == name and ns == namespace:
                 return None if obj.deleted else dict(obj.raw)
         return None
+
+    def versions(self, plural: str, name: str, namespace: str | None = None) -> int:
+        """How many versions the API server has stored for an object (writes so far)."""
+        for (resource, ns, obj_name), obj in list(self.emulator.objects.items()):
+            if resource.plural == plural and obj_name == name and ns == namespace:
+                return len(obj.history)
+        return 0

@@ -73,9 +73,17 @@ def operator_env(
 
 
 def test_operator_end_to_end(
-    operator_env: None, kube_api: KubeApiThread, admin: Boto3BucketAdmin, role: Callable[[], str]
+    operator_env: None,
+    kube_api: KubeApiThread,
+    admin: Boto3BucketAdmin,
+    role: Callable[[], str],
+    bucket: str,
 ) -> None:
     base, role_arn = unique_base(), role()
+    s3 = admin.s3("us-east-1")
+    seed = {f"seed/part-{i}": bytes([i]) * (1000 * i) for i in range(6)}
+    for key, body in seed.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
     bucket_name = f"{base}--use1-az4--x-s3"
     bucket_cr = {
         "apiVersion": "zonemount.io/v1alpha1",
@@ -92,6 +100,7 @@ def test_operator_end_to_end(
             "baseName": base,
             "deletionPolicy": "Delete",
             "access": {"roleArns": [role_arn]},
+            "import": {"source": f"s3://{bucket}/seed/", "concurrency": 4},
         },
     }
     class_cr = {
@@ -132,6 +141,12 @@ def test_operator_end_to_end(
         assert status["availabilityZoneId"] == "use1-az4"
         assert "zonemount.io/finalizer" in ready["metadata"]["finalizers"]
         assert admin.attached_roles(status["policyArn"]) == {role_arn.rsplit("/", 1)[1]}
+        # Ready includes the import: the daemon copied every object and reported it.
+        assert status["import"]["phase"] == "Complete"
+        assert status["import"]["objectsCopied"] == len(seed)
+        assert status["import"]["bytesCopied"] == sum(map(len, seed.values()))
+        for key, body in seed.items():
+            assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == body
 
         sc_name = class_cr["metadata"]["name"]
         sc = wait_for("StorageClass", lambda: kube_api.object("storageclasses", sc_name), 40)
@@ -188,3 +203,32 @@ def test_operator_end_to_end(
         names = {b["Name"] for b in admin.s3("us-east-1").list_directory_buckets()["Buckets"]}
         assert bucket_name not in names
     assert runner.exception is None
+
+
+def test_invalid_spec_is_a_permanent_condition(operator_env: None, kube_api: KubeApiThread) -> None:
+    cr = {
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3ExpressBucket",
+        "metadata": {"name": "nowhere", "namespace": "spark", "resourceVersion": "1"},
+        "spec": {"region": "us-east-1", "availabilityZoneId": "use1-az9", "baseName": "nowhere"},
+    }
+    with KopfRunner(["run", "--standalone", "--all-namespaces"], registry=registry, timeout=60):
+        kube(kube_api, "create", S3EXPRESSBUCKETS, cr, "spark")
+        ready = wait_for(
+            "Ready=False",
+            lambda: condition(kube_api.object("s3expressbuckets", "nowhere", "spark"), "Ready"),
+        )
+        assert ready["status"] == "False" and ready["reason"] == "UnknownAvailabilityZone"
+        # Let kopf finish its bookkeeping writes, then watch for a hot loop (repeated writes).
+        versions, stable_since = -1, time.monotonic()
+        while time.monotonic() - stable_since < 1.5:
+            now = kube_api.versions("s3expressbuckets", "nowhere", "spark")
+            if now != versions:
+                versions, stable_since = now, time.monotonic()
+            time.sleep(0.1)
+        time.sleep(3)
+        # PermanentError: kopf considers the change handled (no retry pending), no more writes.
+        meta = kube_api.object("s3expressbuckets", "nowhere", "spark")["metadata"]
+        assert "zonemount.io/last-handled-configuration" in meta["annotations"]
+        assert "zonemount.io/bucket-reconcile" not in meta["annotations"]
+        assert kube_api.versions("s3expressbuckets", "nowhere", "spark") == versions
