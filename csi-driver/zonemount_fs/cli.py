@@ -116,8 +116,32 @@ def _setup_logging(opts: MountOptions, foreground: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("botocore", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if opts.debug else logging.WARNING)
+    # The SDK stays at WARNING even with --debug: its DEBUG output includes request
+    # signatures and STS session credentials, which must never reach a log.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+READ_AHEAD_KB = 1024
+
+
+def tune_readahead(mountpoint: Path, kb: int = READ_AHEAD_KB) -> None:
+    """Raise the kernel's read-ahead for this mount from 128 KiB to ``kb``.
+
+    Sequential reads then arrive as 1 MiB FUSE requests instead of 128 KiB ones (8x fewer
+    round trips through the Python loop). The mount's backing device is found in
+    /proc/self/mountinfo (no FUSE request, so this cannot deadlock); failures are ignored
+    (non-root callers keep the kernel default)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == str(mountpoint):
+                    with open(f"/sys/class/bdi/{fields[2]}/read_ahead_kb", "w") as bdi:
+                        bdi.write(str(kb))
+                    return
+    except OSError as exc:
+        log.debug("read-ahead not tuned: %s", exc)
 
 
 def _fuse_options(opts: MountOptions) -> set[str]:
@@ -184,6 +208,7 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
                         return
 
             nursery.start_soon(watch_signals)
+            tune_readahead(opts.mountpoint)
             log.info("mounted s3://%s/%s at %s", opts.bucket, opts.prefix, opts.mountpoint)
             report("ok")
             try:

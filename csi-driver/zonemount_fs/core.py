@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .cache import DataCache
 from .errors import FsError, StoreError
 from .options import MountOptions
 from .prefetch import Reader
@@ -159,6 +160,10 @@ class Filesystem:
         slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
         self.read_slots = trio.Semaphore(slots)
         self.max_window = max(1, min(16, slots // 2))
+        self.cache: DataCache | None = None
+        if options.cache_dir is not None:
+            limit = (options.max_cache_size_mib or 10 * 1024) * 1024 * 1024
+            self.cache = DataCache(options.cache_dir, limit)
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INO + 1
         self._next_fh = 1
@@ -676,6 +681,7 @@ class Filesystem:
             self.run,
             self.read_slots,
             self.max_window,
+            None if direct else self.cache,
         )
         return self._new_fh(FileHandle(ino, self.file_key(node), reader=reader, direct=direct))
 
@@ -1003,7 +1009,9 @@ class Filesystem:
         await self.flush(fh, force=True)
 
     async def shutdown(self) -> None:
-        """Abort uploads of files still open (nothing partial becomes visible)."""
+        """Abort uploads of files still open (nothing partial becomes visible); drop the cache."""
+        if self.cache is not None:
+            self.cache.close()
         for handle in list(self.files.values()):
             if handle.writer is not None and not handle.writer.finished:
                 await handle.writer.abort()

@@ -7,6 +7,8 @@ thread into a preallocated buffer; the window doubles on every chunk the applica
 finishes, up to ``max_window`` chunks. Readers wait only for the bytes they need (a chunk is
 usable while it downloads), which keeps time to first byte at one request's latency.
 Random reads fetch just the requested range and shrink the window back to one chunk.
+With ``--cache``, complete chunks are kept in the local disk cache (:mod:`.cache`) and later
+reads of them - sequential or random - are served from it.
 
 Memory: every prefetched chunk takes a slot from a mount-wide :class:`trio.Semaphore`
 (``--max-memory-target / chunk_size`` slots). Chunks the reader needs right now are always
@@ -26,6 +28,7 @@ from typing import Any
 
 import trio
 
+from .cache import DataCache
 from .errors import FsError, StoreError
 from .store.base import ObjectStore
 
@@ -109,7 +112,9 @@ class Reader:
         run: Run,
         slots: trio.Semaphore,
         max_window: int = 16,
+        cache: DataCache | None = None,
     ) -> None:
+        self._cache = cache if etag else None
         self.store = store
         self.key = key
         self.size = size
@@ -145,11 +150,27 @@ class Reader:
         chunk = Chunk(start, min(start + self.chunk_size, self.size))
         chunk.has_slot = has_slot
         self._chunks[index] = chunk
-        self._nursery.start_soon(self._fill, chunk)
+        self._nursery.start_soon(self._fill, chunk, index)
         return chunk
 
-    async def _fill(self, chunk: Chunk) -> None:
-        await self._run(chunk.fill, self.store, self.key, self.etag)
+    def _fill_cached(self, chunk: Chunk, index: int) -> None:
+        """Worker thread: serve the chunk from the disk cache, or fetch and cache it."""
+        cache = self._cache
+        assert cache is not None and self.etag is not None
+        data = cache.get(self.key, self.etag, index)
+        if data is not None and len(data) == len(chunk.buf):
+            chunk.buf[:] = data
+            chunk._advance(len(data), final=True)
+            return
+        chunk.fill(self.store, self.key, self.etag)
+        if chunk.error is None and not chunk.cancelled and chunk.filled == len(chunk.buf):
+            cache.put(self.key, self.etag, index, chunk.buf)
+
+    async def _fill(self, chunk: Chunk, index: int) -> None:
+        if self._cache is not None:
+            await self._run(self._fill_cached, chunk, index)
+        else:
+            await self._run(chunk.fill, self.store, self.key, self.etag)
 
     def _drop(self, index: int) -> None:
         chunk = self._chunks.pop(index)
@@ -170,6 +191,12 @@ class Reader:
             cached = self._from_chunks(offset, end)
             if cached is not None:
                 return await cached
+            index = offset // self.chunk_size
+            if self._cache is not None and self.etag and index == (end - 1) // self.chunk_size:
+                block = await self._run(self._cache.get, self.key, self.etag, index)
+                if block is not None:
+                    base = index * self.chunk_size
+                    return bytes(memoryview(block)[offset - base : end - base])
             try:
                 data: bytes = await self._run(
                     self.store.get_range, self.key, offset, end, self.etag
@@ -214,7 +241,7 @@ class Reader:
                 # the object is shorter than advertised (changed under us): short read
                 out.append(bytes(chunk.buf[lo : chunk.filled]))
                 break
-            out.append(bytes(chunk.buf[lo:hi]))
+            out.append(bytes(memoryview(chunk.buf)[lo:hi]))
         return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:

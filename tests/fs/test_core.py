@@ -280,3 +280,39 @@ def test_memory_bounded_prefetch_window() -> None:
         assert fs.read_slots.value == max(2, 32 * MiB // (5 * MiB))
 
     run(store, body, max_memory_mib=32)
+
+
+def test_disk_cache_serves_second_read_and_is_bounded(tmp_path: Path) -> None:
+    store = MemoryStore()
+    data = random.Random(6).randbytes(23 * MiB)
+    store.put_object("c.bin", data)
+
+    async def body(fs: Filesystem) -> None:
+        assert fs.cache is not None
+        attr = await fs.lookup(ROOT_INO, "c.bin")
+        assert await read_file(fs, attr.ino) == data
+        gets = store.calls.get("get", 0)
+        assert await read_file(fs, attr.ino) == data
+        assert store.calls.get("get", 0) == gets, "second read comes from the disk cache"
+        assert fs.cache.size == len(data)
+        fh = await fs.open(attr.ino, os.O_RDONLY)
+        assert await fs.read(fh, 20 * MiB + 5, 100) == data[20 * MiB + 5 : 20 * MiB + 105]
+        await fs.release(fh)
+        store.put_object("c.bin", b"replaced")  # new ETag: old blocks are never served
+        attr = await fs.getattr(attr.ino, revalidate=True)
+        assert await read_file(fs, attr.ino) == b"replaced"
+        root = fs.cache.root
+        await fs.shutdown()
+        assert not root.exists(), "the cache is removed at unmount"
+
+    run(store, body, cache_dir=tmp_path / "cache", max_cache_size_mib=30)
+
+    async def bounded(fs: Filesystem) -> None:
+        assert fs.cache is not None
+        attr = await fs.lookup(ROOT_INO, "big")
+        assert await read_file(fs, attr.ino) == big
+        assert 0 < fs.cache.size <= 12 * MiB
+
+    big = random.Random(7).randbytes(40 * MiB)
+    store.put_object("big", big)
+    run(store, bounded, cache_dir=tmp_path / "cache2", max_cache_size_mib=12)

@@ -1,0 +1,99 @@
+"""Local disk cache of object data (``--cache DIR --max-cache-size MiB``).
+
+Contract:
+* Blocks are whole aligned read chunks (``--part-size`` bytes, the last one shorter) of one
+  object version, named by a hash of (key, ETag, index): a replaced object can never be served
+  from stale blocks.
+* The cache lives in a fresh sub-directory of DIR created at mount and removed at unmount
+  (mount-s3 also wipes its cache at mount): nothing survives a restart, so nothing stale does.
+* Size is bounded by ``max_bytes``; least-recently-used blocks are evicted first.
+* Best effort: any I/O error (full disk, permissions) means "not cached" - a read never fails
+  because of the cache. Thread safe (blocks are written and read from worker threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+log = logging.getLogger("zonemount.cache")
+
+
+class DataCache:
+    def __init__(self, parent: Path, max_bytes: int) -> None:
+        parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="zonemount-cache-", dir=parent))
+        self.max_bytes = max_bytes
+        self._lru: OrderedDict[str, int] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _name(key: str, etag: str, index: int) -> str:
+        digest = hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:40]
+        return f"{digest}-{index}"
+
+    def get(self, key: str, etag: str, index: int) -> bytes | None:
+        name = self._name(key, etag, index)
+        with self._lock:
+            if name not in self._lru:
+                self.misses += 1
+                return None
+            self._lru.move_to_end(name)
+        try:
+            data = (self.root / name).read_bytes()
+        except OSError:
+            self._forget(name)
+            return None
+        with self._lock:
+            self.hits += 1
+        return data
+
+    def put(self, key: str, etag: str, index: int, data: bytes | bytearray) -> None:
+        if len(data) > self.max_bytes:
+            return
+        name = self._name(key, etag, index)
+        with self._lock:
+            if name in self._lru:
+                return
+            while self._bytes + len(data) > self.max_bytes and self._lru:
+                self._evict_locked()
+        tmp = self.root / f".{name}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.root / name)
+        except OSError as exc:
+            log.warning("cache write failed (%s); continuing uncached", exc)
+            tmp.unlink(missing_ok=True)
+            return
+        with self._lock:
+            self._lru[name] = len(data)
+            self._bytes += len(data)
+
+    def _evict_locked(self) -> None:
+        name, size = self._lru.popitem(last=False)
+        self._bytes -= size
+        (self.root / name).unlink(missing_ok=True)
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            size = self._lru.pop(name, None)
+            if size is not None:
+                self._bytes -= size
+
+    @property
+    def size(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
