@@ -165,13 +165,31 @@ def test_monitoring_on_and_off(render: Render) -> None:
     assert by_kind(render(), "ServiceMonitor") == []
     objects = render(COMBOS["monitoring"])
     monitor = one(objects, "ServiceMonitor")
-    service = one(objects, "Service", "-node-metrics")
-    labels = service["metadata"]["labels"]
-    for key, value in monitor["spec"]["selector"]["matchLabels"].items():
-        assert labels[key] == value, "the ServiceMonitor must select the metrics Service"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [
+        s
+        for s in by_kind(objects, "Service")
+        if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
+    ]
+    assert sorted(s["metadata"]["name"] for s in selected) == [
+        "zm-zonemount-controller-metrics",
+        "zm-zonemount-node-metrics",
+    ], "the ServiceMonitor must select both metrics Services"
     assert monitor["metadata"]["labels"]["release"] == "kps"
-    port_names = {p["name"] for p in service["spec"]["ports"]}
-    assert monitor["spec"]["endpoints"][0]["port"] in port_names
+    for service in selected:
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert monitor["spec"]["endpoints"][0]["port"] in port_names
+        workload = one(
+            objects,
+            "DaemonSet" if "node" in service["metadata"]["name"] else "Deployment",
+            "-node" if "node" in service["metadata"]["name"] else "-controller",
+        )
+        pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert all(pod_labels[k] == v for k, v in service["spec"]["selector"].items())
+        container_ports = {
+            p["name"] for c in pod_spec(workload)["containers"] for p in c.get("ports", [])
+        }
+        assert service["spec"]["ports"][0]["targetPort"] in container_ports
     node = container(one(objects, "DaemonSet"), "node")
     assert {"name": "metrics", "containerPort": 9810, "protocol": "TCP"} in node["ports"]
     assert "--metrics-address :9810" in node["args"][0]
@@ -254,7 +272,14 @@ def test_fixed_zone_needs_no_node_access(render: Render) -> None:
 def test_controller_and_provisioner(render: Render) -> None:
     deployment = one(render(), "Deployment", "-controller")
     controller = container(deployment, "controller")
-    assert controller["args"] == ["csi-controller", "--endpoint", "unix:///csi/csi.sock"]
+    assert controller["args"] == [
+        "csi-controller",
+        "--endpoint",
+        "unix:///csi/csi.sock",
+        "--metrics-address",
+        ":9811",
+    ]
+    assert {"name": "metrics", "containerPort": 9811, "protocol": "TCP"} in controller["ports"]
     provisioner = container(deployment, "csi-provisioner")
     assert "--extra-create-metadata" in provisioner["args"]
     assert "--csi-address=/csi/csi.sock" in provisioner["args"]

@@ -352,7 +352,11 @@ def test_rendered_controller_starts(render: Render, tmp_path: Path) -> None:
 
     sock = tmp_path / "csi.sock"
     controller = container(one(render(), "Deployment", "-controller"), "controller")
-    args = [a.replace("unix:///csi/csi.sock", f"unix://{sock}") for a in controller["args"]]
+    args = [
+        a.replace("unix:///csi/csi.sock", f"unix://{sock}").replace(":9811", "127.0.0.1:0")
+        for a in controller["args"]
+    ]
+    assert "127.0.0.1:0" in args, "the chart turns the controller's metrics on"
     proc = subprocess.Popen(
         [sys.executable, "-m", "zonemount_cli.main", *args],
         stdout=subprocess.PIPE,
