@@ -146,7 +146,12 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
     _known(imp, {"source", "concurrency"}, "spec.import")
     source = _get(imp, "source", str, "spec.import.source")
     if source is not None:
-        names.parse_s3_url(source, "spec.import.source")
+        url = names.parse_s3_url(source, "spec.import.source")
+        if url.prefix and not url.prefix.endswith("/"):
+            raise SpecError(
+                f"spec.import.source {source!r} must end with '/' (directory buckets list whole "
+                f"path segments only): use {source}/"
+            )
     return BucketSpec(
         region=region,
         base_name=base,

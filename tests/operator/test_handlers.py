@@ -1,0 +1,99 @@
+"""kopf handlers called directly: clients injected through ``memo``, errors -> kopf semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+import pytest
+from operator_testlib import unique_base
+from zonemount_operator.aws import Boto3BucketAdmin
+from zonemount_operator.errors import (
+    AccessDeniedError,
+    BucketNameTakenError,
+    DependencyNotReady,
+    KubeError,
+    PermanentAwsError,
+    SpecError,
+    TransientAwsError,
+)
+from zonemount_operator.handlers import (
+    OperatorConfig,
+    backoff,
+    bucket_delete,
+    bucket_reconcile,
+    raise_for,
+)
+
+LOG = logging.getLogger("test")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("error", "kind", "delay"),
+    [
+        (SpecError("bad"), kopf.PermanentError, None),
+        (BucketNameTakenError("taken", "CreateBucket"), kopf.PermanentError, None),
+        (PermanentAwsError("no", "PutBucketEncryption"), kopf.PermanentError, None),
+        (
+            AccessDeniedError("denied", "CreateBucket", "s3express:CreateBucket"),
+            kopf.TemporaryError,
+            120,
+        ),
+        (DependencyNotReady("wait"), kopf.TemporaryError, 10),
+    ],
+)
+def test_raise_for_maps_errors(
+    error: Exception, kind: type[Exception], delay: float | None
+) -> None:
+    with pytest.raises(kind) as exc:
+        raise_for(error, retry=0)  # type: ignore[arg-type]
+    assert str(exc.value) == str(error)
+    if delay is not None:
+        assert exc.value.delay == delay  # type: ignore[attr-defined]
+
+
+@pytest.mark.unit
+def test_transient_errors_back_off_with_jitter() -> None:
+    for error in (TransientAwsError("slow", "CreateBucket"), KubeError("api", 500)):
+        with pytest.raises(kopf.TemporaryError) as exc:
+            raise_for(error, retry=3)
+        assert 20 <= exc.value.delay <= 40
+    assert backoff(0) <= 5 and backoff(50) <= 300
+    raise_for(None, retry=0)  # no error: no exception
+
+
+@pytest.mark.integration
+def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
+    memo = kopf.Memo(admin=admin, config=OperatorConfig())
+    spec = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az4",
+        "baseName": unique_base(),
+        "deletionPolicy": "Delete",
+    }
+    patch = kopf.Patch()
+    kwargs: dict[str, Any] = dict(
+        name="b",
+        namespace="ns",
+        spec=spec,
+        status={},
+        meta={"generation": 3},
+        memo=memo,
+        logger=LOG,
+        retry=0,
+    )
+    asyncio.run(bucket_reconcile(patch=patch, **kwargs))
+    status = dict(patch["status"])
+    assert status["observedGeneration"] == 3
+    assert status["conditions"][0] == {**status["conditions"][0], "type": "Ready", "status": "True"}
+    asyncio.run(bucket_delete(name="b", spec=spec, status=status, memo=memo, logger=LOG, retry=0))
+    buckets = admin.s3("us-east-1").list_directory_buckets()["Buckets"]
+    assert status["bucketName"] not in {b["Name"] for b in buckets}
+
+    bad = kopf.Patch()
+    with pytest.raises(kopf.PermanentError, match="set exactly one of"):
+        asyncio.run(bucket_reconcile(patch=bad, **{**kwargs, "spec": {"region": "us-east-1"}}))
+    assert bad["status"]["conditions"][0]["reason"] == "InvalidSpec"
