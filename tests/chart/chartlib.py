@@ -34,7 +34,7 @@ COMBOS: dict[str, dict[str, Any] | None] = {
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}},
     "no-metrics": {"metrics": {"enabled": False}},
     "kubelet-dir": {"node": {"kubeletDir": "/var/lib/k0s/kubelet"}},
-    "fixed-zone": {"node": {"zone": "us-west-2a"}},
+    "fixed-zone": {"node": {"zone": "us-west-2a", "priorityClassName": ""}},
     "test-endpoint": {
         "aws": {
             "endpointUrl": "http://10.96.200.200:5000",
