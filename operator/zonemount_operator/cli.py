@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -279,7 +280,11 @@ def reconcile_main(argv: Sequence[str]) -> int:
         except ZonemountError as exc:
             failed = True
             print(f"zonemount reconcile: {ref}: {exc}", file=sys.stderr)
-    yaml.safe_dump_all(results, sys.stdout, sort_keys=False)
+    try:
+        yaml.safe_dump_all(results, sys.stdout, sort_keys=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `zonemount reconcile ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if failed else 0
 
 
