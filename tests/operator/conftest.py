@@ -11,9 +11,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from operator_testlib import KubeApiThread
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.aws import Boto3BucketAdmin
+
+from tests.operator.operator_testlib import KubeApiThread
 
 
 @pytest.fixture

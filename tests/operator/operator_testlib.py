@@ -1,4 +1,4 @@
-"""Helpers shared by the operator tests (importable: tests/operator is on sys.path)."""
+"""Helpers shared by the operator tests: fault injection, a threaded kmock API, names."""
 
 from __future__ import annotations
 

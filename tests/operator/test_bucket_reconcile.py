@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from operator_testlib import aws_error, unique_base
 from zonemount_operator import conditions
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.bucket import (
@@ -24,6 +23,8 @@ from zonemount_operator.errors import (
     TransientAwsError,
 )
 from zonemount_operator.spec import parse_bucket
+
+from tests.operator.operator_testlib import aws_error, unique_base
 
 pytestmark = pytest.mark.integration
 

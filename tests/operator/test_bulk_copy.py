@@ -10,7 +10,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from operator_testlib import aws_error
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.names import S3Url
 from zonemount_operator.transfer import (
@@ -22,6 +21,8 @@ from zonemount_operator.transfer import (
     s3_client,
     up_to_date,
 )
+
+from tests.operator.operator_testlib import aws_error
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,11 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
-from crd_validation import CRDS, ROOT, cel_rules, load_crd, schema_of, validate
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
 from zonemount_operator.spec import parse_bucket, parse_mountclass
+
+from tests.operator.crd_validation import CRDS, ROOT, cel_rules, load_crd, schema_of, validate
 
 pytestmark = pytest.mark.unit
 EXAMPLES = ROOT / "examples"
@@ -156,7 +157,7 @@ def test_immutable_fields_are_enforced_on_update() -> None:
 
 
 def test_defaults_are_applied() -> None:
-    from crd_validation import apply_defaults
+    from tests.operator.crd_validation import apply_defaults
 
     obj = apply_defaults(
         schema_of(load_crd("S3MountClass")), load(EXAMPLES / "s3mountclass-minimal.yaml")

@@ -8,7 +8,6 @@ from typing import Any
 
 import kopf
 import pytest
-from operator_testlib import unique_base
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.errors import (
     AccessDeniedError,
@@ -26,6 +25,8 @@ from zonemount_operator.handlers import (
     bucket_reconcile,
     raise_for,
 )
+
+from tests.operator.operator_testlib import unique_base
 
 LOG = logging.getLogger("test")
 

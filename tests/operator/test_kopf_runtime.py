@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
-from operator_testlib import KubeApiThread, unique_base
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.handlers import registry
 from zonemount_operator.kube import S3EXPRESSBUCKETS, S3MOUNTCLASSES, KubeClient
+
+from tests.operator.operator_testlib import KubeApiThread, unique_base
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,13 @@ import asyncio
 from typing import Any, TypeVar
 
 import pytest
-from operator_testlib import KubeApiThread
 from zonemount_operator import conditions
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.errors import DependencyNotReady, SpecError
 from zonemount_operator.kube import PERSISTENTVOLUMES, S3EXPRESSBUCKETS, STORAGECLASSES, KubeClient
 from zonemount_operator.mountclass import delete_mountclass, reconcile_mountclass
+
+from tests.operator.operator_testlib import KubeApiThread
 
 pytestmark = pytest.mark.integration
 R = TypeVar("R")

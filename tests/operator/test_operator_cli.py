@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_testlib import unique_base
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.cli import cp_main, operator_main, reconcile_main, sync_main
+
+from tests.operator.operator_testlib import unique_base
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
