@@ -104,3 +104,28 @@ def test_plain_sigv4_is_rejected_by_the_endpoint(moto_server: LocalS3) -> None:
         with pytest.raises(Exception, match=r"AccessDenied|403"):
             plain.list_objects_v2(Bucket=BUCKET)
         assert ep.rejected == 1
+
+
+def test_directory_bucket_rename_on_endpoint_without_rename_object(
+    moto_server: LocalS3, tmp_path: Path
+) -> None:
+    """Regression: many concurrent first renames must all fall back to copy + delete when the
+    endpoint does not really implement RenameObject (moto answers it like a PutObject)."""
+    from .mounts import Mounter
+
+    bucket = "renames--use1-az4--x-s3"
+    admin = _admin(moto_server)
+    admin.create_bucket(Bucket=bucket)
+    for i in range(40):
+        admin.put_object(Bucket=bucket, Key=f"attempt/p{i // 8}/part-{i}", Body=b"%d" % i)
+    mounter = Mounter(moto_server, tmp_path)
+    try:
+        mnt = mounter.mount(bucket, "--allow-delete", "--allow-overwrite")
+        os.rename(mnt / "attempt", mnt / "task")
+    finally:
+        mounter.cleanup()
+    keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == sorted(f"task/p{i // 8}/part-{i}" for i in range(40))
+    for i in (0, 17, 39):
+        body = admin.get_object(Bucket=bucket, Key=f"task/p{i // 8}/part-{i}")["Body"].read()
+        assert body == b"%d" % i

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -134,6 +135,7 @@ class S3Store:
         self.bucket = settings.bucket
         self.is_directory_bucket = is_directory_bucket(settings.bucket)
         self._rename_supported: bool | None = None
+        self._rename_probe = threading.Lock()
         session = botocore.session.Session(profile=settings.profile)
         s3_config: Any = {}
         if settings.force_path_style:
@@ -361,8 +363,28 @@ class S3Store:
             raise
 
     def rename(self, src: str, dst: str) -> None:
-        if not self.is_directory_bucket or self._rename_supported is False:
+        if not self.is_directory_bucket:
             raise NotSupported("RenameObject is available on directory buckets only")
+        with self._rename_probe:
+            if self._rename_supported is None:
+                # First use, one caller at a time: find out whether the endpoint really renames.
+                self._rename_supported = self._probe_rename(src, dst)
+                if self._rename_supported:
+                    return
+        if not self._rename_supported:
+            raise NotSupported("RenameObject is not supported by this endpoint", code="Ignored")
+        self._call(
+            "RenameObject",
+            src,
+            self._client.rename_object,
+            Key=dst,
+            RenameSource=f"{self.bucket}/{src}",
+        )
+
+    def _probe_rename(self, src: str, dst: str) -> bool:
+        """Try RenameObject once; True if the object moved. S3-compatible servers that do not
+        know the call may fail with odd codes or answer 200 as if it were an empty PutObject,
+        so success is checked by looking at the source."""
         try:
             self._call(
                 "RenameObject",
@@ -371,30 +393,16 @@ class S3Store:
                 Key=dst,
                 RenameSource=f"{self.bucket}/{src}",
             )
-            if self._rename_supported is None:
-                # First use: make sure the endpoint really renamed (S3-compatible servers that
-                # do not know RenameObject may answer 200 and treat it as an empty PutObject).
-                try:
-                    self.head(src)
-                    renamed = False
-                except ObjectNotFound:
-                    renamed = True
-                if not renamed:
-                    self._rename_supported = False
-                    self.delete(dst)  # whatever the endpoint wrote there; the copy replaces it
-                    raise NotSupported(  # noqa: TRY301
-                        "RenameObject: the endpoint did not rename", code="Ignored"
-                    )
-            self._rename_supported = True
-        except NotSupported:
-            self._rename_supported = False
-            raise
         except StoreError as exc:
-            # Servers that do not know the call answer with odd codes; remember and fall back.
-            if self._rename_supported is None and exc.code not in _NOT_FOUND | _DENIED:
-                self._rename_supported = False
-                raise NotSupported(str(exc), code=exc.code) from None
-            raise
+            if exc.code in _NOT_FOUND | _DENIED:
+                raise
+            return False
+        try:
+            self.head(src)
+        except ObjectNotFound:
+            return True
+        self.delete(dst)  # whatever the endpoint wrote there; the copy fallback replaces it
+        return False
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(ObjectNotFound):
