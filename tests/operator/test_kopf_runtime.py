@@ -24,7 +24,7 @@ from tests.operator.operator_testlib import KubeApiThread, unique_base
 pytestmark = pytest.mark.integration
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -150,7 +150,7 @@ def test_operator_end_to_end(
             assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == body
 
         sc_name = class_cr["metadata"]["name"]
-        sc = wait_for("StorageClass", lambda: kube_api.object("storageclasses", sc_name), 40)
+        sc = wait_for("StorageClass", lambda: kube_api.object("storageclasses", sc_name), 60)
         assert sc["parameters"]["bucketName"] == bucket_name
         assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1d"]
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.cli import cp_main, operator_main, reconcile_main, sync_main
+from zonemount_operator.transfer import s3_client
 
 from tests.operator.operator_testlib import unique_base
 
@@ -147,3 +148,33 @@ def test_operator_flags_are_validated(capsys: pytest.CaptureFixture[str]) -> Non
         operator_main(["--namespace", "a", "--all-namespaces"])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_reconcile_runs_the_import(
+    moto_server: LocalS3,
+    s3_env: dict[str, str],
+    bucket: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3: Any = moto_server.client()
+    for i in range(7):
+        s3.put_object(Bucket=bucket, Key=f"landing/{i}.csv", Body=b"a,b\n" * (i + 1))
+    base = unique_base()
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "apiVersion: zonemount.io/v1alpha1\nkind: S3ExpressBucket\n"
+        "metadata: {name: imp, namespace: x}\n"
+        f"spec: {{region: us-east-1, availabilityZoneId: use1-az6, baseName: {base},\n"
+        f"  import: {{source: 's3://{bucket}/landing/'}}}}\n"
+    )
+    assert reconcile_main(["-f", str(path), "--endpoint-url", moto_server.endpoint]) == 0
+    status = yaml.safe_load(capsys.readouterr().out)["status"]
+    assert status["import"]["phase"] == "Complete"
+    assert status["import"]["objectsCopied"] == 7
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["ImportComplete"] == (
+        "ImportComplete"
+    )
+    express = s3_client(moto_server.endpoint, "us-east-1")  # no CreateSession on moto
+    keys = express.list_objects_v2(Bucket=f"{base}--use1-az6--x-s3")["KeyCount"]
+    assert keys == 7
