@@ -260,12 +260,17 @@ async def bucket_import(
         if time.monotonic() - last[0] < PROGRESS_INTERVAL:
             return
         last[0] = time.monotonic()
-        asyncio.run_coroutine_threadsafe(
+        future = asyncio.run_coroutine_threadsafe(
             memo.kube.patch(
                 S3EXPRESSBUCKETS, name, {"status": {"import": imp}}, namespace, "status"
             ),
             loop,
         )
+        future.add_done_callback(log_failure)
+
+    def log_failure(future: Any) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.warning("import progress not written: %s", future.exception())
 
     async def watch_stop() -> None:
         await stopped.wait()
