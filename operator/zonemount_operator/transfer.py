@@ -5,8 +5,8 @@ Used by the S3ExpressBucket import (progress lands in the CR status) and by
 
 * same endpoint (one S3 service): server-side ``CopyObject``; objects at or above
   ``multipart_threshold`` use multipart ``UploadPartCopy`` with parts copied in parallel;
-* different endpoints: stream ``GetObject`` -> ``PutObject`` (multipart with ranged GETs for
-  large objects), never holding more than one part per worker in memory.
+* different endpoints: stream ``GetObject`` -> ``PutObject``; objects of at least one part
+  size go multipart with ranged GETs, so a worker never holds more than one part in memory.
 
 Resumability: a destination object is *up to date* when its size equals the source's and
 either the ETags match or it is not older than the source (ETags differ legitimately:
@@ -175,6 +175,9 @@ class BulkCopier:
                 max_workers=self.options.concurrency, thread_name_prefix="zm-copy"
             ) as pool:
                 pending: set[Future[None]] = set()
+                # At most 4 x concurrency objects queued: listing millions of keys must not
+                # queue millions of work items (the listing waits for free slots instead).
+                slots = threading.BoundedSemaphore(self.options.concurrency * 4)
                 for obj in _list(self.src_client, self.src):
                     if self.stop.is_set():
                         break
@@ -183,8 +186,15 @@ class BulkCopier:
                     if self.options.skip_existing and up_to_date(obj, existing.get(dst_key)):
                         self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
                         continue
-                    pending.add(pool.submit(self._copy_with_retries, obj, dst_key))
-                    if len(pending) >= self.options.concurrency * 4:  # bound memory of futures
+                    while not slots.acquire(timeout=0.2):
+                        if self.stop.is_set():
+                            break
+                    if self.stop.is_set():
+                        break
+                    future = pool.submit(self._copy_with_retries, obj, dst_key)
+                    future.add_done_callback(lambda _: slots.release())
+                    pending.add(future)
+                    if len(pending) >= self.options.concurrency * 8:
                         pending = {f for f in pending if not f.done()}
                 with self.progress._lock:
                     self.progress.listing_done = True
@@ -232,7 +242,9 @@ class BulkCopier:
                 return
 
     def _copy_one(self, obj: SourceObject, dst_key: str) -> None:
-        big = obj.size >= self.options.multipart_threshold
+        # Streamed copies hold a part in memory per worker: go multipart from one part size.
+        threshold = self.options.multipart_threshold if self.server_side else self.options.part_size
+        big = obj.size >= threshold
         if self.server_side and not big:
             self.dst_client.copy_object(
                 Bucket=self.dst.bucket,
