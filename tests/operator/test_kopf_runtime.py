@@ -233,3 +233,62 @@ def test_invalid_spec_is_a_permanent_condition(operator_env: None, kube_api: Kub
         assert "zonemount.io/last-handled-configuration" in meta["annotations"]
         assert "zonemount.io/bucket-reconcile" not in meta["annotations"]
         assert kube_api.versions("s3expressbuckets", "nowhere", "spark") == versions
+
+
+def test_zonemount_operator_process(
+    operator_env: None, kube_api: KubeApiThread, tmp_path: Path
+) -> None:
+    """The real entry point (`zonemount operator`) as a process: liveness, a reconcile, SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from zonemount_cli.servers import free_port
+
+    port = free_port()
+    log = (tmp_path / "operator.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "zonemount"),
+            "operator",
+            "--all-namespaces",
+            "--liveness-port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
+    try:
+        cr = {
+            "apiVersion": "zonemount.io/v1alpha1",
+            "kind": "S3MountClass",
+            "metadata": {"name": "plain", "uid": "u1", "resourceVersion": "1"},
+            "spec": {
+                "bucketName": "plain-bucket",
+                "region": "us-east-1",
+                "availabilityZone": "us-east-1c",
+            },
+        }
+        kube(kube_api, "create", S3MOUNTCLASSES, cr)
+        sc = wait_for("StorageClass", lambda: kube_api.object("storageclasses", "plain"))
+        assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1c"]
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for("liveness endpoint", healthy)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        log.close()
+    output = (tmp_path / "operator.log").read_text()
+    assert code == 0, output
+    assert "Traceback" not in output, output
