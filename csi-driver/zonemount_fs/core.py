@@ -701,7 +701,33 @@ class Filesystem:
             raise FsError(
                 errno.EBADF, "file was opened for reading (open with O_TRUNC to replace it)"
             )
-        return await handle.writer.write(offset, data)
+        writer = handle.writer
+        async with writer.lock:  # a flush completing this file finishes first
+            if writer.resumable and offset == writer.size:
+                await self._resume(handle, writer)
+            return await writer.write(offset, data)
+
+    async def _resume(self, handle: FileHandle, writer: StreamingUpload | AppendUpload) -> None:
+        """A write after a flush completed the object (see R-WRITE-FORKED-CLOSE).
+
+        Only the writer's own file qualifies: not renamed, replaced or deleted since."""
+        node = self.inodes.get(handle.ino)
+        if (
+            node is None
+            or node.detached
+            or node.writer is not None
+            or self.file_key(node) != writer.key
+            or node.size != writer.size
+        ):
+            raise FsError(errno.EBADF, "file already closed for writing; reopen with O_TRUNC")
+        node.writer, node.local = writer, True
+        try:
+            await writer.resume(node.etag)
+        except BaseException:
+            node = self.inodes.get(handle.ino)
+            if node is not None and node.writer is writer:
+                node.writer, node.local = None, False
+            raise
 
     async def flush(self, fh: int, *, force: bool = False) -> None:
         """close(): complete the upload; the object is visible when close() returns.
@@ -710,11 +736,15 @@ class Filesystem:
         descriptor and close the original before writing (``echo x > f``). Such a file is
         completed at ``release`` (or ``fsync``) instead."""
         handle = self.files.get(fh)
-        if handle is None or handle.writer is None or handle.writer.finished:
-            return
-        if not force and handle.writer.size == 0:
+        if handle is None or handle.writer is None:
             return
         writer = handle.writer
+        async with writer.lock:  # never while a write (or a resume) of this file is under way
+            if writer.finished or (not force and writer.size == 0):
+                return
+            await self._complete(handle, writer)
+
+    async def _complete(self, handle: FileHandle, writer: StreamingUpload | AppendUpload) -> None:
         node = self.inodes.get(handle.ino)
         if node is not None and isinstance(writer, StreamingUpload):
             writer.metadata = self._new_metadata(node)
@@ -757,6 +787,10 @@ class Filesystem:
                 self.files[fh] = handle
                 try:
                     await self.flush(fh, force=True)
+                except FsError as exc:
+                    # close() has returned already: nobody to tell. The upload was aborted,
+                    # so nothing partial is visible; a write or flush reported the error.
+                    log.warning("release: %s", exc)
                 finally:
                     self.files.pop(fh, None)
         finally:
@@ -1007,6 +1041,9 @@ class Filesystem:
     # -- misc --------------------------------------------------------------------------
     async def fsync(self, fh: int) -> None:
         await self.flush(fh, force=True)
+        handle = self.files.get(fh)
+        if handle is not None and handle.writer is not None:
+            handle.writer.seal()  # R-WRITE-FSYNC: no writes after fsync
 
     async def shutdown(self) -> None:
         """Abort uploads of files still open (nothing partial becomes visible); drop the cache."""

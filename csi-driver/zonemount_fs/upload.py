@@ -57,6 +57,59 @@ class StreamingUpload:
         self._max_inflight = max_inflight
         self._error: StoreError | None = None
         self.finished = False
+        self.lock = trio.Lock()  # held by the filesystem around write and complete
+        # Set by a successful complete(); cleared by abort() and seal() (fsync).
+        self._resumable = False
+
+    @property
+    def resumable(self) -> bool:
+        """True when a flush completed the object and the writer may continue (see resume)."""
+        return self.finished and self._resumable
+
+    def seal(self) -> None:
+        """No resuming after this (fsync: further writes fail with EBADF)."""
+        self._resumable = False
+
+    async def resume(self, etag: str | None) -> None:
+        """Continue writing an object that a flush already completed.
+
+        The kernel sends FLUSH on every close() of a descriptor of the open file, including
+        a forked child's copy (a JVM forking ``chmod`` closes every inherited descriptor), so
+        a writer may see its object completed while it still writes. The object is then
+        re-opened: a new upload starts with the bytes already stored (re-read from S3 in
+        parts, ``If-Match`` the completed ETag when known) and the writer continues after
+        them. Memory stays bounded by the part window. On failure nothing changes remotely
+        and the writer stays finished."""
+        if not self.resumable:
+            raise FsError(errno.EBADF, "file already closed for writing; reopen with O_TRUNC")
+        stored = self.size
+        self._resumable = False
+        self._buf = bytearray()
+        self._upload_id = None
+        self._etags = {}
+        self._next_part = 1
+        self._error = None
+        self._created_metadata = None
+        self.size = 0
+        try:
+            offset = 0
+            while offset < stored:
+                end = min(stored, offset + self.part_size)
+                chunk = await self._run(self.store.get_range, self.key, offset, end, etag)
+                if len(chunk) != end - offset:
+                    break
+                await self._append(chunk)
+                offset = end
+        except StoreError as exc:
+            await self.abort()
+            raise FsError(exc.errno, f"resuming the upload of {self.key!r} failed: {exc}") from None
+        except BaseException:
+            await self.abort()
+            raise
+        if self.size != stored:
+            await self.abort()
+            raise FsError(errno.ESTALE, f"{self.key!r} was replaced while it was written")
+        self.finished = False
 
     async def write(self, offset: int, data: bytes) -> int:
         if self.finished:
@@ -68,13 +121,16 @@ class StreamingUpload:
                 "written sequentially",
             )
         self._raise_if_failed()
+        await self._append(data)
+        return len(data)
+
+    async def _append(self, data: bytes) -> None:
         self._buf += data
         self.size += len(data)
         while len(self._buf) >= self.part_size:
             part = bytes(memoryview(self._buf)[: self.part_size])
             del self._buf[: self.part_size]
             await self._submit(part)
-        return len(data)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -130,6 +186,7 @@ class StreamingUpload:
                     self.store.put, self.key, bytes(self._buf), written
                 )
                 self._buf = bytearray()
+                self._resumable = True
                 return ObjectInfo(self.key, self.size, info.etag, info.mtime, written)
             if self._buf or self._next_part == 1:
                 part = bytes(self._buf)
@@ -145,6 +202,7 @@ class StreamingUpload:
                 # chmod/chown/utime arrived after the upload was created: rewrite metadata.
                 written = dict(self.metadata)
                 await self._run(self.store.copy, self.key, self.key, self.size, written)
+            self._resumable = True
             return ObjectInfo(self.key, self.size, info.etag, info.mtime, written)
         except StoreError as exc:
             await self.abort()
@@ -155,6 +213,7 @@ class StreamingUpload:
 
     async def abort(self) -> None:
         self.finished = True
+        self._resumable = False
         self._buf = bytearray()
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
@@ -186,6 +245,22 @@ class AppendUpload:
         self._remote_size = start_size
         self._exists = exists
         self._buf = bytearray()
+        self.finished = False
+        self._resumable = False
+        self.lock = trio.Lock()  # held by the filesystem around write and complete
+
+    @property
+    def resumable(self) -> bool:
+        return self.finished and self._resumable
+
+    def seal(self) -> None:
+        self._resumable = False
+
+    async def resume(self, etag: str | None) -> None:
+        """Continue after a flush completed the object: appends simply go on at its end."""
+        if not self.resumable:
+            raise FsError(errno.EBADF, "file already closed for writing; reopen to append")
+        self._resumable = False
         self.finished = False
 
     async def write(self, offset: int, data: bytes) -> int:
@@ -220,8 +295,10 @@ class AppendUpload:
         self.finished = True
         await self._flush_buffer()
         info: ObjectInfo = await self._run(self.store.head, self.key)
+        self._resumable = True
         return info
 
     async def abort(self) -> None:
         self.finished = True
+        self._resumable = False
         self._buf = bytearray()

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import stat
+import subprocess
 import threading
 import time
 import urllib.request
@@ -150,6 +151,35 @@ def test_r_write_visible_on_close(mount_rw, s3, bucket) -> None:
     assert "v.txt" not in keys(s3, bucket)
     f.close()
     assert s3.get_object(Bucket=bucket, Key="v.txt")["Body"].read() == b"hello"
+
+
+def test_r_write_forked_close(mounter: Mounter, s3, bucket) -> None:
+    mnt = mounter.mount(bucket, "--allow-delete", "--allow-overwrite", "--part-size", str(5 * MiB))
+    head = random.Random(7).randbytes(6 * MiB + 17)  # more than one part: re-read in parts
+    fd = os.open(mnt / "forked.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, head)
+        # A child inherits the descriptor; its exit closes it: the kernel flushes the file.
+        subprocess.run(["true"], pass_fds=(fd,), check=True)
+        assert s3.get_object(Bucket=bucket, Key="forked.bin")["Body"].read() == head
+        os.write(fd, b"tail")  # the writer goes on: the file is resumed, not EBADF
+    finally:
+        os.close(fd)
+    got = s3.get_object(Bucket=bucket, Key="forked.bin")["Body"].read()
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(head + b"tail").hexdigest()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    # A file replaced by another client in between is not resumed onto the new object.
+    fd = os.open(mnt / "gone.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"first")
+        subprocess.run(["true"], pass_fds=(fd,), check=True)
+        put(s3, bucket, "gone.txt", b"someone else's")
+        time.sleep(1.2)  # past the metadata TTL
+        os.stat(mnt / "gone.txt")
+        assert errno_of(lambda: os.write(fd, b"more")) in (errno.EBADF, errno.ESTALE)
+    finally:
+        os.close(fd)
+    assert s3.get_object(Bucket=bucket, Key="gone.txt")["Body"].read() == b"someone else's"
 
 
 def test_r_write_fsync(mount_rw, s3, bucket) -> None:
