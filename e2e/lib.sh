@@ -31,6 +31,22 @@ need() {
   command -v "$tool" >/dev/null 2>&1 || die "'$tool' is not installed: $hint"
 }
 
+# yaml_values ERE FILE...: the values (2nd word) of the lines matching ERE, sorted, unique.
+# Prints nothing and still succeeds when no line matches (safe under set -e and pipefail).
+yaml_values() {
+  local pattern=$1
+  shift
+  { grep -hoE "$pattern" "$@" 2>/dev/null || true; } | awk '{print $2}' | sort -u
+}
+
+# ensure_namespaces FILE...: create every metadata namespace the manifests name.
+ensure_namespaces() {
+  local ns
+  for ns in $(yaml_values '^  namespace: [a-z0-9-]+' "$@"); do
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  done
+}
+
 # retry DEADLINE_SECONDS DESCRIPTION CMD...: run CMD until it succeeds or the deadline passes.
 retry() {
   local deadline=$1 what=$2
@@ -44,7 +60,7 @@ retry() {
   done
 }
 
-# wait_condition KIND/NAME CONDITION NAMESPACE_ARGS... : kubectl wait with the step's message.
+# wait_for TIMEOUT WHAT KUBECTL_WAIT_ARGS...: kubectl wait, dying with WHAT on timeout.
 wait_for() {
   local timeout=$1 what=$2
   shift 2

@@ -192,20 +192,19 @@ else
   for f in "$REPO"/examples/*.yaml; do
     grep -qE '^kind: (S3ExpressBucket|S3MountClass)$' "$f" || continue
     grep -qE '^kind: SparkApplication$' "$f" && continue
-    grep -hoE '^  namespace: [a-z0-9-]+' "$f" | awk '{print $2}' | sort -u | while read -r ns; do
-      kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-    done
+    ensure_namespaces "$f"
     # What the example expects to exist already in AWS: an import source, a bucket by name.
-    while read -r src; do
+    for src in $(yaml_values '^    source: s3://[^[:space:]]+' "$f"); do
+      src=${src#s3://}
       bucket=${src%%/*}
       prefix=${src#"$bucket"}
       moto_ctl seed "$bucket" "${prefix#/}"
-    done < <(grep -hoE '^    source: s3://[^[:space:]]+' "$f" | sed 's|^    source: s3://||')
-    existing=$(grep -hoE '^  bucketName: [^[:space:]]+' "$f" | awk '{print $2}' | head -1)
-    if [ -n "$existing" ]; then
-      region=$(grep -hoE '^  region: [a-z0-9-]+' "$f" | awk '{print $2}' | head -1)
+    done
+    for existing in $(yaml_values '^  bucketName: [^[:space:]]+' "$f"); do
+      region=$(yaml_values '^  region: [a-z0-9-]+' "$f")
+      region=${region%%$'\n'*}
       moto_ctl create-bucket "$existing" "${region:-us-east-1}"
-    fi
+    done
     log "applying ${f#"$REPO"/}"
     kubectl apply -f "$f"
     while read -r kind ns name; do
@@ -295,7 +294,7 @@ if [ "$SPARK_MODE" = skip ] || [ "${#spark_files[@]}" -eq 0 ]; then
   log "skipped (E2E_SPARK=$SPARK_MODE, ${#spark_files[@]} SparkApplication example(s))"
 else
   if [ "$SPARK_MODE" = install ]; then
-    mapfile -t spark_ns < <(grep -hoE '^  namespace: [a-z0-9-]+' "${spark_files[@]}" | awk '{print $2}' | sort -u)
+    mapfile -t spark_ns < <(yaml_values '^  namespace: [a-z0-9-]+' "${spark_files[@]}")
     "$HELM" repo add spark-operator https://kubeflow.github.io/spark-operator >/dev/null
     "$HELM" upgrade --install spark-operator spark-operator/spark-operator \
       --version "$SPARK_OPERATOR_CHART_VERSION" -n spark-operator --create-namespace \
@@ -305,9 +304,7 @@ else
     log "skipped: spark-operator is not installed (set E2E_SPARK=install to install it)"
   else
     for f in "${spark_files[@]}"; do
-      grep -hoE '^  namespace: [a-z0-9-]+' "$f" | awk '{print $2}' | sort -u | while read -r ns; do
-        kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-      done
+      ensure_namespaces "$f"
       log "applying ${f#"$REPO"/}"
       kubectl apply -f "$f"
       while read -r kind ns name; do
