@@ -25,7 +25,7 @@
 #
 # Knobs (environment): E2E_CLUSTER (zonemount-e2e), E2E_KEEP_CLUSTER=1 (keep it afterwards),
 # E2E_REUSE_CLUSTER=1 (use an existing cluster of that name), E2E_SKIP_BUILD=1 (images already
-# loaded), E2E_SKIP_EXAMPLES=1, E2E_SPARK=auto|install|skip (auto: run if the SparkApplication
+# loaded), E2E_EXAMPLES (examples dir, default examples/), E2E_SKIP_EXAMPLES=1, E2E_SPARK=auto|install|skip (auto: run if the SparkApplication
 # CRD exists; install: install spark-operator with helm first), E2E_TIMEOUT (seconds per wait,
 # 300), E2E_ARTIFACTS (diagnostics dir), KIND_NODE_IMAGE (kindest/node image to use).
 set -Eeuo pipefail
@@ -36,6 +36,7 @@ REPO=$(cd "$HERE/.." && pwd)
 source "$HERE/lib.sh"
 
 CLUSTER=${E2E_CLUSTER:-zonemount-e2e}
+EXAMPLES=${E2E_EXAMPLES:-$REPO/examples}
 TIMEOUT=${E2E_TIMEOUT:-300}
 ARTIFACTS=${E2E_ARTIFACTS:-${TMPDIR:-/tmp}/zonemount-e2e-artifacts}
 SPARK_MODE=${E2E_SPARK:-auto}
@@ -165,7 +166,7 @@ kubectl get csidriver "$DRIVER"
 # ------------------------------------------------------------------------------------------
 step "custom resources: bucket and mount classes"
 mapfile -t ROLES < <(grep -rhoE 'arn:aws:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+' \
-  "$HERE/manifests" "$REPO/examples" 2>/dev/null | sort -u)
+  "$HERE/manifests" "$EXAMPLES" 2>/dev/null | sort -u)
 [ "${#ROLES[@]}" -eq 0 ] || moto_ctl create-roles "${ROLES[@]}"
 kubectl apply -f "$HERE/manifests/zonemount-e2e.yaml"
 wait_for "$TIMEOUT" "S3ExpressBucket e2e-scratch Ready" -n "$E2E_NS" \
@@ -186,10 +187,10 @@ done
 
 # ------------------------------------------------------------------------------------------
 step "examples"
-if [ "${E2E_SKIP_EXAMPLES:-0}" = 1 ] || ! compgen -G "$REPO/examples/*.yaml" >/dev/null; then
-  log "no examples applied (E2E_SKIP_EXAMPLES=1 or examples/*.yaml absent)"
+if [ "${E2E_SKIP_EXAMPLES:-0}" = 1 ] || ! compgen -G "$EXAMPLES/*.yaml" >/dev/null; then
+  log "no examples applied (E2E_SKIP_EXAMPLES=1 or no $EXAMPLES/*.yaml)"
 else
-  for f in "$REPO"/examples/*.yaml; do
+  for f in "$EXAMPLES"/*.yaml; do
     grep -qE '^kind: (S3ExpressBucket|S3MountClass)$' "$f" || continue
     grep -qE '^kind: SparkApplication$' "$f" && continue
     ensure_namespaces "$f"
@@ -287,7 +288,7 @@ done
 # ------------------------------------------------------------------------------------------
 step "spark (SparkApplication example)"
 spark_files=()
-for f in "$REPO"/examples/*.yaml; do
+for f in "$EXAMPLES"/*.yaml; do
   [ -e "$f" ] && grep -qE '^kind: SparkApplication$' "$f" && spark_files+=("$f")
 done
 if [ "$SPARK_MODE" = skip ] || [ "${#spark_files[@]}" -eq 0 ]; then

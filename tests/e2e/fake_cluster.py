@@ -10,7 +10,8 @@ on that moto server, so run.sh's checks of the bucket's contents are real checks
 It answers exactly the queries run.sh and lib.sh make (unknown ones exit 97 naming
 themselves, so a changed script cannot pass by accident) and keeps a little state in
 $FAKE_STATE (calls are serialised with a lock file): node labels, deleted objects, and a log
-of every call. FAKE_FAIL=<pod> makes that pod end in phase Failed.
+of every call. FAKE_FAIL=<name> makes that pod end in phase Failed (or that SparkApplication
+FAILED); FAKE_SPARK=1 pretends spark-operator is installed.
 """
 
 from __future__ import annotations
@@ -209,8 +210,11 @@ def kubectl(args: list[str], state: dict[str, Any]) -> int:
     if what == "pv":
         print(PV_PREFIX[words[2]] if "prefix" in out else "", end="")
         return 0
-    if what == "crd":
-        return 1  # no spark-operator
+    if what == "crd":  # spark-operator's CRD
+        return 0 if os.environ.get("FAKE_SPARK") == "1" else 1
+    if what == "sparkapplication":
+        print("FAILED" if os.environ.get("FAKE_FAIL") == words[2] else "COMPLETED", end="")
+        return 0
     if option(args, "-f"):
         for kind, namespace, name in objects_in(option(args, "-f")):
             print(f"{kind} {namespace} {name}")

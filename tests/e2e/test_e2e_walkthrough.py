@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = Path(__file__).with_name("fake_cluster.py")
+
+
+SPARK_APP = """\
+apiVersion: sparkoperator.k8s.io/v1beta2
+kind: SparkApplication
+metadata:
+  name: e2e-pi
+  namespace: spark
+spec:
+  type: Python
+  mode: cluster
+"""
+
+
+def examples_with_spark(tmp_path: Path) -> Path:
+    """The repository's examples plus a SparkApplication (exercises run.sh's Spark step)."""
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    for path in (REPO / "examples").glob("*.yaml"):
+        (examples / path.name).write_text(path.read_text())
+    (examples / "zz-spark-app.yaml").write_text(SPARK_APP)
+    return examples
 
 
 def walk(
@@ -69,8 +92,10 @@ def fresh_moto(moto_server: Any) -> str:
 
 
 def test_run_sh_walks_every_step_and_cleans_up(tmp_path: Path, fresh_moto: str) -> None:
-    result, calls = walk(tmp_path, fresh_moto)
+    examples = examples_with_spark(tmp_path)
+    result, calls = walk(tmp_path, fresh_moto, E2E_EXAMPLES=str(examples), FAKE_SPARK="1")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "SparkApplication spark/e2e-pi COMPLETED" in result.stderr
     log = result.stderr
     steps = [line.split("== step ", 1)[1] for line in log.splitlines() if "== step " in line]
     assert [s.split(":")[0] for s in steps] == [str(i) for i in range(1, 15)], steps
@@ -87,7 +112,9 @@ def test_run_sh_walks_every_step_and_cleans_up(tmp_path: Path, fresh_moto: str) 
     assert called(calls, "helm", "uninstall", "zonemount")
     assert calls[-1][:3] == ["kind", "delete", "cluster"], "the cluster is deleted last"
     examples = [c for c in calls if c[:2] == ["kubectl", "apply"] and "/examples/" in c[-1]]
-    assert len(examples) == len(list((REPO / "examples").glob("*.yaml"))), "every example applied"
+    kinds = re.compile(r"^kind: (S3ExpressBucket|S3MountClass|SparkApplication)$", re.M)
+    expected = [p for p in (tmp_path / "examples").glob("*.yaml") if kinds.search(p.read_text())]
+    assert len(examples) == len(expected), "every example with zonemount or Spark objects applied"
 
 
 def test_run_sh_reports_a_failing_pod_with_its_step_and_cleans_up(
