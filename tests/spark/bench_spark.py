@@ -1,0 +1,266 @@
+"""Spark benchmark: one Spark job's wall time on a zonemount mount vs local disk vs s3fs-fuse.
+
+Run by ``make bench-spark`` (part of ``make bench``)::
+
+    .venv/bin/python -m tests.spark.bench_spark --rows 3000000 --out bench/results
+
+Owns: starting SeaweedFS on loopback, mounting one bucket with ``zonemount mount`` and with
+s3fs-fuse, and timing the same job (generate rows, write partitioned Parquet with the default
+FileOutputCommitter, read it back, aggregate) in one local-mode SparkSession on each target.
+A warm-up run on local disk comes first so JIT warm-up is charged to no target. Every target's
+result is checked against local disk's (row count + content checksum). A target that cannot
+run the job at all is reported as "could not run" with the first line of its error.
+
+Writes ``spark-<UTC time>.json`` and ``.md`` into ``--out`` and prints the markdown.
+Invariants: every server and mount started here is stopped/unmounted on exit; credentials
+reach s3fs through a 0600 passwd file, never argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zonemount_cli.servers import LocalS3, start_seaweedfs
+
+from tests.fs.mounts import Mounter, is_mounted, unmount
+from tests.spark import sparkjobs
+
+BUCKET = "spark-bench"
+
+
+@dataclass
+class Result:
+    target: str
+    status: str = "ok"  # ok | could not run | not available
+    write_s: float | None = None
+    read_s: float | None = None
+    total_s: float | None = None
+    rows: int | None = None
+    checksum_ok: bool | None = None
+    reason: str = ""
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+
+def job(spark: Any, base: Path, rows: int, committer: str) -> tuple[float, float, tuple[int, int]]:
+    """The measured job; returns (write seconds, read+aggregate seconds, table digest)."""
+    from pyspark.sql import functions as F
+
+    table = sparkjobs.uri(base / "table")
+    t0 = time.perf_counter()
+    spark.range(0, rows, numPartitions=4).selectExpr(
+        "id",
+        "cast(id % 16 as int) as part",
+        "cast(id * 7919 % 100003 as double) / 7 as amount",
+        "concat('customer-', cast(id % 50000 as string)) as customer",
+    ).write.partitionBy("part").mode("overwrite").option(
+        "mapreduce.fileoutputcommitter.algorithm.version", committer
+    ).parquet(table)
+    t1 = time.perf_counter()
+    agg = (
+        spark.read.parquet(table)
+        .groupBy("part")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("amount").alias("total"))
+        .collect()
+    )
+    t2 = time.perf_counter()
+    assert sum(r["n"] for r in agg) == rows
+    return t1 - t0, t2 - t1, sparkjobs.digest(spark, base / "table")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("chmod:", "ExitCodeException", "IOException", "Exception:"):
+        idx = text.find(marker)
+        if idx >= 0:
+            return text[idx:].splitlines()[0][:300]
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+@contextlib.contextmanager
+def s3fs_mount(server: LocalS3, work: Path) -> Iterator[Path]:
+    exe = shutil.which("s3fs")
+    if exe is None:
+        raise FileNotFoundError("s3fs not installed (Debian package s3fs)")
+    mnt = work / "s3fs-mnt"
+    mnt.mkdir()
+    passwd = work / "s3fs.passwd"
+    env = server.env()
+    fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{env['AWS_ACCESS_KEY_ID']}:{env['AWS_SECRET_ACCESS_KEY']}\n")
+    opts = f"url={server.endpoint},use_path_request_style,passwd_file={passwd},endpoint=us-east-1"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(
+        [exe, BUCKET, str(mnt), "-f", "-o", opts],
+        env=clean_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("s3fs did not mount")
+            time.sleep(0.1)
+        yield mnt
+    finally:
+        unmount(mnt)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def measure(
+    spark: Any,
+    name: str,
+    base: Callable[[], contextlib.AbstractContextManager[Path]],
+    rows: int,
+    repeats: int,
+    committer: str,
+    reference: tuple[int, int] | None,
+) -> tuple[Result, tuple[int, int] | None]:
+    result = Result(name)
+    table_digest = None
+    try:
+        with base() as root:
+            for i in range(repeats):
+                run_dir = root / f"run-{committer}-{i}"
+                write_s, read_s, table_digest = job(spark, run_dir, rows, committer)
+                result.runs.append({"write_s": write_s, "read_s": read_s})
+    except FileNotFoundError as exc:
+        result.status, result.reason = "not available", str(exc)
+        return result, None
+    except Exception as exc:  # a client that cannot run the job is a finding, not a crash
+        result.status, result.reason = "could not run", first_line(exc)
+        return result, None
+    best = min(result.runs, key=lambda r: r["write_s"] + r["read_s"])
+    result.write_s, result.read_s = best["write_s"], best["read_s"]
+    result.total_s = best["write_s"] + best["read_s"]
+    result.rows = table_digest[0] if table_digest else None
+    result.checksum_ok = reference is None or table_digest == reference
+    return result, table_digest
+
+
+def render(meta: dict[str, Any], results: list[Result]) -> str:
+    local = next((r for r in results if r.target == "local disk" and r.total_s), None)
+    lines = [
+        f"# Spark on the mount: {meta['rows']:,} rows, partitioned Parquet (16 partitions)",
+        "",
+        f"{meta['when']} - pyspark {meta['pyspark']}, {meta['java']}, local[{meta['cores']}], "
+        f"SeaweedFS on loopback, best of {meta['repeats']}. Job: generate rows, write "
+        "partitioned Parquet (FileOutputCommitter), read back, aggregate by partition.",
+        "",
+        "| target | status | write s | read+agg s | total s | vs local disk | result = local |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        if r.status != "ok":
+            lines.append(f"| {r.target} | {r.status}: {r.reason} | | | | | |")
+            continue
+        ratio = f"{r.total_s / local.total_s:.2f}x" if local and r.total_s else ""
+        lines.append(
+            f"| {r.target} | ok | {r.write_s:.1f} | {r.read_s:.1f} | {r.total_s:.1f} | {ratio} "
+            f"| {'yes' if r.checksum_ok else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=3_000_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--targets", default="local,zonemount,zonemount-v2,s3fs")
+    args = parser.parse_args(argv)
+    reason = sparkjobs.missing_requirements()
+    if reason:
+        print(f"bench_spark: {reason}", file=sys.stderr)
+        return 2
+    targets = args.targets.split(",")
+    work = Path(tempfile.mkdtemp(prefix="zonemount-spark-bench-"))
+    import pyspark
+
+    results: list[Result] = []
+    try:
+        with start_seaweedfs() as server:
+            sparkjobs.s3_client(server).create_bucket(Bucket=BUCKET)
+            mounter = Mounter(server, work)
+            spark = sparkjobs.session("zonemount-bench", work / "spark-local", master="local[2]")
+            try:
+
+                @contextlib.contextmanager
+                def local() -> Iterator[Path]:
+                    path = work / "local-disk"
+                    path.mkdir(exist_ok=True)
+                    yield path
+
+                @contextlib.contextmanager
+                def zonemount() -> Iterator[Path]:
+                    yield mounter.mount(BUCKET, *sparkjobs.MOUNT_FLAGS)
+
+                # Warm-up (JIT, class loading) on local disk, not timed.
+                job(spark, work / "warmup", min(args.rows, 200_000), "1")
+                reference: tuple[int, int] | None = None
+                plan: list[tuple[str, str, Callable[[], Any], str]] = [
+                    ("local", "local disk", local, "1"),
+                    ("zonemount", "zonemount (committer v1)", zonemount, "1"),
+                    ("zonemount-v2", "zonemount (committer v2)", zonemount, "2"),
+                    ("s3fs", "s3fs-fuse 1.90", lambda: s3fs_mount(server, work), "1"),
+                ]
+                for key, name, base, committer in plan:
+                    if key not in targets:
+                        continue
+                    print(f">> {name} ...", flush=True)
+                    result, got = measure(
+                        spark, name, base, args.rows, args.repeats, committer, reference
+                    )
+                    if key == "local" and got is not None:
+                        reference = got
+                    print(f"   {result.status} {result.total_s or ''} {result.reason}", flush=True)
+                    results.append(result)
+            finally:
+                spark.stop()
+                mounter.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta = {
+        "when": when,
+        "rows": args.rows,
+        "repeats": args.repeats,
+        "pyspark": pyspark.__version__,
+        "java": sparkjobs.java_version(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    markdown = render(meta, results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"spark-{when.replace(':', '').replace('-', '')}"
+    stem.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+    )
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {stem}.json and {stem}.md")
+    return 0 if all(r.status != "ok" or r.checksum_ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
