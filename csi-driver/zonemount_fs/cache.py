@@ -33,6 +33,11 @@ class DataCache:
         self._lru: OrderedDict[str, int] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        # Held while a block file is written and by close(), so that close() never races a
+        # writer re-populating the directory it removes.
+        self._io_lock = threading.Lock()
+        self._closed = False
+        self._pending: set[str] = set()
         self.hits = 0
         self.misses = 0
 
@@ -44,7 +49,7 @@ class DataCache:
     def get(self, key: str, etag: str, index: int) -> bytes | None:
         name = self._name(key, etag, index)
         with self._lock:
-            if name not in self._lru:
+            if name not in self._lru or name in self._pending:
                 self.misses += 1
                 return None
             self._lru.move_to_end(name)
@@ -61,28 +66,39 @@ class DataCache:
         if len(data) > self.max_bytes:
             return
         name = self._name(key, etag, index)
-        with self._lock:
+        with self._lock:  # reserve the space first: concurrent writers never overshoot
             if name in self._lru:
                 return
             while self._bytes + len(data) > self.max_bytes and self._lru:
                 self._evict_locked()
-        tmp = self.root / f".{name}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.root / name)
-        except OSError as exc:
-            log.warning("cache write failed (%s); continuing uncached", exc)
-            tmp.unlink(missing_ok=True)
-            return
-        with self._lock:
             self._lru[name] = len(data)
             self._bytes += len(data)
+            self._pending.add(name)
+        tmp = self.root / f".{name}.tmp"
+        ok = False
+        with self._io_lock:
+            if not self._closed:
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, self.root / name)
+                    ok = True
+                except OSError as exc:
+                    log.warning("cache write failed (%s); continuing uncached", exc)
+                    tmp.unlink(missing_ok=True)
+        with self._lock:
+            self._pending.discard(name)
+            evicted_meanwhile = name not in self._lru
+        if not ok:
+            self._forget(name)
+        elif evicted_meanwhile:
+            (self.root / name).unlink(missing_ok=True)
 
     def _evict_locked(self) -> None:
         name, size = self._lru.popitem(last=False)
         self._bytes -= size
-        (self.root / name).unlink(missing_ok=True)
+        if name not in self._pending:  # a pending block is dropped by its writer's failure path
+            (self.root / name).unlink(missing_ok=True)
 
     def _forget(self, name: str) -> None:
         with self._lock:
@@ -96,4 +112,6 @@ class DataCache:
             return self._bytes
 
     def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        with self._io_lock:
+            self._closed = True
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -163,7 +163,8 @@ class Reader:
             chunk._advance(len(data), final=True)
             return
         chunk.fill(self.store, self.key, self.etag)
-        if chunk.error is None and not chunk.cancelled and chunk.filled == len(chunk.buf):
+        # A chunk that arrived whole is cached even if its reader closed meanwhile.
+        if chunk.error is None and chunk.filled == len(chunk.buf):
             cache.put(self.key, self.etag, index, chunk.buf)
 
     async def _fill(self, chunk: Chunk, index: int) -> None:

@@ -291,6 +291,9 @@ def test_disk_cache_serves_second_read_and_is_bounded(tmp_path: Path) -> None:
         assert fs.cache is not None
         attr = await fs.lookup(ROOT_INO, "c.bin")
         assert await read_file(fs, attr.ino) == data
+        with trio.fail_after(10):  # cache writes finish in worker threads after the reads
+            while fs.cache.size < len(data):
+                await trio.sleep(0.01)
         gets = store.calls.get("get", 0)
         assert await read_file(fs, attr.ino) == data
         assert store.calls.get("get", 0) == gets, "second read comes from the disk cache"
@@ -311,6 +314,7 @@ def test_disk_cache_serves_second_read_and_is_bounded(tmp_path: Path) -> None:
         assert fs.cache is not None
         attr = await fs.lookup(ROOT_INO, "big")
         assert await read_file(fs, attr.ino) == big
+        await trio.sleep(0.2)
         assert 0 < fs.cache.size <= 12 * MiB
 
     big = random.Random(7).randbytes(40 * MiB)
