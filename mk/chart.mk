@@ -68,5 +68,6 @@ chart-test: setup
 	$(VENV)/bin/pytest tests/chart tests/e2e $(PYTEST_ARGS)
 
 # Regenerate docs/helm.md's values reference from the `# --` comments in values.yaml.
-chart-docs: $(STAMP)
+chart-docs:
+	@[ -x $(PY) ] || { echo "chart-docs: run 'make setup' first (needs $(PY))"; exit 1; }
 	$(PY) tests/chart/values_doc.py --write

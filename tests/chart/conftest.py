@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import HELM, Render, run_helm, template_args
+
+from tests.chart.chartlib import HELM, Render, run_helm, template_args
 
 
 @pytest.fixture(scope="session")

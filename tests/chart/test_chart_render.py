@@ -18,7 +18,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from chartlib import (
+
+from tests.chart.chartlib import (
     CHART,
     COMBOS,
     REPO,

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chartlib import COMBOS, Render, by_kind, container, one, pod_spec
+
+from tests.chart.chartlib import COMBOS, Render, by_kind, container, one, pod_spec
 
 WORKLOAD_KINDS = ("Deployment", "DaemonSet")
 

@@ -19,7 +19,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from chartlib import REPO, Render, one, pod_spec
+
+from tests.chart.chartlib import REPO, Render, one, pod_spec
 
 HADOLINT = REPO / ".venv" / "bin" / "hadolint"
 DOCKERFILES = ("Dockerfile.operator", "Dockerfile.node")

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import yaml
-from chartlib import CHART
-from values_doc import DOC, VALUES, documented_keys, render_doc
+
+from tests.chart.chartlib import CHART
+from tests.chart.values_doc import DOC, VALUES, documented_keys, render_doc
 
 
 def leaves(node: Any, prefix: str = "") -> list[str]:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chartlib import CHART, Render, container, one
+
+from tests.chart.chartlib import CHART, Render, container, one
 
 SCRIPT = CHART / "files" / "node-zone.py"
 

@@ -1,0 +1,1 @@
+"""Tests of the chart area (a package, so module names never collide with other folders)."""
