@@ -385,3 +385,22 @@ def test_no_empty_blocks_render_as_null(render: Render, combo: str) -> None:
     """A template block that rendered nothing shows up as `key:` = null; none may remain."""
     for obj in render(COMBOS[combo], include_crds=False):
         assert nulls(obj) == [], f"{obj['kind']} {obj['metadata']['name']}: {nulls(obj)}"
+
+
+def notes(helm: Path, values: dict[str, Any] | None) -> str:
+    """NOTES.txt as `helm install --dry-run=client` prints it (no cluster involved)."""
+    args = template_args(values, include_crds=False)
+    args[0] = "install"
+    result = run_helm(helm, *args, "--dry-run=client")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_warn_only_without_aws_identity(helm: Path) -> None:
+    plain = notes(helm, None)
+    assert "WARNING: operator.serviceAccount.roleArn is empty" in plain
+    assert "kubectl get nodes -L topology.kubernetes.io/zone" in plain
+    with_irsa = notes(helm, COMBOS["irsa"])
+    assert "WARNING" not in with_irsa
+    fixed = notes(helm, COMBOS["fixed-zone"])
+    assert 'Every node reports zone "us-west-2a"' in fixed
