@@ -337,6 +337,13 @@ for sc in e2e-static e2e-per-claim; do
 done
 kubectl -n "$E2E_NS" delete s3expressbucket e2e-scratch --wait=true --timeout="${TIMEOUT}s" ||
   die "S3ExpressBucket e2e-scratch was not deleted (finalizer stuck?)"
+if [ "${E2E_SKIP_EXAMPLES:-0}" != 1 ]; then
+  for f in "$EXAMPLES"/*.yaml; do
+    grep -qsE '^kind: (S3ExpressBucket|S3MountClass|SparkApplication)$' "$f" || continue
+    kubectl delete -f "$f" --ignore-not-found --wait=true --timeout="${TIMEOUT}s" ||
+      die "the objects of ${f#"$REPO"/} were not deleted (finalizer stuck?)"
+  done
+fi
 [ "$(moto_ctl bucket-exists "$BUCKET")" = no ] ||
   die "deletionPolicy: Delete left bucket $BUCKET in moto"
 "$HELM" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 5m

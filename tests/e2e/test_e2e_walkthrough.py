@@ -115,6 +115,8 @@ def test_run_sh_walks_every_step_and_cleans_up(tmp_path: Path, fresh_moto: str) 
     kinds = re.compile(r"^kind: (S3ExpressBucket|S3MountClass|SparkApplication)$", re.M)
     expected = [p for p in (tmp_path / "examples").glob("*.yaml") if kinds.search(p.read_text())]
     assert len(examples) == len(expected), "every example with zonemount or Spark objects applied"
+    deleted = [c for c in calls if c[:2] == ["kubectl", "delete"] and "-f" in c]
+    assert len(deleted) == len(expected), "and deleted again before helm uninstall"
 
 
 def test_run_sh_reports_a_failing_pod_with_its_step_and_cleans_up(
