@@ -66,7 +66,10 @@ def _op(name: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
                 return await fn(*args, **kwargs)
             except FsError as exc:
                 metrics.FUSE_ERRORS.labels(op=name, errno=errno.errorcode.get(exc.errno, "?")).inc()
-                if exc.errno not in (errno.ENOENT, errno.EEXIST):
+                # Expected answers are not news: lookups of missing names, exclusive creates,
+                # and Hadoop's FileUtil.fullyDelete, which first tries rmdir on every
+                # directory it deletes (ENOTEMPTY) before emptying it.
+                if exc.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
                     log.info("%s failed: %s", name, exc)
                 raise pyfuse3.FUSEError(exc.errno) from None
             except pyfuse3.FUSEError:
