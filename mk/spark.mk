@@ -10,6 +10,7 @@
 PYSPARK_VERSION := 3.5.3
 SPARK_DEPS_STAMP := $(VENV)/.zonemount-spark-deps-$(PYSPARK_VERSION)
 SPARK_ROWS ?= 3000000
+SPARK_REPEATS ?= 2
 EXTRA_APT_PACKAGES += openjdk-17-jre-headless
 
 .PHONY: spark-deps spark-test bench-spark
@@ -29,4 +30,4 @@ spark-test: setup
 bench: bench-spark
 
 bench-spark: setup
-	$(PY) -m tests.spark.bench_spark --rows $(SPARK_ROWS) --out bench/results
+	$(PY) -m tests.spark.bench_spark --rows $(SPARK_ROWS) --repeats $(SPARK_REPEATS) --out bench/results

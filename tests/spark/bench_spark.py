@@ -56,8 +56,6 @@ class Result:
 
 def job(spark: Any, base: Path, rows: int, committer: str) -> tuple[float, float, tuple[int, int]]:
     """The measured job; returns (write seconds, read+aggregate seconds, table digest)."""
-    from pyspark.sql import functions as F
-
     table = sparkjobs.uri(base / "table")
     t0 = time.perf_counter()
     spark.range(0, rows, numPartitions=4).selectExpr(
@@ -69,15 +67,23 @@ def job(spark: Any, base: Path, rows: int, committer: str) -> tuple[float, float
         "mapreduce.fileoutputcommitter.algorithm.version", committer
     ).parquet(table)
     t1 = time.perf_counter()
+    read_s = read_back(spark, base / "table", rows)
+    return t1 - t0, read_s, sparkjobs.digest(spark, base / "table")
+
+
+def read_back(spark: Any, table: Path, rows: int) -> float:
+    """The read half of the job: read the table, aggregate per partition; returns seconds."""
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
     agg = (
-        spark.read.parquet(table)
+        spark.read.parquet(sparkjobs.uri(table))
         .groupBy("part")
         .agg(F.count(F.lit(1)).alias("n"), F.sum("amount").alias("total"))
         .collect()
     )
-    t2 = time.perf_counter()
     assert sum(r["n"] for r in agg) == rows
-    return t1 - t0, t2 - t1, sparkjobs.digest(spark, base / "table")
+    return time.perf_counter() - t0
 
 
 def first_line(exc: BaseException) -> str:
@@ -94,9 +100,8 @@ def s3fs_mount(server: LocalS3, work: Path) -> Iterator[Path]:
     exe = shutil.which("s3fs")
     if exe is None:
         raise FileNotFoundError("s3fs not installed (Debian package s3fs)")
-    mnt = work / "s3fs-mnt"
-    mnt.mkdir()
-    passwd = work / "s3fs.passwd"
+    mnt = Path(tempfile.mkdtemp(prefix="s3fs-mnt-", dir=work))
+    passwd = mnt.with_name(mnt.name + ".passwd")
     env = server.env()
     fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -135,13 +140,14 @@ def measure(
     repeats: int,
     committer: str,
     reference: tuple[int, int] | None,
+    subdir: str,
 ) -> tuple[Result, tuple[int, int] | None]:
     result = Result(name)
     table_digest = None
     try:
         with base() as root:
             for i in range(repeats):
-                run_dir = root / f"run-{committer}-{i}"
+                run_dir = root / subdir / f"run-{committer}-{i}"
                 write_s, read_s, table_digest = job(spark, run_dir, rows, committer)
                 result.runs.append({"write_s": write_s, "read_s": read_s})
     except FileNotFoundError as exc:
@@ -156,6 +162,27 @@ def measure(
     result.rows = table_digest[0] if table_digest else None
     result.checksum_ok = reference is None or table_digest == reference
     return result, table_digest
+
+
+def read_only(
+    spark: Any,
+    name: str,
+    base: Callable[[], contextlib.AbstractContextManager[Path]],
+    table: Path,
+    rows: int,
+) -> Result:
+    result = Result(name)
+    try:
+        with base() as root:
+            result.read_s = read_back(spark, root / table, rows)
+    except FileNotFoundError as exc:
+        result.status, result.reason = "not available", str(exc)
+        return result
+    except Exception as exc:
+        result.status, result.reason = "could not run", first_line(exc)
+        return result
+    result.total_s, result.rows = result.read_s, rows
+    return result
 
 
 def render(meta: dict[str, Any], results: list[Result]) -> str:
@@ -174,7 +201,12 @@ def render(meta: dict[str, Any], results: list[Result]) -> str:
         if r.status != "ok":
             lines.append(f"| {r.target} | {r.status}: {r.reason} | | | | | |")
             continue
-        ratio = f"{r.total_s / local.total_s:.2f}x" if local and r.total_s else ""
+        assert r.read_s is not None and r.total_s is not None
+        if r.write_s is None:  # read-only rows: compare with local disk's read
+            ratio = f"{r.read_s / local.read_s:.2f}x (read)" if local and local.read_s else ""
+            lines.append(f"| {r.target} | ok | | {r.read_s:.1f} | | {ratio} | |")
+            continue
+        ratio = f"{r.total_s / local.total_s:.2f}x" if local and local.total_s else ""
         lines.append(
             f"| {r.target} | ok | {r.write_s:.1f} | {r.read_s:.1f} | {r.total_s:.1f} | {ratio} "
             f"| {'yes' if r.checksum_ok else 'NO'} |"
@@ -229,12 +261,31 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print(f">> {name} ...", flush=True)
                     result, got = measure(
-                        spark, name, base, args.rows, args.repeats, committer, reference
+                        spark, name, base, args.rows, args.repeats, committer, reference, key
                     )
                     if key == "local" and got is not None:
                         reference = got
                     print(f"   {result.status} {result.total_s or ''} {result.reason}", flush=True)
                     results.append(result)
+                # Reading alone: the table zonemount wrote, through fresh mounts of each client
+                # (s3fs-fuse cannot write it, but it can be asked to read it).
+                written = next(
+                    (r for r in results if r.target.startswith("zonemount") and r.status == "ok"),
+                    None,
+                )
+                if written is not None and "s3fs" in targets:
+                    # Each target writes under its own directory (a failed overwrite deletes
+                    # its output path first), so this is the table zonemount wrote.
+                    v2 = "v2" in written.target
+                    key, committer = ("zonemount-v2", "2") if v2 else ("zonemount", "1")
+                    table = Path(key) / f"run-{committer}-0" / "table"
+                    readers = [
+                        ("read only: zonemount (fresh mount)", zonemount),
+                        ("read only: s3fs-fuse 1.90", lambda: s3fs_mount(server, work)),
+                    ]
+                    for name, base in readers:
+                        print(f">> {name} ...", flush=True)
+                        results.append(read_only(spark, name, base, table, args.rows))
             finally:
                 spark.stop()
                 mounter.cleanup()

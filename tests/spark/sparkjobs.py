@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zonemount_cli.servers import LocalS3
+
 GP_BUCKET = "spark-gp"
 EXPRESS_BUCKET = "spark--use1-az4--x-s3"
 MOUNT_FLAGS = ("--allow-delete", "--allow-overwrite")
@@ -99,26 +101,27 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 def layout(root: Path) -> list[str]:
     """Every file under ``root``, relative, with job UUIDs masked: the committed table's shape."""
-    out = []
+    out: list[str] = []
     for dirpath, _dirs, files in os.walk(root):
         rel = Path(dirpath).relative_to(root)
         out.extend(_UUID.sub("<uuid>", str(rel / name)) for name in files)
     return sorted(out)
 
 
-def s3_client(server: Any) -> Any:
+def s3_client(server: LocalS3) -> Any:
     """A boto3 client for the server that also handles directory-bucket names (no CreateSession)."""
     import boto3
     from botocore.config import Config
 
     env = server.env()
+    s3_options: Any = {"addressing_style": "path", "disable_s3_express_session_auth": True}
     return boto3.client(
         "s3",
         endpoint_url=server.endpoint,
         region_name=env["AWS_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=Config(s3={"addressing_style": "path", "disable_s3_express_session_auth": True}),
+        config=Config(s3=s3_options),
     )
 
 

@@ -185,6 +185,7 @@ def test_failed_task_attempt_leaves_no_output(
 
     def flaky(value: int, marker_dir: str) -> int:
         ctx = TaskContext.get()
+        assert ctx is not None
         if value == last_of_first_partition and ctx.attemptNumber() == 0:
             Path(marker_dir, f"failed-{ctx.partitionId()}-{ctx.taskAttemptId()}").touch()
             raise RuntimeError("injected failure of the first attempt")
