@@ -94,6 +94,8 @@ def render_storage_class(
     }
     if facts.endpoint_url:
         params["endpointUrl"] = facts.endpoint_url
+    if spec.role_arn:
+        params["roleArn"] = spec.role_arn
     if facts.availability_zone:
         params["availabilityZone"] = facts.availability_zone
     if spec.reclaim_policy == "Delete":
@@ -128,6 +130,8 @@ def render_persistent_volume(
     }
     if facts.endpoint_url:
         attributes["endpointUrl"] = facts.endpoint_url
+    if spec.role_arn:
+        attributes["roleArn"] = spec.role_arn
     pv_spec: dict[str, Any] = {
         "capacity": {"storage": spec.capacity},
         "accessModes": ["ReadWriteMany"],

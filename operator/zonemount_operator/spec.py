@@ -69,9 +69,11 @@ MOUNTCLASS_FIELDS = {
     "storageClassName",
     "capacity",
     "authenticationSource",
+    "roleArn",
     "reclaimPolicy",
     "mountOptions",
 }
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@/_-]{1,512}$")
 
 
 def _positive(d: Mapping[str, Any], key: str, path: str) -> int | None:
@@ -236,6 +238,7 @@ class MountClassSpec:
     authentication_source: str = "driver"
     reclaim_policy: str = "Retain"
     mount_options: list[str] = field(default_factory=list)
+    role_arn: str | None = None  # with authenticationSource: pod
 
 
 def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
@@ -270,7 +273,19 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
     prefix = _get(spec, "prefix", str, "spec.prefix", "")
     if prefix and (prefix.startswith("/") or not prefix.endswith("/")):
         raise SpecError(f"spec.prefix {prefix!r} must not start with '/' and must end with '/'")
+    auth = _enum(spec, "authenticationSource", ("driver", "pod"), "spec.authenticationSource")
+    role_arn = _get(spec, "roleArn", str, "spec.roleArn")
+    if role_arn is not None and auth != "pod":
+        raise SpecError("spec.roleArn only applies with spec.authenticationSource: pod")
+    if auth == "pod" and role_arn is None:
+        raise SpecError(
+            "spec.authenticationSource: pod needs spec.roleArn, the IAM role the pods' service "
+            "account tokens assume (e.g. arn:aws:iam::111122223333:role/spark-executor)"
+        )
+    if role_arn is not None and not _ROLE_ARN.match(role_arn):
+        raise SpecError(f"spec.roleArn {role_arn!r} is not an IAM role ARN")
     return MountClassSpec(
+        role_arn=role_arn,
         storage_class_name=_get(spec, "storageClassName", str, "spec.storageClassName", name),
         bucket_ref=bucket_ref,
         bucket_name=bucket_name,
@@ -280,9 +295,7 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
         prefix=prefix,
         provisioning=_enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning"),
         capacity=_get(spec, "capacity", str, "spec.capacity", "1Ti"),
-        authentication_source=_enum(
-            spec, "authenticationSource", ("driver", "pod"), "spec.authenticationSource"
-        ),
+        authentication_source=auth,
         reclaim_policy=_enum(spec, "reclaimPolicy", ("Retain", "Delete"), "spec.reclaimPolicy"),
         mount_options=mount_option_lines(
             _get(spec, "mountOptions", Mapping, "spec.mountOptions", {})

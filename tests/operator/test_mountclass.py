@@ -204,6 +204,7 @@ def test_bucket_name_mode_resolves_zone_from_az_id(
         "region": "us-east-1",
         "endpointUrl": "http://127.0.0.1:9000",
         "authenticationSource": "pod",
+        "roleArn": "arn:aws:iam::111122223333:role/spark-executor",
     }
     out = run(
         kube_api, lambda k: reconcile_mountclass("logs", None, spec, None, 1, kube=k, admin=admin)
@@ -212,6 +213,7 @@ def test_bucket_name_mode_resolves_zone_from_az_id(
     sc = kube_api.object("storageclasses", "logs")
     assert sc["parameters"]["endpointUrl"] == "http://127.0.0.1:9000"
     assert sc["parameters"]["authenticationSource"] == "pod"
+    assert sc["parameters"]["roleArn"] == "arn:aws:iam::111122223333:role/spark-executor"
     assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1a"]
     assert "deleteData" not in sc["parameters"] and sc["reclaimPolicy"] == "Retain"
     # A general-purpose bucket without a pinned zone: volumes may land anywhere.
