@@ -241,6 +241,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['host']['kernel']}.",
         "",
     ]
+    if doc.get("versions"):
+        text = "; ".join(f"{k}: {v}" for k, v in doc["versions"].items())
+        lines += [f"Versions: {text}.", ""]
     unavailable = {n: c["reason"] for n, c in doc.get("clients", {}).items() if not c["available"]}
     for name, reason in unavailable.items():
         lines.append(f"- **{name}: not available** ({reason})")

@@ -246,6 +246,16 @@ def _versions() -> dict[str, str]:
         "weed": ["weed", "version"],
     }
     out: dict[str, str] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h %cI"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        if head:
+            out["zonemount"] = f"git {head}"
     for name, cmd in probes.items():
         exe = tool(cmd[0])
         if exe is None:
@@ -299,6 +309,7 @@ def _cell_value(workload: int, res: RunResult) -> float | None:
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
+    versions = _versions()  # at the start: zonemount is whatever the tree holds when mounted
     profiles = ["loopback", "shaped"] if args.profile == "both" else [args.profile]
     clients: list[Client] = [ALL_CLIENTS[name]() for name in args.clients]
     availability: dict[str, dict[str, Any]] = {}
@@ -442,7 +453,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "repeat": args.repeat,
             "timeout": args.timeout,
         },
-        "versions": _versions(),
+        "versions": versions,
         "clients": availability,
         "proxy": proxy,
         "results": results,
