@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".md").write_text(markdown)
     print(markdown)
     print(f"wrote {stem}.json and {stem}.md")
-    return 0 if all(r.status != "ok" or r.checksum_ok for r in results) else 1
+    return 0 if all(r.checksum_ok is not False for r in results) else 1
 
 
 if __name__ == "__main__":
