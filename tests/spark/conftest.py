@@ -33,8 +33,11 @@ class SparkMount:
 
 @pytest.fixture(scope="module")
 def spark(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    mounts: dict[str, SparkMount],
 ) -> Iterator[Any]:
+    """Depends on ``mounts`` so that Spark stops (closing its files) before they are unmounted."""
     reason = sparkjobs.missing_requirements()
     if reason:
         pytest.skip(reason)

@@ -239,11 +239,18 @@ def test_hadoop_local_filesystem_primitives(spark: Any, mount: SparkMount) -> No
     assert fs.rename(hadoop_fs.Path(task, "part-0"), path(base, "part-0"))
     assert fs.delete(path(base, "_temporary"), True)
     assert sorted(os.listdir(mount.path / base)) == [".part-0.crc", "part-0"]
-    data = jvm.org.apache.commons.io.IOUtils.toByteArray(fs.open(path(base, "part-0")))
-    assert bytes(data) == b"hello, committer\n" * 1000
+
+    def read(name: str) -> bytes:
+        stream = fs.open(path(base, name))
+        try:
+            return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+
+    assert read("part-0") == b"hello, committer\n" * 1000
     # The .crc side file is really checked: same-length different bytes are detected.
     (mount.path / base / "part-0").write_bytes(b"HELLO, committer\n" * 1000)
     with pytest.raises(Exception, match=r"ChecksumException|Checksum error"):
-        jvm.org.apache.commons.io.IOUtils.toByteArray(fs.open(path(base, "part-0")))
+        read("part-0")
     keys = sparkjobs.bucket_keys(mount.s3, mount.bucket, base + "/")
     assert sorted(keys) == [f"{base}/.part-0.crc", f"{base}/part-0"]
