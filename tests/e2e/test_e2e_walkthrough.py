@@ -11,7 +11,6 @@ collected and the cluster is still deleted.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -130,14 +129,16 @@ def test_run_sh_reports_a_failing_pod_with_its_step_and_cleans_up(
     assert calls[-1][:3] == ["kind", "delete", "cluster"]
     # the bucket the walk created is left for the cleanup of a real cluster; remove it here
     import boto3
+    from botocore.config import Config
 
-    os.environ.setdefault("AWS_S3_DISABLE_EXPRESS_SESSION_AUTH", "true")
+    # (a Config, not os.environ: the environment of this process is shared by later tests)
     s3: Any = boto3.client(
         "s3",
         endpoint_url=fresh_moto,
         region_name="us-east-1",
         aws_access_key_id="t",
         aws_secret_access_key="t",
+        config=Config(s3={"disable_s3_express_session_auth": True}),
     )
     for item in s3.list_objects_v2(Bucket="e2e-scratch--use1-az4--x-s3").get("Contents", []):
         s3.delete_object(Bucket="e2e-scratch--use1-az4--x-s3", Key=item["Key"])

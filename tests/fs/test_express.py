@@ -48,6 +48,7 @@ def test_express_session_auth_through_mount(moto_server: LocalS3, tmp_path: Path
         mnt.mkdir()
         env = {**os.environ, **moto_server.env()}
         env.pop("ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH", None)
+        env.pop("AWS_S3_DISABLE_EXPRESS_SESSION_AUTH", None)
         proc = subprocess.run(
             [
                 ZONEMOUNT,

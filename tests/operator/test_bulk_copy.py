@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from typing import Any
 
 import boto3
@@ -118,7 +119,9 @@ def test_interrupted_run_resumes_without_recopying(
     assert digest(s3, bucket, "dst/") == digest(s3, bucket, "src/")
     third = copy_prefix(s3, S3Url(bucket, "src/"), s3, S3Url(bucket, "dst/"), OPTS)
     assert third.objects_copied == 0 and third.objects_skipped == len(blobs)
-    # A changed source object (same size, new content) is copied again.
+    # A changed source object (same size, new content) is copied again. S3 times have
+    # one-second resolution: wait so the change is newer than the copies.
+    time.sleep(1.1)
     s3.put_object(Bucket=bucket, Key="src/d0/obj-000.bin", Body=b"")
     s3.put_object(Bucket=bucket, Key="src/d1/obj-001.bin", Body=b"Z")
     fourth = copy_prefix(s3, S3Url(bucket, "src/"), s3, S3Url(bucket, "dst/"), OPTS)
