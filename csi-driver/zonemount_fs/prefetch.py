@@ -33,6 +33,7 @@ from .errors import FsError, StoreError
 from .store.base import ObjectStore
 
 Run = Callable[..., Awaitable[Any]]
+SEQUENTIAL_RUN = 1024 * 1024  # contiguous bytes before a reader counts as sequential
 
 
 class Chunk:
@@ -127,11 +128,23 @@ class Reader:
         self._chunks: dict[int, Chunk] = {}
         self._window = 1
         self._last_end = 0
+        self._run_bytes = 0
         self._closed = False
 
-    def _is_sequential(self, offset: int) -> bool:
-        # The kernel may reorder concurrent readahead requests slightly; tolerate one chunk.
-        return abs(offset - self._last_end) <= self.chunk_size
+    def _classify(self, offset: int, end: int) -> bool:
+        """Is this read part of a sequential stream? Updates the run-length bookkeeping.
+
+        A read near the previous one's end (the kernel reorders concurrent read-ahead
+        requests, so within one chunk) extends the current run; anything else starts a new
+        one. Chunked prefetch starts only once a run reaches SEQUENTIAL_RUN bytes, or at
+        offset 0 of a fresh handle (whole-file readers): a random reader whose two halves
+        of one 256 KiB pread arrive as consecutive requests must not trigger 8 MiB GETs."""
+        near = abs(offset - self._last_end) <= self.chunk_size
+        if offset == 0 and self._last_end == 0 and self._run_bytes == 0:
+            self._run_bytes = end
+            return True
+        self._run_bytes = self._run_bytes + (end - offset) if near else end - offset
+        return near and (self._run_bytes >= SEQUENTIAL_RUN or bool(self._chunks))
 
     def _start_chunk(self, index: int, *, required: bool) -> Chunk | None:
         chunk = self._chunks.get(index)
@@ -186,7 +199,7 @@ class Reader:
         if offset >= self.size or length <= 0:
             return b""
         end = min(offset + length, self.size)
-        if not self._is_sequential(offset):
+        if not self._classify(offset, end):
             self._window = 1
             self._last_end = end
             cached = self._from_chunks(offset, end)

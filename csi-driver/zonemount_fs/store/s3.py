@@ -52,6 +52,7 @@ T = TypeVar("T")
 MAX_COPY_PART = 5 * 1024**3  # CopyObject's limit; larger objects use UploadPartCopy
 COPY_PART_SIZE = 512 * 1024**2
 STREAM_PIECE = 1024 * 1024
+FIRST_PIECE = 64 * 1024
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _DENIED = {
@@ -243,10 +244,12 @@ class S3Store:
                 return
             raise
         body = resp["Body"]
+        size = FIRST_PIECE  # small first piece: the first bytes reach the reader sooner
         try:
             while True:
                 try:
-                    piece = body.read(STREAM_PIECE)
+                    piece = body.read(size)
+                    size = STREAM_PIECE
                 except Exception as exc:
                     raise _translate("GetObject(body)", key, exc) from None
                 if not piece:
