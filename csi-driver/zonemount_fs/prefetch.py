@@ -3,8 +3,9 @@
 A :class:`Reader` serves one open file. The object is split into aligned chunks of
 ``chunk_size`` bytes (``--part-size``). When reads look sequential, the reader keeps a
 window of chunks ahead of the application in flight, each a ranged GET streamed by a worker
-thread into a preallocated buffer; the window doubles on every chunk the application
-finishes, up to ``max_window`` chunks. Readers wait only for the bytes they need (a chunk is
+thread (kept as the pieces received, see :class:`Chunk`); the window doubles on every
+chunk the application finishes, up to ``max_window`` chunks. Readers wait only for the bytes
+they need (a chunk is
 usable while it downloads), which keeps time to first byte at one request's latency.
 Random reads fetch just the requested range and shrink the window back to one chunk.
 With ``--cache``, complete chunks are kept in the local disk cache (:mod:`.cache`) and later
@@ -16,12 +17,13 @@ fetched; chunks ahead are only fetched if a slot is free (no waiting, no deadloc
 behind the reader are dropped, releasing their slot.
 
 Concurrency: trio code between ``await`` points is atomic. The only cross-thread state is a
-chunk's ``filled`` counter and waiter list, guarded by the chunk's lock; the filling thread
+chunk's pieces, ``filled`` counter and waiter list, guarded by the chunk's lock; the filling thread
 wakes waiters with ``trio.from_thread.run_sync``.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,10 +39,17 @@ SEQUENTIAL_RUN = 1024 * 1024  # contiguous bytes before a reader counts as seque
 
 
 class Chunk:
+    """One aligned range of an object, as the pieces its GET delivered them.
+
+    Pieces are kept as the ``bytes`` objects the HTTP client returned (no preallocated buffer
+    to zero, no copy into it); a read that matches a piece exactly gets that object back
+    without any copy, others are joined from slices (one copy)."""
+
     __slots__ = (
         "_lock",
+        "_offsets",
+        "_pieces",
         "_waiters",
-        "buf",
         "cancelled",
         "done",
         "end",
@@ -53,7 +62,8 @@ class Chunk:
     def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
-        self.buf = bytearray(end - start)
+        self._pieces: list[bytes] = []
+        self._offsets: list[int] = []  # start of each piece, relative to ``start``
         self.filled = 0
         self.done = False
         self.cancelled = False
@@ -62,24 +72,39 @@ class Chunk:
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, trio.Event]] = []
 
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
     # -- worker thread side ------------------------------------------------------------
     def fill(self, store: ObjectStore, key: str, etag: str | None) -> None:
         try:
-            view = memoryview(self.buf)
-            for piece in store.open_range(key, self.start, self.end, etag):
+            for received in store.open_range(key, self.start, self.end, etag):
                 if self.cancelled:
                     break
-                n = min(len(piece), len(self.buf) - self.filled)
-                view[self.filled : self.filled + n] = piece[:n]
-                self._advance(self.filled + n, final=False)
+                room = self.length - self.filled
+                self.add(received if len(received) <= room else received[:room], final=False)
         except StoreError as exc:
             self.error = exc
         finally:
-            self._advance(self.filled, final=True)
+            self._advance(final=True)
 
-    def _advance(self, filled: int, *, final: bool) -> None:
+    def add(self, piece: bytes, *, final: bool) -> None:
         with self._lock:
-            self.filled = filled
+            self._offsets.append(self.filled)
+            self._pieces.append(piece)
+            self.filled += len(piece)
+        self._advance(final=final)
+
+    def data(self) -> bytes:
+        """The whole chunk as one bytes object (for the disk cache)."""
+        with self._lock:
+            pieces = list(self._pieces)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _advance(self, *, final: bool) -> None:
+        with self._lock:
+            filled = self.filled
             if final:
                 self.done = True
             ready = [ev for upto, ev in self._waiters if final or upto <= filled]
@@ -92,13 +117,33 @@ class Chunk:
 
     # -- trio side ---------------------------------------------------------------------
     async def wait(self, upto: int) -> None:
-        """Wait until ``upto`` bytes (relative to ``start``) are in ``buf`` or the fill ended."""
+        """Wait until ``upto`` bytes (relative to ``start``) have arrived or the fill ended."""
         with self._lock:
             if self.filled >= upto or self.done:
                 return
             event = trio.Event()
             self._waiters.append((upto, event))
         await event.wait()
+
+    def slice(self, lo: int, hi: int) -> bytes:
+        """Bytes ``[lo, hi)`` relative to ``start``; they must have arrived."""
+        with self._lock:
+            offsets, pieces = self._offsets, self._pieces
+            i = bisect.bisect_right(offsets, lo) - 1
+            first_off = offsets[i]
+            piece = pieces[i]
+            if lo == first_off and hi == first_off + len(piece):
+                return piece  # zero copy
+            if hi <= first_off + len(piece):
+                return bytes(memoryview(piece)[lo - first_off : hi - first_off])
+            parts: list[memoryview] = []
+            pos = lo
+            while pos < hi:
+                off, piece = offsets[i], pieces[i]
+                parts.append(memoryview(piece)[pos - off : min(hi, off + len(piece)) - off])
+                pos = off + len(piece)
+                i += 1
+        return b"".join(parts)
 
 
 class Reader:
@@ -171,14 +216,13 @@ class Reader:
         cache = self._cache
         assert cache is not None and self.etag is not None
         data = cache.get(self.key, self.etag, index)
-        if data is not None and len(data) == len(chunk.buf):
-            chunk.buf[:] = data
-            chunk._advance(len(data), final=True)
+        if data is not None and len(data) == chunk.length:
+            chunk.add(data, final=True)
             return
         chunk.fill(self.store, self.key, self.etag)
         # A chunk that arrived whole is cached even if its reader closed meanwhile.
-        if chunk.error is None and chunk.filled == len(chunk.buf):
-            cache.put(self.key, self.etag, index, chunk.buf)
+        if chunk.error is None and chunk.filled == chunk.length:
+            cache.put(self.key, self.etag, index, chunk.data())
 
     async def _fill(self, chunk: Chunk, index: int) -> None:
         if self._cache is not None:
@@ -253,9 +297,10 @@ class Reader:
                 if chunk.cancelled:
                     raise FsError(5, "read raced with close")
                 # the object is shorter than advertised (changed under us): short read
-                out.append(bytes(chunk.buf[lo : chunk.filled]))
+                if chunk.filled > lo:
+                    out.append(chunk.slice(lo, chunk.filled))
                 break
-            out.append(bytes(memoryview(chunk.buf)[lo:hi]))
+            out.append(chunk.slice(lo, hi))
         return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:

@@ -249,7 +249,10 @@ class S3Store:
             while True:
                 try:
                     piece = body.read(size)
-                    size = STREAM_PIECE
+                    # then the rest of the first MiB, then whole MiBs: pieces stay aligned
+                    # with the kernel's 1 MiB read requests, which can then be answered
+                    # with the received bytes objects themselves (no copy)
+                    size = STREAM_PIECE - FIRST_PIECE if size == FIRST_PIECE else STREAM_PIECE
                 except Exception as exc:
                     raise _translate("GetObject(body)", key, exc) from None
                 if not piece:
