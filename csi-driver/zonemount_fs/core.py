@@ -291,6 +291,25 @@ class Filesystem:
             node.mtime = time.time()
         return node
 
+    def _new_local(
+        self, parent: Inode, name: str, kind: Kind, mode: int, uid: int, gid: int
+    ) -> Inode:
+        """A new inode that exists only in this mount (mkdir, or a file being created)."""
+        now = time.time()
+        return Inode(
+            self._new_ino(),
+            parent.ino,
+            name,
+            kind,
+            mtime=now,
+            ctime=now,
+            local=True,
+            expiry=math.inf,
+            perm=stat.S_IMODE(mode),
+            uid=uid,
+            gid=gid,
+        )
+
     def _memo_put(self, key: str, etag: str | None, metadata: Mapping[str, str]) -> None:
         self.meta_memo[key] = (etag, dict(metadata))
         self.meta_memo.move_to_end(key)
@@ -493,20 +512,7 @@ class Filesystem:
         parent = self.inode(parent_ino)
         if name in parent.children:
             raise FsError(errno.EEXIST)
-        now = time.time()
-        node = Inode(
-            self._new_ino(),
-            parent.ino,
-            name,
-            Kind.DIR,
-            mtime=now,
-            ctime=now,
-            local=True,
-            expiry=math.inf,
-            perm=stat.S_IMODE(mode),
-            uid=uid,
-            gid=gid,
-        )
+        node = self._new_local(parent, name, Kind.DIR, mode, uid, gid)
         self.inodes[node.ino] = node
         parent.children[name] = node.ino
         parent.negative.pop(name, None)
@@ -598,20 +604,7 @@ class Filesystem:
         existing = self._child(parent, name)
         if existing is not None and (existing.local or existing.writer or existing.expiry > _now()):
             raise FsError(errno.EEXIST)
-        now = time.time()
-        node = Inode(
-            self._new_ino(),
-            parent.ino,
-            name,
-            Kind.FILE,
-            mtime=now,
-            ctime=now,
-            local=True,
-            expiry=math.inf,
-            perm=stat.S_IMODE(mode),
-            uid=uid,
-            gid=gid,
-        )
+        node = self._new_local(parent, name, Kind.FILE, mode, uid, gid)
         if existing is not None:
             self._detach(parent, existing)
         self.inodes[node.ino] = node

@@ -19,7 +19,27 @@ import http.client
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+
+def relay(handler: BaseHTTPRequestHandler, upstream: SplitResult, body: bytes) -> None:
+    """Forward the request being handled to ``upstream`` and copy the answer back."""
+    conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
+    headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
+    headers["Host"] = upstream.netloc
+    conn.request(handler.command, handler.path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    handler.send_response(resp.status)
+    for k, v in resp.getheaders():
+        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(k, v)
+    length = resp.getheader("Content-Length") if handler.command == "HEAD" else None
+    handler.send_header("Content-Length", length or str(len(data)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
+    conn.close()
 
 
 class ExpressEndpoint:
@@ -103,26 +123,9 @@ class ExpressEndpoint:
                         {"Content-Type": "application/xml"},
                     )
                     return
-                conn = http.client.HTTPConnection(
-                    outer.upstream.hostname, outer.upstream.port, timeout=30
-                )
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = outer.upstream.netloc
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                relay(self, outer.upstream, body)
                 with outer._lock:
                     outer.forwarded += 1
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

@@ -4,7 +4,6 @@ then reported as EIO - never a hang. Against a real HTTP proxy in front of moto 
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_fs.errors import StoreError
 from zonemount_fs.store.s3 import S3Settings, S3Store
+
+from .express_endpoint import relay
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +51,7 @@ class Throttler:
                     if self.command != "HEAD":
                         self.wfile.write(payload)
                     return
-                conn = http.client.HTTPConnection(outer.upstream.hostname, outer.upstream.port)
-                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                relay(self, outer.upstream, body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
