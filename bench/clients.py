@@ -178,6 +178,10 @@ def run_child(
         try:
             with RssMonitor(proc.pid, interval=0.02) as monitor:
                 proc.wait()
+        except BaseException:
+            _kill()  # interrupted: do not leave the child running
+            proc.wait()
+            raise
         finally:
             timer.cancel()
         wall = time.perf_counter() - start

@@ -528,9 +528,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
+    # SIGTERM (and SIGINT, which background jobs ignore) unwind through the finally blocks, so
+    # the server, the proxy and any mount are stopped and their directories removed
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         doc = run(args, console)
     except BenchError as exc:
