@@ -18,7 +18,7 @@ behind the reader are dropped, releasing their slot.
 
 Concurrency: trio code between ``await`` points is atomic. The only cross-thread state is a
 chunk's pieces, ``filled`` counter and waiter list, guarded by the chunk's lock; the filling thread
-wakes waiters with ``trio.from_thread.run_sync``.
+wakes waiters with ``TrioToken.run_sync_soon`` (it does not wait for the loop).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Chunk:
         "_lock",
         "_offsets",
         "_pieces",
+        "_token",
         "_waiters",
         "cancelled",
         "done",
@@ -71,6 +72,7 @@ class Chunk:
         self.has_slot = False
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, trio.Event]] = []
+        self._token = trio.lowlevel.current_trio_token()
 
     @property
     def length(self) -> int:
@@ -111,7 +113,9 @@ class Chunk:
             self._waiters = [(u, ev) for u, ev in self._waiters if not (final or u <= filled)]
         for ev in ready:
             try:
-                trio.from_thread.run_sync(ev.set)
+                # Schedule the wake-up without waiting for the loop to run it: the download
+                # thread goes straight back to the socket.
+                self._token.run_sync_soon(ev.set)
             except trio.RunFinishedError:
                 return
 
