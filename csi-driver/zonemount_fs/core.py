@@ -110,6 +110,8 @@ class FileHandle:
     reader: Reader | None = None
     writer: StreamingUpload | AppendUpload | None = None
     direct: bool = False
+    # close() reached us (flush) but the upload was left for release (nothing written yet)
+    closed_pending: bool = False
 
 
 @dataclass(eq=False)
@@ -623,6 +625,9 @@ class Filesystem:
         direct = bool(flags & os.O_DIRECT)
         wants_write = accmode in (os.O_WRONLY, os.O_RDWR)
         if node.writer is not None:
+            await self._finish_closed_writer(node)
+            node = self.inode(ino)
+        if node.writer is not None:
             raise FsError(errno.EPERM, "file is being written; it can be opened after close")
         if wants_write:
             self._check_writable()
@@ -695,6 +700,7 @@ class Filesystem:
                 errno.EBADF, "file was opened for reading (open with O_TRUNC to replace it)"
             )
         writer = handle.writer
+        handle.closed_pending = False
         async with writer.lock:  # a flush completing this file finishes first
             if writer.resumable and offset == writer.size:
                 await self._resume(handle, writer)
@@ -733,9 +739,21 @@ class Filesystem:
             return
         writer = handle.writer
         async with writer.lock:  # never while a write (or a resume) of this file is under way
-            if writer.finished or (not force and writer.size == 0):
+            if writer.finished:
+                return
+            if not force and writer.size == 0:
+                handle.closed_pending = True
                 return
             await self._complete(handle, writer)
+
+    async def _finish_closed_writer(self, node: Inode) -> None:
+        """Complete a file whose every descriptor was closed before anything was written
+        (``touch``, an empty ``write_bytes``): its upload waits for ``release``, which the
+        kernel sends after close() returned, so an open right after would race it. A write
+        through a descriptor that is in fact still in use (``dup2``) resumes the file."""
+        handles = [(fh, h) for fh, h in self.files.items() if h.writer is node.writer]
+        if handles and all(h.closed_pending for _, h in handles):
+            await self.flush(handles[0][0], force=True)
 
     async def _complete(self, handle: FileHandle, writer: StreamingUpload | AppendUpload) -> None:
         node = self.inodes.get(handle.ino)

@@ -105,4 +105,6 @@ def test_rate_cap_paces_each_connection(upstream: tuple[str, int]) -> None:
         elapsed = time.perf_counter() - start
         conn.close()
     # 3 MiB at 10 MB/s is ~0.31 s; allow the initial burst of one pacing chunk (256 KiB)
-    assert elapsed >= (len(PAYLOAD) - (256 << 10)) / rate * 0.95
+    # the bucket lets the first pacing chunks through at once and paces the rest, so allow a
+    # generous burst; an unpaced proxy moves 3 MiB on loopback in ~10 ms, far below it
+    assert elapsed >= (len(PAYLOAD) - (512 << 10)) / rate * 0.9

@@ -151,6 +151,11 @@ def test_r_write_visible_on_close(mount_rw, s3, bucket) -> None:
     assert "v.txt" not in keys(s3, bucket)
     f.close()
     assert s3.get_object(Bucket=bucket, Key="v.txt")["Body"].read() == b"hello"
+    # An empty file closed before anything was written is readable right away (its upload,
+    # left for release, is completed by the open; found by the reference-model test).
+    for i in range(10):
+        (mnt / f"empty{i}").write_bytes(b"")
+        assert (mnt / f"empty{i}").read_bytes() == b""
 
 
 def test_r_write_forked_close(mounter: Mounter, s3, bucket) -> None:
