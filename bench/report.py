@@ -299,7 +299,7 @@ def markdown(doc: dict[str, Any]) -> str:
             elif t["peer"] is None:
                 text = _fmt(measured, "MB")
             else:
-                text = f"{measured:.2f}x"
+                text = f"{measured:.3f}x"  # 3 decimals: 0.797 must not read as a passing 0.80
             lines.append(f"| {t['profile']} | {t['target']} | {text} | {t['status']} |")
         lines.append("")
     return "\n".join(lines)
