@@ -107,6 +107,12 @@ class DataCache:
                 self._bytes -= size
 
     @property
+    def writing(self) -> int:
+        """Blocks reserved but not yet on disk (a get() of one of them is a miss)."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
     def size(self) -> int:
         with self._lock:
             return self._bytes

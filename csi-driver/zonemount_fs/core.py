@@ -101,6 +101,9 @@ class Inode:
     open_handles: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     detached: bool = False
+    # when this mount last made the object appear (upload completed, rename target): a
+    # listing that started earlier may not show it yet
+    published_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -469,6 +472,7 @@ class Filesystem:
         dir_node = self.inode(ino)
         remote_files: dict[str, ObjectInfo] = {}
         remote_dirs: set[str] = set()
+        listed_at = _now()
         if not dir_node.local:
             prefix = self.dir_prefix(dir_node)
             page = await self._store(list_all, self.store, prefix, "/")
@@ -489,7 +493,11 @@ class Filesystem:
             names[name] = node.ino
         for name, child_ino in sorted(dir_node.children.items()):
             child = self.inodes.get(child_ino)
-            if child is not None and name not in names and (child.local or child.writer):
+            if (
+                child is not None
+                and name not in names
+                and (child.local or child.writer or child.published_at >= listed_at)
+            ):
                 names[name] = child_ino
         # Remote entries that vanished are dropped from the tree (not local ones).
         for name, child_ino in list(dir_node.children.items()):
@@ -766,6 +774,7 @@ class Filesystem:
             if node is not None and node.writer is writer:
                 node.writer = None
                 node.local = False
+                node.published_at = _now()  # before any await: see _snapshot
         if node is not None:
             node.size = info.size if info.size >= 0 else writer.size
             node.etag = info.etag
@@ -777,6 +786,7 @@ class Filesystem:
                 node.metadata, node.etag = wanted, None
             self._memo_put(writer.key, node.etag, node.metadata)
             node.expiry = _now() + self.opts.metadata_ttl
+            node.published_at = _now()
             if not node.metadata.get(META_MTIME):
                 node.mtime = time.time()
             self._mark_remote_ancestors(node)
@@ -960,6 +970,7 @@ class Filesystem:
             src.expiry = _now() + self.opts.metadata_ttl
             self._mark_remote_ancestors(src)
         src.ctime = time.time()
+        src.published_at = _now()
 
     def _target_key(self, parent_ino: int, name: str) -> str:
         parent = self.inode(parent_ino)
