@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from zonemount_cli.servers import LocalS3
 
 from .mounts import Mounter
@@ -62,23 +62,15 @@ class Model:
         for d in self.dirs():
             out[d] = "dir"
         for path, data in self.files.items():
-            if not self.is_dir(path) and self._visible(path):
+            if not self.is_dir(path):  # a directory shadows a file of the same name
                 out[path] = data
         return out
-
-    def _visible(self, path: str) -> bool:
-        # a file is hidden if an ancestor name is shadowed... ancestors are dirs by construction
-        parts = path.split("/")
-        return all("/".join(parts[:i]) not in self.files or True for i in range(1, len(parts)))
 
     def written(self, path: str) -> None:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         while parent:
             self.local_dirs.discard(parent)
             parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
-
-    def prune(self) -> None:
-        """Local directories under a vanished remote tree stay (they are local)."""
 
 
 def join(d: str, n: str) -> str:
@@ -205,7 +197,6 @@ class MountMachine(RuleBasedStateMachine):
                 m.local_dirs.add(dst)
 
     # -- another client --------------------------------------------------------------
-    @precondition(lambda self: True)
     @rule(d=DIRS, n=NAMES, data=st.binary(max_size=32))
     def other_put(self, d: str, n: str, data: bytes) -> None:
         path = join(d, n)
