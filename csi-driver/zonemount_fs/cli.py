@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import botocore.session
+
 from .errors import ConfigError, MountError, StoreError
 from .options import MountOptions, parse_args
 from .store.base import PutOptions
@@ -76,11 +78,11 @@ def settings_for(opts: MountOptions, *, quick: bool = False) -> S3Settings:
     )
 
 
-def check_bucket(opts: MountOptions) -> None:
+def check_bucket(opts: MountOptions, session: botocore.session.Session | None = None) -> None:
     """Fail fast, with a message a person can act on, if the bucket cannot be used."""
     where = f"bucket {opts.bucket!r}" + (f" (prefix {opts.prefix!r})" if opts.prefix else "")
     try:
-        S3Store(settings_for(opts, quick=True)).check_bucket(opts.prefix)
+        S3Store(settings_for(opts, quick=True), session).check_bucket(opts.prefix)
     except StoreError as exc:
         code = exc.code
         if code == "NoSuchBucket":
@@ -187,8 +189,9 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
                 os.close(ready_fd)
 
     try:
-        check_bucket(opts)
-        store = S3Store(settings_for(opts))
+        session = botocore.session.Session(profile=opts.profile)
+        check_bucket(opts, session)
+        store = S3Store(settings_for(opts), session)
         if opts.metrics_address is not None:
             from . import metrics
 

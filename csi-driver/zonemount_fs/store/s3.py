@@ -131,13 +131,17 @@ def _info(key: str, resp: Mapping[str, Any]) -> ObjectInfo:
 class S3Store:
     """ObjectStore over one bucket, thread safe."""
 
-    def __init__(self, settings: S3Settings) -> None:
+    def __init__(
+        self, settings: S3Settings, session: botocore.session.Session | None = None
+    ) -> None:
         self.settings = settings
         self.bucket = settings.bucket
         self.is_directory_bucket = is_directory_bucket(settings.bucket)
         self._rename_supported: bool | None = None
         self._rename_probe = threading.Lock()
-        session = botocore.session.Session(profile=settings.profile)
+        # A shared session keeps its loaded service models and resolved credentials: the
+        # mount's quick bucket check and its real store then pay for them once.
+        session = session or botocore.session.Session(profile=settings.profile)
         s3_config: Any = {}
         if settings.force_path_style:
             s3_config["addressing_style"] = "path"
