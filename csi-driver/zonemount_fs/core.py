@@ -219,15 +219,9 @@ class Filesystem:
             node = self.inodes[node.parent]
         return self.opts.prefix + "/".join(reversed(parts))
 
-    def file_key(self, node: Inode) -> str:
-        return self.key_of(node)
-
     def dir_prefix(self, node: Inode) -> str:
         key = self.key_of(node)
         return key + "/" if node.ino != ROOT_INO else self.opts.prefix
-
-    def _ttl(self, kind: Kind) -> float:
-        return self.opts.metadata_ttl
 
     def attr(self, node: Inode) -> Attr:
         now = time.time()
@@ -274,7 +268,7 @@ class Filesystem:
         if node.local and kind is Kind.DIR:
             node.local = False  # someone wrote into it: it exists remotely now
         if not node.local:
-            node.expiry = _now() + self._ttl(kind)
+            node.expiry = _now() + self.opts.metadata_ttl
         if info is not None and node.writer is None:
             replaced = node.etag is not None and node.etag != info.etag
             node.size = info.size
@@ -576,7 +570,7 @@ class Filesystem:
     def _writer_for(
         self, node: Inode, *, existing_size: int, exists: bool
     ) -> StreamingUpload | AppendUpload:
-        key = self.file_key(node)
+        key = self.key_of(node)
         if self.opts.incremental_upload:
             return AppendUpload(
                 self.store,
@@ -622,7 +616,7 @@ class Filesystem:
         parent.negative.pop(name, None)
         node.writer = self._writer_for(node, existing_size=0, exists=False)
         node.lookups += 1
-        fh = self._new_fh(FileHandle(node.ino, self.file_key(node), writer=node.writer))
+        fh = self._new_fh(FileHandle(node.ino, self.key_of(node), writer=node.writer))
         return fh, self.attr(node)
 
     async def open(self, ino: int, flags: int) -> int:
@@ -647,7 +641,7 @@ class Filesystem:
                     # truncate + incremental upload: start a fresh object
                     node.writer = StreamingUpload(
                         self.store,
-                        self.file_key(node),
+                        self.key_of(node),
                         self.opts.part_size,
                         self.run,
                         self.nursery,
@@ -655,14 +649,14 @@ class Filesystem:
                     )
                 node.local = True
                 return self._new_fh(
-                    FileHandle(ino, self.file_key(node), writer=node.writer, direct=direct)
+                    FileHandle(ino, self.key_of(node), writer=node.writer, direct=direct)
                 )
             if self.opts.incremental_upload and (flags & os.O_APPEND or accmode == os.O_WRONLY):
                 attr = await self.getattr(ino, revalidate=True)
                 node = self.inode(ino)
                 node.writer = self._writer_for(node, existing_size=attr.size, exists=True)
                 node.local = True
-                return self._new_fh(FileHandle(ino, self.file_key(node), writer=node.writer))
+                return self._new_fh(FileHandle(ino, self.key_of(node), writer=node.writer))
             if accmode == os.O_WRONLY or flags & os.O_APPEND:
                 raise FsError(
                     errno.EPERM,
@@ -679,7 +673,7 @@ class Filesystem:
             node = self.inode(ino)
         reader = Reader(
             self.store,
-            self.file_key(node),
+            self.key_of(node),
             node.size,
             node.etag or None,
             self.opts.part_size,
@@ -689,7 +683,7 @@ class Filesystem:
             self.max_window,
             None if direct else self.cache,
         )
-        return self._new_fh(FileHandle(ino, self.file_key(node), reader=reader, direct=direct))
+        return self._new_fh(FileHandle(ino, self.key_of(node), reader=reader, direct=direct))
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.files.get(fh)
@@ -723,7 +717,7 @@ class Filesystem:
             node is None
             or node.detached
             or node.writer is not None
-            or self.file_key(node) != writer.key
+            or self.key_of(node) != writer.key
             or node.size != writer.size
         ):
             raise FsError(errno.EBADF, "file already closed for writing; reopen with O_TRUNC")
@@ -830,7 +824,7 @@ class Filesystem:
             raise FsError(errno.EISDIR)
         if node.writer is not None:
             raise FsError(errno.EBUSY, "file is being written")
-        await self._store(self.store.delete, self.file_key(node))
+        await self._store(self.store.delete, self.key_of(node))
         parent = self.inode(parent_ino)
         self._detach(parent, node)
         if self.opts.negative_metadata_ttl > 0:
@@ -859,7 +853,7 @@ class Filesystem:
                     raise FsError(errno.EINVAL, "cannot truncate a file while it is written")
                 if not self.opts.allow_overwrite:
                     raise FsError(errno.EPERM, "truncating needs --allow-overwrite")
-                info = await self._store(self.store.put, self.file_key(node), b"", node.metadata)
+                info = await self._store(self.store.put, self.key_of(node), b"", node.metadata)
                 node = self.inode(ino)
                 node.size, node.etag = 0, info.etag
         changed = False
@@ -885,13 +879,13 @@ class Filesystem:
                 k: v for k, v in node.metadata.items() if k not in (META_MODE, META_UID, META_GID)
             } | self._new_metadata(node)
             await self._store(
-                self.store.copy, self.file_key(node), self.file_key(node), node.size, meta
+                self.store.copy, self.key_of(node), self.key_of(node), node.size, meta
             )
             node = self.inode(ino)
             node.metadata = meta
             node.etag = None  # unknown after copy; the next lookup refreshes it
             node.expiry = 0.0
-            self._memo_put(self.file_key(node), None, meta)
+            self._memo_put(self.key_of(node), None, meta)
         elif changed and node.writer is not None:
             node.writer.metadata = self._new_metadata(node)
         return self.attr(node)
@@ -940,7 +934,7 @@ class Filesystem:
         if self._busy(src):
             raise FsError(errno.EBUSY, "a file under the source is being written")
         if src.kind is Kind.FILE:
-            src_key, dst_key = self.file_key(src), self._target_key(new_parent, new_name)
+            src_key, dst_key = self.key_of(src), self._target_key(new_parent, new_name)
             await self._move_object(src_key, dst_key, src.size)
             memo = self.meta_memo.pop(src_key, None)
             if memo is not None:

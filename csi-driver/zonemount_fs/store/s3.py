@@ -388,6 +388,9 @@ class S3Store:
                     return
         if not self._rename_supported:
             raise NotSupported("RenameObject is not supported by this endpoint", code="Ignored")
+        self._rename_object(src, dst)
+
+    def _rename_object(self, src: str, dst: str) -> None:
         self._call(
             "RenameObject",
             src,
@@ -401,13 +404,7 @@ class S3Store:
         know the call may fail with odd codes or answer 200 as if it were an empty PutObject,
         so success is checked by looking at the source."""
         try:
-            self._call(
-                "RenameObject",
-                src,
-                self._client.rename_object,
-                Key=dst,
-                RenameSource=f"{self.bucket}/{src}",
-            )
+            self._rename_object(src, dst)
         except StoreError as exc:
             if exc.code in _NOT_FOUND | _DENIED:
                 raise
