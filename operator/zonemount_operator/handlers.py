@@ -76,6 +76,24 @@ async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
 
 
+async def _reconcile_and_patch(
+    name: str, namespace: str | None, spec: Any, status: Any, meta: Any, memo: Any, patch: Any
+) -> Any:
+    """Run the plain bucket reconcile in a worker thread and patch the status it returns
+    (shared by the create/update handler and the drift repair)."""
+    outcome = await _in_thread(
+        reconcile_bucket,
+        name,
+        namespace,
+        plain(spec),
+        plain(status),
+        meta.get("generation"),
+        admin=memo.admin,
+    )
+    apply_status(patch, outcome.status)
+    return outcome
+
+
 def plain(value: Any) -> Any:
     """kopf's read-only views -> plain JSON data (reconcile functions take plain data)."""
     return json.loads(json.dumps(value, default=dict)) if value is not None else None
@@ -156,16 +174,7 @@ async def bucket_reconcile(
     retry: int,
     **_: Any,
 ) -> None:
-    outcome = await _in_thread(
-        reconcile_bucket,
-        name,
-        namespace,
-        plain(spec),
-        plain(status),
-        meta.get("generation"),
-        admin=memo.admin,
-    )
-    apply_status(patch, outcome.status)
+    outcome = await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
     for line in outcome.events:
         logger.info(line)
     raise_for(outcome.error, retry)
@@ -214,16 +223,7 @@ async def bucket_drift(
         return
     for line in drift:
         logger.warning("%s: repairing", line)
-    outcome = await _in_thread(
-        reconcile_bucket,
-        name,
-        namespace,
-        plain(spec),
-        plain(status),
-        meta.get("generation"),
-        admin=memo.admin,
-    )
-    apply_status(patch, outcome.status)
+    await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
 
 
 def _import_wanted(spec: Any, status: Any, **_: Any) -> bool:
