@@ -44,6 +44,7 @@ import trio
 
 from .cache import DataCache
 from .errors import FsError, StoreError
+from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
 from .options import MountOptions
 from .prefetch import Reader
 from .store.base import ObjectInfo, ObjectStore, list_all
@@ -223,6 +224,31 @@ class Filesystem:
         key = self.key_of(node)
         return key + "/" if node.ino != ROOT_INO else self.opts.prefix
 
+    def _check_key(self, parent: Inode, name: str, suffix: str = "", below: int = 0) -> None:
+        """ENAMETOOLONG unless ``name`` fits NAME_MAX and its key fits S3's limit, the mount's
+        prefix included (``suffix`` ``/`` for a directory; ``below``: bytes of the longest
+        path under it). Checked before anything is acknowledged: a key S3 refuses would
+        otherwise be lost after ``close()`` returned."""
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise FsError(errno.ENAMETOOLONG, f"name is longer than {MAX_NAME_BYTES} bytes")
+        size = len((self.dir_prefix(parent) + name + suffix).encode()) + below
+        if size > MAX_KEY_BYTES:
+            raise FsError(
+                errno.ENAMETOOLONG,
+                f"object key would be {size} bytes; S3 allows {MAX_KEY_BYTES} "
+                "(the mount's prefix included)",
+            )
+
+    def _deepest(self, node: Inode) -> int:
+        """Bytes of the longest path below directory ``node`` that this mount knows of."""
+        best = 0
+        for name, ino in node.children.items():
+            child = self.inodes.get(ino)
+            if child is not None:
+                below = 1 + self._deepest(child) if child.kind is Kind.DIR else 0
+                best = max(best, len(name.encode()) + below)
+        return best
+
     def attr(self, node: Inode) -> Attr:
         now = time.time()
         if node.kind is Kind.DIR:
@@ -398,8 +424,9 @@ class Filesystem:
             return parent
         if name == "..":
             return self.inode(parent.parent)
-        if not _valid_name(name) or len(name.encode()) > 255:
-            raise FsError(errno.ENAMETOOLONG if _valid_name(name) else errno.ENOENT)
+        if not _valid_name(name):
+            raise FsError(errno.ENOENT)
+        self._check_key(parent, name)
         node = self._child(parent, name)
         if node is not None and (node.local or node.writer is not None or node.expiry > _now()):
             return node
@@ -516,6 +543,7 @@ class Filesystem:
         parent = self.inode(parent_ino)
         if name in parent.children:
             raise FsError(errno.EEXIST)
+        self._check_key(parent, name, "/")
         node = self._new_local(parent, name, Kind.DIR, mode, uid, gid)
         self.inodes[node.ino] = node
         parent.children[name] = node.ino
@@ -603,8 +631,7 @@ class Filesystem:
             raise FsError(errno.ENOTDIR)
         if not _valid_name(name) or "/" in name:
             raise FsError(errno.EINVAL)
-        if len(name.encode()) > 255:
-            raise FsError(errno.ENAMETOOLONG)
+        self._check_key(parent, name)
         existing = self._child(parent, name)
         if existing is not None and (existing.local or existing.writer or existing.expiry > _now()):
             raise FsError(errno.EEXIST)
@@ -901,6 +928,10 @@ class Filesystem:
         src = await self._lookup(old_parent, old_name)
         if not _valid_name(new_name) or "/" in new_name:
             raise FsError(errno.EINVAL)
+        if src.kind is Kind.DIR:
+            self._check_key(self.inode(new_parent), new_name, "/", self._deepest(src))
+        else:
+            self._check_key(self.inode(new_parent), new_name)
         dst: Inode | None
         try:
             dst = await self._lookup(new_parent, new_name)
@@ -1008,6 +1039,14 @@ class Filesystem:
     async def _move_prefix(self, src_prefix: str, dst_prefix: str) -> None:
         page = await self._store(list_all, self.store, src_prefix, None)
         objects = page.objects
+        growth = len(dst_prefix.encode()) - len(src_prefix.encode())
+        longest = max((len(info.key.encode()) for info in objects), default=0) + growth
+        if longest > MAX_KEY_BYTES:
+            raise FsError(
+                errno.ENAMETOOLONG,
+                f"a key under the renamed directory would be {longest} bytes; "
+                f"S3 allows {MAX_KEY_BYTES}",
+            )
         errors: list[FsError] = []
         limit = trio.Semaphore(RENAME_CONCURRENCY)
 

@@ -3,6 +3,10 @@
 Owns the rules for general-purpose bucket names and S3 Express One Zone directory bucket
 names (``base--azid--x-s3``), and the parsing of mount-s3's ``BUCKET[/PREFIX/]`` argument.
 
+Also the limits a path through a mount must respect: S3 keys are at most
+:data:`MAX_KEY_BYTES` bytes of UTF-8 (the mount's prefix included), names at most
+:data:`MAX_NAME_BYTES` (``NAME_MAX``).
+
 Invariants: a prefix is either empty or ends with ``/``; errors name the rule and an example.
 """
 
@@ -13,6 +17,8 @@ import re
 from .errors import ConfigError
 
 DIRECTORY_BUCKET_SUFFIX = "--x-s3"
+MAX_KEY_BYTES = 1024  # S3's limit on an object key, in bytes of UTF-8
+MAX_NAME_BYTES = 255  # NAME_MAX: one path component
 _AZ_ID = r"[a-z]{2,4}[0-9]{1,2}-(?:[a-z0-9]+-)?az[0-9]{1,2}"
 _DIRECTORY_RE = re.compile(
     rf"^(?P<base>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)--(?P<azid>{_AZ_ID})--x-s3$"
