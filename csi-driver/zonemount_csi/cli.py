@@ -86,7 +86,9 @@ def node_main(argv: Sequence[str]) -> int:
     )
     _common(parser)
     parser.add_argument("--node-id", required=True, help="this node's name (spec.nodeName)")
-    parser.add_argument("--zone", default="", help="topology.kubernetes.io/zone of this node")
+    parser.add_argument(
+        "--zone", default="", help="topology.kubernetes.io/zone of this node (required)"
+    )
     parser.add_argument("--zone-id", default="", help="AZ ID of this node (e.g. use1-az4)")
     parser.add_argument("--kubelet-dir", default="/var/lib/kubelet", type=Path)
     parser.add_argument(
@@ -113,6 +115,12 @@ def node_main(argv: Sequence[str]) -> int:
     state_dir = args.state_dir or args.kubelet_dir / "plugins" / DRIVER_NAME / "state"
     if not args.kubelet_dir.is_dir():
         return _fail(f"--kubelet-dir {args.kubelet_dir} is not a directory: mount the host's")
+    if not args.zone:
+        # The driver advertises VOLUME_ACCESSIBILITY_CONSTRAINTS: NodeGetInfo must report a zone.
+        return _fail(
+            "--zone is required: pass this node's topology.kubernetes.io/zone (the chart reads "
+            "it from the node's label, or set node.zone)"
+        )
     try:
         store = StateStore(state_dir)
     except (StateError, OSError) as exc:

@@ -416,25 +416,33 @@ class NodeService:
             self.metrics.published_volumes.set(len(self.store.all()))
 
     def get_info(self) -> csi_pb2.NodeGetInfoResponse:
-        segments = {}
-        if self.config.zone:
-            segments[vc.TOPOLOGY_ZONE] = self.config.zone
+        """The node id and its topology (always: the plugin advertises
+        VOLUME_ACCESSIBILITY_CONSTRAINTS, so a node without a zone is refused at start-up)."""
+        if not self.config.zone:
+            raise CsiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this node plugin has no zone: restart it with --zone (its topology zone)",
+            )
+        segments = {vc.TOPOLOGY_ZONE: self.config.zone}
         if self.config.zone_id:
             segments[vc.TOPOLOGY_ZONE_ID] = self.config.zone_id
-        response = csi_pb2.NodeGetInfoResponse(node_id=self.config.node_id)
-        if segments:
-            response.accessible_topology.CopyFrom(csi_pb2.Topology(segments=segments))
-        return response
+        return csi_pb2.NodeGetInfoResponse(
+            node_id=self.config.node_id, accessible_topology=csi_pb2.Topology(segments=segments)
+        )
 
     def volume_stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
         """Usage as the FUSE client's statfs reports it (what ``df`` shows) and the condition.
 
         The kubelet rejects a response without usage, so a dead mount reports zeros.
         """
-        target = self.confine(path)
+        not_found = CsiError(grpc.StatusCode.NOT_FOUND, "volume is not published at volume_path")
+        try:
+            target = self.confine(path)
+        except CsiError:
+            raise not_found from None  # no volume is ever published outside <kubelet>/pods/
         record = self.store.get(target)
         if record is None or record.volume_id != volume_id:
-            raise CsiError(grpc.StatusCode.NOT_FOUND, "volume is not published at volume_path")
+            raise not_found
         usage = {"bytes": (0, 0, 0), "inodes": (0, 0, 0)}
         if self._live(record):
             condition = csi_pb2.VolumeCondition(abnormal=False, message="mounted")

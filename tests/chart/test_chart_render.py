@@ -404,3 +404,18 @@ def test_notes_warn_only_without_aws_identity(helm: Path) -> None:
     assert "WARNING" not in with_irsa
     fixed = notes(helm, COMBOS["fixed-zone"])
     assert 'Every node reports zone "us-west-2a"' in fixed
+
+
+def test_optional_zone_keeps_the_plugin_off_nodes_without_one(render: Render) -> None:
+    """The plugin refuses to start without a zone (it advertises VOLUME_ACCESSIBILITY_CONSTRAINTS):
+    requireZone=false schedules it only to nodes carrying the zone label."""
+    assert "affinity" not in pod_spec(one(render(), "DaemonSet"))
+    spec = pod_spec(one(render({"node": {"requireZone": False}}), "DaemonSet"))
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "Exists"}]}
+    ]
+    fixed = pod_spec(
+        one(render({"node": {"requireZone": False, "zone": "us-west-2a"}}), "DaemonSet")
+    )
+    assert "affinity" not in fixed

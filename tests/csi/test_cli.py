@@ -118,6 +118,20 @@ def test_controller_plugin_serves_and_stops_on_sigterm(workdir: Path) -> None:
         ),
         (["csi-node", "--endpoint", "unix:///tmp/x.sock"], 2, "--node-id"),
         (
+            # VOLUME_ACCESSIBILITY_CONSTRAINTS is advertised: no zone, no start
+            [
+                "csi-node",
+                "--endpoint",
+                "unix:///tmp/x.sock",
+                "--node-id",
+                "n",
+                "--kubelet-dir",
+                "/",
+            ],
+            1,
+            "--zone is required",
+        ),
+        (
             [
                 "csi-controller",
                 "--endpoint",

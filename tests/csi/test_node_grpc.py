@@ -79,10 +79,17 @@ def test_node_get_info_reports_zone_and_zone_id(node_plugin: NodePlugin) -> None
     }
 
 
-def test_node_get_info_without_zone_has_no_topology(node_plugin_factory: NodePluginFactory) -> None:
+def test_node_get_info_never_reports_no_topology(node_plugin_factory: NodePluginFactory) -> None:
+    """The plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS: no zone is an error, not a
+    NodeGetInfo without topology (the CLI refuses to start; see test_cli)."""
     plugin = node_plugin_factory(zone="", zone_id="")
-    info = plugin.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
-    assert not info.HasField("accessible_topology")
+    err = rpc_error(lambda: plugin.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest()))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "--zone" in (err.details() or "")
+    info = node_plugin_factory(zone="us-east-1b", zone_id="").node.NodeGetInfo(
+        csi_pb2.NodeGetInfoRequest()
+    )
+    assert dict(info.accessible_topology.segments) == {"topology.kubernetes.io/zone": "us-east-1b"}
 
 
 def test_node_capabilities(node_plugin: NodePlugin) -> None:
@@ -633,6 +640,35 @@ def test_volume_stats_report_usage_and_a_broken_mount(node_plugin: NodePlugin) -
         )
     )
     assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("volume_id", "where"),
+    [
+        ("some-vol-id", "elsewhere"),  # csi-sanity: unknown volume id
+        ("vol-1", "elsewhere"),  # csi-sanity: a path that is not that volume
+        ("vol-1", "outside"),
+        ("vol-1", "other-target"),
+        ("vol-1", "relative"),
+    ],
+)
+def test_volume_stats_of_an_unknown_volume_or_path_is_not_found(
+    node_plugin: NodePlugin, volume_id: str, where: str
+) -> None:
+    target = node_plugin.target()
+    node_plugin.node.NodePublishVolume(node_plugin.publish_request(target))
+    path = {
+        "elsewhere": "/tmp/csi-sanity/target/does-not-exist",
+        "outside": "/etc",
+        "other-target": node_plugin.target(pv="pv-2"),
+        "relative": "some/path",
+    }[where]
+    err = rpc_error(
+        lambda: node_plugin.node.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path)
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND, err.details()
 
 
 def test_metrics_endpoint_reports_volumes_latency_and_errors(node_plugin: NodePlugin) -> None:
