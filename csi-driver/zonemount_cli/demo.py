@@ -378,9 +378,18 @@ class Demo:
 def main(argv: Sequence[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="zonemount demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="zonemount demo",
+        description="The whole product on one machine in a couple of minutes: an S3 server on "
+        "loopback, the operator's reconcile of an S3ExpressBucket and an S3MountClass, the CSI "
+        "node plugin publishing a volume over gRPC as kubelet would, and a Spark-style job "
+        "committing by rename in the real FUSE mount. Needs /dev/fuse (root or the fuse group).",
+        epilog="To mount a local bucket by hand afterwards: zonemount local-s3",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--tasks", type=int, default=8, help="Spark-style tasks to run")
+    parser.add_argument(
+        "--tasks", type=int, default=8, help="Spark-style tasks to run (default %(default)s)"
+    )
     args = parser.parse_args(list(argv))
     if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         console.print(

@@ -48,7 +48,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="S3 endpoint a volume may name in endpointUrl (repeatable; none by default)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (default INFO; requests are logged with secrets removed)",
     )
 
 
@@ -90,7 +93,13 @@ def node_main(argv: Sequence[str]) -> int:
         "--zone", default="", help="topology.kubernetes.io/zone of this node (required)"
     )
     parser.add_argument("--zone-id", default="", help="AZ ID of this node (e.g. use1-az4)")
-    parser.add_argument("--kubelet-dir", default="/var/lib/kubelet", type=Path)
+    parser.add_argument(
+        "--kubelet-dir",
+        default="/var/lib/kubelet",
+        type=Path,
+        help="kubelet's root directory as seen in this container; target paths must lie under "
+        "its pods/ (default /var/lib/kubelet)",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -114,7 +123,11 @@ def node_main(argv: Sequence[str]) -> int:
         return _fail(str(exc))
     state_dir = args.state_dir or args.kubelet_dir / "plugins" / DRIVER_NAME / "state"
     if not args.kubelet_dir.is_dir():
-        return _fail(f"--kubelet-dir {args.kubelet_dir} is not a directory: mount the host's")
+        return _fail(
+            f"--kubelet-dir {args.kubelet_dir} is not a directory: mount the host's kubelet "
+            "directory into the container at that path (a hostPath volume), or pass the path "
+            "where it is mounted"
+        )
     if not args.zone:
         # The driver advertises VOLUME_ACCESSIBILITY_CONSTRAINTS: NodeGetInfo must report a zone.
         return _fail(

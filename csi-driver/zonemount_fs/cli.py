@@ -89,6 +89,12 @@ def check_bucket(opts: MountOptions, session: botocore.session.Session | None = 
             raise MountError(
                 f"{where} does not exist; check the name and --region/--endpoint-url"
             ) from None
+        if code == "NoCredentials":
+            raise MountError(
+                f"no AWS credentials found for {where}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, use --profile NAME, run with IRSA or an instance profile, "
+                "or pass --no-sign-request for a public bucket"
+            ) from None
         if exc.errno == 13:
             raise MountError(
                 f"access denied to {where} ({code or 'AccessDenied'}): check the credentials "

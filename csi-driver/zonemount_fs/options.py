@@ -158,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--uid", type=_id, help="owner uid (default: the mounting user)")
     g.add_argument("--gid", type=_id, help="owner gid (default: the mounting group)")
-    g.add_argument("--dir-mode", type=_mode, default=0o755, help="directory mode (octal)")
-    g.add_argument("--file-mode", type=_mode, default=0o644, help="file mode (octal)")
+    g.add_argument(
+        "--dir-mode", type=_mode, default=0o755, help="directory mode, octal (default 0755)"
+    )
+    g.add_argument("--file-mode", type=_mode, default=0o644, help="file mode, octal (default 0644)")
     g = p.add_argument_group("mount options")
     g.add_argument("--allow-other", action="store_true", help="let other users access the mount")
     g.add_argument("--allow-root", action="store_true", help="let root access the mount")
@@ -170,14 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-cache-size", type=_positive, metavar="MiB", help="cache size bound")
     g.add_argument("--metadata-ttl", type=_ttl, help="SECONDS|minimal|indefinite")
     g.add_argument("--negative-metadata-ttl", type=_ttl, help="SECONDS for 'no such file'")
-    g.add_argument("--part-size", type=_positive, default=DEFAULT_PART_SIZE, help="bytes")
-    g.add_argument("--max-threads", type=_positive, default=16, help="parallel S3 requests")
+    g.add_argument(
+        "--part-size",
+        type=_positive,
+        default=DEFAULT_PART_SIZE,
+        metavar="BYTES",
+        help=f"multipart upload part and read-ahead request size (default {DEFAULT_PART_SIZE}, "
+        f"{DEFAULT_PART_SIZE // MiB} MiB)",
+    )
+    g.add_argument(
+        "--max-threads",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="parallel S3 requests (default %(default)s)",
+    )
     g.add_argument(
         "--max-memory-target",
         type=_positive,
         default=512,
         metavar="MiB",
-        help="memory bound of read-ahead buffers",
+        help="memory bound of read-ahead buffers (default %(default)s)",
     )
     g = p.add_argument_group("logging and metrics")
     g.add_argument("-l", "--log-directory", help="write logs to files in this directory")

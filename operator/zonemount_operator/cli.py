@@ -81,6 +81,17 @@ def operator_main(argv: Sequence[str]) -> int:
 
 
 # -- reconcile ---------------------------------------------------------------------------------
+def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
+    """One line naming the file, line and column (1-based, as editors count) and the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"{path} is not valid YAML: {str(exc).splitlines()[0]}"
+    context = getattr(exc, "context", None)
+    where = f" ({context})" if context else ""
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}{where}"
+
+
 def _load(path: str) -> list[dict[str, Any]]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -88,7 +99,7 @@ def _load(path: str) -> list[dict[str, Any]]:
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise SpecError(_yaml_error("<stdin>" if path == "-" else path, exc)) from exc
     for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") not in {"S3ExpressBucket", "S3MountClass"}:
             kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__

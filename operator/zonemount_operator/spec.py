@@ -21,14 +21,23 @@ TTL_RE = re.compile(r"^([0-9]{1,7}|10000000|minimal|indefinite)$")
 MODE_RE = re.compile(r"^0?[0-7]{3}$")
 
 
+# How an expected YAML type reads in an error ("must be an integer", not "must be a int").
+_KIND_NAMES: dict[type, str] = {
+    int: "an integer",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    Mapping: "a mapping (key: value lines)",
+}
+
+
 def _get(d: Mapping[str, Any], key: str, kind: type, path: str, default: Any = None) -> Any:
     value = d.get(key, default)
     if value is None:
         return default
-    if kind is int and isinstance(value, bool):
-        raise SpecError(f"{path} must be an integer, got {value!r}")
-    if not isinstance(value, kind):
-        raise SpecError(f"{path} must be a {kind.__name__}, got {value!r}")
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        expected = _KIND_NAMES.get(kind, f"of type {kind.__name__}")
+        raise SpecError(f"{path} must be {expected}, got {value!r}")
     return value
 
 

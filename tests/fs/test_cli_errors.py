@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from zonemount_cli.servers import free_port, start_moto
+from zonemount_cli.servers import LocalS3, free_port, start_moto
 
 from .mounts import ZONEMOUNT, Mounter, is_mounted
 
@@ -36,6 +36,31 @@ def test_wrong_credentials(tmp_path: Path) -> None:
         proc = mounter.run("some-bucket", check=False)
         _assert_clean_failure(proc, proc.mountpoint, "access denied", "credentials")
         assert "test" not in proc.stderr.split("error: ", 1)[1].split(), "no key in the message"
+
+
+def test_missing_credentials_say_so_and_how_to_provide_them(
+    moto_server: LocalS3, bucket: str, tmp_path: Path
+) -> None:
+    """Regression: no credentials at all read as 'access denied (NoCredentials)'."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    nowhere = str(tmp_path / "no-aws-config")
+    proc = subprocess.run(
+        [ZONEMOUNT, "mount", bucket, str(mnt), "--endpoint-url", moto_server.endpoint],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "AWS_CONFIG_FILE": nowhere,
+            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_REGION": "us-east-1",
+        },
+    )
+    _assert_clean_failure(proc, mnt, "no AWS credentials found", "AWS_ACCESS_KEY_ID", "--profile")
+    assert "access denied" not in proc.stderr
 
 
 def test_unreachable_endpoint(bucket: str, tmp_path: Path) -> None:

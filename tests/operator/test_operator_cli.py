@@ -126,6 +126,41 @@ def test_reconcile_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     )
 
 
+def test_reconcile_malformed_yaml_names_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: a YAML error said only 'while parsing a block mapping'."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: S3ExpressBucket\nmetadata:\n  name: x\n spec: [\n")
+    assert reconcile_main(["-f", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{path}:4:2: not valid YAML: expected <block end>" in err
+
+
+def test_reconcile_type_errors_read_as_english(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: 'spec.lifecycle.expireAfterDays must be a int'."""
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "apiVersion: zonemount.io/v1alpha1\nkind: S3ExpressBucket\n"
+        "metadata: {name: scratch}\n"
+        "spec: {region: us-east-1, availabilityZoneId: use1-az4, "
+        "lifecycle: {expireAfterDays: soon}}\n"
+    )
+    assert reconcile_main(["-f", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "spec.lifecycle.expireAfterDays must be an integer, got 'soon'" in err
+    path.write_text(
+        path.read_text().replace("lifecycle: {expireAfterDays: soon}", "encryption: [x]")
+    )
+    assert reconcile_main(["-f", str(path), "--dry-run"]) == 2
+    assert "spec.encryption must be a mapping (key: value lines), got ['x']" in (
+        capsys.readouterr().err
+    )
+
+
 def test_reconcile_reports_unknown_zone(
     moto_server: LocalS3, s3_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
