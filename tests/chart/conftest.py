@@ -19,7 +19,7 @@ from tests.chart.chartlib import HELM, Render, run_helm, template_args
 @pytest.fixture(scope="session")
 def helm() -> Path:
     if not HELM.is_file():
-        pytest.fail(f"{HELM} is missing: run `make chart-tools` (part of `make setup`)")
+        pytest.fail(f"{HELM} is missing: run `make chart-tools` (part of `make test`)")
     return HELM
 
 

@@ -38,7 +38,7 @@ def missing_requirements() -> str | None:
     try:
         import pyspark  # noqa: F401
     except ImportError:
-        return "pyspark is not installed: run 'make setup' (mk/spark.mk installs it)"
+        return "pyspark is not installed: run 'make setup' (pyproject's dev extra lists it)"
     java = shutil.which("java", path=os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ["PATH"])
     if java is None:
         return "java is not installed: run 'make setup' (apt package openjdk-17-jre-headless)"
