@@ -58,11 +58,16 @@ META_MEMO_ENTRIES = 100_000
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
 META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
+META_ATIME, META_CTIME = "atime", "ctime"
+# s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
+# S_IFLNK (written as decimal, with every permission bit, as s3fs does).
+SYMLINK_MODE = stat.S_IFLNK | 0o777
 
 
 class Kind(Enum):
     FILE = "file"
     DIR = "dir"
+    SYMLINK = "symlink"
 
 
 @dataclass(slots=True)
@@ -105,6 +110,7 @@ class Inode:
     # when this mount last made the object appear (upload completed, rename target): a
     # listing that started earlier may not show it yet
     published_at: float = 0.0
+    target: bytes | None = None  # a symlink's target, once read (or written) by this mount
 
 
 @dataclass(eq=False)
@@ -149,6 +155,18 @@ def _parse_meta(
         number(META_GID),
         mtime,
     )
+
+
+def _is_symlink_meta(metadata: Mapping[str, str] | None) -> bool:
+    try:
+        return metadata is not None and stat.S_ISLNK(int(metadata[META_MODE]))
+    except (KeyError, ValueError):
+        return False
+
+
+def _meta_time(seconds: float) -> str:
+    """A time as s3fs-fuse writes and reads it: ``sec.nsec`` with 9 digits of nanoseconds."""
+    return f"{seconds:.9f}"
 
 
 def _valid_name(name: str) -> bool:
@@ -254,6 +272,9 @@ class Filesystem:
         if node.kind is Kind.DIR:
             mode = stat.S_IFDIR | (node.perm if node.perm is not None else self.opts.dir_mode)
             nlink = 2
+        elif node.kind is Kind.SYMLINK:
+            mode = SYMLINK_MODE
+            nlink = 1
         else:
             mode = stat.S_IFREG | (node.perm if node.perm is not None else self.opts.file_mode)
             nlink = 1
@@ -263,7 +284,7 @@ class Filesystem:
         return Attr(
             ino=node.ino,
             mode=mode,
-            size=size if node.kind is Kind.FILE else 0,
+            size=size if node.kind is not Kind.DIR else 0,
             uid=node.uid if node.uid is not None else self.opts.uid,
             gid=node.gid if node.gid is not None else self.opts.gid,
             mtime=mtime,
@@ -297,6 +318,8 @@ class Filesystem:
             node.expiry = _now() + self.opts.metadata_ttl
         if info is not None and node.writer is None:
             replaced = node.etag is not None and node.etag != info.etag
+            if replaced:
+                node.target = None
             node.size = info.size
             node.etag = info.etag
             memo = self.meta_memo.get(info.key)
@@ -405,7 +428,8 @@ class Filesystem:
         if result.get("dir"):
             return Kind.DIR, None
         if "file" in result:
-            return Kind.FILE, result["file"]
+            info: ObjectInfo = result["file"]
+            return Kind.SYMLINK if _is_symlink_meta(info.metadata) else Kind.FILE, info
         if "error" in result:
             err: StoreError = result["error"]
             raise FsError(err.errno, str(err))
@@ -508,8 +532,9 @@ class Filesystem:
         dir_node = self.inode(ino)  # re-read after await
         names: dict[str, int] = {}
         for name in sorted(remote_dirs | remote_files.keys()):
-            kind = Kind.DIR if name in remote_dirs else Kind.FILE
-            entry = remote_files.get(name) if kind is Kind.FILE else None
+            entry = remote_files.get(name)
+            kind = Kind.DIR if name in remote_dirs else self._listed_kind(dir_node, name, entry)
+            entry = entry if kind is not Kind.DIR else None
             node = self._install(dir_node, name, kind, entry)
             names[name] = node.ino
         for name, child_ino in sorted(dir_node.children.items()):
@@ -526,6 +551,19 @@ class Filesystem:
             if child is not None and name not in names and not dir_node.local:
                 self._detach(dir_node, child)
         return list(names.items())
+
+    def _listed_kind(self, parent: Inode, name: str, info: ObjectInfo | None) -> Kind:
+        """A listing carries no metadata: an object is a symlink if this mount knows the
+        object (same ETag) to be one, from its inode or the metadata memo; else a file."""
+        if info is None:
+            return Kind.FILE
+        node = self._child(parent, name)
+        if node is not None and node.kind is Kind.SYMLINK and node.etag in (None, info.etag):
+            return Kind.SYMLINK
+        memo = self.meta_memo.get(info.key)
+        if memo is not None and memo[0] in (None, info.etag) and _is_symlink_meta(memo[1]):
+            return Kind.SYMLINK
+        return Kind.FILE
 
     def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
@@ -585,7 +623,9 @@ class Filesystem:
     # -- files -------------------------------------------------------------------------
     def _new_metadata(self, node: Inode) -> dict[str, str]:
         meta: dict[str, str] = {}
-        if node.perm is not None and node.perm != self.opts.file_mode:
+        if node.kind is Kind.SYMLINK:
+            meta[META_MODE] = str(SYMLINK_MODE)
+        elif node.perm is not None and node.perm != self.opts.file_mode:
             meta[META_MODE] = str(stat.S_IFREG | node.perm)
         if node.uid is not None and node.uid != self.opts.uid:
             meta[META_UID] = str(node.uid)
@@ -650,6 +690,8 @@ class Filesystem:
         node = self.inode(ino)
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
+        if node.kind is Kind.SYMLINK:
+            raise FsError(errno.ELOOP)  # the kernel follows symlinks; never opened as such
         accmode = flags & os.O_ACCMODE
         direct = bool(flags & os.O_DIRECT)
         wants_write = accmode in (os.O_WRONLY, os.O_RDWR)
@@ -857,6 +899,60 @@ class Filesystem:
         if self.opts.negative_metadata_ttl > 0:
             parent.negative[name] = _now() + self.opts.negative_metadata_ttl
 
+    # -- symlinks ----------------------------------------------------------------------
+    async def symlink(self, parent_ino: int, name: str, target: bytes, uid: int, gid: int) -> Attr:
+        """A symlink as s3fs-fuse stores one: the object's body is the target, its
+        ``x-amz-meta-mode`` is S_IFLNK|0777, with owner and times (docs/SEMANTICS.md)."""
+        self._check_writable()
+        try:
+            await self._lookup(parent_ino, name)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        else:
+            raise FsError(errno.EEXIST)
+        parent = self.inode(parent_ino)
+        if name in parent.children:
+            raise FsError(errno.EEXIST)
+        self._check_key(parent, name)
+        key = self.dir_prefix(parent) + name
+        now = _meta_time(time.time())
+        meta = {
+            META_MODE: str(SYMLINK_MODE),
+            META_UID: str(uid),
+            META_GID: str(gid),
+            META_MTIME: now,
+            META_CTIME: now,
+            META_ATIME: now,
+        }
+        info = await self._store(self.store.put, key, target, meta)
+        parent = self.inode(parent_ino)  # re-read after await
+        node = self._install(
+            parent, name, Kind.SYMLINK, ObjectInfo(key, len(target), info.etag, info.mtime, meta)
+        )
+        node.target = target
+        node.published_at = _now()
+        self._mark_remote_ancestors(node)
+        node.lookups += 1
+        return self.attr(node)
+
+    async def readlink(self, ino: int) -> bytes:
+        node = self.inode(ino)
+        if node.kind is not Kind.SYMLINK:
+            raise FsError(errno.EINVAL)
+        if node.target is None and node.size == 0:
+            return b""
+        if node.target is None:
+            etag = node.etag
+            data = await self._store(
+                self.store.get_range, self.key_of(node), 0, node.size, etag or None
+            )
+            node = self.inode(ino)
+            if node.etag == etag:
+                node.target = data
+            return data
+        return node.target
+
     # -- setattr -----------------------------------------------------------------------
     async def setattr(
         self,
@@ -895,12 +991,12 @@ class Filesystem:
             changed = True
         if mtime is not None and mtime != node.mtime:
             node.mtime = mtime
-            node.metadata[META_MTIME] = f"{mtime:.9f}".rstrip("0").rstrip(".")
+            node.metadata[META_MTIME] = _meta_time(mtime)
             changed = True
         if atime is not None:
             node.atime = atime
         node.ctime = time.time()
-        if changed and node.kind is Kind.FILE and node.writer is None and not node.local:
+        if changed and node.kind is not Kind.DIR and node.writer is None and not node.local:
             # Persist as object metadata (a server-side copy onto itself).
             meta = {
                 k: v for k, v in node.metadata.items() if k not in (META_MODE, META_UID, META_GID)
@@ -944,11 +1040,11 @@ class Filesystem:
         if dst is not None:
             if flags & rename_noreplace:
                 raise FsError(errno.EEXIST)
-            if src.kind is Kind.FILE and dst.kind is Kind.DIR:
+            if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
                 raise FsError(errno.EISDIR)
-            if src.kind is Kind.DIR and dst.kind is Kind.FILE:
+            if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
                 raise FsError(errno.ENOTDIR)
-            if dst.kind is Kind.FILE and not self.opts.allow_overwrite:
+            if dst.kind is not Kind.DIR and not self.opts.allow_overwrite:
                 raise FsError(errno.EPERM, "replacing a file by rename needs --allow-overwrite")
             if dst.kind is Kind.DIR:
                 await self._require_empty(dst)
@@ -964,7 +1060,7 @@ class Filesystem:
             probe = self.inode(probe.parent)
         if self._busy(src):
             raise FsError(errno.EBUSY, "a file under the source is being written")
-        if src.kind is Kind.FILE:
+        if src.kind is not Kind.DIR:
             src_key, dst_key = self.key_of(src), self._target_key(new_parent, new_name)
             await self._move_object(src_key, dst_key, src.size)
             memo = self.meta_memo.pop(src_key, None)

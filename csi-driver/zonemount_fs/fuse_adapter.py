@@ -179,6 +179,16 @@ class ZonemountOperations(pyfuse3.Operations):
             parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
         )
 
+    @_op("symlink")
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return _entry(await self.fs.symlink(parent_inode, _name(name), target, ctx.uid, ctx.gid))
+
+    @_op("readlink")
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.fs.readlink(inode)
+
     @_op("create")
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext

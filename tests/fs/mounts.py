@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,3 +96,43 @@ def cwd(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(old)
+
+
+@contextlib.contextmanager
+def s3fs_mount(server: LocalS3, bucket: str, tmp_path: Path) -> Iterator[Path]:
+    """Mount ``bucket`` with s3fs-fuse (Debian ``s3fs``), the peer whose object layout
+    zonemount follows for attributes and symlinks. Credentials go through a 0600 file."""
+    exe = shutil.which("s3fs")
+    if exe is None:
+        raise FileNotFoundError("s3fs not installed (Debian package s3fs)")
+    mnt = tmp_path / f"s3fs-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    passwd = tmp_path / f"{mnt.name}.passwd"
+    env = server.env()
+    fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{env['AWS_ACCESS_KEY_ID']}:{env['AWS_SECRET_ACCESS_KEY']}\n")
+    opts = f"url={server.endpoint},use_path_request_style,passwd_file={passwd},endpoint=us-east-1"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(
+        [exe, bucket, str(mnt), "-f", "-o", opts],
+        env=clean_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("s3fs did not mount")
+            time.sleep(0.1)
+        yield mnt
+    finally:
+        unmount(mnt)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
