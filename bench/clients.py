@@ -54,6 +54,9 @@ class Dataset:
     big_size: int
     local_big: Path
     rand_count: int
+    # workloads 9/10: a tar of many small files in a few directories (built locally)
+    tarball: Path | None = None
+    tar_files: int = 0
 
 
 @dataclass
@@ -372,12 +375,13 @@ class FuseClient(Client):
     kind = "fuse"
     fstype_prefix = "fuse"
     ready_timeout = 30.0
+    _runs = 0  # names each run's directory tree apart (workloads 9 and 10)
 
     def command(self, data: Dataset, target: Target, mnt: Path) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 
     def supports(self, workload: int) -> bool:
-        return workload in range(1, 9)
+        return workload in range(1, 12)
 
     def mount(self, data: Dataset, target: Target, mnt: Path) -> subprocess.Popen[bytes]:
         mnt.mkdir(parents=True, exist_ok=True)
@@ -436,6 +440,10 @@ class FuseClient(Client):
         ]
         m = str(mnt)
         write_key = write_key_for(self.name)
+        self._runs += 1
+        tree = f"{m}/meta-{self.name}-{os.getpid()}-{self._runs}"
+        if workload in (9, 10) and data.tarball is None:
+            return RunResult("n/a", note="no tarball prepared")
         if workload == 1:
             cmd = [*base, "seqread", f"{m}/{data.big[0]}"]
         elif workload == 2:
@@ -452,6 +460,13 @@ class FuseClient(Client):
             cmd = [*base, "--engine", "python", "ls", f"{m}/{data.many_prefix.rstrip('/')}"]
         elif workload == 7:
             cmd = [*base, "--engine", "python", "ttfb", *(f"{m}/{k}" for k in data.ttfb)]
+        elif workload == 9:
+            cmd = [*base, "--engine", "python", "untar", str(data.tarball), tree]
+        elif workload == 10:
+            cmd = [*base, "--engine", "python", "rmrf", str(data.tarball), tree]
+        elif workload == 11:
+            cmd = [*base, "--engine", "python", "--repeat", "2", "ls"]
+            cmd.append(f"{m}/{data.many_prefix.rstrip('/')}")
         else:
             return RunResult("n/a")
         opts.prepare()
@@ -459,6 +474,7 @@ class FuseClient(Client):
             proc = self.mount(data, target, mnt)
         except RuntimeError as exc:
             return RunResult("failed", note=str(exc))
+        cmd[3:3] = ["--server-pid", str(proc.pid)]
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
             with RssMonitor(proc.pid) as monitor:

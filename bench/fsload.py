@@ -3,11 +3,15 @@
 Owns what an application does to a mount in each workload: sequential reads with large buffers
 (``readinto`` of 4 MiB, one thread per reader), 256 KiB random ``pread``s at seeded offsets,
 a sequential write closed at the end (the time includes ``close``, when FUSE clients upload),
-``ls -l`` (``os.scandir`` + ``lstat`` of every entry), and time to first byte (``open`` + first
-``read`` of files not read before). With ``--engine fio`` sequential and random reads run
-through fio (psync, same block sizes) instead.
+``ls -l`` (``os.scandir`` + ``lstat`` of every entry; ``--repeat 2`` times the second, warm
+listing), time to first byte (``open`` + first ``read`` of files not read before), and the
+metadata storms of a build or a Spark commit: ``untar`` (GNU tar extracting many small files) and
+``rmrf`` (the same tree extracted, then ``rm -rf``; only the removal is timed). With ``--engine
+fio`` sequential and random reads run through fio (psync, same block sizes) instead.
 
-Prints one JSON object on stdout: ``{"bytes": int, "seconds": float, ...}``.
+Prints one JSON object on stdout: ``{"bytes": int, "seconds": float, ...}``. With
+``--server-pid`` it also carries ``server_cpu_s``: user+system CPU seconds the FUSE server
+process (all its threads) spent during the timed part only.
 Reads stop early at ``--max-seconds`` (the result then carries ``"partial": true``).
 """
 
@@ -20,6 +24,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -99,15 +104,66 @@ def op_write(args: argparse.Namespace) -> dict[str, Any]:
     return {"bytes": args.size, "seconds": seconds}
 
 
+def server_cpu(pid: int | None) -> float:
+    """User+system CPU seconds of process ``pid`` (every thread), 0 without a pid."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def op_ls(args: argparse.Namespace) -> dict[str, Any]:
+    seconds, count, cpu = 0.0, 0, 0.0
+    for _ in range(max(1, args.repeat)):  # the last listing is the one reported
+        cpu0 = server_cpu(args.server_pid)
+        start = time.perf_counter()
+        count = 0
+        with os.scandir(args.paths[0]) as entries:
+            for entry in entries:
+                entry.stat(follow_symlinks=False)
+                count += 1
+        seconds = time.perf_counter() - start
+        cpu = server_cpu(args.server_pid) - cpu0
+    return {"bytes": 0, "seconds": seconds, "entries": count, "server_cpu_s": cpu}
+
+
+def _untar(tarball: str, dest: str) -> int:
+    """Extract ``tarball`` into ``dest`` with GNU tar; the number of regular files in it."""
+    os.makedirs(dest, exist_ok=True)
+    subprocess.run(
+        ["tar", "-xf", tarball, "-C", dest, "--no-same-owner"],
+        check=True,
+        capture_output=True,
+    )
+    with tarfile.open(tarball) as archive:
+        return sum(1 for member in archive.getmembers() if member.isfile())
+
+
+def op_untar(args: argparse.Namespace) -> dict[str, Any]:
+    tarball, dest = args.paths[0], args.paths[1]
+    cpu0 = server_cpu(args.server_pid)
     start = time.perf_counter()
-    count = 0
-    with os.scandir(args.paths[0]) as entries:
-        for entry in entries:
-            entry.stat(follow_symlinks=False)
-            count += 1
+    files = _untar(tarball, dest)
     seconds = time.perf_counter() - start
-    return {"bytes": 0, "seconds": seconds, "entries": count}
+    cpu = server_cpu(args.server_pid) - cpu0
+    return {"bytes": 0, "seconds": seconds, "files": files, "server_cpu_s": cpu}
+
+
+def op_rmrf(args: argparse.Namespace) -> dict[str, Any]:
+    tarball, dest = args.paths[0], args.paths[1]
+    files = _untar(tarball, dest)
+    cpu0 = server_cpu(args.server_pid)
+    start = time.perf_counter()
+    subprocess.run(["rm", "-rf", dest], check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    cpu = server_cpu(args.server_pid) - cpu0
+    if os.path.exists(dest):
+        raise SystemExit(f"rm -rf left {dest} behind")
+    return {"bytes": 0, "seconds": seconds, "files": files, "server_cpu_s": cpu}
 
 
 def op_ttfb(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,6 +217,8 @@ OPS = {
     "write": op_write,
     "ls": op_ls,
     "ttfb": op_ttfb,
+    "untar": op_untar,
+    "rmrf": op_rmrf,
 }
 
 
@@ -175,8 +233,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--engine", choices=("python", "fio"), default="python")
+    parser.add_argument("--repeat", type=int, default=1, help="ls: list N times, report the last")
+    parser.add_argument("--server-pid", type=int, default=0, help="report this process's CPU")
     args = parser.parse_args()
-    print(json.dumps(OPS[args.op](args)), flush=True)
+    cpu0 = server_cpu(args.server_pid)
+    result = OPS[args.op](args)
+    if args.server_pid and "server_cpu_s" not in result:
+        result["server_cpu_s"] = server_cpu(args.server_pid) - cpu0
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

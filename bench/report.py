@@ -35,6 +35,18 @@ WORKLOADS: dict[int, Workload] = {
     6: Workload("ls-l-10k", "ls -l of 10,000 keys", "s", False),
     7: Workload("ttfb", "time to first byte", "ms", False),
     8: Workload("peak-rss", "peak RSS during workload 1", "MB", False),
+    9: Workload("untar", "untar of many 4 KiB files", "files/s", True),
+    10: Workload("rm-rf", "rm -rf of that tree", "files/s", True),
+    11: Workload("ls-l-10k-warm", "ls -l of 10,000 keys, warm", "s", False),
+}
+# CPU of the FUSE server during a workload's timed part (``server_cpu_s``), per unit of work:
+# workload -> (label, divisor from a result row, scale, unit)
+CPU_COSTS: dict[int, tuple[str, str, float, str]] = {
+    1: ("CPU per GiB read", "gib", 1.0, "CPU-s/GiB"),
+    3: ("CPU per GiB read (small files)", "gib", 1.0, "CPU-s/GiB"),
+    5: ("CPU per GiB written", "gib", 1.0, "CPU-s/GiB"),
+    9: ("CPU per created file", "files", 1000.0, "ms/file"),
+    10: ("CPU per removed file", "files", 1000.0, "ms/file"),
 }
 
 CLIENT_ORDER = ["zonemount", "s3fs", "rclone", "s5cmd", "single-GET"]
@@ -56,7 +68,31 @@ TARGETS: list[tuple[str, int, str | None, float, str]] = [
     ("loopback", 8, None, 300.0, "workload 8 <= 300 MB"),
     ("shaped", 1, "s5cmd", 0.8, "workload 1 >= 0.8x s5cmd"),
     ("shaped", 3, "s5cmd", 0.8, "workload 3 >= 0.8x s5cmd"),
+    # issue 14: metadata storms
+    ("loopback", 9, "s3fs", 2.0, "workload 9 (untar) >= 2x s3fs-fuse"),
+    ("loopback", 10, "s3fs", 1.0, "workload 10 (rm -rf) >= 1.0x s3fs-fuse"),
+    ("loopback", 11, "s3fs", 1.0, "workload 11 (warm ls -l) no slower than s3fs-fuse"),
 ]
+
+
+# (profile, workload, peer, maximum, text): the subject's CPU per unit of work, as a ratio to
+# the peer's (peer given) or absolute in the CPU_COSTS unit (peer None). Lower is better.
+CPU_TARGETS: list[tuple[str, int, str | None, float, str]] = [
+    ("loopback", 1, "s3fs", 1.0, "CPU per GiB read <= 1.0x s3fs-fuse"),
+    ("loopback", 9, None, 2.0, "CPU per created file <= 2 ms"),
+]
+
+
+def cpu_cost(row: dict[str, Any]) -> float | None:
+    """The FUSE server's CPU per unit of work for one result row (see CPU_COSTS), or None."""
+    spec = CPU_COSTS.get(row["workload"])
+    extra = row.get("extra") or {}
+    cpu = extra.get("server_cpu_s")
+    if spec is None or cpu is None or row["status"] != "ok":
+        return None
+    _, divisor, scale, _ = spec
+    amount = (row.get("bytes") or 0) / (1 << 30) if divisor == "gib" else extra.get("files") or 0
+    return float(cpu) * scale / amount if amount else None
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -179,6 +215,31 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "status": status,
             }
         )
+    rows_by = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+    for profile, workload, peer, goal, text in CPU_TARGETS:
+        if profile not in doc["config"]["profiles"] or workload not in doc["config"]["workloads"]:
+            continue
+        mine_row = rows_by.get((profile, subject, workload))
+        mine = cpu_cost(mine_row) if mine_row else None
+        if peer is None:
+            measured = mine
+        else:
+            peer_row = rows_by.get((profile, peer, workload))
+            theirs = cpu_cost(peer_row) if peer_row else None
+            measured = mine / theirs if mine is not None and theirs else None
+        status = "n/a" if measured is None else ("pass" if measured <= goal else "miss")
+        out.append(
+            {
+                "profile": profile,
+                "workload": workload,
+                "target": text,
+                "peer": peer,
+                "goal": goal,
+                "measured": measured,
+                "status": status,
+                "kind": "cpu",
+            }
+        )
     return out
 
 
@@ -285,9 +346,10 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"| {workload}. {WORKLOADS[workload].title} | " + " | ".join(cells) + " |"
                 )
             lines.append("")
+    lines += _cpu_table(doc, clients)
     if doc["targets"]:
         lines += [
-            "## Targets (issue 3)",
+            "## Targets (issues 3 and 14)",
             "",
             "| profile | target | measured | status |",
             "|---|---|---|---|",
@@ -296,6 +358,8 @@ def markdown(doc: dict[str, Any]) -> str:
             measured = t["measured"]
             if measured is None:
                 text = "-"
+            elif t.get("kind") == "cpu" and t["peer"] is None:
+                text = _fmt(measured, CPU_COSTS[t["workload"]][3])
             elif t["peer"] is None:
                 text = _fmt(measured, "MB")
             else:
@@ -303,6 +367,27 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {t['profile']} | {t['target']} | {text} | {t['status']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cpu_table(doc: dict[str, Any], clients: list[str]) -> list[str]:
+    """Markdown rows: the FUSE server's CPU per unit of work, per profile and client."""
+    rows_by = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+    lines: list[str] = []
+    for profile in doc["config"]["profiles"]:
+        body = []
+        for workload, (label, _, _, unit) in CPU_COSTS.items():
+            cells = []
+            for client in clients:
+                row = rows_by.get((profile, client, workload))
+                cells.append(_fmt(cpu_cost(row)) if row is not None else "-")
+            if any(c != "-" for c in cells):
+                body.append(f"| {workload}. {label} | {unit} | " + " | ".join(cells) + " |")
+        if body:
+            lines += [f"## {profile}: CPU of the FUSE server (lower is better)", ""]
+            lines.append("| workload | unit | " + " | ".join(clients) + " |")
+            lines.append("|---|---|" + "---|" * len(clients))
+            lines += [*body, ""]
+    return lines
 
 
 def render_chart(doc: dict[str, Any], path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -152,6 +154,8 @@ def prepare_data(
     local_big = workdir / "local-big.bin"
     os.replace(src / big[0], local_big)
     shutil.rmtree(src, ignore_errors=True)
+    tarball = workdir / "tree.tar"
+    make_tarball(tarball, args.tar_files, args.tar_dirs)
     n_ttfb = min(10, len(small))
     return Dataset(
         bucket=BUCKET,
@@ -162,7 +166,24 @@ def prepare_data(
         big_size=big_size,
         local_big=local_big,
         rand_count=args.rand_count,
+        tarball=tarball,
+        tar_files=args.tar_files,
     )
+
+
+def make_tarball(path: Path, files: int, dirs: int, size: int = 4096) -> None:
+    """A tar of ``files`` random 4 KiB files spread over ``dirs`` directories (workloads 9, 10):
+    the shape of a source tree, a Python environment or one Spark job's part files."""
+    with tarfile.open(path, "w") as archive:
+        for d in range(dirs):
+            info = tarfile.TarInfo(f"d{d:03d}")
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+            archive.addfile(info)
+        for i in range(files):
+            payload = os.urandom(size)
+            info = tarfile.TarInfo(f"d{i % dirs:03d}/f{i:05d}.bin")
+            info.size, info.mode, info.mtime = size, 0o644, 1_700_000_000
+            archive.addfile(info, io.BytesIO(payload))
 
 
 def _master_port(pid: int) -> int | None:
@@ -299,8 +320,11 @@ def _cell_value(workload: int, res: RunResult) -> float | None:
         return None
     if workload in (1, 2, 3, 4, 5):
         return res.bytes / res.seconds / MB if res.seconds > 0 else None
-    if workload == 6:
+    if workload in (6, 11):
         return res.seconds
+    if workload in (9, 10):
+        files = res.extra.get("files")
+        return float(files) / res.seconds if files and res.seconds > 0 else None
     if workload == 7:
         value = res.extra.get("ttfb_ms")
         return float(value) if value is not None else None
@@ -443,6 +467,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "small_mb": args.small_mb,
             "small_count": args.small_count,
             "ls_keys": args.ls_keys,
+            "tar_files": args.tar_files,
+            "tar_dirs": args.tar_dirs,
             "rand_count": args.rand_count,
             "latency_ms": args.latency_ms,
             "rate_mb_s": args.rate_mbps,
@@ -480,13 +506,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "a single streaming GET, on SeaweedFS over loopback and an S3-shaped proxy.",
     )
     parser.add_argument("--profile", choices=("loopback", "shaped", "both"), default="both")
-    parser.add_argument("--workloads", default="1,2,3,4,5,6,7,8", help="e.g. 1,3,6")
+    parser.add_argument(
+        "--workloads", default=",".join(str(w) for w in report.WORKLOADS), help="e.g. 1,3,6"
+    )
     parser.add_argument("--clients", default=",".join(ALL_CLIENTS), help="comma-separated")
     parser.add_argument("--subject", default="zonemount", help="the client the ratios are about")
     parser.add_argument("--size-gib", type=float, default=1.0, help="size of the big files")
     parser.add_argument("--small-mb", type=float, default=6.26, help="size of the small files")
     parser.add_argument("--small-count", type=int, default=100)
     parser.add_argument("--ls-keys", type=int, default=10_000)
+    parser.add_argument("--tar-files", type=int, default=2000, help="workloads 9/10: files")
+    parser.add_argument("--tar-dirs", type=int, default=50, help="workloads 9/10: directories")
     parser.add_argument("--rand-count", type=int, default=400, help="random 256 KiB reads")
     parser.add_argument("--latency-ms", type=float, default=15.0, help="shaped: per request")
     parser.add_argument("--rate-mbps", type=float, default=90.0, help="shaped: MB/s per connection")
@@ -506,7 +536,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     try:
-        wl = _parse_list(args.workloads, [str(i) for i in range(1, 9)], "workload")
+        wl = _parse_list(args.workloads, [str(i) for i in report.WORKLOADS], "workload")
         args.workloads = sorted({int(w) for w in wl})
         args.clients = _parse_list(args.clients, list(ALL_CLIENTS), "client")
     except BenchError as exc:

@@ -1,7 +1,7 @@
 """Smoke test of the benchmark harness: one tiny end-to-end run, checking only the output's shape.
 
 Runs ``python -m bench`` as `make bench` would (real SeaweedFS, real shaping proxy, real FUSE
-mounts) with 8 MiB files, 8 small files and 50 keys, on both network profiles, with one FUSE
+mounts) with 8 MiB files, 8 small files, 50 keys and a 40-file tarball, on both network profiles, with one FUSE
 peer and zonemount (recorded as "not available" when its mount does not work).
 Never asserts speed: only that every cell of the grid is present with a known status, that the
 JSON, markdown and PNG are written and consistent, and that ratios/targets are well formed.
@@ -26,7 +26,7 @@ def _fuse_peer() -> str:
 
 
 @pytest.mark.bench
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_harness_end_to_end_shape(tmp_path: Path) -> None:
     peer = _fuse_peer()
     cmd = [
@@ -47,6 +47,10 @@ def test_harness_end_to_end_shape(tmp_path: Path) -> None:
         "50",
         "--rand-count",
         "16",
+        "--tar-files",
+        "40",
+        "--tar-dirs",
+        "4",
         "--timeout",
         "60",
         "--engine",
@@ -54,7 +58,7 @@ def test_harness_end_to_end_shape(tmp_path: Path) -> None:
         "--out",
         str(tmp_path),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=220)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=450)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     jsons = list(tmp_path.glob("*.json"))
@@ -66,7 +70,7 @@ def test_harness_end_to_end_shape(tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
     assert doc["config"]["profiles"] == ["loopback", "shaped"]
-    assert doc["config"]["workloads"] == list(range(1, 9))
+    assert doc["config"]["workloads"] == list(range(1, 12))
     zm = doc["clients"]["zonemount"]
     assert zm["available"] or zm["reason"]
     live = [name for name, c in doc["clients"].items() if c["available"]]
@@ -75,7 +79,7 @@ def test_harness_end_to_end_shape(tmp_path: Path) -> None:
     cells = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
     for profile in ("loopback", "shaped"):
         for client in live:
-            for workload in range(1, 9):
+            for workload in range(1, 12):
                 row = cells[(profile, client, workload)]
                 assert row["status"] in STATUSES, row
                 if row["status"] == "ok":
@@ -87,11 +91,19 @@ def test_harness_end_to_end_shape(tmp_path: Path) -> None:
     for key in ("direct_1_mb_s", "passthrough_1_mb_s", "shaped_1_mb_s"):
         assert doc["proxy"][key] > 0
     assert {t["status"] for t in doc["targets"]} <= {"pass", "miss", "n/a"}
-    assert len(doc["targets"]) == 8
+    assert len(doc["targets"]) == 13
+    # the metadata workloads report the FUSE server's CPU for their timed part only
+    for profile in ("loopback", "shaped"):
+        for workload in (9, 10):
+            row = cells[(profile, peer, workload)]
+            if row["status"] == "ok":
+                assert row["extra"]["files"] == 40, row
+                assert row["extra"]["server_cpu_s"] >= 0, row
     for ratio in doc["ratios"]:
         assert ratio["ratio"] is None or ratio["ratio"] > 0
 
-    assert "## loopback" in md and "## shaped" in md and "## Targets (issue 3)" in md
+    assert "## loopback" in md and "## shaped" in md and "## Targets (issues 3 and 14)" in md
+    assert "CPU of the FUSE server" in md
     header = next(line for line in md.splitlines() if line.startswith("| workload | unit |"))
     for client in doc["clients"]:
         assert client in header
