@@ -21,8 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "csi-controller": ("zonemount_csi.cli:controller_main", "run the CSI controller plugin"),
     "operator": ("zonemount_operator.cli:operator_main", "run the kopf operator"),
     "reconcile": ("zonemount_operator.cli:reconcile_main", "reconcile a CR file once"),
-    "cp": ("zonemount_operator.cli:cp_main", "parallel copy between S3 prefixes"),
-    "sync": ("zonemount_operator.cli:sync_main", "parallel sync between S3 prefixes"),
+    "cp": ("zonemount_operator.cli:cp_main", "parallel copy: S3 <-> S3, local -> S3, S3 -> local"),
+    "sync": ("zonemount_operator.cli:sync_main", "copy only what is missing or changed (like cp)"),
     "demo": ("zonemount_cli.demo:main", "run the end-to-end demo on an embedded S3 server"),
 }
 

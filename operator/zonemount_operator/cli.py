@@ -301,9 +301,13 @@ def reconcile_main(argv: Sequence[str]) -> int:
 
 # -- cp / sync ---------------------------------------------------------------------------------
 class _ProgressBar:
-    """A rich progress bar fed from the copy engine's reporter thread."""
+    """A rich progress bar fed from the copy engine's reporter thread.
 
-    def __init__(self, label: str, enabled: bool = True) -> None:
+    The ``src -> dst`` line is printed once above the bar; the bar itself is a short label
+    and fixed-width columns, so at 80 columns no number is squeezed or cut.
+    """
+
+    def __init__(self, label: str, enabled: bool = True, *, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -314,10 +318,10 @@ class _ProgressBar:
             TransferSpeedColumn,
         )
 
-        console = Console(stderr=True)
+        console = console or Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None if console.width >= 100 else 12),
             DownloadColumn(),
             TransferSpeedColumn(),
             TextColumn("{task.fields[objects]}"),
@@ -336,15 +340,53 @@ class _ProgressBar:
 
     def update(self, p: Any) -> None:
         total = p.bytes_total if p.listing_done else None
-        objects = f"{p.objects_done}/{p.objects_total}{'' if p.listing_done else '+'} objects"
+        objects = f"{p.objects_done}/{p.objects_total}{'' if p.listing_done else '+'} obj"
         self._progress.update(
             self._task, completed=p.bytes_copied + p.bytes_skipped, total=total, objects=objects
         )
 
     def from_import_status(self, imp: dict[str, Any]) -> None:
         done = imp["bytesCopied"]
-        objects = f"{imp['objectsCopied'] + imp['objectsSkipped']}/{imp['objectsTotal']} objects"
+        objects = f"{imp['objectsCopied'] + imp['objectsSkipped']}/{imp['objectsTotal']} obj"
         self._progress.update(self._task, completed=done, objects=objects)
+
+
+_COPY_EPILOG = """\
+SRC and DST are s3://bucket/prefix/ URLs or local paths (local -> S3, S3 -> local, S3 -> S3).
+A trailing / or a directory means everything below it; s3://b/key or a file means one object.
+Wildcards as s5cmd takes them: '*' matches any characters including '/', '?' one character;
+names keep their path after the last '/' before the first wildcard. Quote them for the shell.
+Exit codes: 0 done; 1 some objects failed, nothing matched SRC, or S3 refused/unreachable
+(one line says which); 2 bad arguments."""
+
+
+def _aws_message(exc: BaseException, where: str) -> str:
+    """A one-line description of an AWS/botocore failure for cp/sync users."""
+    import botocore.exceptions
+
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return _NO_CREDENTIALS
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "")) or str(
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        )
+        text = str(err.get("Message", "") or "").splitlines()[0] if err.get("Message") else ""
+        hint = ""
+        if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+            hint = ": check the credentials and that they may read SRC and write DST"
+        elif code in {"NoSuchBucket"}:
+            hint = ": check the bucket name (and --endpoint-url)"
+        return f"{where}: {code}{' (' + text + ')' if text else ''}{hint}"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return f"{where}: cannot reach {exc.kwargs.get('endpoint_url', 'S3')}: check --endpoint-url"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+_NO_CREDENTIALS = (
+    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "or AWS_PROFILE, or run where an instance/pod role is available"
+)
 
 
 def _copy_main(argv: Sequence[str], sync: bool) -> int:
@@ -357,9 +399,11 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
             if sync
             else "Copy every object under SRC to DST with many parallel streams."
         ),
+        epilog=_COPY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("src", help="s3://bucket/prefix/")
-    parser.add_argument("dst", help="s3://bucket/prefix/")
+    parser.add_argument("src", metavar="SRC", help="s3://bucket/prefix/, a local path; globs ok")
+    parser.add_argument("dst", metavar="DST", help="s3://bucket/prefix/ or a local directory")
     parser.add_argument("--endpoint-url", help="S3 endpoint for both sides")
     parser.add_argument(
         "--source-endpoint-url", help="S3 endpoint of SRC (default: --endpoint-url)"
@@ -371,7 +415,10 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         "--multipart-threshold",
         type=int,
         default=64,
-        help="objects at least this many MiB use multipart (64)",
+        help="S3 -> S3 objects at least this many MiB use multipart (64)",
+    )
+    parser.add_argument(
+        "-n", "--dry-run", action="store_true", help="print what would be copied; copy nothing"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(list(argv))
@@ -380,17 +427,30 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
     if args.part_size < 5:
         return _fail(name, "--part-size must be at least 5 (MiB): S3's minimum part size", 2)
 
-    from zonemount_operator import names
-    from zonemount_operator.aws import translate
-    from zonemount_operator.transfer import CopyOptions, MiB, copy_prefix, s3_client
+    import botocore.exceptions
+
+    from zonemount_operator import locations
+    from zonemount_operator.transfer import CopyOptions, MiB, SourceObject, copy, s3_client
 
     try:
-        src = names.parse_s3_url(args.src, "SRC")
-        dst = names.parse_s3_url(args.dst, "DST")
+        locations.check_endpoint_url(args.endpoint_url)
+        locations.check_endpoint_url(args.source_endpoint_url, "--source-endpoint-url")
+        for arg, what in ((args.src, "SRC"), (args.dst, "DST")):
+            if locations.is_s3(arg):
+                from zonemount_operator.names import parse_s3_url
+
+                parse_s3_url(arg, what)
     except SpecError as exc:
         return _fail(name, str(exc), 2)
-    if src.prefix and not src.prefix.endswith("/") and dst.prefix and not dst.prefix.endswith("/"):
-        pass  # exact-prefix copies are allowed: keys keep their suffix after the prefix
+    if not (locations.is_s3(args.src) or locations.is_s3(args.dst)):
+        return _fail(name, "SRC or DST must be an s3:// URL (for local -> local use cp/rsync)", 2)
+    if not locations.is_s3(args.src):  # a missing local SRC is bad input, found first
+        try:
+            locations.local_source(args.src)
+        except SpecError as exc:
+            return _fail(name, str(exc), 2)
+    if not _have_credentials():
+        return _fail(name, _NO_CREDENTIALS)
     dst_client = s3_client(args.endpoint_url, args.region, args.concurrency)
     src_endpoint = args.source_endpoint_url or args.endpoint_url
     src_client = (
@@ -398,24 +458,47 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         if src_endpoint == args.endpoint_url
         else s3_client(src_endpoint, args.region, args.concurrency)
     )
+    try:
+        source = locations.source_location(args.src, src_client)
+        dest = locations.destination_location(args.dst, dst_client, source)
+    except SpecError as exc:
+        return _fail(name, str(exc), 2)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        return _fail(name, _aws_message(exc, args.src))
     options = CopyOptions(
         concurrency=args.concurrency,
         part_size=args.part_size * MiB,
         multipart_threshold=args.multipart_threshold * MiB,
         skip_existing=sync,
+        dry_run=args.dry_run,
     )
-    import botocore.exceptions
+
+    def plan(obj: SourceObject) -> None:
+        print(f"{name} {source.describe(obj.key)} {dest.describe(obj.key)}", flush=True)
 
     try:
-        with _ProgressBar(f"{name} {src} -> {dst}", enabled=not args.no_progress) as bar:
-            result = copy_prefix(src_client, src, dst_client, dst, options, on_progress=bar.update)
+        with _ProgressBar(name, enabled=not (args.no_progress or args.dry_run)) as bar:
+            if not (args.no_progress or args.dry_run):
+                bar._progress.console.print(f"{name} {source} -> {dest}", highlight=False)
+            result = copy(source, dest, options, on_progress=bar.update, on_plan=plan)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        return _fail(name, str(translate(exc, "s3", "ListObjectsV2")))
+        return _fail(name, _aws_message(exc, f"listing {args.src}"))
+    except OSError as exc:
+        return _fail(name, f"{exc.filename or args.src}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return _fail(
             name, "interrupted: run 'zonemount sync' with the same arguments to resume", 130
         )
+    if result.objects_total == 0:
+        return _fail(name, f"no objects match {args.src}: nothing to copy")
     rate = result.bytes_per_second / 1e6
+    if args.dry_run:
+        would = result.objects_total - result.objects_skipped
+        print(
+            f"{name}: dry run: {would} would be copied, {result.objects_skipped} up to date",
+            file=sys.stderr,
+        )
+        return 0
     print(
         f"{name}: {result.objects_copied} copied, {result.objects_skipped} up to date, "
         f"{result.objects_failed} failed; {result.bytes_copied} bytes in "
@@ -429,6 +512,12 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
             "rerun 'zonemount sync' to retry only what is missing",
         )
     return 0
+
+
+def _have_credentials() -> bool:
+    import boto3
+
+    return boto3.session.Session().get_credentials() is not None
 
 
 def cp_main(argv: Sequence[str]) -> int:

@@ -1,19 +1,24 @@
-"""Bulk copy engine: ``s3://src/prefix/`` -> ``s3://dst/prefix/`` with many parallel streams.
+"""Bulk copy engine: many objects from a source to a destination with many parallel streams.
 
-Used by the S3ExpressBucket import (progress lands in the CR status) and by
-``zonemount cp`` / ``zonemount sync`` (progress bar). Strategy per object:
+Sources and destinations are S3 prefixes or local directories (:mod:`.locations`), so
+``zonemount cp``/``sync`` copy S3 -> S3, local -> S3 and S3 -> local with this one engine,
+and the S3ExpressBucket import uses it too (progress lands in the CR status). Per object:
 
-* same endpoint (one S3 service): server-side ``CopyObject``; objects at or above
+* S3 -> S3 on one endpoint: server-side ``CopyObject``; objects at or above
   ``multipart_threshold`` use multipart ``UploadPartCopy`` with parts copied in parallel;
-* different endpoints: stream ``GetObject`` -> ``PutObject``; objects of at least one part
-  size go multipart with ranged GETs, so a worker never holds more than one part in memory.
+* otherwise the bytes stream through: read (GetObject / a local file) -> write (PutObject / a
+  temporary local file); objects of at least one part size go part by part (ranged GETs,
+  ``pread``; multipart upload parts, ``pwrite``), so a worker never holds more than one part.
 
 Resumability: a destination object is *up to date* when its size equals the source's and
 either the ETags match or it is not older than the source (ETags differ legitimately:
-multipart layouts, SSE-KMS, directory buckets). Up-to-date objects are skipped, so a run
-interrupted at any point is resumed by running it again; half-copied objects never exist
-because PutObject/CopyObject/CompleteMultipartUpload are atomic and a failed multipart
-upload is aborted. ``cp`` (``skip_existing=False``) copies everything regardless.
+multipart layouts, SSE-KMS, directory buckets, local files have none; local files written by
+the engine carry the source's modification time). ``sync`` (``skip_existing``) skips
+up-to-date objects, so a run interrupted at any point is resumed by running it again; the
+destination listing is merged with the source listing in key order (memory does not grow with
+the object count) where both list sorted, else held as a map. Half-copied objects never
+exist: PutObject/CopyObject/CompleteMultipartUpload and local renames are atomic and a failed
+multipart upload is aborted (a failed local write removed).
 
 Retries: botocore's standard mode retries throttling and 5xx per request; on top of that
 each object is retried ``retries`` times with full-jitter exponential backoff. Objects that
@@ -22,8 +27,9 @@ still fail are counted in ``Progress.objects_failed`` with the first error kept.
 Concurrency rules: the listing runs in the caller's thread; object copies run in an object
 pool (``concurrency`` threads); parts of large objects run in a separate part pool so an
 object worker waiting on its parts can never starve them. ``Progress`` is updated under its
-lock; ``on_progress`` is called from a reporter thread at most every ``progress_interval``
-seconds and once at the end, always with a snapshot (never the live object).
+lock (bytes of large objects part by part, taken back if the object fails); ``on_progress``
+is called from a reporter thread at most every ``progress_interval`` seconds and once at the
+end, always with a snapshot (never the live object).
 """
 
 from __future__ import annotations
@@ -40,7 +46,22 @@ from typing import Any, cast
 
 import botocore.exceptions
 
+from zonemount_operator.locations import Location, S3Location, SourceObject
 from zonemount_operator.names import S3Url
+
+__all__ = [
+    "MAX_PARTS",
+    "BulkCopier",
+    "CopyError",
+    "CopyOptions",
+    "MiB",
+    "Progress",
+    "SourceObject",
+    "copy",
+    "copy_prefix",
+    "s3_client",
+    "up_to_date",
+]
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
@@ -83,20 +104,13 @@ class Progress:
                 setattr(self, name, getattr(self, name) + delta)
 
 
-@dataclass(frozen=True)
-class SourceObject:
-    key: str
-    size: int
-    etag: str
-    last_modified: float
-
-
 @dataclass
 class CopyOptions:
     concurrency: int = 64
     multipart_threshold: int = 64 * MiB
     part_size: int = 16 * MiB
     skip_existing: bool = True
+    dry_run: bool = False
     retries: int = 4
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
@@ -107,54 +121,62 @@ class CopyError(RuntimeError):
     """Some objects could not be copied after retries (the message names the first)."""
 
 
-def _list(client: Any, url: S3Url) -> Iterator[SourceObject]:
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=url.bucket, Prefix=url.prefix):
-        for item in page.get("Contents", []):
-            if item["Key"].endswith("/") and item["Size"] == 0 and item["Key"] == url.prefix:
-                continue
-            yield SourceObject(
-                key=item["Key"],
-                size=int(item["Size"]),
-                etag=str(item.get("ETag", "")).strip('"'),
-                last_modified=item["LastModified"].timestamp() if "LastModified" in item else 0.0,
-            )
-
-
 def up_to_date(src: SourceObject, dst: SourceObject | None) -> bool:
     """The resumability rule (see the module docstring)."""
     if dst is None or dst.size != src.size:
         return False
-    return dst.etag == src.etag or dst.last_modified >= src.last_modified
+    return (bool(src.etag) and dst.etag == src.etag) or dst.last_modified >= src.last_modified
 
 
-def _same_endpoint(a: Any, b: Any) -> bool:
-    return bool(a.meta.endpoint_url == b.meta.endpoint_url)
+def _merged(source: Location, dest: Location) -> Iterator[tuple[SourceObject, SourceObject | None]]:
+    """Pair each source object with the destination object of the same relative name.
+
+    One object: looked up. Both listings sorted: a merge in key order (constant memory).
+    Otherwise the destination listing is held as a map (S3 Express directory buckets list
+    unsorted).
+    """
+    if dest.single is not None or source.single is not None:
+        for obj in source.objects():
+            yield obj, dest.stat(obj.key)
+        return
+    if not dest.sorted_listing:
+        existing = {o.key: o for o in dest.objects()}
+        for obj in source.objects():
+            yield obj, existing.get(obj.key)
+        return
+    theirs = iter(dest.objects())
+    current = next(theirs, None)
+    for obj in source.objects():
+        while current is not None and current.key < obj.key:
+            current = next(theirs, None)
+        yield obj, current if current is not None and current.key == obj.key else None
+
+
+def _same_endpoint(a: Location, b: Location) -> bool:
+    return isinstance(a, S3Location) and isinstance(b, S3Location) and a.endpoint == b.endpoint
 
 
 class BulkCopier:
-    """One copy run between two prefixes (see the module docstring)."""
+    """One copy run from a source location to a destination (see the module docstring)."""
 
     def __init__(
         self,
-        src_client: Any,
-        src: S3Url,
-        dst_client: Any,
-        dst: S3Url,
+        source: Location,
+        dest: Location,
         options: CopyOptions | None = None,
         *,
         on_progress: Callable[[Progress], None] | None = None,
+        on_plan: Callable[[SourceObject], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        self.src_client = src_client
-        self.dst_client = dst_client
-        self.src = src
-        self.dst = dst
+        self.source = source
+        self.dest = dest
         self.options = options or CopyOptions()
         self.on_progress = on_progress
+        self.on_plan = on_plan
         self.stop = stop or threading.Event()
         self.progress = Progress()
-        self.server_side = _same_endpoint(src_client, dst_client)
+        self.server_side = _same_endpoint(source, dest)
         self._parts = ThreadPoolExecutor(
             max_workers=max(4, self.options.concurrency), thread_name_prefix="zm-part"
         )
@@ -168,39 +190,7 @@ class BulkCopier:
         )
         reporter.start()
         try:
-            existing: dict[str, SourceObject] = {}
-            if self.options.skip_existing:
-                existing = {o.key: o for o in _list(self.dst_client, self.dst)}
-            with ThreadPoolExecutor(
-                max_workers=self.options.concurrency, thread_name_prefix="zm-copy"
-            ) as pool:
-                pending: set[Future[None]] = set()
-                # At most 4 x concurrency objects queued: listing millions of keys must not
-                # queue millions of work items (the listing waits for free slots instead).
-                slots = threading.BoundedSemaphore(self.options.concurrency * 4)
-                for obj in _list(self.src_client, self.src):
-                    if self.stop.is_set():
-                        break
-                    self.progress.add(objects_total=1, bytes_total=obj.size)
-                    dst_key = self.dst.prefix + obj.key[len(self.src.prefix) :]
-                    if self.options.skip_existing and up_to_date(obj, existing.get(dst_key)):
-                        self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
-                        continue
-                    while not slots.acquire(timeout=0.2):
-                        if self.stop.is_set():
-                            break
-                    if self.stop.is_set():
-                        break
-                    future = pool.submit(self._copy_with_retries, obj, dst_key)
-                    future.add_done_callback(lambda _: slots.release())
-                    pending.add(future)
-                    if len(pending) >= self.options.concurrency * 8:
-                        pending = {f for f in pending if not f.done()}
-                with self.progress._lock:
-                    self.progress.listing_done = True
-                if self.stop.is_set():
-                    for fut in pending:
-                        fut.cancel()
+            self._run()
         finally:
             done.set()
             reporter.join()
@@ -210,111 +200,137 @@ class BulkCopier:
             self.on_progress(final)
         return final
 
+    def _pairs(self) -> Iterator[tuple[SourceObject, SourceObject | None]]:
+        if self.options.skip_existing:
+            return _merged(self.source, self.dest)
+        return ((obj, None) for obj in self.source.objects())
+
+    def _run(self) -> None:
+        opts = self.options
+        with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zm-copy") as pool:
+            pending: set[Future[None]] = set()
+            # At most 4 x concurrency objects queued: listing millions of keys must not
+            # queue millions of work items (the listing waits for free slots instead).
+            slots = threading.BoundedSemaphore(opts.concurrency * 4)
+            for obj, existing in self._pairs():
+                if self.stop.is_set():
+                    break
+                self.progress.add(objects_total=1, bytes_total=obj.size)
+                if opts.skip_existing and up_to_date(obj, existing):
+                    self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
+                    continue
+                if opts.dry_run:
+                    if self.on_plan is not None:
+                        self.on_plan(obj)
+                    continue
+                while not slots.acquire(timeout=0.2):
+                    if self.stop.is_set():
+                        break
+                if self.stop.is_set():
+                    break
+                future = pool.submit(self._copy_with_retries, obj)
+                future.add_done_callback(lambda _: slots.release())
+                pending.add(future)
+                if len(pending) >= opts.concurrency * 8:
+                    pending = {f for f in pending if not f.done()}
+            with self.progress._lock:
+                self.progress.listing_done = True
+            if self.stop.is_set():
+                for fut in pending:
+                    fut.cancel()
+
     def _report(self, done: threading.Event) -> None:
         while not done.wait(self.options.progress_interval):
             if self.on_progress is not None:
                 self.on_progress(self.progress.snapshot())
 
     # -- one object ------------------------------------------------------------------------
-    def _copy_with_retries(self, obj: SourceObject, dst_key: str) -> None:
+    def _copy_with_retries(self, obj: SourceObject) -> None:
         attempt = 0
         while True:
             if self.stop.is_set():
                 return
+            counted = [0]  # bytes of this object already counted part by part
             try:
-                self._copy_one(obj, dst_key)
+                self._copy_one(obj, counted)
             except (
                 botocore.exceptions.BotoCoreError,
                 botocore.exceptions.ClientError,
                 OSError,
+                CopyError,
             ) as exc:
+                self.progress.add(bytes_copied=-counted[0])
                 attempt += 1
                 if attempt > self.options.retries or _not_retryable(exc):
                     with self.progress._lock:
                         self.progress.objects_failed += 1
                         if self.progress.first_error is None:
-                            self.progress.first_error = f"{obj.key}: {_describe(exc)}"
+                            self.progress.first_error = (
+                                f"{self.source.describe(obj.key)}: {_describe(exc)}"
+                            )
                     return
                 cap = min(self.options.backoff_cap, self.options.backoff_base * 2**attempt)
                 self.stop.wait(random.uniform(0, cap))  # noqa: S311 - jitter, not crypto
             else:
-                self.progress.add(objects_copied=1, bytes_copied=obj.size)
+                self.progress.add(objects_copied=1, bytes_copied=obj.size - counted[0])
                 return
 
-    def _copy_one(self, obj: SourceObject, dst_key: str) -> None:
+    def _copy_one(self, obj: SourceObject, counted: list[int]) -> None:
         # Streamed copies hold a part in memory per worker: go multipart from one part size.
         threshold = self.options.multipart_threshold if self.server_side else self.options.part_size
-        big = obj.size >= threshold
-        if self.server_side and not big:
-            self.dst_client.copy_object(
-                Bucket=self.dst.bucket,
-                Key=dst_key,
-                CopySource={"Bucket": self.src.bucket, "Key": obj.key},
-            )
-        elif not big:
-            body = self.src_client.get_object(Bucket=self.src.bucket, Key=obj.key)["Body"]
-            data = body.read()
-            self.dst_client.put_object(Bucket=self.dst.bucket, Key=dst_key, Body=data)
+        if obj.size >= threshold:
+            self._multipart(obj, counted)
+        elif self.server_side:
+            cast(S3Location, self.dest).copy(obj.key, cast(S3Location, self.source), obj.key)
         else:
-            self._multipart(obj, dst_key)
+            self.dest.put(obj.key, self.source.read(obj.key), obj)
 
-    def _multipart(self, obj: SourceObject, dst_key: str) -> None:
+    def _multipart(self, obj: SourceObject, counted: list[int]) -> None:
         part_size = max(self.options.part_size, -(-obj.size // MAX_PARTS), 5 * MiB)
         ranges = [
             (start, min(start + part_size, obj.size) - 1) for start in range(0, obj.size, part_size)
         ]
-        upload = self.dst_client.create_multipart_upload(Bucket=self.dst.bucket, Key=dst_key)
-        upload_id = upload["UploadId"]
+        upload = self.dest.begin(obj.key, obj)
         try:
             futures = [
-                self._parts.submit(self._part, obj, dst_key, upload_id, n, rng)
+                self._parts.submit(self._part, obj, upload, n, rng, counted)
                 for n, rng in enumerate(ranges, start=1)
             ]
             parts = [f.result() for f in futures]
-            self.dst_client.complete_multipart_upload(
-                Bucket=self.dst.bucket,
-                Key=dst_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
+            self.dest.complete(obj.key, upload, parts, obj)
         except BaseException:
             with contextlib.suppress(
-                botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+                botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError
             ):  # on failure the bucket's abort-incomplete-uploads lifecycle rule is the backstop
-                self.dst_client.abort_multipart_upload(
-                    Bucket=self.dst.bucket, Key=dst_key, UploadId=upload_id
-                )
+                self.dest.abort(obj.key, upload)
             raise
 
     def _part(
-        self, obj: SourceObject, dst_key: str, upload_id: str, number: int, rng: tuple[int, int]
-    ) -> dict[str, Any]:
+        self,
+        obj: SourceObject,
+        upload: Any,
+        number: int,
+        rng: tuple[int, int],
+        counted: list[int],
+    ) -> Any:
         if self.stop.is_set():
             raise CopyError("stopped")
-        byte_range = f"bytes={rng[0]}-{rng[1]}"
         if self.server_side:
-            resp = self.dst_client.upload_part_copy(
-                Bucket=self.dst.bucket,
-                Key=dst_key,
-                UploadId=upload_id,
-                PartNumber=number,
-                CopySource={"Bucket": self.src.bucket, "Key": obj.key},
-                CopySourceRange=byte_range,
+            part = cast(S3Location, self.dest).copy_part(
+                obj.key, upload, number, cast(S3Location, self.source), obj.key, rng
             )
-            etag = resp["CopyPartResult"]["ETag"]
         else:
-            data = self.src_client.get_object(
-                Bucket=self.src.bucket, Key=obj.key, Range=byte_range
-            )["Body"].read()
-            resp = self.dst_client.upload_part(
-                Bucket=self.dst.bucket,
-                Key=dst_key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-            )
-            etag = resp["ETag"]
-        return {"PartNumber": number, "ETag": etag}
+            data = self.source.read(obj.key, rng[0], rng[1])
+            if len(data) != rng[1] - rng[0] + 1:
+                raise CopyError(
+                    f"read {len(data)} bytes of range {rng[0]}-{rng[1]}: the source changed"
+                )
+            part = self.dest.write_part(obj.key, upload, number, rng[0], data)
+        size = rng[1] - rng[0] + 1
+        with self.progress._lock:
+            self.progress.bytes_copied += size
+            counted[0] += size
+        return part
 
 
 NOT_RETRYABLE = frozenset(
@@ -332,14 +348,35 @@ NOT_RETRYABLE = frozenset(
 def _not_retryable(exc: BaseException) -> bool:
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) in NOT_RETRYABLE
-    return False
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return True
+    return isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError)
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         return f"{err.get('Code', '')}: {err.get('Message', '')}".strip(": ")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "no AWS credentials found"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
     return f"{type(exc).__name__}: {exc}"
+
+
+def copy(
+    source: Location,
+    dest: Location,
+    options: CopyOptions | None = None,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_plan: Callable[[SourceObject], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Progress:
+    """Run one :class:`BulkCopier`; the returned snapshot says what happened."""
+    return BulkCopier(
+        source, dest, options, on_progress=on_progress, on_plan=on_plan, stop=stop
+    ).run()
 
 
 def copy_prefix(
@@ -352,10 +389,14 @@ def copy_prefix(
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> Progress:
-    """Run one :class:`BulkCopier`; the returned snapshot says what happened."""
-    return BulkCopier(
-        src_client, src, dst_client, dst, options, on_progress=on_progress, stop=stop
-    ).run()
+    """S3 prefix -> S3 prefix: each key keeps its suffix after ``src.prefix``."""
+    return copy(
+        S3Location(src_client, src.bucket, src.prefix),
+        S3Location(dst_client, dst.bucket, dst.prefix),
+        options,
+        on_progress=on_progress,
+        stop=stop,
+    )
 
 
 def s3_client(endpoint_url: str | None, region: str | None, concurrency: int = 64) -> Any:

@@ -150,7 +150,9 @@ def test_failed_multipart_copy_is_counted_and_aborted(
         ),
     )
     assert result.objects_failed == 1 and result.objects_copied == 1
-    assert result.first_error is not None and result.first_error.startswith("big/a: InternalError")
+    assert result.first_error is not None and result.first_error.startswith(
+        f"s3://{bucket}/big/a: InternalError"
+    )
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="copy/")["Contents"]]
     assert keys == ["copy/b"]

@@ -35,7 +35,7 @@ def test_cp_then_sync(
 def test_cp_bad_input_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cp_main(["/local/path", "s3://bucket/x/"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "SRC '/local/path' is not an s3:// URL" in err
+    assert err.count("\n") == 1 and "SRC '/local/path' does not exist" in err
     assert sync_main(["s3://b/x/", "s3://Bad_Bucket/", "--no-progress"]) == 2
     assert "does not name a valid bucket" in capsys.readouterr().err
     assert cp_main(["s3://bucket/a/", "s3://bucket/b/", "--concurrency", "0"]) == 2
