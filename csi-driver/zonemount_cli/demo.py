@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -361,6 +362,17 @@ class Demo:
         )
         self.facts["output"] = f"{out.relative_to(mnt)}/{{{', '.join(days[:3])}, ...}}, _SUCCESS"
 
+    def keep_logs(self) -> list[Path]:
+        """Copy the FUSE client's log(s) out of the node plugin's state directory (which the
+        clean-up may remove) into the work directory; return the copies."""
+        kept: list[Path] = []
+        for log_file in sorted((self.workdir / "csi-state").rglob("zonemount.log*")):
+            copy = self.workdir / f"fuse-client-{log_file.parent.name}-{log_file.name}"
+            with contextlib.suppress(OSError):
+                shutil.copyfile(log_file, copy)
+                kept.append(copy)
+        return kept
+
     def summary(self) -> None:
         table = Table(title="zonemount demo: what was created", show_lines=False)
         table.add_column("what", style="bold")
@@ -410,6 +422,13 @@ def main(argv: Sequence[str]) -> int:
         demo.summary()
     except StepFailed as exc:
         console.print(f"[bold red]✗ {exc}[/]")
+        cause = exc.__cause__ or exc
+        console.print(
+            "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)),
+            markup=False,
+        )
+        for kept in demo.keep_logs():
+            console.print(f"[dim]FUSE client log: {kept}[/]")
         console.print(f"[dim]work directory kept for inspection: {demo.workdir}[/]")
         args.keep = True
         code = 1

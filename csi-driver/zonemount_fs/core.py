@@ -303,7 +303,7 @@ class Filesystem:
         """Create or refresh the inode for a remote entry (kind may have changed)."""
         node = self._child(parent, name)
         if node is not None and node.kind is not kind:
-            if node.local:
+            if node.local or self._keep_as_local(node):
                 return node  # a local directory or a file being written wins
             self._detach(parent, node)
             node = None
@@ -390,6 +390,25 @@ class Filesystem:
             if parent is not None and parent.children.get(node.name) == node.ino:
                 del parent.children[node.name]
 
+    def _holds_local(self, node: Inode) -> bool:
+        """True when something under ``node`` exists only in this mount (a mkdir'd
+        directory, a file being written)."""
+        return any(
+            (c := self.inodes.get(i)) is not None
+            and (c.local or c.writer is not None or self._holds_local(c))
+            for i in node.children.values()
+        )
+
+    def _keep_as_local(self, node: Inode) -> bool:
+        """A directory that S3 no longer shows (its objects were renamed or deleted) but that
+        holds local entries stays, as a local directory: dropping it would orphan what was
+        just made in it (the ``make demo`` race: a task's ``mkdir`` under ``_temporary`` got
+        ENOENT once the previous task's rename emptied it and its TTL expired)."""
+        if node.kind is not Kind.DIR or not self._holds_local(node):
+            return False
+        node.local, node.expiry = True, math.inf
+        return True
+
     def remember(self, ino: int, count: int = 1) -> None:
         self.inodes[ino].lookups += count
 
@@ -463,7 +482,9 @@ class Filesystem:
         parent = self.inode(parent_ino)  # re-read after await
         if found is None:
             node = self._child(parent, name)
-            if node is not None and (node.local or node.writer is not None):
+            if node is not None and (
+                node.local or node.writer is not None or self._keep_as_local(node)
+            ):
                 return node
             if node is not None:
                 self._detach(parent, node)
@@ -483,7 +504,7 @@ class Filesystem:
             parent = self.inode(node.parent)
             found = await self._remote_lookup(parent, node.name)
             if found is None or found[0] is not node.kind:
-                if node.open_handles:
+                if node.open_handles or self._keep_as_local(node):
                     return self.attr(node)  # an open file keeps its attributes
                 raise FsError(errno.ENOENT)
             node = self._install(self.inode(node.parent), node.name, found[0], found[1])
@@ -542,7 +563,12 @@ class Filesystem:
             if (
                 child is not None
                 and name not in names
-                and (child.local or child.writer or child.published_at >= listed_at)
+                and (
+                    child.local
+                    or child.writer
+                    or child.published_at >= listed_at
+                    or self._keep_as_local(child)
+                )
             ):
                 names[name] = child_ino
         # Remote entries that vanished are dropped from the tree (not local ones).
@@ -817,6 +843,19 @@ class Filesystem:
                 return
             await self._complete(handle, writer)
 
+    async def _settle(self, node: Inode) -> None:
+        """Complete every file at or under ``node`` whose descriptors were all closed before
+        anything was written: to unlink and rename they are ordinary closed files, not
+        files being written (``EBUSY``), even before the kernel's release arrives."""
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            if current.writer is not None:
+                await self._finish_closed_writer(current)
+            pending.extend(
+                c for i in list(current.children.values()) if (c := self.inodes.get(i)) is not None
+            )
+
     async def _finish_closed_writer(self, node: Inode) -> None:
         """Complete a file whose every descriptor was closed before anything was written
         (``touch``, an empty ``write_bytes``): its upload waits for ``release``, which the
@@ -859,6 +898,7 @@ class Filesystem:
         while parent is not None and parent.ino != ROOT_INO and parent.local:
             parent.local = False
             parent.expiry = _now() + self.opts.metadata_ttl
+            parent.published_at = _now()  # a listing that started earlier may not show it
             parent = self.inodes.get(parent.parent)
 
     async def release(self, fh: int) -> None:
@@ -891,6 +931,9 @@ class Filesystem:
         node = await self._lookup(parent_ino, name)
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
+        if node.writer is not None:
+            await self._finish_closed_writer(node)
+            node = await self._lookup(parent_ino, name)
         if node.writer is not None:
             raise FsError(errno.EBUSY, "file is being written")
         await self._store(self.store.delete, self.key_of(node))
@@ -1021,6 +1064,7 @@ class Filesystem:
         rename_noreplace, rename_exchange = 1, 2
         if flags & rename_exchange:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        await self._settle(await self._lookup(old_parent, old_name))
         src = await self._lookup(old_parent, old_name)
         if not _valid_name(new_name) or "/" in new_name:
             raise FsError(errno.EINVAL)
@@ -1030,6 +1074,7 @@ class Filesystem:
             self._check_key(self.inode(new_parent), new_name)
         dst: Inode | None
         try:
+            await self._settle(await self._lookup(new_parent, new_name))
             dst = await self._lookup(new_parent, new_name)
         except FsError as exc:
             if exc.errno != errno.ENOENT:

@@ -46,7 +46,13 @@ class Model:
         return out
 
     def dirs(self) -> set[str]:
-        return self.remote_dirs() | self.local_dirs
+        # A directory holding a local one stays even when S3 no longer shows it
+        # (R-DIR-LOCAL-CHILDREN-KEEP-PARENT).
+        out = self.remote_dirs() | self.local_dirs
+        for d in self.local_dirs:
+            parts = d.split("/")
+            out |= {"/".join(parts[:i]) for i in range(1, len(parts))}
+        return out
 
     def is_dir(self, path: str) -> bool:
         return path == "" or path in self.dirs()

@@ -1,5 +1,5 @@
-"""docs/SEMANTICS.md and the rule tests (tests/fs/test_semantics.py, tests/fs/test_posix.py)
-name the same rules."""
+"""docs/SEMANTICS.md and the rule tests (tests/fs/test_semantics.py, tests/fs/test_posix.py,
+tests/fs/test_semantics_faults.py) name the same rules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE_TESTS = ("tests/fs/test_semantics.py", "tests/fs/test_posix.py")
+RULE_TESTS = (
+    "tests/fs/test_semantics.py",
+    "tests/fs/test_posix.py",
+    "tests/fs/test_semantics_faults.py",
+)
 
 
 @pytest.mark.unit
