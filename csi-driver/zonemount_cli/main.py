@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cp": ("zonemount_operator.cli:cp_main", "parallel copy: S3 <-> S3, local -> S3, S3 -> local"),
     "sync": ("zonemount_operator.cli:sync_main", "copy only what is missing or changed (like cp)"),
     "demo": ("zonemount_cli.demo:main", "run the end-to-end demo on an embedded S3 server"),
+    "local-s3": (
+        "zonemount_cli.local_s3:main",
+        "serve S3 on loopback and print how to mount it (try zonemount without AWS)",
+    ),
 }
 
 

@@ -1,4 +1,9 @@
-"""Local S3 servers on loopback for the demo, the tests and the benchmarks.
+"""Local S3 servers on loopback: test and demo infrastructure, not part of the product.
+
+The demo (``zonemount demo``), the hand-testing path (``zonemount local-s3``), the test
+fixtures (tests/conftest.py) and the benchmarks (bench/) start their S3 servers here; nothing
+in the FUSE client, the CSI driver or the operator imports it. The servers do not
+authenticate (moto unless ``enforce_auth``), so they are for throwaway data only.
 
 Owns starting and stopping two real S3 implementations as child processes:
 
@@ -78,6 +83,17 @@ class LocalS3:
         }
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once the server answers HTTP; on failure or Ctrl-C, stop it and raise."""
+        try:
+            self._wait_ready(timeout)
+        except ServerStartError:
+            self._kill()  # keep the work directory: the error names the log file in it
+            raise
+        except BaseException:  # Ctrl-C while waiting: leave nothing running behind
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -91,7 +107,6 @@ class LocalS3:
                 return  # any HTTP answer means the S3 port is serving
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
-        self.stop()
         raise ServerStartError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
 
     def client(self) -> object:
@@ -107,6 +122,11 @@ class LocalS3:
         )
 
     def stop(self) -> None:
+        self._kill()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _kill(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -116,8 +136,6 @@ class LocalS3:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LocalS3:
         return self

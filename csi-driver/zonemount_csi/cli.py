@@ -19,6 +19,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -35,6 +37,28 @@ from .state import StateError, StateStore
 log = logging.getLogger("zonemount_csi")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (exit code 2), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _endpoint_url(value: str) -> str:
+    """An ``--allowed-endpoint-url``: http(s)://HOST[:PORT], refused at start-up otherwise
+    (an entry no volume can ever match would silently allow nothing)."""
+    try:
+        host = urlsplit(value).hostname if value.startswith(("http://", "https://")) else None
+    except ValueError:
+        host = None
+    if not host or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a URL: expected http://HOST:PORT or https://HOST "
+            "(e.g. https://s3.us-east-1.amazonaws.com)"
+        )
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default="unix:///csi/csi.sock", help="CSI unix socket")
     parser.add_argument(
@@ -44,6 +68,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--allowed-endpoint-url",
         action="append",
         default=[],
+        type=_endpoint_url,
         metavar="URL",
         help="S3 endpoint a volume may name in endpointUrl (repeatable; none by default)",
     )
@@ -84,9 +109,7 @@ def _fail(message: str) -> int:
 
 
 def node_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="zonemount csi-node", description=f"CSI node plugin of {DRIVER_NAME}"
-    )
+    parser = _Parser(prog="zonemount csi-node", description=f"CSI node plugin of {DRIVER_NAME}")
     _common(parser)
     parser.add_argument("--node-id", required=True, help="this node's name (spec.nodeName)")
     parser.add_argument(
@@ -160,7 +183,7 @@ def node_main(argv: Sequence[str]) -> int:
 
 
 def controller_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zonemount csi-controller", description=f"CSI controller plugin of {DRIVER_NAME}"
     )
     _common(parser)

@@ -36,6 +36,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+def endpoint_url(value: str) -> str:
+    """argparse type of every ``--endpoint-url`` flag: refuse a non-URL before botocore does
+    (with a 37-line ValueError traceback)."""
+    from zonemount_operator.names import validate_endpoint_url
+
+    try:
+        return validate_endpoint_url(value, "")
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+
 def _fail(prog: str, message: str, code: int = 1) -> int:
     print(f"zonemount {prog}: {message}", file=sys.stderr)
     return code
@@ -216,7 +227,11 @@ def reconcile_main(argv: Sequence[str]) -> int:
         action="store_true",
         help="validate and resolve only (read-only AWS calls); print the plan",
     )
-    parser.add_argument("--endpoint-url", help="S3/IAM/EC2/STS endpoint (e.g. a local moto)")
+    parser.add_argument(
+        "--endpoint-url",
+        type=endpoint_url,
+        help="S3/IAM/EC2/STS endpoint (e.g. a local moto: http://127.0.0.1:5000)",
+    )
     parser.add_argument("--region", help="override spec.region of every S3ExpressBucket")
     parser.add_argument("--no-import", action="store_true", help="skip spec.import")
     args = parser.parse_args(list(argv))

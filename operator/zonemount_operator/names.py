@@ -24,6 +24,23 @@ DIRECTORY_BUCKET_RE = re.compile(
 )
 GENERAL_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+ENDPOINT_URL_RE = re.compile(r"^https?://[^\s]+$")
+
+
+def validate_endpoint_url(url: str, what: str = "endpoint URL") -> str:
+    """An S3/AWS endpoint override: http(s)://HOST[:PORT][/PATH], as botocore accepts it."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname if ENDPOINT_URL_RE.match(url) else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        host = None
+    if not host:
+        raise SpecError(
+            f"{what} {url!r} is not a URL: expected http://HOST:PORT or https://HOST "
+            "(e.g. http://127.0.0.1:9000)"
+        )
+    return url
 
 
 def validate_region(region: str) -> str:

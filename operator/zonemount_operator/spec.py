@@ -260,6 +260,8 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
         raise SpecError("set exactly one of spec.bucketRef (an S3ExpressBucket) or spec.bucketName")
     region = _get(spec, "region", str, "spec.region")
     endpoint = _get(spec, "endpointUrl", str, "spec.endpointUrl")
+    if endpoint is not None:
+        names.validate_endpoint_url(endpoint, "spec.endpointUrl")
     az = _get(spec, "availabilityZone", str, "spec.availabilityZone")
     bucket_ref: tuple[str, str] | None = None
     if ref is not None:

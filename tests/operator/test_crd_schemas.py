@@ -111,6 +111,8 @@ def test_patterns_agree_with_python_validators() -> None:
         assert re.match(spec["availabilityZoneId"]["pattern"], az_id), az_id
     for bad in ("us-east-1d", "use1", "USE1-AZ4", "use1-az"):
         assert not re.match(spec["availabilityZoneId"]["pattern"], bad), bad
+    mountclass = schema_of(load_crd("S3MountClass"))["properties"]["spec"]["properties"]
+    assert mountclass["endpointUrl"]["pattern"] == names.ENDPOINT_URL_RE.pattern
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)

@@ -110,3 +110,16 @@ def test_ready_is_unknown_until_everything_is_known() -> None:
     )
     ready = conditions.get(out, "Ready")
     assert ready is not None and ready["status"] == "Unknown" and "observedGeneration" not in ready
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:5000", "https://s3.us-east-1.amazonaws.com", "http://[::1]:9000/"]
+)
+def test_endpoint_urls_accepted(url: str) -> None:
+    assert names.validate_endpoint_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host", "http://", "http:///x", "http://a b", ""])
+def test_endpoint_urls_refused_with_the_fix(url: str) -> None:
+    with pytest.raises(SpecError, match=r"is not a URL: expected http://HOST:PORT or https://HOST"):
+        names.validate_endpoint_url(url, "spec.endpointUrl")
