@@ -35,8 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from zonemount_operator import names
 from zonemount_operator.errors import SpecError
 from zonemount_operator.names import S3Url, parse_directory_bucket, parse_s3_url
 
@@ -87,21 +87,8 @@ def split_wildcard(path: str) -> tuple[str, str, re.Pattern[str] | None]:
 
 def check_endpoint_url(url: str | None, flag: str = "--endpoint-url") -> None:
     """An endpoint must be ``http(s)://host[:port][/path]``; raises SpecError otherwise."""
-    if url is None:
-        return
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise SpecError(
-            f"{flag} {url!r} is not a URL ({exc}): expected e.g. http://127.0.0.1:8333"
-        ) from exc
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise SpecError(
-            f"{flag} {url!r} is not an http(s) URL: expected e.g. http://127.0.0.1:8333 "
-            "or https://s3.us-east-1.amazonaws.com"
-        )
-    del port
+    if url is not None:
+        names.validate_endpoint_url(url, flag)
 
 
 # -- S3 ----------------------------------------------------------------------------------------

@@ -28,17 +28,22 @@ ENDPOINT_URL_RE = re.compile(r"^https?://[^\s]+$")
 
 
 def validate_endpoint_url(url: str, what: str = "endpoint URL") -> str:
-    """An S3/AWS endpoint override: http(s)://HOST[:PORT][/PATH], as botocore accepts it."""
+    """An S3/AWS endpoint override: http(s)://HOST[:PORT][/PATH], as botocore accepts it
+    (the one rule behind every --endpoint-url flag of the operator's commands and
+    S3MountClass spec.endpointUrl)."""
     from urllib.parse import urlsplit
 
     try:
-        host = urlsplit(url).hostname if ENDPOINT_URL_RE.match(url) else None
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        host = None
-    if not host:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as exc:
         raise SpecError(
-            f"{what} {url!r} is not a URL: expected http://HOST:PORT or https://HOST "
-            "(e.g. http://127.0.0.1:9000)"
+            f"{what} {url!r} is not a URL ({exc}): expected http://HOST:PORT or https://HOST"
+        ) from None
+    if not ENDPOINT_URL_RE.match(url) or not parts.hostname:
+        raise SpecError(
+            f"{what} {url!r} is not an http(s) URL: expected http://HOST:PORT or https://HOST "
+            "(e.g. http://127.0.0.1:8333 or https://s3.us-east-1.amazonaws.com)"
         )
     return url
 
