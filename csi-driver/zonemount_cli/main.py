@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mount": ("zonemount_fs.cli:main", "mount a bucket (mount-s3 compatible flags)"),
     "csi-node": ("zonemount_csi.cli:node_main", "run the CSI node plugin"),
+    "csi-mounter": ("zonemount_csi.cli:mounter_main", "host the FUSE servers of csi-node"),
     "csi-controller": ("zonemount_csi.cli:controller_main", "run the CSI controller plugin"),
     "operator": ("zonemount_operator.cli:operator_main", "run the kopf operator"),
     "reconcile": ("zonemount_operator.cli:reconcile_main", "reconcile a CR file once"),

@@ -1,9 +1,12 @@
-"""``zonemount csi-node`` and ``zonemount csi-controller``: flags, wiring, graceful shutdown.
+"""``zonemount csi-node``, ``csi-mounter`` and ``csi-controller``: flags, wiring, shutdown.
 
-Each entry parses its flags, builds the services, serves gRPC on the unix socket until SIGTERM
-or SIGINT, then stops serving (in-flight RPCs get a grace period) and returns 0. Shutdown never
-unmounts anything: FUSE processes run in their own sessions and keep serving pods, and the next
-plugin instance re-adopts them from ``--state-dir`` (or restores them if they died meanwhile).
+Each entry parses its flags, builds the services, serves its unix socket until SIGTERM or
+SIGINT, then stops serving (in-flight RPCs get a grace period) and returns 0. The node plugin's
+shutdown never unmounts anything: with ``--mounter-endpoint`` the FUSE servers live in
+``zonemount csi-mounter`` (another container), otherwise in their own sessions; the next plugin
+instance re-adopts them from ``--state-dir`` (or restores them if they died meanwhile). The
+mounter's shutdown stops its FUSE servers gracefully (SIGTERM: uploads are flushed) - it is
+restarted only on purpose.
 
 Invariant: bad flags or an unusable environment end with one line on stderr and exit code 2
 (flags) or 1 (start-up), never a traceback.
@@ -29,7 +32,7 @@ from ._proto import csi_pb2_grpc
 from .controller import ControllerConfig, ControllerService, ControllerServicer
 from .identity import IdentityServicer
 from .metrics import Metrics
-from .mounter import ProcessMounter
+from .mounter import Mounter, ProcessMounter, RemoteMounter
 from .node import NodeConfig, NodeService, NodeServicer, Supervisor
 from .server import build_server, parse_endpoint
 from .state import StateError, StateStore
@@ -138,10 +141,18 @@ def node_main(argv: Sequence[str]) -> int:
         action="store_true",
         help="run every FUSE client with --debug (its log may hold request signatures)",
     )
+    parser.add_argument(
+        "--mounter-endpoint",
+        default="",
+        metavar="unix://PATH",
+        help="socket of zonemount csi-mounter: mount here, serve there (default: FUSE "
+        "processes are children of this plugin)",
+    )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
     try:
         parse_endpoint(args.endpoint)
+        mounter_path = parse_endpoint(args.mounter_endpoint) if args.mounter_endpoint else None
     except ValueError as exc:
         return _fail(str(exc))
     state_dir = args.state_dir or args.kubelet_dir / "plugins" / DRIVER_NAME / "state"
@@ -172,14 +183,78 @@ def node_main(argv: Sequence[str]) -> int:
         mount_timeout=args.mount_timeout,
         fuse_debug=args.fuse_debug,
     )
-    mounter = ProcessMounter()
+    mounter: Mounter = ProcessMounter() if mounter_path is None else RemoteMounter(mounter_path)
     service = NodeService(config, mounter, store, metrics)
+    supervisor = Supervisor(service, args.supervise_interval)
+    if isinstance(mounter, RemoteMounter):
+        mounter.watch(supervisor.wake)  # a FUSE server exit triggers a repair pass at once
 
     def register(server: grpc.Server) -> None:
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(mounter.check), server)  # type: ignore[no-untyped-call]
         csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(service), server)  # type: ignore[no-untyped-call]
 
-    return _serve(args, metrics, register, Supervisor(service, args.supervise_interval))
+    return _serve(args, metrics, register, supervisor)
+
+
+def mounter_main(argv: Sequence[str]) -> int:
+    from .mounter_server import MemoryLimiter, MounterDaemon, MounterMetrics
+
+    parser = argparse.ArgumentParser(
+        prog="zonemount csi-mounter",
+        description="host of the FUSE servers of the node plugin (fd passing, unprivileged)",
+    )
+    parser.add_argument("--endpoint", required=True, metavar="unix://PATH", help="mounter socket")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/zonemount/mounter"),
+        help="per-volume metadata and FUSE server logs (a host path: survives restarts)",
+    )
+    parser.add_argument(
+        "--max-memory-per-mount",
+        type=int,
+        default=0,
+        metavar="MiB",
+        help="memory bound of each FUSE server (0: none)",
+    )
+    parser.add_argument(
+        "--memory-limit-mode",
+        default="auto",
+        choices=["auto", "cgroup", "rlimit"],
+        help="cgroup v2 memory.max per server, RLIMIT_AS, or cgroup when available (auto)",
+    )
+    parser.add_argument(
+        "--shutdown-grace", type=float, default=20.0, help="seconds FUSE servers get to flush"
+    )
+    parser.add_argument(
+        "--metrics-address", default="", help="serve Prometheus /metrics on HOST:PORT (:9812)"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    args = parser.parse_args(list(argv))
+    _setup_logging(args.log_level)
+    metrics = MounterMetrics()
+    try:
+        path = parse_endpoint(args.endpoint)
+        limiter = MemoryLimiter(args.max_memory_per_mount, args.memory_limit_mode)
+        daemon = MounterDaemon(args.state_dir, limiter=limiter, metrics=metrics)
+        if args.metrics_address:
+            metrics.serve(args.metrics_address)
+    except (ValueError, OSError, RuntimeError) as exc:
+        metrics.shutdown()
+        return _fail(str(exc))
+    log.info("memory bound per FUSE server: %s", limiter.mode)
+    stop = threading.Event()
+    loop = threading.Thread(target=daemon.serve_forever, args=(path, stop), daemon=True)
+    loop.start()
+    name = _wait_for_signal()
+    log.info("%s received: stopping the FUSE servers (they flush, then exit)", name)
+    stop.set()
+    daemon.shutdown(args.shutdown_grace)
+    loop.join(5)
+    metrics.shutdown()
+    return 0
 
 
 def controller_main(argv: Sequence[str]) -> int:

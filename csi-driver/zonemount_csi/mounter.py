@@ -1,11 +1,23 @@
 """The ``Mounter`` seam: start, watch and stop one FUSE process per target path.
 
+Two real implementations:
+
+* :class:`RemoteMounter` (``zonemount csi-node --mounter-endpoint``): the node plugin opens
+  ``/dev/fuse`` and makes the kernel mount itself (:mod:`.kernel_mount`), then passes the
+  descriptor to ``zonemount csi-mounter`` (:mod:`.mounter_server`), which runs the FUSE server
+  unprivileged in its own long-lived container. A replacement for a dead server is mounted *on
+  top of* the dead mount (:meth:`Mounter.remount`), so it propagates into pods that mount the
+  volume with ``mountPropagation: HostToContainer``.
+* :class:`ProcessMounter` (no ``--mounter-endpoint``; single-container installs and tests):
 :class:`ProcessMounter` is the real implementation: it runs ``zonemount mount ... -f`` (the
 ``zonemount`` executable next to ``sys.executable``) with an argv list - never a shell - in its
 own session, so the FUSE process outlives a restart of the node plugin, and waits (bounded)
 until the target shows up in ``/proc/self/mountinfo`` as ``fuse.zonemount``. Its stdout/stderr
 go to a per-volume log file; on failure the last line of that log becomes the error (the FUSE
 client prints one-line errors and never secrets).
+
+A repair lazily unmounts the dead mount and mounts again at the same path (pods' bind mounts keep
+the dead one).
 
 Tests use an in-memory implementation of :class:`Mounter` (tests/csi/fakes.py).
 
@@ -26,11 +38,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from . import mountinfo
+from . import kernel_mount, mountinfo
+from . import mounter_wire as wire
 from .mountinfo import MountState
 
 log = logging.getLogger(__name__)
@@ -54,10 +68,17 @@ class MountSpec:
     args: list[str]
     env: dict[str, str] = field(repr=False)
     log_path: Path
+    #: For mounters that run servers with their own environment (``inherits_env``): variables
+    #: of that environment to drop (the driver's credentials, for pod-level mounts).
+    env_unset: tuple[str, ...] = ()
 
 
 class Mounter(Protocol):
     def mount(self, spec: MountSpec, timeout: float) -> MountHandle: ...
+
+    def remount(self, spec: MountSpec, timeout: float, old: MountHandle | None) -> MountHandle:
+        """Replace a dead (or hung: ``old`` is killed) FUSE server of ``spec.target``."""
+        ...
 
     def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None: ...
 
@@ -165,6 +186,14 @@ class ProcessMounter:
                 )
             time.sleep(self.poll_interval)
 
+    def remount(self, spec: MountSpec, timeout: float, old: MountHandle | None) -> MountHandle:
+        if old is not None and old.pid and self.alive(old):
+            with contextlib.suppress(MountError):
+                self.unmount(spec.target, old, timeout)
+        self.lazy_unmount(spec.target)
+        os.makedirs(spec.target, mode=0o750, exist_ok=True)
+        return self.mount(spec, timeout)
+
     def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
         if handle is not None and self.alive(handle):
             with contextlib.suppress(ProcessLookupError):
@@ -198,6 +227,155 @@ class ProcessMounter:
             child.wait(timeout=5)
         with self._lock:
             self._children.pop(child.pid, None)
+
+
+class RemoteMounter:
+    """:class:`Mounter` that mounts here (privileged) and serves in ``zonemount csi-mounter``.
+
+    Handles name processes in the mounter's PID namespace; only the mounter checks them.
+    """
+
+    #: Servers run with the mounter's own environment plus ``MountSpec.env`` (overrides only).
+    inherits_env = True
+
+    def __init__(self, endpoint: Path, call_timeout: float = 15.0) -> None:
+        self.endpoint = endpoint
+        self.call_timeout = call_timeout
+        self._watch_stop = threading.Event()
+
+    def _call(self, message: dict[str, object], timeout: float | None = None) -> dict[str, Any]:
+        try:
+            return wire.call(self.endpoint, message, timeout or self.call_timeout)
+        except wire.WireError as exc:
+            raise MountError(str(exc)) from None
+
+    def state(self, target: str) -> MountState:
+        return mountinfo.probe(target)
+
+    def servers(self) -> dict[str, dict[str, Any]]:
+        servers: dict[str, dict[str, Any]] = self._call({"op": "list"})["servers"]
+        return servers
+
+    def alive(self, handle: MountHandle) -> bool:
+        return any(
+            s["alive"] and s["pid"] == handle.pid and s["start_time"] == handle.start_time
+            for s in self.servers().values()
+        )
+
+    def check(self) -> str | None:
+        if not Path(kernel_mount.FUSE_DEVICE).exists():
+            return "/dev/fuse is missing: run the node plugin privileged with /dev/fuse"
+        try:
+            self.servers()
+        except MountError as exc:
+            return str(exc)
+        return None
+
+    def mount(self, spec: MountSpec, timeout: float) -> MountHandle:
+        if spec.target not in spec.args:
+            raise MountError("mount argv does not name the target")
+        args = list(spec.args)
+        args[args.index(spec.target)] = wire.FD_PLACEHOLDER
+        flags, allow_other = kernel_mount.kernel_options(args)
+        try:
+            fd = kernel_mount.open_fuse()
+        except OSError as exc:
+            raise MountError(f"cannot open /dev/fuse: {exc.strerror}") from None
+        reply: dict[str, Any] | None = None
+        error = ""
+        try:
+            kernel_mount.fuse_mount(spec.target, fd, flags, allow_other)
+        except OSError as exc:
+            os.close(fd)
+            raise MountError(str(exc)) from None
+        try:
+            reply = wire.call(
+                self.endpoint,
+                {
+                    "op": "serve",
+                    "key": spec.target,
+                    "args": args,
+                    "env": spec.env,
+                    "unset": list(spec.env_unset),
+                    "timeout": timeout,
+                },
+                timeout + self.call_timeout,
+                [fd],
+            )
+        except wire.WireError as exc:
+            error = str(exc)
+        finally:
+            os.close(fd)  # the server holds the only copy now: the connection dies with it
+        if reply is None:
+            with contextlib.suppress(OSError):
+                kernel_mount.umount(spec.target, detach=True)  # the layer we just mounted
+            raise MountError(error)
+        return MountHandle(int(reply["pid"]), int(reply["start_time"]))
+
+    def remount(self, spec: MountSpec, timeout: float, old: MountHandle | None) -> MountHandle:
+        if old is not None and old.pid:
+            with contextlib.suppress(MountError):
+                self._call({"op": "kill", "key": spec.target})
+        if mountinfo.find(spec.target) is None:
+            os.makedirs(spec.target, mode=0o750, exist_ok=True)
+        # Stacked on the dead mount, not after unmounting it: pods' HostToContainer bind
+        # mounts are slaves of the dead mount, so only a mount *on top of it* reaches them.
+        return self.mount(spec, timeout)
+
+    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
+        try:
+            self._call({"op": "stop", "key": target, "timeout": timeout}, timeout + 10)
+        except MountError as exc:
+            log.warning("stopping the FUSE server of %s: %s", target, exc)
+        try:
+            kernel_mount.umount_all(target)
+        except OSError as exc:
+            raise MountError(str(exc)) from None
+        entry = mountinfo.find(target)
+        if entry is not None and entry.fstype == mountinfo.FSTYPE:
+            raise MountError(f"{target} is still mounted after unmount")
+
+    def lazy_unmount(self, target: str) -> None:
+        while (entry := mountinfo.find(target)) is not None and entry.fstype == mountinfo.FSTYPE:
+            try:
+                kernel_mount.umount(target, detach=True)
+            except OSError:
+                return
+
+    def watch(self, on_event: Callable[[str | None], None]) -> threading.Thread:
+        """Call ``on_event(key)`` whenever a FUSE server exits, ``on_event(None)`` after each
+        (re)connection (the mounter may have restarted: everything needs a look)."""
+
+        def run() -> None:
+            while not self._watch_stop.is_set():
+                try:
+                    sock = wire.connect_watch(self.endpoint)
+                except OSError:
+                    self._watch_stop.wait(1.0)
+                    continue
+                on_event(None)
+                sock.settimeout(0.5)
+                try:
+                    while not self._watch_stop.is_set():
+                        try:
+                            event, _ = wire.receive(sock, max_fds=0)
+                        except TimeoutError:
+                            continue
+                        if event is None:
+                            break
+                        on_event(str(event.get("key", "")))
+                except (OSError, wire.WireError):
+                    pass
+                finally:
+                    sock.close()
+                self._watch_stop.wait(0.2)
+
+        thread = threading.Thread(target=run, name="mounter-watch", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_watch(self) -> None:
+        self._watch_stop.set()
 
 
 LOG_ROTATE_BYTES = 8 * 1024 * 1024

@@ -289,15 +289,19 @@ class NodeService:
                 "the pod's service-account token file is gone: the kubelet's next republish "
                 "will provide a new one",
             )
+        inherits = getattr(self.mounter, "inherits_env", False)
+        pod = record.authentication_source == vc.AUTH_POD
         env = credentials.mount_env(
-            base,
+            {} if inherits else base,
             authentication_source=record.authentication_source,
             token_file=token_file,
             role_arn=record.role_arn,
             role_session_name=record.session_name,
         )
+        # A mounter that runs servers in its own environment drops its credentials for pods.
+        unset = credentials.DRIVER_CREDENTIAL_ENV if inherits and pod else ()
         args = [*record.args, "--debug"] if self.config.fuse_debug else list(record.args)
-        return MountSpec(record.target_path, args, env, vdir / "zonemount.log")
+        return MountSpec(record.target_path, args, env, vdir / "zonemount.log", unset)
 
     def _start(self, record: VolumeRecord) -> None:
         """Mount ``record`` (target dir already exists) and persist the new PID."""
@@ -314,22 +318,29 @@ class NodeService:
 
     def _repair(self, record: VolumeRecord, reason: str) -> None:
         """Restart the FUSE process of a dead/missing mount of ``record``."""
-        handle = MountHandle(record.pid, record.pid_start_time)
+        old = MountHandle(record.pid, record.pid_start_time) if record.pid else None
         log.warning("restarting FUSE process of %s (%s)", record.target_path, reason)
-        if record.pid and self.mounter.alive(handle):
-            with contextlib.suppress(MountError):
-                self.mounter.unmount(record.target_path, handle, self.config.unmount_timeout)
-        self.mounter.lazy_unmount(record.target_path)
-        os.makedirs(record.target_path, mode=0o750, exist_ok=True)
+        spec = self._spec(record)
+        try:
+            handle = self.mounter.remount(spec, self.config.mount_timeout, old)
+        except MountError as exc:
+            raise CsiError(
+                grpc.StatusCode.INTERNAL,
+                f"restoring volume {record.volume_id[:80]} failed: {exc}",
+            ) from None
+        record.pid, record.pid_start_time = handle.pid, handle.start_time
         record.restarts += 1
-        self._start(record)
+        self.store.put(record)
         self.metrics.fuse_restarts.labels(reason).inc()
 
     def _live(self, record: VolumeRecord) -> bool:
         """Mounted, answering, and served by the recorded (still running) process."""
         if self.mounter.state(record.target_path) is not MountState.HEALTHY:
             return False
-        return self.mounter.alive(MountHandle(record.pid, record.pid_start_time))
+        try:
+            return self.mounter.alive(MountHandle(record.pid, record.pid_start_time))
+        except MountError as exc:
+            raise CsiError(grpc.StatusCode.UNAVAILABLE, f"cannot check the mount: {exc}") from None
 
     # -- RPCs ----------------------------------------------------------------------------
     def publish(self, request: csi_pb2.NodePublishVolumeRequest) -> None:
@@ -507,23 +518,30 @@ class Supervisor:
         self.service = service
         self.interval = interval
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="csi-supervisor", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self, _key: str | None = None) -> None:
+        """Run a pass now (the mounter reported a FUSE server exit)."""
+        self._wake.set()
+
     def _run(self) -> None:
         reason = "adopt"  # the first pass after start re-adopts what a previous run left
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.service.heal_once(reason)
             except Exception:
                 log.exception("supervisor pass failed")
             reason = "supervisor"
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 

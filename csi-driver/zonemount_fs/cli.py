@@ -5,6 +5,13 @@ prints one line saying what is wrong and exits non-zero with nothing left mounte
 ``-f`` it stays in the foreground. SIGTERM/SIGINT unmount cleanly; so does
 ``umount``/``fusermount3 -u`` from outside.
 
+The mount point may be ``/dev/fd/N`` (libfuse >= 3.3 and mount-s3 do the same): N is an open
+``/dev/fuse`` descriptor of a mount someone privileged already made (the CSI node plugin does,
+then hands the descriptor to the unprivileged ``zonemount csi-mounter``). The client then
+serves that connection and never mounts or unmounts anything itself. With ``-f``, the
+environment variable ``ZONEMOUNT_READY_FD`` may name a pipe on which the client writes ``ok``
+once it serves (or ``error: ...``), as the daemonizing parent does.
+
 Invariants: no traceback for bad input; credentials never appear in argv, logs or errors
 (they come only from the AWS credential chain).
 """
@@ -15,7 +22,9 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import re
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +57,28 @@ def is_mountpoint(path: Path) -> bool:
     return False
 
 
+_FD_MOUNTPOINT = re.compile(r"^/dev/fd/(\d+)$")
+#: Device number of /dev/fuse (misc major 10, minor 229).
+_FUSE_RDEV = os.makedev(10, 229)
+READY_FD_ENV = "ZONEMOUNT_READY_FD"
+
+
+def fuse_fd(path: Path) -> int | None:
+    """N when ``path`` is the ``/dev/fd/N`` form of a pre-mounted FUSE connection."""
+    match = _FD_MOUNTPOINT.match(str(path))
+    return int(match.group(1)) if match else None
+
+
 def check_mountpoint(path: Path) -> None:
+    fd = fuse_fd(path)
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            raise MountError(f"{path}: descriptor {fd} is not open (pass a /dev/fuse fd)") from None
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _FUSE_RDEV:
+            raise MountError(f"{path}: descriptor {fd} is not an open /dev/fuse device")
+        return
     if not path.exists():
         raise MountError(f"mount point {path} does not exist: create it with 'mkdir -p {path}'")
     if not path.is_dir():
@@ -207,14 +237,14 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
         pyfuse3.init(ops, str(opts.mountpoint), _fuse_options(opts))
     except (MountError, ConfigError) as exc:
         report(f"error: {exc}")
-        _err(str(exc)) if ready_fd is None else None
+        _err(str(exc))  # the daemon's stderr is /dev/null; -f logs it
         return 1
     except (OSError, RuntimeError) as exc:
         message = f"cannot mount at {opts.mountpoint}: {exc}"
         if isinstance(exc, RuntimeError) and "fuse" in str(exc).lower():
             message += " (is /dev/fuse available and fuse3 installed?)"
         report(f"error: {message}")
-        _err(message) if ready_fd is None else None
+        _err(message)
         return 1
 
     async def main() -> None:
@@ -232,7 +262,8 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
                         return
 
             nursery.start_soon(watch_signals)
-            nursery.start_soon(tune_readahead, opts.mountpoint)
+            if fuse_fd(opts.mountpoint) is None:  # else the mounting node plugin tunes it
+                nursery.start_soon(tune_readahead, opts.mountpoint)
             log.info("mounted s3://%s/%s at %s", opts.bucket, opts.prefix, opts.mountpoint)
             report("ok")
             try:
@@ -292,5 +323,6 @@ def main(argv: Sequence[str]) -> int:
         return 1
     if opts.foreground:
         _setup_logging(opts, foreground=True)
-        return serve(opts, None)
+        ready = os.environ.get(READY_FD_ENV, "")
+        return serve(opts, int(ready) if ready.isdigit() else None)
     return _daemonize(opts)

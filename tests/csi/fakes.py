@@ -48,6 +48,14 @@ class FakeMounter:
             self.broken.discard(spec.target)
             return MountHandle(pid, pid * 7)
 
+    def remount(self, spec: MountSpec, timeout: float, old: MountHandle | None) -> MountHandle:
+        """Like ProcessMounter: stop a live old process, detach the dead mount, mount again."""
+        if old is not None:
+            with self._lock:
+                self.live_pids.discard(old.pid)
+        self.lazy_unmount(spec.target)
+        return self.mount(spec, timeout)
+
     def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
         with self._lock:
             self.calls.append(("unmount", target))
