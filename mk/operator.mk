@@ -11,7 +11,7 @@ operator-test: setup
 	$(VENV)/bin/pytest tests/operator $(PYTEST_ARGS)
 
 operator-bench: setup
-	$(PY) tests/operator/bench_transfer.py
+	$(PY) -m bench.transfer
 
 crd-docs: setup
 	$(PY) -m zonemount_operator.crddoc crds > docs/crds.md

@@ -1,6 +1,6 @@
 # Spark on the mount (issue 7): real pyspark jobs (local mode, Java 17) read and commit output
 # through zonemount mounts. `make test` runs tests/spark (marker `spark`); `make bench` runs
-# tests/spark/bench_spark.py (zonemount vs local disk vs s3fs-fuse over SeaweedFS).
+# bench/spark.py (zonemount vs local disk vs s3fs-fuse over SeaweedFS).
 #   make spark-test                  only the Spark tier (~3-4 min on 2 cores)
 #   make bench-spark SPARK_ROWS=...  only the Spark benchmark (default 3,000,000 rows)
 # pyspark 3.5.x bundles Hadoop 3.3.4 and runs on Java 8/11/17; Spark never downloads anything
@@ -19,4 +19,4 @@ spark-test: setup
 bench: bench-spark
 
 bench-spark: setup
-	$(PY) -m tests.spark.bench_spark --rows $(SPARK_ROWS) --repeats $(SPARK_REPEATS) --out bench/results
+	$(PY) -m bench.spark --rows $(SPARK_ROWS) --repeats $(SPARK_REPEATS) --out bench/results

@@ -1,4 +1,4 @@
-"""Spark helpers shared by the Spark tier (tests/spark) and its benchmark (bench_spark.py).
+"""Spark helpers shared by the Spark tier (tests/spark) and its benchmark (bench/spark.py).
 
 Owns: building the one local-mode SparkSession a module uses (settings recommended for mounts
 in docs/spark.md), mounting SeaweedFS buckets with ``zonemount mount`` (general-purpose and

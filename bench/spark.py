@@ -2,7 +2,7 @@
 
 Run by ``make bench-spark`` (part of ``make bench``)::
 
-    .venv/bin/python -m tests.spark.bench_spark --rows 3000000 --out bench/results
+    .venv/bin/python -m bench.spark --rows 3000000 --out bench/results
 
 Owns: starting SeaweedFS on loopback, mounting one bucket with ``zonemount mount`` and with
 s3fs-fuse, and timing the same job (generate rows, write partitioned Parquet with the default
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reason = sparkjobs.missing_requirements()
     if reason:
-        print(f"bench_spark: {reason}", file=sys.stderr)
+        print(f"bench.spark: {reason}", file=sys.stderr)
         return 2
     targets = args.targets.split(",")
     work = Path(tempfile.mkdtemp(prefix="zonemount-spark-bench-"))

@@ -2,8 +2,8 @@
 
 Workload (the seed's): 100 objects of 6.26 MB on SeaweedFS on loopback, copied from one
 bucket to another with each tool into a fresh destination bucket, alternating, best of N.
-Run: ``.venv/bin/python tests/operator/bench_transfer.py [--objects 100] [--rounds 3]``.
-Not collected by pytest (no ``test_`` prefix); prints rates and the ratio.
+Run: ``make operator-bench`` or ``.venv/bin/python -m bench.transfer [--objects 100] [--rounds 3]``.
+Prints rates and the ratio.
 """
 
 from __future__ import annotations
