@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names
+from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names, quantity
 from zonemount_operator.aws import BucketAdmin
 from zonemount_operator.errors import (
     AwsError,
@@ -267,9 +267,12 @@ async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any], events:
     have_spec, want_spec = have.get("spec", {}), want["spec"]
     fixed = ("csi", "nodeAffinity", "storageClassName", "accessModes", "volumeMode")
     if all(have_spec.get(f) == want_spec.get(f) for f in fixed):
-        if have_spec.get("mountOptions") != want_spec.get("mountOptions") or have_spec.get(
-            "capacity"
-        ) != want_spec.get("capacity"):
+        # The API server stores quantities canonicalised (1024Gi comes back as 1Ti): compare
+        # values, or every resync patches the PV again.
+        have_storage = (have_spec.get("capacity") or {}).get("storage")
+        if have_spec.get("mountOptions") != want_spec.get("mountOptions") or not quantity.same(
+            have_storage, want_spec["capacity"]["storage"]
+        ):
             await kube.patch(
                 PERSISTENTVOLUMES,
                 name,
@@ -291,6 +294,25 @@ async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any], events:
     await kube.delete(PERSISTENTVOLUMES, name)
     await kube.create(PERSISTENTVOLUMES, want)
     events.append(f"replaced PersistentVolume {name}")
+
+
+async def _release_renamed(
+    kube: KubeClient, owner: str, written: str | None, spec: MountClassSpec, events: list[str]
+) -> None:
+    """Delete what we wrote under a previous ``storageClassName`` (the CRD makes the field
+    immutable; this covers objects from before that rule): never orphan a StorageClass."""
+    if not written or written == spec.storage_class_name:
+        return
+    for ref, kind in ((STORAGECLASSES, "StorageClass"), (PERSISTENTVOLUMES, "PersistentVolume")):
+        have = await kube.get(ref, written)
+        if have is None or not _owned_by(have, owner):
+            continue
+        if have.get("spec", {}).get("claimRef"):
+            events.append(f"kept {kind} {written}: a claim is bound to it")
+            continue
+        if await kube.delete(ref, written):
+            now = spec.storage_class_name
+            events.append(f"deleted {kind} {written} (storageClassName is now {now})")
 
 
 async def reconcile_mountclass(
@@ -362,6 +384,7 @@ async def reconcile_mountclass(
             kube, name, render_storage_class(name, uid, spec, facts), events
         )
         new["storageClassName"] = spec.storage_class_name
+        await _release_renamed(kube, name, status.get("storageClassName"), spec, events)
         pv_name = spec.storage_class_name
         if spec.provisioning == "Static":
             await _ensure_pv(kube, name, render_persistent_volume(name, uid, spec, facts), events)

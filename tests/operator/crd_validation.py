@@ -6,6 +6,15 @@ preserve unknown fields, which is what ``kubectl apply --validate=strict`` / ser
 field validation ``Strict`` gives), then CEL ``x-kubernetes-validations`` evaluated with
 real CEL (cel-python). Transition rules (those using ``oldSelf``) run only on updates, as in
 Kubernetes. Returns a list of error strings; empty means valid.
+
+Errors are worded as kube-apiserver words them (field paths without a leading dot), so an
+example's ``# expect:`` text is what ``kubectl apply`` prints against a real cluster:
+
+    spec.baseName: Invalid value: "MyBucket": spec.baseName in body should match '^...$'
+    spec.deletionPolicy: Unsupported value: "Orphan": supported values: "Retain", "Delete"
+    unknown field "spec.deletionPolcy"             (strict decoding error / Warn-mode warning)
+    spec.region: Required value
+    spec: Invalid value: "object": <the CEL rule's message>
 """
 
 from __future__ import annotations
@@ -84,6 +93,18 @@ def _eval(rule: str, value: Any, old: Any) -> bool:
     return bool(program.evaluate(activation))
 
 
+def _cel_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string"
+
+
 def run_cel(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[str]:
     errors: list[str] = []
     for rule in schema.get("x-kubernetes-validations", []):
@@ -91,13 +112,71 @@ def run_cel(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[str
         if transition and old is None:
             continue  # transition rules apply to updates only
         if not _eval(rule["rule"], value, old if transition else None):
-            errors.append(f"{path}: {rule.get('message', rule['rule'])}")
+            message = rule.get("message") or f"failed rule: {rule['rule']}"
+            errors.append(f'{path}: Invalid value: "{_cel_type(value)}": {message}')
     if isinstance(value, dict):
         for key, child in schema.get("properties", {}).items():
             if key in value:
                 child_old = old.get(key) if isinstance(old, dict) else None
-                errors.extend(run_cel(child, value[key], child_old, f"{path}.{key}"))
+                errors.extend(run_cel(child, value[key], child_old, _join(path, key)))
     return errors
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _quote(value: Any) -> str:
+    """Go's %q for strings, JSON for the rest (what the API server prints)."""
+    import json
+
+    return json.dumps(value)
+
+
+def api_server_message(error: jsonschema.ValidationError) -> str:
+    """One jsonschema error in kube-apiserver's words (apimachinery field.Error)."""
+    path = ""
+    for part in error.absolute_path:
+        path = _join(path, part)
+    v, arg = error.instance, error.validator_value
+    match error.validator:
+        case "pattern":
+            return f"{path}: Invalid value: {_quote(v)}: {path} in body should match '{arg}'"
+        case "enum":
+            allowed = ", ".join(_quote(a) for a in arg)
+            return f"{path}: Unsupported value: {_quote(v)}: supported values: {allowed}"
+        case "additionalProperties":
+            known = set(error.schema.get("properties", {}))
+            return ", ".join(f'unknown field "{_join(path, k)}"' for k in v if k not in known)
+        case "required":
+            missing = [k for k in arg if k not in v]
+            return ", ".join(f"{_join(path, k)}: Required value" for k in missing)
+        case "minLength":
+            return (
+                f"{path}: Invalid value: {_quote(v)}: {path} in body should be at least "
+                f"{arg} chars long"
+            )
+        case "maxLength":
+            return f"{path}: Too long: may not be more than {arg} bytes"
+        case "minimum":
+            return (
+                f"{path}: Invalid value: {_quote(v)}: {path} in body should be greater than "
+                f"or equal to {arg}"
+            )
+        case "maximum":
+            return (
+                f"{path}: Invalid value: {_quote(v)}: {path} in body should be less than "
+                f"or equal to {arg}"
+            )
+        case "maxItems":
+            return f"{path}: Too many: {len(v)}: must have at most {arg} items"
+        case "type":
+            kind = type(v).__name__
+            return f'{path}: Invalid value: "{kind}": {path} in body must be of type {arg}'
+        case _:
+            return f"{path}: Invalid value: {_quote(v)}: {error.message}"
 
 
 def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
@@ -107,10 +186,7 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str
     if old is not None:
         old = apply_defaults(schema, copy.deepcopy(old))
     validator = jsonschema.Draft4Validator(strict(schema))
-    errors = [
-        f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
-        for e in validator.iter_errors(obj)
-    ]
+    errors = [api_server_message(e) for e in validator.iter_errors(obj)]
     if errors:
         return errors  # like the API server: CEL runs only on schema-valid objects
     return run_cel(schema, obj, old, "")

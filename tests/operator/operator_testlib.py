@@ -35,7 +35,9 @@ def unique_base() -> str:
 
 
 class KubeApiThread:
-    """kmock's KubernetesEmulator served over real HTTP on loopback from its own thread.
+    """A kmock Kubernetes API (:class:`~tests.operator.kube_emulator.RealisticKubernetes`:
+    generations, status subresource, canonical quantities, strict CRD validation, Events)
+    served over real HTTP on loopback from its own thread.
 
     Its own thread and event loop, so a test (or kopf's KopfRunner thread) can block freely
     while the API keeps serving. ``emulator.objects`` holds the stored objects.
@@ -58,9 +60,11 @@ class KubeApiThread:
 
         import kmock
 
+        from tests.operator.kube_emulator import RealisticKubernetes
+
         async def main() -> None:
             self._stop = asyncio.Event()
-            async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+            async with RealisticKubernetes() as emulator, kmock.Server(emulator) as server:
                 for plural in ("s3expressbuckets", "s3mountclasses"):
                     emulator.resources[f"zonemount.io/v1alpha1/{plural}"] = {
                         "kind": "S3ExpressBucket" if "bucket" in plural else "S3MountClass",
@@ -117,6 +121,18 @@ class KubeApiThread:
             if resource.plural == plural and obj_name == name and ns == namespace:
                 return None if obj.deleted else dict(obj.raw)
         return None
+
+    def writes(self) -> list[tuple[str, str, str | None, str | None, str | None]]:
+        """Every write request received so far: (action, plural, namespace, name, subresource)."""
+        return list(self.emulator.writes)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Kubernetes Events stored so far (oldest first), optionally for one object name."""
+        return list(self.emulator.events(name))
+
+    def hold(self, predicate: Callable[[Any], bool], seconds: float) -> None:
+        """Hold matching write requests back for ``seconds`` (thread-safe)."""
+        self._loop.call_soon_threadsafe(self.emulator.hold, predicate, seconds)
 
     def versions(self, plural: str, name: str, namespace: str | None = None) -> int:
         """How many versions the API server has stored for an object (writes so far)."""

@@ -177,3 +177,81 @@ def test_crd_reference_doc_is_up_to_date() -> None:
     assert render(CRDS) == committed, "docs/crds.md is stale: run 'make crd-docs'"
     for field in ("spec.availabilityZoneId", "spec.mountOptions.allowDelete", "status.policyArn"):
         assert f"`{field}`" in committed
+
+
+def test_storage_class_name_cannot_be_added_changed_or_removed() -> None:
+    """Issue 13: a field-level ``self == oldSelf`` rule runs only when both sides have the
+    field, so adding or removing storageClassName slipped through."""
+    plain = load(EXAMPLES / "s3mountclass-minimal.yaml")
+    named = {**plain, "spec": {**plain["spec"], "storageClassName": "fast"}}
+    renamed = {**plain, "spec": {**plain["spec"], "storageClassName": "faster"}}
+    message = "storageClassName is immutable"
+    assert validate(named, old=named) == [] and validate(plain, old=plain) == []
+    for old, new in ((plain, named), (named, plain), (named, renamed)):
+        errors = validate(new, old=old)
+        assert any(message in e for e in errors), (old["spec"], new["spec"], errors)
+        assert all(e.startswith('spec: Invalid value: "object": ') for e in errors), errors
+    assert validate(named) == []  # creating with a name is fine
+
+
+# What kube-apiserver prints for these failures (kubectl output against a real cluster; for CEL,
+# newer servers drop the `"object": ` part, so examples expect only the rule's message):
+API_SERVER_WORDING = {
+    "pattern": 'spec.diet.feedEvery: Invalid value: "whenever": spec.diet.feedEvery in body '
+    "should match '^[0-9]+(s|m|h)$'",
+    "enum": 'spec.species: Unsupported value: "unicorn": supported values: "cat", "dog"',
+    "unknown": 'unknown field "spec.favoriteColor"',
+    "cel": 'spec: Invalid value: "object": cacti do not play with toys',
+}
+
+
+def test_local_validator_words_errors_like_the_api_server() -> None:
+    import jsonschema
+
+    from tests.operator.crd_validation import api_server_message, run_cel, strict
+
+    schema = strict(
+        {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "species": {"type": "string", "enum": ["cat", "dog"]},
+                        "diet": {
+                            "type": "object",
+                            "properties": {
+                                "feedEvery": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"}
+                            },
+                        },
+                    },
+                }
+            },
+        }
+    )
+    bad = {"spec": {"species": "unicorn", "diet": {"feedEvery": "whenever"}, "favoriteColor": "b"}}
+    got = {api_server_message(e) for e in jsonschema.Draft4Validator(schema).iter_errors(bad)}
+    assert got == {API_SERVER_WORDING[k] for k in ("pattern", "enum", "unknown")}
+    rule = {
+        "rule": "self.species != 'cactus' || !has(self.toy)",
+        "message": "cacti do not play with toys",
+    }
+    cactus = {"species": "cactus", "toy": "x"}
+    cel = run_cel({"x-kubernetes-validations": [rule]}, cactus, None, "spec")
+    assert cel == [API_SERVER_WORDING["cel"]]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_invalid_expectations_are_not_local_only_wording(path: Path) -> None:
+    """Issue 13: nine ``# expect:`` texts were jsonschema's words, never printed by a cluster."""
+    for local_only in ("does not match", "is not one of", "Additional properties", "is a required"):
+        assert local_only not in expectation(path), path.name
+
+
+def test_minimum_kubernetes_version_is_stated_once_and_agrees_with_the_chart() -> None:
+    chart = yaml.safe_load((ROOT / "charts" / "zonemount" / "Chart.yaml").read_text())
+    doc = (ROOT / "docs" / "operator.md").read_text()
+    match = re.search(r"\*\*Minimum Kubernetes version: 1\.(\d+)\*\*", doc)
+    assert match, "docs/operator.md must state the minimum Kubernetes version"
+    assert chart["kubeVersion"] == f">=1.{match.group(1)}.0-0"
+    assert int(match.group(1)) >= 25, "CEL validation rules are on by default from 1.25"

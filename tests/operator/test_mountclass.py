@@ -54,7 +54,7 @@ def ready_bucket(api: KubeApiThread, ready: bool = True) -> None:
                     "apiVersion": "zonemount.io/v1alpha1",
                     "kind": "S3ExpressBucket",
                     "metadata": {"name": "data", "namespace": "spark"},
-                    "spec": {},
+                    "spec": {"region": "us-east-1", "availabilityZoneId": "use1-az4"},
                 },
                 "spark",
             )
@@ -231,3 +231,42 @@ def test_invalid_spec_is_a_condition(kube_api: KubeApiThread) -> None:
     ready = conditions.get(out.status["conditions"], "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert "spec.mountOptions.cache is not an allowed mount option" in ready["message"]
+
+
+def test_pv_capacity_is_compared_as_a_quantity(kube_api: KubeApiThread) -> None:
+    """Issue 13: the API server stores 1024Gi as 1Ti; a string compare patched every resync."""
+    ready_bucket(kube_api)
+    spec = {**SPEC, "provisioning": "Static", "capacity": "1024Gi"}
+    out = run(kube_api, lambda k: reconcile_mountclass("big", "uid-b", spec, None, 1, kube=k))
+    assert out.ready, out.status
+    assert kube_api.object("persistentvolumes", "big")["spec"]["capacity"] == {"storage": "1Ti"}
+    before = len(kube_api.writes())
+    again = run(
+        kube_api, lambda k: reconcile_mountclass("big", "uid-b", spec, out.status, 1, kube=k)
+    )
+    assert again.events == [] and again.status == out.status
+    assert kube_api.writes()[before:] == []
+    # A real change of capacity is still written.
+    bigger = {**spec, "capacity": "2Ti"}
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("big", "uid-b", bigger, out.status, 2, kube=k)
+    )
+    assert out.events == ["updated PersistentVolume big"]
+    assert kube_api.object("persistentvolumes", "big")["spec"]["capacity"] == {"storage": "2Ti"}
+
+
+def test_renamed_storage_class_is_not_orphaned(kube_api: KubeApiThread) -> None:
+    """Issue 13: a storageClassName change (before the CRD rule existed) left the old one."""
+    ready_bucket(kube_api)
+    first = {**SPEC, "storageClassName": "old-name"}
+    out = run(kube_api, lambda k: reconcile_mountclass("mc", "uid-r", first, None, 1, kube=k))
+    assert out.ready and kube_api.object("storageclasses", "old-name") is not None
+    second = {**SPEC, "storageClassName": "new-name"}
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("mc", "uid-r", second, out.status, 2, kube=k)
+    )
+    assert out.ready, out.status
+    assert kube_api.object("storageclasses", "new-name") is not None
+    assert kube_api.object("storageclasses", "old-name") is None
+    assert "deleted StorageClass old-name (storageClassName is now new-name)" in out.events
+    assert out.status["storageClassName"] == "new-name"
