@@ -58,11 +58,11 @@ test-integration: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check csi-driver operator tests bench e2e
+	$(VENV)/bin/ruff format --check csi-driver operator tests bench docgen e2e
 	$(VENV)/bin/mypy
 
 fmt: setup
-	$(VENV)/bin/ruff format csi-driver operator tests bench e2e
+	$(VENV)/bin/ruff format csi-driver operator tests bench docgen e2e
 	$(VENV)/bin/ruff check --fix .
 
 demo: setup

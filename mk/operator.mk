@@ -14,7 +14,7 @@ operator-bench: setup
 	$(PY) -m bench.transfer
 
 crd-docs: setup
-	$(PY) -m zonemount_operator.crddoc crds > docs/crds.md
+	$(PY) -m docgen.crds crds > docs/crds.md
 
 operator-run: setup
 	$(VENV)/bin/zonemount operator --all-namespaces --liveness-port 8080

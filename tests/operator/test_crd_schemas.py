@@ -171,7 +171,7 @@ def test_defaults_are_applied() -> None:
 
 
 def test_crd_reference_doc_is_up_to_date() -> None:
-    from zonemount_operator.crddoc import render
+    from docgen.crds import render
 
     committed = (ROOT / "docs" / "crds.md").read_text()
     assert render(CRDS) == committed, "docs/crds.md is stale: run 'make crd-docs'"

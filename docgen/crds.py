@@ -1,6 +1,6 @@
 """Generate docs/crds.md (the CRD reference) from crds/*.yaml.
 
-``python -m zonemount_operator.crddoc crds > docs/crds.md`` (or ``make crd-docs``). The output
+``python -m docgen.crds crds > docs/crds.md`` (or ``make crd-docs``). The output
 is deterministic (sorted files, schema order kept), so a test can compare it with the
 committed file. Each field row gives its path, type, default, constraints (enum, pattern,
 bounds) and description; CEL rules are listed with their messages under their object.
@@ -18,7 +18,7 @@ import yaml
 
 HEADER = """# CRD reference
 
-Generated from `crds/*.yaml` by `python -m zonemount_operator.crddoc crds > docs/crds.md`
+Generated from `crds/*.yaml` by `python -m docgen.crds crds > docs/crds.md`
 (`make crd-docs`); a test fails when this file is out of date. Edit the CRDs, not this file.
 How the operator acts on these fields: [operator.md](operator.md).
 """
