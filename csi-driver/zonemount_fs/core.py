@@ -257,6 +257,12 @@ class Filesystem:
                 "(the mount's prefix included)",
             )
 
+    @staticmethod
+    def _touch_dir(node: Inode) -> None:
+        """An entry was added to or removed from directory ``node`` by this mount: its
+        mtime and ctime change (kept in the mount; directories have no object)."""
+        node.mtime = node.ctime = time.time()
+
     def _deepest(self, node: Inode) -> int:
         """Bytes of the longest path below directory ``node`` that this mount knows of."""
         best = 0
@@ -271,13 +277,19 @@ class Filesystem:
         now = time.time()
         if node.kind is Kind.DIR:
             mode = stat.S_IFDIR | (node.perm if node.perm is not None else self.opts.dir_mode)
-            nlink = 2
+            nlink = 2 + sum(  # "." and the entry in its parent, plus each subdirectory's ".."
+                1
+                for ino in node.children.values()
+                if (child := self.inodes.get(ino)) is not None and child.kind is Kind.DIR
+            )
         elif node.kind is Kind.SYMLINK:
             mode = SYMLINK_MODE
             nlink = 1
         else:
             mode = stat.S_IFREG | (node.perm if node.perm is not None else self.opts.file_mode)
             nlink = 1
+        if node.detached:
+            nlink = 0  # unlinked (or gone from the bucket) while still open
         size = node.writer.size if node.writer is not None else node.size
         mtime = node.mtime or now
         timeout = 0.0 if node.local else min(self.opts.metadata_ttl, 3600.0)
@@ -499,6 +511,8 @@ class Filesystem:
         if node.ino == ROOT_INO or node.local or node.writer is not None:
             return self.attr(node)
         if node.detached:
+            if node.open_handles:
+                return self.attr(node)  # fstat after unlink: nlink 0, as POSIX says
             raise FsError(errno.ENOENT)
         if revalidate or node.expiry <= _now():
             parent = self.inode(node.parent)
@@ -612,6 +626,7 @@ class Filesystem:
         self.inodes[node.ino] = node
         parent.children[name] = node.ino
         parent.negative.pop(name, None)
+        self._touch_dir(parent)
         node.lookups += 1
         return self.attr(node)
 
@@ -643,6 +658,7 @@ class Filesystem:
             if child is not None:
                 self._detach(node, child)
         self._detach(parent, node)
+        self._touch_dir(parent)
         if self.opts.negative_metadata_ttl > 0:
             parent.negative[name] = _now() + self.opts.negative_metadata_ttl
 
@@ -707,6 +723,7 @@ class Filesystem:
         self.inodes[node.ino] = node
         parent.children[name] = node.ino
         parent.negative.pop(name, None)
+        self._touch_dir(parent)
         node.writer = self._writer_for(node, existing_size=0, exists=False)
         node.lookups += 1
         fh = self._new_fh(FileHandle(node.ino, self.key_of(node), writer=node.writer))
@@ -728,7 +745,15 @@ class Filesystem:
             raise FsError(errno.EPERM, "file is being written; it can be opened after close")
         if wants_write:
             self._check_writable()
-            if flags & os.O_TRUNC:
+            replace = bool(flags & os.O_TRUNC)
+            if not replace and await self._empty_for_writing(ino, flags):
+                # Nothing to keep: writing an empty file from offset 0 replaces it, exactly
+                # as with O_TRUNC (R-ERRNO-REFUSALS).
+                node = self.inode(ino)
+                if node.writer is not None:  # another open won the race
+                    raise FsError(errno.EPERM, "file is being written; open it after close")
+                replace = True
+            if replace:
                 if not self.opts.allow_overwrite:
                     raise FsError(errno.EPERM, "overwriting needs --allow-overwrite")
                 node.writer = self._writer_for(node, existing_size=0, exists=False)
@@ -779,6 +804,17 @@ class Filesystem:
             None if direct else self.cache,
         )
         return self._new_fh(FileHandle(ino, self.key_of(node), reader=reader, direct=direct))
+
+    async def _empty_for_writing(self, ino: int, flags: int) -> bool:
+        """Is this a write-only or append open, without O_TRUNC, of a file that is empty in
+        the bucket now (revalidated: a cached size could hide another client's data)?"""
+        if self.opts.incremental_upload or not (
+            flags & os.O_ACCMODE == os.O_WRONLY or flags & os.O_APPEND
+        ):
+            return False
+        if self.inode(ino).size != 0:
+            return False
+        return (await self.getattr(ino, revalidate=True)).size == 0
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.files.get(fh)
@@ -939,6 +975,7 @@ class Filesystem:
         await self._store(self.store.delete, self.key_of(node))
         parent = self.inode(parent_ino)
         self._detach(parent, node)
+        self._touch_dir(parent)
         if self.opts.negative_metadata_ttl > 0:
             parent.negative[name] = _now() + self.opts.negative_metadata_ttl
 
@@ -975,6 +1012,7 @@ class Filesystem:
         )
         node.target = target
         node.published_at = _now()
+        self._touch_dir(parent)
         self._mark_remote_ancestors(node)
         node.lookups += 1
         return self.attr(node)
@@ -1013,7 +1051,9 @@ class Filesystem:
         if size is not None and node.kind is Kind.FILE:
             current = node.writer.size if node.writer is not None else node.size
             if size != current:
-                if size != 0:
+                if size > current:  # Linux truncate(2): the file system cannot extend files
+                    raise FsError(errno.EPERM, "files cannot be extended (only truncated to 0)")
+                if size != 0:  # POSIX ftruncate: not a file on which this is possible
                     raise FsError(errno.EINVAL, "only truncation to 0 is supported")
                 if node.writer is not None:
                     raise FsError(errno.EINVAL, "cannot truncate a file while it is written")
@@ -1041,12 +1081,21 @@ class Filesystem:
         node.ctime = time.time()
         if changed and node.kind is not Kind.DIR and node.writer is None and not node.local:
             # Persist as object metadata (a server-side copy onto itself).
+            key = self.key_of(node)
+            known: Mapping[str, str] = node.metadata
+            memo = self.meta_memo.get(key)
+            if node.etag is not None and (memo is None or memo[0] not in (None, node.etag)):
+                # known from a listing only (no user metadata): the copy replaces metadata,
+                # so read what there is first rather than drop it
+                known = (await self._store(self.store.head, key)).metadata or {}
+                node = self.inode(ino)
             meta = {
-                k: v for k, v in node.metadata.items() if k not in (META_MODE, META_UID, META_GID)
+                k: v for k, v in known.items() if k not in (META_MODE, META_UID, META_GID)
             } | self._new_metadata(node)
-            await self._store(
-                self.store.copy, self.key_of(node), self.key_of(node), node.size, meta
-            )
+            # the copy gets a new LastModified: keep the file's mtime (chmod is no write)
+            meta.setdefault(META_MTIME, _meta_time(node.mtime))
+            meta[META_CTIME] = _meta_time(node.ctime)
+            await self._store(self.store.copy, key, key, node.size, meta)
             node = self.inode(ino)
             node.metadata = meta
             node.etag = None  # unknown after copy; the next lookup refreshes it
@@ -1137,6 +1186,8 @@ class Filesystem:
             self._mark_remote_ancestors(src)
         src.ctime = time.time()
         src.published_at = _now()
+        self._touch_dir(old_p)
+        self._touch_dir(new_p)
 
     def _target_key(self, parent_ino: int, name: str) -> str:
         parent = self.inode(parent_ino)

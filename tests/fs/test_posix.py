@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,127 @@ def test_r_symlink_s3fs_compatible(
         assert (mnt / "by-s3fs").read_bytes() == b"shared"
         os.unlink(mnt / "by-s3fs")
         assert sorted(keys(s3, bucket)) == ["by-zonemount", "file.txt"]
+
+
+# -- POSIX details ---------------------------------------------------------------------
+def _later(path: Path, before: os.stat_result, *, follow: bool = True) -> bool:
+    """Did ``path``'s mtime and ctime both move forward since ``before``?"""
+    st = os.stat(path, follow_symlinks=follow)
+    return st.st_mtime_ns > before.st_mtime_ns and st.st_ctime_ns > before.st_ctime_ns
+
+
+def _ctime_later(path: Path, before: os.stat_result, *, follow: bool = True) -> bool:
+    return os.stat(path, follow_symlinks=follow).st_ctime_ns > before.st_ctime_ns
+
+
+def test_r_dir_times(mounter: Mounter, s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="remote/old.txt", Body=b"x")
+    mnt = mounter.mount(bucket, "--allow-delete", "--allow-overwrite")
+    d, remote = mnt / "d", mnt / "remote"
+    os.mkdir(d)
+    steps = [
+        (d, lambda: (d / "f").write_bytes(b"1")),
+        (d, lambda: os.mkdir(d / "sub")),
+        (d, lambda: os.symlink("f", d / "ln")),
+        (d, lambda: os.unlink(d / "ln")),
+        (d, lambda: os.rmdir(d / "sub")),
+        (d, lambda: os.rename(d / "f", d / "g")),
+        (remote, lambda: os.rename(d / "g", remote / "g")),  # both directories change
+        (d, lambda: os.rename(remote / "g", d / "g")),
+        (remote, lambda: os.unlink(remote / "old.txt")),
+        (mnt, lambda: os.mkdir(mnt / "top")),
+    ]
+    for directory, step in steps:
+        before = os.stat(directory)
+        time.sleep(0.01)
+        step()
+        assert _later(directory, before), step
+    # renaming between directories touches the source too
+    before = os.stat(d)
+    time.sleep(0.01)
+    os.rename(d / "g", mnt / "top/g")
+    assert _later(d, before) and _later(mnt / "top", before)
+    # chmod and chown change ctime (files, directories, symlinks), not mtime
+    os.symlink("g", mnt / "top/ln")
+    s3.put_object(Bucket=bucket, Key="top/tagged", Body=b"t", Metadata={"tag": "keep"})
+    assert "tagged" in os.listdir(mnt / "top")  # known from a listing only
+    for path, change in [
+        (mnt / "top/g", lambda p: os.chmod(p, 0o600)),
+        (mnt / "top/g", lambda p: os.chown(p, 11, 12)),
+        (mnt / "top", lambda p: os.chmod(p, 0o700)),
+        (mnt / "top", lambda p: os.chown(p, 11, 12)),
+        (mnt / "top/ln", lambda p: os.lchown(p, 11, 12)),
+        (mnt / "top/tagged", lambda p: os.chmod(p, 0o604)),
+    ]:
+        before = os.stat(path, follow_symlinks=False)
+        time.sleep(0.01)
+        change(path)
+        assert _ctime_later(path, before, follow=False), path
+        after = os.stat(path, follow_symlinks=False)
+        assert after.st_mtime_ns == before.st_mtime_ns, path
+    # persisting chmod (a copy onto itself) keeps the object's other metadata
+    meta = s3.head_object(Bucket=bucket, Key="top/tagged")["Metadata"]
+    assert meta["tag"] == "keep" and int(meta["mode"]) & 0o777 == 0o604
+
+
+def test_r_link_count(mounter: Mounter, s3, bucket) -> None:
+    for key in ("x/1/f", "x/2/f", "x/file"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    mnt = mounter.mount(bucket, "--allow-delete")
+    assert sorted(os.listdir(mnt / "x")) == ["1", "2", "file"]
+    assert os.stat(mnt / "x").st_nlink == 4  # 2 + two subdirectories
+    os.mkdir(mnt / "x/3")
+    assert os.stat(mnt / "x").st_nlink == 5
+    os.rmdir(mnt / "x/3")
+    assert os.stat(mnt / "x").st_nlink == 4
+    assert os.stat(mnt / "x/1").st_nlink == 2 and os.stat(mnt / "x/file").st_nlink == 1
+    # an open file keeps its attributes after unlink, with no link left
+    fd = os.open(mnt / "x/file", os.O_RDONLY)
+    try:
+        os.unlink(mnt / "x/file")
+        st = os.fstat(fd)
+        assert (st.st_nlink, st.st_size, stat.S_ISREG(st.st_mode)) == (0, 1, True)
+    finally:
+        os.close(fd)
+    assert errno_of(lambda: os.stat(mnt / "x/file")) == errno.ENOENT
+
+
+def test_r_errno_refusals(mounter: Mounter, s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="full.txt", Body=b"content")
+    s3.put_object(Bucket=bucket, Key="empty.txt", Body=b"")
+    plain = mounter.mount(bucket)
+    # replacing, even an empty file, needs --allow-overwrite
+    assert errno_of(lambda: os.open(plain / "empty.txt", os.O_WRONLY)) == errno.EPERM
+    mnt = mounter.mount(bucket, "--allow-overwrite", "--allow-delete")
+    # ftruncate with a negative length: EINVAL, whatever the open mode
+    (mnt / "new.txt").write_bytes(b"")
+    for flags in (os.O_RDWR, os.O_WRONLY):
+        fd = os.open(mnt / "new.txt", flags)
+        try:
+            assert errno_of(lambda fd=fd: os.ftruncate(fd, -1)) == errno.EINVAL
+        finally:
+            os.close(fd)
+    # an existing empty file opened for writing without O_TRUNC: nothing to keep, so it is
+    # written from offset 0 as with O_TRUNC (also with O_APPEND)
+    fd = os.open(mnt / "empty.txt", os.O_WRONLY)
+    os.write(fd, b"filled")
+    os.close(fd)
+    assert s3.get_object(Bucket=bucket, Key="empty.txt")["Body"].read() == b"filled"
+    with open(mnt / "new.txt", "ab") as f:
+        f.write(b"appended")
+    assert s3.get_object(Bucket=bucket, Key="new.txt")["Body"].read() == b"appended"
+    # Mountpoint's refusals, each with the errno Linux/POSIX name for the case
+    full = mnt / "full.txt"
+    assert errno_of(lambda: os.open(full, os.O_WRONLY)) == errno.EPERM  # like an immutable file
+    assert errno_of(lambda: os.open(full, os.O_WRONLY | os.O_APPEND)) == errno.EPERM
+    assert errno_of(lambda: os.truncate(full, 100)) == errno.EPERM  # cannot extend
+    assert errno_of(lambda: os.truncate(full, 3)) == errno.EINVAL  # not possible on this file
+    fd = os.open(mnt / "stream.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"abc")
+        assert errno_of(lambda: os.pwrite(fd, b"x", 10)) == errno.EINVAL  # past the end
+        assert errno_of(lambda: os.pwrite(fd, b"x", 1)) == errno.EINVAL  # before it
+    finally:
+        os.close(fd)
+    assert s3.get_object(Bucket=bucket, Key="full.txt")["Body"].read() == b"content"
+    assert s3.get_object(Bucket=bucket, Key="stream.bin")["Body"].read() == b"abc"
