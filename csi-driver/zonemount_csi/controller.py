@@ -7,37 +7,39 @@ codes, and are idempotent.
   ``endpointUrl``, ``deleteData``, ``authenticationSource``, ``roleArn``, ``availabilityZone``).
   The volume is the prefix ``<basePrefix>/<pvc-namespace>/<pvc-name>/`` (from the
   external-provisioner's ``csi.storage.k8s.io/pvc/*`` parameters; ``<basePrefix>/<name>/`` when
-  they are absent). The volume id is deterministic - ``zm1:<bucket>:<sha256(name)[:32]>``, plus
-  ``:<sha256(endpoint)[:8]>`` for a non-default endpoint - so a retried CreateVolume finds its
-  volume again, and it stays under the spec's 128 bytes whatever the PVC name.
-* Each volume has a small JSON **record** in its bucket at ``.zonemount/volumes/<digest>.json``
-  (the prefix, the class's parameters, ``deleteData``). It makes CreateVolume idempotent across
-  controller restarts (same name + same parameters -> same volume; different parameters ->
-  ALREADY_EXISTS) and tells DeleteVolume - which only gets the volume id - what to delete.
-  Conflicts across *different* buckets are caught by an in-memory index for the life of the
-  controller process.
-* **DeleteVolume** deletes every object (and aborts multipart uploads) under the prefix only
-  when the class said ``deleteData: "true"``; otherwise it only forgets the record. Unknown or
-  malformed volume ids are OK (the spec's idempotent delete).
+  they are absent). Each volume has a small JSON **record** in its bucket,
+  ``.zonemount/volumes/<D>.json`` (the prefix, the class's parameters, ``deleteData``, the
+  capacity), and the volume id ``zm2:<bucket>:<D>[:<sha256(endpoint)[:8]>]`` commits to it:
+  ``D = sha256(record)[:32]`` (:mod:`zonemount_csi.volume_record` says why this, not a MAC).
+  Under a per-bucket lock, CreateVolume lists the bucket's records: the same name with the same
+  parameters and a compatible capacity returns that volume (also after a controller restart);
+  the same name otherwise is ALREADY_EXISTS; a prefix inside, equal to or containing another
+  volume's (whatever its StorageClass) is FAILED_PRECONDITION. Same-name conflicts across
+  *different* buckets are caught by an in-memory index for the life of the process.
+* **DeleteVolume** acts only on what the volume id proves: the record must hash to the id's
+  digest and name the id's bucket and endpoint, else FAILED_PRECONDITION and nothing is
+  deleted. It deletes every object (and aborts multipart uploads) under the prefix only when
+  the class said ``deleteData: "true"``; otherwise it only drops the record. Unknown or
+  malformed volume ids, and records already gone, are OK (the spec's idempotent delete).
 * **ValidateVolumeCapabilities** confirms mount access with any known access mode (the volume
   is usable by many nodes, MULTI_NODE_MULTI_WRITER / MULTI_NODE_READER_ONLY, and so by one).
 * **ControllerGetCapabilities**: CREATE_DELETE_VOLUME.
 
 Invariants: the controller only talks to the default S3 endpoint of its environment or to one
-of its ``--allowed-endpoint-url`` values; it never deletes outside ``<prefix>`` and never with
-an empty prefix.
+of its ``--allowed-endpoint-url`` values; it never deletes outside the prefix a volume id proves
+(never with an empty prefix, never in another bucket); no two volumes it made on one bucket
+overlap. One controller is active at a time (the external-provisioner's leader election).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
+import dataclasses
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -55,97 +57,35 @@ from .node import (
     validate_prefix,
     validate_region,
 )
+from .volume_record import (
+    RECORD_PREFIX,
+    RESERVED_PREFIX,
+    RecordError,
+    VolumeId,
+    VolumeSpec,
+    check_volume_prefix,
+    endpoint_digest,
+    overlaps,
+    parse_record,
+    verify,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
-RECORD_PREFIX = ".zonemount/volumes/"
-VOLUME_ID_VERSION = "zm1"
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _REQUEST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ZONE_RE = re.compile(r"^[a-z0-9-]{2,40}$")
 
 
-def _digest(text: str, length: int) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
 @dataclass(frozen=True)
-class VolumeId:
-    bucket: str
-    digest: str
-    endpoint_digest: str = ""
+class _Known:
+    """A volume found by listing a bucket's records (see :meth:`ControllerService._scan`)."""
 
-    def __str__(self) -> str:
-        parts = [VOLUME_ID_VERSION, self.bucket, self.digest]
-        if self.endpoint_digest:
-            parts.append(self.endpoint_digest)
-        return ":".join(parts)
-
-    @classmethod
-    def parse(cls, text: str) -> VolumeId | None:
-        parts = text.split(":")
-        if len(parts) not in (3, 4) or parts[0] != VOLUME_ID_VERSION:
-            return None
-        if not re.fullmatch(r"[0-9a-f]{32}", parts[2]):
-            return None
-        if len(parts) == 4 and not re.fullmatch(r"[0-9a-f]{8}", parts[3]):
-            return None
-        try:
-            validate_bucket(parts[1])
-        except CsiError:
-            return None
-        return cls(parts[1], parts[2], parts[3] if len(parts) == 4 else "")
-
-    @property
-    def record_key(self) -> str:
-        return f"{RECORD_PREFIX}{self.digest}.json"
-
-
-@dataclass(frozen=True)
-class VolumeSpec:
-    """What a StorageClass asked for (the idempotency fingerprint is all of it)."""
-
-    name: str
-    bucket: str
-    prefix: str
-    region: str = ""
-    endpoint_url: str = ""
-    delete_data: bool = False
-    authentication_source: str = ""
-    role_arn: str = ""
-    availability_zone: str = ""
-
-    def volume_context(self) -> dict[str, str]:
-        ctx = {vc.BUCKET_NAME: self.bucket, vc.PREFIX: self.prefix}
-        for key, value in (
-            (vc.REGION, self.region),
-            (vc.ENDPOINT_URL, self.endpoint_url),
-            (vc.AUTHENTICATION_SOURCE, self.authentication_source),
-            (vc.ROLE_ARN, self.role_arn),
-        ):
-            if value:
-                ctx[key] = value
-        return ctx
-
-    def to_json(self) -> bytes:
-        return json.dumps({"version": 1, **asdict(self)}, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> VolumeSpec:
-        raw = json.loads(data)
-        raw.pop("version", None)
-        spec = cls(**raw)
-        # never trust a record enough to delete outside a proper prefix
-        try:
-            valid = bool(spec.prefix) and validate_prefix(spec.prefix) == spec.prefix
-        except CsiError:
-            valid = False
-        if not valid:
-            raise ValueError("record has an invalid prefix")
-        return spec
+    volume_id: str
+    spec: VolumeSpec
 
 
 def _bool_param(params: Mapping[str, str], key: str) -> bool:
@@ -180,11 +120,15 @@ class ControllerService:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self._allowed = {
-            u.rstrip("/"): _digest(u.rstrip("/"), 8) for u in config.allowed_endpoint_urls
+            u.rstrip("/"): endpoint_digest(u.rstrip("/")) for u in config.allowed_endpoint_urls
         }
         self._mu = threading.Lock()
         self._busy: set[str] = set()
         self._index: dict[str, tuple[str, VolumeSpec]] = {}  # name -> (volume id, spec)
+        #: one lock per (endpoint, bucket): the overlap check and the record write are atomic
+        self._bucket_locks: dict[tuple[str, str], threading.Lock] = {}
+        #: verified zm2 records by (endpoint, bucket, key): content-addressed, so immutable
+        self._records: dict[tuple[str, str, str], VolumeSpec] = {}
 
     @contextlib.contextmanager
     def _exclusive(self, key: str) -> Iterator[None]:
@@ -257,6 +201,11 @@ class ControllerService:
                     "csi.storage.k8s.io/pvc/name parameter is given"
                 )
             prefix = f"{base}{request.name}/"
+        if not check_volume_prefix(prefix):
+            raise invalid(
+                f"StorageClass parameter basePrefix must not start with {RESERVED_PREFIX} "
+                "(the controller's records live there): choose another basePrefix"
+            )
         source = params.get(vc.PARAM_AUTHENTICATION_SOURCE, "")
         if source and source not in vc.AUTH_SOURCES:
             choices = ", ".join(vc.AUTH_SOURCES)
@@ -280,40 +229,93 @@ class ControllerService:
             authentication_source=source,
             role_arn=role_arn,
             availability_zone=zone,
-        )
-
-    def _volume_id(self, spec: VolumeSpec) -> VolumeId:
-        return VolumeId(
-            spec.bucket, _digest(spec.name, 32), self._allowed.get(spec.endpoint_url, "")
+            capacity_bytes=rng.required_bytes,
         )
 
     def _endpoint_for(self, volume_id: VolumeId) -> str:
         if not volume_id.endpoint_digest:
             return ""
-        for url, digest in self._allowed.items():
-            if digest == volume_id.endpoint_digest:
+        for url, tag in self._allowed.items():
+            if tag == volume_id.endpoint_digest:
                 return url
         raise CsiError(
             grpc.StatusCode.FAILED_PRECONDITION,
             "the volume's S3 endpoint is no longer in the controller's --allowed-endpoint-url",
         )
 
-    def _read_record(self, client: S3Client, volume_id: VolumeId) -> VolumeSpec | None:
+    def _bucket_lock(self, endpoint_url: str, bucket: str) -> threading.Lock:
+        with self._mu:
+            return self._bucket_locks.setdefault((endpoint_url, bucket), threading.Lock())
+
+    def _get(self, client: S3Client, bucket: str, key: str) -> bytes | None:
         try:
-            body = client.get_object(Bucket=volume_id.bucket, Key=volume_id.record_key)[
-                "Body"
-            ].read()
+            body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if _error_code(exc) in {"NoSuchKey", "NoSuchBucket", "404"}:
                 return None
             raise
+        return body
+
+    def _read_verified(self, client: S3Client, volume_id: VolumeId) -> VolumeSpec | None:
+        """The spec the id's record proves; None when there is no record (deleted already).
+
+        A record that does not prove itself is FAILED_PRECONDITION: never act on it.
+        """
+        body = self._get(client, volume_id.bucket, volume_id.record_key)
+        if body is None:
+            return None
         try:
-            return VolumeSpec.from_json(body)
-        except (ValueError, TypeError) as exc:
+            return verify(volume_id, body, self._allowed)
+        except RecordError as exc:
             raise CsiError(
-                grpc.StatusCode.INTERNAL,
-                f"volume record s3://{volume_id.bucket}/{volume_id.record_key} is corrupt ({exc})",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"volume {volume_id}: {exc}; nothing was deleted - restore the record "
+                f"s3://{volume_id.bucket}/{volume_id.record_key} or remove the volume's data "
+                "by hand",
             ) from None
+
+    def _scan(self, client: S3Client, spec: VolumeSpec) -> list[_Known]:
+        """Every volume recorded in ``spec``'s bucket (same endpoint).
+
+        Fails closed: a record that is readable but not provably ours still counts (its
+        prefix blocks overlapping volumes); only unreadable ones are skipped.
+        """
+        tag = self._allowed.get(spec.endpoint_url, "")
+        known: list[_Known] = []
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=spec.bucket, Prefix=RECORD_PREFIX):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                stem = key[len(RECORD_PREFIX) :].removesuffix(".json")
+                cache_key = (spec.endpoint_url, spec.bucket, key)
+                cached = self._records.get(cache_key)
+                if cached is not None:
+                    known.append(_Known(str(cached.volume_id(tag)), cached))
+                    continue
+                body = self._get(client, spec.bucket, key)
+                if body is None:
+                    continue
+                try:
+                    version, found = parse_record(body)
+                except RecordError:
+                    log.warning("skipping unreadable volume record s3://%s/%s", spec.bucket, key)
+                    continue
+                volume_id = VolumeId(spec.bucket, stem, tag)
+                try:
+                    verify(volume_id, body, self._allowed)
+                    self._records[cache_key] = found
+                except RecordError:
+                    if version == 1:  # a zm1 record: named by the name's digest
+                        volume_id = dataclasses.replace(volume_id, version="zm1")
+                    else:
+                        log.warning(
+                            "volume record s3://%s/%s is not authentic: its prefix still blocks "
+                            "overlapping volumes",
+                            spec.bucket,
+                            key,
+                        )
+                known.append(_Known(str(volume_id), found))
+        return known
 
     def _topology(
         self, spec: VolumeSpec, request: csi_pb2.CreateVolumeRequest
@@ -335,14 +337,18 @@ class ControllerService:
     def create(self, request: csi_pb2.CreateVolumeRequest) -> csi_pb2.CreateVolumeResponse:
         spec = self.spec_from_request(request)
         topology = self._topology(spec, request)
-        volume_id = self._volume_id(spec)
+        rng = request.capacity_range
         conflict = CsiError(
             grpc.StatusCode.ALREADY_EXISTS,
-            f"volume {request.name[:100]} already exists with different parameters",
+            f"volume {request.name[:100]} already exists with different parameters or capacity",
         )
-        with self._exclusive(f"name:{request.name}"), _s3_errors("CreateVolume"):
+        with (
+            self._exclusive(f"name:{request.name}"),
+            self._bucket_lock(spec.endpoint_url, spec.bucket),
+            _s3_errors("CreateVolume"),
+        ):
             known = self._index.get(request.name)
-            if known is not None and known[1] != spec:
+            if known is not None and not known[1].same_parameters(spec):
                 raise conflict
             client = self._client(spec.endpoint_url, spec.region)
             try:
@@ -354,26 +360,55 @@ class ControllerService:
                         f"bucket {spec.bucket} does not exist: create it first",
                     ) from None
                 raise
-            existing = self._read_record(client, volume_id)
-            if existing is None:
+            volume_id, volume = self._find_or_check(client, spec, rng)
+            if volume is None:
+                new_id = spec.volume_id(self._allowed.get(spec.endpoint_url, ""))
                 client.put_object(
                     Bucket=spec.bucket,
-                    Key=volume_id.record_key,
-                    Body=spec.to_json(),
+                    Key=new_id.record_key,
+                    Body=spec.to_record(),
                     ContentType="application/json",
                 )
+                volume, volume_id = spec, str(new_id)
                 log.info("created volume %s at s3://%s/%s", volume_id, spec.bucket, spec.prefix)
-            elif existing != spec:
-                raise conflict
-            self._index[request.name] = (str(volume_id), spec)
+            self._index[request.name] = (volume_id, volume)
         return csi_pb2.CreateVolumeResponse(
             volume=csi_pb2.Volume(
-                volume_id=str(volume_id),
-                capacity_bytes=request.capacity_range.required_bytes,
-                volume_context=spec.volume_context(),
+                volume_id=volume_id,
+                capacity_bytes=volume.capacity_bytes,
+                volume_context=volume.volume_context(),
                 accessible_topology=topology,
             )
         )
+
+    def _find_or_check(
+        self, client: S3Client, spec: VolumeSpec, rng: csi_pb2.CapacityRange
+    ) -> tuple[str, VolumeSpec | None]:
+        """The existing volume of ``spec.name`` (idempotent retry), or ('', None) when a new
+        one may be made. ALREADY_EXISTS when the name exists with other parameters or an
+        incompatible capacity; FAILED_PRECONDITION when the prefix overlaps another volume's."""
+        others = self._scan(client, spec)
+        for other in others:
+            if other.spec.name != spec.name:
+                continue
+            if other.spec.same_parameters(spec) and other.spec.capacity_fits(
+                rng.required_bytes, rng.limit_bytes
+            ):
+                return other.volume_id, other.spec
+            raise CsiError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"volume {spec.name[:100]} already exists with different parameters or "
+                f"capacity ({other.spec.capacity_bytes} bytes)",
+            )
+        for other in others:
+            if overlaps(other.spec.prefix, spec.prefix):
+                raise CsiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"prefix {spec.prefix[:200]} of bucket {spec.bucket} overlaps the prefix of "
+                    f"volume {other.spec.name[:100]}: volumes must not nest (deleting one would "
+                    "delete the other's data); give this StorageClass a basePrefix of its own",
+                )
+        return "", None
 
     def delete(self, request: csi_pb2.DeleteVolumeRequest) -> None:
         if not request.volume_id:
@@ -383,15 +418,45 @@ class ControllerService:
             log.info("DeleteVolume of a volume id this driver never made: nothing to do")
             return
         with self._exclusive(f"volume:{volume_id}"), _s3_errors("DeleteVolume"):
-            client = self._client(self._endpoint_for(volume_id))
-            spec = self._read_record(client, volume_id)
-            if spec is None:
-                return
-            if spec.delete_data:
-                deleted = _delete_prefix(client, spec.bucket, spec.prefix)
-                log.info("deleted %d objects under s3://%s/%s", deleted, spec.bucket, spec.prefix)
-            client.delete_object(Bucket=volume_id.bucket, Key=volume_id.record_key)
-            self._index.pop(spec.name, None)
+            endpoint = self._endpoint_for(volume_id)
+            client = self._client(endpoint)
+            with self._bucket_lock(endpoint, volume_id.bucket):
+                if volume_id.legacy:
+                    self._delete_legacy(client, volume_id)
+                    return
+                spec = self._read_verified(client, volume_id)
+                if spec is None:
+                    return
+                if spec.delete_data:
+                    deleted = _delete_prefix(client, volume_id.bucket, spec.prefix)
+                    log.info(
+                        "deleted %d objects under s3://%s/%s",
+                        deleted,
+                        volume_id.bucket,
+                        spec.prefix,
+                    )
+                client.delete_object(Bucket=volume_id.bucket, Key=volume_id.record_key)
+                self._records.pop((endpoint, volume_id.bucket, volume_id.record_key), None)
+                self._index.pop(spec.name, None)
+
+    def _delete_legacy(self, client: S3Client, volume_id: VolumeId) -> None:
+        """A zm1 record proves nothing: drop it, but never delete data on its word."""
+        body = self._get(client, volume_id.bucket, volume_id.record_key)
+        if body is None:
+            return
+        try:
+            _, spec = parse_record(body)
+            wants_data_deleted = spec.delete_data is not False
+        except RecordError:
+            wants_data_deleted = True
+        if wants_data_deleted:
+            raise CsiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"volume {volume_id} was made before volume records were authenticated; its "
+                "data is not deleted automatically: delete the claim's prefix by hand, then "
+                f"the record s3://{volume_id.bucket}/{volume_id.record_key}",
+            )
+        client.delete_object(Bucket=volume_id.bucket, Key=volume_id.record_key)
 
     def validate(
         self, request: csi_pb2.ValidateVolumeCapabilitiesRequest
@@ -404,7 +469,12 @@ class ControllerService:
         if volume_id is None:
             raise CsiError(grpc.StatusCode.NOT_FOUND, "volume_id is not a zonemount volume")
         with _s3_errors("ValidateVolumeCapabilities"):
-            spec = self._read_record(self._client(self._endpoint_for(volume_id)), volume_id)
+            client = self._client(self._endpoint_for(volume_id))
+            if volume_id.legacy:  # exists or not: nothing is acted on here
+                body = self._get(client, volume_id.bucket, volume_id.record_key)
+                spec = None if body is None else VolumeSpec("", volume_id.bucket, "legacy/")
+            else:
+                spec = self._read_verified(client, volume_id)
         if spec is None:
             raise CsiError(grpc.StatusCode.NOT_FOUND, "volume does not exist")
         for cap in request.volume_capabilities:

@@ -12,10 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from zonemount_cli.servers import LocalS3
 from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
+from zonemount_csi.controller import ControllerConfig, ControllerService, ControllerServicer
 from zonemount_csi.identity import IdentityServicer
 from zonemount_csi.metrics import Metrics
 from zonemount_csi.node import NodeConfig, NodeService, NodeServicer
@@ -158,3 +161,63 @@ def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value
+
+
+# ---------------------------------------------------------------- the controller
+
+
+@pytest.fixture
+def controller_factory(
+    workdir: Path, s3_env: dict[str, str], moto_server: LocalS3
+) -> Iterator[Callable[[], Any]]:
+    servers: list[tuple[grpc.Server, grpc.Channel]] = []
+
+    def start() -> Any:
+        service = ControllerService(ControllerConfig((moto_server.endpoint,)))
+
+        def register(server: grpc.Server) -> None:
+            csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(), server)
+            csi_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(service), server)
+
+        sock = workdir / f"ctrl-{len(servers)}.sock"
+        server, _ = build_server(f"unix://{sock}", register, Metrics())
+        channel = grpc.insecure_channel(f"unix://{sock}")
+        servers.append((server, channel))
+        return csi_pb2_grpc.ControllerStub(channel)
+
+    yield start
+    for server, channel in servers:
+        channel.close()
+        server.stop(None)
+
+
+@pytest.fixture
+def controller(controller_factory: Callable[[], Any]) -> Any:
+    return controller_factory()
+
+
+def create_request(
+    bucket: str, name: str = "pvc-1234", **params: str
+) -> csi_pb2.CreateVolumeRequest:
+    parameters = {
+        "bucketName": bucket,
+        "basePrefix": "claims/",
+        "csi.storage.k8s.io/pvc/name": "data",
+        "csi.storage.k8s.io/pvc/namespace": "team-a",
+        **params,
+    }
+    return csi_pb2.CreateVolumeRequest(
+        name=name,
+        volume_capabilities=[
+            mount_capability(mode=csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER)
+        ],
+        parameters={k: v for k, v in parameters.items() if v != ""},
+        capacity_range=csi_pb2.CapacityRange(required_bytes=1 << 30),
+    )
+
+
+def keys(moto: LocalS3, bucket: str, prefix: str = "") -> list[str]:
+    client: Any = moto.client()
+    return sorted(
+        o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    )

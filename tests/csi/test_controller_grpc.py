@@ -7,79 +7,19 @@ ValidateVolumeCapabilities.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from zonemount_cli.servers import LocalS3
-from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
-from zonemount_csi.controller import ControllerConfig, ControllerService, ControllerServicer
-from zonemount_csi.identity import IdentityServicer
-from zonemount_csi.metrics import Metrics
-from zonemount_csi.server import build_server
+from zonemount_csi._proto import csi_pb2
 
-from tests.csi.conftest import mount_capability, rpc_error
+from tests.csi.conftest import create_request, keys, mount_capability, rpc_error
 
 pytestmark = pytest.mark.integration
 Mode = csi_pb2.VolumeCapability.AccessMode
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.fixture
-def controller_factory(
-    workdir: Path, s3_env: dict[str, str], moto_server: LocalS3
-) -> Iterator[Callable[[], Any]]:
-    servers: list[tuple[grpc.Server, grpc.Channel]] = []
-
-    def start() -> Any:
-        service = ControllerService(ControllerConfig((moto_server.endpoint,)))
-
-        def register(server: grpc.Server) -> None:
-            csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(), server)
-            csi_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(service), server)
-
-        sock = workdir / f"ctrl-{len(servers)}.sock"
-        server, _ = build_server(f"unix://{sock}", register, Metrics())
-        channel = grpc.insecure_channel(f"unix://{sock}")
-        servers.append((server, channel))
-        return csi_pb2_grpc.ControllerStub(channel)
-
-    yield start
-    for server, channel in servers:
-        channel.close()
-        server.stop(None)
-
-
-@pytest.fixture
-def controller(controller_factory: Callable[[], Any]) -> Any:
-    return controller_factory()
-
-
-def create_request(
-    bucket: str, name: str = "pvc-1234", **params: str
-) -> csi_pb2.CreateVolumeRequest:
-    parameters = {
-        "bucketName": bucket,
-        "basePrefix": "claims/",
-        "csi.storage.k8s.io/pvc/name": "data",
-        "csi.storage.k8s.io/pvc/namespace": "team-a",
-        **params,
-    }
-    return csi_pb2.CreateVolumeRequest(
-        name=name,
-        volume_capabilities=[mount_capability(mode=Mode.MULTI_NODE_MULTI_WRITER)],
-        parameters={k: v for k, v in parameters.items() if v != ""},
-        capacity_range=csi_pb2.CapacityRange(required_bytes=1 << 30),
-    )
-
-
-def keys(moto: LocalS3, bucket: str, prefix: str = "") -> list[str]:
-    client: Any = moto.client()
-    return sorted(
-        o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    )
 
 
 def test_controller_capabilities(controller: Any) -> None:
@@ -94,7 +34,7 @@ def test_create_volume_is_a_prefix_per_claim_and_idempotent(
     controller: Any, bucket: str, moto_server: LocalS3
 ) -> None:
     first = controller.CreateVolume(create_request(bucket)).volume
-    assert first.volume_id.startswith(f"zm1:{bucket}:")
+    assert first.volume_id.startswith(f"zm2:{bucket}:")
     assert len(first.volume_id) <= 128
     assert dict(first.volume_context) == {"bucketName": bucket, "prefix": "claims/team-a/data/"}
     assert first.capacity_bytes == 1 << 30
@@ -124,6 +64,33 @@ def test_conflicting_parameters_are_already_exists_even_after_restart(
     err = rpc_error(lambda: restarted.CreateVolume(create_request(bucket, basePrefix="other/")))
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
     restarted.CreateVolume(create_request(bucket))  # the original parameters still work
+
+
+def test_existing_name_with_another_capacity_is_already_exists(
+    controller_factory: Callable[[], Any], bucket: str
+) -> None:
+    """csi-sanity: the same name with a capacity the volume does not satisfy is ALREADY_EXISTS
+    (also after a restart); a range the existing volume satisfies returns it unchanged."""
+    gib = 1 << 30
+
+    def sized(required: int, limit: int = 0) -> csi_pb2.CreateVolumeRequest:
+        request = create_request(bucket)
+        request.capacity_range.CopyFrom(
+            csi_pb2.CapacityRange(required_bytes=required, limit_bytes=limit)
+        )
+        return request
+
+    controller = controller_factory()
+    first = controller.CreateVolume(sized(gib)).volume
+    assert first.capacity_bytes == gib
+    for restarted in (controller, controller_factory()):
+        err = rpc_error(lambda: restarted.CreateVolume(sized(2 * gib, 2 * gib)))  # noqa: B023
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err.details()
+        assert rpc_error(
+            lambda: restarted.CreateVolume(sized(gib // 2, gib // 2))  # noqa: B023
+        ).code() == (grpc.StatusCode.ALREADY_EXISTS)
+        assert restarted.CreateVolume(sized(gib // 2)).volume == first
+        assert restarted.CreateVolume(sized(gib, 4 * gib)).volume == first
 
 
 def test_delete_volume_removes_data_only_when_the_class_says_so(
