@@ -57,7 +57,7 @@ def test_every_flag_has_a_help_text(command: str) -> None:
 
 def test_csi_node_help_explains_log_level_and_kubelet_dir() -> None:
     text = " ".join(_help("csi-node").split())
-    assert "log verbosity on stderr (default INFO" in text
+    assert "log verbosity on stderr (default INFO)" in text
     assert "target paths must lie under its pods/ (default /var/lib/kubelet)" in text
 
 

@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "csi-node": ("zonemount_csi.cli:node_main", "run the CSI node plugin"),
     "csi-mounter": ("zonemount_csi.cli:mounter_main", "host the FUSE servers of csi-node"),
     "csi-controller": ("zonemount_csi.cli:controller_main", "run the CSI controller plugin"),
+    "node-zone": (
+        "zonemount_csi.node_zone:main",
+        "write this node's zone labels to files (the node plugin pod's init step)",
+    ),
     "operator": ("zonemount_operator.cli:operator_main", "run the kopf operator"),
     "reconcile": ("zonemount_operator.cli:reconcile_main", "reconcile a CR file once"),
     "cp": ("zonemount_operator.cli:cp_main", "parallel copy: S3 <-> S3, local -> S3, S3 -> local"),

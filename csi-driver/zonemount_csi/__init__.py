@@ -13,6 +13,7 @@ Module map (one concept per module, after kubernetes-csi/csi-driver-host-path):
 * :mod:`.state` - the node's persisted, atomically written publish records.
 * :mod:`.redact` / :mod:`.server` - secret-stripping logging interceptor and the gRPC server.
 * :mod:`.metrics` - Prometheus metrics; :mod:`.cli` - ``zonemount csi-node|csi-controller``.
+* :mod:`.node_zone` - ``zonemount node-zone``, the node pod's init step (zone labels to files).
 
 Generated CSI v1.9 stubs live in :mod:`._proto` (``make csi-proto``).
 """

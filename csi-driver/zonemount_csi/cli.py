@@ -62,6 +62,15 @@ def _endpoint_url(value: str) -> str:
     return value
 
 
+def _log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (default INFO)",
+    )
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default="unix:///csi/csi.sock", help="CSI unix socket")
     parser.add_argument(
@@ -75,12 +84,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="S3 endpoint a volume may name in endpointUrl (repeatable; none by default)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity on stderr (default INFO; requests are logged with secrets removed)",
-    )
+    _log_level(parser)
 
 
 def _setup_logging(level: str) -> None:
@@ -199,7 +203,7 @@ def node_main(argv: Sequence[str]) -> int:
 def mounter_main(argv: Sequence[str]) -> int:
     from .mounter_server import MemoryLimiter, MounterDaemon, MounterMetrics
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zonemount csi-mounter",
         description="host of the FUSE servers of the node plugin (fd passing, unprivileged)",
     )
@@ -229,9 +233,7 @@ def mounter_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--metrics-address", default="", help="serve Prometheus /metrics on HOST:PORT (:9812)"
     )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+    _log_level(parser)
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
     metrics = MounterMetrics()

@@ -249,14 +249,16 @@ def test_node_daemonset_shape(render: Render) -> None:
         assert flag in script
     env = {e["name"]: e for e in node["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    # zone from the node label by default: init container + get-nodes RBAC + script ConfigMap
+    # zone from the node label by default: init container (`zonemount node-zone`) + get-nodes RBAC
     assert [c["name"] for c in spec["initContainers"]] == ["node-zone"]
+    assert spec["initContainers"][0]["command"] == ["zonemount", "node-zone"]
     objects = render()
     assert one(objects, "ClusterRole", "-node")["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}
     ]
-    script_cm = one(objects, "ConfigMap", "-node-scripts")
-    assert script_cm["data"]["node-zone.py"] == (CHART / "files" / "node-zone.py").read_text()
+    assert [o for o in objects if o["kind"] == "ConfigMap"] == [], (
+        "no script shipped in a ConfigMap"
+    )
 
 
 def test_fixed_zone_needs_no_node_access(render: Render) -> None:

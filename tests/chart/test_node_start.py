@@ -1,7 +1,8 @@
 """The node plugin pod's start-up, run for real: the zone init script and the shell wrapper.
 
-- charts/zonemount/files/node-zone.py runs as a subprocess against a loopback HTTP server that
-  answers like the Kubernetes API (GET /api/v1/nodes/NAME): labels present, missing, refused.
+- ``zonemount node-zone`` (the init container's command, as the chart renders it) runs as a
+  subprocess against a loopback HTTP server that answers like the Kubernetes API
+  (GET /api/v1/nodes/NAME): labels present, missing, refused.
 - The container's `sh -c` wrapper is taken from the rendered DaemonSet and executed by /bin/sh
   with a stub `zonemount` that prints its argv, so quoting and the optional --zone/--zone-id
   flags are checked as the shell really splits them.
@@ -22,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.chart.chartlib import CHART, Render, container, one
+from tests.chart.chartlib import Render, container, one
 
-SCRIPT = CHART / "files" / "node-zone.py"
+ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
 
 
 class FakeApi:
@@ -70,7 +71,7 @@ def api() -> Iterator[FakeApi]:
 
 
 def run_script(
-    api: FakeApi, tmp_path: Path, node: str, **extra: str
+    api: FakeApi, tmp_path: Path, node: str, *flags: str, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"],
@@ -81,7 +82,7 @@ def run_script(
         **extra,
     }
     return subprocess.run(
-        [sys.executable, str(SCRIPT)],
+        [ZONEMOUNT, "node-zone", *flags],
         env=env,
         capture_output=True,
         text=True,
@@ -120,6 +121,48 @@ def test_missing_zone_label_is_empty_when_optional(api: FakeApi, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "zone").read_text() == ""
     assert (tmp_path / "zone-id").read_text() == ""
+
+
+def test_flags_override_the_environment(api: FakeApi, tmp_path: Path) -> None:
+    api.nodes["n2"] = (200, {"example.com/az": "rack-9"})
+    out = tmp_path / "flags"
+    result = run_script(
+        api,
+        tmp_path,
+        "ignored-by-flag",
+        *("--node-name", "n2", "--zone-label", "example.com/az", "--optional-zone"),
+        *("--zone-file", str(out / "zone"), "--zone-id-file", str(out / "zone-id")),
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "zone").read_text() == "rack-9"
+    assert (out / "zone-id").read_text() == ""
+    assert api.paths == ["/api/v1/nodes/n2"]
+
+
+def test_the_rendered_init_container_runs(render: Render, api: FakeApi, tmp_path: Path) -> None:
+    """The chart's init container, command and environment as rendered, against the fake API."""
+    init = next(
+        c
+        for c in one(render(None), "DaemonSet")["spec"]["template"]["spec"]["initContainers"]
+        if c["name"] == "node-zone"
+    )
+    assert init["command"][0] == "zonemount"
+    env = {"PATH": os.environ["PATH"], "KUBE_API_URL": api.url, "NODE_NAME": "ip-10-0-9-9"}
+    for item in init["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"].replace("/run/zonemount/", f"{tmp_path}/run/")
+    api.nodes["ip-10-0-9-9"] = (200, {"topology.kubernetes.io/zone": "eu-west-1c"})
+    result = subprocess.run(
+        [ZONEMOUNT, *init["command"][1:], *init.get("args", [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "zone").read_text() == "eu-west-1c"
+    assert (tmp_path / "run" / "zone-id").read_text() == ""
 
 
 def test_custom_labels(api: FakeApi, tmp_path: Path) -> None:

@@ -1,14 +1,17 @@
-"""Init step of the node plugin pod: write this node's zone (and AZ ID) labels to files.
+"""``zonemount node-zone``: the node plugin pod's init step, this node's zone labels to files.
 
-The downward API cannot expose node labels, so the DaemonSet's init container runs this with
-the pod's ServiceAccount (RBAC: get nodes) and the node plugin passes the files' contents as
-``--zone`` and ``--zone-id``. Standard library only (it runs before anything else).
+The downward API cannot expose node labels, so the chart's DaemonSet runs this in an init
+container with the pod's ServiceAccount (RBAC: get nodes), and the node plugin passes the files'
+contents as ``--zone`` and ``--zone-id``. Standard library only (it runs before anything else,
+and importing it loads no gRPC).
 
-Environment: NODE_NAME (downward API, required); ZONE_LABEL (default
-topology.kubernetes.io/zone) and ZONE_FILE (output); REQUIRE_ZONE ("1": a missing zone label is
-an error); ZONE_ID_LABEL (default topology.k8s.aws/zone-id, always optional) and ZONE_ID_FILE;
-KUBE_API_URL (default: the in-cluster https://$KUBERNETES_SERVICE_HOST:PORT; an http:// URL
-skips TLS and the token, for tests); KUBE_TOKEN_FILE / KUBE_CA_FILE.
+Settings come from flags, each defaulting to an environment variable (the chart sets the
+environment): ``--node-name`` NODE_NAME (downward API, required); ``--zone-label`` ZONE_LABEL
+(default topology.kubernetes.io/zone) and ``--zone-file`` ZONE_FILE; REQUIRE_ZONE ("1", the
+default: a missing zone label is an error; ``--optional-zone`` = "0"); ``--zone-id-label``
+ZONE_ID_LABEL (default topology.k8s.aws/zone-id, always optional) and ``--zone-id-file``
+ZONE_ID_FILE; KUBE_API_URL (default: the in-cluster https://$KUBERNETES_SERVICE_HOST:PORT; an
+http:// URL skips TLS and the token, for tests); KUBE_TOKEN_FILE / KUBE_CA_FILE.
 
 Invariants: exit 0 only after the file is written (empty when the label is absent and the zone
 is optional); any failure is one line on stderr naming the cause and the fix, never a
@@ -17,6 +20,7 @@ traceback; the token never appears in output. Transient API errors are retried a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import ssl
@@ -25,7 +29,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 ATTEMPTS = 5
@@ -107,30 +114,95 @@ def _write(path: Path, value: str) -> None:
         raise ZoneError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def run() -> tuple[str, str]:
-    node = os.environ.get("NODE_NAME", "")
+@dataclass(frozen=True)
+class Settings:
+    node: str
+    zone_label: str = "topology.kubernetes.io/zone"
+    zone_file: Path = Path("/run/zonemount/zone")
+    zone_id_label: str = "topology.k8s.aws/zone-id"
+    zone_id_file: Path = Path("/run/zonemount/zone-id")
+    require_zone: bool = True
+
+
+def run(settings: Settings) -> tuple[str, str]:
+    node = settings.node
     if not node:
-        raise ZoneError("NODE_NAME is not set: pass it from the downward API (spec.nodeName)")
-    label = os.environ.get("ZONE_LABEL") or "topology.kubernetes.io/zone"
-    out = Path(os.environ.get("ZONE_FILE") or "/run/zonemount/zone")
-    id_label = os.environ.get("ZONE_ID_LABEL") or "topology.k8s.aws/zone-id"
-    id_out = Path(os.environ.get("ZONE_ID_FILE") or "/run/zonemount/zone-id")
-    required = os.environ.get("REQUIRE_ZONE", "1") == "1"
+        raise ZoneError(
+            "NODE_NAME is not set: pass it from the downward API (spec.nodeName) or --node-name"
+        )
+    label = settings.zone_label
     node_obj = _fetch_node(_api_url(), node)
-    zone, zone_id = zone_of(node_obj, label), zone_of(node_obj, id_label)
-    if not zone and required:
+    zone, zone_id = zone_of(node_obj, label), zone_of(node_obj, settings.zone_id_label)
+    if not zone and settings.require_zone:
         raise ZoneError(
             f"node {node!r} has no label {label}: label it (kubectl label node {node}"
             f" {label}=<zone>), or set the chart value node.zone, or node.requireZone=false"
         )
-    _write(out, zone)
-    _write(id_out, zone_id)
+    _write(settings.zone_file, zone)
+    _write(settings.zone_id_file, zone_id)
     return zone, zone_id
 
 
-def main() -> int:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = _Parser(
+        prog="zonemount node-zone",
+        description="Write this node's zone and AZ ID labels (read from the Kubernetes API with "
+        "the pod's ServiceAccount) to files for csi-node --zone/--zone-id. The init step of "
+        "the chart's node plugin pod; every flag defaults to the environment variable named.",
+    )
+    parser.add_argument(
+        "--node-name", default=env("NODE_NAME", ""), help="this node (env NODE_NAME; required)"
+    )
+    parser.add_argument(
+        "--zone-label",
+        default=env("ZONE_LABEL") or Settings.zone_label,
+        help=f"label holding the zone (env ZONE_LABEL; default {Settings.zone_label})",
+    )
+    parser.add_argument(
+        "--zone-file",
+        type=Path,
+        default=Path(env("ZONE_FILE") or Settings.zone_file),
+        help=f"file to write the zone to (env ZONE_FILE; default {Settings.zone_file})",
+    )
+    parser.add_argument(
+        "--zone-id-label",
+        default=env("ZONE_ID_LABEL") or Settings.zone_id_label,
+        help=f"label holding the AZ ID (env ZONE_ID_LABEL; default {Settings.zone_id_label})",
+    )
+    parser.add_argument(
+        "--zone-id-file",
+        type=Path,
+        default=Path(env("ZONE_ID_FILE") or Settings.zone_id_file),
+        help=f"file to write the AZ ID to (env ZONE_ID_FILE; default {Settings.zone_id_file})",
+    )
+    parser.add_argument(
+        "--optional-zone",
+        action="store_true",
+        default=env("REQUIRE_ZONE", "1") != "1",
+        help="write an empty file when the zone label is missing instead of failing "
+        "(env REQUIRE_ZONE=0)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    settings = Settings(
+        node=args.node_name,
+        zone_label=args.zone_label,
+        zone_file=args.zone_file,
+        zone_id_label=args.zone_id_label,
+        zone_id_file=args.zone_id_file,
+        require_zone=not args.optional_zone,
+    )
     try:
-        zone, zone_id = run()
+        zone, zone_id = run(settings)
     except ZoneError as exc:
         print(f"node-zone: {exc}", file=sys.stderr)
         return 1
