@@ -47,6 +47,42 @@ def test_top_level_help_lists_every_readme_subcommand() -> None:
         assert f"  {name} " in result.stdout, f"README names 'zonemount {name}'"
 
 
+def _readme_commands(program: str) -> list[list[str]]:
+    """Every ``program ...`` line of the README's bash blocks, continuations joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words and Path(words[0]).name == program:
+                commands.append(words)
+    return commands
+
+
+def test_readme_mount_lines_are_accepted_by_the_parser() -> None:
+    from zonemount_fs.options import parse_args
+
+    lines = [words for words in _readme_commands("zonemount") if words[1] == "mount"]
+    assert len(lines) >= 4, "the README's mount examples"
+    for words in lines:
+        parse_args(words[2:])  # raises ConfigError (or exits 2) on a flag the README got wrong
+
+
+def test_readme_mount_s3_flag_table_matches_mount_help() -> None:
+    readme = README.read_text()
+    table = readme[readme.index("### Switching from mount-s3") :].split("\n## ", 1)[0]
+    help_text = subprocess.run(
+        [ZONEMOUNT, "mount", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    flags = set()
+    for row in table.splitlines()[4:]:
+        cells = row.split("|")
+        if len(cells) > 3:
+            ours = cells[1] if cells[2].strip() == "same" else cells[2]
+            flags |= set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", ours))
+    assert len(flags) > 25
+    assert sorted(f for f in flags if not re.search(rf"(^|[\s,]){f}[\s,]", help_text)) == []
+
+
 def test_try_it_locally_prints_a_mount_line_that_works(tmp_path: Path) -> None:
     """README "Try it locally": every printed command is run exactly as printed."""
     mnt = tmp_path / "mnt"
