@@ -54,9 +54,14 @@ def client(service: str, region: str = "us-east-1") -> Any:
 def create_roles(arns: list[str]) -> None:
     iam = client("iam", "us-east-1")
     for arn in arns:
-        name = arn.rsplit("/", 1)[-1]
+        # role/PATH/NAME: the operator checks the path against its tenancy policy and reads
+        # the role back, so the role must exist under exactly that path.
+        path_name = arn.split(":role", 1)[1]
+        path, name = path_name.rsplit("/", 1)
         try:
-            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST))
+            iam.create_role(
+                RoleName=name, Path=path + "/", AssumeRolePolicyDocument=json.dumps(TRUST)
+            )
             print(f"created role {name}")
         except iam.exceptions.EntityAlreadyExistsException:
             print(f"role {name} exists")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -86,6 +86,10 @@ PERMISSIONS = {
     "AbortMultipartUpload": "s3express:CreateSession",
     "DescribeAvailabilityZones": "ec2:DescribeAvailabilityZones",
     "GetCallerIdentity": "sts:GetCallerIdentity",
+    "ListTagsForResource": "s3express:ListTagsForResource",
+    "TagResource": "s3express:TagResource",
+    "GetRole": "iam:GetRole",
+    "ListPolicyTags": "iam:ListPolicyTags",
 }
 
 
@@ -152,6 +156,14 @@ def error_code(error: BaseException) -> str:
     return ""
 
 
+def _sign_as_s3(request: Any, **_: Any) -> None:
+    request.context.setdefault("signing", {})["signing_name"] = "s3"
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
 @dataclass(frozen=True)
 class Zone:
     name: str
@@ -166,9 +178,19 @@ class BucketAdmin(Protocol):
 
     def account_id(self) -> str: ...
 
-    def create_directory_bucket(self, region: str, bucket: str, az_id: str) -> bool: ...
+    def create_directory_bucket(
+        self, region: str, bucket: str, az_id: str, tags: Mapping[str, str] | None = None
+    ) -> bool: ...
 
     def bucket_exists(self, region: str, bucket: str) -> bool: ...
+
+    def bucket_tags(self, region: str, bucket: str) -> dict[str, str]: ...
+
+    def tag_bucket(self, region: str, bucket: str, tags: Mapping[str, str]) -> None: ...
+
+    def role_arn(self, role: str) -> str | None: ...
+
+    def policy_tags(self, policy_arn: str) -> dict[str, str] | None: ...
 
     def put_lifecycle(
         self, region: str, bucket: str, expire_days: int | None, abort_days: int | None
@@ -176,7 +198,13 @@ class BucketAdmin(Protocol):
 
     def put_encryption(self, region: str, bucket: str, kms_key_arn: str | None) -> None: ...
 
-    def ensure_policy(self, name: str, document: dict[str, Any], description: str) -> str: ...
+    def ensure_policy(
+        self,
+        name: str,
+        document: dict[str, Any],
+        description: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> str: ...
 
     def policy_exists(self, arn: str) -> bool: ...
 
@@ -229,12 +257,19 @@ class Boto3BucketAdmin:
                     max_pool_connections=64,
                     connect_timeout=10,
                     read_timeout=60,
+                    # S3 Control puts the account ID into the host name; a local endpoint
+                    # (moto) serves every account on one host.
+                    inject_host_prefix=not (self.endpoint_url and service == "s3control"),
                 )
                 client = self._session.client(
                     service,  # type: ignore[call-overload]
                     endpoint_url=self.endpoint_url,
                     config=config,
                 )
+                if self.endpoint_url and service == "s3control":
+                    # Tagging a directory bucket's ARN is signed for "s3express"; a local server
+                    # routes S3 Control requests by the "s3" signing name. AWS is unaffected.
+                    client.meta.events.register("before-sign.s3-control", _sign_as_s3)
                 if self._event_hooks is not None:
                     self._event_hooks(client)
                 self._clients[key] = client
@@ -273,12 +308,17 @@ class Boto3BucketAdmin:
         return self._account
 
     # -- S3 control plane ------------------------------------------------------------------
-    def create_directory_bucket(self, region: str, bucket: str, az_id: str) -> bool:
-        """Create the bucket; False when it already exists and is ours."""
-        config = {
+    def create_directory_bucket(
+        self, region: str, bucket: str, az_id: str, tags: Mapping[str, str] | None = None
+    ) -> bool:
+        """Create the bucket (with ``tags``, atomically on AWS); False when it already
+        exists in this account (the caller then checks who owns it)."""
+        config: dict[str, Any] = {
             "Location": {"Type": "AvailabilityZone", "Name": az_id},
             "Bucket": {"Type": "Directory", "DataRedundancy": "SingleAvailabilityZone"},
         }
+        if tags:
+            config["Tags"] = _tag_list(tags)
         try:
             with self._call("s3", "CreateBucket"):
                 self.s3(region).create_bucket(Bucket=bucket, CreateBucketConfiguration=config)
@@ -297,6 +337,26 @@ class Boto3BucketAdmin:
                 return False
             raise
         return True
+
+    def _bucket_arn(self, region: str, bucket: str) -> str:
+        return names.directory_bucket_arn(region, self.account_id(), bucket)
+
+    def bucket_tags(self, region: str, bucket: str) -> dict[str, str]:
+        """The directory bucket's tags (S3 Control ListTagsForResource on its ARN)."""
+        with self._call("s3control", "ListTagsForResource"):
+            resp = self.client("s3control", region).list_tags_for_resource(
+                AccountId=self.account_id(), ResourceArn=self._bucket_arn(region, bucket)
+            )
+        return {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
+
+    def tag_bucket(self, region: str, bucket: str, tags: Mapping[str, str]) -> None:
+        """Add/overwrite ``tags`` on the directory bucket (S3 Control TagResource)."""
+        with self._call("s3control", "TagResource"):
+            self.client("s3control", region).tag_resource(
+                AccountId=self.account_id(),
+                ResourceArn=self._bucket_arn(region, bucket),
+                Tags=_tag_list(tags),
+            )
 
     def put_lifecycle(
         self, region: str, bucket: str, expire_days: int | None, abort_days: int | None
@@ -391,7 +451,34 @@ class Boto3BucketAdmin:
     def _iam(self) -> Any:
         return self.client("iam", "us-east-1")
 
-    def ensure_policy(self, name: str, document: dict[str, Any], description: str) -> str:
+    def role_arn(self, role: str) -> str | None:
+        """The real ARN (with its path) of the role named ``role``; None if there is none."""
+        try:
+            with self._call("iam", "GetRole"):
+                return str(self._iam().get_role(RoleName=role)["Role"]["Arn"])
+        except AwsError as exc:
+            if exc.code == "NoSuchEntity":
+                return None
+            raise
+
+    def policy_tags(self, policy_arn: str) -> dict[str, str] | None:
+        """The managed policy's tags; None when the policy does not exist."""
+        try:
+            with self._call("iam", "ListPolicyTags"):
+                resp = self._iam().list_policy_tags(PolicyArn=policy_arn)
+        except AwsError as exc:
+            if exc.code == "NoSuchEntity":
+                return None
+            raise
+        return {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
+
+    def ensure_policy(
+        self,
+        name: str,
+        document: dict[str, Any],
+        description: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         """Create the managed policy or make ``document`` its default version; returns ARN."""
         iam = self._iam()
         arn = f"arn:aws:iam::{self.account_id()}:policy{names.POLICY_PATH}{name}"
@@ -408,7 +495,7 @@ class Boto3BucketAdmin:
                     Path=names.POLICY_PATH,
                     PolicyDocument=body,
                     Description=description,
-                    Tags=[{"Key": "zonemount.io/managed-by", "Value": "zonemount-operator"}],
+                    Tags=_tag_list(tags or {names.MANAGED_BY_TAG: names.MANAGED_BY}),
                 )
             return str(created["Policy"]["Arn"])
         with self._call("iam", "GetPolicyVersion"):

@@ -6,18 +6,28 @@ dict: every key the operator owns, ``None`` meaning "remove") together with the 
 stopped it, if any. It never raises for AWS or spec trouble: failures are conditions, and
 the caller (a kopf handler, or ``zonemount reconcile``) decides on retry vs. permanent.
 
-Steps, each idempotent: parse spec -> resolve AZ name <-> ID (EC2) -> validate the bucket
-name -> HeadBucket, CreateBucket if missing (``BucketAlreadyOwnedByYou`` = success) ->
+Steps, each idempotent: parse spec -> resolve AZ name <-> ID (EC2) -> the bucket name ->
+authorize against the admin's :mod:`~zonemount_operator.tenancy` policy (role ARNs, import
+source) -> HeadBucket, CreateBucket with owner tags if missing, else prove ownership ->
 lifecycle -> default encryption -> IAM session policy (create/update, attach to roles,
 detach from others) -> import bookkeeping. ``delete_bucket_resources`` undoes what
 ``deletionPolicy`` allows; ``detect_drift`` is the timer's cheap check; ``run_import``
 runs the bulk copy.
+
+Ownership invariants (docs/security.md): every bucket and policy created here carries the
+owning CR's identity as tags (:class:`names.Owner`: uid, namespace, name); the policy's
+name is keyed by the uid. Nothing that a tenant can write (spec, status, objects in a
+bucket) can make this module write to, re-point or delete a bucket or policy whose tags
+name another owner: only those tags prove ownership, and only an ``adopt`` entry of the
+admin's tenancy policy hands a pre-existing bucket to a CR. Every tenancy check runs before
+the first AWS write of a reconcile, so a refused spec changes nothing in AWS.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +40,7 @@ from zonemount_operator.errors import (
     ZonemountError,
 )
 from zonemount_operator.spec import BucketSpec, parse_bucket
+from zonemount_operator.tenancy import NotAllowedError, TenancyPolicy
 from zonemount_operator.transfer import CopyOptions, Progress, copy_prefix
 
 T = conditions.BUCKET_TYPES
@@ -63,6 +74,148 @@ def resolve_zone(admin: BucketAdmin, spec: BucketSpec) -> Zone:
         f"availability zone {wanted!r} does not exist in region {spec.region}: "
         f"pick one of {choices}",
         reason="UnknownAvailabilityZone",
+    )
+
+
+def owner_of(name: str, namespace: str | None, uid: str | None) -> names.Owner:
+    """The identity written on what this CR creates.
+
+    ``uid`` is the API server's; without one (``zonemount reconcile`` on a file without
+    metadata.uid) a stable stand-in is derived from namespace/name, so rerunning the same
+    file finds its own bucket.
+    """
+    ns = namespace or "default"
+    if not uid:
+        uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"zonemount-offline:{ns}/{name}"))
+    return names.Owner(uid, ns, name)
+
+
+def _bucket_owner(admin: BucketAdmin, region: str, bucket: str) -> names.Owner | None:
+    """Who a zonemount directory bucket belongs to (its owner tags); None if untagged/absent."""
+    if names.parse_directory_bucket(bucket) is None:
+        return None  # the operator creates directory buckets only
+    try:
+        return names.owner_from_tags(admin.bucket_tags(region, bucket))
+    except AwsError as exc:
+        if exc.code in {"NoSuchBucket", "404", "NotFound", "NoSuchTagSet"}:
+            return None
+        raise
+
+
+def authorize_roles(
+    admin: BucketAdmin, spec: BucketSpec, namespace: str, policy: TenancyPolicy
+) -> set[str]:
+    """Role names to attach, after the tenancy policy and IAM agree on every ARN (reads only)."""
+    account = admin.account_id()
+    wanted: set[str] = set()
+    for arn in spec.role_arns:
+        role = policy.check_role(namespace, arn, account, names.partition(spec.region))
+        real = admin.role_arn(role.name)
+        if real is None:
+            raise NotAllowedError(
+                f"access.roleArns entry {arn}: account {account} has no role {role.name}: "
+                "create the role first",
+                reason="RoleNotFound",
+            )
+        if real != str(role):
+            raise NotAllowedError(
+                f"access.roleArns entry {arn} names role {role.name}, whose real ARN is "
+                f"{real}: IAM role names ignore the path, so the ARN must match exactly; "
+                "use the role's real ARN",
+                reason="RoleArnMismatch",
+            )
+        wanted.add(role.name)
+    return wanted
+
+
+def authorize_import(
+    admin: BucketAdmin, spec: BucketSpec, namespace: str | None, policy: TenancyPolicy
+) -> None:
+    """The confused-deputy check: may this namespace copy from ``spec.import.source``?
+
+    Run before any copy starts (reconcile and :func:`run_import` both call it); reads the
+    source bucket's owner tags only when the admin did not list the source.
+    """
+    if spec.import_source is None:
+        return
+    policy.check_import_source(
+        namespace or "",
+        spec.import_source,
+        lambda bucket: _bucket_owner(admin, spec.region, bucket),
+    )
+
+
+def _target_bucket(
+    spec: BucketSpec,
+    zone: Zone,
+    owner: names.Owner,
+    policy: TenancyPolicy,
+    status: Mapping[str, Any],
+) -> str:
+    """The bucket this CR manages: an admin's adopt entry, else baseName--azid--x-s3."""
+    adopted = policy.adoption(owner.namespace, owner.name)
+    if adopted is not None:
+        parsed = names.parse_directory_bucket(adopted)
+        if parsed is None or parsed.az_id != zone.zone_id:
+            raise SpecError(
+                f"the tenancy policy hands bucket {adopted} to {owner}, but the spec's zone is "
+                f"{zone.name} ({zone.zone_id}): fix the adopt entry or the spec's zone",
+                reason="AdoptionMismatch",
+            )
+        return adopted
+    bucket = names.directory_bucket_name(spec.base_name, zone.zone_id)
+    recorded = status.get("bucketName")
+    if recorded and recorded != bucket:
+        raise SpecError(
+            f"status.bucketName {recorded} is not the bucket this release derives ({bucket}; "
+            "default names now include the namespace): if it was created by an earlier "
+            "zonemount release, ask the cluster admin to hand it over with a tenancy adopt "
+            f"entry {{namespace: {owner.namespace}, name: {owner.name}, bucket: {recorded}}}",
+            reason="AdoptionRequired",
+        )
+    return bucket
+
+
+def _claim_bucket(
+    admin: BucketAdmin,
+    spec: BucketSpec,
+    bucket: str,
+    zone: Zone,
+    owner: names.Owner,
+    policy: TenancyPolicy,
+    events: list[str],
+) -> None:
+    """Create the bucket with owner tags, or prove an existing one is this CR's."""
+    tags = owner.tags()
+    if not admin.bucket_exists(spec.region, bucket) and admin.create_directory_bucket(
+        spec.region, bucket, zone.zone_id, tags
+    ):
+        # AWS applies the tags at CreateBucket; S3 servers without create-time tags get them
+        # here (a crash in between leaves an untagged bucket that needs an adopt entry).
+        admin.tag_bucket(spec.region, bucket, tags)
+        events.append(f"created directory bucket {bucket} in {zone.name} ({zone.zone_id})")
+        return
+    current = _bucket_owner(admin, spec.region, bucket)
+    if current is not None and current.uid == owner.uid:
+        return
+    if policy.adoption(owner.namespace, owner.name) == bucket:
+        admin.tag_bucket(spec.region, bucket, tags)
+        was = f" (was {current})" if current is not None else ""
+        events.append(f"adopted directory bucket {bucket}{was}: tenancy adopt entry")
+        return
+    if current is not None:
+        raise SpecError(
+            f"directory bucket {bucket} belongs to {current} (uid {current.uid}): nothing was "
+            "changed; choose another spec.baseName, or ask the cluster admin to hand the bucket "
+            "over with a tenancy adopt entry",
+            reason="BucketOwnedByAnother",
+        )
+    raise SpecError(
+        f"directory bucket {bucket} already exists and carries no zonemount owner tags "
+        "(created outside zonemount or by a release before owner tags): nothing was changed; "
+        "choose another spec.baseName, or ask the cluster admin to adopt it with a tenancy "
+        f"adopt entry {{namespace: {owner.namespace}, name: {owner.name}, bucket: {bucket}}}",
+        reason="BucketNotManaged",
     )
 
 
@@ -124,10 +277,18 @@ def reconcile_bucket(
     generation: int | None,
     *,
     admin: BucketAdmin,
+    uid: str | None = None,
+    policy: TenancyPolicy | None = None,
     now: dt.datetime | None = None,
 ) -> Outcome:
-    """Make AWS match the spec; returns the full new status (see module docstring)."""
+    """Make AWS match the spec; returns the full new status (see module docstring).
+
+    ``uid`` is the CR's metadata.uid (its ownership key); ``policy`` the admin's tenancy
+    policy (default: :class:`TenancyPolicy` defaults, never unrestricted).
+    """
     now = now or dt.datetime.now(dt.UTC)
+    policy = policy if policy is not None else TenancyPolicy()
+    owner = owner_of(name, namespace, uid)
     status = dict(status or {})
     current = status.get("conditions")
     new: dict[str, Any] = {"observedGeneration": generation}
@@ -140,9 +301,12 @@ def reconcile_bucket(
         return Outcome({**status, **new}, error, events or [])
 
     try:
-        spec = parse_bucket(name, spec_dict)
+        spec = parse_bucket(name, spec_dict, namespace=namespace)
         zone = resolve_zone(admin, spec)
-        bucket = names.directory_bucket_name(spec.base_name, zone.zone_id)
+        bucket = _target_bucket(spec, zone, owner, policy, status)
+        # Tenancy checks (reads only) before the first AWS write.
+        roles = authorize_roles(admin, spec, owner.namespace, policy)
+        authorize_import(admin, spec, owner.namespace, policy)
     except (SpecError, AwsError) as exc:
         updates.append(
             conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
@@ -171,12 +335,10 @@ def reconcile_bucket(
         account = admin.account_id()
         arn = names.directory_bucket_arn(spec.region, account, bucket)
         new["bucketArn"] = arn
-        exists = admin.bucket_exists(spec.region, bucket)
-        if not exists and admin.create_directory_bucket(spec.region, bucket, zone.zone_id):
-            events.append(f"created directory bucket {bucket} in {zone.name} ({zone.zone_id})")
+        _claim_bucket(admin, spec, bucket, zone, owner, policy, events)
         admin.put_lifecycle(spec.region, bucket, spec.expire_after_days, spec.abort_mpu_after_days)
         admin.put_encryption(spec.region, bucket, spec.kms_key_arn)
-    except AwsError as exc:
+    except (AwsError, SpecError) as exc:
         updates.append(
             conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
         )
@@ -203,7 +365,7 @@ def reconcile_bucket(
     )
 
     try:
-        policy_arn = _reconcile_access(admin, spec, bucket, arn)
+        policy_arn = _reconcile_access(admin, spec, bucket, arn, owner, roles)
     except (AwsError, SpecError) as exc:
         updates.append(
             conditions.make("AccessReady", False, exc.reason, str(exc), generation, now=now)
@@ -237,19 +399,44 @@ def reconcile_bucket(
     return finish(None, events)
 
 
-def _reconcile_access(
-    admin: BucketAdmin, spec: BucketSpec, bucket: str, bucket_arn: str
-) -> str | None:
-    policy = names.policy_name(bucket)
-    arn_guess = names.policy_arn(spec.region, admin.account_id(), bucket)
-    if not spec.role_arns:
-        admin.delete_policy(arn_guess)
+def _delete_owned_policy(admin: BucketAdmin, arn: str, owner: names.Owner) -> str | None:
+    """Delete the policy if its tags name ``owner``; returns what happened (None: absent)."""
+    tags = admin.policy_tags(arn)
+    if tags is None:
         return None
-    wanted = {names.role_name_from_arn(r) for r in spec.role_arns}
+    current = names.owner_from_tags(tags)
+    if current is None or current.uid != owner.uid:
+        return f"left IAM policy {arn} alone: its tags do not name {owner}"
+    admin.delete_policy(arn)
+    return f"deleted IAM policy {arn}"
+
+
+def _reconcile_access(
+    admin: BucketAdmin,
+    spec: BucketSpec,
+    bucket: str,
+    bucket_arn: str,
+    owner: names.Owner,
+    wanted: set[str],
+) -> str | None:
+    name = names.policy_name(owner.uid)
+    arn = names.policy_arn(spec.region, admin.account_id(), owner.uid)
+    if not spec.role_arns:
+        _delete_owned_policy(admin, arn, owner)
+        return None
+    tags = admin.policy_tags(arn)
+    current = names.owner_from_tags(tags) if tags is not None else None
+    if tags is not None and (current is None or current.uid != owner.uid):
+        raise SpecError(
+            f"IAM policy {arn} exists and its tags do not name {owner}: nothing was changed; "
+            "a cluster admin must delete or re-tag it",
+            reason="PolicyOwnedByAnother",
+        )
     arn = admin.ensure_policy(
-        policy,
+        name,
         session_policy(bucket_arn, spec.session_mode),
-        f"zonemount: s3express:CreateSession on {bucket}",
+        f"zonemount: s3express:CreateSession on {bucket} for {owner}",
+        owner.tags(),
     )
     attached = admin.attached_roles(arn)
     for role in sorted(wanted - attached):
@@ -264,31 +451,44 @@ def delete_bucket_resources(
     spec_dict: Mapping[str, Any],
     status: Mapping[str, Any] | None,
     admin: BucketAdmin,
+    *,
+    uid: str | None = None,
+    namespace: str | None = None,
 ) -> list[str]:
-    """Detach/delete the policy; with ``deletionPolicy: Delete`` empty and delete the bucket.
+    """Delete this CR's policy; with ``deletionPolicy: Delete`` empty and delete its bucket.
 
-    Idempotent: safe to call again after a partial failure (raises AwsError to retry).
-    Returns human-readable lines of what was done.
+    Only what carries this CR's owner tags is touched: the policy is the one keyed by
+    ``uid``, and a bucket named in ``status.bucketName`` (which a tenant may be able to
+    write) is emptied only if its tags name this CR. Idempotent: safe to call again after a
+    partial failure (raises AwsError to retry). Returns human-readable lines of what was done.
     """
     status = status or {}
+    owner = owner_of(name, namespace, uid)
     done: list[str] = []
     bucket = status.get("bucketName")
     region = status.get("region") or spec_dict.get("region")
-    policy_arn = status.get("policyArn")
-    if bucket and region and not policy_arn:
-        policy_arn = names.policy_arn(str(region), admin.account_id(), str(bucket))
-    if policy_arn:
-        admin.delete_policy(str(policy_arn))
-        done.append(f"deleted IAM policy {policy_arn}")
-    if not bucket or not region:
+    if not region:
         return done  # nothing was ever created
+    line = _delete_owned_policy(
+        admin, names.policy_arn(str(region), admin.account_id(), owner.uid), owner
+    )
+    if line:
+        done.append(line)
+    if not bucket:
+        return done
     if spec_dict.get("deletionPolicy", "Retain") != "Delete":
         done.append(f"retained bucket {bucket} (deletionPolicy: Retain)")
         return done
-    if admin.bucket_exists(str(region), str(bucket)):
-        count = admin.empty_bucket(str(region), str(bucket))
-        admin.delete_bucket(str(region), str(bucket))
-        done.append(f"deleted bucket {bucket} and {count} objects (deletionPolicy: Delete)")
+    if not admin.bucket_exists(str(region), str(bucket)):
+        return done
+    current = _bucket_owner(admin, str(region), str(bucket))
+    if current is None or current.uid != owner.uid:
+        whose = f"it belongs to {current}" if current else "it carries no owner tags"
+        done.append(f"left bucket {bucket} alone: {whose}, not {owner}")
+        return done
+    count = admin.empty_bucket(str(region), str(bucket))
+    admin.delete_bucket(str(region), str(bucket))
+    done.append(f"deleted bucket {bucket} and {count} objects (deletionPolicy: Delete)")
     return done
 
 
@@ -336,13 +536,18 @@ def run_import(
     *,
     stop: threading.Event | None = None,
     source_client: Any = None,
+    namespace: str | None = None,
+    policy: TenancyPolicy | None = None,
 ) -> dict[str, Any]:
     """Copy ``spec.import_source`` into the bucket; returns the final ``status.import``.
 
     ``report`` receives intermediate ``status.import`` dicts (phase Copying). Resumable: a
-    rerun skips objects already copied. Raises AwsError only for setup failures.
+    rerun skips objects already copied. Raises AwsError only for setup failures, and
+    NotAllowedError (before copying anything) when ``namespace`` may not read the source
+    under ``policy`` (default: the restrictive defaults).
     """
     assert spec.import_source is not None
+    authorize_import(admin, spec, namespace, policy if policy is not None else TenancyPolicy())
     src = names.parse_s3_url(spec.import_source, "spec.import.source")
     bucket = str(status["bucketName"])
     started = conditions.now_iso()

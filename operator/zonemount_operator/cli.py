@@ -124,10 +124,12 @@ def _clean(value: Any) -> Any:
 
 def _dry_run_bucket(doc: dict[str, Any], admin: Any) -> dict[str, Any]:
     from zonemount_operator import names
-    from zonemount_operator.bucket import resolve_zone, session_policy
+    from zonemount_operator.bucket import owner_of, resolve_zone, session_policy
     from zonemount_operator.spec import parse_bucket
 
-    spec = parse_bucket(doc["metadata"]["name"], doc.get("spec") or {})
+    meta = doc["metadata"]
+    owner = owner_of(meta["name"], meta.get("namespace") or "default", meta.get("uid"))
+    spec = parse_bucket(meta["name"], doc.get("spec") or {}, namespace=owner.namespace)
     zone = resolve_zone(admin, spec)
     bucket = names.directory_bucket_name(spec.base_name, zone.zone_id)
     arn = names.directory_bucket_arn(spec.region, admin.account_id(), bucket)
@@ -142,7 +144,7 @@ def _dry_run_bucket(doc: dict[str, Any], admin: Any) -> dict[str, Any]:
     }
     if spec.role_arns:
         plan["policy"] = {
-            "name": names.policy_name(bucket),
+            "name": names.policy_name(owner.uid),
             "document": session_policy(arn, spec.session_mode),
             "attachTo": list(spec.role_arns),
         }
@@ -150,14 +152,22 @@ def _dry_run_bucket(doc: dict[str, Any], admin: Any) -> dict[str, Any]:
 
 
 def _import_with_progress(
-    doc: dict[str, Any], status: dict[str, Any], admin: Any
+    doc: dict[str, Any], status: dict[str, Any], admin: Any, policy: Any
 ) -> dict[str, Any]:
     from zonemount_operator.bucket import import_conditions, run_import
     from zonemount_operator.spec import parse_bucket
 
     spec = parse_bucket(doc["metadata"]["name"], doc.get("spec") or {})
     with _ProgressBar(f"import {spec.import_source}") as bar:
-        final = run_import(spec, status, admin, bar.from_import_status, stop=threading.Event())
+        final = run_import(
+            spec,
+            status,
+            admin,
+            bar.from_import_status,
+            stop=threading.Event(),
+            namespace=doc["metadata"].get("namespace") or "default",
+            policy=policy,
+        )
     status["import"] = final
     status["conditions"] = import_conditions(
         doc.get("spec") or {}, status, status.get("observedGeneration"), doc["metadata"]["name"]
@@ -222,7 +232,23 @@ def reconcile_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--region", help="override spec.region of every S3ExpressBucket")
     parser.add_argument("--no-import", action="store_true", help="skip spec.import")
+    parser.add_argument(
+        "--tenancy-config",
+        metavar="FILE",
+        help="apply this tenancy policy (the operator's admin settings); default: none, since "
+        "this command acts with your own AWS credentials",
+    )
     args = parser.parse_args(list(argv))
+    from zonemount_operator import tenancy
+
+    try:
+        policy = (
+            tenancy.load(args.tenancy_config)
+            if args.tenancy_config
+            else tenancy.TenancyPolicy.unrestricted()
+        )
+    except SpecError as exc:
+        return _fail("reconcile", str(exc), 2)
 
     from zonemount_operator.aws import Boto3BucketAdmin
     from zonemount_operator.bucket import reconcile_bucket
@@ -265,6 +291,8 @@ def reconcile_main(argv: Sequence[str]) -> int:
                     doc.get("status"),
                     meta.get("generation"),
                     admin=admin,
+                    uid=meta.get("uid"),
+                    policy=policy,
                 )
                 status = outcome.status
                 for line in outcome.events:
@@ -274,7 +302,7 @@ def reconcile_main(argv: Sequence[str]) -> int:
                     and (doc.get("spec") or {}).get("import")
                     and not args.no_import
                 ):
-                    status = _import_with_progress(doc, status, admin)
+                    status = _import_with_progress(doc, status, admin, policy)
                 buckets[key] = status
                 results.append(
                     {"kind": doc["kind"], "name": meta["name"], "status": _clean(status)}

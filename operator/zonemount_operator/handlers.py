@@ -30,7 +30,7 @@ from typing import Any
 
 import kopf
 
-from zonemount_operator import FINALIZER, GROUP, VERSION
+from zonemount_operator import FINALIZER, GROUP, VERSION, tenancy
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.bucket import (
     delete_bucket_resources,
@@ -89,6 +89,8 @@ async def _reconcile_and_patch(
         plain(status),
         meta.get("generation"),
         admin=memo.admin,
+        uid=meta.get("uid"),
+        policy=memo.get("tenancy"),
     )
     apply_status(patch, outcome.status)
     return outcome
@@ -143,6 +145,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         memo.config = config
     if "admin" not in memo:
         memo.admin = Boto3BucketAdmin(endpoint_url=memo.config.endpoint_url)
+    if "tenancy" not in memo:  # the admin's policy; a bad file stops the operator here
+        memo.tenancy = tenancy.load()
     if "kube" not in memo:
         memo.kube = await from_kopf_login()
     logger.info(
@@ -182,11 +186,26 @@ async def bucket_reconcile(
 
 @kopf.on.delete(*BUCKETS, id="bucket-delete", registry=registry)
 async def bucket_delete(
-    *, name: str, spec: Any, status: Any, memo: kopf.Memo, logger: Any, retry: int, **_: Any
+    *,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    spec: Any,
+    status: Any,
+    memo: kopf.Memo,
+    logger: Any,
+    retry: int,
+    **_: Any,
 ) -> None:
     try:
-        done = await asyncio.to_thread(
-            delete_bucket_resources, name, plain(spec), plain(status), memo.admin
+        done = await _in_thread(
+            delete_bucket_resources,
+            name,
+            plain(spec),
+            plain(status),
+            memo.admin,
+            uid=uid,
+            namespace=namespace,
         )
     except ZonemountError as exc:
         raise_for(exc, retry)
@@ -280,7 +299,14 @@ async def bucket_import(
     try:
         final = await asyncio.to_thread(
             functools.partial(
-                run_import, parse_bucket(name, spec_d), status_d, memo.admin, report, stop=stop
+                run_import,
+                parse_bucket(name, spec_d),
+                status_d,
+                memo.admin,
+                report,
+                stop=stop,
+                namespace=namespace,
+                policy=memo.get("tenancy"),
             )
         )
     except ZonemountError as exc:

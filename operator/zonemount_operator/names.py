@@ -1,4 +1,4 @@
-"""Names: directory bucket names, AZ names/IDs, ARNs, IAM policy names, s3:// URLs.
+"""Names: directory bucket names, AZ names/IDs, ARNs, IAM policy names, owner tags, s3:// URLs.
 
 Pure functions, no I/O. Invariant: every name this module builds passes its own validator,
 and every validator fails with :class:`SpecError` whose message names the value and the fix.
@@ -90,6 +90,40 @@ def directory_bucket_name(base: str, az_id: str) -> str:
     return name
 
 
+# The default base name fits any AZ ID up to 15 characters (63 - len("--") - 15 - len("--x-s3")).
+DEFAULT_BASE_MAX = 40
+_NOT_BASE_CHARS = re.compile(r"[^a-z0-9-]+")
+_HYPHENS = re.compile(r"-{2,}")
+
+
+def default_base_name(namespace: str | None, name: str) -> str:
+    """The bucket base when ``spec.baseName`` is unset: ``<namespace>-<name>``.
+
+    The namespace is part of the name so two namespaces can each have an S3ExpressBucket
+    ``data`` (``team-a-data--use1-az4--x-s3`` and ``team-b-data--use1-az4--x-s3``). When
+    ``<namespace>-<name>`` is longer than :data:`DEFAULT_BASE_MAX` or is not a valid base
+    (dots, ``--``, reserved prefixes), it is shortened and suffixed with 8 hex digits of
+    SHA-256 over ``namespace/name``, which keeps different objects apart. Without a
+    namespace (offline callers that have none) it is ``name``, as before.
+    """
+    if not namespace:
+        return name
+    raw = f"{namespace}-{name}"
+    if (
+        len(raw) <= DEFAULT_BASE_MAX
+        and BASE_NAME_RE.match(raw)
+        and "--" not in raw
+        and not raw.startswith(RESERVED_PREFIXES)
+    ):
+        return raw
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
+    clean = _HYPHENS.sub("-", _NOT_BASE_CHARS.sub("-", raw.lower())).strip("-")
+    head = clean[: DEFAULT_BASE_MAX - len(digest) - 1].strip("-") or "zm"
+    if head.startswith(RESERVED_PREFIXES):
+        head = "zm-" + head[: DEFAULT_BASE_MAX - len(digest) - 4].strip("-")
+    return f"{head}-{digest}"
+
+
 @dataclass(frozen=True)
 class DirectoryBucketName:
     base: str
@@ -124,35 +158,103 @@ def zonal_endpoint(region: str, az_id: str) -> str:
     return f"https://s3express-{az_id}.{region}.amazonaws.com"
 
 
-def policy_name(bucket: str) -> str:
-    """IAM policy name for a bucket's session policy (IAM limit: 128 characters)."""
-    name = f"zonemount-{bucket}"
-    if len(name) > 128:  # pragma: no cover - bucket names are at most 63 characters
-        name = name[:119] + hashlib.sha256(name.encode()).hexdigest()[:8]
-    return name
+def legacy_policy_name(bucket: str) -> str:
+    """The policy name releases before owner tags used (``zonemount-<bucket>``).
+
+    Kept only so documentation and migration notes can name it: the operator no longer
+    derives anything it writes or deletes from it (a second CR naming the same bucket
+    computed the same policy and re-pointed or deleted it).
+    """
+    return f"zonemount-{bucket}"
+
+
+def policy_name(owner_uid: str) -> str:
+    """IAM policy name of an S3ExpressBucket's session policy: keyed by the CR's uid.
+
+    uids are assigned by the API server and never reused, so no two CRs (in any namespace)
+    can compute the same policy. IAM's limit is 128 characters; a uid is 36.
+    """
+    if not OWNER_UID_RE.match(owner_uid):
+        raise SpecError(f"owner uid {owner_uid!r} is not a Kubernetes uid")
+    return f"zonemount-{owner_uid}"
 
 
 POLICY_PATH = "/zonemount/"
 
 
-def policy_arn(region: str, account: str, bucket: str) -> str:
-    return f"arn:{partition(region)}:iam::{account}:policy{POLICY_PATH}{policy_name(bucket)}"
+def policy_arn(region: str, account: str, owner_uid: str) -> str:
+    return f"arn:{partition(region)}:iam::{account}:policy{POLICY_PATH}{policy_name(owner_uid)}"
 
 
-ROLE_ARN_RE = re.compile(
-    r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/(?P<path_name>[A-Za-z0-9+=,.@_/-]+)$"
+# Owner identity, written as tags on every bucket and policy the operator creates. They are
+# the only proof of ownership the operator accepts (tenants cannot write AWS tags).
+OWNER_UID_TAG = "zonemount.io/owner-uid"
+OWNER_NAMESPACE_TAG = "zonemount.io/owner-namespace"
+OWNER_NAME_TAG = "zonemount.io/owner-name"
+MANAGED_BY_TAG = "zonemount.io/managed-by"
+MANAGED_BY = "zonemount-operator"
+OWNER_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The S3ExpressBucket a bucket or policy belongs to."""
+
+    uid: str
+    namespace: str
+    name: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            OWNER_UID_TAG: self.uid,
+            OWNER_NAMESPACE_TAG: self.namespace,
+            OWNER_NAME_TAG: self.name,
+            MANAGED_BY_TAG: MANAGED_BY,
+        }
+
+    def __str__(self) -> str:
+        return f"S3ExpressBucket {self.namespace}/{self.name}"
+
+
+def owner_from_tags(tags: dict[str, str]) -> Owner | None:
+    """The owner recorded in a resource's tags, or ``None`` (not created by zonemount)."""
+    uid = tags.get(OWNER_UID_TAG)
+    if not uid:
+        return None
+    return Owner(uid, tags.get(OWNER_NAMESPACE_TAG, "?"), tags.get(OWNER_NAME_TAG, "?"))
+
+
+ROLE_ARN_PARTS_RE = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>[0-9]{12}):role"
+    r"(?P<path>/(?:[A-Za-z0-9+=,.@_-]+/)*)(?P<name>[A-Za-z0-9+=,.@_-]+)$"
 )
 
 
-def role_name_from_arn(arn: str) -> str:
-    """The role name (last path segment) of a role ARN."""
-    match = ROLE_ARN_RE.match(arn)
+@dataclass(frozen=True)
+class RoleArn:
+    partition: str
+    account: str
+    path: str  # "/" or "/a/b/"
+    name: str
+
+    def __str__(self) -> str:
+        return f"arn:{self.partition}:iam::{self.account}:role{self.path}{self.name}"
+
+
+def parse_role_arn(arn: str) -> RoleArn:
+    """Split a role ARN into partition, account, path and name (IAM's own grammar)."""
+    match = ROLE_ARN_PARTS_RE.match(arn)
     if match is None:
         raise SpecError(
             f"access.roleArns entry {arn!r} is not an IAM role ARN: "
             "expected arn:aws:iam::111122223333:role/NAME"
         )
-    return match["path_name"].rsplit("/", 1)[-1]
+    return RoleArn(match["partition"], match["account"], match["path"], match["name"])
+
+
+def role_name_from_arn(arn: str) -> str:
+    """The role name (last path segment) of a role ARN."""
+    return parse_role_arn(arn).name
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,16 @@ def _positive(d: Mapping[str, Any], key: str, path: str) -> int | None:
     return value  # type: ignore[no-any-return]
 
 
+def _abort_days(lifecycle: Mapping[str, Any]) -> int | None:
+    path = "spec.lifecycle.abortIncompleteMultipartUploadAfterDays"
+    days = _get(lifecycle, "abortIncompleteMultipartUploadAfterDays", int, path)
+    if days is None:
+        return DEFAULT_ABORT_MPU_DAYS
+    if days < 0:
+        raise SpecError(f"{path} must be 0 (off) or a number of days, got {days}")
+    return days or None
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     region: str
@@ -109,8 +119,15 @@ class BucketSpec:
     import_concurrency: int = 32
 
 
-def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
-    """Parse an S3ExpressBucket spec (``name`` is metadata.name, the baseName default)."""
+# Incomplete multipart uploads (a crashed writer's parts) are aborted after this many days
+# unless spec.lifecycle.abortIncompleteMultipartUploadAfterDays says otherwise (0: never).
+# The FUSE client sweeps its own stale uploads at mount; this rule catches the rest.
+DEFAULT_ABORT_MPU_DAYS = 7
+
+
+def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = None) -> BucketSpec:
+    """Parse an S3ExpressBucket spec (``name`` is metadata.name; with ``namespace`` the
+    baseName default is :func:`names.default_base_name`)."""
     if not isinstance(spec, Mapping):
         raise SpecError("spec must be an object")
     _known(spec, BUCKET_FIELDS, "spec")
@@ -131,7 +148,9 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
             raise SpecError(f"spec.availabilityZone {az!r} is not in region {region!r}")
     if az_id is not None:
         names.validate_az_id(az_id)
-    base = _get(spec, "baseName", str, "spec.baseName", name)
+    base = _get(spec, "baseName", str, "spec.baseName", None)
+    if base is None:
+        base = names.default_base_name(namespace, name)
     # Validate the base now (with a placeholder AZ ID when only the name is known).
     names.directory_bucket_name(base, az_id or "xxxx0-az0")
     lifecycle = _get(spec, "lifecycle", Mapping, "spec.lifecycle", {})
@@ -170,11 +189,7 @@ def parse_bucket(name: str, spec: Mapping[str, Any]) -> BucketSpec:
         availability_zone_id=az_id,
         deletion_policy=_enum(spec, "deletionPolicy", ("Retain", "Delete"), "spec.deletionPolicy"),
         expire_after_days=_positive(lifecycle, "expireAfterDays", "spec.lifecycle.expireAfterDays"),
-        abort_mpu_after_days=_positive(
-            lifecycle,
-            "abortIncompleteMultipartUploadAfterDays",
-            "spec.lifecycle.abortIncompleteMultipartUploadAfterDays",
-        ),
+        abort_mpu_after_days=_abort_days(lifecycle),
         encryption=enc_type,
         kms_key_arn=kms,
         role_arns=tuple(sorted(set(roles))),

@@ -23,17 +23,29 @@ def admin(s3_env: dict[str, str], moto_server: LocalS3) -> Boto3BucketAdmin:
 
 
 @pytest.fixture
-def role(admin: Boto3BucketAdmin) -> Callable[[], str]:
-    """Factory: a fresh IAM role on moto, returns its ARN."""
+def role(admin: Boto3BucketAdmin) -> Callable[..., str]:
+    """Factory: a fresh IAM role on moto, returns its ARN.
 
-    def make() -> str:
+    By default under the tenancy policy's default path for namespace ``ns``
+    (``/zonemount/ns/``), so a CR in that namespace may name it.
+    """
+
+    def make(namespace: str = "ns", path: str | None = None) -> str:
         name = f"spark-{uuid.uuid4().hex[:8]}"
         resp = admin.client("iam", "us-east-1").create_role(
-            RoleName=name, AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}'
+            RoleName=name,
+            Path=path or f"/zonemount/{namespace}/",
+            AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}',
         )
         return str(resp["Role"]["Arn"])
 
     return make
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh Kubernetes-style uid for one CR (the operator's ownership key)."""
+    return str(uuid.uuid4())
 
 
 @pytest.fixture

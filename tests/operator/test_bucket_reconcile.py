@@ -23,6 +23,7 @@ from zonemount_operator.errors import (
     TransientAwsError,
 )
 from zonemount_operator.spec import parse_bucket
+from zonemount_operator.tenancy import Rules, TenancyPolicy
 
 from tests.operator.operator_testlib import aws_error, unique_base
 
@@ -41,7 +42,7 @@ def directory_buckets(admin: Boto3BucketAdmin) -> set[str]:
 
 
 def test_create_resolves_zone_and_converges(
-    admin: Boto3BucketAdmin, role: Callable[[], str]
+    uid: str, admin: Boto3BucketAdmin, role: Callable[..., str]
 ) -> None:
     base, role_arn = unique_base(), role()
     spec = {
@@ -51,7 +52,7 @@ def test_create_resolves_zone_and_converges(
         "lifecycle": {"expireAfterDays": 3, "abortIncompleteMultipartUploadAfterDays": 1},
         "access": {"roleArns": [role_arn]},
     }
-    out = reconcile_bucket("ignored", "default", spec, None, 1, admin=admin)
+    out = reconcile_bucket("ignored", "ns", spec, None, 1, admin=admin, uid=uid)
     assert out.error is None, out.error
     st = out.status
     bucket = f"{base}--use1-az4--x-s3"
@@ -94,13 +95,13 @@ def test_create_resolves_zone_and_converges(
 
     # Idempotent: a second pass changes nothing (same transition times, no events).
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
-    again = reconcile_bucket("ignored", "default", spec, st, 1, admin=admin, now=later)
+    again = reconcile_bucket("ignored", "ns", spec, st, 1, admin=admin, uid=uid, now=later)
     assert again.error is None and again.events == []
     assert again.status == st
 
 
 def test_update_session_mode_roles_and_removal(
-    admin: Boto3BucketAdmin, role: Callable[[], str]
+    uid: str, admin: Boto3BucketAdmin, role: Callable[..., str]
 ) -> None:
     base, r1, r2 = unique_base(), role(), role()
     spec: dict[str, Any] = {
@@ -109,12 +110,12 @@ def test_update_session_mode_roles_and_removal(
         "baseName": base,
         "access": {"roleArns": [r1]},
     }
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid).status
     arn = st["policyArn"]
     assert st["availabilityZone"] == "us-east-1a"
 
     spec["access"] = {"roleArns": [r2], "sessionMode": "ReadOnly"}
-    out = reconcile_bucket("b", "ns", spec, st, 2, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, st, 2, admin=admin, uid=uid)
     assert out.ready and out.status["policyArn"] == arn
     assert admin.attached_roles(arn) == {r2.rsplit("/", 1)[1]}
     iam = admin.client("iam", "us-east-1")
@@ -126,15 +127,15 @@ def test_update_session_mode_roles_and_removal(
     }
 
     spec["access"] = {}
-    out = reconcile_bucket("b", "ns", spec, out.status, 3, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, out.status, 3, admin=admin, uid=uid)
     assert out.ready and out.status["policyArn"] is None
     assert cond(out.status, "AccessReady")["reason"] == "NoAccessRequested"
     assert not admin.policy_exists(arn)
 
 
-def test_unknown_zone_is_a_spec_error_with_choices(admin: Boto3BucketAdmin) -> None:
+def test_unknown_zone_is_a_spec_error_with_choices(uid: str, admin: Boto3BucketAdmin) -> None:
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az9", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 4, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, None, 4, admin=admin, uid=uid)
     assert isinstance(out.error, SpecError)
     ready = cond(out.status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "UnknownAvailabilityZone"
@@ -142,7 +143,7 @@ def test_unknown_zone_is_a_spec_error_with_choices(admin: Boto3BucketAdmin) -> N
     assert cond(out.status, "AccessReady")["status"] == "Unknown"
 
 
-def test_invalid_name_rejected_before_calling_aws(admin: Boto3BucketAdmin) -> None:
+def test_invalid_name_rejected_before_calling_aws(uid: str, admin: Boto3BucketAdmin) -> None:
     before = directory_buckets(admin)
     long_base = "a" * 48
     out = reconcile_bucket(
@@ -152,27 +153,29 @@ def test_invalid_name_rejected_before_calling_aws(admin: Boto3BucketAdmin) -> No
         None,
         1,
         admin=admin,
+        uid=uid,
     )
     assert isinstance(out.error, SpecError)
     assert "shorten baseName to at most 47 characters" in str(out.error)
-    out = reconcile_bucket(
+    out = reconcile_bucket(  # no namespace: the base defaults to metadata.name alone
         "Bad_Name",
-        "ns",
+        None,
         {"region": "us-east-1", "availabilityZoneId": "use1-az4"},
         None,
         1,
         admin=admin,
+        uid=uid,
     )
     assert isinstance(out.error, SpecError) and "set spec.baseName" in str(out.error)
     assert directory_buckets(admin) == before
 
 
-def test_access_denied_names_the_missing_permission(admin: Boto3BucketAdmin) -> None:
+def test_access_denied_names_the_missing_permission(uid: str, admin: Boto3BucketAdmin) -> None:
     admin.s3("us-east-1").meta.events.register(
         "before-send.s3.PutBucketEncryption", aws_error(403, "AccessDenied")
     )
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid)
     assert isinstance(out.error, AccessDeniedError)
     bucket_ready = cond(out.status, "BucketReady")
     assert bucket_ready["reason"] == "AccessDenied"
@@ -180,42 +183,42 @@ def test_access_denied_names_the_missing_permission(admin: Boto3BucketAdmin) -> 
     assert cond(out.status, "Ready")["reason"] == "AccessDenied"
 
 
-def test_throttling_is_transient(admin: Boto3BucketAdmin) -> None:
+def test_throttling_is_transient(uid: str, admin: Boto3BucketAdmin) -> None:
     admin.client("ec2", "eu-west-1").meta.events.register(
         "before-send.ec2.DescribeAvailabilityZones", aws_error(503, "RequestLimitExceeded")
     )
     spec = {"region": "eu-west-1", "availabilityZoneId": "euw1-az1", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid)
     assert isinstance(out.error, TransientAwsError)
     assert cond(out.status, "BucketReady")["reason"] == "AwsUnavailable"
 
 
-def test_bucket_owned_elsewhere_is_a_condition(admin: Boto3BucketAdmin) -> None:
+def test_bucket_owned_elsewhere_is_a_condition(uid: str, admin: Boto3BucketAdmin) -> None:
     admin.s3("us-east-1").meta.events.register(
         "before-send.s3.CreateBucket", aws_error(409, "BucketAlreadyExists")
     )
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base()}
-    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid)
     assert isinstance(out.error, BucketNameTakenError)
     assert cond(out.status, "Ready")["reason"] == "BucketNameTaken"
     assert "choose another spec.baseName" in cond(out.status, "Ready")["message"]
 
 
-def test_already_owned_by_you_is_success(admin: Boto3BucketAdmin) -> None:
+def test_already_owned_by_you_is_success(uid: str, admin: Boto3BucketAdmin) -> None:
     spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": unique_base()}
-    first = reconcile_bucket("b", "ns", spec, None, 1, admin=admin)
+    first = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid)
     assert first.ready
     admin.s3("us-east-1").meta.events.register(
         "before-send.s3.CreateBucket", aws_error(409, "BucketAlreadyOwnedByYou")
     )
     bucket = first.status["bucketName"]
     assert admin.create_directory_bucket("us-east-1", bucket, "use1-az4") is False
-    out = reconcile_bucket("b", "ns", spec, first.status, 1, admin=admin)
+    out = reconcile_bucket("b", "ns", spec, first.status, 1, admin=admin, uid=uid)
     assert out.error is None and out.ready and out.events == []
 
 
 def test_delete_retain_keeps_bucket_and_drops_policy(
-    admin: Boto3BucketAdmin, role: Callable[[], str]
+    uid: str, admin: Boto3BucketAdmin, role: Callable[..., str]
 ) -> None:
     spec = {
         "region": "us-east-1",
@@ -223,43 +226,45 @@ def test_delete_retain_keeps_bucket_and_drops_policy(
         "baseName": unique_base(),
         "access": {"roleArns": [role()]},
     }
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
-    done = delete_bucket_resources("b", spec, st, admin)
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid).status
+    done = delete_bucket_resources("b", spec, st, admin, uid=uid, namespace="ns")
     assert st["bucketName"] in directory_buckets(admin)
     assert not admin.policy_exists(st["policyArn"])
     assert done[-1].startswith("retained bucket")
-    assert delete_bucket_resources("b", spec, st, admin)  # idempotent second call
+    assert delete_bucket_resources(
+        "b", spec, st, admin, uid=uid, namespace="ns"
+    )  # idempotent second call
 
 
-def test_delete_policy_delete_empties_and_removes(admin: Boto3BucketAdmin) -> None:
+def test_delete_policy_delete_empties_and_removes(uid: str, admin: Boto3BucketAdmin) -> None:
     spec = {
         "region": "us-east-1",
         "availabilityZoneId": "use1-az4",
         "baseName": unique_base(),
         "deletionPolicy": "Delete",
     }
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid).status
     s3 = admin.s3("us-east-1")
     for i in range(3):
         s3.put_object(Bucket=st["bucketName"], Key=f"k/{i}", Body=b"x" * i)
     s3.create_multipart_upload(Bucket=st["bucketName"], Key="k/partial")
-    done = delete_bucket_resources("b", spec, st, admin)
-    assert done == [
-        f"deleted IAM policy {done[0].split()[-1]}",
-        f"deleted bucket {st['bucketName']} and 3 objects (deletionPolicy: Delete)",
-    ]
+    done = delete_bucket_resources("b", spec, st, admin, uid=uid, namespace="ns")
+    assert done == [f"deleted bucket {st['bucketName']} and 3 objects (deletionPolicy: Delete)"]
     assert st["bucketName"] not in directory_buckets(admin)
-    assert delete_bucket_resources("b", spec, st, admin)[1:] == []  # gone already: no-op
+    # gone already: a no-op
+    assert delete_bucket_resources("b", spec, st, admin, uid=uid, namespace="ns") == []
 
 
-def test_drift_detected_and_repaired(admin: Boto3BucketAdmin, role: Callable[[], str]) -> None:
+def test_drift_detected_and_repaired(
+    uid: str, admin: Boto3BucketAdmin, role: Callable[..., str]
+) -> None:
     spec = {
         "region": "us-east-1",
         "availabilityZoneId": "use1-az4",
         "baseName": unique_base(),
         "access": {"roleArns": [role()]},
     }
-    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin).status
+    st = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid).status
     assert detect_drift(st, admin) == []
     admin.s3("us-east-1").delete_bucket(Bucket=st["bucketName"])
     admin.delete_policy(st["policyArn"])
@@ -267,11 +272,11 @@ def test_drift_detected_and_repaired(admin: Boto3BucketAdmin, role: Callable[[],
         f"bucket {st['bucketName']} was deleted out of band",
         f"IAM policy {st['policyArn']} was deleted out of band",
     ]
-    repaired = reconcile_bucket("b", "ns", spec, st, 1, admin=admin)
+    repaired = reconcile_bucket("b", "ns", spec, st, 1, admin=admin, uid=uid)
     assert repaired.ready and detect_drift(repaired.status, admin) == []
 
 
-def test_import_copies_and_completes(admin: Boto3BucketAdmin, bucket: str) -> None:
+def test_import_copies_and_completes(uid: str, admin: Boto3BucketAdmin, bucket: str) -> None:
     s3 = admin.s3("us-east-1")
     blobs = {f"in/{i}.bin": bytes([i]) * (1000 + i) for i in range(12)}
     for key, body in blobs.items():
@@ -282,17 +287,41 @@ def test_import_copies_and_completes(admin: Boto3BucketAdmin, bucket: str) -> No
         "baseName": unique_base(),
         "import": {"source": f"s3://{bucket}/in/"},
     }
-    out = reconcile_bucket("b", "ns", spec_dict, None, 1, admin=admin)
+    allowed = TenancyPolicy(Rules(import_sources=(f"s3://{bucket}/in/",)))
+    out = reconcile_bucket("b", "ns", spec_dict, None, 1, admin=admin, uid=uid, policy=allowed)
     assert cond(out.status, "ImportComplete")["reason"] == "ImportPending"
     assert cond(out.status, "Ready")["status"] == "False"
     reports: list[dict[str, Any]] = []
-    final = run_import(parse_bucket("b", spec_dict), out.status, admin, reports.append)
+    final = run_import(
+        parse_bucket("b", spec_dict),
+        out.status,
+        admin,
+        reports.append,
+        namespace="ns",
+        policy=allowed,
+    )
     assert final["phase"] == "Complete" and final["objectsCopied"] == 12
     assert final["bytesCopied"] == sum(len(b) for b in blobs.values())
     dst = out.status["bucketName"]
     for key, body in blobs.items():
         assert s3.get_object(Bucket=dst, Key=key)["Body"].read() == body
-    done = reconcile_bucket("b", "ns", spec_dict, {**out.status, "import": final}, 1, admin=admin)
+    done = reconcile_bucket(
+        "b",
+        "ns",
+        spec_dict,
+        {**out.status, "import": final},
+        1,
+        admin=admin,
+        uid=uid,
+        policy=allowed,
+    )
     assert done.ready and cond(done.status, "ImportComplete")["reason"] == "ImportComplete"
-    rerun = run_import(parse_bucket("b", spec_dict), done.status, admin, reports.append)
+    rerun = run_import(
+        parse_bucket("b", spec_dict),
+        done.status,
+        admin,
+        reports.append,
+        namespace="ns",
+        policy=allowed,
+    )
     assert rerun["objectsSkipped"] == 12 and rerun["objectsCopied"] == 0

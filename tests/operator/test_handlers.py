@@ -81,7 +81,7 @@ def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
         namespace="ns",
         spec=spec,
         status={},
-        meta={"generation": 3},
+        meta={"generation": 3, "uid": "0b6e1c9e-5d43-4c55-9d7e-1f3f6a2b9c01"},
         memo=memo,
         logger=LOG,
         retry=0,
@@ -90,7 +90,18 @@ def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
     status = dict(patch["status"])
     assert status["observedGeneration"] == 3
     assert status["conditions"][0] == {**status["conditions"][0], "type": "Ready", "status": "True"}
-    asyncio.run(bucket_delete(name="b", spec=spec, status=status, memo=memo, logger=LOG, retry=0))
+    asyncio.run(
+        bucket_delete(
+            name="b",
+            namespace="ns",
+            uid=kwargs["meta"]["uid"],
+            spec=spec,
+            status=status,
+            memo=memo,
+            logger=LOG,
+            retry=0,
+        )
+    )
     buckets = admin.s3("us-east-1").list_directory_buckets()["Buckets"]
     assert status["bucketName"] not in {b["Name"] for b in buckets}
 

@@ -70,6 +70,10 @@ def operator_env(
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("ZONEMOUNT_AWS_ENDPOINT_URL", moto_server.endpoint)
+    # The admin's tenancy policy, as the chart mounts it: the defaults plus whatever a test
+    # writes into tmp_path/tenancy.yaml before starting the operator.
+    monkeypatch.setenv("ZONEMOUNT_TENANCY_CONFIG", str(tmp_path / "tenancy.yaml"))
+    (tmp_path / "tenancy.yaml").write_text("{}\n")
     yield
 
 
@@ -77,10 +81,12 @@ def test_operator_end_to_end(
     operator_env: None,
     kube_api: KubeApiThread,
     admin: Boto3BucketAdmin,
-    role: Callable[[], str],
+    role: Callable[..., str],
     bucket: str,
+    tmp_path: Path,
 ) -> None:
-    base, role_arn = unique_base(), role()
+    base, role_arn = unique_base(), role("spark")
+    (tmp_path / "tenancy.yaml").write_text(f"importSources: ['s3://{bucket}/seed/']\n")
     s3 = admin.s3("us-east-1")
     seed = {f"seed/part-{i}": bytes([i]) * (1000 * i) for i in range(6)}
     for key, body in seed.items():

@@ -46,9 +46,19 @@ def test_parse_and_build_helpers() -> None:
     assert names.directory_bucket_arn("cn-north-1", "1" * 12, "b--cnn1-az1--x-s3") == (
         "arn:aws-cn:s3express:cn-north-1:111111111111:bucket/b--cnn1-az1--x-s3"
     )
-    assert names.policy_arn("us-east-1", "1" * 12, "b--use1-az4--x-s3") == (
-        "arn:aws:iam::111111111111:policy/zonemount/zonemount-b--use1-az4--x-s3"
+    uid = "6f1c2b8e-0d3a-4c1e-9b7a-2f4e5d6c7b8a"
+    assert names.policy_arn("us-east-1", "1" * 12, uid) == (
+        f"arn:aws:iam::111111111111:policy/zonemount/zonemount-{uid}"
     )
+    with pytest.raises(SpecError, match="is not a Kubernetes uid"):
+        names.policy_name("../x")
+    assert names.parse_role_arn("arn:aws:iam::111122223333:role/a/b/spark") == names.RoleArn(
+        "aws", "111122223333", "/a/b/", "spark"
+    )
+    assert names.default_base_name("team-a", "data") == "team-a-data"
+    assert names.default_base_name(None, "data") == "data"
+    long = names.default_base_name("analytics-platform-prod", "nightly.events.v2")
+    assert long == "analytics-platform-prod-nightly-" + long[-8:] and len(long) <= 40
     assert names.role_name_from_arn("arn:aws:iam::111122223333:role/team/spark") == "spark"
     with pytest.raises(SpecError, match="is not an IAM role ARN"):
         names.role_name_from_arn("spark")
