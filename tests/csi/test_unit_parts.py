@@ -3,6 +3,7 @@ persisted state, mountinfo parsing, credentials and volume ids."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -14,12 +15,19 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from zonemount_csi import credentials, mount_options
 from zonemount_csi._proto import csi_pb2
-from zonemount_csi.controller import VolumeId, VolumeSpec
 from zonemount_csi.mount_options import ALLOWED, REFUSED, MountOptionError, parse
 from zonemount_csi.mountinfo import MountState, probe
 from zonemount_csi.mountinfo import parse as parse_mountinfo
 from zonemount_csi.redact import STRIPPED, redact
 from zonemount_csi.state import StateError, StateStore, VolumeRecord
+from zonemount_csi.volume_record import (
+    RecordError,
+    VolumeId,
+    VolumeSpec,
+    digest,
+    overlaps,
+    verify,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -228,24 +236,48 @@ def test_volume_id_round_trip_and_rejects_foreign_ids() -> None:
     vid = VolumeId("my-bucket", "a" * 32, "b" * 8)
     assert VolumeId.parse(str(vid)) == vid
     assert VolumeId.parse(str(VolumeId("my-bucket", "c" * 32))) == VolumeId("my-bucket", "c" * 32)
+    legacy = VolumeId.parse("zm1:my-bucket:" + "d" * 32)
+    assert legacy is not None and legacy.legacy
     for bad in (
         "",
-        "zm1:my-bucket",
-        "zm2:my-bucket:" + "a" * 32,
-        "zm1:BAD:" + "a" * 32,
-        "zm1:my-bucket:xyz",
-        "zm1:my-bucket:" + "a" * 32 + ":zz",
+        "zm2:my-bucket",
+        "zm3:my-bucket:" + "a" * 32,
+        "zm2:BAD:" + "a" * 32,
+        "zm2:my-bucket:xyz",
+        "zm2:my-bucket:" + "a" * 32 + ":zz",
     ):
         assert VolumeId.parse(bad) is None
 
 
-def test_volume_record_refuses_a_prefix_that_could_delete_too_much() -> None:
-    good = VolumeSpec(name="n", bucket="b-1", prefix="claims/ns/pvc/")
-    assert VolumeSpec.from_json(good.to_json()) == good
-    for prefix in ("", "/", "../", "a//", "a/../b/", "-x/"):
-        bad = json.dumps({"name": "n", "bucket": "b-1", "prefix": prefix}).encode()
-        with pytest.raises(ValueError, match="invalid prefix"):
-            VolumeSpec.from_json(bad)
+def test_volume_record_proves_only_itself() -> None:
+    """verify(): the record must hash to the id, name its bucket and endpoint, and hold a
+    proper prefix; anything else is a RecordError (DeleteVolume: FAILED_PRECONDITION)."""
+    good = VolumeSpec(name="n", bucket="b-1", prefix="claims/ns/pvc/", delete_data=True)
+    tags = {"http://127.0.0.1:9000": "0123abcd"}
+    vid = good.volume_id("")
+    assert verify(vid, good.to_record(), tags) == good
+    with pytest.raises(RecordError, match="does not match"):
+        verify(vid, good.to_record().replace(b"claims/ns/pvc/", b"claims/"), tags)
+    for bad in (
+        dataclasses.replace(good, bucket="victim"),
+        dataclasses.replace(good, endpoint_url="http://127.0.0.1:9000"),
+        *(dataclasses.replace(good, prefix=p) for p in ("", "/", "../", "a//", ".zonemount/v/")),
+    ):
+        body = bad.to_record()  # a self-consistent record under the wrong id
+        with pytest.raises(RecordError):
+            verify(dataclasses.replace(vid, digest=digest(body, 32)), body, tags)
+    with pytest.raises(RecordError, match="not authenticated"):
+        verify(dataclasses.replace(vid, version="zm1"), good.to_record(), tags)
+
+
+@given(
+    a=st.from_regex(r"[a-c]{1,2}(/[a-c]{1,2}){0,2}/", fullmatch=True),
+    b=st.from_regex(r"[a-c]{1,2}(/[a-c]{1,2}){0,2}/", fullmatch=True),
+)
+def test_overlaps_is_exactly_key_containment(a: str, b: str) -> None:
+    """Two volume prefixes overlap iff some key could live under both."""
+    key = max(a, b, key=len) + "k"
+    assert overlaps(a, b) == (key.startswith(a) and key.startswith(b))
 
 
 def test_mount_options_module_documents_every_refusal() -> None:
