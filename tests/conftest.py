@@ -17,6 +17,17 @@ from zonemount_cli.servers import LocalS3, start_moto, start_seaweedfs
 TIER_MARKERS = ("unit", "integration", "spark", "bench")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """An editable install made before a top-level package was added cannot import it."""
+    import importlib.util
+
+    if importlib.util.find_spec("zonemount_contract") is None:
+        raise pytest.UsageError(
+            "zonemount_contract is not importable: this editable install predates it; run "
+            ".venv/bin/pip install -e . --no-deps --no-build-isolation once"
+        )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.get_closest_marker(m) for m in TIER_MARKERS):

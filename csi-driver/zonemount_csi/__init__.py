@@ -5,7 +5,7 @@ Module map (one concept per module, after kubernetes-csi/csi-driver-host-path):
 
 * :mod:`.identity`, :mod:`.node`, :mod:`.controller` - one module per CSI service; every handler
   validates its request first and answers with gRPC status codes (:class:`.errors.CsiError`).
-* :mod:`.volume_context` - the volume-context / StorageClass parameter keys (constants only).
+* the volume-context / StorageClass keys and the driver name live in :mod:`zonemount_contract.keys`.
 * :mod:`.mount_options` - PV ``mountOptions`` as a typed value parsed through an allow-list.
 * :mod:`.credentials` - driver-level and pod-level (web identity) credentials for a mount.
 * :mod:`.mounter` - the ``Mounter`` seam: one supervised ``zonemount mount -f`` process per target.
@@ -20,7 +20,9 @@ Generated CSI v1.9 stubs live in :mod:`._proto` (``make csi-proto``).
 
 from __future__ import annotations
 
-DRIVER_NAME = "s3.csi.zonemount.io"
+from zonemount_contract.keys import DRIVER_NAME
+
+__all__ = ["DRIVER_NAME", "driver_version"]
 
 
 def driver_version() -> str:

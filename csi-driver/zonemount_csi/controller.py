@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from zonemount_contract import keys as vc
 
-from . import volume_context as vc
 from ._proto import csi_pb2, csi_pb2_grpc
 from .credentials import CredentialsError, validate_role_arn
 from .errors import CsiError, invalid

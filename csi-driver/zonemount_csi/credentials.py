@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from .volume_context import STS_AUDIENCE
+from zonemount_contract.keys import STS_AUDIENCE
 
 #: Variables that carry (or point at) the driver's own identity; removed for pod-level mounts.
 DRIVER_CREDENTIAL_ENV = (

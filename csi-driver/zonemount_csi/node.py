@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import grpc
+from zonemount_contract import keys as vc
 
 from . import credentials, mount_options, mountinfo
-from . import volume_context as vc
 from ._proto import csi_pb2, csi_pb2_grpc
 from .errors import CsiError, invalid
 from .metrics import Metrics

@@ -18,9 +18,9 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from zonemount_contract.keys import SERVICE_ACCOUNT_TOKENS
 
 from ._proto import csi_pb2
-from .volume_context import SERVICE_ACCOUNT_TOKENS
 
 STRIPPED = "***stripped***"
 _SENSITIVE_WORDS = ("token", "secret", "password", "passwd", "credential", "access_key")

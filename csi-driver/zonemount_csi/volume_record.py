@@ -37,7 +37,8 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from . import volume_context as vc
+from zonemount_contract import keys as vc
+
 from .errors import CsiError
 from .node import validate_bucket, validate_prefix
 

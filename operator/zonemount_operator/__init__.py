@@ -8,9 +8,14 @@ Dependency direction (nothing points back up):
     transfer                             the bulk copy engine (import, ``zonemount cp/sync``)
     handlers                             thin kopf handlers (the only module importing kopf
                                          besides ``cli``, which starts it)
+
+The CSI driver name and the StorageClass / volume-context keys come from
+:mod:`zonemount_contract` (shared with the CSI driver).
 """
+
+from zonemount_contract.keys import DRIVER_NAME
 
 GROUP = "zonemount.io"
 VERSION = "v1alpha1"
-CSI_DRIVER = "s3.csi.zonemount.io"
+CSI_DRIVER = DRIVER_NAME
 FINALIZER = "zonemount.io/finalizer"

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zonemount_contract import keys
+
 from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names, quantity
 from zonemount_operator.aws import BucketAdmin
 from zonemount_operator.errors import (
@@ -38,7 +40,7 @@ from zonemount_operator.kube import (
 )
 from zonemount_operator.spec import MountClassSpec, parse_mountclass
 
-ZONE_KEY = "topology.kubernetes.io/zone"
+ZONE_KEY = keys.TOPOLOGY_ZONE
 OWNER_LABEL = "zonemount.io/mountclass"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "zonemount-operator"}
 T = conditions.MOUNTCLASS_TYPES
@@ -87,19 +89,19 @@ def render_storage_class(
     owner: str, owner_uid: str | None, spec: MountClassSpec, facts: BucketFacts
 ) -> dict[str, Any]:
     params = {
-        "bucketName": facts.bucket_name,
-        "basePrefix": spec.prefix,
-        "region": facts.region,
-        "authenticationSource": spec.authentication_source,
+        keys.PARAM_BUCKET_NAME: facts.bucket_name,
+        keys.PARAM_BASE_PREFIX: spec.prefix,
+        keys.PARAM_REGION: facts.region,
+        keys.PARAM_AUTHENTICATION_SOURCE: spec.authentication_source,
     }
     if facts.endpoint_url:
-        params["endpointUrl"] = facts.endpoint_url
+        params[keys.PARAM_ENDPOINT_URL] = facts.endpoint_url
     if spec.role_arn:
-        params["roleArn"] = spec.role_arn
+        params[keys.PARAM_ROLE_ARN] = spec.role_arn
     if facts.availability_zone:
-        params["availabilityZone"] = facts.availability_zone
+        params[keys.PARAM_AVAILABILITY_ZONE] = facts.availability_zone
     if spec.reclaim_policy == "Delete":
-        params["deleteData"] = "true"
+        params[keys.PARAM_DELETE_DATA] = "true"
     sc: dict[str, Any] = {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
@@ -123,15 +125,15 @@ def render_persistent_volume(
     owner: str, owner_uid: str | None, spec: MountClassSpec, facts: BucketFacts
 ) -> dict[str, Any]:
     attributes = {
-        "bucketName": facts.bucket_name,
-        "prefix": spec.prefix,
-        "region": facts.region,
-        "authenticationSource": spec.authentication_source,
+        keys.BUCKET_NAME: facts.bucket_name,
+        keys.PREFIX: spec.prefix,
+        keys.REGION: facts.region,
+        keys.AUTHENTICATION_SOURCE: spec.authentication_source,
     }
     if facts.endpoint_url:
-        attributes["endpointUrl"] = facts.endpoint_url
+        attributes[keys.ENDPOINT_URL] = facts.endpoint_url
     if spec.role_arn:
-        attributes["roleArn"] = spec.role_arn
+        attributes[keys.ROLE_ARN] = spec.role_arn
     pv_spec: dict[str, Any] = {
         "capacity": {"storage": spec.capacity},
         "accessModes": ["ReadWriteMany"],

@@ -1,4 +1,5 @@
-"""Keys of the volume context (PV ``volumeAttributes``) and StorageClass parameters.
+"""The CSI driver's name, the keys of the volume context (PV ``volumeAttributes``), of
+StorageClass parameters and of topology.
 
 Constants only, in one module (as mountpoint-s3-csi-driver does), so the node, the controller,
 the docs and the operator agree on spelling. Keys are camelCase as in DESIGN.md.
@@ -9,6 +10,9 @@ as ``bucketname`` fails loudly instead of mounting the wrong thing.
 """
 
 from __future__ import annotations
+
+#: The CSI driver name (CSIDriver object, StorageClass provisioner, PV csi.driver).
+DRIVER_NAME = "s3.csi.zonemount.io"
 
 # --- volume context (PV spec.csi.volumeAttributes, or returned by CreateVolume) ---
 BUCKET_NAME = "bucketName"

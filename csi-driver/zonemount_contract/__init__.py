@@ -1,0 +1,15 @@
+"""The vocabulary the three parts of zonemount share: one copy of every rule, key and option.
+
+The FUSE client (:mod:`zonemount_fs`), the CSI driver (:mod:`zonemount_csi`) and the operator
+(:mod:`zonemount_operator`) import their names, keys and mount options from here instead of
+writing their own; a contract test (tests/contract/) walks operator -> StorageClass ->
+CreateVolume -> NodePublishVolume -> ``zonemount mount`` argv to keep them agreeing.
+
+* :mod:`.keys` - the driver name, volume-context and StorageClass keys, topology keys.
+
+Invariants: standard library only, no I/O, no imports from the three parts (every part may
+import this package; it imports none of them). Validators return plain values or raise
+:class:`ValueError` subclasses; each part turns them into its own error type.
+"""
+
+from __future__ import annotations
