@@ -98,6 +98,10 @@ class Inode:
     local: bool = False
     children: dict[str, int] = field(default_factory=dict)
     negative: dict[str, float] = field(default_factory=dict)
+    # directories: until this (monotonic) time every name that exists here is in
+    # ``children`` -- a negative entry for the whole directory, set when this mount made the
+    # directory or listed it in full (R-META-NEGATIVE-DIR)
+    complete_until: float = 0.0
     perm: int | None = None
     uid: int | None = None
     gid: int | None = None
@@ -490,6 +494,8 @@ class Filesystem:
             raise FsError(errno.ENOENT)
         if parent.local and node is None:
             raise FsError(errno.ENOENT)  # nothing remote can live under a local directory
+        if node is None and parent.complete_until > _now():
+            raise FsError(errno.ENOENT)  # this mount knows every name here (made or listed it)
         found = await self._remote_lookup(parent, name)
         parent = self.inode(parent_ino)  # re-read after await
         if found is None:
@@ -565,6 +571,8 @@ class Filesystem:
                 if _valid_name(name) and "/" not in name:
                     remote_dirs.add(name)
         dir_node = self.inode(ino)  # re-read after await
+        if self.opts.negative_metadata_ttl > 0:
+            dir_node.complete_until = listed_at + self.opts.negative_metadata_ttl
         names: dict[str, int] = {}
         for name in sorted(remote_dirs | remote_files.keys()):
             entry = remote_files.get(name)
@@ -623,6 +631,9 @@ class Filesystem:
             raise FsError(errno.EEXIST)
         self._check_key(parent, name, "/")
         node = self._new_local(parent, name, Kind.DIR, mode, uid, gid)
+        if self.opts.negative_metadata_ttl > 0:
+            # it did not exist a moment ago, so nothing lived under it
+            node.complete_until = _now() + self.opts.negative_metadata_ttl
         self.inodes[node.ino] = node
         parent.children[name] = node.ino
         parent.negative.pop(name, None)

@@ -448,6 +448,48 @@ def test_r_meta_ttl(mounter: Mounter, s3, bucket) -> None:
     assert (fresh / "late.txt").read_bytes() == b"now here"
 
 
+def test_r_meta_negative_dir(mounter: Mounter, s3, bucket) -> None:
+    port = free_port()
+    mnt = mounter.mount(
+        bucket,
+        "--metadata-ttl",
+        "60",
+        "--negative-metadata-ttl",
+        "60",
+        "--metrics-address",
+        f"127.0.0.1:{port}",
+    )
+
+    def lookups() -> float:
+        return sum(
+            _metric(port, "zonemount_s3_requests_total", op)
+            for op in ("HeadObject", "ListObjectsV2")
+        )
+
+    (mnt / "job").mkdir()
+    (mnt / "job/part-0").write_bytes(b"done")  # uploaded: the directory exists remotely now
+    assert keys(s3, bucket) == ["job/part-0"]
+    before = lookups()
+    for i in range(1, 21):  # a create storm looks every new name up first
+        assert not (mnt / f"job/part-{i}").exists()
+    assert lookups() == before, "names in a directory this mount made need no request"
+    # another client's object is not seen by a lookup within the negative TTL ...
+    put(s3, bucket, "job/remote.txt", b"r")
+    assert not (mnt / "job/remote.txt").exists()
+    # ... and a listing shows it and makes the directory's names known again
+    assert sorted(os.listdir(mnt / "job")) == ["part-0", "remote.txt"]
+    assert (mnt / "job/remote.txt").read_bytes() == b"r"
+    before = lookups()
+    assert not (mnt / "job/other").exists()
+    assert lookups() == before
+    # without a negative TTL every lookup asks S3
+    fresh = mounter.mount(bucket, "--metadata-ttl", "0", "--negative-metadata-ttl", "0")
+    (fresh / "new").mkdir()
+    (fresh / "new/a").write_bytes(b"a")
+    put(s3, bucket, "new/b", b"b")
+    assert (fresh / "new/b").read_bytes() == b"b"
+
+
 # -- flags -----------------------------------------------------------------------------
 def test_r_flags_ownership_modes(mounter: Mounter, s3, bucket) -> None:
     put(s3, bucket, "d/f.txt")
