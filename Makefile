@@ -18,6 +18,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup apt test test-unit test-integration lint fmt demo bench e2e clean
 
 help:
+	@echo "make setup  - install apt packages and the Python environment in .venv/ (~4-6 min first time)"
 	@echo "make demo   - the end-to-end walkthrough on an embedded S3 server (installs what it needs)"
 	@echo "make test   - every test tier: unit, integration (real S3, real FUSE, real gRPC), spark, smoke"
 	@echo "make lint   - ruff + mypy --strict"

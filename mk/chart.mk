@@ -74,4 +74,4 @@ chart-test: setup
 # Regenerate docs/helm.md's values reference from the `# --` comments in values.yaml.
 chart-docs:
 	@[ -x $(PY) ] || { echo "chart-docs: run 'make setup' first (needs $(PY))"; exit 1; }
-	$(PY) tests/chart/values_doc.py --write
+	$(PY) -m docgen.helm_values --write

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
+from docgen.helm_values import DOC, VALUES, documented_keys, render_doc
 from tests.chart.chartlib import CHART
-from tests.chart.values_doc import DOC, VALUES, documented_keys, render_doc
 
 
 def leaves(node: Any, prefix: str = "") -> list[str]:

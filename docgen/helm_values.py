@@ -5,7 +5,7 @@ lines) becomes a table row: dotted key, default (as YAML flow), text. The table 
 the markers ``<!-- values:start -->`` and ``<!-- values:end -->`` in docs/helm.md;
 ``make chart-docs`` rewrites it and tests/chart/test_helm_docs.py fails when it is stale.
 
-Usage: python tests/chart/values_doc.py [--write]   (prints the table without --write)
+Usage: python -m docgen.helm_values [--write]   (prints the table without --write)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VALUES = REPO / "charts" / "zonemount" / "values.yaml"
 DOC = REPO / "docs" / "helm.md"
 START, END = "<!-- values:start -->", "<!-- values:end -->"
