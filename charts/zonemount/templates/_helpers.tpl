@@ -139,3 +139,15 @@ fsGroup: 10001
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The operator's tenancy settings file (zonemount_operator.tenancy's format). */}}
+{{- define "zonemount.tenancy" -}}
+rolePaths:
+  {{- toYaml .Values.tenancy.rolePaths | nindent 2 }}
+importSources:
+  {{- toYaml .Values.tenancy.importSources | nindent 2 }}
+namespaces:
+  {{- toYaml .Values.tenancy.namespaces | nindent 2 }}
+adopt:
+  {{- toYaml .Values.tenancy.adopt | nindent 2 }}
+{{- end -}}
