@@ -336,11 +336,15 @@ class Filesystem:
             replaced = node.etag is not None and node.etag != info.etag
             if replaced:
                 node.target = None
+            # An object without x-amz-meta-mtime has LastModified as its mtime, which S3
+            # reports in whole seconds: an object this mount already knows (same ETag)
+            # keeps the mtime it reported so far, so stat does not flip on revalidation.
+            fallback_mtime = node.mtime if node.mtime and node.etag == info.etag else info.mtime
             node.size = info.size
             node.etag = info.etag
             memo = self.meta_memo.get(info.key)
             if info.metadata is not None:  # from HEAD: authoritative
-                self._apply_meta(node, info.metadata, info.mtime)
+                self._apply_meta(node, info.metadata, fallback_mtime)
                 self._memo_put(info.key, info.etag, info.metadata)
             elif memo is not None and memo[0] in (None, info.etag) and (replaced or not node.mtime):
                 self._apply_meta(node, memo[1], info.mtime)
@@ -1070,9 +1074,14 @@ class Filesystem:
                     raise FsError(errno.EINVAL, "cannot truncate a file while it is written")
                 if not self.opts.allow_overwrite:
                     raise FsError(errno.EPERM, "truncating needs --allow-overwrite")
-                info = await self._store(self.store.put, self.key_of(node), b"", node.metadata)
+                meta = dict(node.metadata)
+                now = time.time()
+                if META_MTIME in meta:
+                    meta[META_MTIME] = _meta_time(now)
+                info = await self._store(self.store.put, self.key_of(node), b"", meta)
                 node = self.inode(ino)
-                node.size, node.etag = 0, info.etag
+                node.size, node.etag, node.metadata = 0, info.etag, meta
+                node.mtime = node.ctime = now  # a truncation is a write
         changed = False
         if mode is not None and stat.S_IMODE(mode) != self.attr(node).mode & 0o7777:
             node.perm = stat.S_IMODE(mode)

@@ -169,6 +169,18 @@ def test_r_dir_times(mounter: Mounter, s3, bucket) -> None:
         assert _ctime_later(path, before, follow=False), path
         after = os.stat(path, follow_symlinks=False)
         assert after.st_mtime_ns == before.st_mtime_ns, path
+    # revalidating an unchanged object (a HEAD: LastModified has whole seconds) keeps the
+    # mtime this mount reported; a truncation is a change
+    fresh = mounter.mount(bucket, "--allow-overwrite", "--metadata-ttl", "1")
+    (fresh / "t.txt").write_bytes(b"abc")
+    before = os.stat(fresh / "t.txt")
+    time.sleep(1.2)  # past the TTL: the next stat revalidates
+    assert os.stat(fresh / "t.txt").st_mtime_ns == before.st_mtime_ns
+    os.chmod(fresh / "t.txt", 0o600)
+    assert os.stat(fresh / "t.txt").st_mtime_ns == before.st_mtime_ns
+    time.sleep(0.01)
+    os.truncate(fresh / "t.txt", 0)
+    assert _later(fresh / "t.txt", before)
     # persisting chmod (a copy onto itself) keeps the object's other metadata
     meta = s3.head_object(Bucket=bucket, Key="top/tagged")["Metadata"]
     assert meta["tag"] == "keep" and int(meta["mode"]) & 0o777 == 0o604
