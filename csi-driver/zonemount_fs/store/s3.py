@@ -15,6 +15,7 @@ messages carry the operation, the key and the S3 error code, never credentials.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import botocore.session
+import botocore.utils
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import (
@@ -128,6 +130,16 @@ def _info(key: str, resp: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
+def parse_timestamp(value: str) -> datetime.datetime:
+    """botocore's timestamp parser, fast for the ISO 8601 times S3 lists (``...T..:..:..Z``);
+    anything else (HTTP dates of HEAD, epoch numbers) goes to botocore's own parser."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
 class S3Store:
     """ObjectStore over one bucket, thread safe."""
 
@@ -142,6 +154,11 @@ class S3Store:
         # A shared session keeps its loaded service models and resolved credentials: the
         # mount's quick bucket check and its real store then pay for them once.
         session = session or botocore.session.Session(profile=settings.profile)
+        # ListObjectsV2 pages carry an ISO 8601 time per key; botocore's default parser
+        # (dateutil) was half the CPU of listing a large directory.
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
         s3_config: Any = {}
         if settings.force_path_style:
             s3_config["addressing_style"] = "path"
@@ -153,6 +170,9 @@ class S3Store:
             # core per GB/s); integrity comes from a CRC32 trailer checksum instead.
             s3_config["payload_signing_enabled"] = False
         config = Config(
+            # requests are built here, from typed values: botocore's per-call parameter
+            # validation only costs CPU (about a tenth of a small request's)
+            parameter_validation=False,
             region_name=settings.region,
             max_pool_connections=settings.max_connections,
             connect_timeout=settings.connect_timeout,
