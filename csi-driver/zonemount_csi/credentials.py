@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from zonemount_contract.keys import STS_AUDIENCE
+from zonemount_contract.names import ROLE_ARN_RE
 
 #: Variables that carry (or point at) the driver's own identity; removed for pod-level mounts.
 DRIVER_CREDENTIAL_ENV = (
@@ -45,7 +46,6 @@ DRIVER_CREDENTIAL_ENV = (
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
 )
 TOKEN_FILE_NAME = "web-identity-token"  # noqa: S105 - a file name
-_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@/_-]{1,512}$")
 _SESSION_RE = re.compile(r"[^A-Za-z0-9+=,.@_-]")
 
 
@@ -54,7 +54,7 @@ class CredentialsError(ValueError):
 
 
 def validate_role_arn(role_arn: str) -> str:
-    if not _ROLE_ARN_RE.match(role_arn):
+    if not ROLE_ARN_RE.match(role_arn):
         raise CredentialsError(
             "volume context roleArn is not an IAM role ARN: expected "
             "arn:aws:iam::ACCOUNT:role/NAME (the role the pod's service account may assume)"

@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
+from zonemount_contract.names import KMS_KEY_OR_ALIAS_ARN_RE
+
 
 class MountOptionError(ValueError):
     """A mount option was refused; the message names it and says what to do instead."""
@@ -34,9 +36,6 @@ class MountOptionError(ValueError):
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9:/._+-]{1,256}$")
-_KMS_ARN_RE = re.compile(
-    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]{1,200}$"
-)
 _MAX_ID = 2**32 - 2
 _MIB = 1024 * 1024
 
@@ -115,7 +114,7 @@ def _choice(choices: frozenset[str]) -> Callable[[str | None], str]:
 
 
 def _kms_arn(value: str | None) -> str:
-    if value is None or not _KMS_ARN_RE.match(value):
+    if value is None or not KMS_KEY_OR_ALIAS_ARN_RE.match(value):
         raise ValueError("expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
     return value
 

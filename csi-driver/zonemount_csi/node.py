@@ -43,6 +43,7 @@ from pathlib import Path, PurePosixPath
 
 import grpc
 from zonemount_contract import keys as vc
+from zonemount_contract.names import NameRuleError, check_bucket_name, check_region
 
 from . import credentials, mount_options, mountinfo
 from ._proto import csi_pb2, csi_pb2_grpc
@@ -69,17 +70,16 @@ SUPPORTED_MODES = frozenset(
 )
 FS_TYPES = frozenset({"", "fuse", "fuse.zonemount", "zonemount", "s3"})
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION_RE = re.compile(r"^[a-z0-9-]{2,32}$")
 _PREFIX_CHARS_RE = re.compile(r"^[A-Za-z0-9!_.*'()/=+@:,~ -]+$")
 
 
 def validate_bucket(name: str, what: str = "volume context bucketName") -> str:
     if not name:
         raise invalid(f"{what} is required: set it to the bucket to mount")
-    if not _BUCKET_RE.match(name) or ".." in name:
-        raise invalid(f"{what} {name[:70]!r} is not a valid S3 bucket name")
-    return name
+    try:
+        return check_bucket_name(name)
+    except NameRuleError as exc:
+        raise invalid(f"{what}: {exc}") from None
 
 
 def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
@@ -97,9 +97,10 @@ def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
 
 
 def validate_region(region: str, what: str = "volume context region") -> str:
-    if region and not _REGION_RE.match(region):
-        raise invalid(f"{what} {region[:40]!r} is not a region name such as us-east-1")
-    return region
+    try:
+        return check_region(region) if region else region
+    except NameRuleError as exc:
+        raise invalid(f"{what}: {exc}") from None
 
 
 def check_capability(cap: csi_pb2.VolumeCapability) -> None:

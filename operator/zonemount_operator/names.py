@@ -11,19 +11,35 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from zonemount_contract.names import (
+    AZ_ID_RE,
+    AZ_NAME_RE,
+    BASE_NAME_RE,
+    DIRECTORY_BUCKET_RE,
+    GENERAL_BUCKET_RE,
+    MAX_BUCKET_NAME,
+    REGION_RE,
+    RESERVED_PREFIXES,
+    ROLE_ARN_RE,
+)
+from zonemount_contract.names import DIRECTORY_BUCKET_SUFFIX as DIRECTORY_SUFFIX
+
 from zonemount_operator.errors import SpecError
 
-DIRECTORY_SUFFIX = "--x-s3"
-MAX_BUCKET_NAME = 63
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
-AZ_NAME_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+[a-z]$")
-AZ_ID_RE = re.compile(r"^[a-z]{2,5}[0-9]+(-[a-z]+[0-9]*)?-az[0-9]+$")
-BASE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
-DIRECTORY_BUCKET_RE = re.compile(
-    r"^(?P<base>[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9])--(?P<azid>[a-z0-9-]+?)--x-s3$"
-)
-GENERAL_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+# The name rules themselves live in zonemount_contract.names (shared with the CSI driver and
+# the FUSE client); these re-exports keep the operator's spelling.
+__all__ = [
+    "AZ_ID_RE",
+    "AZ_NAME_RE",
+    "BASE_NAME_RE",
+    "DIRECTORY_BUCKET_RE",
+    "DIRECTORY_SUFFIX",
+    "GENERAL_BUCKET_RE",
+    "MAX_BUCKET_NAME",
+    "REGION_RE",
+    "RESERVED_PREFIXES",
+    "ROLE_ARN_PARTS_RE",
+]
 ENDPOINT_URL_RE = re.compile(r"^https?://[^\s]+$")
 
 
@@ -224,10 +240,7 @@ def owner_from_tags(tags: dict[str, str]) -> Owner | None:
     return Owner(uid, tags.get(OWNER_NAMESPACE_TAG, "?"), tags.get(OWNER_NAME_TAG, "?"))
 
 
-ROLE_ARN_PARTS_RE = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>[0-9]{12}):role"
-    r"(?P<path>/(?:[A-Za-z0-9+=,.@_-]+/)*)(?P<name>[A-Za-z0-9+=,.@_-]+)$"
-)
+ROLE_ARN_PARTS_RE = ROLE_ARN_RE
 
 
 @dataclass(frozen=True)

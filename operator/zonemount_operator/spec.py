@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zonemount_contract.names import KMS_KEY_ARN_RE, ROLE_ARN_RE
+
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
 
-KMS_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
+KMS_ARN_RE = KMS_KEY_ARN_RE
 TTL_RE = re.compile(r"^([0-9]{1,7}|10000000|minimal|indefinite)$")
 MODE_RE = re.compile(r"^0?[0-7]{3}$")
 
@@ -82,7 +84,7 @@ MOUNTCLASS_FIELDS = {
     "reclaimPolicy",
     "mountOptions",
 }
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@/_-]{1,512}$")
+_ROLE_ARN = ROLE_ARN_RE
 
 
 def _positive(d: Mapping[str, Any], key: str, path: str) -> int | None:

@@ -140,6 +140,7 @@ def test_delete_volume_of_unknown_or_malformed_id_is_ok(controller: Any, bucket:
     [
         ({"bucketName": ""}, INVALID),
         ({"bucketName": "Bad_Bucket"}, INVALID),
+        ({"bucketName": "xn--reserved"}, INVALID),  # reserved by S3 (was FAILED_PRECONDITION)
         ({"basePrefix": "../x/"}, INVALID),
         ({"deleteData": "yes"}, INVALID),
         ({"endpointUrl": "https://evil.example"}, INVALID),

@@ -227,6 +227,9 @@ def test_allowed_endpoint_is_passed_and_others_refused(node_plugin: NodePlugin) 
         (lambda r: setattr(r.volume_capability.mount, "fs_type", "ext4"), INVALID),
         (lambda r: r.volume_context.pop("bucketName"), INVALID),
         (lambda r: r.volume_context.__setitem__("bucketName", "Not_A_Bucket"), INVALID),
+        # reserved by S3: the FUSE client refuses it, so the node must (issue 15's drift)
+        (lambda r: r.volume_context.__setitem__("bucketName", "xn--data"), INVALID),
+        (lambda r: r.volume_context.__setitem__("bucketName", "data--use1-AZ4--x-s3"), INVALID),
         (lambda r: r.volume_context.__setitem__("bucketname", "typo"), INVALID),
         (lambda r: r.volume_context.__setitem__("prefix", "../etc/"), INVALID),
         (lambda r: r.volume_context.__setitem__("prefix", "/abs/"), INVALID),
@@ -245,6 +248,8 @@ def test_allowed_endpoint_is_passed_and_others_refused(node_plugin: NodePlugin) 
         "fs-type",
         "no-bucket",
         "bad-bucket",
+        "reserved-bucket",
+        "bad-directory-bucket",
         "unknown-key",
         "prefix-dotdot",
         "prefix-abs",

@@ -1,0 +1,137 @@
+"""Name rules: bucket names (general-purpose and S3 Express directory buckets), regions, AZ
+names and AZ IDs, IAM role ARNs and KMS key ARNs.
+
+One copy of each rule for the FUSE client, the CSI driver and the operator (the operator's CRDs
+carry the same patterns: tests/operator/test_crd_schemas.py keeps them in step).
+
+Every ``check_*`` returns its argument or raises :class:`NameRuleError` whose message names the
+value, the rule and an example; callers prefix where the value came from (``volume context
+bucketName: ...``) and raise their own error type.
+
+Invariants: pure functions over the standard library; a name the FUSE client accepts the CSI
+driver accepts and the other way round, because both call :func:`check_bucket_name`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DIRECTORY_BUCKET_SUFFIX = "--x-s3"
+MAX_BUCKET_NAME = 63
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+AZ_NAME_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+[a-z]$")
+AZ_ID_RE = re.compile(r"^[a-z]{2,5}[0-9]+(-[a-z]+[0-9]*)?-az[0-9]+$")
+#: The ``base`` of a directory bucket ``base--azid--x-s3``.
+BASE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
+DIRECTORY_BUCKET_RE = re.compile(
+    r"^(?P<base>[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9])--(?P<azid>[a-z0-9-]+?)--x-s3$"
+)
+GENERAL_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--table-s3")
+_IP_ADDRESS_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+#: IAM's grammar: ``arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`` (path segments non-empty).
+ROLE_ARN_RE = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>[0-9]{12}):role"
+    r"(?P<path>/(?:[A-Za-z0-9+=,.@_-]+/)*)(?P<name>[A-Za-z0-9+=,.@_-]+)$"
+)
+#: A KMS key ARN (what directory buckets accept for default encryption).
+KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
+#: A KMS key or alias ARN (what PutObject accepts as SSEKMSKeyId on a mount).
+KMS_KEY_OR_ALIAS_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]{1,200}$"
+)
+
+
+class NameRuleError(ValueError):
+    """A name breaks its rule; ``str()`` names the value, the rule and an example."""
+
+
+@dataclass(frozen=True)
+class DirectoryBucketName:
+    base: str
+    az_id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.base}--{self.az_id}{DIRECTORY_BUCKET_SUFFIX}"
+
+
+def is_directory_bucket(name: str) -> bool:
+    """True for names in the S3 Express One Zone form (``...--x-s3``), valid or not."""
+    return name.endswith(DIRECTORY_BUCKET_SUFFIX)
+
+
+def parse_directory_bucket(name: str) -> DirectoryBucketName | None:
+    """Split ``base--azid--x-s3``; ``None`` when ``name`` is not a valid directory bucket name."""
+    match = DIRECTORY_BUCKET_RE.match(name)
+    if match is None or not AZ_ID_RE.match(match["azid"]) or len(name) > MAX_BUCKET_NAME:
+        return None
+    return DirectoryBucketName(match["base"], match["azid"])
+
+
+def check_bucket_name(name: str) -> str:
+    """A valid general-purpose or directory bucket name, or :class:`NameRuleError`."""
+    if is_directory_bucket(name):
+        if parse_directory_bucket(name) is None:
+            raise NameRuleError(
+                f"bucket name {name[:80]!r} is not a directory bucket name: expected "
+                "base--azid--x-s3 of at most 63 characters, e.g. spark-data--usw2-az1--x-s3"
+            )
+        return name
+    if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
+        raise NameRuleError(
+            f"bucket name {name[:80]!r} is invalid: names starting with "
+            f"{', '.join(RESERVED_PREFIXES)} or ending with {', '.join(RESERVED_SUFFIXES)} are "
+            "reserved by S3"
+        )
+    if not GENERAL_BUCKET_RE.match(name) or ".." in name or _IP_ADDRESS_RE.match(name):
+        raise NameRuleError(
+            f"bucket name {name[:80]!r} is invalid: use 3-63 lowercase letters, digits, '.' or "
+            "'-', starting and ending with a letter or digit (e.g. my-data-bucket)"
+        )
+    return name
+
+
+def check_region(region: str) -> str:
+    if not REGION_RE.match(region):
+        raise NameRuleError(
+            f"region {region[:40]!r} is not an AWS region name: expected e.g. us-east-1"
+        )
+    return region
+
+
+def check_az_name(az_name: str) -> str:
+    if not AZ_NAME_RE.match(az_name):
+        raise NameRuleError(
+            f"availability zone {az_name[:40]!r} is not an AZ name: expected e.g. us-east-1d"
+        )
+    return az_name
+
+
+def check_az_id(az_id: str) -> str:
+    if not AZ_ID_RE.match(az_id):
+        raise NameRuleError(
+            f"AZ ID {az_id[:40]!r} is not an AZ ID: expected e.g. use1-az4 "
+            "(see 'aws ec2 describe-availability-zones')"
+        )
+    return az_id
+
+
+def check_role_arn(arn: str) -> str:
+    if not ROLE_ARN_RE.match(arn):
+        raise NameRuleError(
+            f"{arn[:120]!r} is not an IAM role ARN: expected arn:aws:iam::111122223333:role/NAME"
+        )
+    return arn
+
+
+def check_kms_key_arn(arn: str, *, alias: bool = False) -> str:
+    """A KMS key ARN; with ``alias=True`` an alias ARN is accepted too."""
+    if not (KMS_KEY_OR_ALIAS_ARN_RE if alias else KMS_KEY_ARN_RE).match(arn):
+        kinds = "key or alias ARN" if alias else "key ARN"
+        raise NameRuleError(
+            f"{arn[:120]!r} is not a KMS {kinds}: expected arn:aws:kms:REGION:ACCOUNT:key/ID"
+        )
+    return arn
