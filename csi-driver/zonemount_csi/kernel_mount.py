@@ -79,6 +79,26 @@ def fuse_mount(target: str, fd: int, flags: int, allow_other: bool) -> None:
     )
 
 
+def tune_readahead(target: str, kb: int, timeout: float = 10.0) -> bool:
+    """Set the kernel read-ahead of the FUSE mount at ``target`` (the top layer) to ``kb``.
+
+    The unprivileged server cannot write /sys; the kernel resets the value when it processes
+    FUSE INIT, so this first waits (bounded) until the mount answers - INIT is done then.
+    Returns whether the value was written.
+    """
+    if mountinfo.probe(target, stat_timeout=timeout) is not mountinfo.MountState.HEALTHY:
+        return False
+    entry = mountinfo.find(target)
+    if entry is None or not entry.device:
+        return False
+    try:
+        with open(f"/sys/class/bdi/{entry.device}/read_ahead_kb", "w") as handle:
+            handle.write(str(kb))
+    except OSError:
+        return False
+    return True
+
+
 def umount(target: str, detach: bool = False) -> None:
     _check(_libc.umount2(target.encode(), MNT_DETACH if detach else 0), f"umount of {target}")
 

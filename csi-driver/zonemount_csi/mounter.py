@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from zonemount_fs.cli import READ_AHEAD_KB
+
 from . import kernel_mount, mountinfo
 from . import mounter_wire as wire
 from .mountinfo import MountState
@@ -310,6 +312,8 @@ class RemoteMounter:
             with contextlib.suppress(OSError):
                 kernel_mount.umount(spec.target, detach=True)  # the layer we just mounted
             raise MountError(error)
+        if not kernel_mount.tune_readahead(spec.target, READ_AHEAD_KB):
+            log.info("read-ahead of %s left at the kernel default", spec.target)
         return MountHandle(int(reply["pid"]), int(reply["start_time"]))
 
     def remount(self, spec: MountSpec, timeout: float, old: MountHandle | None) -> MountHandle:

@@ -43,6 +43,8 @@ class MountEntry:
     mount_point: str
     fstype: str
     source: str
+    #: ``major:minor`` of the mounted file system (a FUSE mount's /sys/class/bdi entry).
+    device: str = ""
 
 
 def _unescape(field: str) -> str:
@@ -66,7 +68,12 @@ def parse(text: str) -> list[MountEntry]:
         if not sep or len(left_fields) < 5 or len(right_fields) < 2:
             continue
         entries.append(
-            MountEntry(_unescape(left_fields[4]), right_fields[0], _unescape(right_fields[1]))
+            MountEntry(
+                _unescape(left_fields[4]),
+                right_fields[0],
+                _unescape(right_fields[1]),
+                left_fields[2],
+            )
         )
     return entries
 

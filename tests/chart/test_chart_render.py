@@ -113,7 +113,7 @@ def test_e2e_values_file_renders_and_validates(helm: Path) -> None:
     objects = [d for d in yaml.safe_load_all(result.stdout) if d]
     for obj in objects:
         validate_object(obj, K8S_VERSIONS[0])
-    node = container(one(objects, "DaemonSet"), "node")
+    node = container(one(objects, "DaemonSet", "-node"), "node")
     assert node["imagePullPolicy"] == "Never", "e2e loads images with kind; never pull them"
 
 
@@ -157,7 +157,7 @@ def test_existing_service_account_is_used_not_created(render: Render) -> None:
     objects = render({"node": {"serviceAccount": {"create": False, "name": "byo-node"}}})
     names = {sa["metadata"]["name"] for sa in by_kind(objects, "ServiceAccount")}
     assert "byo-node" not in names
-    assert pod_spec(one(objects, "DaemonSet"))["serviceAccountName"] == "byo-node"
+    assert pod_spec(one(objects, "DaemonSet", "-node"))["serviceAccountName"] == "byo-node"
     binding = one(objects, "ClusterRoleBinding", "-node")
     assert binding["subjects"][0]["name"] == "byo-node"
 
@@ -191,7 +191,7 @@ def test_monitoring_on_and_off(render: Render) -> None:
             p["name"] for c in pod_spec(workload)["containers"] for p in c.get("ports", [])
         }
         assert service["spec"]["ports"][0]["targetPort"] in container_ports
-    node = container(one(objects, "DaemonSet"), "node")
+    node = container(one(objects, "DaemonSet", "-node"), "node")
     assert {"name": "metrics", "containerPort": 9810, "protocol": "TCP"} in node["ports"]
     assert "--metrics-address :9810" in node["args"][0]
     assert by_kind(render(COMBOS["no-metrics"]), "Service") == []
@@ -211,7 +211,7 @@ def test_csidriver_object(render: Render) -> None:
 
 def test_custom_kubelet_dir_is_used_everywhere(render: Render) -> None:
     kubelet = "/var/lib/k0s/kubelet"
-    daemonset = one(render(COMBOS["kubelet-dir"]), "DaemonSet")
+    daemonset = one(render(COMBOS["kubelet-dir"]), "DaemonSet", "-node")
     host_paths = {
         v["name"]: v["hostPath"]["path"] for v in pod_spec(daemonset)["volumes"] if "hostPath" in v
     }
@@ -233,7 +233,7 @@ def test_custom_kubelet_dir_is_used_everywhere(render: Render) -> None:
 
 
 def test_node_daemonset_shape(render: Render) -> None:
-    daemonset = one(render(), "DaemonSet")
+    daemonset = one(render(), "DaemonSet", "-node")
     spec = pod_spec(daemonset)
     assert spec["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in spec["tolerations"]
@@ -262,7 +262,7 @@ def test_node_daemonset_shape(render: Render) -> None:
 
 def test_fixed_zone_needs_no_node_access(render: Render) -> None:
     objects = render(COMBOS["fixed-zone"])
-    daemonset = one(objects, "DaemonSet")
+    daemonset = one(objects, "DaemonSet", "-node")
     assert "initContainers" not in pod_spec(daemonset)
     assert not [
         r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-node")
@@ -310,7 +310,7 @@ def test_aws_test_endpoint_env_reaches_every_zonemount_container(render: Render)
     for workload, name in (
         (one(objects, "Deployment", "-operator"), "operator"),
         (one(objects, "Deployment", "-controller"), "controller"),
-        (one(objects, "DaemonSet"), "node"),
+        (one(objects, "DaemonSet", "-node"), "node"),
     ):
         env = {e["name"]: e for e in container(workload, name)["env"]}
         assert env["AWS_ENDPOINT_URL"]["value"] == "http://10.96.200.200:5000"
@@ -319,7 +319,7 @@ def test_aws_test_endpoint_env_reaches_every_zonemount_container(render: Render)
         assert env["AWS_S3_DISABLE_EXPRESS_SESSION_AUTH"]["value"] == "true"
         ref = env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "moto-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
-    defaults = {e["name"] for e in container(one(render(), "DaemonSet"), "node")["env"]}
+    defaults = {e["name"] for e in container(one(render(), "DaemonSet", "-node"), "node")["env"]}
     assert not {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} & defaults
 
 
@@ -410,13 +410,13 @@ def test_notes_warn_only_without_aws_identity(helm: Path) -> None:
 def test_optional_zone_keeps_the_plugin_off_nodes_without_one(render: Render) -> None:
     """The plugin refuses to start without a zone (it advertises VOLUME_ACCESSIBILITY_CONSTRAINTS):
     requireZone=false schedules it only to nodes carrying the zone label."""
-    assert "affinity" not in pod_spec(one(render(), "DaemonSet"))
-    spec = pod_spec(one(render({"node": {"requireZone": False}}), "DaemonSet"))
+    assert "affinity" not in pod_spec(one(render(), "DaemonSet", "-node"))
+    spec = pod_spec(one(render({"node": {"requireZone": False}}), "DaemonSet", "-node"))
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"] == [
         {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "Exists"}]}
     ]
     fixed = pod_spec(
-        one(render({"node": {"requireZone": False, "zone": "us-west-2a"}}), "DaemonSet")
+        one(render({"node": {"requireZone": False, "zone": "us-west-2a"}}), "DaemonSet", "-node")
     )
     assert "affinity" not in fixed

@@ -97,7 +97,7 @@ def test_operator_root_filesystem_is_read_only(render: Render) -> None:
 
 
 def test_node_plugin_privilege_is_confined_to_what_fuse_needs(render: Render) -> None:
-    daemonset = one(render(), "DaemonSet")
+    daemonset = one(render(), "DaemonSet", "-node")
     spec = pod_spec(daemonset)
     assert not spec.get("hostNetwork", False) and not spec.get("hostPID", False)
     node = container(daemonset, "node")

@@ -207,7 +207,7 @@ def wrapper_argv(
     render: Render, values: dict[str, Any] | None, tmp_path: Path, files: dict[str, str]
 ) -> list[str]:
     """Run the rendered node container command with a stub zonemount; return its argv."""
-    node = container(one(render(values), "DaemonSet"), "node")
+    node = container(one(render(values), "DaemonSet", "-node"), "node")
     assert node["command"] == ["/bin/sh", "-c"]
     script = node["args"][0].replace("/run/zonemount/", f"{tmp_path}/run/")
     (tmp_path / "run").mkdir(exist_ok=True)
@@ -350,7 +350,7 @@ def test_rendered_node_plugin_starts_and_reports_the_nodes_zone(
     (run / "zone-id").write_text("usw2-az1")
     sock = tmp_path / "csi.sock"
     node = container(
-        one(render({"node": {"kubeletDir": str(kubelet), "stateDir": str(state)}}), "DaemonSet"),
+        one(render({"node": {"kubeletDir": str(kubelet), "stateDir": str(state)}}), "DaemonSet", "-node"),
         "node",
     )
     script = (

@@ -36,7 +36,8 @@ if not os.path.exists("/dev/fuse") or os.geteuid() != 0:  # pragma: no cover - m
 
 from zonemount_cli.servers import LocalS3, free_port
 from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
-from zonemount_csi.mountinfo import FSTYPE, parse
+from zonemount_csi.mountinfo import FSTYPE, find, parse
+from zonemount_fs.cli import READ_AHEAD_KB
 
 from tests.csi.conftest import make_target, mount_capability
 
@@ -59,6 +60,13 @@ def layers(path: str) -> int:
     """How many zonemount mounts are stacked at ``path`` (in this test's namespace)."""
     entries = parse(Path("/proc/self/mountinfo").read_text())
     return sum(1 for e in entries if e.mount_point == path and e.fstype == FSTYPE)
+
+
+def read_ahead_kb(path: str) -> int:
+    """The kernel read-ahead of the top mount at ``path`` (the node plugin tunes it)."""
+    entry = find(path)
+    assert entry is not None
+    return int(Path(f"/sys/class/bdi/{entry.device}/read_ahead_kb").read_text())
 
 
 def fuse_servers(bucket: str) -> list[int]:
@@ -348,6 +356,7 @@ def test_plugin_kill_and_upgrade_during_io_pods_see_no_error(node: Node, bucket:
     private_target, slave_target, private, slave = _two_pods(node, bucket)
     servers = fuse_servers(bucket)
     assert len(servers) == 2
+    assert read_ahead_kb(slave_target) == READ_AHEAD_KB  # the unprivileged server cannot set it
     start = time.time()
     # 1. kill -9 of the plugin container (its PID namespace) in the middle of reads and writes
     node.stop_process("plugin", signal.SIGKILL)
@@ -387,6 +396,7 @@ def test_fuse_server_kill_slave_pod_recovers_private_pod_does_not(node: Node, bu
     assert not private.healthy_after(killed), "a private bind mount cannot see the new mount"
     print(f"\nFUSE kill: slave pod errors for {window:.1f} s; private pod: ENOTCONN until restart")
     assert layers(slave_target) == 2  # the replacement is stacked on the dead mount
+    assert read_ahead_kb(slave_target) == READ_AHEAD_KB
     assert len(fuse_servers(bucket)) == 2 and set(fuse_servers(bucket)).isdisjoint(before)
     restarts = node.metrics(node.plugin_metrics)
     assert "zonemount_csi_fuse_restarts_total" in restarts
