@@ -23,12 +23,32 @@ AUTHENTICATION_SOURCE = "authenticationSource"
 #: IAM role assumed with the pod's service-account token when authenticationSource is "pod".
 ROLE_ARN = "roleArn"
 
+#: Local data cache of the volume (``--cache``, which a PV can never name as a path): ``disk``
+#: (under the node plugin's ``--cache-dir``) or ``memory`` (under ``--memory-cache-dir``, a
+#: tmpfs); absent: no cache. Created empty at mount, removed at unpublish.
+CACHE_MEDIUM = "cacheMedium"
+#: Bound of that cache, a Kubernetes quantity (``512Mi``, ``2Gi``; default 1Gi), at most the
+#: node plugin's ``--max-cache-size``.
+CACHE_SIZE_LIMIT = "cacheSizeLimit"
+CACHE_DISK = "disk"
+CACHE_MEMORY = "memory"
+CACHE_MEDIUMS = (CACHE_DISK, CACHE_MEMORY)
+
 AUTH_DRIVER = "driver"
 AUTH_POD = "pod"
 AUTH_SOURCES = (AUTH_DRIVER, AUTH_POD)
 
 VOLUME_CONTEXT_KEYS = frozenset(
-    {BUCKET_NAME, PREFIX, REGION, ENDPOINT_URL, AUTHENTICATION_SOURCE, ROLE_ARN}
+    {
+        BUCKET_NAME,
+        PREFIX,
+        REGION,
+        ENDPOINT_URL,
+        AUTHENTICATION_SOURCE,
+        ROLE_ARN,
+        CACHE_MEDIUM,
+        CACHE_SIZE_LIMIT,
+    }
 )
 
 # --- keys the kubelet / external-provisioner add (podInfoOnMount, tokenRequests) ---

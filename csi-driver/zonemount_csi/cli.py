@@ -152,8 +152,29 @@ def node_main(argv: Sequence[str]) -> int:
         help="socket of zonemount csi-mounter: mount here, serve there (default: FUSE "
         "processes are children of this plugin)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        default="",
+        help="root of volumes' disk caches (cacheMedium: disk), as the FUSE servers see it",
+    )
+    parser.add_argument(
+        "--memory-cache-dir",
+        default="",
+        help="root of volumes' memory caches (cacheMedium: memory): a tmpfs path",
+    )
+    parser.add_argument(
+        "--max-cache-size",
+        type=int,
+        default=10240,
+        metavar="MiB",
+        help="largest cacheSizeLimit a volume may ask for",
+    )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
+    for flag in ("cache_dir", "memory_cache_dir"):
+        value = getattr(args, flag)
+        if value and not value.startswith("/"):
+            return _fail(f"--{flag.replace('_', '-')} {value!r} must be an absolute path")
     try:
         parse_endpoint(args.endpoint)
         mounter_path = parse_endpoint(args.mounter_endpoint) if args.mounter_endpoint else None
@@ -186,6 +207,9 @@ def node_main(argv: Sequence[str]) -> int:
         allowed_endpoint_urls=tuple(args.allowed_endpoint_url),
         mount_timeout=args.mount_timeout,
         fuse_debug=args.fuse_debug,
+        cache_dir=args.cache_dir,
+        memory_cache_dir=args.memory_cache_dir,
+        max_cache_mib=args.max_cache_size,
     )
     mounter: Mounter = ProcessMounter() if mounter_path is None else RemoteMounter(mounter_path)
     service = NodeService(config, mounter, store, metrics)

@@ -73,6 +73,9 @@ class MountSpec:
     #: For mounters that run servers with their own environment (``inherits_env``): variables
     #: of that environment to drop (the driver's credentials, for pod-level mounts).
     env_unset: tuple[str, ...] = ()
+    #: The volume's cache directory (``--cache``): created empty before the server starts,
+    #: removed by :meth:`Mounter.unmount`. Empty: no cache.
+    cache_dir: str = ""
 
 
 class Mounter(Protocol):
@@ -82,7 +85,9 @@ class Mounter(Protocol):
         """Replace a dead (or hung: ``old`` is killed) FUSE server of ``spec.target``."""
         ...
 
-    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None: ...
+    def unmount(
+        self, target: str, handle: MountHandle | None, timeout: float, cache_dir: str = ""
+    ) -> None: ...
 
     def lazy_unmount(self, target: str) -> None: ...
 
@@ -105,6 +110,19 @@ def process_start_time(pid: int) -> int | None:
     if after_comm[0] in {"Z", "X"}:
         return None
     return int(after_comm[19])
+
+
+def fresh_cache_dir(path: str) -> None:
+    """An empty 0700 ``path``: blocks a dead server left behind are never served."""
+    if not os.path.isabs(path) or ".." in Path(path).parts:
+        raise MountError(f"cache directory {path[:80]!r} is not an absolute path")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def remove_cache_dir(path: str) -> None:
+    if path and os.path.isabs(path) and ".." not in Path(path).parts:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def default_executable() -> str:
@@ -146,6 +164,8 @@ class ProcessMounter:
 
     # -- mounting ------------------------------------------------------------------------
     def mount(self, spec: MountSpec, timeout: float) -> MountHandle:
+        if spec.cache_dir:
+            fresh_cache_dir(spec.cache_dir)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         _rotate(spec.log_path)
         fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -196,7 +216,9 @@ class ProcessMounter:
         os.makedirs(spec.target, mode=0o750, exist_ok=True)
         return self.mount(spec, timeout)
 
-    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
+    def unmount(
+        self, target: str, handle: MountHandle | None, timeout: float, cache_dir: str = ""
+    ) -> None:
         if handle is not None and self.alive(handle):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
@@ -214,6 +236,7 @@ class ProcessMounter:
                 time.sleep(self.poll_interval)
         if mountinfo.find(target) is not None:
             raise MountError(f"{target} is still mounted after unmount")
+        remove_cache_dir(cache_dir)
 
     def lazy_unmount(self, target: str) -> None:
         """Detach a (possibly dead) mount: ``fusermount3 -uz``; no-op when not mounted."""
@@ -299,6 +322,7 @@ class RemoteMounter:
                     "args": args,
                     "env": spec.env,
                     "unset": list(spec.env_unset),
+                    "cache_dir": spec.cache_dir,
                     "timeout": timeout,
                 },
                 timeout + self.call_timeout,
@@ -326,9 +350,14 @@ class RemoteMounter:
         # mounts are slaves of the dead mount, so only a mount *on top of it* reaches them.
         return self.mount(spec, timeout)
 
-    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
+    def unmount(
+        self, target: str, handle: MountHandle | None, timeout: float, cache_dir: str = ""
+    ) -> None:
         try:
-            self._call({"op": "stop", "key": target, "timeout": timeout}, timeout + 10)
+            self._call(
+                {"op": "stop", "key": target, "timeout": timeout, "cache_dir": cache_dir},
+                timeout + 10,
+            )
         except MountError as exc:
             log.warning("stopping the FUSE server of %s: %s", target, exc)
         try:

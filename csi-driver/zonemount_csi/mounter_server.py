@@ -50,7 +50,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from . import mounter_wire as wire
-from .mounter import default_executable, process_start_time
+from .mounter import (
+    MountError,
+    default_executable,
+    fresh_cache_dir,
+    process_start_time,
+    remove_cache_dir,
+)
 
 log = logging.getLogger("zonemount_csi.mounter")
 
@@ -267,6 +273,7 @@ class MounterDaemon:
                 reply = self.serve(message, fds)
             elif op == "stop":
                 reply = self.stop(str(message.get("key", "")), float(message.get("timeout", 10)))
+                remove_cache_dir(str(message.get("cache_dir") or ""))
             elif op == "kill":
                 reply = self.stop(str(message.get("key", "")), 0.0)
             elif op == "list":
@@ -277,7 +284,7 @@ class MounterDaemon:
                 return True
             else:
                 reply = {"ok": False, "error": f"unknown op {str(op)[:20]!r}"}
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, MountError) as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         finally:
             for fd in fds:
@@ -301,6 +308,9 @@ class MounterDaemon:
         with self._lock:
             previous = self._records.get(key)
         self.stop(key, 0.0)  # one server per key: a replacement ends a hung predecessor
+        cache_dir = str(message.get("cache_dir") or "")
+        if cache_dir:
+            fresh_cache_dir(cache_dir)
         fuse_fd = fds[0]
         argv = [self.executable] + [
             f"/dev/fd/{fuse_fd}" if a == wire.FD_PLACEHOLDER else a for a in args

@@ -32,7 +32,9 @@ volume ids and targets in flight; the supervisor only *tries* to claim them and 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -44,6 +46,7 @@ from pathlib import Path, PurePosixPath
 import grpc
 from zonemount_contract import keys as vc
 from zonemount_contract.names import NameRuleError, check_bucket_name, check_region
+from zonemount_operator import quantity
 
 from . import credentials, mount_options, mountinfo
 from ._proto import csi_pb2, csi_pb2_grpc
@@ -68,6 +71,7 @@ SUPPORTED_MODES = frozenset(
         _Mode.SINGLE_NODE_MULTI_WRITER,
     }
 )
+DEFAULT_CACHE_MIB = 1024
 FS_TYPES = frozenset({"", "fuse", "fuse.zonemount", "zonemount", "s3"})
 
 _PREFIX_CHARS_RE = re.compile(r"^[A-Za-z0-9!_.*'()/=+@:,~ -]+$")
@@ -136,6 +140,12 @@ class NodeConfig:
     fuse_debug: bool = False
     #: Environment of driver-level mounts; None = the plugin's own environment at mount time.
     base_env: Mapping[str, str] | None = field(default=None, repr=False)
+    #: Roots of volume caches (cacheMedium disk / memory), as the FUSE servers see them;
+    #: empty: that medium is refused.
+    cache_dir: str = ""
+    memory_cache_dir: str = ""
+    #: Largest cacheSizeLimit a volume may ask for, MiB.
+    max_cache_mib: int = 10240
 
 
 @dataclass
@@ -268,6 +278,7 @@ class NodeService:
         if endpoint:
             args.append(f"--endpoint-url={endpoint}")
         args.extend(options.to_argv())
+        args.extend(self._cache_args(ctx, target))
         record = VolumeRecord(
             volume_id=request.volume_id,
             target_path=target,
@@ -278,6 +289,48 @@ class NodeService:
             endpoint_url=endpoint,
         )
         return _Desired(record, token)
+
+    def _cache_args(self, ctx: Mapping[str, str], target: str) -> list[str]:
+        """``--cache=<root>/<sha256(target)[:24]> --max-cache-size=MiB`` from the volume context."""
+        medium = ctx.get(vc.CACHE_MEDIUM, "")
+        size = ctx.get(vc.CACHE_SIZE_LIMIT, "")
+        if not medium:
+            if size:
+                raise invalid(
+                    f"volume context {vc.CACHE_SIZE_LIMIT} needs {vc.CACHE_MEDIUM}: "
+                    f"{' or '.join(vc.CACHE_MEDIUMS)}"
+                )
+            return []
+        if medium not in vc.CACHE_MEDIUMS:
+            raise invalid(
+                f"volume context {vc.CACHE_MEDIUM} must be one of {', '.join(vc.CACHE_MEDIUMS)}"
+            )
+        root = self.config.cache_dir if medium == vc.CACHE_DISK else self.config.memory_cache_dir
+        if not root:
+            flag = "--cache-dir" if medium == vc.CACHE_DISK else "--memory-cache-dir"
+            raise invalid(
+                f"{vc.CACHE_MEDIUM} {medium} is not available on this node: the node plugin "
+                f"runs without {flag} (ask the cluster admin)"
+            )
+        mib = DEFAULT_CACHE_MIB
+        if size:
+            try:
+                value = quantity.parse(size)
+            except ValueError:
+                raise invalid(
+                    f"volume context {vc.CACHE_SIZE_LIMIT} {size[:30]!r} is not a quantity "
+                    "such as 512Mi or 2Gi"
+                ) from None
+            mib = math.ceil(value / (1024 * 1024))
+            if value <= 0:
+                raise invalid(f"volume context {vc.CACHE_SIZE_LIMIT} must be positive")
+        if mib > self.config.max_cache_mib:
+            raise invalid(
+                f"volume context {vc.CACHE_SIZE_LIMIT} {size} exceeds this node's limit of "
+                f"{self.config.max_cache_mib} MiB (--max-cache-size)"
+            )
+        digest = hashlib.sha256(target.encode()).hexdigest()[:24]
+        return [f"--cache={root.rstrip('/')}/{digest}", f"--max-cache-size={mib}"]
 
     # -- mounting helpers ----------------------------------------------------------------
     def _spec(self, record: VolumeRecord) -> MountSpec:
@@ -302,7 +355,9 @@ class NodeService:
         # A mounter that runs servers in its own environment drops its credentials for pods.
         unset = credentials.DRIVER_CREDENTIAL_ENV if inherits and pod else ()
         args = [*record.args, "--debug"] if self.config.fuse_debug else list(record.args)
-        return MountSpec(record.target_path, args, env, vdir / "zonemount.log", unset)
+        return MountSpec(
+            record.target_path, args, env, vdir / "zonemount.log", unset, _cache_dir(record)
+        )
 
     def _start(self, record: VolumeRecord) -> None:
         """Mount ``record`` (target dir already exists) and persist the new PID."""
@@ -407,11 +462,12 @@ class NodeService:
                     "target_path holds a mount this plugin does not manage: refusing to unmount",
                 )
             handle = None if record is None else MountHandle(record.pid, record.pid_start_time)
-            if state is not MountState.ABSENT or (
-                handle is not None and self.mounter.alive(handle)
-            ):
+            # With a record, always (idempotent): it also removes the volume's cache directory.
+            if state is not MountState.ABSENT or record is not None:
                 try:
-                    self.mounter.unmount(target, handle, self.config.unmount_timeout)
+                    self.mounter.unmount(
+                        target, handle, self.config.unmount_timeout, _cache_dir(record)
+                    )
                 except MountError as exc:
                     raise CsiError(grpc.StatusCode.INTERNAL, f"unmount failed: {exc}") from None
             try:
@@ -510,6 +566,14 @@ class NodeService:
                     log.error("cannot restore %s: %s", current.target_path, exc)
         self.metrics.published_volumes.set(len(self.store.all()))
         return restarted
+
+
+def _cache_dir(record: VolumeRecord | None) -> str:
+    """The ``--cache=DIR`` of a record's argv ('' without a cache)."""
+    for arg in record.args if record is not None else ():
+        if arg.startswith("--cache="):
+            return arg.split("=", 1)[1]
+    return ""
 
 
 class Supervisor:

@@ -56,7 +56,9 @@ class FakeMounter:
         self.lazy_unmount(spec.target)
         return self.mount(spec, timeout)
 
-    def unmount(self, target: str, handle: MountHandle | None, timeout: float) -> None:
+    def unmount(
+        self, target: str, handle: MountHandle | None, timeout: float, cache_dir: str = ""
+    ) -> None:
         with self._lock:
             self.calls.append(("unmount", target))
             if handle is not None:

@@ -211,6 +211,8 @@ class Node:
                     self.moto.endpoint,
                     "--supervise-interval",
                     "2",
+                    "--cache-dir",
+                    str(self.workdir / "cache"),
                     "--metrics-address",
                     f"127.0.0.1:{self.plugin_metrics}",
                 ],
@@ -242,7 +244,7 @@ class Node:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             return str(response.read().decode())
 
-    def request(self, target: str, bucket: str) -> csi_pb2.NodePublishVolumeRequest:
+    def request(self, target: str, bucket: str, **context: str) -> csi_pb2.NodePublishVolumeRequest:
         return csi_pb2.NodePublishVolumeRequest(
             volume_id=f"vol-{bucket}",
             target_path=target,
@@ -253,13 +255,14 @@ class Node:
                 "bucketName": bucket,
                 "prefix": "data/",
                 "endpointUrl": self.moto.endpoint,
+                **context,
             },
         )
 
-    def publish(self, target: str, bucket: str) -> None:
+    def publish(self, target: str, bucket: str, **context: str) -> None:
         for _ in range(120):  # like the kubelet: retry while another operation is in flight
             try:
-                self.node.NodePublishVolume(self.request(target, bucket), timeout=90)
+                self.node.NodePublishVolume(self.request(target, bucket, **context), timeout=90)
                 return
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.ABORTED:
@@ -327,12 +330,19 @@ def node(workdir: Path, moto_server: LocalS3) -> Iterator[Node]:
         sim.cleanup()
 
 
+CACHE = {"cacheMedium": "disk", "cacheSizeLimit": "64Mi"}
+
+
+def cache_files(node: Node) -> list[Path]:
+    return [p for p in (node.workdir / "cache").rglob("*") if p.is_file()]
+
+
 def _two_pods(node: Node, bucket: str) -> tuple[str, str, Pod, Pod]:
     node.moto.client().put_object(Bucket=bucket, Key="data/input.txt", Body=b"input data")  # type: ignore[attr-defined]
     private_target = make_target(node.kubelet, "pv-a")
     slave_target = make_target(node.kubelet, "pv-a")
     node.publish(private_target, bucket)
-    node.publish(slave_target, bucket)
+    node.publish(slave_target, bucket, **CACHE)
     return (
         private_target,
         slave_target,
@@ -347,6 +357,7 @@ def _assert_nothing_left(node: Node, bucket: str, *targets: str) -> None:
         assert layers(target) == 0
         assert not os.path.exists(target)
     wait_for(lambda: fuse_servers(bucket) == [], 20, "the FUSE servers to exit")
+    assert cache_files(node) == [] and list((node.workdir / "cache").iterdir()) == []
     state = json.loads((node.workdir / "state" / "state.json").read_text())
     assert state["volumes"] == {}
     assert not list((node.workdir / "mounter-state").glob("volumes/*/meta.json"))
@@ -363,16 +374,17 @@ def test_plugin_kill_and_upgrade_during_io_pods_see_no_error(node: Node, bucket:
     time.sleep(3)  # pods keep reading and writing while no plugin exists
     node.start_plugin()
     node.publish(private_target, bucket)  # the kubelet's republish: idempotent
-    node.publish(slave_target, bucket)
+    node.publish(slave_target, bucket, **CACHE)
     # 2. an upgrade: SIGTERM, a new plugin process (same mounts, same servers)
     node.stop_process("plugin", signal.SIGTERM)
     time.sleep(2)
     node.start_plugin()
     node.publish(private_target, bucket)
-    node.publish(slave_target, bucket)
+    node.publish(slave_target, bucket, **CACHE)
     time.sleep(3)  # supervisor passes of the new plugin: nothing to repair
     assert fuse_servers(bucket) == servers, "a live FUSE server must not be replaced"
     assert layers(private_target) == layers(slave_target) == 1
+    assert cache_files(node), "the slave pod's volume has a disk cache (cacheMedium: disk)"
     for pod in (private, slave):
         assert pod.healthy_after(start)
         assert pod.errors(start) == [], pod.errors(start)[:3]
