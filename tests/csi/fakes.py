@@ -24,6 +24,7 @@ class FakeMounter:
     live_pids: set[int] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
     specs: list[MountSpec] = field(default_factory=list)
+    unmounted_caches: list[str] = field(default_factory=list)
     fail_next: str | None = None
     gate: threading.Event | None = None
     entered: threading.Event = field(default_factory=threading.Event)
@@ -61,6 +62,8 @@ class FakeMounter:
     ) -> None:
         with self._lock:
             self.calls.append(("unmount", target))
+            if cache_dir:
+                self.unmounted_caches.append(cache_dir)
             if handle is not None:
                 self.live_pids.discard(handle.pid)
             self.mounted.pop(target, None)

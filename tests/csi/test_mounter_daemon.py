@@ -1,0 +1,326 @@
+"""``zonemount csi-mounter`` itself: the wire, the server table, limits, metadata, cache dirs.
+
+Real processes and a real SEQPACKET socket with a real descriptor passed over it; the FUSE
+server is a small stand-in executable (it reports ready on ZONEMOUNT_READY_FD, dumps its
+environment and limits, and sleeps) so these run in a second without FUSE. The FUSE side is
+covered by test_mounter_namespaces.py. The cgroup v2 limiter runs against a directory laid out
+like a cgroup (no writable cgroup v2 on these machines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from zonemount_csi import mounter_wire as wire
+from zonemount_csi.metrics import Metrics
+from zonemount_csi.mounter import process_start_time
+from zonemount_csi.mounter_server import MemoryLimiter, MounterDaemon
+from zonemount_csi.node import NodeConfig, NodeService
+from zonemount_csi.state import StateStore
+
+from tests.csi.conftest import make_target, mount_capability
+from tests.csi.fakes import FakeMounter
+
+pytestmark = pytest.mark.timeout(120)
+
+STUB = """#!{python}
+import os, sys, time, json
+out = os.environ["STUB_OUT"]
+fd_arg = [a for a in sys.argv if a.startswith("/dev/fd/")][0]
+info = {{"argv": sys.argv, "env": dict(os.environ), "fd_open": os.path.exists(fd_arg),
+        "limits": open("/proc/self/limits").read()}}
+with open(out + "." + str(os.getpid()), "w") as f:
+    json.dump(info, f)
+ready = int(os.environ["ZONEMOUNT_READY_FD"])
+if "fail" in sys.argv:
+    print("zonemount mount: error: bucket 'b' does not exist", file=sys.stderr)
+    os.write(ready, b"error: bucket 'b' does not exist")
+    sys.exit(1)
+os.write(ready, b"ok"); os.close(ready)
+time.sleep(600)
+"""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "zonemount-stub"
+    path.write_text(STUB.format(python=sys.executable))
+    path.chmod(0o755)
+    monkeypatch.setenv("STUB_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAMOUNTER")
+    return path
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, stub: Path) -> Iterator[tuple[MounterDaemon, Path]]:
+    sock = Path(f"/tmp/zm-mounter-{os.getpid()}-{time.monotonic_ns()}.sock")
+    d = MounterDaemon(
+        tmp_path / "state", executable=str(stub), limiter=MemoryLimiter(512, "rlimit")
+    )
+    stop = threading.Event()
+    loop = threading.Thread(target=d.serve_forever, args=(sock, stop), daemon=True)
+    loop.start()
+    wait_for(sock.exists)
+    yield d, sock
+    d.shutdown(2)
+    stop.set()
+    loop.join(5)
+
+
+def serve(sock: Path, key: str, *extra: str, **fields: object) -> dict[str, object]:
+    fd = os.open("/dev/null", os.O_RDONLY)  # any descriptor travels the same way as /dev/fuse
+    try:
+        message = {"op": "serve", "key": key, "args": ["mount", "b", wire.FD_PLACEHOLDER, *extra]}
+        return wire.call(sock, {**message, **fields}, 30, [fd])
+    finally:
+        os.close(fd)
+
+
+def stub_info(tmp_path: Path, pid: int) -> dict[str, object]:
+    info: dict[str, object] = json.loads(Path(f"{tmp_path}/out.{pid}").read_text())
+    return info
+
+
+def test_serve_passes_the_descriptor_environment_and_memory_bound(
+    daemon: tuple[MounterDaemon, Path], tmp_path: Path
+) -> None:
+    _d, sock = daemon
+    reply = serve(
+        sock,
+        "/k/pod-a/mount",
+        env={"AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/r"},
+        unset=["AWS_ACCESS_KEY_ID"],
+    )
+    pid = int(str(reply["pid"]))
+    assert process_start_time(pid) == reply["start_time"]
+    wait_for(lambda: Path(f"{tmp_path}/out.{pid}").exists())
+    info = stub_info(tmp_path, pid)
+    assert info["fd_open"] is True, "the passed descriptor is open in the server as /dev/fd/N"
+    env = info["env"]
+    assert isinstance(env, dict)
+    assert env["AWS_ROLE_ARN"].endswith("role/r")
+    assert "AWS_ACCESS_KEY_ID" not in env, "a pod mount must not inherit the mounter's keys"
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
+    assert line.split()[3] == str(512 * 1024 * 1024), line
+    listed = wire.call(sock, {"op": "list"}, 5)["servers"]
+    assert listed["/k/pod-a/mount"]["alive"] is True
+    meta = list((tmp_path / "state").glob("volumes/*/meta.json"))
+    assert len(meta) == 1 and json.loads(meta[0].read_text())["pid"] == pid
+
+
+def test_driver_mount_inherits_the_mounters_own_identity(
+    daemon: tuple[MounterDaemon, Path], tmp_path: Path
+) -> None:
+    _, sock = daemon
+    pid = int(str(serve(sock, "/k/pod-b/mount")["pid"]))
+    wait_for(lambda: Path(f"{tmp_path}/out.{pid}").exists())
+    env = stub_info(tmp_path, pid)["env"]
+    assert isinstance(env, dict) and env["AWS_ACCESS_KEY_ID"] == "AKIAMOUNTER"
+
+
+def test_a_server_that_fails_reports_its_one_line_error(
+    daemon: tuple[MounterDaemon, Path],
+) -> None:
+    _d, sock = daemon
+    with pytest.raises(wire.WireError, match="bucket 'b' does not exist"):
+        serve(sock, "/k/pod-c/mount", "fail")
+    assert wire.call(sock, {"op": "list"}, 5)["servers"] == {}
+
+
+def test_exit_is_pushed_to_watchers_and_counted(daemon: tuple[MounterDaemon, Path]) -> None:
+    d, sock = daemon
+    pid = int(str(serve(sock, "/k/pod-d/mount")["pid"]))
+    watch = wire.connect_watch(sock)
+    watch.settimeout(20)
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    event, _ = wire.receive(watch, 0)
+    watch.close()
+    assert event == {"event": "exit", "key": "/k/pod-d/mount", "pid": pid, "how": "signal (-9)"}
+    assert d.metrics.exits.labels("signal")._value.get() == 1
+    server = wire.call(sock, {"op": "list"}, 5)["servers"]["/k/pod-d/mount"]
+    assert server["alive"] is False and server["last_exit"] == "signal (-9)"
+
+
+def test_stop_ends_the_server_and_forgets_it_and_its_cache(
+    daemon: tuple[MounterDaemon, Path], tmp_path: Path
+) -> None:
+    _d, sock = daemon
+    cache = tmp_path / "cache" / "abc"
+    pid = int(str(serve(sock, "/k/pod-e/mount", cache_dir=str(cache))["pid"]))
+    (cache / "block").write_bytes(b"x")
+    wire.call(
+        sock, {"op": "stop", "key": "/k/pod-e/mount", "timeout": 5, "cache_dir": str(cache)}, 20
+    )
+    assert process_start_time(pid) is None
+    assert not cache.exists()
+    assert wire.call(sock, {"op": "list"}, 5)["servers"] == {}
+    assert not list((tmp_path / "state").glob("volumes/*/meta.json"))
+    wire.call(sock, {"op": "stop", "key": "/k/pod-e/mount", "timeout": 5}, 20)  # idempotent
+
+
+def test_a_replacement_starts_with_an_empty_cache_and_ends_its_predecessor(
+    daemon: tuple[MounterDaemon, Path], tmp_path: Path
+) -> None:
+    _d, sock = daemon
+    cache = tmp_path / "cache" / "def"
+    first = int(str(serve(sock, "/k/pod-f/mount", cache_dir=str(cache))["pid"]))
+    (cache / "stale-block").write_bytes(b"old")
+    second = int(str(serve(sock, "/k/pod-f/mount", cache_dir=str(cache))["pid"]))
+    assert first != second and process_start_time(first) is None
+    assert list(cache.iterdir()) == []
+    assert wire.call(sock, {"op": "list"}, 5)["servers"]["/k/pod-f/mount"]["starts"] == 2
+
+
+def test_restarted_daemon_rebuilds_its_table_from_metadata(
+    daemon: tuple[MounterDaemon, Path], tmp_path: Path, stub: Path
+) -> None:
+    d, sock = daemon
+    live = int(str(serve(sock, "/k/live/mount")["pid"]))
+    dead = int(str(serve(sock, "/k/dead/mount")["pid"]))
+    os.kill(dead, signal.SIGKILL)
+    wait_for(lambda: not d.list()["servers"]["/k/dead/mount"]["alive"])
+    again = MounterDaemon(tmp_path / "state", executable=str(stub))
+    servers = again.list()["servers"]
+    assert servers["/k/live/mount"]["alive"] is True and servers["/k/live/mount"]["pid"] == live
+    assert servers["/k/dead/mount"]["alive"] is False
+
+
+def test_refuses_malformed_requests(daemon: tuple[MounterDaemon, Path]) -> None:
+    _, sock = daemon
+    with pytest.raises(wire.WireError, match="placeholder"):
+        fd = os.open("/dev/null", os.O_RDONLY)
+        try:
+            wire.call(sock, {"op": "serve", "key": "k", "args": ["sh", "-c", "x"]}, 5, [fd])
+        finally:
+            os.close(fd)
+    with pytest.raises(wire.WireError, match="descriptor"):
+        wire.call(sock, {"op": "serve", "key": "k", "args": ["mount", wire.FD_PLACEHOLDER]}, 5)
+    with pytest.raises(wire.WireError, match="unknown op"):
+        wire.call(sock, {"op": "exec"}, 5)
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    raw.connect(str(sock))
+    raw.sendall(b"not json")
+    raw.close()
+    assert wire.call(sock, {"op": "list"}, 5)["ok"] is True  # still serving
+
+
+def test_socket_is_private_to_its_owner(daemon: tuple[MounterDaemon, Path]) -> None:
+    _, sock = daemon
+    assert sock.stat().st_mode & 0o777 == 0o600
+
+
+def test_cgroup_limiter_gives_each_server_its_own_memory_max(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    own = Path("/proc/self/cgroup").read_text().splitlines()[-1].split("::", 1)
+    base = root / (own[1].lstrip("/") if len(own) == 2 else "")
+    base.mkdir(parents=True, exist_ok=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    (base / "cgroup.controllers").write_text("cpu memory pids\n")
+    (base / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    (base / "cgroup.subtree_control").write_text("")
+    limiter = MemoryLimiter(256, "auto", cgroup_root=root)
+    assert limiter.mode == "cgroup"
+    assert (base / "mounter" / "cgroup.procs").read_text() == str(os.getpid())
+    assert (base / "cgroup.subtree_control").read_text() == "+memory"
+    assert limiter.apply(4242) == f"cgroup memory.max={256 * 1024 * 1024}"
+    assert (base / "fuse-4242" / "memory.max").read_text() == str(256 * 1024 * 1024)
+    assert (base / "fuse-4242" / "cgroup.procs").read_text() == "4242"
+    (base / "fuse-4242" / "memory.events").write_text("low 0\noom 1\noom_kill 1\n")
+    assert limiter.oom_killed(4242)
+
+
+def test_auto_falls_back_to_rlimit_without_cgroup_v2(tmp_path: Path) -> None:
+    assert MemoryLimiter(256, "auto", cgroup_root=tmp_path / "none").mode == "rlimit"
+    assert MemoryLimiter(0, "auto").mode == "none"
+    with pytest.raises(RuntimeError, match="cgroup v2"):
+        MemoryLimiter(256, "cgroup", cgroup_root=tmp_path / "none")
+
+
+# --- the node's cache volume attributes (unit tier, in-memory mounter) ---------------------
+
+
+@pytest.fixture
+def cache_node(workdir: Path) -> NodeService:
+    config = NodeConfig(
+        node_id="n",
+        kubelet_dir=workdir / "kubelet",
+        state_dir=workdir / "state",
+        cache_dir="/var/lib/zonemount/cache",
+        max_cache_mib=2048,
+    )
+    return NodeService(config, FakeMounter(), StateStore(workdir / "state"), Metrics())
+
+
+def _publish(node: NodeService, target: str, **context: str) -> None:
+    from zonemount_csi._proto import csi_pb2
+
+    node.publish(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id="v",
+            target_path=target,
+            volume_capability=mount_capability(),
+            volume_context={"bucketName": "bucket-a", **context},
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "needle"),
+    [
+        ({"cacheMedium": "ssd"}, "cacheMedium must be one of disk, memory"),
+        ({"cacheSizeLimit": "1Gi"}, "cacheSizeLimit needs cacheMedium"),
+        ({"cacheMedium": "memory"}, "without --memory-cache-dir"),
+        ({"cacheMedium": "disk", "cacheSizeLimit": "lots"}, "not a quantity"),
+        ({"cacheMedium": "disk", "cacheSizeLimit": "3Gi"}, "limit of 2048 MiB"),
+        ({"cacheMedium": "disk", "cacheSizeLimit": "0"}, "must be positive"),
+    ],
+)
+def test_cache_attributes_are_validated(
+    cache_node: NodeService, workdir: Path, context: dict[str, str], needle: str
+) -> None:
+    from zonemount_csi.errors import CsiError
+
+    with pytest.raises(CsiError) as info:
+        _publish(cache_node, make_target(workdir / "kubelet"), **context)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in info.value.message
+
+
+def test_cache_attributes_become_cache_flags_and_are_removed_at_unpublish(
+    cache_node: NodeService, workdir: Path
+) -> None:
+    from zonemount_csi._proto import csi_pb2
+
+    target = make_target(workdir / "kubelet")
+    _publish(cache_node, target, cacheMedium="disk", cacheSizeLimit="300Mi")
+    mounter = cache_node.mounter
+    assert isinstance(mounter, FakeMounter)
+    spec = mounter.specs[-1]
+    assert spec.cache_dir.startswith("/var/lib/zonemount/cache/")
+    assert f"--cache={spec.cache_dir}" in spec.args and "--max-cache-size=300" in spec.args
+    other = make_target(workdir / "kubelet")
+    _publish(cache_node, other, cacheMedium="disk")
+    assert mounter.specs[-1].cache_dir != spec.cache_dir, "one cache directory per target"
+    assert "--max-cache-size=1024" in mounter.specs[-1].args  # default 1Gi
+    cache_node.unpublish(csi_pb2.NodeUnpublishVolumeRequest(volume_id="v", target_path=target))
+    assert mounter.unmounted_caches == [spec.cache_dir]
