@@ -35,6 +35,7 @@ COMBOS: dict[str, dict[str, Any] | None] = {
     "no-metrics": {"metrics": {"enabled": False}},
     "kubelet-dir": {"node": {"kubeletDir": "/var/lib/k0s/kubelet"}},
     "fixed-zone": {"node": {"zone": "us-west-2a", "priorityClassName": ""}},
+    "no-mounter": {"node": {"mounter": {"enabled": False}}},
     "test-endpoint": {
         "aws": {
             "endpointUrl": "http://10.96.200.200:5000",

@@ -350,7 +350,11 @@ def test_rendered_node_plugin_starts_and_reports_the_nodes_zone(
     (run / "zone-id").write_text("usw2-az1")
     sock = tmp_path / "csi.sock"
     node = container(
-        one(render({"node": {"kubeletDir": str(kubelet), "stateDir": str(state)}}), "DaemonSet", "-node"),
+        one(
+            render({"node": {"kubeletDir": str(kubelet), "stateDir": str(state)}}),
+            "DaemonSet",
+            "-node",
+        ),
         "node",
     )
     script = (
