@@ -6,6 +6,7 @@ writing their own; a contract test (tests/contract/) walks operator -> StorageCl
 CreateVolume -> NodePublishVolume -> ``zonemount mount`` argv to keep them agreeing.
 
 * :mod:`.keys` - the driver name, volume-context and StorageClass keys, topology keys.
+* :mod:`.endpoint` - the endpoint-URL rule behind every ``--endpoint-url`` and ``endpointUrl``.
 
 Invariants: standard library only, no I/O, no imports from the three parts (every part may
 import this package; it imports none of them). Validators return plain values or raise

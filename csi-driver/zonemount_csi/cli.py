@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import grpc
+from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 
 from . import DRIVER_NAME
 from ._proto import csi_pb2_grpc
@@ -48,18 +48,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _endpoint_url(value: str) -> str:
-    """An ``--allowed-endpoint-url``: http(s)://HOST[:PORT], refused at start-up otherwise
-    (an entry no volume can ever match would silently allow nothing)."""
+    """An ``--allowed-endpoint-url``, refused at start-up when it is not one (an entry no volume
+    can ever match would silently allow nothing)."""
     try:
-        host = urlsplit(value).hostname if value.startswith(("http://", "https://")) else None
-    except ValueError:
-        host = None
-    if not host or any(c.isspace() for c in value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a URL: expected http://HOST:PORT or https://HOST "
-            "(e.g. https://s3.us-east-1.amazonaws.com)"
-        )
-    return value
+        return check_endpoint_url(value)
+    except EndpointUrlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _log_level(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
+
 from .errors import ConfigError
 from .names import is_directory_bucket, normalize_prefix, parse_bucket_argument
 
@@ -227,8 +229,11 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
             f"--part-size {ns.part_size} is outside S3's part limits "
             f"({MIN_PART_SIZE} to {MAX_PART_SIZE} bytes); the default is {DEFAULT_PART_SIZE}"
         )
-    if ns.endpoint_url and not ns.endpoint_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--endpoint-url {ns.endpoint_url!r} must start with http:// or https://")
+    if ns.endpoint_url is not None:
+        try:
+            check_endpoint_url(ns.endpoint_url)
+        except EndpointUrlError as exc:
+            raise ConfigError(f"--endpoint-url {exc}") from None
     cache_dir = Path(ns.cache).resolve() if ns.cache else None
     mountpoint = Path(ns.directory).absolute()
     if cache_dir is not None and (cache_dir == mountpoint or mountpoint in cache_dir.parents):

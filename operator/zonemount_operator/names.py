@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 from zonemount_contract.names import (
     AZ_ID_RE,
     AZ_NAME_RE,
@@ -40,28 +41,14 @@ __all__ = [
     "RESERVED_PREFIXES",
     "ROLE_ARN_PARTS_RE",
 ]
-ENDPOINT_URL_RE = re.compile(r"^https?://[^\s]+$")
 
 
 def validate_endpoint_url(url: str, what: str = "endpoint URL") -> str:
-    """An S3/AWS endpoint override: http(s)://HOST[:PORT][/PATH], as botocore accepts it
-    (the one rule behind every --endpoint-url flag of the operator's commands and
-    S3MountClass spec.endpointUrl)."""
-    from urllib.parse import urlsplit
-
+    """The contract's endpoint-URL rule (:mod:`zonemount_contract.endpoint`) as a SpecError."""
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
-    except ValueError as exc:
-        raise SpecError(
-            f"{what} {url!r} is not a URL ({exc}): expected http://HOST:PORT or https://HOST"
-        ) from None
-    if not ENDPOINT_URL_RE.match(url) or not parts.hostname:
-        raise SpecError(
-            f"{what} {url!r} is not an http(s) URL: expected http://HOST:PORT or https://HOST "
-            "(e.g. http://127.0.0.1:8333 or https://s3.us-east-1.amazonaws.com)"
-        )
-    return url
+        return check_endpoint_url(url)
+    except EndpointUrlError as exc:
+        raise SpecError(f"{what} {exc}") from None
 
 
 def validate_region(region: str) -> str:

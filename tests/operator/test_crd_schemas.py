@@ -10,6 +10,7 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
+from zonemount_contract.endpoint import ENDPOINT_URL_RE
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
 from zonemount_operator.spec import parse_bucket, parse_mountclass
@@ -112,7 +113,7 @@ def test_patterns_agree_with_python_validators() -> None:
     for bad in ("us-east-1d", "use1", "USE1-AZ4", "use1-az"):
         assert not re.match(spec["availabilityZoneId"]["pattern"], bad), bad
     mountclass = schema_of(load_crd("S3MountClass"))["properties"]["spec"]["properties"]
-    assert mountclass["endpointUrl"]["pattern"] == names.ENDPOINT_URL_RE.pattern
+    assert mountclass["endpointUrl"]["pattern"] == ENDPOINT_URL_RE.pattern
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
