@@ -45,6 +45,7 @@ def test_r_name_too_long(mounter: Mounter, s3, bucket) -> None:
     assert errno_of(lambda: os.mkdir(deep / ("d" * room))) == errno.ENAMETOOLONG
     os.mkdir(deep / ("d" * (room - 1)))
     assert errno_of(lambda: os.rename(exact, over)) == errno.ENAMETOOLONG
+    assert errno_of(lambda: os.symlink("target", over)) == errno.ENAMETOOLONG
     # a directory whose deepest key would outgrow the limit at its new name
     assert errno_of(lambda: os.rename(mnt / ("0" * 200), mnt / ("0" * 201))) == errno.ENAMETOOLONG
     # a multi-byte name counts in bytes, and NAME_MAX holds for every name
