@@ -80,6 +80,8 @@ PERMISSIONS = {
     "PutBucketLifecycleConfiguration": "s3express:PutLifecycleConfiguration",
     "DeleteBucketLifecycle": "s3express:PutLifecycleConfiguration",
     "PutBucketEncryption": "s3express:PutEncryptionConfiguration",
+    "GetBucketLifecycleConfiguration": "s3express:GetLifecycleConfiguration",
+    "GetBucketEncryption": "s3express:GetEncryptionConfiguration",
     "ListObjectsV2": "s3express:CreateSession",
     "DeleteObjects": "s3express:CreateSession",
     "ListMultipartUploads": "s3express:CreateSession",
@@ -223,6 +225,18 @@ class BucketAdmin(Protocol):
     def s3(self, region: str) -> Any: ...
 
 
+def _subset(want: Any, have: Any) -> bool:
+    """``want`` is contained in ``have`` (AWS answers with extra fields and defaults)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(_subset(v, have.get(k)) for k, v in want.items())
+    return bool(want == have)
+
+
+def _same_rules(have: list[dict[str, Any]], want: list[dict[str, Any]]) -> bool:
+    by_id = {r.get("ID"): r for r in have}
+    return len(have) == len(want) and all(_subset(r, by_id.get(r["ID"])) for r in want)
+
+
 class Boto3BucketAdmin:
     """:class:`BucketAdmin` over boto3 (AWS, or any endpoint via ``endpoint_url``)."""
 
@@ -361,8 +375,12 @@ class Boto3BucketAdmin:
     def put_lifecycle(
         self, region: str, bucket: str, expire_days: int | None, abort_days: int | None
     ) -> None:
+        """Make the bucket's lifecycle these rules; reads first, writes only a difference."""
         s3 = self.s3(region)
+        current = self.lifecycle(region, bucket)
         if expire_days is None and abort_days is None:
+            if not current:
+                return
             with self._call("s3", "DeleteBucketLifecycle"):
                 s3.delete_bucket_lifecycle(Bucket=bucket)
             return
@@ -385,6 +403,8 @@ class Boto3BucketAdmin:
                     "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_days},
                 }
             )
+        if _same_rules(current, rules):
+            return
         with self._call("s3", "PutBucketLifecycleConfiguration"):
             s3.put_bucket_lifecycle_configuration(
                 Bucket=bucket, LifecycleConfiguration={"Rules": rules}
@@ -405,6 +425,16 @@ class Boto3BucketAdmin:
         if kms_key_arn:
             default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key_arn}
         rule = {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}
+        try:
+            with self._call("s3", "GetBucketEncryption"):
+                have = self.s3(region).get_bucket_encryption(Bucket=bucket)
+            rules = have.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        except AwsError as exc:
+            if exc.code != "ServerSideEncryptionConfigurationNotFoundError":
+                raise
+            rules = []
+        if [_subset(rule, r) for r in rules] == [True]:
+            return  # already so: no write
         with self._call("s3", "PutBucketEncryption"):
             self.s3(region).put_bucket_encryption(
                 Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]}

@@ -13,29 +13,40 @@ errors map to kopf's retry semantics in one place, :func:`raise_for`:
 
 Handlers live in their own registry (:data:`registry`) so that tests and ``zonemount
 operator`` run exactly this set. Blocking boto3 work runs in threads (``asyncio.to_thread``).
+
+Writes are level-triggered and minimal: :func:`apply_status` patches only the status keys
+whose value changed (an unchanged object is re-reconciled with zero Kubernetes writes) and
+never ``status.import``, which belongs to :mod:`zonemount_operator.importstatus`.
+
+Kubernetes Events (``kubectl describe``) are posted explicitly by :func:`announce`: one
+Normal event per thing a reconcile did (each outcome line starts with its past-tense verb,
+which becomes the reason: ``created StorageClass x`` -> ``Created``), and one event when
+``Ready`` changes (Normal ``Ready``, or a Warning with the failing condition's reason).
+Handler log lines stay logs (``settings.posting.loggers`` is off): a retry loop does not
+flood the object's Events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
 import random
 import threading
-import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from zonemount_operator import FINALIZER, GROUP, VERSION, tenancy
+from zonemount_operator import FINALIZER, GROUP, VERSION, conditions, tenancy
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.bucket import (
     delete_bucket_resources,
     detect_drift,
-    import_conditions,
     reconcile_bucket,
     run_import,
 )
@@ -49,7 +60,12 @@ from zonemount_operator.errors import (
     TransientAwsError,
     ZonemountError,
 )
-from zonemount_operator.kube import S3EXPRESSBUCKETS, from_kopf_login
+from zonemount_operator.importstatus import (
+    FINAL_PHASES,
+    ImportStatusWriter,
+    conditions_disagree,
+)
+from zonemount_operator.kube import from_kopf_login
 from zonemount_operator.mountclass import delete_mountclass, reconcile_mountclass
 from zonemount_operator.spec import parse_bucket
 
@@ -59,6 +75,8 @@ MOUNTCLASSES = (GROUP, VERSION, "s3mountclasses")
 DRIFT_INTERVAL = float(os.environ.get("ZONEMOUNT_DRIFT_INTERVAL", "300"))
 RESYNC_INTERVAL = float(os.environ.get("ZONEMOUNT_RESYNC_INTERVAL", "60"))
 PROGRESS_INTERVAL = float(os.environ.get("ZONEMOUNT_PROGRESS_INTERVAL", "2"))
+IMPORT_POLL = 2.0  # seconds between the import daemon's looks at the (in-memory) live body
+IMPORT_RETRY = 60.0  # seconds before a failed import is resumed
 
 
 @dataclass(frozen=True)
@@ -92,7 +110,7 @@ async def _reconcile_and_patch(
         uid=meta.get("uid"),
         policy=memo.get("tenancy"),
     )
-    apply_status(patch, outcome.status)
+    apply_status(patch, outcome.status, plain(status))
     return outcome
 
 
@@ -101,9 +119,51 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=dict)) if value is not None else None
 
 
-def apply_status(patch: kopf.Patch, status: dict[str, Any]) -> None:
+# Ready=False reasons that are progress, not trouble: Normal events, not Warnings.
+PROGRESSING = frozenset({"ImportPending", "Reconciling", "BucketNotReady", "WaitingForBucket"})
+IMPORT_OWNED = frozenset({"import"})  # written only through importstatus.ImportStatusWriter
+
+
+def apply_status(
+    patch: kopf.Patch, status: Mapping[str, Any], current: Mapping[str, Any] | None
+) -> None:
+    """Patch the status keys that differ from ``current`` (none: no write at all)."""
+    current = current or {}
     for key, value in status.items():
-        patch.status[key] = value
+        if key in IMPORT_OWNED:
+            continue
+        if value is None and current.get(key) is None:
+            continue
+        if current.get(key) != value:
+            patch.status[key] = value
+
+
+def _ready(status: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return conditions.get((status or {}).get("conditions"), "Ready") or {}
+
+
+def announce(
+    body: Any, lines: Sequence[str], old: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> None:
+    """Post the Events of one reconcile (see the module docstring)."""
+    with contextlib.suppress(LookupError):  # outside kopf's runtime (unit tests): no poster
+        _announce(body, lines, old, new)
+
+
+def _announce(
+    body: Any, lines: Sequence[str], old: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> None:
+    for line in lines:
+        kopf.info(body, reason=line.split(" ", 1)[0].capitalize(), message=line)
+    before, after = _ready(old), _ready(new)
+    if (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+        return
+    if after.get("status") == "True":
+        kopf.info(body, reason="Ready", message=str(after.get("message", "")))
+    elif after.get("reason") in PROGRESSING:
+        kopf.info(body, reason=str(after["reason"]), message=str(after.get("message", "")))
+    elif after:
+        kopf.warn(body, reason=str(after.get("reason")), message=str(after.get("message", "")))
 
 
 def backoff(retry: int, base: float = 5.0, cap: float = 300.0) -> float:
@@ -139,6 +199,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    settings.posting.enabled = True  # Events for `kubectl describe` (the chart grants them)
+    settings.posting.loggers = False  # explicit events only, see announce()
     settings.posting.level = logging.INFO
     config = OperatorConfig.from_env()
     if "config" not in memo:
@@ -176,11 +238,13 @@ async def bucket_reconcile(
     memo: kopf.Memo,
     logger: Any,
     retry: int,
+    body: Any,
     **_: Any,
 ) -> None:
     outcome = await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
     for line in outcome.events:
         logger.info(line)
+    announce(body, outcome.events, plain(status), outcome.status)
     raise_for(outcome.error, retry)
 
 
@@ -195,6 +259,7 @@ async def bucket_delete(
     memo: kopf.Memo,
     logger: Any,
     retry: int,
+    body: Any,
     **_: Any,
 ) -> None:
     try:
@@ -212,6 +277,7 @@ async def bucket_delete(
         return
     for line in done:
         logger.info(line)
+    announce(body, done, None, {})
 
 
 @kopf.timer(
@@ -231,6 +297,7 @@ async def bucket_drift(
     patch: kopf.Patch,
     memo: kopf.Memo,
     logger: Any,
+    body: Any,
     **_: Any,
 ) -> None:
     try:
@@ -242,54 +309,98 @@ async def bucket_drift(
         return
     for line in drift:
         logger.warning("%s: repairing", line)
-    await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
+        kopf.warn(body, reason="Drift", message=f"{line}: repairing")
+    outcome = await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
+    announce(body, outcome.events, plain(status), outcome.status)
 
 
-def _import_wanted(spec: Any, status: Any, **_: Any) -> bool:
+def import_wanted(spec: Mapping[str, Any], status: Mapping[str, Any] | None) -> bool:
+    """An import is due: a source, the bucket exists, and no final result for that source
+    (``Copying`` after a restart means unfinished: resume, copied objects are skipped)."""
     source = (spec.get("import") or {}).get("source")
     if not source:
         return False
-    conds = (status or {}).get("conditions") or []
-    bucket_ready = any(c.get("type") == "BucketReady" and c.get("status") == "True" for c in conds)
-    imp = (status or {}).get("import") or {}
-    return bucket_ready and not (imp.get("source") == source and imp.get("phase") == "Complete")
+    status = status or {}
+    if not conditions.is_true(status.get("conditions"), "BucketReady"):
+        return False
+    imp = status.get("import") or {}
+    return not (imp.get("source") == source and imp.get("phase") in FINAL_PHASES)
+
+
+def _has_import_source(spec: Any, **_: Any) -> bool:
+    return bool((spec.get("import") or {}).get("source"))
 
 
 @kopf.daemon(
-    *BUCKETS, id="bucket-import", registry=registry, when=_import_wanted, cancellation_timeout=30
+    *BUCKETS,
+    id="bucket-import",
+    registry=registry,
+    when=_has_import_source,
+    cancellation_backoff=20,
+    cancellation_timeout=30,
 )
 async def bucket_import(
     *,
     name: str,
     namespace: str | None,
-    spec: Any,
-    status: Any,
-    meta: Any,
+    body: Any,
     memo: kopf.Memo,
     logger: Any,
     stopped: Any,
     **_: Any,
 ) -> None:
-    spec_d, status_d = plain(spec), plain(status) or {}
-    loop = asyncio.get_running_loop()
+    """One long-lived loop per bucket with an import source: it never returns on its own
+    (kopf does not restart a daemon that did, so a later spec edit would never import), and
+    it reads the live ``body`` each turn, so a restart or a new source is picked up."""
+    while not stopped:
+        spec = plain(body.get("spec")) or {}
+        status = plain(body.get("status")) or {}
+        generation = body.get("metadata", {}).get("generation")
+        try:
+            if import_wanted(spec, status):
+                writer = ImportStatusWriter(memo.kube, name, namespace, interval=PROGRESS_INTERVAL)
+                try:
+                    final = await _import_once(
+                        name, namespace, body, spec, status, generation, memo, writer, stopped
+                    )
+                finally:
+                    await writer.close()
+                if final is not None:
+                    _announce_import(body, final, logger)
+                    await _until_seen(body, final, stopped)
+                    if final["phase"] == "Failed":
+                        await stopped.wait(IMPORT_RETRY)
+                        continue
+            elif conditions_disagree(spec, status, generation, name):
+                writer = ImportStatusWriter(memo.kube, name, namespace)
+                try:
+                    written = await writer.sync_conditions(spec, generation)
+                    if written is not None:
+                        logger.info("ImportComplete repaired from status.import")
+                        announce(body, [], status, written)
+                finally:
+                    await writer.close()
+        except ZonemountError as exc:
+            logger.warning("import: %s (retrying in %ss)", exc, IMPORT_RETRY)
+            await stopped.wait(IMPORT_RETRY)
+            continue
+        await stopped.wait(IMPORT_POLL)
+
+
+async def _import_once(
+    name: str,
+    namespace: str | None,
+    body: Any,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    generation: int | None,
+    memo: Any,
+    writer: ImportStatusWriter,
+    stopped: Any,
+) -> dict[str, Any] | None:
+    """Run the copy in a thread; progress and the result go through ``writer``. Returns
+    the final ``status.import``, or None when the daemon was stopped mid-copy."""
     stop = threading.Event()
-    last = [0.0]
-
-    def report(imp: dict[str, Any]) -> None:  # called from the copy engine's thread
-        if time.monotonic() - last[0] < PROGRESS_INTERVAL:
-            return
-        last[0] = time.monotonic()
-        future = asyncio.run_coroutine_threadsafe(
-            memo.kube.patch(
-                S3EXPRESSBUCKETS, name, {"status": {"import": imp}}, namespace, "status"
-            ),
-            loop,
-        )
-        future.add_done_callback(log_failure)
-
-    def log_failure(future: Any) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            logger.warning("import progress not written: %s", future.exception())
 
     async def watch_stop() -> None:
         await stopped.wait()
@@ -297,40 +408,47 @@ async def bucket_import(
 
     watcher = asyncio.create_task(watch_stop())
     try:
-        final = await asyncio.to_thread(
+        final: dict[str, Any] = await asyncio.to_thread(
             functools.partial(
                 run_import,
-                parse_bucket(name, spec_d),
-                status_d,
+                parse_bucket(name, spec),
+                status,
                 memo.admin,
-                report,
+                writer.report,
                 stop=stop,
                 namespace=namespace,
                 policy=memo.get("tenancy"),
             )
         )
-    except ZonemountError as exc:
-        raise kopf.TemporaryError(f"import: {exc}", delay=60) from exc
     finally:
         watcher.cancel()
-    status_d["import"] = final
-    conds = import_conditions(spec_d, status_d, meta.get("generation"), name)
-    await memo.kube.patch(
-        S3EXPRESSBUCKETS,
-        name,
-        {"status": {"import": final, "conditions": conds}},
-        namespace,
-        "status",
+    if stop.is_set() and final["phase"] not in FINAL_PHASES:
+        return None  # stopped: the last progress stands; the next daemon resumes
+    written = await writer.finish(final, spec, generation)
+    announce(body, [], status, written)  # Ready may have changed with ImportComplete
+    return final
+
+
+async def _until_seen(body: Any, final: Mapping[str, Any], stopped: Any) -> None:
+    """Wait (bounded) until the live body shows the result we wrote, so the next turn does
+    not mistake a watch event still in flight for an import still to do."""
+    for _ in range(60):
+        imp = (plain(body.get("status")) or {}).get("import") or {}
+        if stopped or (imp.get("source"), imp.get("phase")) == (final["source"], final["phase"]):
+            return
+        await stopped.wait(0.5)
+
+
+def _announce_import(body: Any, final: Mapping[str, Any], logger: Any) -> None:
+    line = (
+        f"import {final['phase']}: {final['objectsCopied']} objects copied, "
+        f"{final['objectsSkipped']} skipped, {final['objectsFailed']} failed"
     )
-    logger.info(
-        "import %s: %s objects copied, %s skipped, %s failed",
-        final["phase"],
-        final["objectsCopied"],
-        final["objectsSkipped"],
-        final["objectsFailed"],
-    )
+    logger.info(line)
     if final["phase"] == "Failed":
-        raise kopf.TemporaryError(final.get("message", "import failed"), delay=60)
+        kopf.warn(body, reason="ImportFailed", message=str(final.get("message", line)))
+    else:
+        kopf.info(body, reason="ImportComplete", message=line)
 
 
 # -- S3MountClass ------------------------------------------------------------------------------
@@ -345,6 +463,7 @@ async def _mountclass(
     memo: kopf.Memo,
     logger: Any,
     retry: int,
+    body: Any,
 ) -> None:
     outcome = await reconcile_mountclass(
         name,
@@ -356,9 +475,10 @@ async def _mountclass(
         admin=memo.admin,
         endpoint_url=memo.config.endpoint_url,
     )
-    apply_status(patch, outcome.status)
+    apply_status(patch, outcome.status, plain(status))
     for line in outcome.events:
         logger.info(line)
+    announce(body, outcome.events, plain(status), outcome.status)
     raise_for(outcome.error, retry)
 
 
@@ -376,6 +496,7 @@ async def mountclass_reconcile(
     memo: kopf.Memo,
     logger: Any,
     retry: int,
+    body: Any,
     **_: Any,
 ) -> None:
     await _mountclass(
@@ -388,6 +509,7 @@ async def mountclass_reconcile(
         memo=memo,
         logger=logger,
         retry=retry,
+        body=body,
     )
 
 
@@ -408,6 +530,7 @@ async def mountclass_resync(
     patch: kopf.Patch,
     memo: kopf.Memo,
     logger: Any,
+    body: Any,
     **_: Any,
 ) -> None:
     """Propagate changes of the referenced bucket (zone, readiness) and repair drift."""
@@ -422,6 +545,7 @@ async def mountclass_resync(
             memo=memo,
             logger=logger,
             retry=0,
+            body=body,
         )
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         logger.info("resync: %s", exc)

@@ -85,6 +85,7 @@ def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
         memo=memo,
         logger=LOG,
         retry=0,
+        body={},
     )
     asyncio.run(bucket_reconcile(patch=patch, **kwargs))
     status = dict(patch["status"])
@@ -100,6 +101,7 @@ def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
             memo=memo,
             logger=LOG,
             retry=0,
+            body={},
         )
     )
     buckets = admin.s3("us-east-1").list_directory_buckets()["Buckets"]
@@ -109,3 +111,67 @@ def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
     with pytest.raises(kopf.PermanentError, match="set exactly one of"):
         asyncio.run(bucket_reconcile(patch=bad, **{**kwargs, "spec": {"region": "us-east-1"}}))
     assert bad["status"]["conditions"][0]["reason"] == "InvalidSpec"
+
+
+READS = ("Get", "List", "Head", "Describe")
+
+
+@pytest.mark.integration
+def test_second_reconcile_of_an_unchanged_bucket_writes_nothing(
+    moto_server: Any, s3_env: dict[str, str], role: Any
+) -> None:
+    """Issue 13: every resync re-put lifecycle/encryption and re-patched the whole status."""
+    calls: list[str] = []
+
+    def count(client: Any) -> None:
+        client.meta.events.register("before-call", lambda model, **_: calls.append(str(model.name)))
+
+    admin = Boto3BucketAdmin(endpoint_url=moto_server.endpoint, max_attempts=2, event_hooks=count)
+    memo = kopf.Memo(admin=admin, config=OperatorConfig())
+    spec = {
+        "region": "us-east-1",
+        "availabilityZoneId": "use1-az4",
+        "baseName": unique_base(),
+        "deletionPolicy": "Delete",
+        "lifecycle": {"expireAfterDays": 30, "abortIncompleteMultipartUploadAfterDays": 2},
+        "access": {"roleArns": [role()], "sessionMode": "ReadOnly"},
+    }
+    kwargs: dict[str, Any] = dict(
+        name="idem",
+        namespace="ns",
+        spec=spec,
+        meta={"generation": 1, "uid": "5d0c7a1e-2f7b-4a8e-9d1c-3b6f0e9a7c42"},
+        memo=memo,
+        logger=LOG,
+        retry=0,
+        body={},
+    )
+    first = kopf.Patch()
+    asyncio.run(bucket_reconcile(patch=first, status={}, **kwargs))
+    status = dict(first["status"])
+    assert status["conditions"][0]["status"] == "True", status
+    assert any(not c.startswith(READS) for c in calls)  # the first pass did write
+    calls.clear()
+    second = kopf.Patch()
+    asyncio.run(bucket_reconcile(patch=second, status=status, **kwargs))
+    assert dict(second) == {}, dict(second)  # no Kubernetes write
+    assert [c for c in calls if not c.startswith(READS)] == []  # no AWS write
+    # A real change is still applied (and only it).
+    calls.clear()
+    changed = {**spec, "lifecycle": {"expireAfterDays": 31}}
+    third = kopf.Patch()
+    asyncio.run(bucket_reconcile(patch=third, status=status, **{**kwargs, "spec": changed}))
+    assert [c for c in calls if not c.startswith(READS)] == ["PutBucketLifecycleConfiguration"]
+    asyncio.run(
+        bucket_delete(
+            name="idem",
+            namespace="ns",
+            uid="5d0c7a1e-2f7b-4a8e-9d1c-3b6f0e9a7c42",
+            spec=spec,
+            status=status,
+            memo=memo,
+            logger=LOG,
+            retry=0,
+            body={},
+        )
+    )

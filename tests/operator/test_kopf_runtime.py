@@ -161,12 +161,35 @@ def test_operator_end_to_end(
         assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1d"]
 
         # Update propagates: ReadOnly session policy, new mount options.
+        # Events (kubectl describe): what was done, and Ready becoming True; the class first
+        # waited for its bucket (a Warning), then wrote its StorageClass.
+        reasons = {(e["type"], e["reason"]) for e in kube_api.events("scratch")}
+        assert {("Normal", "Created"), ("Normal", "ImportComplete"), ("Normal", "Ready")} <= reasons
+        created = [e["message"] for e in kube_api.events("scratch") if e["reason"] == "Created"]
+        assert created == [f"created directory bucket {bucket_name} in us-east-1d (use1-az4)"]
+        class_events = wait_for(
+            "mount class Ready event",
+            lambda: (
+                (
+                    ev := [
+                        (e["type"], e["reason"])
+                        for e in kube_api.events(class_cr["metadata"]["name"])
+                    ]
+                )
+                and ("Normal", "Ready") in ev
+                and ev
+            ),
+        )
+        assert class_events[0] == ("Warning", "BucketNotFound"), class_events
+        assert ("Normal", "Created") in class_events
+
+        # The API server bumps metadata.generation on a spec change (not the client).
         kube(
             kube_api,
             "patch",
             S3EXPRESSBUCKETS,
             "scratch",
-            {"metadata": {"generation": 2}, "spec": {"access": {"sessionMode": "ReadOnly"}}},
+            {"spec": {"access": {"sessionMode": "ReadOnly"}}},
             "spark",
         )
         wait_for(
@@ -226,6 +249,11 @@ def test_invalid_spec_is_a_permanent_condition(operator_env: None, kube_api: Kub
             lambda: condition(kube_api.object("s3expressbuckets", "nowhere", "spark"), "Ready"),
         )
         assert ready["status"] == "False" and ready["reason"] == "UnknownAvailabilityZone"
+        warning = wait_for("a Warning event", lambda: kube_api.events("nowhere"))
+        assert [(e["type"], e["reason"]) for e in warning] == [
+            ("Warning", "UnknownAvailabilityZone")
+        ]
+        assert "use1-az9" in warning[0]["message"]
         # Let kopf finish its bookkeeping writes, then watch for a hot loop (repeated writes).
         versions, stable_since = -1, time.monotonic()
         while time.monotonic() - stable_since < 1.5:
@@ -239,6 +267,7 @@ def test_invalid_spec_is_a_permanent_condition(operator_env: None, kube_api: Kub
         assert "zonemount.io/last-handled-configuration" in meta["annotations"]
         assert "zonemount.io/bucket-reconcile" not in meta["annotations"]
         assert kube_api.versions("s3expressbuckets", "nowhere", "spark") == versions
+        assert len(kube_api.events("nowhere")) == 1  # one Warning, not one per retry
 
 
 def test_zonemount_operator_process(
@@ -298,3 +327,83 @@ def test_zonemount_operator_process(
     output = (tmp_path / "operator.log").read_text()
     assert code == 0, output
     assert "Traceback" not in output, output
+
+
+def test_import_result_is_never_overwritten_by_late_progress(
+    operator_env: None,
+    kube_api: KubeApiThread,
+    admin: Boto3BucketAdmin,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13 item 1: a progress patch sent without waiting landed after ``Complete``
+    (phase Copying + ImportComplete=True); the next spec edit went ImportPending; kopf
+    logged "cancelled. Will escalate" on every completion; a restart imported again.
+    Here every progress patch is held back 1.5 s by the API server, so a progress write
+    that is not awaited before the result lands after it."""
+    import json
+
+    from zonemount_operator import handlers
+
+    monkeypatch.setattr(handlers, "PROGRESS_INTERVAL", 0.0)
+    kube_api.hold(lambda r: r.subresource == "status" and '"Copying"' in json.dumps(r.data), 1.5)
+    s3 = admin.s3("us-east-1")
+    for i in range(8):
+        s3.put_object(Bucket=bucket, Key=f"in/{i}", Body=b"x" * (100 + i))
+    base = unique_base()
+    cr = {
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3ExpressBucket",
+        "metadata": {"name": "imp", "namespace": "spark"},
+        "spec": {
+            "region": "us-east-1",
+            "availabilityZoneId": "use1-az4",
+            "baseName": base,
+            "deletionPolicy": "Delete",
+            "import": {"source": f"s3://{bucket}/in/", "concurrency": 2},
+        },
+    }
+
+    def current() -> dict[str, Any]:
+        return dict(kube_api.object("s3expressbuckets", "imp", "spark") or {})
+
+    args = ["run", "--standalone", "--all-namespaces", "--verbose"]
+    with KopfRunner(args, registry=registry, timeout=60) as runner:
+        kube(kube_api, "create", S3EXPRESSBUCKETS, cr, "spark")
+        wait_for(
+            "import Complete",
+            lambda: (
+                ((current().get("status") or {}).get("import") or {}).get("phase") == "Complete"
+            ),
+        )
+        time.sleep(3.5)  # every held progress write has landed by now
+        status = current()["status"]
+        assert status["import"]["phase"] == "Complete", status["import"]
+        assert status["import"]["objectsCopied"] == 8
+        assert condition(current(), "ImportComplete")["status"] == "True"
+        assert condition(current(), "Ready")["status"] == "True"
+        started = status["import"]["startedAt"]
+
+        # A spec edit keeps the import result (no ImportPending, Ready stays True).
+        kube(
+            kube_api,
+            "patch",
+            S3EXPRESSBUCKETS,
+            "imp",
+            {"spec": {"deletionPolicy": "Delete", "lifecycle": {"expireAfterDays": 7}}},
+            "spark",
+        )
+        wait_for("generation 2 reconciled", lambda: current()["status"]["observedGeneration"] == 2)
+        time.sleep(1)
+        assert condition(current(), "Ready")["status"] == "True", current()["status"]
+        assert current()["status"]["import"]["phase"] == "Complete"
+    assert "Will escalate" not in runner.stdout
+    assert "exited on its own" not in runner.stdout
+
+    # A restart does not import again: the result for this source is final.
+    with KopfRunner(args, registry=registry, timeout=60):
+        time.sleep(6)
+        assert current()["status"]["import"]["startedAt"] == started
+        assert current()["status"]["import"]["objectsCopied"] == 8
+        kube(kube_api, "delete", S3EXPRESSBUCKETS, "imp", "spark")
+        wait_for("bucket CR gone", lambda: not current())
