@@ -335,6 +335,7 @@ def test_import_result_is_never_overwritten_by_late_progress(
     admin: Boto3BucketAdmin,
     bucket: str,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Issue 13 item 1: a progress patch sent without waiting landed after ``Complete``
     (phase Copying + ImportComplete=True); the next spec edit went ImportPending; kopf
@@ -346,6 +347,7 @@ def test_import_result_is_never_overwritten_by_late_progress(
     from zonemount_operator import handlers
 
     monkeypatch.setattr(handlers, "PROGRESS_INTERVAL", 0.0)
+    (tmp_path / "tenancy.yaml").write_text(f"importSources: ['s3://{bucket}/in/']\n")
     kube_api.hold(lambda r: r.subresource == "status" and '"Copying"' in json.dumps(r.data), 1.5)
     s3 = admin.s3("us-east-1")
     for i in range(8):
