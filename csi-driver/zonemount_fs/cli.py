@@ -217,6 +217,7 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
 
     from .core import Filesystem
     from .fuse_adapter import ZonemountOperations
+    from .journal import UploadJournal, state_dir
 
     def report(message: str) -> None:
         if ready_fd is not None:
@@ -247,10 +248,19 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
         _err(message)
         return 1
 
+    journal = UploadJournal(opts.endpoint_url, opts.bucket, opts.prefix, state_dir())
+    try:
+        orphans = journal.open()
+    except OSError as exc:
+        log.warning("no upload journal (%s): uploads orphaned by a crash are not swept", exc)
+        orphans = {}
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            fs = Filesystem(store, opts, nursery)
+            fs = Filesystem(store, opts, nursery, journal)
             ops.fs = fs
+            if orphans:
+                nursery.start_soon(fs.sweep_orphans, orphans)
 
             async def watch_signals() -> None:
                 with trio.open_signal_receiver(
@@ -280,6 +290,7 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
         pyfuse3.close(unmount=True)
         return 1
     pyfuse3.close(unmount=True)
+    journal.close()
     log.info("unmounted %s", opts.mountpoint)
     return 0
 

@@ -42,13 +42,15 @@ from typing import Any, TypeVar
 
 import trio
 
+from . import metrics, procinfo
 from .cache import DataCache
 from .errors import FsError, StoreError
+from .journal import UploadJournal
 from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
 from .options import MountOptions
 from .prefetch import Reader
 from .store.base import ObjectInfo, ObjectStore, list_all
-from .upload import AppendUpload, StreamingUpload
+from .upload import AppendUpload, StreamingUpload, abort_once, retry_abort
 
 log = logging.getLogger("zonemount.fs")
 T = TypeVar("T")
@@ -126,6 +128,9 @@ class FileHandle:
     direct: bool = False
     # close() reached us (flush) but the upload was left for release (nothing written yet)
     closed_pending: bool = False
+    # the process (thread, thread group) that opened it: how it ends decides commit/abort
+    pid: int = 0
+    tgid: int = 0
 
 
 @dataclass(eq=False)
@@ -180,10 +185,17 @@ def _valid_name(name: str) -> bool:
 class Filesystem:
     """Filesystem operations; one instance per mount."""
 
-    def __init__(self, store: ObjectStore, options: MountOptions, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        options: MountOptions,
+        nursery: trio.Nursery,
+        journal: UploadJournal | None = None,
+    ) -> None:
         self.store = store
         self.opts = options
         self.nursery = nursery
+        self.journal = journal
         self.limiter = trio.CapacityLimiter(options.max_threads)
         slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
         self.read_slots = trio.Semaphore(slots)
@@ -523,14 +535,21 @@ class Filesystem:
         if node.detached:
             if node.open_handles:
                 return self.attr(node)  # fstat after unlink: nlink 0, as POSIX says
-            raise FsError(errno.ENOENT)
+            # A path walk that raced an unlink or rename (the kernel checks permissions of
+            # the dentry it still had): ESTALE makes it walk again (LOOKUP_REVAL) and see the
+            # name as it is now - an open(O_CREAT) then creates instead of failing ENOENT.
+            raise FsError(errno.ESTALE)
         if revalidate or node.expiry <= _now():
             parent = self.inode(node.parent)
             found = await self._remote_lookup(parent, node.name)
             if found is None or found[0] is not node.kind:
                 if node.open_handles or self._keep_as_local(node):
                     return self.attr(node)  # an open file keeps its attributes
-                raise FsError(errno.ENOENT)
+                node = self.inode(ino)
+                holder = self.inodes.get(node.parent)
+                if holder is not None:
+                    self._detach(holder, node)
+                raise FsError(errno.ESTALE)  # gone (or replaced): the kernel walks again
             node = self._install(self.inode(node.parent), node.name, found[0], found[1])
         return self.attr(node)
 
@@ -707,7 +726,13 @@ class Filesystem:
                 exists,
             )
         return StreamingUpload(
-            self.store, key, self.opts.part_size, self.run, self.nursery, self._new_metadata(node)
+            self.store,
+            key,
+            self.opts.part_size,
+            self.run,
+            self.nursery,
+            self._new_metadata(node),
+            journal=self.journal,
         )
 
     def _new_fh(self, handle: FileHandle) -> int:
@@ -781,6 +806,7 @@ class Filesystem:
                         self.run,
                         self.nursery,
                         self._new_metadata(node),
+                        journal=self.journal,
                     )
                 node.local = True
                 return self._new_fh(
@@ -876,7 +902,28 @@ class Filesystem:
                 node.writer, node.local = None, False
             raise
 
-    async def flush(self, fh: int, *, force: bool = False) -> None:
+    def set_opener(self, fh: int, pid: int) -> None:
+        """Record the process that opened ``fh`` for writing (the FUSE request's pid)."""
+        handle = self.files.get(fh)
+        if handle is not None and handle.writer is not None and pid > 0:
+            handle.pid, handle.tgid = pid, procinfo.tgid_of(pid) or pid
+
+    async def _abandon(
+        self, handle: FileHandle, writer: StreamingUpload | AppendUpload, why: str
+    ) -> None:
+        """R-WRITE-KILLED-PUBLISHES-NOTHING: abort the upload; S3 keeps what it had (the old
+        object of an overwrite, or nothing) and the mount shows that."""
+        log.warning("upload of %r aborted: %s", writer.key, why)
+        metrics.UPLOADS_ABORTED.labels(reason="writer-killed").inc()
+        await writer.abort()
+        node = self.inodes.get(handle.ino)
+        if node is not None and node.writer is writer:
+            node.writer, node.local, node.expiry = None, False, 0.0
+            parent = self.inodes.get(node.parent)
+            if node.etag is None and parent is not None:  # a new file: it never existed
+                self._detach(parent, node)
+
+    async def flush(self, fh: int, *, force: bool = False, at_release: bool = False) -> None:
         """close(): complete the upload; the object is visible when close() returns.
 
         A flush before anything was written is ignored: shells open a file, ``dup2`` the
@@ -888,6 +935,15 @@ class Filesystem:
         writer = handle.writer
         async with writer.lock:  # never while a write (or a resume) of this file is under way
             if writer.finished:
+                return
+            killed = procinfo.killed_by(handle.pid, handle.tgid) if handle.pid else None
+            if killed:
+                await self._abandon(handle, writer, f"its writer was killed by signal {killed}")
+                return
+            if at_release and killed is None and handle.pid and writer.size:
+                # A normal close() always flushes first; bytes never flushed whose writer is
+                # gone mean the flush of a dying process was dropped (fatal signal pending).
+                await self._abandon(handle, writer, "its writer died before its close() flushed")
                 return
             if not force and writer.size == 0:
                 handle.closed_pending = True
@@ -961,7 +1017,7 @@ class Filesystem:
             if handle.writer is not None and not handle.writer.finished:
                 self.files[fh] = handle
                 try:
-                    await self.flush(fh, force=True)
+                    await self.flush(fh, force=True, at_release=True)
                 except FsError as exc:
                     # close() has returned already: nobody to tell. The upload was aborted,
                     # so nothing partial is visible; a write or flush reported the error.
@@ -1311,6 +1367,16 @@ class Filesystem:
         handle = self.files.get(fh)
         if handle is not None and handle.writer is not None:
             handle.writer.seal()  # R-WRITE-FSYNC: no writes after fsync
+
+    async def sweep_orphans(self, orphans: Mapping[str, str]) -> None:
+        """Abort the multipart uploads that a dead FUSE server of this prefix on this host
+        left behind (proved by its journal: see :mod:`.journal`), retrying failures."""
+        for upload_id, key in orphans.items():
+            log.info("aborting the upload of %r left by a previous mount", key)
+            if not await abort_once(self.store, self.run, key, upload_id, self.journal):
+                self.nursery.start_soon(
+                    retry_abort, self.store, self.run, key, upload_id, self.journal
+                )
 
     async def shutdown(self) -> None:
         """Abort uploads of files still open (nothing partial becomes visible); drop the cache."""

@@ -196,11 +196,13 @@ class ZonemountOperations(pyfuse3.Operations):
         fh, attr = await self.fs.create(
             parent_inode, _name(name), mode & ~ctx.umask, flags, ctx.uid, ctx.gid
         )
+        self.fs.set_opener(fh, ctx.pid)
         return pyfuse3.FileInfo(fh=fh), _entry(attr)
 
     @_op("open")
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         fh = await self.fs.open(inode, flags)
+        self.fs.set_opener(fh, ctx.pid)
         handle = self.fs.files[fh]
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct, keep_cache=False)
 

@@ -18,6 +18,11 @@ FUSE_ERRORS = Counter("zonemount_fuse_errors_total", "FUSE operations failed", [
 BYTES_READ = Counter("zonemount_fuse_read_bytes_total", "Bytes returned by read()")
 S3_REQUESTS = Counter("zonemount_s3_requests_total", "S3 requests by operation", ["op"])
 S3_ERRORS = Counter("zonemount_s3_errors_total", "S3 requests failed after retries", ["op", "code"])
+UPLOADS_ABORTED = Counter(
+    "zonemount_uploads_aborted_total",
+    "Uploads aborted: nothing was published (writer-killed, failed-at-release)",
+    ["reason"],
+)
 BYTES_WRITTEN = Counter("zonemount_fuse_written_bytes_total", "Bytes accepted by write()")
 
 

@@ -12,21 +12,29 @@ at the object's current size with PutObject ``WriteOffsetBytes``.
 Concurrency rules (trio): code between two ``await`` points is atomic, so ``size`` and the
 buffer are only touched by the writing task; part tasks only record their ETag or error.
 Invariant: on any failure nothing partial becomes visible - the multipart upload is aborted.
+An abort that fails is retried in the background (:data:`ABORT_RETRY_DELAYS`); every upload id
+is in the mount's :class:`~.journal.UploadJournal` from creation until it is completed or
+aborted, so one whose abort never succeeded (or whose FUSE server died) is aborted by the next
+mount of the same prefix on this host.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
 
 from .errors import FsError, StoreError
+from .journal import UploadJournal
 from .store.base import ObjectInfo, ObjectStore
 
+log = logging.getLogger("zonemount.upload")
 MAX_PARTS = 10_000
+#: Seconds between the retries of a failed AbortMultipartUpload (about 5 minutes in all).
+ABORT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 60.0, 120.0)
 Run = Callable[..., Awaitable[Any]]
 
 
@@ -80,8 +88,10 @@ class StreamingUpload:
         nursery: trio.Nursery,
         metadata: Mapping[str, str],
         max_inflight: int = 4,
+        journal: UploadJournal | None = None,
     ) -> None:
         self.store = store
+        self.journal = journal
         self.key = key
         self.part_size = part_size
         self._run = run
@@ -185,6 +195,8 @@ class StreamingUpload:
                 self._upload_id = await self._run(
                     self.store.create_multipart, self.key, self._created_metadata
                 )
+                if self.journal is not None:
+                    self.journal.created(self.key, self._upload_id)
             except StoreError as exc:
                 self._error = exc
                 self._raise_if_failed()
@@ -230,6 +242,8 @@ class StreamingUpload:
             self._raise_if_failed()
             parts = sorted(self._etags.items())
             info = await self._run(self.store.complete_multipart, self.key, self._upload_id, parts)
+            if self.journal is not None:
+                self.journal.done(self.key, self._upload_id)
             self._upload_id = None
             written = dict(self._created_metadata or {})
             if self.metadata != written:
@@ -252,9 +266,42 @@ class StreamingUpload:
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             await self._drain()
-            # On failure the bucket's abort-incomplete-uploads lifecycle rule is the backstop.
-            with contextlib.suppress(StoreError):
-                await self._run(self.store.abort_multipart, self.key, upload_id)
+            if not await abort_once(self.store, self._run, self.key, upload_id, self.journal):
+                self._nursery.start_soon(
+                    retry_abort, self.store, self._run, self.key, upload_id, self.journal
+                )
+
+
+async def abort_once(
+    store: ObjectStore, run: Run, key: str, upload_id: str, journal: UploadJournal | None
+) -> bool:
+    """AbortMultipartUpload; True when the upload is gone (aborted now or before)."""
+    try:
+        await run(store.abort_multipart, key, upload_id)
+    except StoreError as exc:
+        if exc.errno != errno.ENOENT:  # NoSuchUpload: aborted or completed already
+            log.warning("abort of the upload of %r failed (will retry): %s", key, exc)
+            return False
+    if journal is not None:
+        journal.done(key, upload_id)
+    return True
+
+
+async def retry_abort(
+    store: ObjectStore,
+    run: Run,
+    key: str,
+    upload_id: str,
+    journal: UploadJournal | None,
+    delays: tuple[float, ...] = ABORT_RETRY_DELAYS,
+) -> None:
+    """Retry an abort with growing pauses; what still fails stays in the journal for the next
+    mount's sweep (and the bucket's abort-incomplete-uploads lifecycle rule)."""
+    for delay in delays:
+        await trio.sleep(delay)
+        if await abort_once(store, run, key, upload_id, journal):
+            return
+    log.error("upload of %r could not be aborted; left for the next mount's sweep", key)
 
 
 class AppendUpload:

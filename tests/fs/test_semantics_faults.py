@@ -7,14 +7,21 @@ tests/fs/test_semantics_doc.py keeps the two in step.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from zonemount_cli.servers import LocalS3
 
+from .faultproxy import FaultProxy, Rule
 from .mounts import Mounter
 
 pytestmark = pytest.mark.integration
+MiB = 1024 * 1024
 
 
 def keys(s3: Any, bucket: str) -> list[str]:
@@ -51,3 +58,124 @@ def test_r_write_empty_close_settles(mounter: Mounter, s3: Any, bucket: str) -> 
         else:
             os.rename(mnt / f"e{i}", mnt / f"r{i}")
     assert keys(s3, bucket) == sorted(f"r{i}" for i in range(0, 20, 2))
+
+
+def _writer(path: Path, ending: str, size: int = 100) -> subprocess.Popen[bytes]:
+    """A Python process that writes ``size`` bytes to ``path`` without closing it, then
+    either exits normally (``exit``) or waits to be killed (``wait``)."""
+    code = (
+        "import os, sys, time\n"
+        f"fd = os.open({str(path)!r}, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)\n"
+        f"os.write(fd, b'x' * {size})\n"
+        "print('written', flush=True)\n"
+        + ("os._exit(3)\n" if ending == "exit" else "time.sleep(60)\n")
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"written\n"
+    return proc
+
+
+def test_r_write_killed_publishes_nothing(mounter: Mounter, s3: Any, bucket: str) -> None:
+    """A writer killed by a signal publishes nothing (its upload is aborted: no object, no
+    multipart upload left, an overwritten object keeps its old bytes); a writer that exits
+    normally without close() commits."""
+    mnt = mounter.mount(bucket, "--allow-delete", "--allow-overwrite", "--part-size", str(5 * MiB))
+    s3.put_object(Bucket=bucket, Key="old.bin", Body=b"old bytes")
+    # dd streaming a multipart upload, SIGKILLed mid-way (the issue's 64 MiB of 200)
+    dd = subprocess.Popen(
+        ["dd", "if=/dev/zero", f"of={mnt / 'big.bin'}", "bs=1M", "count=400"],
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        assert time.monotonic() < deadline and dd.poll() is None, "dd never started a part"
+        time.sleep(0.05)
+    dd.kill()
+    dd.wait()
+    for name, sig in (("killed.bin", signal.SIGKILL), ("termed.bin", signal.SIGTERM)):
+        proc = _writer(mnt / name, "wait")
+        proc.send_signal(sig)
+        proc.wait()
+    proc = _writer(mnt / "old.bin", "wait")  # an overwrite, killed
+    proc.kill()
+    proc.wait()
+    exited = _writer(mnt / "exited.bin", "exit")
+    assert exited.wait() == 3
+    # the kernel's flush of a dying process is synchronous: nothing is left to settle
+    assert keys(s3, bucket) == ["exited.bin", "old.bin"]
+    assert s3.get_object(Bucket=bucket, Key="old.bin")["Body"].read() == b"old bytes"
+    assert (mnt / "exited.bin").read_bytes() == b"x" * 100
+    assert sorted(os.listdir(mnt)) == ["exited.bin", "old.bin"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def _server_pid(mnt: Path) -> int:
+    """The pid of the ``zonemount mount`` process serving ``mnt``."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"mount" in argv and str(mnt).encode() in argv:
+                return int(proc.name)
+    raise AssertionError(f"no FUSE server for {mnt}")
+
+
+def _wait_uploads(s3: Any, bucket: str, want: list[str], seconds: float = 90) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def test_r_write_orphans_swept_at_mount(
+    mounter: Mounter, s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the FUSE server mid-upload leaves a multipart upload; the next mount of the
+    same prefix on this host aborts it (its journal proves it is this host's), and leaves an
+    upload another client started alone."""
+    monkeypatch.setenv("ZONEMOUNT_STATE_DIR", str(tmp_path / "state"))
+    flags = ("--allow-delete", "--part-size", str(5 * MiB))
+    mnt = mounter.mount(bucket, *flags)
+    foreign = s3.create_multipart_upload(Bucket=bucket, Key="theirs.bin")["UploadId"]
+    dd = subprocess.Popen(
+        ["dd", "if=/dev/zero", f"of={mnt / 'big.bin'}", "bs=1M", "count=400"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert _wait_uploads(s3, bucket, ["big.bin", "theirs.bin"], 60) == ["big.bin", "theirs.bin"]
+    os.kill(_server_pid(mnt), signal.SIGKILL)
+    dd.wait(timeout=60)
+    time.sleep(1)
+    assert _wait_uploads(s3, bucket, [], 0) == ["big.bin", "theirs.bin"]  # the orphan
+    mounter.cleanup()  # the dead mount
+    mounter.mounts.clear()
+    mounter.mount(bucket, *flags)
+    assert _wait_uploads(s3, bucket, ["theirs.bin"]) == ["theirs.bin"]
+    s3.abort_multipart_upload(Bucket=bucket, Key="theirs.bin", UploadId=foreign)
+
+
+def test_r_write_abort_retried(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """An AbortMultipartUpload that fails (after botocore's own retries) is retried in the
+    background until it succeeds: nothing is left behind."""
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--allow-delete", "--part-size", str(5 * MiB), "--endpoint-url", proxy.endpoint
+        )
+        rule = proxy.add(Rule("DELETE", "uploadId=", "status", count=8, status=500))
+        proc = _writer(mnt / "big.bin", "wait", size=12 * MiB)
+        assert _wait_uploads(s3, bucket, ["big.bin"], 30) == ["big.bin"]
+        proc.kill()  # the abort of a killed writer
+        proc.wait()
+        assert _wait_uploads(s3, bucket, []) == []
+        assert rule.hits == 8, "the first abort calls failed: it was retried"
+        assert keys(s3, bucket) == []
+    finally:
+        mounter.cleanup()
+        proxy.close()

@@ -1,0 +1,106 @@
+"""How is the process behind a FUSE request ending? Read from ``/proc`` (Linux only).
+
+The kernel sends FLUSH for every ``close()`` of a descriptor, including the implicit closes
+when a process exits (``do_exit`` -> ``exit_files``). At that moment the exiting thread
+already carries everything needed to tell a normal exit from a death by signal:
+
+* ``/proc/<tid>/stat`` field 9 (``flags``) has ``PF_EXITING`` (0x4) once ``do_exit`` started;
+* field 52 (``exit_code``, readable by root or the process' owner since Linux 3.5) is set
+  by ``do_exit`` *before* ``exit_files``: ``status << 8`` for ``exit(status)`` and the signal
+  number (plus 0x80 for a core dump) for a death by signal - the ``waitpid`` encoding.
+
+A group exit (``SIGKILL`` of a JVM, ``exit_group``) gives every thread of the group that exit
+code, and the last thread to leave closes the files, so the whole thread group
+(``/proc/<tgid>/task/*``) is inspected: the opener's thread may be gone already.
+
+What cannot be told apart (docs/SEMANTICS.md, R-WRITE-KILLED-PUBLISHES-NOTHING):
+* a process in another PID namespace than the FUSE server (the kernel reports pid 0);
+* a process already reaped when we look (only possible for ``release``, which is async);
+* a descriptor shared with another process (fork, SCM_RIGHTS): the *opener* is inspected,
+  because pyfuse3 does not pass the FLUSH request's own pid;
+* a thread group whose leader left with ``pthread_exit`` before the group was killed
+  still shows the leader's 0, but the killed threads show the signal, so it is caught.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+PF_EXITING = 0x4
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class TaskState:
+    state: str
+    flags: int
+    exit_code: int
+
+    @property
+    def exiting(self) -> bool:
+        return bool(self.flags & PF_EXITING) or self.state in ("Z", "X")
+
+    @property
+    def signal(self) -> int:
+        """The signal that ends this task (0: none, or a normal exit)."""
+        return self.exit_code & 0x7F if self.exiting else 0
+
+
+def task_state(path: Path) -> TaskState | None:
+    """Parse a ``stat`` file of ``/proc``; None when the task is gone."""
+    try:
+        raw = (path / "stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ")".
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); field n is fields[n - 3]
+    exit_code = int(fields[52 - 3]) if len(fields) > 52 - 3 else 0
+    return TaskState(fields[0], int(fields[9 - 3]), exit_code)
+
+
+def tgid_of(pid: int) -> int | None:
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def killed_by(pid: int, tgid: int | None = None) -> int | None:
+    """The signal ending the thread ``pid`` or its thread group ``tgid``; 0 when it is alive
+    or exiting normally; None when nothing can be told (no pid, or the process is gone)."""
+    if pid <= 0:
+        return None
+    tgid = tgid or tgid_of(pid) or pid
+    seen = False
+    for task in (PROC / str(pid), *sorted((PROC / str(tgid) / "task").glob("*"))):
+        st = task_state(task)
+        if st is None:
+            continue
+        seen = True
+        if st.signal:
+            return st.signal
+    return 0 if seen else None
+
+
+def fatal_signal_pending(pid: int) -> bool:
+    """SIGKILL queued for the thread or its group (the caller is being killed)."""
+    bit = 1 << (signal.SIGKILL - 1)
+    try:
+        text = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return True  # gone: nobody waits for the answer
+    for line in text.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+            return True
+    return False
+
+
+def available() -> bool:
+    return os.path.exists(PROC / "self" / "stat")
