@@ -148,6 +148,13 @@ def render_persistent_volume(
     }
     if spec.mount_options:
         pv_spec["mountOptions"] = list(spec.mount_options)
+    if spec.claim_ref is not None:  # reserved: only this claim can bind it
+        pv_spec["claimRef"] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "namespace": spec.claim_ref[0],
+            "name": spec.claim_ref[1],
+        }
     if facts.availability_zone:
         pv_spec["nodeAffinity"] = {
             "required": {
@@ -253,6 +260,12 @@ async def _ensure_storage_class(
     await kube.create(STORAGECLASSES, want)
 
 
+def _claim(pv_spec: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (namespace, name) a PV is reserved for or bound to."""
+    ref = pv_spec.get("claimRef") or {}
+    return (str(ref.get("namespace", "")), str(ref["name"])) if ref.get("name") else None
+
+
 async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any], events: list[str]) -> None:
     name = want["metadata"]["name"]
     have = await kube.get(PERSISTENTVOLUMES, name)
@@ -268,7 +281,9 @@ async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any], events:
         return
     have_spec, want_spec = have.get("spec", {}), want["spec"]
     fixed = ("csi", "nodeAffinity", "storageClassName", "accessModes", "volumeMode")
-    if all(have_spec.get(f) == want_spec.get(f) for f in fixed):
+    if all(have_spec.get(f) == want_spec.get(f) for f in fixed) and _claim(have_spec) == _claim(
+        want_spec
+    ):
         # The API server stores quantities canonicalised (1024Gi comes back as 1Ti): compare
         # values, or every resync patches the PV again.
         have_storage = (have_spec.get("capacity") or {}).get("storage")
@@ -287,7 +302,10 @@ async def _ensure_pv(kube: KubeClient, owner: str, want: dict[str, Any], events:
             )
             events.append(f"updated PersistentVolume {name}")
         return
-    if have_spec.get("claimRef") or (have.get("status") or {}).get("phase") == "Bound":
+    # Bound: the binder filled in the claim's uid (a reservation alone has none).
+    if (have_spec.get("claimRef") or {}).get("uid") or (have.get("status") or {}).get(
+        "phase"
+    ) == "Bound":
         raise DependencyNotReady(
             f"PersistentVolume {name} is bound to a claim and its bucket/prefix/zone cannot "
             "change in place: delete the claim to let the operator replace it",

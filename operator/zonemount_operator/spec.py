@@ -81,6 +81,7 @@ MOUNTCLASS_FIELDS = {
     "capacity",
     "authenticationSource",
     "roleArn",
+    "claimRef",
     "reclaimPolicy",
     "mountOptions",
 }
@@ -265,6 +266,28 @@ class MountClassSpec:
     reclaim_policy: str = "Retain"
     mount_options: list[str] = field(default_factory=list)
     role_arn: str | None = None  # with authenticationSource: pod
+    claim_ref: tuple[str, str] | None = None  # (namespace, name): the Static PV's only claim
+
+
+def _claim_ref(spec: Mapping[str, Any], provisioning: str) -> tuple[str, str] | None:
+    """Static provisioning pre-binds its PV to one claim, so no other namespace's claim can
+    bind it first (Kubernetes binds an unreserved PV to any matching claim)."""
+    ref = _get(spec, "claimRef", Mapping, "spec.claimRef")
+    if provisioning != "Static":
+        if ref is not None:
+            raise SpecError("spec.claimRef only applies with spec.provisioning: Static")
+        return None
+    if ref is None:
+        raise SpecError(
+            "spec.provisioning: Static needs spec.claimRef {namespace, name}: the claim the "
+            "PersistentVolume is reserved for (otherwise any namespace could bind it first)"
+        )
+    _known(ref, {"namespace", "name"}, "spec.claimRef")
+    namespace = _get(ref, "namespace", str, "spec.claimRef.namespace")
+    claim = _get(ref, "name", str, "spec.claimRef.name")
+    if not namespace or not claim:
+        raise SpecError("spec.claimRef needs both namespace and name")
+    return (namespace, claim)
 
 
 def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
@@ -312,8 +335,10 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
         )
     if role_arn is not None and not _ROLE_ARN.match(role_arn):
         raise SpecError(f"spec.roleArn {role_arn!r} is not an IAM role ARN")
+    provisioning = _enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning")
     return MountClassSpec(
         role_arn=role_arn,
+        claim_ref=_claim_ref(spec, provisioning),
         storage_class_name=_get(spec, "storageClassName", str, "spec.storageClassName", name),
         bucket_ref=bucket_ref,
         bucket_name=bucket_name,
@@ -321,7 +346,7 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
         endpoint_url=endpoint,
         availability_zone=az,
         prefix=prefix,
-        provisioning=_enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning"),
+        provisioning=provisioning,
         capacity=_get(spec, "capacity", str, "spec.capacity", "1Ti"),
         authentication_source=auth,
         reclaim_policy=_enum(spec, "reclaimPolicy", ("Retain", "Delete"), "spec.reclaimPolicy"),

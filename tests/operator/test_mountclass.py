@@ -63,6 +63,7 @@ def ready_bucket(api: KubeApiThread, ready: bool = True) -> None:
     run(api, put)
 
 
+CLAIM = {"namespace": "spark", "name": "shared-data"}
 SPEC: dict[str, Any] = {
     "bucketRef": {"name": "data", "namespace": "spark"},
     "prefix": "jobs/",
@@ -122,7 +123,7 @@ def test_waits_for_bucket_then_writes_storage_class(kube_api: KubeApiThread) -> 
 
 def test_static_mode_pv_update_and_delete(kube_api: KubeApiThread) -> None:
     ready_bucket(kube_api)
-    spec = {**SPEC, "provisioning": "Static", "capacity": "10Ti"}
+    spec = {**SPEC, "provisioning": "Static", "capacity": "10Ti", "claimRef": CLAIM}
     out = run(kube_api, lambda k: reconcile_mountclass("shared", None, spec, None, 1, kube=k))
     assert out.ready, out.status
     pv = kube_api.object("persistentvolumes", "shared")
@@ -157,7 +158,9 @@ def test_static_mode_pv_update_and_delete(kube_api: KubeApiThread) -> None:
 
     # A bound PV is never replaced under its claim.
     async def bind(k: KubeClient) -> None:
-        await k.patch(PERSISTENTVOLUMES, "shared", {"spec": {"claimRef": {"name": "c"}}})
+        # What the binder does: the claim's uid joins the reservation.
+        claim = {"namespace": "spark", "name": "shared-data", "uid": "u-claim"}
+        await k.patch(PERSISTENTVOLUMES, "shared", {"spec": {"claimRef": claim}})
 
     run(kube_api, bind)
     spec3 = {**spec2, "prefix": "third/"}
@@ -236,7 +239,7 @@ def test_invalid_spec_is_a_condition(kube_api: KubeApiThread) -> None:
 def test_pv_capacity_is_compared_as_a_quantity(kube_api: KubeApiThread) -> None:
     """Issue 13: the API server stores 1024Gi as 1Ti; a string compare patched every resync."""
     ready_bucket(kube_api)
-    spec = {**SPEC, "provisioning": "Static", "capacity": "1024Gi"}
+    spec = {**SPEC, "provisioning": "Static", "capacity": "1024Gi", "claimRef": CLAIM}
     out = run(kube_api, lambda k: reconcile_mountclass("big", "uid-b", spec, None, 1, kube=k))
     assert out.ready, out.status
     assert kube_api.object("persistentvolumes", "big")["spec"]["capacity"] == {"storage": "1Ti"}

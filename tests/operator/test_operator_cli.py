@@ -65,6 +65,7 @@ metadata: {{name: fast}}
 spec:
   bucketRef: {{name: scratch, namespace: spark}}
   provisioning: Static
+  claimRef: {{namespace: spark, name: fast}}
   mountOptions: {{allowDelete: true}}
 ---
 apiVersion: zonemount.io/v1alpha1
