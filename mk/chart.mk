@@ -68,7 +68,7 @@ chart-crds:
 chart-lint: chart-tools
 	$(HELM) lint --strict charts/zonemount
 
-chart-test: setup
+chart-test: setup chart-tools
 	$(VENV)/bin/pytest tests/chart tests/e2e $(PYTEST_ARGS)
 
 # Regenerate docs/helm.md's values reference from the `# --` comments in values.yaml.
