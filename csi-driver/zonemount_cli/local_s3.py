@@ -99,7 +99,9 @@ def _start(server: str, port: int, data_dir: Path | None) -> LocalS3:
     return start_seaweedfs(port or None, data_dir=data_dir)
 
 
-def instructions(server: LocalS3, buckets: Sequence[str], mountpoint: str) -> str:
+def instructions(
+    server: LocalS3, buckets: Sequence[str], mountpoint: str, data_dir: Path | None = None
+) -> str:
     """What to type next, against this server (exact, copy-pastable lines)."""
     from zonemount_fs.names import is_directory_bucket
     from zonemount_fs.store.s3 import DISABLE_EXPRESS_ENV
@@ -124,7 +126,8 @@ def instructions(server: LocalS3, buckets: Sequence[str], mountpoint: str) -> st
         f"  echo hello > {mnt}/hello.txt && ls -l {mnt}",
         f"  fusermount3 -u {mnt}",
         "",
-        "Press Ctrl-C to stop the server (unmount first: the data goes with it).",
+        "Press Ctrl-C to stop the server (unmount first; "
+        + (f"the data stays in {data_dir})." if data_dir else "the data goes with it)."),
     ]
     return "\n".join(lines)
 
@@ -190,7 +193,7 @@ def main(argv: Sequence[str]) -> int:
                         f"zonemount local-s3: cannot create bucket {name}: {exc}", file=sys.stderr
                     )
                     return 1
-        print(instructions(server, buckets, args.mountpoint), flush=True)
+        print(instructions(server, buckets, args.mountpoint, args.data_dir), flush=True)
         name = _wait_for_signal()
         print(f"{name} received: stopping {server.name}", file=sys.stderr, flush=True)
     return 0
