@@ -65,6 +65,12 @@ def operator_main(argv: Sequence[str]) -> int:
     parser.add_argument("--verbose", action="store_true", help="log more")
     parser.add_argument("--debug", action="store_true", help="log everything")
     args = parser.parse_args(list(argv))
+    from zonemount_operator import tenancy
+
+    try:  # the admin's tenancy policy: a broken file stops here, in one line
+        tenancy.load()
+    except SpecError as exc:
+        return _fail("operator", str(exc), 2)
     import kopf
 
     from zonemount_operator.handlers import registry
