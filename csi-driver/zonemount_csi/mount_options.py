@@ -1,9 +1,10 @@
 """PV ``mountOptions`` as a typed value object, parsed through an allow-list.
 
 What a PersistentVolume author may ask of the FUSE client is exactly the set of options in
-:data:`ALLOWED` (after mountpoint-s3-csi-driver ``pkg/mountpoint/args.go``). Everything else is
-refused with :class:`MountOptionError` (the node answers INVALID_ARGUMENT) and never reaches a
-process:
+:data:`ALLOWED` (after mountpoint-s3-csi-driver ``pkg/mountpoint/args.go``), generated from the
+one option table :mod:`zonemount_contract.mount_options` (which also makes the FUSE client's
+flags and the operator's typed options). Everything else is refused with
+:class:`MountOptionError` (the node answers INVALID_ARGUMENT) and never reaches a process:
 
 * anything that redirects data, files or credentials - ``--endpoint-url`` (the volume context's
   ``endpointUrl`` goes through the node's endpoint allow-list instead), ``--cache``,
@@ -12,6 +13,7 @@ process:
   node plugin's ``--fuse-debug`` turns it on for every volume, an admin decision);
 * options the volume context or the driver own - ``--prefix``, ``--region``, ``-f``,
   ``--foreground``, ``--auto-unmount``;
+* ``--max-memory-target`` (the node plugin bounds each mount's memory);
 * ``-o`` and every other single-dash form, commas (one option per list entry), unknown names,
   control characters, values outside their type's range, and an option given twice.
 
@@ -27,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
-from zonemount_contract.names import KMS_KEY_OR_ALIAS_ARN_RE
+from zonemount_contract import mount_options as table
 
 
 class MountOptionError(ValueError):
@@ -36,110 +38,30 @@ class MountOptionError(ValueError):
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9:/._+-]{1,256}$")
-_MAX_ID = 2**32 - 2
-_MIB = 1024 * 1024
 
-STORAGE_CLASSES = frozenset(
-    {
-        "STANDARD",
-        "REDUCED_REDUNDANCY",
-        "STANDARD_IA",
-        "ONEZONE_IA",
-        "INTELLIGENT_TIERING",
-        "GLACIER",
-        "DEEP_ARCHIVE",
-        "GLACIER_IR",
-        "EXPRESS_ONEZONE",
-    }
-)
-SSE_TYPES = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
-
-#: Refused options and why (the reason is part of the error message).
-REFUSED: dict[str, str] = {
-    "endpoint-url": "set volumeAttributes.endpointUrl; the node only honours endpoints listed "
-    "in its --allowed-endpoint-url",
-    "cache": "the local cache directory is chosen by the node plugin, not by a volume",
-    "max-cache-size": "the local cache is managed by the node plugin",
-    "log-directory": "the FUSE client's logs are managed by the node plugin",
-    "profile": "credentials come from the driver or the pod (authenticationSource)",
-    "metrics-address": "a volume must not open network ports on the node",
-    "prefix": "set volumeAttributes.prefix instead",
-    "region": "set volumeAttributes.region instead",
-    "foreground": "the driver runs the FUSE client in the foreground itself",
-    "f": "the driver runs the FUSE client in the foreground itself",
-    "auto-unmount": "the driver unmounts volumes itself",
-    "debug": "debug logs of the S3 client can hold request signatures and session tokens; "
-    "the cluster admin can enable them for all volumes with the node plugin's --fuse-debug",
-    "o": "pass each option as its own list entry",
-}
+#: Refused options and why (the reason is part of the error message): from the one table.
+REFUSED: dict[str, str] = table.REFUSED
 
 
-def _flag(_: str | None) -> bool:
-    return True
+def _parser(option: table.Option) -> Callable[[str | None], object]:
+    """The table's allow-list check, converted to the type of the MountOptions field."""
 
-
-def _int_range(low: int, high: int) -> Callable[[str | None], int]:
-    def parse(value: str | None) -> int:
-        if value is None or not value.isdigit():
-            raise ValueError(f"expected an integer {low}..{high}")
-        number = int(value)
-        if not low <= number <= high:
-            raise ValueError(f"expected an integer {low}..{high}")
-        return number
+    def parse(value: str | None) -> object:
+        if not option.takes_value:
+            return True
+        text = table.check_value(option, value or "")
+        if option.kind == "int":
+            return int(text)
+        if option.kind == "mode":
+            return int(text, 8)
+        return text
 
     return parse
 
 
-def _octal_mode(value: str | None) -> int:
-    if value is None or not re.fullmatch(r"0?[0-7]{3}", value):
-        raise ValueError("expected an octal mode such as 0755")
-    return int(value, 8)
-
-
-def _ttl(value: str | None) -> str:
-    if value in {"minimal", "indefinite"}:
-        return value
-    if value is None or not value.isdigit() or int(value) > 10**7:
-        raise ValueError("expected seconds, 'minimal' or 'indefinite'")
-    return str(int(value))
-
-
-def _choice(choices: frozenset[str]) -> Callable[[str | None], str]:
-    def parse(value: str | None) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(sorted(choices))}")
-        return value
-
-    return parse
-
-
-def _kms_arn(value: str | None) -> str:
-    if value is None or not KMS_KEY_OR_ALIAS_ARN_RE.match(value):
-        raise ValueError("expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
-    return value
-
-
-# option name -> (field name, parser, takes a value)
+# option name -> (field name, parser, takes a value), generated from the one table
 ALLOWED: dict[str, tuple[str, Callable[[str | None], object], bool]] = {
-    "read-only": ("read_only", _flag, False),
-    "allow-delete": ("allow_delete", _flag, False),
-    "allow-overwrite": ("allow_overwrite", _flag, False),
-    "incremental-upload": ("incremental_upload", _flag, False),
-    "force-path-style": ("force_path_style", _flag, False),
-    "allow-other": ("allow_other", _flag, False),
-    "allow-root": ("allow_root", _flag, False),
-    "no-sign-request": ("no_sign_request", _flag, False),
-    "uid": ("uid", _int_range(0, _MAX_ID), True),
-    "gid": ("gid", _int_range(0, _MAX_ID), True),
-    "dir-mode": ("dir_mode", _octal_mode, True),
-    "file-mode": ("file_mode", _octal_mode, True),
-    "metadata-ttl": ("metadata_ttl", _ttl, True),
-    "negative-metadata-ttl": ("negative_metadata_ttl", _int_range(0, 10**7), True),
-    "part-size": ("part_size", _int_range(5 * _MIB, 5 * 1024 * _MIB), True),
-    "max-threads": ("max_threads", _int_range(1, 256), True),
-    "storage-class": ("storage_class", _choice(STORAGE_CLASSES), True),
-    "sse": ("sse", _choice(SSE_TYPES), True),
-    "sse-kms-key-id": ("sse_kms_key_id", _kms_arn, True),
+    o.name: (o.field, _parser(o), o.takes_value) for o in table.ALLOWED
 }
 
 

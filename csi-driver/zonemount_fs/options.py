@@ -1,6 +1,8 @@
 """Command-line options of ``zonemount mount``: mount-s3's flags, names and meanings.
 
-Owns parsing and validating argv into a frozen :class:`MountOptions`. Everything that can be
+Owns parsing and validating argv into a frozen :class:`MountOptions`. The flags themselves
+(names, help, defaults) come from the one option table :mod:`zonemount_contract.mount_options`,
+which also makes the CSI allow-list and the operator's typed options. Everything that can be
 checked without the network is checked here, and every error is a one-line
 :class:`ConfigError` naming the flag and the fix.
 
@@ -13,9 +15,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from zonemount_contract import mount_options as option_table
 
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 
@@ -23,9 +28,9 @@ from .errors import ConfigError
 from .names import is_directory_bucket, normalize_prefix, parse_bucket_argument
 
 MiB = 1024 * 1024
-DEFAULT_PART_SIZE = 8 * MiB
-MIN_PART_SIZE = 5 * MiB
-MAX_PART_SIZE = 5 * 1024 * MiB
+DEFAULT_PART_SIZE = option_table.DEFAULT_PART_SIZE
+MIN_PART_SIZE = option_table.MIN_PART_SIZE
+MAX_PART_SIZE = option_table.MAX_PART_SIZE
 DEFAULT_METADATA_TTL = (
     1.0  # mount-s3's "minimal" without a cache: short, keeps open-close consistency
 )
@@ -139,67 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bucket", metavar="BUCKET[/PREFIX/]", help="bucket (and optional prefix)")
     p.add_argument("directory", metavar="DIRECTORY", help="mount point (an empty directory)")
-    g = p.add_argument_group("bucket options")
-    g.add_argument("--prefix", help="prefix inside the bucket to mount (ends with /)")
-    g.add_argument("--region", help="AWS region of the bucket")
-    g.add_argument("--endpoint-url", help="S3 endpoint URL (http:// or https://)")
-    g.add_argument("--force-path-style", action="store_true", help="path-style addressing")
-    g.add_argument("--profile", help="AWS profile for credentials")
-    g.add_argument("--no-sign-request", action="store_true", help="anonymous requests")
-    g.add_argument("--storage-class", help="storage class of new objects")
-    g.add_argument("--sse", choices=["AES256", "aws:kms", "aws:kms:dsse"], help="encryption")
-    g.add_argument("--sse-kms-key-id", help="KMS key ARN for --sse aws:kms")
-    g = p.add_argument_group("file system options")
-    g.add_argument("--read-only", action="store_true", help="refuse every change (EROFS)")
-    g.add_argument("--allow-delete", action="store_true", help="allow unlink/rmdir")
-    g.add_argument("--allow-overwrite", action="store_true", help="allow O_TRUNC overwrites")
-    g.add_argument(
-        "--incremental-upload",
-        action="store_true",
-        help="append to existing objects (directory buckets)",
-    )
-    g.add_argument("--uid", type=_id, help="owner uid (default: the mounting user)")
-    g.add_argument("--gid", type=_id, help="owner gid (default: the mounting group)")
-    g.add_argument(
-        "--dir-mode", type=_mode, default=0o755, help="directory mode, octal (default 0755)"
-    )
-    g.add_argument("--file-mode", type=_mode, default=0o644, help="file mode, octal (default 0644)")
-    g = p.add_argument_group("mount options")
-    g.add_argument("--allow-other", action="store_true", help="let other users access the mount")
-    g.add_argument("--allow-root", action="store_true", help="let root access the mount")
-    g.add_argument("--auto-unmount", action="store_true", help="unmount if the process dies")
-    g.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
-    g = p.add_argument_group("caching and performance")
-    g.add_argument("--cache", metavar="DIR", help="local disk data cache directory")
-    g.add_argument("--max-cache-size", type=_positive, metavar="MiB", help="cache size bound")
-    g.add_argument("--metadata-ttl", type=_ttl, help="SECONDS|minimal|indefinite")
-    g.add_argument("--negative-metadata-ttl", type=_ttl, help="SECONDS for 'no such file'")
-    g.add_argument(
-        "--part-size",
-        type=_positive,
-        default=DEFAULT_PART_SIZE,
-        metavar="BYTES",
-        help=f"multipart upload part and read-ahead request size (default {DEFAULT_PART_SIZE}, "
-        f"{DEFAULT_PART_SIZE // MiB} MiB)",
-    )
-    g.add_argument(
-        "--max-threads",
-        type=_positive,
-        default=16,
-        metavar="N",
-        help="parallel S3 requests (default %(default)s)",
-    )
-    g.add_argument(
-        "--max-memory-target",
-        type=_positive,
-        default=512,
-        metavar="MiB",
-        help="memory bound of read-ahead buffers (default %(default)s)",
-    )
-    g = p.add_argument_group("logging and metrics")
-    g.add_argument("-l", "--log-directory", help="write logs to files in this directory")
-    g.add_argument("-d", "--debug", action="store_true", help="debug logging")
-    g.add_argument("--metrics-address", type=_address, help="Prometheus HOST:PORT")
+    converters: dict[str, Callable[[str], object]] = {
+        "id": _id,
+        "mode": _mode,
+        "ttl": _ttl,
+        "positive": _positive,
+        "address": _address,
+    }
+    groups = {name: p.add_argument_group(name) for name in option_table.GROUPS}
+    for option in option_table.OPTIONS:  # the flags come from the one option table
+        flags = [f for f in (option.short, f"--{option.name}") if f]
+        kwargs: dict[str, Any] = {"help": option.help}
+        kind = option.fuse_type or option.kind
+        if kind == "flag":
+            kwargs["action"] = "store_true"
+        elif kind == "choice":
+            kwargs["choices"] = list(option.choices)
+        elif kind in converters:
+            kwargs["type"] = converters[kind]
+        if option.default is not None:
+            kwargs["default"] = option.default
+        if option.metavar:
+            kwargs["metavar"] = option.metavar
+        groups[option.group].add_argument(*flags, **kwargs)
     return p
 
 

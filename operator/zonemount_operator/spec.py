@@ -8,19 +8,17 @@ SSE-KMS, ...); anything else raises :class:`SpecError` with the field path and t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zonemount_contract import mount_options as option_table
 from zonemount_contract.names import KMS_KEY_ARN_RE, ROLE_ARN_RE
 
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
 
 KMS_ARN_RE = KMS_KEY_ARN_RE
-TTL_RE = re.compile(r"^([0-9]{1,7}|10000000|minimal|indefinite)$")
-MODE_RE = re.compile(r"^0?[0-7]{3}$")
 
 
 # How an expected YAML type reads in an error ("must be an integer", not "must be a int").
@@ -204,50 +202,36 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
     )
 
 
-# Typed mount options -> mount-s3 style flags (one StorageClass/PV mountOptions line each).
-BOOL_OPTIONS = {
-    "readOnly": "--read-only",
-    "allowDelete": "--allow-delete",
-    "allowOverwrite": "--allow-overwrite",
-    "incrementalUpload": "--incremental-upload",
-    "allowOther": "--allow-other",
-    "allowRoot": "--allow-root",
-}
-VALUE_OPTIONS = {
-    "uid": "--uid",
-    "gid": "--gid",
-    "dirMode": "--dir-mode",
-    "fileMode": "--file-mode",
-    "metadataTtl": "--metadata-ttl",
-    "negativeMetadataTtl": "--negative-metadata-ttl",
-    "maxThreads": "--max-threads",
-    "partSize": "--part-size",
-}
+# Typed mount options -> mount-s3 style flags (one StorageClass/PV mountOptions line each),
+# from the one option table (zonemount_contract.mount_options: TYPED keys and value domains).
 
 
 def mount_option_lines(options: Mapping[str, Any]) -> list[str]:
-    """Typed ``spec.mountOptions`` -> sorted flag lines (``--allow-delete``, ``--uid=1000``)."""
+    """Typed ``spec.mountOptions`` -> sorted flag lines (``--allow-delete``, ``--uid=1000``).
+
+    Values are checked against the table's allow-list domain, the one the CSI node enforces,
+    so every line the operator writes is accepted downstream.
+    """
     lines: list[str] = []
     for key, value in options.items():
         path = f"spec.mountOptions.{key}"
-        if key in BOOL_OPTIONS:
+        option = option_table.TYPED.get(key)
+        if option is None:
+            allowed = ", ".join(sorted(option_table.TYPED))
+            raise SpecError(f"{path} is not an allowed mount option; allowed: {allowed}")
+        if not option.takes_value:
             if not isinstance(value, bool):
                 raise SpecError(f"{path} must be true or false, got {value!r}")
             if value:
-                lines.append(BOOL_OPTIONS[key])
-        elif key in VALUE_OPTIONS:
-            if key in {"dirMode", "fileMode"} and not MODE_RE.match(str(value)):
-                raise SpecError(f"{path} must be an octal mode like 0755, got {value!r}")
-            if key == "metadataTtl" and not TTL_RE.match(str(value)):
-                raise SpecError(f"{path} must be seconds, minimal or indefinite; got {value!r}")
-            if key in {"uid", "gid", "maxThreads", "partSize", "negativeMetadataTtl"} and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise SpecError(f"{path} must be a non-negative integer, got {value!r}")
-            lines.append(f"{VALUE_OPTIONS[key]}={value}")
-        else:
-            allowed = ", ".join(sorted([*BOOL_OPTIONS, *VALUE_OPTIONS]))
-            raise SpecError(f"{path} is not an allowed mount option; allowed: {allowed}")
+                lines.append(option_table.render(option))
+            continue
+        if option.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SpecError(f"{path} must be an integer, got {value!r}")
+        try:
+            option_table.check_value(option, str(value))
+        except option_table.OptionValueError as exc:
+            raise SpecError(f"{path}: {exc}; got {value!r}") from None
+        lines.append(option_table.render(option, str(value)))
     return sorted(lines)
 
 

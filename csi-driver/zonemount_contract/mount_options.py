@@ -1,0 +1,204 @@
+"""The one table of ``zonemount mount`` options.
+
+Three things are made from :data:`OPTIONS`, so they cannot drift apart:
+
+* the FUSE client's flags (``zonemount_fs.options.build_parser``: name, short form, help,
+  metavar, default and how argparse converts the value - ``fuse_type``);
+* the CSI driver's PV ``mountOptions`` allow-list (``zonemount_csi.mount_options``): an option
+  with an empty ``refused`` is allowed, its value checked by :func:`check_value`; the others are
+  refused with that reason;
+* the operator's typed ``S3MountClass`` ``spec.mountOptions`` (``typed`` is the camelCase key;
+  the CRD's schema carries the same bounds, checked by tests/contract).
+
+Value domains: :func:`check_value` is the *allow-list* domain (what a PV or an S3MountClass may
+say). The FUSE client may accept more (fractional TTLs, any octal mode); never less - the
+contract test (tests/contract/test_option_chain.py) proves every allowed value is accepted.
+
+Invariants: standard library only; every option with a ``typed`` key is allowed in PVs; values
+are rendered as ``--name=value`` so no value is ever parsed as a flag.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .names import KMS_KEY_OR_ALIAS_ARN_RE
+
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 8 * MIB
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_ID = 2**32 - 2
+MAX_TTL_SECONDS = 10**7
+STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+)
+SSE_TYPES = ("AES256", "aws:kms", "aws:kms:dsse")
+_MODE_RE = re.compile(r"^0?[0-7]{3}$")
+
+#: argparse groups of ``zonemount mount --help``, in order.
+GROUPS = (
+    "bucket options",
+    "file system options",
+    "mount options",
+    "caching and performance",
+    "logging and metrics",
+)
+
+_NODE_OWNS = "the node plugin manages it"
+
+
+class OptionValueError(ValueError):
+    """A value outside the option's allow-list domain; ``str()`` says what is expected."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``zonemount mount`` flag."""
+
+    name: str  #: long flag without dashes
+    kind: str  #: flag | int | mode | ttl | choice | kms-arn | text
+    help: str
+    group: str
+    fuse_type: str = ""  #: how the FUSE client converts it (default: the kind)
+    short: str = ""
+    metavar: str | None = None
+    default: object = None  #: the FUSE client's default
+    low: int = 0
+    high: int = 0
+    choices: tuple[str, ...] = ()
+    refused: str = ""  #: why a PV may not set it ('' = allowed in PV mountOptions)
+    typed: str = ""  #: S3MountClass spec.mountOptions key ('' = not offered)
+
+    @property
+    def takes_value(self) -> bool:
+        return self.kind != "flag"
+
+    @property
+    def field(self) -> str:
+        return self.name.replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    # -- bucket options
+    Option("prefix", "text", "prefix inside the bucket to mount (ends with /)", GROUPS[0],
+           refused="set volumeAttributes.prefix instead"),
+    Option("region", "text", "AWS region of the bucket", GROUPS[0],
+           refused="set volumeAttributes.region instead"),
+    Option("endpoint-url", "text", "S3 endpoint URL (http:// or https://)", GROUPS[0],
+           refused="set volumeAttributes.endpointUrl; the node only honours endpoints listed "
+           "in its --allowed-endpoint-url"),
+    Option("force-path-style", "flag", "path-style addressing", GROUPS[0]),
+    Option("profile", "text", "AWS profile for credentials", GROUPS[0],
+           refused="credentials come from the driver or the pod (authenticationSource)"),
+    Option("no-sign-request", "flag", "anonymous requests", GROUPS[0]),
+    Option("storage-class", "choice", "storage class of new objects", GROUPS[0],
+           fuse_type="text", choices=STORAGE_CLASSES),
+    Option("sse", "choice", "encryption", GROUPS[0], choices=SSE_TYPES),
+    Option("sse-kms-key-id", "kms-arn", "KMS key ARN for --sse aws:kms", GROUPS[0],
+           fuse_type="text"),
+    # -- file system options
+    Option("read-only", "flag", "refuse every change (EROFS)", GROUPS[1], typed="readOnly"),
+    Option("allow-delete", "flag", "allow unlink/rmdir", GROUPS[1], typed="allowDelete"),
+    Option("allow-overwrite", "flag", "allow O_TRUNC overwrites", GROUPS[1],
+           typed="allowOverwrite"),
+    Option("incremental-upload", "flag", "append to existing objects (directory buckets)",
+           GROUPS[1], typed="incrementalUpload"),
+    Option("uid", "int", "owner uid (default: the mounting user)", GROUPS[1], fuse_type="id",
+           high=MAX_ID, typed="uid"),
+    Option("gid", "int", "owner gid (default: the mounting group)", GROUPS[1], fuse_type="id",
+           high=MAX_ID, typed="gid"),
+    Option("dir-mode", "mode", "directory mode, octal (default 0755)", GROUPS[1],
+           default=0o755, typed="dirMode"),
+    Option("file-mode", "mode", "file mode, octal (default 0644)", GROUPS[1], default=0o644,
+           typed="fileMode"),
+    # -- mount options
+    Option("allow-other", "flag", "let other users access the mount", GROUPS[2],
+           typed="allowOther"),
+    Option("allow-root", "flag", "let root access the mount", GROUPS[2], typed="allowRoot"),
+    Option("auto-unmount", "flag", "unmount if the process dies", GROUPS[2],
+           refused="the driver unmounts volumes itself"),
+    Option("foreground", "flag", "stay in the foreground", GROUPS[2], short="-f",
+           refused="the driver runs the FUSE client in the foreground itself"),
+    # -- caching and performance
+    Option("cache", "text", "local disk data cache directory", GROUPS[3], metavar="DIR",
+           refused="the local cache directory is chosen by the node plugin, not by a volume"),
+    Option("max-cache-size", "int", "cache size bound", GROUPS[3], fuse_type="positive",
+           metavar="MiB", low=1, high=2**40, refused="the local cache is managed by the node "
+           "plugin"),
+    Option("metadata-ttl", "ttl", "SECONDS|minimal|indefinite", GROUPS[3], typed="metadataTtl"),
+    Option("negative-metadata-ttl", "int", "SECONDS for 'no such file'", GROUPS[3],
+           fuse_type="ttl", high=MAX_TTL_SECONDS, typed="negativeMetadataTtl"),
+    Option("part-size", "int", "multipart upload part and read-ahead request size (default "
+           f"{DEFAULT_PART_SIZE}, {DEFAULT_PART_SIZE // MIB} MiB)", GROUPS[3],
+           fuse_type="positive", metavar="BYTES", default=DEFAULT_PART_SIZE,
+           low=MIN_PART_SIZE, high=MAX_PART_SIZE, typed="partSize"),
+    Option("max-threads", "int", "parallel S3 requests (default %(default)s)", GROUPS[3],
+           fuse_type="positive", metavar="N", default=16, low=1, high=256, typed="maxThreads"),
+    Option("max-memory-target", "int", "memory bound of read-ahead buffers (default "
+           "%(default)s)", GROUPS[3], fuse_type="positive", metavar="MiB", default=512, low=1,
+           high=2**20, refused=_NODE_OWNS),
+    # -- logging and metrics
+    Option("log-directory", "text", "write logs to files in this directory", GROUPS[4],
+           short="-l", refused="the FUSE client's logs are managed by the node plugin"),
+    Option("debug", "flag", "debug logging", GROUPS[4], short="-d",
+           refused="debug logs of the S3 client can hold request signatures and session "
+           "tokens; the cluster admin can enable them for all volumes with the node plugin's "
+           "--fuse-debug"),
+    Option("metrics-address", "text", "Prometheus HOST:PORT", GROUPS[4], fuse_type="address",
+           refused="a volume must not open network ports on the node"),
+)  # fmt: skip
+
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+#: Options a PV (and so an S3MountClass) may set.
+ALLOWED: tuple[Option, ...] = tuple(o for o in OPTIONS if not o.refused)
+#: Option name -> why a PV may not set it (short forms and ``-o`` included).
+REFUSED: dict[str, str] = {
+    **{o.name: o.refused for o in OPTIONS if o.refused},
+    **{o.short.lstrip("-"): o.refused for o in OPTIONS if o.refused and o.short},
+    "o": "pass each option as its own list entry",
+}
+#: S3MountClass typed key -> option.
+TYPED: dict[str, Option] = {o.typed: o for o in OPTIONS if o.typed}
+
+
+def check_value(option: Option, value: str) -> str:
+    """``value`` in ``option``'s allow-list domain, canonical text; else OptionValueError."""
+    kind = option.kind
+    if kind == "int":
+        if not value.isdigit() or not option.low <= int(value) <= option.high:
+            raise OptionValueError(f"expected an integer {option.low}..{option.high}")
+        return str(int(value))
+    if kind == "mode":
+        if not _MODE_RE.match(value):
+            raise OptionValueError("expected an octal mode such as 0755")
+        return format(int(value, 8), "04o")
+    if kind == "ttl":
+        if value in {"minimal", "indefinite"}:
+            return value
+        if not value.isdigit() or int(value) > MAX_TTL_SECONDS:
+            raise OptionValueError("expected seconds, 'minimal' or 'indefinite'")
+        return str(int(value))
+    if kind == "choice":
+        if value not in option.choices:
+            raise OptionValueError(f"expected one of {', '.join(sorted(option.choices))}")
+        return value
+    if kind == "kms-arn":
+        if not KMS_KEY_OR_ALIAS_ARN_RE.match(value):
+            raise OptionValueError("expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+        return value
+    raise OptionValueError(f"--{option.name} is not a PV mount option")  # flag / text
+
+
+def render(option: Option, value: str | None = None) -> str:
+    """The argv form: ``--name`` or ``--name=value``."""
+    return f"--{option.name}" if value is None else f"--{option.name}={value}"
