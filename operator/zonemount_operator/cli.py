@@ -71,6 +71,13 @@ def operator_main(argv: Sequence[str]) -> int:
         tenancy.load()
     except SpecError as exc:
         return _fail("operator", str(exc), 2)
+    from zonemount_operator.errors import KubeError
+    from zonemount_operator.kube import kopf_login
+
+    try:
+        kopf_login()
+    except KubeError as exc:
+        return _fail("operator", str(exc))
     import kopf
 
     from zonemount_operator.handlers import registry

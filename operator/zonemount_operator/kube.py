@@ -174,18 +174,37 @@ class KubeClient:
         return True
 
 
-async def from_kopf_login() -> KubeClient:
-    """A client with kopf's own login: in-cluster service account, else kubeconfig."""
+def kopf_login() -> Any:
+    """kopf's own login (in-cluster service account, else kubeconfig) or one-line KubeError.
+
+    ``zonemount operator`` calls it before starting kopf, so a machine without a cluster gets
+    one line and exit 1 instead of a traceback retried every minute."""
     import kopf
 
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-        settings=settings
-    )
+    try:
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+            settings=settings
+        )
+    except OSError as exc:  # e.g. KUBECONFIG names a file that does not exist
+        where = f" {exc.filename}" if exc.filename else ""
+        raise KubeError(
+            f"cannot read the kubeconfig{where}: {exc.strerror or exc}; fix KUBECONFIG", 0
+        ) from None
+    except Exception as exc:  # kopf/kubernetes parse errors of a malformed kubeconfig
+        raise KubeError(f"cannot use the kubeconfig: {type(exc).__name__}: {exc}", 0) from None
     if info is None:
         raise KubeError(
-            "no Kubernetes credentials: run in a pod with a service account or set KUBECONFIG", 0
+            "no Kubernetes credentials: run in a pod with a service account, or point KUBECONFIG "
+            "(or ~/.kube/config) at a cluster",
+            0,
         )
+    return info
+
+
+async def from_kopf_login() -> KubeClient:
+    """A client with kopf's own login: in-cluster service account, else kubeconfig."""
+    info = kopf_login()
     ca_data = None
     if info.ca_data:  # kubeconfig's certificate-authority-data is base64 of the PEM
         import base64

@@ -225,3 +225,24 @@ def test_reconcile_runs_the_import(
     express = s3_client(moto_server.endpoint, "us-east-1")  # no CreateSession on moto
     keys = express.list_objects_v2(Bucket=f"{base}--use1-az6--x-s3")["KeyCount"]
     assert keys == 7
+
+
+def test_operator_without_a_cluster_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: a traceback retried every 60 s (no credentials), or a FileNotFoundError
+    traceback (KUBECONFIG names a missing file), instead of one line and exit 1."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert operator_main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (
+        "no Kubernetes credentials: run in a pod with a service account, or point KUBECONFIG" in err
+    )
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    assert operator_main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot read the kubeconfig {tmp_path / 'missing-kubeconfig'}" in err
