@@ -90,7 +90,7 @@ def owner_of(name: str, namespace: str | None, uid: str | None) -> names.Owner:
     return names.Owner(uid, ns, name)
 
 
-def _bucket_owner(admin: BucketAdmin, region: str, bucket: str) -> names.Owner | None:
+def bucket_owner(admin: BucketAdmin, region: str, bucket: str) -> names.Owner | None:
     """Who a zonemount directory bucket belongs to (its owner tags); None if untagged/absent."""
     if names.parse_directory_bucket(bucket) is None:
         return None  # the operator creates directory buckets only
@@ -141,7 +141,7 @@ def authorize_import(
     policy.check_import_source(
         namespace or "",
         spec.import_source,
-        lambda bucket: _bucket_owner(admin, spec.region, bucket),
+        lambda bucket: bucket_owner(admin, spec.region, bucket),
     )
 
 
@@ -195,7 +195,7 @@ def _claim_bucket(
         admin.tag_bucket(spec.region, bucket, tags)
         events.append(f"created directory bucket {bucket} in {zone.name} ({zone.zone_id})")
         return
-    current = _bucket_owner(admin, spec.region, bucket)
+    current = bucket_owner(admin, spec.region, bucket)
     if current is not None and current.uid == owner.uid:
         return
     if policy.adoption(owner.namespace, owner.name) == bucket:
@@ -481,7 +481,7 @@ def delete_bucket_resources(
         return done
     if not admin.bucket_exists(str(region), str(bucket)):
         return done
-    current = _bucket_owner(admin, str(region), str(bucket))
+    current = bucket_owner(admin, str(region), str(bucket))
     if current is None or current.uid != owner.uid:
         whose = f"it belongs to {current}" if current else "it carries no owner tags"
         done.append(f"left bucket {bucket} alone: {whose}, not {owner}")

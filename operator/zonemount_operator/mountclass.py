@@ -16,6 +16,7 @@ Plain async functions over plain data and the :class:`KubeClient` seam (plus a
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -175,6 +176,26 @@ def render_persistent_volume(
     }
 
 
+async def _check_owned(
+    admin: BucketAdmin, ns: str, name: str, obj: Mapping[str, Any], status: Mapping[str, Any]
+) -> None:
+    """The bucket a referenced S3ExpressBucket's status names must carry that object's owner
+    tags: a tenant able to write its object's status cannot point a StorageClass at another
+    tenant's bucket."""
+    from zonemount_operator.bucket import bucket_owner, owner_of
+
+    want = owner_of(name, ns, (obj.get("metadata") or {}).get("uid"))
+    bucket = str(status["bucketName"])
+    have = await asyncio.to_thread(bucket_owner, admin, str(status.get("region", "")), bucket)
+    if have is None or have.uid != want.uid:
+        whose = f"{have}" if have is not None else "no owner"
+        raise DependencyNotReady(
+            f"S3ExpressBucket {ns}/{name} reports bucket {bucket}, whose owner tags name {whose}: "
+            "its status was not written by the operator; nothing is written until it is",
+            reason="BucketNotOwned",
+        )
+
+
 async def bucket_facts(
     spec: MountClassSpec,
     kube: KubeClient,
@@ -197,6 +218,8 @@ async def bucket_facts(
             raise DependencyNotReady(
                 f"waiting for S3ExpressBucket {ns}/{ref_name} to be Ready{why}"
             )
+        if admin is not None:
+            await _check_owned(admin, ns, ref_name, obj, status)
         return BucketFacts(
             status["bucketName"],
             status["region"],

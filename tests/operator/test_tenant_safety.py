@@ -18,10 +18,13 @@ from zonemount_cli.servers import LocalS3
 from zonemount_operator import conditions, names
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.bucket import delete_bucket_resources, reconcile_bucket, run_import
+from zonemount_operator.kube import S3EXPRESSBUCKETS, KubeClient
+from zonemount_operator.mountclass import reconcile_mountclass
 from zonemount_operator.spec import DEFAULT_ABORT_MPU_DAYS, parse_bucket
 from zonemount_operator.tenancy import Adoption, NotAllowedError, Rules, TenancyPolicy
 
-from tests.operator.operator_testlib import unique_base
+from tests.operator.operator_testlib import KubeApiThread, unique_base
+from tests.operator.test_mountclass import run
 
 pytestmark = pytest.mark.integration
 
@@ -455,3 +458,62 @@ def test_abort_incomplete_uploads_rule_is_on_by_default(admin: Boto3BucketAdmin)
     spec["lifecycle"] = {"abortIncompleteMultipartUploadAfterDays": 0}  # explicit opt-out
     out = reconcile_bucket("b", "ns", spec, out.status, 2, admin=admin, uid=uid)
     assert out.ready and admin.lifecycle("us-east-1", out.status["bucketName"]) == []
+
+
+# -- a forged status cannot aim a StorageClass at another tenant's bucket -----------------------
+def test_mount_class_refuses_a_bucket_the_referenced_object_does_not_own(
+    teams: tuple[str, str],
+    admin: Boto3BucketAdmin,
+    role: Callable[..., str],
+    kube_api: KubeApiThread,
+) -> None:
+    """team-b writes its S3ExpressBucket's status (Ready, team-a's bucket); an admin's
+    S3MountClass referencing team-b's object must not get a StorageClass for team-a's data."""
+    team_a, team_b = teams
+    _, _, a = victim(admin, role, team_a)
+    spec_b = {"region": "us-east-1", "availabilityZone": "us-east-1d"}
+
+    async def create(k: KubeClient) -> Any:
+        body = {
+            "apiVersion": "zonemount.io/v1alpha1",
+            "kind": "S3ExpressBucket",
+            "metadata": {"name": "data", "namespace": team_b},
+            "spec": spec_b,
+        }
+        return (await k.create(S3EXPRESSBUCKETS, body, team_b))["metadata"]["uid"]
+
+    uid_b = run(kube_api, create)  # assigned by the API server
+    own = reconcile_bucket("data", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
+    assert own.ready
+
+    def put(status: dict[str, Any]) -> None:
+        run(
+            kube_api,
+            lambda k: k.patch(S3EXPRESSBUCKETS, "data", {"status": status}, team_b, "status"),
+        )
+
+    def reconcile() -> Any:
+        return run(
+            kube_api,
+            lambda k: reconcile_mountclass(
+                "b-class",
+                "u",
+                {"bucketRef": {"name": "data", "namespace": team_b}},
+                None,
+                1,
+                kube=k,
+                admin=admin,
+            ),
+        )
+
+    put({**own.status, "bucketName": a["bucketName"]})  # forged by team-b
+    out = reconcile()
+    assert ready(out.status)["reason"] == "BucketNotOwned"
+    assert f"owner tags name S3ExpressBucket {team_a}/data" in ready(out.status)["message"]
+    assert kube_api.object("storageclasses", "b-class") is None
+
+    put(own.status)  # what the operator wrote
+    out = reconcile()
+    assert out.ready, out.status
+    sc = kube_api.object("storageclasses", "b-class")
+    assert sc["parameters"]["bucketName"] == own.status["bucketName"]
