@@ -21,6 +21,7 @@ are rendered as ``--name=value`` so no value is ever parsed as a flag.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .names import KMS_KEY_OR_ALIAS_ARN_RE
@@ -197,6 +198,24 @@ def check_value(option: Option, value: str) -> str:
             raise OptionValueError("expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
         return value
     raise OptionValueError(f"--{option.name} is not a PV mount option")  # flag / text
+
+
+KMS_SSE_TYPES = ("aws:kms", "aws:kms:dsse")
+
+
+def check_combination(given: Mapping[str, str | None], *, directory_bucket: bool | None) -> None:
+    """Rules across options (``given``: option name -> value, ``None`` for a flag); the same
+    for the FUSE client, the CSI node and the operator. ``directory_bucket`` is ``None`` when
+    the bucket is not known yet."""
+    if "allow-other" in given and "allow-root" in given:
+        raise OptionValueError("--allow-other and --allow-root conflict: choose one")
+    if "sse-kms-key-id" in given and given.get("sse") not in KMS_SSE_TYPES:
+        raise OptionValueError("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)")
+    if "incremental-upload" in given and directory_bucket is False:
+        raise OptionValueError(
+            "--incremental-upload needs a directory bucket (name--azid--x-s3): appends are an "
+            "S3 Express One Zone feature"
+        )
 
 
 def render(option: Option, value: str | None = None) -> str:

@@ -89,6 +89,17 @@ class MountOptions:
     sse: str | None = None
     sse_kms_key_id: str | None = None
 
+    def check_combination(self, *, directory_bucket: bool | None) -> None:
+        """The table's rules across options (MountOptionError); the bucket kind when known."""
+        given: dict[str, str | None] = {}
+        for arg in self.to_argv():
+            name, _, value = arg[2:].partition("=")
+            given[name] = value or None
+        try:
+            table.check_combination(given, directory_bucket=directory_bucket)
+        except table.OptionValueError as exc:
+            raise MountOptionError(f"mount options: {exc}") from None
+
     def with_read_only(self) -> MountOptions:
         """``--read-only`` wins over everything (CSI ``readonly`` or a reader-only access mode)."""
         return replace(self, read_only=True)
@@ -166,6 +177,6 @@ def parse(flags: Iterable[str]) -> MountOptions:
             values[field_name] = parser(value)
         except ValueError as exc:
             raise MountOptionError(f"mount option --{name}: {exc}") from None
-    if "sse_kms_key_id" in values and values.get("sse") not in {"aws:kms", "aws:kms:dsse"}:
-        raise MountOptionError("mount option --sse-kms-key-id needs sse=aws:kms")
-    return MountOptions(**values)  # type: ignore[arg-type]
+    options = MountOptions(**values)  # type: ignore[arg-type]
+    options.check_combination(directory_bucket=None)
+    return options

@@ -45,7 +45,12 @@ from pathlib import Path, PurePosixPath
 
 import grpc
 from zonemount_contract import keys as vc
-from zonemount_contract.names import NameRuleError, check_bucket_name, check_region
+from zonemount_contract.names import (
+    NameRuleError,
+    check_bucket_name,
+    check_region,
+    is_directory_bucket,
+)
 from zonemount_operator import quantity
 
 from . import credentials, mount_options, mountinfo
@@ -254,6 +259,7 @@ class NodeService:
         cap = request.volume_capability
         try:
             options = mount_options.parse(cap.mount.mount_flags)
+            options.check_combination(directory_bucket=is_directory_bucket(bucket))
         except mount_options.MountOptionError as exc:
             raise invalid(str(exc)) from None
         if request.readonly or cap.access_mode.mode in READ_ONLY_MODES:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from zonemount_contract import mount_options as option_table
-
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 
 from .errors import ConfigError
@@ -180,15 +179,15 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         raise ConfigError(
             "--no-sign-request and --profile conflict: anonymous requests use no profile"
         )
-    if ns.sse_kms_key_id and ns.sse not in {"aws:kms", "aws:kms:dsse"}:
-        raise ConfigError("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)")
-    if ns.allow_other and ns.allow_root:
-        raise ConfigError("--allow-other and --allow-root conflict: choose one")
-    if ns.incremental_upload and not is_directory_bucket(bucket):
-        raise ConfigError(
-            f"--incremental-upload needs a directory bucket (name--azid--x-s3); {bucket!r} is a "
-            "general purpose bucket"
-        )
+    given = {
+        o.name: getattr(ns, o.field) if o.takes_value else None
+        for o in option_table.OPTIONS
+        if getattr(ns, o.field) not in (None, False) and getattr(ns, o.field) != o.default
+    }
+    try:
+        option_table.check_combination(given, directory_bucket=is_directory_bucket(bucket))
+    except option_table.OptionValueError as exc:
+        raise ConfigError(f"{exc} (bucket {bucket!r})") from None
     if ns.max_cache_size is not None and ns.cache is None:
         raise ConfigError("--max-cache-size needs --cache DIR")
     if not MIN_PART_SIZE <= ns.part_size <= MAX_PART_SIZE:

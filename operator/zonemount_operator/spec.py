@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zonemount_contract import mount_options as option_table
-from zonemount_contract.names import KMS_KEY_ARN_RE, ROLE_ARN_RE
+from zonemount_contract.names import KMS_KEY_ARN_RE, ROLE_ARN_RE, is_directory_bucket
 
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
@@ -206,7 +206,9 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
 # from the one option table (zonemount_contract.mount_options: TYPED keys and value domains).
 
 
-def mount_option_lines(options: Mapping[str, Any]) -> list[str]:
+def mount_option_lines(
+    options: Mapping[str, Any], *, directory_bucket: bool | None = None
+) -> list[str]:
     """Typed ``spec.mountOptions`` -> sorted flag lines (``--allow-delete``, ``--uid=1000``).
 
     Values are checked against the table's allow-list domain, the one the CSI node enforces,
@@ -232,6 +234,11 @@ def mount_option_lines(options: Mapping[str, Any]) -> list[str]:
         except option_table.OptionValueError as exc:
             raise SpecError(f"{path}: {exc}; got {value!r}") from None
         lines.append(option_table.render(option, str(value)))
+    given = {line[2:].partition("=")[0]: line.partition("=")[2] or None for line in lines}
+    try:
+        option_table.check_combination(given, directory_bucket=directory_bucket)
+    except option_table.OptionValueError as exc:
+        raise SpecError(f"spec.mountOptions: {exc}") from None
     return sorted(lines)
 
 
@@ -335,6 +342,8 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
         authentication_source=auth,
         reclaim_policy=_enum(spec, "reclaimPolicy", ("Retain", "Delete"), "spec.reclaimPolicy"),
         mount_options=mount_option_lines(
-            _get(spec, "mountOptions", Mapping, "spec.mountOptions", {})
+            _get(spec, "mountOptions", Mapping, "spec.mountOptions", {}),
+            # an S3ExpressBucket is always a directory bucket
+            directory_bucket=bucket_ref is not None or is_directory_bucket(bucket_name or ""),
         ),
     )

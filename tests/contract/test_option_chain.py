@@ -16,15 +16,21 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from zonemount_contract import mount_options as table
 from zonemount_csi import mount_options as csi_options
-from zonemount_fs.options import build_parser
+from zonemount_csi._proto import csi_pb2
+from zonemount_fs.errors import ConfigError
+from zonemount_fs.options import build_parser, parse_args
 from zonemount_operator.errors import SpecError
+from zonemount_operator.mountclass import BucketFacts, render_storage_class
 from zonemount_operator.spec import parse_mountclass
+
+from tests.csi.conftest import NodePlugin, mount_capability
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "s3mountclasses.yaml"
@@ -124,3 +130,132 @@ def test_every_line_the_operator_emits_passes_the_csi_allow_list(
         for k, v in options.items()
         if v is not False
     )
+
+
+# ---------------------------------------------------------------- the whole chain
+
+
+@pytest.fixture
+def node(node_plugin_factory: Any, moto_server: Any) -> NodePlugin:
+    plugin: NodePlugin = node_plugin_factory(allowed=(moto_server.endpoint,))
+    return plugin
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(options={"allowOther": True, "allowRoot": True})
+@example(options={"incrementalUpload": True})
+@example(options={"maxThreads": 256, "partSize": table.MAX_PART_SIZE, "dirMode": "0700"})
+@given(options=TYPED_OPTIONS)
+def test_a_mountclass_walks_operator_storageclass_controller_node_to_fuse_argv(
+    controller: Any, node: NodePlugin, bucket: str, options: dict[str, object]
+) -> None:
+    # operator: S3MountClass -> StorageClass
+    try:
+        spec = parse_mountclass("fast", _mountclass(bucket, options))
+        facts = BucketFacts(bucket, "us-east-1", "us-east-1a", "use1-az4")
+        sc = render_storage_class("fast", "uid-1", spec, facts)
+    except SpecError:
+        return  # the operator refuses the class with a condition: nothing reaches the chain
+    # external-provisioner: StorageClass parameters (+ PVC metadata) -> CreateVolume
+    claim = f"pvc-{len(node.mounter.specs)}-{abs(hash(str(options))) % 10**8}"
+    volume = controller.CreateVolume(
+        csi_pb2.CreateVolumeRequest(
+            name=claim,
+            volume_capabilities=[mount_capability(sc.get("mountOptions", []))],
+            parameters={
+                **sc["parameters"],
+                "csi.storage.k8s.io/pvc/namespace": "team-a",
+                "csi.storage.k8s.io/pvc/name": claim,
+            },
+        )
+    ).volume
+    # kubelet: PV (volume id, context, StorageClass mountOptions) -> NodePublishVolume
+    target = node.target(pv=claim)
+    node.node.NodePublishVolume(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume.volume_id,
+            target_path=target,
+            volume_capability=mount_capability(sc.get("mountOptions", [])),
+            volume_context=dict(volume.volume_context),
+        )
+    )
+    argv = node.mounter.specs[-1].args
+    assert argv[0] == "mount"
+    # the FUSE client's own parser accepts exactly what the node would run
+    try:
+        fuse = parse_args(argv[1:])
+    except ConfigError as exc:
+        pytest.fail(f"the FUSE client refuses what the chain accepted: {exc}; argv {argv}")
+    assert fuse.bucket == bucket
+    assert fuse.prefix == volume.volume_context["prefix"]
+    for key, value in options.items():
+        option = table.TYPED[key]
+        got = getattr(fuse, option.field)
+        if option.kind == "flag":
+            assert got is bool(value), key
+        elif option.kind == "int" and option.fuse_type != "ttl":
+            assert got == value, key
+        elif option.kind == "mode":
+            assert got == int(str(value), 8), key
+    node.node.NodeUnpublishVolume(
+        csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume.volume_id, target_path=target)
+    )
+
+
+# ---------------------------------------------------------------- rules across options
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("options", "bucket", "ok"),
+    [
+        ({"allowOther": True, "allowRoot": True}, "bucket-a", False),
+        ({"incrementalUpload": True}, "bucket-a", False),
+        ({"incrementalUpload": True}, "data--use1-az4--x-s3", True),
+        ({"allowOther": True, "allowDelete": True}, "bucket-a", True),
+    ],
+)
+def test_the_operator_refuses_what_the_fuse_client_would(
+    options: dict[str, object], bucket: str, ok: bool
+) -> None:
+    """Found by the chain test: the operator wrote --allow-other with --allow-root, and
+    --incremental-upload for a general-purpose bucket; the FUSE client refused both."""
+    try:
+        parse_mountclass("fast", _mountclass(bucket, options))
+    except SpecError as exc:
+        assert not ok, exc
+        assert "spec.mountOptions" in str(exc)
+    else:
+        assert ok
+
+
+@pytest.mark.parametrize(
+    ("flags", "bucket", "ok"),
+    [
+        (["allow-other", "allow-root"], "bucket-a", False),
+        (["incremental-upload"], "bucket-a", False),
+        (["incremental-upload"], "data--use1-az4--x-s3", True),
+        (["sse-kms-key-id=arn:aws:kms:us-east-1:111122223333:key/k"], "bucket-a", False),
+    ],
+)
+def test_the_node_refuses_what_the_fuse_client_would(
+    node_plugin_factory: Any, flags: list[str], bucket: str, ok: bool
+) -> None:
+    """NodePublishVolume answers INVALID_ARGUMENT for option combinations the FUSE client
+    refuses (before: the mount process failed, INTERNAL)."""
+    plugin: NodePlugin = node_plugin_factory()
+    request = plugin.publish_request(
+        plugin.target(), context={"bucketName": bucket, "prefix": "d/"}, flags=flags
+    )
+    if ok:
+        plugin.node.NodePublishVolume(request)
+        parse_args(plugin.mounter.specs[-1].args[1:])
+        return
+    with pytest.raises(grpc.RpcError) as info:
+        plugin.node.NodePublishVolume(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert plugin.mounter.specs == []
