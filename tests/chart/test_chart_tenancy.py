@@ -195,10 +195,15 @@ def test_admission_policy_confines_the_operator_to_its_own_objects(render: Rende
     )
 
 
-def test_admission_policy_can_be_left_out(render: Render) -> None:
+def test_admission_policy_can_be_left_out(render: Render, helm: Path) -> None:
     objects = render({"operator": {"ownedObjectsPolicy": False}})
     assert by_kind(objects, "ValidatingAdmissionPolicy") == []
     assert by_kind(objects, "ValidatingAdmissionPolicyBinding") == []
+    # Clusters before 1.30 have no admissionregistration.k8s.io/v1 policies: skipped there.
+    old = run_helm(helm, *args(None, include_crds=False), "--kube-version", "1.29.0")
+    assert old.returncode == 0, old.stderr
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(old.stdout) if doc}
+    assert "ValidatingAdmissionPolicy" not in kinds and "Deployment" in kinds
 
 
 def test_rendered_policy_file_is_plain_yaml(render: Render) -> None:
