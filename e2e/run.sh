@@ -247,19 +247,26 @@ kubectl -n "$SYSTEM_NS" get endpoints "$RELEASE-node-metrics" -o jsonpath='{.sub
   grep -q . || die "the metrics Service $RELEASE-node-metrics has no endpoints"
 
 # ------------------------------------------------------------------------------------------
-step "node plugin restart: a live mount recovers"
+step "node plugin and mounter restarts: a live mount keeps serving / recovers"
 kubectl apply -f "$HERE/manifests/static-survivor.yaml"
 wait_for "$TIMEOUT" "static-survivor to be ready" -n "$E2E_NS" --for=condition=Ready pod/static-survivor
 survivor_node=$(kubectl -n "$E2E_NS" get pod static-survivor -o jsonpath='{.spec.nodeName}')
 plugin=$(node_plugin_on "$survivor_node")
-log "deleting node plugin $plugin on $survivor_node while static-survivor has the volume mounted"
-kubectl -n "$SYSTEM_NS" delete pod "$plugin" --wait=true --timeout="${TIMEOUT}s"
-kubectl -n "$SYSTEM_NS" rollout status "ds/$RELEASE-node" --timeout="${TIMEOUT}s" ||
-  die "the node plugin did not come back"
 survivor_reads() {
   kubectl -n "$E2E_NS" exec static-survivor -- sh -c 'cd /data/run && sha256sum -c blob.sha256'
 }
-retry 120 "static-survivor to read its volume again after the plugin restart" survivor_reads
+log "deleting node plugin $plugin on $survivor_node while static-survivor has the volume mounted"
+kubectl -n "$SYSTEM_NS" delete pod "$plugin" --wait=true --timeout="${TIMEOUT}s"
+# The FUSE server lives in the mounter pod: the mount never noticed the plugin was gone.
+survivor_reads || die "static-survivor could not read while the node plugin was restarting"
+kubectl -n "$SYSTEM_NS" rollout status "ds/$RELEASE-node" --timeout="${TIMEOUT}s" ||
+  die "the node plugin did not come back"
+mounter=$(kubectl -n "$SYSTEM_NS" get pods -l app.kubernetes.io/component=mounter \
+  --field-selector "spec.nodeName=$survivor_node" -o jsonpath='{.items[0].metadata.name}')
+log "deleting mounter $mounter (the OnDelete upgrade step) under static-survivor"
+kubectl -n "$SYSTEM_NS" delete pod "$mounter" --wait=true --timeout="${TIMEOUT}s"
+# static-survivor mounts with HostToContainer: the replacement mount reaches it, no restart.
+retry 120 "static-survivor to read its volume again after the mounter restart" survivor_reads
 kubectl -n "$E2E_NS" delete pod static-survivor --wait=true --timeout="${TIMEOUT}s"
 
 # ------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def read_ahead_kb(path: str) -> int:
 
 
 def fuse_servers(bucket: str) -> list[int]:
-    """PIDs (this namespace) of FUSE servers serving ``bucket`` through a passed descriptor."""
+    """PIDs (this namespace) of FUSE servers of ``bucket`` (descriptor-passed or mounting)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -79,11 +79,7 @@ def fuse_servers(bucket: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (
-            b"mount" in argv
-            and bucket.encode() in argv
-            and any(a.startswith(b"/dev/fd/") for a in argv)
-        ):
+        if b"mount" in argv and bucket.encode() in argv:
             found.append(int(entry.name))
     return sorted(found)
 
@@ -130,7 +126,9 @@ class Pod:
 class Node:
     """The plugin and the mounter in their own namespaces, the pods in theirs."""
 
-    def __init__(self, workdir: Path, moto: LocalS3) -> None:
+    def __init__(self, workdir: Path, moto: LocalS3, legacy: bool = False) -> None:
+        #: legacy: no mounter; the FUSE servers are children of the plugin (the old design).
+        self.legacy = legacy
         self.workdir = workdir
         self.kubelet = workdir / "kubelet"
         self.moto = moto
@@ -197,8 +195,6 @@ class Node:
                     "csi-node",
                     "--endpoint",
                     f"unix://{self.csi_socket}",
-                    "--mounter-endpoint",
-                    f"unix://{self.mounter_socket}",
                     "--node-id",
                     "node-ns",
                     "--zone",
@@ -213,6 +209,11 @@ class Node:
                     "2",
                     "--cache-dir",
                     str(self.workdir / "cache"),
+                    *(
+                        ()
+                        if self.legacy
+                        else ("--mounter-endpoint", f"unix://{self.mounter_socket}")
+                    ),
                     "--metrics-address",
                     f"127.0.0.1:{self.plugin_metrics}",
                 ],
@@ -434,3 +435,39 @@ def test_mounter_restart_slave_pod_recovers(node: Node, bucket: str) -> None:
     private.stop()
     slave.stop()
     _assert_nothing_left(node, bucket, private_target, slave_target)
+
+
+@pytest.fixture
+def legacy_node(workdir: Path, moto_server: LocalS3) -> Iterator[Node]:
+    sim = Node(workdir, moto_server, legacy=True)
+    try:
+        sim.start_plugin()
+        yield sim
+    finally:
+        sim.cleanup()
+
+
+def test_before_without_the_mounter_a_plugin_kill_breaks_every_pod(
+    legacy_node: Node, bucket: str
+) -> None:
+    """The old design (and ``node.mounter.enabled=false``): the FUSE servers share the plugin's
+    PID namespace, so a plugin kill kills them; the restarted plugin remounts at the target
+    path (after detaching the dead mount), which no running pod's bind mount can see."""
+    node = legacy_node
+    _, _, private, slave = _two_pods(node, bucket)
+    killed = time.time()
+    node.stop_process("plugin", signal.SIGKILL)
+    assert fuse_servers(bucket) == [], "the FUSE servers died with the plugin's namespace"
+    node.start_plugin()
+    wait_for(lambda: len(fuse_servers(bucket)) == 2, 60, "the plugin to restore both mounts")
+    restored = time.time()
+    time.sleep(8)
+    for pod in (private, slave):
+        assert pod.errors(killed), "the pod saw the plugin's death"
+        assert not pod.healthy_after(restored), "and cannot see the restored mount"
+    print(
+        f"\nbefore (no mounter): plugin kill -> both pods ENOTCONN; plugin restored the mounts "
+        f"{restored - killed:.1f} s later, pods still failing {time.time() - restored:.0f} s after"
+    )
+    private.stop()
+    slave.stop()
