@@ -66,7 +66,7 @@ from zonemount_operator.importstatus import (
     conditions_disagree,
 )
 from zonemount_operator.kube import from_kopf_login
-from zonemount_operator.mountclass import delete_mountclass, reconcile_mountclass
+from zonemount_operator.mountclass import bucket_users, delete_mountclass, reconcile_mountclass
 from zonemount_operator.spec import parse_bucket
 
 registry = kopf.OperatorRegistry()
@@ -260,8 +260,29 @@ async def bucket_delete(
     logger: Any,
     retry: int,
     body: Any,
+    meta: Any,
+    patch: kopf.Patch,
     **_: Any,
 ) -> None:
+    """Delete what the bucket owns, but only once nothing uses it: like Kubernetes'
+    ``kubernetes.io/pvc-protection``, the finalizer stays (Ready=False ``BucketInUse``
+    names the users) while an S3MountClass or one of our PersistentVolumes points at it."""
+    current = plain(status) or {}
+    users = await bucket_users(memo.kube, namespace, name, current.get("bucketName"))
+    if users:
+        message = (
+            f"deletion waits: still used by {', '.join(users)}; delete them or point them at "
+            "another bucket, and the deletion continues"
+        )
+        ready = conditions.make("Ready", False, "BucketInUse", message, meta.get("generation"))
+        new = {
+            "conditions": conditions.merge(
+                current.get("conditions"), [ready], conditions.BUCKET_TYPES
+            )
+        }
+        apply_status(patch, new, current)
+        announce(body, [], current, new)
+        raise kopf.TemporaryError(message, delay=10)
     try:
         done = await _in_thread(
             delete_bucket_resources,

@@ -49,7 +49,7 @@ S3MOUNTCLASSES = ResourceRef(GROUP, VERSION, "s3mountclasses", namespaced=False)
 
 
 class KubeClient:
-    """Minimal async Kubernetes client (create/get/merge-patch/delete)."""
+    """Minimal async Kubernetes client (get/list/create/merge-patch/delete)."""
 
     def __init__(
         self,
@@ -136,6 +136,14 @@ class KubeClient:
         if status >= 300:
             self._raise("GET", path, status, payload)
         return dict(payload)
+
+    async def list(self, ref: ResourceRef, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of ``ref`` (in ``namespace``, or cluster-wide)."""
+        path = ref.path(namespace)
+        status, payload = await self._request("GET", path)
+        if status >= 300:
+            self._raise("GET", path, status, payload)
+        return [dict(item) for item in (payload or {}).get("items") or []]
 
     async def create(
         self, ref: ResourceRef, body: dict[str, Any], namespace: str | None = None

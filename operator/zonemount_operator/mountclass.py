@@ -1,7 +1,8 @@
 """Reconcile an ``S3MountClass``: the StorageClass (and Static PV) it owns.
 
 Plain async functions over plain data and the :class:`KubeClient` seam (plus a
-:class:`BucketAdmin` only to turn a directory bucket's AZ ID into a zone name).
+:class:`BucketAdmin` to turn a directory bucket's AZ ID into a zone name and to check that a
+``bucketName`` exists: a class is never Ready on a bucket that is not there).
 
 * ``render_storage_class`` / ``render_persistent_volume`` are pure: spec + bucket facts ->
   manifest. Volumes land only in the bucket's zone (``allowedTopologies`` /
@@ -12,6 +13,7 @@ Plain async functions over plain data and the :class:`KubeClient` seam (plus a
   recreated only while no claim is bound to it, otherwise the condition says so); someone
   else's object with our name -> condition ``StorageClassConflict``, never overwritten.
 * ``delete_mountclass`` deletes only objects labelled as owned by this S3MountClass.
+* ``bucket_users`` lists what still uses an S3ExpressBucket (its deletion waits for none).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from zonemount_contract import keys
 from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names, quantity
 from zonemount_operator.aws import BucketAdmin
 from zonemount_operator.errors import (
+    AccessDeniedError,
     AwsError,
     DependencyNotReady,
     KubeError,
@@ -36,6 +39,7 @@ from zonemount_operator.errors import (
 from zonemount_operator.kube import (
     PERSISTENTVOLUMES,
     S3EXPRESSBUCKETS,
+    S3MOUNTCLASSES,
     STORAGECLASSES,
     KubeClient,
 )
@@ -211,6 +215,12 @@ async def bucket_facts(
                 f"S3ExpressBucket {ns}/{ref_name} does not exist: create it or fix spec.bucketRef",
                 reason="BucketNotFound",
             )
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            raise DependencyNotReady(
+                f"S3ExpressBucket {ns}/{ref_name} is being deleted (it waits until no "
+                "S3MountClass or volume uses it): point spec.bucketRef at another bucket",
+                reason="BucketDeleting",
+            )
         status = obj.get("status") or {}
         ready = conditions.get(status.get("conditions"), "Ready")
         if ready is None or ready.get("status") != "True" or not status.get("bucketName"):
@@ -230,6 +240,7 @@ async def bucket_facts(
     assert spec.bucket_name is not None and spec.region is not None
     parsed = names.parse_directory_bucket(spec.bucket_name)
     if parsed is None:  # general-purpose bucket: the zone is whatever the user pinned
+        await _check_bucket_exists(spec, admin)
         return BucketFacts(
             spec.bucket_name, spec.region, spec.availability_zone, None, spec.endpoint_url
         )
@@ -237,6 +248,7 @@ async def bucket_facts(
         raise DependencyNotReady("no AWS access to resolve the bucket's zone", "AwsUnavailable")
     for zone in admin.zones(spec.region):
         if zone.zone_id == parsed.az_id:
+            await _check_bucket_exists(spec, admin)
             return BucketFacts(
                 spec.bucket_name, spec.region, zone.name, zone.zone_id, spec.endpoint_url
             )
@@ -245,6 +257,47 @@ async def bucket_facts(
         f"{spec.region} does not have: fix spec.region or spec.bucketName",
         reason="UnknownAvailabilityZone",
     )
+
+
+async def _check_bucket_exists(spec: MountClassSpec, admin: BucketAdmin | None) -> None:
+    """``spec.bucketName`` must exist before a class is Ready (HeadBucket through the
+    operator's AWS endpoint; a class with its own ``endpointUrl`` elsewhere is not checked).
+    403 means it exists and the operator may not read it: volumes use other credentials."""
+    assert spec.bucket_name is not None and spec.region is not None
+    if admin is None:
+        raise DependencyNotReady("no AWS access to check the bucket exists", "AwsUnavailable")
+    own_endpoint = getattr(admin, "endpoint_url", None)
+    if spec.endpoint_url and spec.endpoint_url != own_endpoint:
+        return
+    try:
+        exists = await asyncio.to_thread(admin.bucket_exists, spec.region, spec.bucket_name)
+    except AccessDeniedError:
+        return
+    if not exists:
+        raise DependencyNotReady(
+            f"bucket {spec.bucket_name} does not exist in {spec.region}: create it or fix "
+            "spec.bucketName (checked again every resync)",
+            reason="BucketNotFound",
+        )
+
+
+async def bucket_users(
+    kube: KubeClient, namespace: str | None, name: str, bucket_name: str | None
+) -> list[str]:
+    """What still uses an S3ExpressBucket: S3MountClasses whose ``bucketRef`` names it, and
+    PersistentVolumes of our driver on its bucket (dynamic ones outlive their class)."""
+    users = [
+        f"S3MountClass {mc['metadata']['name']}"
+        for mc in await kube.list(S3MOUNTCLASSES)
+        if ((mc.get("spec") or {}).get("bucketRef") or {}) == {"name": name, "namespace": namespace}
+    ]
+    if bucket_name:
+        for pv in await kube.list(PERSISTENTVOLUMES):
+            csi = (pv.get("spec") or {}).get("csi") or {}
+            attrs = csi.get("volumeAttributes") or {}
+            if csi.get("driver") == CSI_DRIVER and attrs.get("bucketName") == bucket_name:
+                users.append(f"PersistentVolume {pv['metadata']['name']}")
+    return sorted(users)
 
 
 def _owned_by(obj: Mapping[str, Any], owner: str) -> bool:

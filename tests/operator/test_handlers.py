@@ -25,8 +25,9 @@ from zonemount_operator.handlers import (
     bucket_reconcile,
     raise_for,
 )
+from zonemount_operator.kube import KubeClient
 
-from tests.operator.operator_testlib import unique_base
+from tests.operator.operator_testlib import KubeApiThread, unique_base
 
 LOG = logging.getLogger("test")
 
@@ -66,8 +67,32 @@ def test_transient_errors_back_off_with_jitter() -> None:
     raise_for(None, retry=0)  # no error: no exception
 
 
+def delete(api: KubeApiThread, memo: kopf.Memo, **kwargs: Any) -> kopf.Patch:
+    """Run bucket_delete with a Kubernetes client on the kmock API (one event loop)."""
+    patch = kopf.Patch()
+
+    async def main() -> None:
+        memo.kube = KubeClient(api.url)
+        try:
+            await bucket_delete(
+                namespace="ns",
+                memo=memo,
+                logger=LOG,
+                retry=0,
+                body={},
+                meta={},
+                patch=patch,
+                **kwargs,
+            )
+        finally:
+            await memo.kube.close()
+
+    asyncio.run(main())
+    return patch
+
+
 @pytest.mark.integration
-def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
+def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin, kube_api: KubeApiThread) -> None:
     memo = kopf.Memo(admin=admin, config=OperatorConfig())
     spec = {
         "region": "us-east-1",
@@ -91,19 +116,7 @@ def test_bucket_handlers_use_memo_clients(admin: Boto3BucketAdmin) -> None:
     status = dict(patch["status"])
     assert status["observedGeneration"] == 3
     assert status["conditions"][0] == {**status["conditions"][0], "type": "Ready", "status": "True"}
-    asyncio.run(
-        bucket_delete(
-            name="b",
-            namespace="ns",
-            uid=kwargs["meta"]["uid"],
-            spec=spec,
-            status=status,
-            memo=memo,
-            logger=LOG,
-            retry=0,
-            body={},
-        )
-    )
+    delete(kube_api, memo, name="b", uid=kwargs["meta"]["uid"], spec=spec, status=status)
     buckets = admin.s3("us-east-1").list_directory_buckets()["Buckets"]
     assert status["bucketName"] not in {b["Name"] for b in buckets}
 
@@ -118,7 +131,7 @@ READS = ("Get", "List", "Head", "Describe")
 
 @pytest.mark.integration
 def test_second_reconcile_of_an_unchanged_bucket_writes_nothing(
-    moto_server: Any, s3_env: dict[str, str], role: Any
+    moto_server: Any, s3_env: dict[str, str], role: Any, kube_api: KubeApiThread
 ) -> None:
     """Issue 13: every resync re-put lifecycle/encryption and re-patched the whole status."""
     calls: list[str] = []
@@ -162,16 +175,11 @@ def test_second_reconcile_of_an_unchanged_bucket_writes_nothing(
     third = kopf.Patch()
     asyncio.run(bucket_reconcile(patch=third, status=status, **{**kwargs, "spec": changed}))
     assert [c for c in calls if not c.startswith(READS)] == ["PutBucketLifecycleConfiguration"]
-    asyncio.run(
-        bucket_delete(
-            name="idem",
-            namespace="ns",
-            uid="5d0c7a1e-2f7b-4a8e-9d1c-3b6f0e9a7c42",
-            spec=spec,
-            status=status,
-            memo=memo,
-            logger=LOG,
-            retry=0,
-            body={},
-        )
+    delete(
+        kube_api,
+        memo,
+        name="idem",
+        uid="5d0c7a1e-2f7b-4a8e-9d1c-3b6f0e9a7c42",
+        spec=spec,
+        status=status,
     )

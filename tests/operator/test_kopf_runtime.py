@@ -271,7 +271,7 @@ def test_invalid_spec_is_a_permanent_condition(operator_env: None, kube_api: Kub
 
 
 def test_zonemount_operator_process(
-    operator_env: None, kube_api: KubeApiThread, tmp_path: Path
+    operator_env: None, kube_api: KubeApiThread, tmp_path: Path, admin: Boto3BucketAdmin
 ) -> None:
     """The real entry point (`zonemount operator`) as a process: liveness, a reconcile, SIGTERM."""
     import os
@@ -297,13 +297,15 @@ def test_zonemount_operator_process(
         env=dict(os.environ),
         start_new_session=True,
     )
+    plain_bucket = f"plain-{unique_base()}"
+    admin.s3("us-east-1").create_bucket(Bucket=plain_bucket)  # a class needs its bucket
     try:
         cr = {
             "apiVersion": "zonemount.io/v1alpha1",
             "kind": "S3MountClass",
-            "metadata": {"name": "plain", "uid": "u1", "resourceVersion": "1"},
+            "metadata": {"name": "plain"},
             "spec": {
-                "bucketName": "plain-bucket",
+                "bucketName": plain_bucket,
                 "region": "us-east-1",
                 "availabilityZone": "us-east-1c",
             },
@@ -409,3 +411,63 @@ def test_import_result_is_never_overwritten_by_late_progress(
         assert current()["status"]["import"]["objectsCopied"] == 8
         kube(kube_api, "delete", S3EXPRESSBUCKETS, "imp", "spark")
         wait_for("bucket CR gone", lambda: not current())
+
+
+def test_bucket_in_use_is_not_deleted_until_its_classes_are_gone(
+    operator_env: None, kube_api: KubeApiThread, admin: Boto3BucketAdmin, role: Callable[..., str]
+) -> None:
+    """Issue 13 item 5: deleting an S3ExpressBucket that a class used went through; the
+    StorageClass kept pointing at a deleted bucket (and its policy was gone). Now the
+    finalizer waits, as kubernetes.io/pvc-protection does for a claim in use."""
+    base = unique_base()
+    bucket_cr = {
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3ExpressBucket",
+        "metadata": {"name": "held", "namespace": "spark"},
+        "spec": {
+            "region": "us-east-1",
+            "availabilityZoneId": "use1-az4",
+            "baseName": base,
+            "deletionPolicy": "Delete",
+            "access": {"roleArns": [role("spark")]},
+        },
+    }
+    class_cr = {
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3MountClass",
+        "metadata": {"name": f"uses-{base}"},
+        "spec": {"bucketRef": {"name": "held", "namespace": "spark"}},
+    }
+    sc_name = class_cr["metadata"]["name"]
+
+    def bucket_obj() -> Any:
+        return kube_api.object("s3expressbuckets", "held", "spark")
+
+    with KopfRunner(["run", "--standalone", "--all-namespaces"], registry=registry, timeout=60):
+        kube(kube_api, "create", S3EXPRESSBUCKETS, bucket_cr, "spark")
+        kube(kube_api, "create", S3MOUNTCLASSES, class_cr)
+        wait_for("StorageClass", lambda: kube_api.object("storageclasses", sc_name))
+        policy_arn = bucket_obj()["status"]["policyArn"]
+
+        kube(kube_api, "delete", S3EXPRESSBUCKETS, "held", "spark")
+        blocked = wait_for(
+            "deletion blocked",
+            lambda: (
+                condition(bucket_obj(), "Ready").get("reason") == "BucketInUse"
+                and condition(bucket_obj(), "Ready")
+            ),
+        )
+        assert f"S3MountClass {sc_name}" in blocked["message"]
+        assert blocked["status"] == "False"
+        time.sleep(3)  # a retry or two later: still there, still whole
+        assert bucket_obj() is not None and bucket_obj()["metadata"]["deletionTimestamp"]
+        assert admin.policy_exists(policy_arn)
+        assert admin.bucket_exists("us-east-1", f"{base}--use1-az4--x-s3")
+        warnings = [e for e in kube_api.events("held") if e["reason"] == "BucketInUse"]
+        assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+
+        kube(kube_api, "delete", S3MOUNTCLASSES, sc_name)
+        wait_for("bucket CR gone", lambda: bucket_obj() is None)
+        assert kube_api.object("storageclasses", sc_name) is None
+        assert not admin.policy_exists(policy_arn)
+        assert not admin.bucket_exists("us-east-1", f"{base}--use1-az4--x-s3")

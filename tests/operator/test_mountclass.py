@@ -9,10 +9,16 @@ import pytest
 from zonemount_operator import conditions
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.errors import DependencyNotReady, SpecError
-from zonemount_operator.kube import PERSISTENTVOLUMES, S3EXPRESSBUCKETS, STORAGECLASSES, KubeClient
-from zonemount_operator.mountclass import delete_mountclass, reconcile_mountclass
+from zonemount_operator.kube import (
+    PERSISTENTVOLUMES,
+    S3EXPRESSBUCKETS,
+    S3MOUNTCLASSES,
+    STORAGECLASSES,
+    KubeClient,
+)
+from zonemount_operator.mountclass import bucket_users, delete_mountclass, reconcile_mountclass
 
-from tests.operator.operator_testlib import KubeApiThread
+from tests.operator.operator_testlib import KubeApiThread, unique_base
 
 pytestmark = pytest.mark.integration
 R = TypeVar("R")
@@ -219,12 +225,70 @@ def test_bucket_name_mode_resolves_zone_from_az_id(
     assert sc["parameters"]["roleArn"] == "arn:aws:iam::111122223333:role/spark-executor"
     assert sc["allowedTopologies"][0]["matchLabelExpressions"][0]["values"] == ["us-east-1a"]
     assert "deleteData" not in sc["parameters"] and sc["reclaimPolicy"] == "Retain"
-    # A general-purpose bucket without a pinned zone: volumes may land anywhere.
-    gp = {"bucketName": "plain-bucket", "region": "us-east-1"}
+    # A general-purpose bucket without a pinned zone: volumes may land anywhere. Issue 13:
+    # a bucket that does not exist never makes the class Ready (checked again each resync).
+    gp_name = f"plain-{unique_base()}"
+    gp = {"bucketName": gp_name, "region": "us-east-1"}
     out = run(
         kube_api, lambda k: reconcile_mountclass("plain", None, gp, None, 1, kube=k, admin=admin)
     )
+    assert isinstance(out.error, DependencyNotReady) and not out.ready
+    ready = conditions.get(out.status["conditions"], "Ready")
+    assert ready["reason"] == "BucketNotFound" and gp_name in ready["message"]
+    assert kube_api.object("storageclasses", "plain") is None
+    admin.s3("us-east-1").create_bucket(Bucket=gp_name)
+    out = run(
+        kube_api,
+        lambda k: reconcile_mountclass("plain", None, gp, out.status, 1, kube=k, admin=admin),
+    )
     assert out.ready and "allowedTopologies" not in kube_api.object("storageclasses", "plain")
+    # A missing directory bucket named by bucketName is caught the same way.
+    missing = {"bucketName": f"{unique_base()}--use1-az4--x-s3", "region": "us-east-1"}
+    out = run(
+        kube_api, lambda k: reconcile_mountclass("dir", None, missing, None, 1, kube=k, admin=admin)
+    )
+    assert conditions.get(out.status["conditions"], "Ready")["reason"] == "BucketNotFound"
+
+
+def test_bucket_users_are_classes_and_volumes(kube_api: KubeApiThread) -> None:
+    """What blocks an S3ExpressBucket's deletion: classes naming it, our PVs on its bucket."""
+    ready_bucket(kube_api)
+    assert run(kube_api, lambda k: bucket_users(k, "spark", "data", BUCKET)) == []
+
+    async def users(k: KubeClient) -> None:
+        await k.create(
+            S3MOUNTCLASSES,
+            {
+                "apiVersion": "zonemount.io/v1alpha1",
+                "kind": "S3MountClass",
+                "metadata": {"name": "uses-data"},
+                "spec": {"bucketRef": {"name": "data", "namespace": "spark"}},
+            },
+        )
+        await k.create(
+            PERSISTENTVOLUMES,
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": "pvc-1"},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "csi": {
+                        "driver": "s3.csi.zonemount.io",
+                        "volumeHandle": f"{BUCKET}/pvc-1/",
+                        "volumeAttributes": {"bucketName": BUCKET},
+                    },
+                },
+            },
+        )
+
+    run(kube_api, users)
+    assert run(kube_api, lambda k: bucket_users(k, "spark", "data", BUCKET)) == [
+        "PersistentVolume pvc-1",
+        "S3MountClass uses-data",
+    ]
+    assert run(kube_api, lambda k: bucket_users(k, "other", "data", "x--use1-az4--x-s3")) == []
 
 
 def test_invalid_spec_is_a_condition(kube_api: KubeApiThread) -> None:
