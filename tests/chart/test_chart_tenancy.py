@@ -210,3 +210,17 @@ def test_rendered_policy_file_is_plain_yaml(render: Render) -> None:
     """The file is data, not a template: it round-trips and names only known keys."""
     text = one(render(CUSTOM), "ConfigMap", "-tenancy")["data"]["tenancy.yaml"]
     assert set(yaml.safe_load(text)) == {"rolePaths", "importSources", "namespaces", "adopt"}
+
+
+def test_tenants_get_their_buckets_but_never_status_or_mount_classes(render: Render) -> None:
+    role = one(render(), "ClusterRole", "-tenant")
+    labels = role["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    granted = {
+        (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert granted == {("zonemount.io", "s3expressbuckets")}
+    assert by_kind(render({"tenancy": {"aggregateToEdit": False}}), "ClusterRole") == [
+        r for r in by_kind(render(), "ClusterRole") if not r["metadata"]["name"].endswith("-tenant")
+    ]
