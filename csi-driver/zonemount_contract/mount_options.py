@@ -56,6 +56,12 @@ GROUPS = (
 )
 
 _NODE_OWNS = "the node plugin manages it"
+# A shared cache bucket is a place data goes and comes from for every volume using it (its
+# writers decide what all readers see): an administrator's choice, never a tenant's.
+_ADMIN_CACHE = (
+    "a shared cache bucket is an administrator's setting (StorageClass parameters or the "
+    "S3MountClass), not a volume's mount option"
+)
 
 
 class OptionValueError(ValueError):
@@ -136,6 +142,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-cache-size", "int", "cache size bound", GROUPS[3], fuse_type="positive",
            metavar="MiB", low=1, high=2**40, refused="the local cache is managed by the node "
            "plugin"),
+    Option("cache-xz", "text", "shared block cache in this bucket (an S3 Express directory "
+           "bucket in your AZ); whoever can write to it decides what every mount using it reads",
+           GROUPS[3], metavar="BUCKET", refused=_ADMIN_CACHE),
+    Option("cache-xz-max-object-size", "int", "largest object kept in the --cache-xz bucket "
+           "(default 1)", GROUPS[3], fuse_type="positive", metavar="MiB", low=1, high=2**20,
+           refused=_ADMIN_CACHE),
     Option("metadata-ttl", "ttl", "SECONDS|minimal|indefinite", GROUPS[3], typed="metadataTtl"),
     Option("negative-metadata-ttl", "int", "SECONDS for 'no such file'", GROUPS[3],
            fuse_type="ttl", high=MAX_TTL_SECONDS, typed="negativeMetadataTtl"),

@@ -19,6 +19,7 @@ Invariants: no traceback for bad input; credentials never appear in argv, logs o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import logging.handlers
 import os
@@ -32,7 +33,10 @@ from pathlib import Path
 import botocore.session
 
 from .errors import ConfigError, MountError, StoreError
+from .metrics import CACHE_XZ_ERRORS, CACHE_XZ_REQUESTS
+from .names import is_directory_bucket
 from .options import MountOptions, parse_args
+from .shared_cache import PREFIX, SharedCache
 from .store.base import PutOptions
 from .store.s3 import S3Settings, S3Store
 
@@ -138,6 +142,44 @@ def check_bucket(opts: MountOptions, session: botocore.session.Session | None = 
         ) from None
 
 
+def shared_cache_for(
+    opts: MountOptions, session: botocore.session.Session | None = None
+) -> SharedCache | None:
+    """The ``--cache-xz`` cache: a second S3Store (same endpoint, credentials and express
+    session handling as the mounted bucket) with short timeouts and one attempt, since a miss
+    is cheaper than waiting. A missing or forbidden cache bucket fails the mount (a typo must
+    not silently disable the cache); an unreachable one only logs: it is best effort."""
+    if opts.cache_xz_bucket is None:
+        return None
+    settings = dataclasses.replace(
+        settings_for(opts),
+        bucket=opts.cache_xz_bucket,
+        connect_timeout=1.0,
+        read_timeout=5.0,
+        max_attempts=1,
+        put=PutOptions(),
+    )
+    store = S3Store(settings, session, requests=CACHE_XZ_REQUESTS, errors=CACHE_XZ_ERRORS)
+    try:
+        store.check_bucket(PREFIX)
+    except StoreError as exc:
+        if exc.code == "NoSuchBucket":
+            raise MountError(
+                f"--cache-xz bucket {opts.cache_xz_bucket!r} does not exist; create it (a "
+                "directory bucket in this Availability Zone) or fix the name"
+            ) from None
+        if exc.errno == 13:
+            raise MountError(
+                f"access denied to --cache-xz bucket {opts.cache_xz_bucket!r}: the mount needs "
+                "s3:ListBucket, s3:GetObject and s3:PutObject on it"
+                + (" (s3express:CreateSession)" if is_directory_bucket(settings.bucket) else "")
+            ) from None
+        log.warning("--cache-xz bucket not reachable now (%s); reads go to the source", exc)
+    return SharedCache(
+        store, opts.bucket, opts.part_size, opts.cache_xz_max_object_mib * 1024 * 1024
+    )
+
+
 def _setup_logging(opts: MountOptions, foreground: bool) -> None:
     level = logging.DEBUG if opts.debug else logging.INFO
     handler: logging.Handler
@@ -229,6 +271,7 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
         session = botocore.session.Session(profile=opts.profile)
         check_bucket(opts, session)
         store = S3Store(settings_for(opts), session)
+        shared_cache = shared_cache_for(opts, session)
         if opts.metrics_address is not None:
             from . import metrics
 
@@ -257,7 +300,7 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            fs = Filesystem(store, opts, nursery, journal)
+            fs = Filesystem(store, opts, nursery, journal, shared_cache)
             ops.fs = fs
             if orphans:
                 nursery.start_soon(fs.sweep_orphans, orphans)

@@ -49,6 +49,7 @@ from .journal import UploadJournal
 from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
 from .options import MountOptions
 from .prefetch import Reader
+from .shared_cache import BlockCache, SharedCache, TieredCache
 from .store.base import ObjectInfo, ObjectStore, list_all
 from .upload import AppendUpload, StreamingUpload, abort_once, retry_abort
 
@@ -191,6 +192,7 @@ class Filesystem:
         options: MountOptions,
         nursery: trio.Nursery,
         journal: UploadJournal | None = None,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         self.store = store
         self.opts = options
@@ -204,6 +206,8 @@ class Filesystem:
         if options.cache_dir is not None:
             limit = (options.max_cache_size_mib or 10 * 1024) * 1024 * 1024
             self.cache = DataCache(options.cache_dir, limit)
+        self.shared_cache = shared_cache
+        self._tiered = TieredCache(self.cache, shared_cache) if shared_cache else None
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INO + 1
         self._next_fh = 1
@@ -842,9 +846,16 @@ class Filesystem:
             self.run,
             self.read_slots,
             self.max_window,
-            None if direct else self.cache,
+            None if direct else self._cache_for(node.size),
         )
         return self._new_fh(FileHandle(ino, self.key_of(node), reader=reader, direct=direct))
+
+    def _cache_for(self, size: int) -> BlockCache | None:
+        """The block cache for an object of ``size`` bytes: the shared one only for objects
+        up to ``--cache-xz-max-object-size``."""
+        if self._tiered is not None and size <= self._tiered.shared.max_object_size:
+            return self._tiered
+        return self.cache
 
     async def _empty_for_writing(self, ino: int, flags: int) -> bool:
         """Is this a write-only or append open, without O_TRUNC, of a file that is empty in
@@ -1382,6 +1393,8 @@ class Filesystem:
         """Abort uploads of files still open (nothing partial becomes visible); drop the cache."""
         if self.cache is not None:
             self.cache.close()
+        if self.shared_cache is not None:
+            await trio.to_thread.run_sync(self.shared_cache.close)  # bounded: request timeouts
         for handle in list(self.files.values()):
             if handle.writer is not None and not handle.writer.finished:
                 await handle.writer.abort()

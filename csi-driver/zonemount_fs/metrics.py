@@ -24,6 +24,19 @@ UPLOADS_ABORTED = Counter(
     ["reason"],
 )
 BYTES_WRITTEN = Counter("zonemount_fuse_written_bytes_total", "Bytes accepted by write()")
+# The shared cache bucket (--cache-xz) is a second store: its requests are counted apart, so
+# zonemount_s3_* keep meaning "requests to the mounted bucket".
+CACHE_XZ_REQUESTS = Counter(
+    "zonemount_cache_xz_requests_total", "Requests to the --cache-xz bucket", ["op"]
+)
+CACHE_XZ_ERRORS = Counter(
+    "zonemount_cache_xz_errors_total", "Requests to the --cache-xz bucket failed", ["op", "code"]
+)
+CACHE_XZ_BLOCKS = Counter(
+    "zonemount_cache_xz_blocks_total",
+    "Shared cache blocks by outcome (hit, miss, invalid, error, stored, dropped)",
+    ["result"],
+)
 
 
 def serve(host: str, port: int) -> None:

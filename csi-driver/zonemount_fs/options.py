@@ -24,7 +24,12 @@ from zonemount_contract import mount_options as option_table
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 
 from .errors import ConfigError
-from .names import is_directory_bucket, normalize_prefix, parse_bucket_argument
+from .names import (
+    is_directory_bucket,
+    normalize_prefix,
+    parse_bucket_argument,
+    validate_bucket_name,
+)
 
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = option_table.DEFAULT_PART_SIZE
@@ -55,6 +60,8 @@ class MountOptions:
     sse_kms_key_id: str | None = None
     cache_dir: Path | None = None
     max_cache_size_mib: int | None = None
+    cache_xz_bucket: str | None = None  # shared block cache bucket (see shared_cache.py)
+    cache_xz_max_object_mib: int = 1
     metadata_ttl: float = DEFAULT_METADATA_TTL
     negative_metadata_ttl: float = DEFAULT_METADATA_TTL
     part_size: int = DEFAULT_PART_SIZE
@@ -190,6 +197,15 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         raise ConfigError(f"{exc} (bucket {bucket!r})") from None
     if ns.max_cache_size is not None and ns.cache is None:
         raise ConfigError("--max-cache-size needs --cache DIR")
+    if ns.cache_xz_max_object_size is not None and ns.cache_xz is None:
+        raise ConfigError("--cache-xz-max-object-size needs --cache-xz BUCKET")
+    if ns.cache_xz is not None:
+        try:
+            validate_bucket_name(ns.cache_xz)
+        except ConfigError as exc:
+            raise ConfigError(f"--cache-xz: {exc}") from None
+        if ns.cache_xz == bucket:
+            raise ConfigError("--cache-xz must name another bucket than the one mounted")
     if not MIN_PART_SIZE <= ns.part_size <= MAX_PART_SIZE:
         raise ConfigError(
             f"--part-size {ns.part_size} is outside S3's part limits "
@@ -230,6 +246,8 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         sse_kms_key_id=ns.sse_kms_key_id,
         cache_dir=cache_dir,
         max_cache_size_mib=ns.max_cache_size,
+        cache_xz_bucket=ns.cache_xz,
+        cache_xz_max_object_mib=ns.cache_xz_max_object_size or 1,
         metadata_ttl=metadata_ttl,
         negative_metadata_ttl=negative_ttl,
         part_size=ns.part_size,

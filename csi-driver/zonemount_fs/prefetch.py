@@ -9,7 +9,8 @@ they need (a chunk is
 usable while it downloads), which keeps time to first byte at one request's latency.
 Random reads fetch just the requested range and shrink the window back to one chunk.
 With ``--cache``, complete chunks are kept in the local disk cache (:mod:`.cache`) and later
-reads of them - sequential or random - are served from it.
+reads of them - sequential or random - are served from it; with ``--cache-xz`` also in the shared
+cache bucket (:mod:`.shared_cache`).
 
 Memory: every prefetched chunk takes a slot from a mount-wide :class:`trio.Semaphore`
 (``--max-memory-target / chunk_size`` slots). Chunks the reader needs right now are always
@@ -30,8 +31,8 @@ from typing import Any
 
 import trio
 
-from .cache import DataCache
 from .errors import FsError, StoreError
+from .shared_cache import BlockCache
 from .store.base import ObjectStore
 
 Run = Callable[..., Awaitable[Any]]
@@ -162,7 +163,7 @@ class Reader:
         run: Run,
         slots: trio.Semaphore,
         max_window: int = 16,
-        cache: DataCache | None = None,
+        cache: BlockCache | None = None,
     ) -> None:
         self._cache = cache if etag else None
         self.store = store

@@ -1,5 +1,5 @@
 """docs/SEMANTICS.md and the rule tests (tests/fs/test_semantics.py, tests/fs/test_posix.py,
-tests/fs/test_semantics_faults.py) name the same rules."""
+tests/fs/test_semantics_faults.py, tests/fs/test_shared_cache.py) name the same rules."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ RULE_TESTS = (
     "tests/fs/test_semantics.py",
     "tests/fs/test_posix.py",
     "tests/fs/test_semantics_faults.py",
+    "tests/fs/test_shared_cache.py",
 )
 
 

@@ -35,6 +35,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from prometheus_client import Counter
 
 from ..errors import (
     AccessDenied,
@@ -144,9 +145,18 @@ class S3Store:
     """ObjectStore over one bucket, thread safe."""
 
     def __init__(
-        self, settings: S3Settings, session: botocore.session.Session | None = None
+        self,
+        settings: S3Settings,
+        session: botocore.session.Session | None = None,
+        *,
+        requests: Counter = S3_REQUESTS,
+        errors: Counter = S3_ERRORS,
     ) -> None:
+        """``requests``/``errors`` count this store's calls (a second store - the shared
+        cache bucket - passes its own counters, so the mount's S3 figures stay its own)."""
         self.settings = settings
+        self._requests = requests
+        self._errors = errors
         self.bucket = settings.bucket
         self.is_directory_bucket = is_directory_bucket(settings.bucket)
         self._rename_supported: bool | None = None
@@ -195,12 +205,12 @@ class S3Store:
 
     # -- helpers -------------------------------------------------------------------------
     def _call(self, op: str, key: str, fn: Callable[..., T], **kwargs: Any) -> T:
-        S3_REQUESTS.labels(op=op).inc()
+        self._requests.labels(op=op).inc()
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except Exception as exc:
             error = _translate(op, key, exc)
-            S3_ERRORS.labels(op=op, code=error.code or type(error).__name__).inc()
+            self._errors.labels(op=op, code=error.code or type(error).__name__).inc()
             raise error from None
 
     def _put_args(self) -> dict[str, Any]:
@@ -250,6 +260,18 @@ class S3Store:
         if etag:
             kwargs["IfMatch"] = etag
         return self._call("GetObject", key, self._client.get_object, **kwargs)
+
+    def get_object(self, key: str) -> tuple[bytes, dict[str, str]]:
+        """The whole object and its user metadata, in one GET."""
+        resp = self._call("GetObject", key, self._client.get_object, Key=key)
+        body = resp["Body"]
+        try:
+            data: bytes = body.read()
+        except Exception as exc:
+            raise _translate("GetObject(body)", key, exc) from None
+        finally:
+            body.close()
+        return data, dict(resp.get("Metadata", {}))
 
     def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
         if end <= start:
