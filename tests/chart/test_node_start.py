@@ -143,7 +143,9 @@ def test_the_rendered_init_container_runs(render: Render, api: FakeApi, tmp_path
     """The chart's init container, command and environment as rendered, against the fake API."""
     init = next(
         c
-        for c in one(render(None), "DaemonSet")["spec"]["template"]["spec"]["initContainers"]
+        for c in one(render(None), "DaemonSet", "-node")["spec"]["template"]["spec"][
+            "initContainers"
+        ]
         if c["name"] == "node-zone"
     )
     assert init["command"][0] == "zonemount"
