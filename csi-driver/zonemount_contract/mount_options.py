@@ -157,6 +157,10 @@ OPTIONS: tuple[Option, ...] = (
            low=MIN_PART_SIZE, high=MAX_PART_SIZE, typed="partSize"),
     Option("max-threads", "int", "parallel S3 requests (default %(default)s)", GROUPS[3],
            fuse_type="positive", metavar="N", default=16, low=1, high=256, typed="maxThreads"),
+    Option("request-deadline", "int", "total seconds an S3 request may take, retries "
+           "included, before the operation fails with EIO (data requests: four times as long; "
+           "default %(default)s)", GROUPS[3], fuse_type="positive", metavar="SECONDS",
+           default=30, low=1, high=3600, refused=_NODE_OWNS),
     Option("max-memory-target", "int", "memory bound of read-ahead buffers (default "
            "%(default)s)", GROUPS[3], fuse_type="positive", metavar="MiB", default=512, low=1,
            high=2**20, refused=_NODE_OWNS),

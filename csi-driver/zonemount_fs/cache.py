@@ -6,7 +6,9 @@ Contract:
   from stale blocks.
 * The cache lives in a fresh sub-directory of DIR created at mount and removed at unmount
   (mount-s3 also wipes its cache at mount): nothing survives a restart, so nothing stale does.
-* Size is bounded by ``max_bytes``; least-recently-used blocks are evicted first.
+* Size is bounded by ``max_bytes`` and by the free space of the cache's file system: a block
+  is only written while at least :data:`MIN_FREE_FRACTION` of it stays free for everyone else
+  (as Mountpoint does); least-recently-used blocks are evicted first, for either bound.
 * Best effort: any I/O error (full disk, permissions) means "not cached" - a read never fails
   because of the cache. Thread safe (blocks are written and read from worker threads).
 """
@@ -23,6 +25,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 log = logging.getLogger("zonemount.cache")
+#: Share of the cache's file system always left free (other users never see ENOSPC because
+#: of the cache).
+MIN_FREE_FRACTION = 0.05
 
 
 class DataCache:
@@ -71,6 +76,10 @@ class DataCache:
                 return
             while self._bytes + len(data) > self.max_bytes and self._lru:
                 self._evict_locked()
+            while self._short_of_space(len(data)):
+                if not self._lru:
+                    return  # the disk is (nearly) full without us: do not cache
+                self._evict_locked()
             self._lru[name] = len(data)
             self._bytes += len(data)
             self._pending.add(name)
@@ -93,6 +102,17 @@ class DataCache:
             self._forget(name)
         elif evicted_meanwhile:
             (self.root / name).unlink(missing_ok=True)
+
+    def _short_of_space(self, size: int) -> bool:
+        """Would writing ``size`` bytes (plus blocks still being written) leave less than
+        MIN_FREE_FRACTION of the file system free?"""
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return True
+        pending = sum(self._lru[name] for name in self._pending if name in self._lru)
+        free = st.f_bavail * st.f_frsize - pending - size
+        return free < MIN_FREE_FRACTION * st.f_blocks * st.f_frsize
 
     def _evict_locked(self) -> None:
         name, size = self._lru.popitem(last=False)

@@ -106,8 +106,9 @@ def settings_for(opts: MountOptions, *, quick: bool = False) -> S3Settings:
         no_sign_request=opts.no_sign_request,
         max_connections=max(16, opts.max_threads * 2),
         connect_timeout=3.0 if quick else 5.0,
-        read_timeout=10.0 if quick else 30.0,
+        read_timeout=10.0 if quick else min(30.0, opts.request_deadline),
         max_attempts=2 if quick else 6,
+        body_deadline=opts.data_deadline,
         put=PutOptions(opts.storage_class, opts.sse, opts.sse_kms_key_id),
     )
 

@@ -28,11 +28,11 @@ Errors: operations raise :class:`FsError`; store errors are translated with thei
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import math
 import os
 import stat
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -44,7 +44,7 @@ import trio
 
 from . import metrics, procinfo
 from .cache import DataCache
-from .errors import FsError, StoreError
+from .errors import FsError, StoreError, StoreUnavailable
 from .journal import UploadJournal
 from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
 from .options import MountOptions
@@ -65,6 +65,64 @@ META_ATIME, META_CTIME = "atime", "ctime"
 # s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
 # S_IFLNK (written as decimal, with every permission bit, as s3fs does).
 SYMLINK_MODE = stat.S_IFLNK | 0o777
+
+
+#: Store calls that move object data (limited by --max-threads, data deadline); every other
+#: call is metadata (its own limiter, --request-deadline).
+DATA_CALLS = frozenset(
+    {
+        "fill",
+        "_fill_cached",
+        "get",
+        "get_range",
+        "open_range",
+        "put",
+        "upload_part",
+        "complete_multipart",
+        "copy",
+        "append",
+    }
+)
+
+
+class Health:
+    """Is this mount's S3 answering (within deadlines, without timeouts)? Read through
+    ``user.zonemount.health`` (an xattr of the root) by the CSI node plugin's health check.
+
+    Per class of call (data, metadata): unhealthy from a missed deadline until a call of
+    the same class is answered again - so a hung data path shows even while metadata works."""
+
+    def __init__(self) -> None:
+        self.running = 0  # worker threads inside a store call (abandoned ones included)
+        self.last_answer = {"data": _now(), "metadata": _now()}
+        self.last_miss = {"data": 0.0, "metadata": 0.0}
+        self.misses = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.running += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+    def answered(self, kind: str) -> None:
+        self.last_answer[kind] = _now()
+
+    def missed(self, kind: str) -> None:
+        self.last_miss[kind] = _now()
+        self.misses += 1
+        metrics.S3_DEADLINES.labels(kind=kind).inc()
+
+    def report(self) -> str:
+        failing = [k for k, t in self.last_miss.items() if t > self.last_answer[k]]
+        if failing:
+            return (
+                f"unhealthy: S3 {' and '.join(failing)} calls miss their deadline "
+                f"({self.misses} so far, {self.running} calls running)"
+            )
+        return "ok"
 
 
 class Kind(Enum):
@@ -198,7 +256,11 @@ class Filesystem:
         self.opts = options
         self.nursery = nursery
         self.journal = journal
+        # Data (part GETs and uploads, copies) and metadata (HEAD, LIST, DELETE, ...) have
+        # their own worker threads: a lookup never queues behind a stalled part.
         self.limiter = trio.CapacityLimiter(options.max_threads)
+        self.meta_limiter = trio.CapacityLimiter(max(8, options.max_threads))
+        self.health = Health()
         slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
         self.read_slots = trio.Semaphore(slots)
         self.max_window = max(1, min(16, slots // 2))
@@ -225,8 +287,40 @@ class Filesystem:
 
     # -- plumbing --------------------------------------------------------------------
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking store call in a worker thread."""
-        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.limiter)
+        """Run a blocking store call in a worker thread, within its total deadline.
+
+        Past the deadline (``--request-deadline``, four times that for data calls) the caller
+        gets :class:`StoreUnavailable` (EIO) at once; the worker thread is abandoned and ends
+        with its own timeouts (a GET body is shut down by the store's watchdog)."""
+        data = getattr(fn, "__name__", "") in DATA_CALLS
+        kind = "data" if data else "metadata"
+        limiter = self.limiter if data else self.meta_limiter
+        deadline = self.opts.data_deadline if data else self.opts.request_deadline
+        health = self.health
+
+        def call() -> T:
+            health.started()
+            try:
+                return fn(*args)
+            finally:
+                health.ended()
+
+        with trio.move_on_after(deadline):
+            try:
+                result = await trio.to_thread.run_sync(
+                    call, limiter=limiter, abandon_on_cancel=True
+                )
+            except StoreUnavailable:  # timed out or unreachable after botocore's retries
+                health.missed(kind)
+                raise
+            except StoreError:
+                health.answered(kind)  # S3 answered (with an error)
+                raise
+            health.answered(kind)
+            return result
+        health.missed(kind)
+        name = getattr(fn, "__name__", "S3 call")
+        raise StoreUnavailable(f"{name}: no answer from S3 within {deadline:g} s")
 
     async def _store(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -19,10 +19,12 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from . import metrics
-from .core import Attr, Filesystem
+from .core import ROOT_INO, Attr, Filesystem
 from .errors import FsError
 
 log = logging.getLogger("zonemount.fuse")
+#: The mount's health, an extended attribute of its root (see core.Health).
+HEALTH_XATTR = b"user.zonemount.health"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -229,6 +231,13 @@ class ZonemountOperations(pyfuse3.Operations):
     @_op("release")
     async def release(self, fh: int) -> None:
         await self.fs.release(fh)
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        """Only ``user.zonemount.health`` of the root: "ok" or why S3 is not answering
+        (read by the CSI node plugin's volume health check)."""
+        if inode == ROOT_INO and name == HEALTH_XATTR:
+            return self.fs.health.report().encode()
+        raise pyfuse3.FUSEError(errno.ENODATA)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()

@@ -23,6 +23,11 @@ UPLOADS_ABORTED = Counter(
     "Uploads aborted: nothing was published (writer-killed, failed-at-release)",
     ["reason"],
 )
+S3_DEADLINES = Counter(
+    "zonemount_s3_deadline_exceeded_total",
+    "S3 calls given up at their total deadline (EIO), by kind (data, metadata)",
+    ["kind"],
+)
 BYTES_WRITTEN = Counter("zonemount_fuse_written_bytes_total", "Bytes accepted by write()")
 # The shared cache bucket (--cache-xz) is a second store: its requests are counted apart, so
 # zonemount_s3_* keep meaning "requests to the mounted bucket".

@@ -39,6 +39,8 @@ DEFAULT_METADATA_TTL = (
     1.0  # mount-s3's "minimal" without a cache: short, keeps open-close consistency
 )
 INDEFINITE = math.inf
+#: Data requests get this many times --request-deadline.
+DATA_DEADLINE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class MountOptions:
     negative_metadata_ttl: float = DEFAULT_METADATA_TTL
     part_size: int = DEFAULT_PART_SIZE
     max_threads: int = 16
+    #: Seconds a metadata request (HEAD, LIST, DELETE, ...) may take in all, retries
+    #: included; data requests (a part of --part-size) get DATA_DEADLINE_FACTOR times it.
+    request_deadline: float = 30.0
     max_memory_mib: int = 512
     uid: int = 0
     gid: int = 0
@@ -78,6 +83,11 @@ class MountOptions:
     log_directory: Path | None = None
     debug: bool = False
     metrics_address: tuple[str, int] | None = None
+
+    @property
+    def data_deadline(self) -> float:
+        """Seconds a data request (a part's GET or UploadPart, a file's PutObject) may take."""
+        return self.request_deadline * DATA_DEADLINE_FACTOR
 
     @property
     def is_directory_bucket(self) -> bool:
@@ -252,6 +262,7 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         negative_metadata_ttl=negative_ttl,
         part_size=ns.part_size,
         max_threads=ns.max_threads,
+        request_deadline=ns.request_deadline,
         max_memory_mib=ns.max_memory_target,
         uid=ns.uid if ns.uid is not None else os.getuid(),
         gid=ns.gid if ns.gid is not None else os.getgid(),

@@ -89,6 +89,7 @@ class Chunk:
                 self.add(received if len(received) <= room else received[:room], final=False)
         except StoreError as exc:
             self.error = exc
+            raise  # the caller's run() learns of it too (mount health)
         finally:
             self._advance(final=True)
 
@@ -230,10 +231,17 @@ class Reader:
             cache.put(self.key, self.etag, index, chunk.data())
 
     async def _fill(self, chunk: Chunk, index: int) -> None:
-        if self._cache is not None:
-            await self._run(self._fill_cached, chunk, index)
-        else:
-            await self._run(chunk.fill, self.store, self.key, self.etag)
+        try:
+            if self._cache is not None:
+                await self._run(self._fill_cached, chunk, index)
+            else:
+                await self._run(chunk.fill, self.store, self.key, self.etag)
+        except StoreError as exc:
+            # The call's total deadline passed (its thread is abandoned): readers get the
+            # error now; whatever the abandoned thread still receives is dropped.
+            chunk.cancelled = True
+            chunk.error = chunk.error or exc
+            chunk._advance(final=True)
 
     def _drop(self, index: int) -> None:
         chunk = self._chunks.pop(index)

@@ -6,10 +6,12 @@ tests/fs/test_semantics_doc.py keeps the two in step.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,110 @@ def test_r_write_abort_retried(
         assert _wait_uploads(s3, bucket, []) == []
         assert rule.hits == 8, "the first abort calls failed: it was retried"
         assert keys(s3, bucket) == []
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
+def test_r_cache_free_space(mounter: Mounter, s3: Any, bucket: str, tmp_path: Path) -> None:
+    """The data cache leaves 5% of its file system free whatever --max-cache-size says:
+    others writing to that file system never get ENOSPC because of it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        (disk / "others.bin").write_bytes(b"o" * 40 * MiB)
+        blobs = {f"c{i}.bin": os.urandom(10 * MiB) for i in range(4)}
+        for key, data in blobs.items():
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+        mnt = mounter.mount(
+            bucket,
+            "--cache",
+            str(disk / "cache"),
+            "--max-cache-size",
+            "1000",
+            "--part-size",
+            str(5 * MiB),
+        )
+        for key, data in blobs.items():  # 40 MiB through a cache with 24 MiB of room
+            assert (mnt / key).read_bytes() == data
+        st = os.statvfs(disk)
+        assert st.f_bavail * st.f_frsize >= 0.05 * st.f_blocks * st.f_frsize - MiB
+        (disk / "more.bin").write_bytes(b"m" * MiB)  # others still have room
+        assert (mnt / "c0.bin").read_bytes() == blobs["c0.bin"]
+    finally:
+        mounter.cleanup()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_r_err_deadline(mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str) -> None:
+    """Every S3 call has a total deadline (--request-deadline; data calls four times it): a
+    stalled S3 gives EIO, never a hang; a killed caller is reaped; metadata does not queue
+    behind stalled data; a body trickling at 10 B/s fails; the root's health xattr says
+    "unhealthy" while S3 misses deadlines and "ok" once it answers again."""
+    s3.put_object(Bucket=bucket, Key="small", Body=b"s")
+    s3.put_object(Bucket=bucket, Key="trickle.bin", Body=b"t" * 4096)
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"big{i}.bin", Body=b"b" * 1000)
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket,
+            "--request-deadline",
+            "2",
+            "--endpoint-url",
+            proxy.endpoint,
+            "--metadata-ttl",
+            "0",
+        )
+        health = "user.zonemount.health"
+        assert os.getxattr(mnt, health) == b"ok"
+        os.listdir(mnt)  # attributes of every file known: opens need no HEAD
+        # 20 readers stuck on stalled GETs (data), then a stat and a listing (metadata)
+        proxy.add(Rule("GET", "/big", "stall"))
+        results: dict[str, int] = {}
+
+        def read(name: str) -> None:
+            try:
+                (mnt / name).read_bytes()
+                results[name] = 0
+            except OSError as exc:
+                results[name] = exc.errno or -1
+
+        readers = [threading.Thread(target=read, args=(f"big{i}.bin",)) for i in range(20)]
+        for t in readers:
+            t.start()
+        deadline = time.monotonic() + 30
+        while proxy.rules[0].hits < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.stat(mnt / "small").st_size == 1  # not queued behind the stalled reads
+        assert "small" in os.listdir(mnt)
+        assert any(t.is_alive() for t in readers), "the reads are still stalled"
+        for t in readers:
+            t.join(timeout=120)
+        assert results == {f"big{i}.bin": errno.EIO for i in range(20)}
+        assert os.getxattr(mnt, health).startswith(b"unhealthy")
+        # a body trickling at 10 B/s
+        proxy.add(Rule("GET", "/trickle.bin", "trickle", rate=10))
+        with pytest.raises(OSError) as info:
+            (mnt / "trickle.bin").read_bytes()
+        assert info.value.errno == errno.EIO
+        # lookups of stalled keys, the callers killed: they are reaped (not unkillable)
+        proxy.add(Rule("HEAD", "/hung", "stall"))
+        proxy.add(Rule("GET", "prefix=hung", "stall"))
+        callers = [
+            subprocess.Popen(
+                [sys.executable, "-c", f"import os; os.stat({str(mnt / f'hung{i}')!r})"]
+            )
+            for i in range(5)
+        ]
+        time.sleep(0.5)
+        for proc in callers:
+            proc.kill()
+        assert [proc.wait(timeout=60) for proc in callers] == [-signal.SIGKILL] * 5
+        proxy.clear()
+        assert (mnt / "big0.bin").read_bytes() == b"b" * 1000
+        assert os.getxattr(mnt, health) == b"ok"
     finally:
         mounter.cleanup()
         proxy.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ class S3Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_attempts: int = 5
+    #: Total seconds a GET's body may take (a server trickling bytes never trips the
+    #: per-read timeout): past it the connection is shut down and the read fails.
+    body_deadline: float = 120.0
     put: PutOptions = PutOptions()  # noqa: RUF009 - frozen dataclass default
     disable_express_session_auth: bool = False
 
@@ -117,6 +121,15 @@ def _translate(op: str, key: str, exc: Exception) -> StoreError:
     if isinstance(exc, OSError):
         return StoreUnavailable(f"{where}: {exc}")
     return StoreError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _shut_down(body: Any) -> None:
+    """Shut the socket under a streaming body down: a read blocked in it fails at once."""
+    raw = getattr(body, "_raw_stream", None)
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _info(key: str, resp: Mapping[str, Any]) -> ObjectInfo:
@@ -291,6 +304,9 @@ class S3Store:
             raise
         body = resp["Body"]
         size = FIRST_PIECE  # small first piece: the first bytes reach the reader sooner
+        watchdog = threading.Timer(self.settings.body_deadline, _shut_down, (body,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             while True:
                 try:
@@ -300,11 +316,17 @@ class S3Store:
                     # with the received bytes objects themselves (no copy)
                     size = STREAM_PIECE - FIRST_PIECE if size == FIRST_PIECE else STREAM_PIECE
                 except Exception as exc:
+                    if not watchdog.is_alive():
+                        raise StoreUnavailable(
+                            f"GetObject(body) {key!r}: body not received within "
+                            f"{self.settings.body_deadline:.0f} s"
+                        ) from None
                     raise _translate("GetObject(body)", key, exc) from None
                 if not piece:
                     break
                 yield piece
         finally:
+            watchdog.cancel()
             body.close()
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
