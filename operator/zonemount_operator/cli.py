@@ -476,7 +476,14 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
     import botocore.exceptions
 
     from zonemount_operator import locations
-    from zonemount_operator.transfer import CopyOptions, MiB, SourceObject, copy, s3_client
+    from zonemount_operator.transfer import (
+        CopyOptions,
+        MiB,
+        SourceObject,
+        attach_fast,
+        copy,
+        s3_client,
+    )
 
     try:
         locations.check_endpoint_url(args.endpoint_url)
@@ -495,18 +502,24 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
             locations.local_source(args.src)
         except SpecError as exc:
             return _fail(name, str(exc), 2)
-    if not _have_credentials():
+    import botocore.session
+
+    session = botocore.session.get_session()
+    credentials = session.get_credentials()
+    if credentials is None:
         return _fail(name, _NO_CREDENTIALS)
-    dst_client = s3_client(args.endpoint_url, args.region, args.concurrency)
+    dst_client = s3_client(args.endpoint_url, args.region, args.concurrency, session)
     src_endpoint = args.source_endpoint_url or args.endpoint_url
     src_client = (
         dst_client
         if src_endpoint == args.endpoint_url
-        else s3_client(src_endpoint, args.region, args.concurrency)
+        else s3_client(src_endpoint, args.region, args.concurrency, session)
     )
     try:
         source = locations.source_location(args.src, src_client)
         dest = locations.destination_location(args.dst, dst_client, source)
+        attach_fast(source, credentials)
+        attach_fast(dest, credentials)
     except SpecError as exc:
         return _fail(name, str(exc), 2)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -545,9 +558,17 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
             file=sys.stderr,
         )
         return 0
+    notes = "".join(
+        f", {n} {what}"
+        for n, what in (
+            (result.objects_changed, "changed during the copy"),
+            (result.throttled, "requests throttled and retried"),
+        )
+        if n
+    )
     print(
         f"{name}: {result.objects_copied} copied, {result.objects_skipped} up to date, "
-        f"{result.objects_failed} failed; {result.bytes_copied} bytes in "
+        f"{result.objects_failed} failed{notes}; {result.bytes_copied} bytes in "
         f"{result.elapsed:.2f}s ({rate:.1f} MB/s)",
         file=sys.stderr,
     )
@@ -558,12 +579,6 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
             "rerun 'zonemount sync' to retry only what is missing",
         )
     return 0
-
-
-def _have_credentials() -> bool:
-    import boto3
-
-    return boto3.session.Session().get_credentials() is not None
 
 
 def cp_main(argv: Sequence[str]) -> int:

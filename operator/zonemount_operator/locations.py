@@ -48,6 +48,9 @@ def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+RawEntry = tuple[str, int, str, float]  # key, size, ETag, modified (a listing row)
+
+
 @dataclass(frozen=True)
 class SourceObject:
     """One object to copy: ``key`` is its relative name (see the module docstring)."""
@@ -109,8 +112,10 @@ class S3Location:
         list_prefix: str | None = None,
         pattern: re.Pattern[str] | None = None,
         single: SourceObject | None = None,
+        fast: Any = None,
     ) -> None:
         self.client = client
+        self.fast = fast  # a fasts3.FastS3 for this endpoint, or None (botocore only)
         self.bucket = bucket
         self.base = base
         self.list_prefix = base if list_prefix is None else list_prefix
@@ -149,30 +154,41 @@ class S3Location:
         return _from_head(rel, head)
 
     # reading
-    def objects(self) -> Iterator[SourceObject]:
+    def objects(self, pages: Iterator[list[RawEntry]] | None = None) -> Iterator[SourceObject]:
+        """The listing, streamed page by page (``pages``: raw pages from another lister)."""
         if self.single is not None:
             yield self.single
             return
-        paginator = self.client.get_paginator("list_objects_v2")
         cut = len(self.base)
         pattern = self.pattern
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix):
-            for item in page.get("Contents", ()):
-                key = item["Key"]
-                if key.endswith("/") and item["Size"] == 0 and key == self.base:
+        for page in self._pages() if pages is None else pages:
+            for key, size, etag, modified in page:
+                if key.endswith("/") and size == 0 and key == self.base:
                     continue
                 if pattern is not None and not pattern.fullmatch(key):
                     continue
-                yield SourceObject(
-                    key[cut:],
+                yield SourceObject(key[cut:], size, etag, modified)
+
+    def _pages(self) -> Iterator[list[RawEntry]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix):
+            yield [
+                (
+                    item["Key"],
                     int(item["Size"]),
                     str(item.get("ETag", "")).strip('"'),
                     item["LastModified"].timestamp() if "LastModified" in item else 0.0,
                 )
+                for item in page.get("Contents", ())
+            ]
 
-    def read(self, rel: str, start: int | None = None, end: int | None = None) -> bytes:
-        """The object's bytes, or the inclusive range ``start..end``."""
+    def read(
+        self, rel: str, start: int | None = None, end: int | None = None, etag: str = ""
+    ) -> bytes:
+        """The object's bytes, or the inclusive range ``start..end``; ``etag``: If-Match."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(rel)}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
         if start is not None and end is not None:
             kwargs["Range"] = f"bytes={start}-{end}"
         return bytes(self.client.get_object(**kwargs)["Body"].read())
@@ -182,11 +198,12 @@ class S3Location:
         del src
         self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data)
 
-    def copy(self, rel: str, source: S3Location, src_rel: str) -> None:
+    def copy(self, rel: str, source: S3Location, src_rel: str, etag: str = "") -> None:
         self.client.copy_object(
             Bucket=self.bucket,
             Key=self.key(rel),
             CopySource={"Bucket": source.bucket, "Key": source.key(src_rel)},
+            **({"CopySourceIfMatch": f'"{etag}"'} if etag else {}),
         )
 
     def begin(self, rel: str, src: SourceObject) -> Any:
@@ -210,6 +227,7 @@ class S3Location:
         source: S3Location,
         src_rel: str,
         rng: tuple[int, int],
+        etag: str = "",
     ) -> Any:
         resp = self.client.upload_part_copy(
             Bucket=self.bucket,
@@ -218,6 +236,7 @@ class S3Location:
             PartNumber=number,
             CopySource={"Bucket": source.bucket, "Key": source.key(src_rel)},
             CopySourceRange=f"bytes={rng[0]}-{rng[1]}",
+            **({"CopySourceIfMatch": f'"{etag}"'} if etag else {}),
         )
         return {"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]}
 
@@ -294,7 +313,8 @@ class LocalLocation:
         return SourceObject(rel, st.st_size, "", st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
     # reading
-    def objects(self) -> Iterator[SourceObject]:
+    def objects(self, pages: Iterator[list[RawEntry]] | None = None) -> Iterator[SourceObject]:
+        del pages
         if self.single is not None:
             yield self.single
             return
@@ -308,7 +328,10 @@ class LocalLocation:
                 continue
             yield SourceObject(rel, st.st_size, "", st.st_mtime)
 
-    def read(self, rel: str, start: int | None = None, end: int | None = None) -> bytes:
+    def read(
+        self, rel: str, start: int | None = None, end: int | None = None, etag: str = ""
+    ) -> bytes:
+        del etag  # local files have none; the engine compares sizes
         with open(self.path(rel), "rb") as handle:
             if start is None or end is None:
                 return handle.read()

@@ -13,7 +13,8 @@ and the S3ExpressBucket import uses it too (progress lands in the CR status). Pe
 Resumability: a destination object is *up to date* when its size equals the source's and
 either the ETags match or it is not older than the source (ETags differ legitimately:
 multipart layouts, SSE-KMS, directory buckets, local files have none; local files written by
-the engine carry the source's modification time). ``sync`` (``skip_existing``) skips
+the engine carry the source's modification time; S3 times are whole seconds, so the source
+time is compared truncated to its second). ``sync`` (``skip_existing``) skips
 up-to-date objects, so a run interrupted at any point is resumed by running it again; the
 destination listing is merged with the source listing in key order (memory does not grow with
 the object count) where both list sorted, else held as a map. Half-copied objects never
@@ -34,11 +35,13 @@ end, always with a snapshot (never the live object).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,7 +49,7 @@ from typing import Any, cast
 
 import botocore.exceptions
 
-from zonemount_operator.locations import Location, S3Location, SourceObject
+from zonemount_operator.locations import Location, RawEntry, S3Location, SourceObject
 from zonemount_operator.names import S3Url
 
 __all__ = [
@@ -78,6 +81,8 @@ class Progress:
     objects_failed: int = 0
     bytes_copied: int = 0
     bytes_skipped: int = 0
+    objects_changed: int = 0  # the source changed while being copied (failed; re-run copies it)
+    throttled: int = 0  # requests answered 503 SlowDown / 429 and retried
     listing_done: bool = False
     elapsed: float = 0.0
     first_error: str | None = None
@@ -111,6 +116,8 @@ class CopyOptions:
     part_size: int = 16 * MiB
     skip_existing: bool = True
     dry_run: bool = False
+    shard: tuple[int, int] | None = None  # (i, N): copy only the keys of shard i of N
+    fast: bool = True  # small objects on the event-loop path where eligible (fasts3)
     retries: int = 4
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
@@ -125,31 +132,40 @@ def up_to_date(src: SourceObject, dst: SourceObject | None) -> bool:
     """The resumability rule (see the module docstring)."""
     if dst is None or dst.size != src.size:
         return False
-    return (bool(src.etag) and dst.etag == src.etag) or dst.last_modified >= src.last_modified
+    # S3 keeps whole seconds: a file uploaded in the second it was written is not older.
+    return (bool(src.etag) and dst.etag == src.etag) or dst.last_modified >= int(
+        src.last_modified
+    )
 
 
-def _merged(source: Location, dest: Location) -> Iterator[tuple[SourceObject, SourceObject | None]]:
+def _merged(
+    source: Iterator[SourceObject], dest: Location, theirs: Iterator[SourceObject] | None
+) -> Iterator[tuple[SourceObject, SourceObject | None]]:
     """Pair each source object with the destination object of the same relative name.
 
     One object: looked up. Both listings sorted: a merge in key order (constant memory).
     Otherwise the destination listing is held as a map (S3 Express directory buckets list
     unsorted).
     """
-    if dest.single is not None or source.single is not None:
-        for obj in source.objects():
+    if dest.single is not None or theirs is None:
+        for obj in source:
             yield obj, dest.stat(obj.key)
         return
     if not dest.sorted_listing:
-        existing = {o.key: o for o in dest.objects()}
-        for obj in source.objects():
+        existing = {o.key: o for o in theirs}
+        for obj in source:
             yield obj, existing.get(obj.key)
         return
-    theirs = iter(dest.objects())
     current = next(theirs, None)
-    for obj in source.objects():
+    for obj in source:
         while current is not None and current.key < obj.key:
             current = next(theirs, None)
         yield obj, current if current is not None and current.key == obj.key else None
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard (0..shards-1) a relative name belongs to: stable across runs and machines."""
+    return zlib.crc32(key.encode()) % shards
 
 
 def _same_endpoint(a: Location, b: Location) -> bool:
@@ -176,10 +192,13 @@ class BulkCopier:
         self.on_plan = on_plan
         self.stop = stop or threading.Event()
         self.progress = Progress()
+        self.fatal: str | None = None  # why the run stopped early (e.g. expired credentials)
         self.server_side = _same_endpoint(source, dest)
         self._parts = ThreadPoolExecutor(
             max_workers=max(4, self.options.concurrency), thread_name_prefix="zm-part"
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: Any = None
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Progress:
@@ -190,25 +209,42 @@ class BulkCopier:
         )
         reporter.start()
         try:
+            if self._fast_wanted():
+                self._start_loop()
             self._run()
         finally:
             done.set()
             reporter.join()
             self._parts.shutdown(wait=True, cancel_futures=True)
+            self._stop_loop()
         final = self.progress.snapshot()
+        if self.fatal and final.first_error is None:
+            final.first_error = self.fatal
         if self.on_progress is not None:
             self.on_progress(final)
         return final
 
+    def _listing(self, where: Location) -> Iterator[SourceObject]:
+        pages = None
+        if isinstance(where, S3Location) and where.fast is not None and self._loop is not None:
+            pages = self._fast_pages(where)
+        objects = where.objects(pages)
+        shard = self.options.shard
+        if shard is None or where is self.dest:
+            return objects
+        index, count = shard
+        return (o for o in objects if shard_of(o.key, count) == index)
+
     def _pairs(self) -> Iterator[tuple[SourceObject, SourceObject | None]]:
+        source = self._listing(self.source)
         if self.options.skip_existing:
-            return _merged(self.source, self.dest)
-        return ((obj, None) for obj in self.source.objects())
+            theirs = None if self.source.single is not None else self._listing(self.dest)
+            return _merged(source, self.dest, theirs)
+        return ((obj, None) for obj in source)
 
     def _run(self) -> None:
         opts = self.options
         with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zm-copy") as pool:
-            pending: set[Future[None]] = set()
             # At most 4 x concurrency objects queued: listing millions of keys must not
             # queue millions of work items (the listing waits for free slots instead).
             slots = threading.BoundedSemaphore(opts.concurrency * 4)
@@ -223,28 +259,61 @@ class BulkCopier:
                     if self.on_plan is not None:
                         self.on_plan(obj)
                     continue
-                while not slots.acquire(timeout=0.2):
-                    if self.stop.is_set():
-                        break
+                while not (acquired := slots.acquire(timeout=0.2)) and not self.stop.is_set():
+                    pass
                 if self.stop.is_set():
+                    if acquired:
+                        slots.release()
                     break
-                future = pool.submit(self._copy_with_retries, obj)
+                future: Future[None]
+                if self._loop is not None and self._fast_ok(obj):
+                    future = asyncio.run_coroutine_threadsafe(self._copy_async(obj), self._loop)
+                else:
+                    future = pool.submit(self._copy_with_retries, obj)
                 future.add_done_callback(lambda _: slots.release())
-                pending.add(future)
-                if len(pending) >= opts.concurrency * 8:
-                    pending = {f for f in pending if not f.done()}
             with self.progress._lock:
                 self.progress.listing_done = True
-            if self.stop.is_set():
-                for fut in pending:
-                    fut.cancel()
+            # wait for what is in flight: every slot back means every object finished
+            for _ in range(opts.concurrency * 4):
+                slots.acquire()
 
     def _report(self, done: threading.Event) -> None:
         while not done.wait(self.options.progress_interval):
             if self.on_progress is not None:
                 self.on_progress(self.progress.snapshot())
 
-    # -- one object ------------------------------------------------------------------------
+    # -- outcome bookkeeping (shared by both paths) -----------------------------------------
+    def _succeeded(self, obj: SourceObject, counted: int = 0) -> None:
+        self.progress.add(objects_copied=1, bytes_copied=obj.size - counted)
+
+    def _retry_delay(self, obj: SourceObject, exc: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None: the object failed (recorded)."""
+        code = _code(exc)
+        if code in THROTTLED:
+            self.progress.add(throttled=1)
+        if code in CREDENTIALS_GONE and self.fatal is None:
+            self.fatal = (
+                f"{self.source.describe(obj.key)}: {_describe(exc)}: the credentials expired "
+                "or were revoked; the run stopped: re-run 'sync' with fresh credentials"
+            )
+            self.stop.set()
+        if attempt > self.options.retries or _not_retryable(exc):
+            with self.progress._lock:
+                self.progress.objects_failed += 1
+                if code in CHANGED:
+                    self.progress.objects_changed += 1
+                if self.progress.first_error is None:
+                    what = (
+                        "changed while being copied (re-run sync to copy the new version)"
+                        if code in CHANGED
+                        else _describe(exc)
+                    )
+                    self.progress.first_error = f"{self.source.describe(obj.key)}: {what}"
+            return None
+        cap = min(self.options.backoff_cap, self.options.backoff_base * 2**attempt)
+        return random.uniform(0, cap)  # noqa: S311 - jitter, not crypto
+
+    # -- one object on the thread path -------------------------------------------------------
     def _copy_with_retries(self, obj: SourceObject) -> None:
         attempt = 0
         while True:
@@ -261,18 +330,12 @@ class BulkCopier:
             ) as exc:
                 self.progress.add(bytes_copied=-counted[0])
                 attempt += 1
-                if attempt > self.options.retries or _not_retryable(exc):
-                    with self.progress._lock:
-                        self.progress.objects_failed += 1
-                        if self.progress.first_error is None:
-                            self.progress.first_error = (
-                                f"{self.source.describe(obj.key)}: {_describe(exc)}"
-                            )
+                delay = self._retry_delay(obj, exc, attempt)
+                if delay is None:
                     return
-                cap = min(self.options.backoff_cap, self.options.backoff_base * 2**attempt)
-                self.stop.wait(random.uniform(0, cap))  # noqa: S311 - jitter, not crypto
+                self.stop.wait(delay)
             else:
-                self.progress.add(objects_copied=1, bytes_copied=obj.size - counted[0])
+                self._succeeded(obj, counted[0])
                 return
 
     def _copy_one(self, obj: SourceObject, counted: list[int]) -> None:
@@ -281,9 +344,12 @@ class BulkCopier:
         if obj.size >= threshold:
             self._multipart(obj, counted)
         elif self.server_side:
-            cast(S3Location, self.dest).copy(obj.key, cast(S3Location, self.source), obj.key)
+            dest, source = cast(S3Location, self.dest), cast(S3Location, self.source)
+            dest.copy(obj.key, source, obj.key, obj.etag)
         else:
-            self.dest.put(obj.key, self.source.read(obj.key), obj)
+            data = self.source.read(obj.key, etag=obj.etag)
+            _check_size(obj, data)
+            self.dest.put(obj.key, data, obj)
 
     def _multipart(self, obj: SourceObject, counted: list[int]) -> None:
         part_size = max(self.options.part_size, -(-obj.size // MAX_PARTS), 5 * MiB)
@@ -317,20 +383,143 @@ class BulkCopier:
             raise CopyError("stopped")
         if self.server_side:
             part = cast(S3Location, self.dest).copy_part(
-                obj.key, upload, number, cast(S3Location, self.source), obj.key, rng
+                obj.key, upload, number, cast(S3Location, self.source), obj.key, rng, obj.etag
             )
         else:
-            data = self.source.read(obj.key, rng[0], rng[1])
+            data = self.source.read(obj.key, rng[0], rng[1], etag=obj.etag)
             if len(data) != rng[1] - rng[0] + 1:
-                raise CopyError(
-                    f"read {len(data)} bytes of range {rng[0]}-{rng[1]}: the source changed"
-                )
+                raise _changed(f"read {len(data)} bytes of range {rng[0]}-{rng[1]}")
             part = self.dest.write_part(obj.key, upload, number, rng[0], data)
         size = rng[1] - rng[0] + 1
         with self.progress._lock:
             self.progress.bytes_copied += size
             counted[0] += size
         return part
+
+    # -- small objects on the event-loop path (fasts3) ---------------------------------------
+    def _fast_wanted(self) -> bool:
+        if not self.options.fast or self.options.dry_run:
+            return False
+        sides = [x for x in (self.source, self.dest) if isinstance(x, S3Location)]
+        return bool(sides) and all(x.fast is not None for x in sides)
+
+    def _fast_ok(self, obj: SourceObject) -> bool:
+        threshold = self.options.multipart_threshold if self.server_side else self.options.part_size
+        return obj.size < threshold
+
+    def _start_loop(self) -> None:
+        import aiohttp
+
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True, name="zm-loop")
+        thread.start()
+
+        async def session() -> Any:
+            connector = aiohttp.TCPConnector(
+                limit=self.options.concurrency, ttl_dns_cache=300, keepalive_timeout=30
+            )
+            timeout = aiohttp.ClientTimeout(total=300, sock_connect=10)
+            return aiohttp.ClientSession(
+                connector=connector, timeout=timeout, auto_decompress=False
+            )
+
+        self._http = asyncio.run_coroutine_threadsafe(session(), loop).result()
+        self._loop = loop
+        self._loop_thread = thread
+
+    def _stop_loop(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._http.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._loop_thread.join(timeout=10)
+        loop.close()
+
+    def _fast_pages(self, where: S3Location) -> Iterator[list[RawEntry]]:
+        """ListObjectsV2 pages through fasts3, the next page requested before this one is used."""
+        loop, fast = self._loop, where.fast
+        assert loop is not None and fast is not None
+
+        def request(token: str | None) -> Future[tuple[list[RawEntry], str | None]]:
+            return asyncio.run_coroutine_threadsafe(
+                fast.list_page(self._http, where.bucket, where.list_prefix, token), loop
+            )
+
+        pending = request(None)
+        while True:
+            page, token = pending.result()
+            if token:
+                pending = request(token)
+            yield page
+            if not token:
+                return
+
+    async def _copy_async(self, obj: SourceObject) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                await self._copy_small(obj)
+            except (
+                botocore.exceptions.BotoCoreError,
+                botocore.exceptions.ClientError,
+                OSError,
+                CopyError,
+            ) as exc:  # (asyncio's TimeoutError is an OSError)
+                attempt += 1
+                delay = self._retry_delay(obj, exc, attempt)
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)
+            else:
+                self._succeeded(obj)
+                return
+
+    async def _copy_small(self, obj: SourceObject) -> None:
+        http = self._http
+        source, dest = self.source, self.dest
+        if self.server_side:
+            assert isinstance(source, S3Location) and isinstance(dest, S3Location)
+            assert dest.fast is not None
+            await dest.fast.copy(
+                http, source.bucket, source.key(obj.key), dest.bucket, dest.key(obj.key), obj.etag
+            )
+            return
+        if isinstance(source, S3Location):
+            assert source.fast is not None
+            data = await source.fast.get(http, source.bucket, source.key(obj.key), obj.etag)
+        else:
+            data = source.read(obj.key)
+        _check_size(obj, data)
+        if isinstance(dest, S3Location):
+            assert dest.fast is not None
+            await dest.fast.put(http, dest.bucket, dest.key(obj.key), data)
+        else:
+            dest.put(obj.key, data, obj)
+
+
+def _changed(what: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": "SourceChanged", "Message": f"{what}: the source changed"}},
+        "GetObject",
+    )
+
+
+def _check_size(obj: SourceObject, data: bytes) -> None:
+    if len(data) != obj.size:
+        raise _changed(f"listed {obj.size} bytes, read {len(data)}")
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+THROTTLED = frozenset({"SlowDown", "503", "Throttling", "ThrottlingException", "429"})
+CHANGED = frozenset({"PreconditionFailed", "412", "SourceChanged"})
+CREDENTIALS_GONE = frozenset({"ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
 
 
 NOT_RETRYABLE = frozenset(
@@ -341,6 +530,8 @@ NOT_RETRYABLE = frozenset(
         "InvalidObjectState",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
+        *CHANGED,
+        *CREDENTIALS_GONE,
     }
 )
 
@@ -399,9 +590,14 @@ def copy_prefix(
     )
 
 
-def s3_client(endpoint_url: str | None, region: str | None, concurrency: int = 64) -> Any:
-    """A boto3 S3 client sized for ``concurrency`` streams (path-style on custom endpoints)."""
-    import boto3
+def s3_client(
+    endpoint_url: str | None, region: str | None, concurrency: int = 64, session: Any = None
+) -> Any:
+    """A botocore S3 client sized for ``concurrency`` streams (path-style on custom endpoints).
+
+    botocore directly (not boto3): ``zonemount cp`` starts faster without boto3/s3transfer.
+    """
+    import botocore.session
     from botocore.config import Config
 
     s3_opts: dict[str, Any] | None = None
@@ -414,4 +610,18 @@ def s3_client(endpoint_url: str | None, region: str | None, concurrency: int = 6
         s3=cast(Any, s3_opts),
         tcp_keepalive=True,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    session = session or botocore.session.get_session()
+    return session.create_client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def attach_fast(location: Location, credentials: Any) -> None:
+    """Give an S3 location the event-loop path (fasts3) when its bucket is eligible."""
+    from zonemount_operator import fasts3
+
+    if not isinstance(location, S3Location) or credentials is None:
+        return
+    endpoint = location.client.meta.endpoint_url
+    custom = None if endpoint.endswith(".amazonaws.com") else endpoint
+    region = location.client.meta.region_name
+    if fasts3.eligible(location.bucket, custom, region):
+        location.fast = fasts3.FastS3(credentials, region, custom)

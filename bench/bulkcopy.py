@@ -1,0 +1,325 @@
+"""Bulk copy side by side: ``zonemount cp``/``sync`` vs ``s5cmd cp`` on SeaweedFS (issues 16, 17).
+
+One run, one server, the same data: for each data set (``--small N`` objects of 16 KiB and
+``--large N`` objects of 6.26 MB) and each direction (S3 -> S3, local -> S3, S3 -> local),
+every tool copies into a fresh destination, alternating, ``--rounds`` times; then
+``zonemount sync`` runs again over its own up-to-date destination (the re-run). Each copy is a
+child process measured with ``wait4``: wall time, CPU (user + system) and peak RSS.
+``--baseline DIR`` adds a column for another checkout of zonemount (e.g. a ``git worktree`` of
+an older commit), run from its source tree with ``PYTHONPATH``: before and after in one run.
+
+Writes ``bench/results/bulkcopy-<stamp>.{json,md}`` and prints the markdown. Nothing here
+asserts speed; a failed copy is reported in its cell. The SeaweedFS data directory lives on
+tmpfs when ``/dev/shm`` has room (the server's disk is not what is measured).
+Run: ``.venv/bin/python -m bench.bulkcopy --small 2000 --large 20 --rounds 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SMALL = 16 * 1024
+LARGE = 6_260_000
+DIRECTIONS = ("s3-s3", "local-s3", "s3-local")
+
+
+@dataclass
+class Cell:
+    tool: str
+    dataset: str
+    direction: str
+    objects: int
+    bytes: int
+    wall: float = 0.0
+    cpu: float = 0.0
+    rss_mib: float = 0.0
+    status: str = "ok"
+    note: str = ""
+
+    @property
+    def objects_per_s(self) -> float:
+        return self.objects / self.wall if self.wall else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.wall / 1e6 if self.wall else 0.0
+
+
+def measure(
+    argv: list[str], env: dict[str, str], timeout: float
+) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak RSS MiB, error or '') of one child process."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                return time.perf_counter() - t0, 0.0, 0.0, "timeout"
+            time.sleep(0.01)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors="replace").strip().splitlines()
+        problem = "" if proc.returncode == 0 else (text[-1] if text else f"rc {proc.returncode}")
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, problem
+
+
+class Tools:
+    def __init__(self, endpoint: str, env: dict[str, str], baseline: Path | None) -> None:
+        self.endpoint = endpoint
+        self.env = env
+        self.baseline = baseline
+        self.s5cmd = str(VENV_BIN / "s5cmd")
+        self.zonemount = str(VENV_BIN / "zonemount")
+
+    def names(self) -> list[str]:
+        return ["zonemount", "s5cmd"] + (["zonemount-baseline"] if self.baseline else [])
+
+    def command(self, tool: str, verb: str, src: str, dst: str) -> tuple[list[str], dict[str, str]]:
+        if tool == "s5cmd":
+            return [self.s5cmd, "--endpoint-url", self.endpoint, "cp", src, dst], self.env
+        args = [verb, src, dst, "--endpoint-url", self.endpoint, "--no-progress"]
+        if tool == "zonemount":
+            return [self.zonemount, *args], self.env
+        assert self.baseline is not None
+        path = f"{self.baseline / 'operator'}:{self.baseline / 'csi-driver'}"
+        env = {**self.env, "PYTHONPATH": path}
+        return [sys.executable, "-c", _BASELINE_MAIN, *args], env
+
+
+_BASELINE_MAIN = "import sys; from zonemount_cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def seed(client: Any, bucket: str, prefix: str, count: int, size: int, local: Path) -> None:
+    payload = os.urandom(size)
+    local.mkdir(parents=True, exist_ok=True)
+    names = [f"k{i:07d}" for i in range(count)]
+
+    def one(name: str) -> None:
+        client.put_object(Bucket=bucket, Key=prefix + name, Body=payload)
+        (local / name).write_bytes(payload)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, names))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from zonemount_cli.servers import start_seaweedfs
+    from zonemount_operator.transfer import s3_client
+
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and shutil.disk_usage(shm).free > 6 << 30 else None
+    work = Path(tempfile.mkdtemp(prefix="zm-bulk-", dir=base))
+    cells: list[Cell] = []
+    load_before = os.getloadavg()
+    try:
+        with start_seaweedfs(data_dir=work / "weed") as server:
+            env = {**os.environ, **server.env()}
+            os.environ.update(server.env())
+            client = s3_client(server.endpoint, server.region, 32)
+            client.create_bucket(Bucket="bulk-src")
+            tools = Tools(server.endpoint, env, args.baseline)
+            sets = [("small", args.small, SMALL), ("large", args.large, LARGE)]
+            for dataset, count, size in sets:
+                if count <= 0:
+                    continue
+                local = work / f"local-{dataset}"
+                seed(client, "bulk-src", f"{dataset}/", count, size, local)
+                for direction in args.directions:
+                    kept: dict[str, tuple[str, str]] = {}
+                    for round_no in range(args.rounds):
+                        last = round_no == args.rounds - 1
+                        for tool in tools.names():
+                            cell, src, dst = one_copy(
+                                tools, client, work, tool, dataset, direction, count, size, local,
+                                args.timeout,
+                            )  # fmt: skip
+                            cells.append(cell)
+                            if last and tool != "s5cmd" and cell.status == "ok":
+                                kept[tool] = (src, dst)
+                            else:
+                                cleanup(client, dst)
+                    for tool, (src, dst) in kept.items():
+                        cells.append(
+                            rerun(tools, tool, dataset, direction, count, size, src, dst,
+                                  args.timeout)
+                        )  # fmt: skip
+                        cleanup(client, dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "stamp": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "cells": [asdict(c) | {"objects_per_s": c.objects_per_s, "mb_per_s": c.mb_per_s}
+                  for c in cells],
+    }  # fmt: skip
+
+
+def _endpoints(
+    client: Any, work: Path, dataset: str, direction: str, local: Path, tag: str
+) -> tuple[str, str]:
+    if direction == "s3-s3":
+        bucket = f"bulk-{tag}"
+        client.create_bucket(Bucket=bucket)
+        return f"s3://bulk-src/{dataset}/", f"s3://{bucket}/{dataset}/"
+    if direction == "local-s3":
+        bucket = f"bulk-{tag}"
+        client.create_bucket(Bucket=bucket)
+        return f"{local}/", f"s3://{bucket}/{dataset}/"
+    target = work / f"out-{tag}"
+    target.mkdir()
+    return f"s3://bulk-src/{dataset}/", f"{target}/"
+
+
+def _s5cmd_src(src: str) -> str:
+    return src + "*"  # s5cmd copies a prefix by wildcard
+
+
+def one_copy(
+    tools: Tools,
+    client: Any,
+    work: Path,
+    tool: str,
+    dataset: str,
+    direction: str,
+    count: int,
+    size: int,
+    local: Path,
+    timeout: float,
+) -> tuple[Cell, str, str]:
+    tag = f"{tool[:2]}-{uuid.uuid4().hex[:8]}"
+    src, dst = _endpoints(client, work, dataset, direction, local, tag)
+    argv, env = tools.command(tool, "cp", _s5cmd_src(src) if tool == "s5cmd" else src, dst)
+    wall, cpu, rss, problem = measure(argv, env, timeout)
+    cell = Cell(tool, dataset, direction, count, count * size, wall, cpu, rss)
+    if problem:
+        cell.status, cell.note = "failed", problem[:160]
+    return cell, src, dst
+
+
+def rerun(
+    tools: Tools,
+    tool: str,
+    dataset: str,
+    direction: str,
+    count: int,
+    size: int,
+    src: str,
+    dst: str,
+    timeout: float,
+) -> Cell:
+    """``sync`` over the destination the tool's last copy filled (everything up to date)."""
+    argv, env = tools.command(tool, "sync", src, dst)
+    wall, cpu, rss, problem = measure(argv, env, timeout)
+    cell = Cell(tool, dataset, direction + " re-run", count, count * size, wall, cpu, rss)
+    if problem:
+        cell.status, cell.note = "failed", problem[:160]
+    return cell
+
+
+def cleanup(client: Any, dst: str) -> None:
+    """Drop a destination bucket or directory (keeps tmpfs from filling up)."""
+    if dst.startswith("s3://"):
+        bucket = dst[5:].split("/", 1)[0]
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
+    else:
+        shutil.rmtree(dst, ignore_errors=True)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        f"# Bulk copy, {doc['stamp']} ({doc['cpus']} CPUs, load "
+        f"{doc['load_before'][0]:.2f} before / {doc['load_after'][0]:.2f} after)",
+        "",
+        "Best round per cell (lowest wall time); CPU = user + system of the copying process.",
+        "",
+        "| data | direction | tool | wall s | objects/s | MB/s | CPU s | CPU ms/object "
+        "| peak RSS MiB | vs s5cmd (objects/s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    best: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for cell in doc["cells"]:
+        key = (cell["dataset"], cell["direction"], cell["tool"])
+        if cell["status"] != "ok":
+            best.setdefault(key, cell)
+            continue
+        if key not in best or best[key]["status"] != "ok" or cell["wall"] < best[key]["wall"]:
+            best[key] = cell
+    for (dataset, direction, tool), cell in best.items():
+        ref = best.get((dataset, direction.removesuffix(" re-run"), "s5cmd"))
+        if cell["status"] != "ok":
+            lines.append(f"| {dataset} | {direction} | {tool} | {cell['note']} |||||||")
+            continue
+        ratio = (
+            f"{cell['objects_per_s'] / ref['objects_per_s']:.2f}x"
+            if ref and ref["status"] == "ok" and ref["objects_per_s"]
+            else ""
+        )
+        lines.append(
+            f"| {dataset} | {direction} | {tool} | {cell['wall']:.2f} | "
+            f"{cell['objects_per_s']:.0f} | {cell['mb_per_s']:.1f} | {cell['cpu']:.2f} | "
+            f"{cell['cpu'] / max(1, cell['objects']) * 1e3:.2f} | {cell['rss_mib']:.0f} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=2000, help="16 KiB objects (2000)")
+    parser.add_argument("--large", type=int, default=20, help="6.26 MB objects (20)")
+    parser.add_argument("--rounds", type=int, default=1, help="copies per tool and cell (1)")
+    parser.add_argument(
+        "--directions", type=lambda s: s.split(","), default=list(DIRECTIONS),
+        help="comma-separated subset of s3-s3,local-s3,s3-local",
+    )  # fmt: skip
+    parser.add_argument("--baseline", type=Path, help="another zonemount checkout to compare")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per copy, seconds (900)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    bad = [d for d in args.directions if d not in DIRECTIONS]
+    if bad:
+        parser.error(f"unknown direction {bad[0]!r}: use {','.join(DIRECTIONS)}")
+    doc = run(args)
+    text = markdown(doc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bulkcopy-{doc['stamp']}"
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"wrote {stem}.json and {stem}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
