@@ -11,7 +11,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.zonemount-installed
+# The editable install maps each top-level package by name, so adding one (as
+# zonemount_contract was) needs a reinstall: the stamp's name carries the package list.
+PKG_HASH := $(shell ls -d csi-driver/*/__init__.py operator/*/__init__.py 2>/dev/null | md5sum | cut -c1-8)
+STAMP := $(VENV)/.zonemount-installed-$(PKG_HASH)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config
 PYTEST_ARGS ?=
 
@@ -41,7 +44,7 @@ $(STAMP): pyproject.toml
 	@echo ">> installing zonemount and its Python packages into $(VENV)/ (first run: ~3-5 min, ~1.5 GB)"
 	$(PIP) install -q --upgrade pip
 	$(PIP) install --progress-bar on -e '.[dev,bench]'
-	@touch $@
+	@rm -f $(VENV)/.zonemount-installed*; touch $@
 
 setup: apt $(STAMP)
 

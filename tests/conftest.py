@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if importlib.util.find_spec("zonemount_contract") is None:
         raise pytest.UsageError(
             "zonemount_contract is not importable: this editable install predates it; run "
-            ".venv/bin/pip install -e . --no-deps --no-build-isolation once"
+            "'make setup' (or .venv/bin/pip install -e . --no-deps --no-build-isolation) once"
         )
 
 
