@@ -266,9 +266,9 @@ async def bucket_delete(
 ) -> None:
     """Delete what the bucket owns, but only once nothing uses it: like Kubernetes'
     ``kubernetes.io/pvc-protection``, the finalizer stays (Ready=False ``BucketInUse``
-    names the users) while an S3MountClass or one of our PersistentVolumes points at it."""
+    names the users) while an S3MountClass points at it."""
     current = plain(status) or {}
-    users = await bucket_users(memo.kube, namespace, name, current.get("bucketName"))
+    users = await bucket_users(memo.kube, namespace, name)
     if users:
         message = (
             f"deletion waits: still used by {', '.join(users)}; delete them or point them at "

@@ -281,23 +281,15 @@ async def _check_bucket_exists(spec: MountClassSpec, admin: BucketAdmin | None) 
         )
 
 
-async def bucket_users(
-    kube: KubeClient, namespace: str | None, name: str, bucket_name: str | None
-) -> list[str]:
-    """What still uses an S3ExpressBucket: S3MountClasses whose ``bucketRef`` names it, and
-    PersistentVolumes of our driver on its bucket (dynamic ones outlive their class)."""
-    users = [
+async def bucket_users(kube: KubeClient, namespace: str | None, name: str) -> list[str]:
+    """The S3MountClasses whose ``bucketRef`` names an S3ExpressBucket (what its deletion
+    waits for). PersistentVolumes are not listed: the operator's RBAC has no ``list`` on
+    them (it writes its own by name), so dynamic volumes of a deleted class are not seen."""
+    return sorted(
         f"S3MountClass {mc['metadata']['name']}"
         for mc in await kube.list(S3MOUNTCLASSES)
         if ((mc.get("spec") or {}).get("bucketRef") or {}) == {"name": name, "namespace": namespace}
-    ]
-    if bucket_name:
-        for pv in await kube.list(PERSISTENTVOLUMES):
-            csi = (pv.get("spec") or {}).get("csi") or {}
-            attrs = csi.get("volumeAttributes") or {}
-            if csi.get("driver") == CSI_DRIVER and attrs.get("bucketName") == bucket_name:
-                users.append(f"PersistentVolume {pv['metadata']['name']}")
-    return sorted(users)
+    )
 
 
 def _owned_by(obj: Mapping[str, Any], owner: str) -> bool:

@@ -371,6 +371,21 @@ def test_operator_rbac_covers_its_crds(render: Render) -> None:
                 assert (group, f"{plural}/status") in granted
 
 
+def test_operator_rbac_covers_its_events_and_bucket_users(render: Render) -> None:
+    """Issue 13: the operator posts core/v1 Events (kopf's poster) and, before deleting an
+    S3ExpressBucket, lists the S3MountClasses that might use it."""
+    rules = one(render(), "ClusterRole", "-operator")["rules"]
+
+    def allows(group: str, resource: str, verb: str) -> bool:
+        return any(
+            group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+            for r in rules
+        )
+
+    assert allows("", "events", "create")
+    assert allows("zonemount.io", "s3mountclasses", "list")
+
+
 def nulls(node: Any, path: str = "") -> list[str]:
     if node is None:
         return [path]

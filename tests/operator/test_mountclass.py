@@ -250,45 +250,26 @@ def test_bucket_name_mode_resolves_zone_from_az_id(
     assert conditions.get(out.status["conditions"], "Ready")["reason"] == "BucketNotFound"
 
 
-def test_bucket_users_are_classes_and_volumes(kube_api: KubeApiThread) -> None:
-    """What blocks an S3ExpressBucket's deletion: classes naming it, our PVs on its bucket."""
+def test_bucket_users_are_the_classes_that_name_it(kube_api: KubeApiThread) -> None:
+    """What blocks an S3ExpressBucket's deletion: the classes whose bucketRef names it."""
     ready_bucket(kube_api)
-    assert run(kube_api, lambda k: bucket_users(k, "spark", "data", BUCKET)) == []
+    assert run(kube_api, lambda k: bucket_users(k, "spark", "data")) == []
 
     async def users(k: KubeClient) -> None:
-        await k.create(
-            S3MOUNTCLASSES,
-            {
-                "apiVersion": "zonemount.io/v1alpha1",
-                "kind": "S3MountClass",
-                "metadata": {"name": "uses-data"},
-                "spec": {"bucketRef": {"name": "data", "namespace": "spark"}},
-            },
-        )
-        await k.create(
-            PERSISTENTVOLUMES,
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": "pvc-1"},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "csi": {
-                        "driver": "s3.csi.zonemount.io",
-                        "volumeHandle": f"{BUCKET}/pvc-1/",
-                        "volumeAttributes": {"bucketName": BUCKET},
-                    },
+        for name, ref in (("uses-data", "data"), ("uses-other", "other")):
+            await k.create(
+                S3MOUNTCLASSES,
+                {
+                    "apiVersion": "zonemount.io/v1alpha1",
+                    "kind": "S3MountClass",
+                    "metadata": {"name": name},
+                    "spec": {"bucketRef": {"name": ref, "namespace": "spark"}},
                 },
-            },
-        )
+            )
 
     run(kube_api, users)
-    assert run(kube_api, lambda k: bucket_users(k, "spark", "data", BUCKET)) == [
-        "PersistentVolume pvc-1",
-        "S3MountClass uses-data",
-    ]
-    assert run(kube_api, lambda k: bucket_users(k, "other", "data", "x--use1-az4--x-s3")) == []
+    assert run(kube_api, lambda k: bucket_users(k, "spark", "data")) == ["S3MountClass uses-data"]
+    assert run(kube_api, lambda k: bucket_users(k, "other-ns", "data")) == []
 
 
 def test_invalid_spec_is_a_condition(kube_api: KubeApiThread) -> None:
