@@ -5,8 +5,10 @@ Run by ``make bench-spark`` (part of ``make bench``)::
     .venv/bin/python -m bench.spark --rows 3000000 --out bench/results
 
 Owns: starting SeaweedFS on loopback, mounting one bucket with ``zonemount mount`` and with
-s3fs-fuse, and timing the same job (generate rows, write partitioned Parquet with the default
-FileOutputCommitter, read it back, aggregate) in one local-mode SparkSession on each target.
+s3fs-fuse, and timing the same pipeline (generate rows; with the default FileOutputCommitter
+write partitioned Parquet, append to it, overwrite two partitions dynamically, export one
+partition as CSV; read the table back and aggregate) in one local-mode SparkSession on each
+target.
 A warm-up run on local disk comes first so JIT warm-up is charged to no target. Every target's
 result is checked against local disk's (row count + content checksum). A target that cannot
 run the job at all is reported as "could not run" with the first line of its error.
@@ -54,20 +56,52 @@ class Result:
     runs: list[dict[str, float]] = field(default_factory=list)
 
 
+COLUMNS = (
+    "id",
+    "cast(id % 16 as int) as part",
+    "cast(id * 7919 % 100003 as double) / 7 as amount",
+    "concat('customer-', cast(id % 50000 as string)) as customer",
+)
+REDONE_PARTS = (3, 5)  # the partitions the dynamic overwrite replaces
+
+
+def expected_rows(rows: int) -> int:
+    """Rows in the table after the pipeline: the first write, plus the appended tenth outside
+    the partitions the dynamic overwrite replaced with first-write rows only."""
+    appended = range(rows, rows + rows // 10)
+    return rows + sum(1 for i in appended if i % 16 not in REDONE_PARTS)
+
+
 def job(spark: Any, base: Path, rows: int, committer: str) -> tuple[float, float, tuple[int, int]]:
-    """The measured job; returns (write seconds, read+aggregate seconds, table digest)."""
+    """The measured pipeline (the commit storms a Spark job on a mount meets): a partitioned
+    Parquet overwrite, an append, a dynamic partition overwrite of two partitions and a CSV
+    export of one partition, then the read half. Returns (write seconds, read+aggregate
+    seconds, table digest)."""
     table = sparkjobs.uri(base / "table")
+
+    def write(frame: Any) -> Any:
+        return frame.write.partitionBy("part").option(
+            "mapreduce.fileoutputcommitter.algorithm.version", committer
+        )
+
     t0 = time.perf_counter()
-    spark.range(0, rows, numPartitions=4).selectExpr(
-        "id",
-        "cast(id % 16 as int) as part",
-        "cast(id * 7919 % 100003 as double) / 7 as amount",
-        "concat('customer-', cast(id % 50000 as string)) as customer",
-    ).write.partitionBy("part").mode("overwrite").option(
+    write(spark.range(0, rows, numPartitions=4).selectExpr(*COLUMNS)).mode("overwrite").parquet(
+        table
+    )
+    extra = spark.range(rows, rows + rows // 10, numPartitions=2).selectExpr(*COLUMNS)
+    write(extra).mode("append").parquet(table)
+    redo = spark.range(0, rows, numPartitions=2).selectExpr(*COLUMNS)
+    redo = redo.where(f"part in {REDONE_PARTS}")
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    try:
+        write(redo).mode("overwrite").parquet(table)
+    finally:
+        spark.conf.set("spark.sql.sources.partitionOverwriteMode", "static")
+    spark.read.parquet(table).where("part = 1").write.mode("overwrite").option(
         "mapreduce.fileoutputcommitter.algorithm.version", committer
-    ).parquet(table)
+    ).option("header", True).csv(sparkjobs.uri(base / "export"))
     t1 = time.perf_counter()
-    read_s = read_back(spark, base / "table", rows)
+    read_s = read_back(spark, base / "table", expected_rows(rows))
     return t1 - t0, read_s, sparkjobs.digest(spark, base / "table")
 
 
@@ -220,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--targets", default="local,zonemount,zonemount-v2,s3fs")
+    parser.add_argument(
+        "--zonemount-args",
+        default="",
+        help="extra 'zonemount mount' flags, e.g. '--metadata-ttl 60' (recorded in the report)",
+    )
     args = parser.parse_args(argv)
     reason = sparkjobs.missing_requirements()
     if reason:
@@ -245,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 @contextlib.contextmanager
                 def zonemount() -> Iterator[Path]:
-                    yield mounter.mount(BUCKET, *sparkjobs.MOUNT_FLAGS)
+                    yield mounter.mount(
+                        BUCKET, *sparkjobs.MOUNT_FLAGS, *args.zonemount_args.split()
+                    )
 
                 # Warm-up (JIT, class loading) on local disk, not timed.
                 job(spark, work / "warmup", min(args.rows, 200_000), "1")
@@ -285,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     for name, base in readers:
                         print(f">> {name} ...", flush=True)
-                        results.append(read_only(spark, name, base, table, args.rows))
+                        expected = expected_rows(args.rows)
+                        results.append(read_only(spark, name, base, table, expected))
             finally:
                 spark.stop()
                 mounter.cleanup()
@@ -295,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "when": when,
         "rows": args.rows,
+        "zonemount_args": args.zonemount_args,
         "repeats": args.repeats,
         "pyspark": pyspark.__version__,
         "java": sparkjobs.java_version(),
