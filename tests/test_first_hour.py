@@ -108,7 +108,7 @@ def test_try_it_locally_prints_a_mount_line_that_works(tmp_path: Path) -> None:
         endpoint = re.search(r"http://127\.0\.0\.1:(\d+)", printed[0])
         assert endpoint is not None, printed[0]
         port = int(endpoint.group(1))
-        for command in commands[1:]:  # mkdir, zonemount mount, echo && ls, fusermount3 -u
+        for command in commands[1:]:  # mkdir, mount, echo && ls, zonemount cp, fusermount3 -u
             if command.startswith("fusermount3"):
                 assert _is_mounted(mnt)
                 assert (mnt / "hello.txt").read_text() == "hello\n"
@@ -121,6 +121,7 @@ def test_try_it_locally_prints_a_mount_line_that_works(tmp_path: Path) -> None:
             )
             assert result.returncode == 0, f"{command}: {result.stderr}"
         assert not _is_mounted(mnt)
+        assert (tmp_path / "mnt-copy" / "hello.txt").read_text() == "hello\n", "zonemount cp"
         server.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert server.wait(timeout=60) == 0
         err = server.stderr.read()

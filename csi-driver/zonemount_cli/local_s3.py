@@ -107,6 +107,7 @@ def instructions(
     from zonemount_fs.store.s3 import DISABLE_EXPRESS_ENV
 
     mnt = shlex.quote(mountpoint)
+    copy = shlex.quote(mountpoint.rstrip("/") + "-copy")
     env = (
         f"export AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} "
         f"AWS_REGION={server.region}"
@@ -124,6 +125,8 @@ def instructions(
         f"  zonemount mount {buckets[0]} {mnt} --endpoint-url {server.endpoint} "
         "--force-path-style --allow-delete --allow-overwrite",
         f"  echo hello > {mnt}/hello.txt && ls -l {mnt}",
+        f"  zonemount cp s3://{buckets[0]}/ {copy}/ --endpoint-url {server.endpoint}"
+        "   # the bulk copier, S3 -> local",
         f"  fusermount3 -u {mnt}",
         "",
         "Press Ctrl-C to stop the server (unmount first; "
