@@ -6,7 +6,11 @@ writing their own; a contract test (tests/contract/) walks operator -> StorageCl
 CreateVolume -> NodePublishVolume -> ``zonemount mount`` argv to keep them agreeing.
 
 * :mod:`.keys` - the driver name, volume-context and StorageClass keys, topology keys.
+* :mod:`.names` - bucket (general-purpose and directory), region, AZ, AZ ID, role/KMS ARN rules.
 * :mod:`.endpoint` - the endpoint-URL rule behind every ``--endpoint-url`` and ``endpointUrl``.
+* :mod:`.mount_options` - the one table of ``zonemount mount`` options: the FUSE flags, the CSI
+  allow-list and the operator's typed options are made from it; rules across options.
+* :mod:`.aws_errors` - the one classifier of AWS errors (throttled, transient, denied, missing).
 
 Invariants: standard library only, no I/O, no imports from the three parts (every part may
 import this package; it imports none of them). Validators return plain values or raise

@@ -46,6 +46,7 @@ import grpc
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from zonemount_contract import keys as vc
+from zonemount_contract.aws_errors import ErrorClass, classify, code_and_status
 
 from ._proto import csi_pb2, csi_pb2_grpc
 from .credentials import CredentialsError, validate_role_arn
@@ -251,7 +252,7 @@ class ControllerService:
         try:
             body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if _error_code(exc) in {"NoSuchKey", "NoSuchBucket", "404"}:
+            if _error_class(exc) in {ErrorClass.NOT_FOUND, ErrorClass.NO_SUCH_BUCKET}:
                 return None
             raise
         return body
@@ -354,7 +355,7 @@ class ControllerService:
             try:
                 client.head_bucket(Bucket=spec.bucket)
             except ClientError as exc:
-                if _error_code(exc) in {"404", "NoSuchBucket"}:
+                if _error_class(exc) in {ErrorClass.NOT_FOUND, ErrorClass.NO_SUCH_BUCKET}:
                     raise CsiError(
                         grpc.StatusCode.FAILED_PRECONDITION,
                         f"bucket {spec.bucket} does not exist: create it first",
@@ -494,9 +495,8 @@ class ControllerService:
         )
 
 
-def _error_code(exc: ClientError) -> str:
-    code: str = exc.response.get("Error", {}).get("Code", "") or ""
-    return code
+def _error_class(exc: ClientError) -> ErrorClass:
+    return classify(*code_and_status(exc))
 
 
 @contextlib.contextmanager
@@ -505,16 +505,22 @@ def _s3_errors(method: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        code = _error_code(exc)
-        if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+        code, status = code_and_status(exc)
+        kind = classify(code, status)
+        shown = code or str(status)
+        if kind is ErrorClass.ACCESS_DENIED:
             raise CsiError(
-                grpc.StatusCode.PERMISSION_DENIED, f"S3 denied {method}: {code}"
+                grpc.StatusCode.PERMISSION_DENIED, f"S3 denied {method}: {shown}"
             ) from None
-        if code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"}:
+        if kind is ErrorClass.THROTTLED:
             raise CsiError(
-                grpc.StatusCode.UNAVAILABLE, f"S3 is throttling: {code}; retry"
+                grpc.StatusCode.UNAVAILABLE, f"S3 is throttling: {shown}; retry"
             ) from None
-        raise CsiError(grpc.StatusCode.INTERNAL, f"S3 error in {method}: {code}") from None
+        if kind is ErrorClass.TRANSIENT:
+            raise CsiError(
+                grpc.StatusCode.UNAVAILABLE, f"S3 is unavailable: {shown}; retry"
+            ) from None
+        raise CsiError(grpc.StatusCode.INTERNAL, f"S3 error in {method}: {shown}") from None
     except BotoCoreError as exc:
         raise CsiError(
             grpc.StatusCode.UNAVAILABLE, f"S3 is unreachable ({type(exc).__name__}); retry"

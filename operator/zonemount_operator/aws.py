@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from zonemount_contract.aws_errors import ErrorClass, classify
 
 from zonemount_operator import names
 from zonemount_operator.errors import (
@@ -37,40 +38,6 @@ from zonemount_operator.errors import (
     TransientAwsError,
 )
 
-TRANSIENT_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "EC2ThrottledException",
-        "OperationAborted",
-        "ServiceFailure",
-        "ConcurrentModification",
-        "BandwidthLimitExceeded",
-    }
-)
-ACCESS_DENIED_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnauthorizedOperation",
-        "Forbidden",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidClientTokenId",
-    }
-)
 # botocore operation name -> IAM action the operator needs for it (docs/operator.md lists them).
 PERMISSIONS = {
     "CreateBucket": "s3express:CreateBucket",
@@ -108,7 +75,8 @@ def translate(error: Exception, service: str, operation: str) -> AwsError:
         code = str(err.get("Code", ""))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         text = str(err.get("Message", "") or code).splitlines()[0] if err else str(error)
-        if code in ACCESS_DENIED_CODES or (status == 403 and code not in TRANSIENT_CODES):
+        kind = classify(code, status)  # the one classifier shared with the CSI driver and fs
+        if kind is ErrorClass.ACCESS_DENIED:
             permission = permission_for(service, operation)
             return AccessDeniedError(
                 f"{operation} was denied ({code or status}): grant the operator's role "
@@ -117,7 +85,7 @@ def translate(error: Exception, service: str, operation: str) -> AwsError:
                 permission,
                 code,
             )
-        if code in TRANSIENT_CODES or status >= 500 or status == 429:
+        if kind.retryable:
             return TransientAwsError(
                 f"{operation} failed transiently ({code or status}): {text}", operation, code
             )

@@ -37,6 +37,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 from prometheus_client import Counter
+from zonemount_contract.aws_errors import ErrorClass, classify
 
 from ..errors import (
     AccessDenied,
@@ -58,17 +59,6 @@ COPY_PART_SIZE = 512 * 1024**2
 STREAM_PIECE = 1024 * 1024
 FIRST_PIECE = 64 * 1024
 
-_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
-_DENIED = {
-    "AccessDenied",
-    "403",
-    "Forbidden",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "AllAccessDisabled",
-}
 _NOT_SUPPORTED = {"NotImplemented", "501", "MethodNotAllowed", "405", "InvalidRequest"}
 # Set in the environment when talking to S3 servers that do not speak CreateSession
 # (moto, SeaweedFS): directory-bucket requests are then signed with plain SigV4.
@@ -101,11 +91,12 @@ def _translate(op: str, key: str, exc: Exception) -> StoreError:
         code = str(err.get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         msg = f"{where}: {code or status} {err.get('Message', '')}".strip()
-        if code == "NoSuchBucket":
+        kind = classify(code, status)  # the one classifier shared with the CSI driver/operator
+        if kind is ErrorClass.NO_SUCH_BUCKET:
             return BucketNotFound(msg, code=code)
-        if code in _NOT_FOUND or (status == "404" and code != "NoSuchUpload"):
+        if kind is ErrorClass.NOT_FOUND and code != "NoSuchUpload":
             return ObjectNotFound(msg, code=code)
-        if code in _DENIED or status == "403":
+        if kind is ErrorClass.ACCESS_DENIED:
             return AccessDenied(msg, code=code)
         if code in {"PreconditionFailed", "412"} or status == "412":
             return PreconditionFailed(msg, code=code)
@@ -470,7 +461,7 @@ class S3Store:
         try:
             self._rename_object(src, dst)
         except StoreError as exc:
-            if exc.code in _NOT_FOUND | _DENIED:
+            if classify(exc.code or "") in {ErrorClass.NOT_FOUND, ErrorClass.ACCESS_DENIED}:
                 raise
             return False
         try:
