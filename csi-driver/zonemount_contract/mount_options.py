@@ -145,6 +145,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache-xz", "text", "shared block cache in this bucket (an S3 Express directory "
            "bucket in your AZ); whoever can write to it decides what every mount using it reads",
            GROUPS[3], metavar="BUCKET", refused=_ADMIN_CACHE),
+    Option("cache-xz-endpoint-url", "text", "endpoint of the --cache-xz bucket (default: "
+           "--endpoint-url's)", GROUPS[3], metavar="URL", refused=_ADMIN_CACHE),
     Option("cache-xz-max-object-size", "int", "largest object kept in the --cache-xz bucket "
            "(default 1)", GROUPS[3], fuse_type="positive", metavar="MiB", low=1, high=2**20,
            refused=_ADMIN_CACHE),

@@ -155,6 +155,7 @@ def shared_cache_for(
     settings = dataclasses.replace(
         settings_for(opts),
         bucket=opts.cache_xz_bucket,
+        endpoint_url=opts.cache_xz_endpoint_url or opts.endpoint_url,
         connect_timeout=1.0,
         read_timeout=5.0,
         max_attempts=1,

@@ -64,6 +64,7 @@ class MountOptions:
     max_cache_size_mib: int | None = None
     cache_xz_bucket: str | None = None  # shared block cache bucket (see shared_cache.py)
     cache_xz_max_object_mib: int = 1
+    cache_xz_endpoint_url: str | None = None  # None: the mounted bucket's endpoint
     metadata_ttl: float = DEFAULT_METADATA_TTL
     negative_metadata_ttl: float = DEFAULT_METADATA_TTL
     part_size: int = DEFAULT_PART_SIZE
@@ -216,6 +217,13 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
             raise ConfigError(f"--cache-xz: {exc}") from None
         if ns.cache_xz == bucket:
             raise ConfigError("--cache-xz must name another bucket than the one mounted")
+    if ns.cache_xz_endpoint_url is not None:
+        if ns.cache_xz is None:
+            raise ConfigError("--cache-xz-endpoint-url needs --cache-xz BUCKET")
+        try:
+            check_endpoint_url(ns.cache_xz_endpoint_url)
+        except EndpointUrlError as exc:
+            raise ConfigError(f"--cache-xz-endpoint-url {exc}") from None
     if not MIN_PART_SIZE <= ns.part_size <= MAX_PART_SIZE:
         raise ConfigError(
             f"--part-size {ns.part_size} is outside S3's part limits "
@@ -258,6 +266,7 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         max_cache_size_mib=ns.max_cache_size,
         cache_xz_bucket=ns.cache_xz,
         cache_xz_max_object_mib=ns.cache_xz_max_object_size or 1,
+        cache_xz_endpoint_url=ns.cache_xz_endpoint_url,
         metadata_ttl=metadata_ttl,
         negative_metadata_ttl=negative_ttl,
         part_size=ns.part_size,

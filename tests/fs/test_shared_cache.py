@@ -181,18 +181,29 @@ def test_r_cache_xz_best_effort(
     files = {f"f{i}.bin": os.urandom(MiB // 2 + i) for i in range(3)}
     for name, body in files.items():
         s3.put_object(Bucket=bucket, Key=name, Body=body)
+    # the cache bucket's endpoint hangs (a black hole) once the mount is up
     proxy = FaultProxy(moto_server.endpoint)
     try:
-        mnt, port = _mount(mounter, bucket, cache_bucket, "--endpoint-url", proxy.endpoint)
-        dead = proxy.add(Rule("*", f"/{cache_bucket}", "stall"))  # black hole from now on
+        mnt, port = _mount(mounter, bucket, cache_bucket, "--cache-xz-endpoint-url", proxy.endpoint)
+        dead = proxy.add(Rule("*", "/", "stall"))
         for name, body in files.items():
             assert (mnt / name).read_bytes() == body
         assert dead.hits >= 1, "the cache bucket was asked (and hung)"
         assert _metric(port, "zonemount_cache_xz_blocks_total", result="error") >= 1
         assert dead.hits <= 2, "after a failure the cache is bypassed, not asked per block"
+        assert _source_gets(port) == 3
     finally:
         proxy.close()
     assert _blocks(xz, cache_bucket) == []
+    # ... and one that refuses connections from the start: the mount comes up, reads work
+    closed = f"http://127.0.0.1:{free_port()}"
+    mnt, port = _mount(mounter, bucket, cache_bucket, "--cache-xz-endpoint-url", closed)
+    for name, body in files.items():
+        assert (mnt / name).read_bytes() == body
+    unavailable = {"code": "StoreUnavailable"}
+    assert _metric(port, "zonemount_cache_xz_errors_total", **unavailable, op="ListObjectsV2") == 1
+    assert _metric(port, "zonemount_cache_xz_errors_total", **unavailable, op="GetObject") == 1
+    assert _source_gets(port) == 3
 
 
 @pytest.mark.parametrize(
@@ -200,6 +211,7 @@ def test_r_cache_xz_best_effort(
     [
         (["--cache-xz-max-object-size", "4"], "--cache-xz-max-object-size needs --cache-xz"),
         (["--cache-xz", "Bad_Name"], "--cache-xz:"),
+        (["--cache-xz-endpoint-url", "http://x"], "--cache-xz-endpoint-url needs --cache-xz"),
     ],
 )
 def test_cache_xz_flag_errors(
