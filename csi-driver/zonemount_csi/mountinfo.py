@@ -125,6 +125,26 @@ def statvfs_within(path: str, timeout: float = 5.0) -> os.statvfs_result | None:
     return outcome[0] if outcome else None
 
 
+#: The FUSE client's health report, an extended attribute of the mount's root
+#: (zonemount_fs.core.Health): "ok" or "unhealthy: <why>".
+HEALTH_XATTR = "user.zonemount.health"
+
+
+def fs_health_within(path: str, timeout: float = 5.0) -> str | None:
+    """The FUSE client's own health report for the mount at ``path``, bounded in time;
+    None when it does not answer (or predates the report)."""
+    outcome: list[str] = []
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            outcome.append(os.getxattr(path, HEALTH_XATTR).decode(errors="replace"))
+
+    worker = threading.Thread(target=run, name="zonemount-health", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else None
+
+
 def probe(path: str, mountinfo: Path = MOUNTINFO, stat_timeout: float = 10.0) -> MountState:
     """Classify the mount at ``path`` (see module docstring)."""
     entry = find(path, mountinfo)

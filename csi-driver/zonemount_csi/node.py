@@ -519,7 +519,11 @@ class NodeService:
             raise not_found
         usage = {"bytes": (0, 0, 0), "inodes": (0, 0, 0)}
         if self._live(record):
-            condition = csi_pb2.VolumeCondition(abnormal=False, message="mounted")
+            health = mountinfo.fs_health_within(target)
+            condition = csi_pb2.VolumeCondition(
+                abnormal=health is not None and health != "ok",
+                message="mounted" if health in (None, "ok") else f"mounted, {health}",
+            )
             st = mountinfo.statvfs_within(target)
             if st is not None:
                 size = st.f_frsize

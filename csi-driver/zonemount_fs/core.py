@@ -1083,6 +1083,16 @@ class Filesystem:
             writer.metadata = self._new_metadata(node)
         try:
             info = await writer.complete()
+        except BaseException:
+            node = self.inodes.get(handle.ino)
+            if node is not None and node.writer is writer:
+                # Aborted: S3 keeps what it had (an old object, or nothing) and so does
+                # the mount (the next lookup asks S3).
+                node.writer, node.local, node.expiry = None, False, 0.0
+                parent = self.inodes.get(node.parent)
+                if node.etag is None and parent is not None:
+                    self._detach(parent, node)
+            raise
         finally:
             node = self.inodes.get(handle.ino)
             if node is not None and node.writer is writer:
@@ -1124,9 +1134,11 @@ class Filesystem:
                 try:
                     await self.flush(fh, force=True, at_release=True)
                 except FsError as exc:
-                    # close() has returned already: nobody to tell. The upload was aborted,
-                    # so nothing partial is visible; a write or flush reported the error.
-                    log.warning("release: %s", exc)
+                    # close() has returned already (a file closed before any write): the
+                    # upload was aborted, nothing is visible, and the failure is reported
+                    # where an operator looks - an error in the log and a counter.
+                    log.error("upload of %r failed after close(): %s", handle.key, exc)
+                    metrics.UPLOADS_ABORTED.labels(reason="failed-at-release").inc()
                 finally:
                     self.files.pop(fh, None)
         finally:

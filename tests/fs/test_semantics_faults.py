@@ -13,11 +13,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from zonemount_cli.servers import LocalS3
+from zonemount_csi import mountinfo
 
 from .faultproxy import FaultProxy, Rule
 from .mounts import Mounter
@@ -261,6 +263,7 @@ def test_r_err_deadline(mounter: Mounter, moto_server: LocalS3, s3: Any, bucket:
             t.join(timeout=120)
         assert results == {f"big{i}.bin": errno.EIO for i in range(20)}
         assert os.getxattr(mnt, health).startswith(b"unhealthy")
+        assert (mountinfo.fs_health_within(str(mnt)) or "").startswith("unhealthy")  # CSI's view
         # a body trickling at 10 B/s
         proxy.add(Rule("GET", "/trickle.bin", "trickle", rate=10))
         with pytest.raises(OSError) as info:
@@ -282,6 +285,38 @@ def test_r_err_deadline(mounter: Mounter, moto_server: LocalS3, s3: Any, bucket:
         proxy.clear()
         assert (mnt / "big0.bin").read_bytes() == b"b" * 1000
         assert os.getxattr(mnt, health) == b"ok"
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
+def test_r_write_release_failure_reported(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """A file closed before any write is uploaded at release, after close() returned: when
+    that upload fails it is reported (an error in the log, a counter in the metrics), and
+    the file does not pretend to exist."""
+    from zonemount_cli.servers import free_port
+
+    port = free_port()
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--endpoint-url", proxy.endpoint, "--metrics-address", f"127.0.0.1:{port}"
+        )
+        proxy.add(Rule("PUT", "/touched", "status", status=500))
+        fd = os.open(mnt / "touched", os.O_CREAT | os.O_WRONLY, 0o644)
+        os.close(fd)  # succeeds: the upload waits for release
+        metric = 'zonemount_uploads_aborted_total{reason="failed-at-release"} 1.0'
+        deadline = time.monotonic() + 120
+        text = ""
+        while metric not in text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = resp.read().decode()
+        assert metric in text
+        assert not (mnt / "touched").exists()
+        assert keys(s3, bucket) == []
     finally:
         mounter.cleanup()
         proxy.close()
