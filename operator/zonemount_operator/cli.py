@@ -466,6 +466,25 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
     parser.add_argument(
         "-n", "--dry-run", action="store_true", help="print what would be copied; copy nothing"
     )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="copy only shard I of N (0-based; disjoint, together complete); "
+        "'auto/N' takes I from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)",
+    )
+    parser.add_argument(
+        "--manifest",
+        metavar="LOCATION",
+        help="keep a manifest of what was copied under this directory or s3://bucket/prefix/ "
+        "(re-runs skip recorded objects without checking DST; progress.json says if complete)",
+    )
+    parser.add_argument(
+        "--manifest-flush-every",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="publish manifest records every N objects (and every 10 s) (5000)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(list(argv))
     if not 1 <= args.concurrency <= 1024:
@@ -476,6 +495,7 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
     import botocore.exceptions
 
     from zonemount_operator import locations
+    from zonemount_operator.names import parse_s3_url
     from zonemount_operator.transfer import (
         CopyOptions,
         MiB,
@@ -490,9 +510,13 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         locations.check_endpoint_url(args.source_endpoint_url, "--source-endpoint-url")
         for arg, what in ((args.src, "SRC"), (args.dst, "DST")):
             if locations.is_s3(arg):
-                from zonemount_operator.names import parse_s3_url
-
                 parse_s3_url(arg, what)
+    except SpecError as exc:
+        return _fail(name, str(exc), 2)
+    try:
+        shard = _parse_shard(args.shard)
+        if args.manifest and locations.is_s3(args.manifest):
+            parse_s3_url(args.manifest, "--manifest")
     except SpecError as exc:
         return _fail(name, str(exc), 2)
     if not (locations.is_s3(args.src) or locations.is_s3(args.dst)):
@@ -530,7 +554,22 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         multipart_threshold=args.multipart_threshold * MiB,
         skip_existing=sync,
         dry_run=args.dry_run,
+        shard=shard,
     )
+    manifest = None
+    if args.manifest:
+        from zonemount_operator.manifest import Manifest, store_for
+
+        try:
+            manifest = Manifest(
+                store_for(args.manifest, dst_client),
+                shard,
+                flush_every=max(1, args.manifest_flush_every),
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            return _fail(name, _aws_message(exc, f"reading the manifest {args.manifest}"))
+        except OSError as exc:
+            return _fail(name, f"manifest {args.manifest}: {exc.strerror or exc}")
 
     def plan(obj: SourceObject) -> None:
         print(f"{name} {source.describe(obj.key)} {dest.describe(obj.key)}", flush=True)
@@ -539,7 +578,9 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         with _ProgressBar(name, enabled=not (args.no_progress or args.dry_run)) as bar:
             if not (args.no_progress or args.dry_run):
                 bar._progress.console.print(f"{name} {source} -> {dest}", highlight=False)
-            result = copy(source, dest, options, on_progress=bar.update, on_plan=plan)
+            result = copy(
+                source, dest, options, on_progress=bar.update, on_plan=plan, manifest=manifest
+            )
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         return _fail(name, _aws_message(exc, f"listing {args.src}"))
     except OSError as exc:
@@ -548,7 +589,10 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         return _fail(
             name, "interrupted: run 'zonemount sync' with the same arguments to resume", 130
         )
-    if result.objects_total == 0:
+    finally:
+        if manifest is not None:
+            manifest.close()
+    if result.objects_total == 0 and shard is None:
         return _fail(name, f"no objects match {args.src}: nothing to copy")
     rate = result.bytes_per_second / 1e6
     if args.dry_run:
@@ -572,6 +616,15 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
         f"{result.elapsed:.2f}s ({rate:.1f} MB/s)",
         file=sys.stderr,
     )
+    if manifest is not None:
+        recorded = result.objects_copied + result.objects_skipped
+        verdict = "complete" if recorded == result.objects_total else "INCOMPLETE"
+        where = f"shard {shard[0]}/{shard[1]}" if shard else "all objects"
+        print(
+            f"{name}: {where}: {verdict}: {result.objects_total} listed, {recorded} recorded "
+            f"in the manifest at {args.manifest}",
+            file=sys.stderr,
+        )
     if result.objects_failed:
         return _fail(
             name,
@@ -579,6 +632,24 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:
             "rerun 'zonemount sync' to retry only what is missing",
         )
     return 0
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` (or ``auto/N``: I from $JOB_COMPLETION_INDEX) -> (I, N)."""
+    if text is None:
+        return None
+    index_text, _, count_text = text.partition("/")
+    if index_text == "auto":
+        index_text = os.environ.get("JOB_COMPLETION_INDEX", "")
+        if not index_text:
+            raise SpecError("--shard auto/N needs $JOB_COMPLETION_INDEX (set in Indexed Jobs)")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise SpecError(f"--shard {text!r} is not I/N: expected e.g. --shard 3/16") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise SpecError(f"--shard {text!r}: I must be in 0..N-1 and N at least 1")
+    return index, count
 
 
 def cp_main(argv: Sequence[str]) -> int:

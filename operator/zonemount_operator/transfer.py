@@ -45,11 +45,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 
 from zonemount_operator.locations import Location, RawEntry, S3Location, SourceObject
+
+if TYPE_CHECKING:
+    from zonemount_operator.manifest import Manifest
 from zonemount_operator.names import S3Url
 
 __all__ = [
@@ -133,9 +136,7 @@ def up_to_date(src: SourceObject, dst: SourceObject | None) -> bool:
     if dst is None or dst.size != src.size:
         return False
     # S3 keeps whole seconds: a file uploaded in the second it was written is not older.
-    return (bool(src.etag) and dst.etag == src.etag) or dst.last_modified >= int(
-        src.last_modified
-    )
+    return (bool(src.etag) and dst.etag == src.etag) or dst.last_modified >= int(src.last_modified)
 
 
 def _merged(
@@ -184,9 +185,11 @@ class BulkCopier:
         on_progress: Callable[[Progress], None] | None = None,
         on_plan: Callable[[SourceObject], None] | None = None,
         stop: threading.Event | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
         self.source = source
         self.dest = dest
+        self.manifest = manifest
         self.options = options or CopyOptions()
         self.on_progress = on_progress
         self.on_plan = on_plan
@@ -209,6 +212,9 @@ class BulkCopier:
         )
         reporter.start()
         try:
+            if self.manifest is not None and not self.options.dry_run:
+                # published first: marks this shard as attempted (see _pairs)
+                self.manifest.flush(self.progress_doc(self.progress.snapshot(), final=False))
             if self._fast_wanted():
                 self._start_loop()
             self._run()
@@ -220,6 +226,8 @@ class BulkCopier:
         final = self.progress.snapshot()
         if self.fatal and final.first_error is None:
             final.first_error = self.fatal
+        if self.manifest is not None and not self.options.dry_run:
+            self.manifest.flush(self.progress_doc(final, final=True))
         if self.on_progress is not None:
             self.on_progress(final)
         return final
@@ -235,8 +243,19 @@ class BulkCopier:
         index, count = shard
         return (o for o in objects if shard_of(o.key, count) == index)
 
-    def _pairs(self) -> Iterator[tuple[SourceObject, SourceObject | None]]:
+    def _pairs(self) -> Iterator[tuple[SourceObject, SourceObject | bool | None]]:
+        """(object, what the destination has: an entry, None, or True = recorded as copied)."""
         source = self._listing(self.source)
+        manifest = self.manifest
+        if manifest is not None:
+            # A manifest decides without touching the destination. Misses are looked up in
+            # the destination only when this shard was attempted before (a killed worker's
+            # last copies may not be published yet); a first attempt copies them.
+            check = self.options.skip_existing or manifest.resumed
+            return (
+                (o, True) if manifest.has(o) else (o, self.dest.stat(o.key) if check else None)
+                for o in source
+            )
         if self.options.skip_existing:
             theirs = None if self.source.single is not None else self._listing(self.dest)
             return _merged(source, self.dest, theirs)
@@ -252,8 +271,13 @@ class BulkCopier:
                 if self.stop.is_set():
                     break
                 self.progress.add(objects_total=1, bytes_total=obj.size)
-                if opts.skip_existing and up_to_date(obj, existing):
+                if existing is True:  # recorded in the manifest
                     self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
+                    continue
+                if existing is not None and existing is not False and up_to_date(obj, existing):
+                    self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
+                    if self.manifest is not None and not opts.dry_run:
+                        self.manifest.record(obj, "present")
                     continue
                 if opts.dry_run:
                     if self.on_plan is not None:
@@ -278,12 +302,54 @@ class BulkCopier:
                 slots.acquire()
 
     def _report(self, done: threading.Event) -> None:
+        last_publish = time.monotonic()
         while not done.wait(self.options.progress_interval):
+            snap = self.progress.snapshot()
             if self.on_progress is not None:
-                self.on_progress(self.progress.snapshot())
+                self.on_progress(snap)
+            manifest = self.manifest
+            if manifest is not None and time.monotonic() - last_publish >= manifest.flush_seconds:
+                last_publish = time.monotonic()
+                with contextlib.suppress(  # published at the next flush or the end (which raises)
+                    botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError
+                ):
+                    manifest.flush(self.progress_doc(snap, final=False))
+
+    def progress_doc(self, p: Progress, *, final: bool) -> dict[str, Any]:
+        """The shard's ``progress.json`` (see :mod:`.manifest`)."""
+        shard = self.options.shard or (0, 1)
+        complete = (
+            final
+            and p.listing_done
+            and not self.stop.is_set()
+            and p.objects_failed == 0
+            and p.objects_copied + p.objects_skipped == p.objects_total
+        )
+        return {
+            "shard": shard[0],
+            "shards": shard[1],
+            "source": str(self.source),
+            "destination": str(self.dest),
+            "objectsListed": p.objects_total,
+            "objectsCopied": p.objects_copied,
+            "objectsSkipped": p.objects_skipped,
+            "objectsFailed": p.objects_failed,
+            "objectsChanged": p.objects_changed,
+            "throttled": p.throttled,
+            "bytesListed": p.bytes_total,
+            "bytesCopied": p.bytes_copied,
+            "elapsedSeconds": round(p.elapsed, 3),
+            "listingDone": p.listing_done,
+            "final": final,
+            "complete": complete,
+            "firstError": p.first_error,
+            "updatedAt": time.time(),
+        }
 
     # -- outcome bookkeeping (shared by both paths) -----------------------------------------
     def _succeeded(self, obj: SourceObject, counted: int = 0) -> None:
+        if self.manifest is not None:
+            self.manifest.record(obj, "copied")
         self.progress.add(objects_copied=1, bytes_copied=obj.size - counted)
 
     def _retry_delay(self, obj: SourceObject, exc: BaseException, attempt: int) -> float | None:
@@ -563,10 +629,17 @@ def copy(
     on_progress: Callable[[Progress], None] | None = None,
     on_plan: Callable[[SourceObject], None] | None = None,
     stop: threading.Event | None = None,
+    manifest: Manifest | None = None,
 ) -> Progress:
     """Run one :class:`BulkCopier`; the returned snapshot says what happened."""
     return BulkCopier(
-        source, dest, options, on_progress=on_progress, on_plan=on_plan, stop=stop
+        source,
+        dest,
+        options,
+        on_progress=on_progress,
+        on_plan=on_plan,
+        stop=stop,
+        manifest=manifest,
     ).run()
 
 
