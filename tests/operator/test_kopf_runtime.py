@@ -7,6 +7,7 @@ StorageClass -> update propagates -> delete runs the finalizers (policy, bucket,
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -338,6 +339,7 @@ def test_import_result_is_never_overwritten_by_late_progress(
     bucket: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Issue 13 item 1: a progress patch sent without waiting landed after ``Complete``
     (phase Copying + ImportComplete=True); the next spec edit went ImportPending; kopf
@@ -349,6 +351,7 @@ def test_import_result_is_never_overwritten_by_late_progress(
     from zonemount_operator import handlers
 
     monkeypatch.setattr(handlers, "PROGRESS_INTERVAL", 0.0)
+    caplog.set_level(logging.DEBUG, logger="kopf")
     (tmp_path / "tenancy.yaml").write_text(f"importSources: ['s3://{bucket}/in/']\n")
     kube_api.hold(lambda r: r.subresource == "status" and '"Copying"' in json.dumps(r.data), 1.5)
     s3 = admin.s3("us-east-1")
@@ -372,7 +375,7 @@ def test_import_result_is_never_overwritten_by_late_progress(
         return dict(kube_api.object("s3expressbuckets", "imp", "spark") or {})
 
     args = ["run", "--standalone", "--all-namespaces", "--verbose"]
-    with KopfRunner(args, registry=registry, timeout=60) as runner:
+    with KopfRunner(args, registry=registry, timeout=60):
         kube(kube_api, "create", S3EXPRESSBUCKETS, cr, "spark")
         wait_for(
             "import Complete",
@@ -401,8 +404,9 @@ def test_import_result_is_never_overwritten_by_late_progress(
         time.sleep(1)
         assert condition(current(), "Ready")["status"] == "True", current()["status"]
         assert current()["status"]["import"]["phase"] == "Complete"
-    assert "Will escalate" not in runner.stdout
-    assert "exited on its own" not in runner.stdout
+    assert "import Complete: 8 objects copied" in caplog.text  # kopf's log is captured here
+    assert "Will escalate" not in caplog.text
+    assert "exited on its own" not in caplog.text
 
     # A restart does not import again: the result for this source is final.
     with KopfRunner(args, registry=registry, timeout=60):
