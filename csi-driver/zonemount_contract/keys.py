@@ -33,6 +33,9 @@ CACHE_SIZE_LIMIT = "cacheSizeLimit"
 CACHE_DISK = "disk"
 CACHE_MEMORY = "memory"
 CACHE_MEDIUMS = (CACHE_DISK, CACHE_MEMORY)
+#: Shared block cache bucket (``--cache-xz``). A PV attribute, i.e. the administrator's (PVs are
+#: cluster objects; never a tenant's mount option): its writers decide what every reader sees.
+CACHE_XZ = "cacheXz"
 
 AUTH_DRIVER = "driver"
 AUTH_POD = "pod"
@@ -48,6 +51,7 @@ VOLUME_CONTEXT_KEYS = frozenset(
         ROLE_ARN,
         CACHE_MEDIUM,
         CACHE_SIZE_LIMIT,
+        CACHE_XZ,
     }
 )
 

@@ -285,6 +285,12 @@ class NodeService:
             args.append(f"--endpoint-url={endpoint}")
         args.extend(options.to_argv())
         args.extend(self._cache_args(ctx, target))
+        cache_xz = ctx.get(vc.CACHE_XZ, "")
+        if cache_xz:  # reached at the volume's (allow-listed) endpoint
+            cache_xz = validate_bucket(cache_xz, f"volume context {vc.CACHE_XZ}")
+            if cache_xz == bucket:
+                raise invalid(f"volume context {vc.CACHE_XZ} must name another bucket")
+            args.append(f"--cache-xz={cache_xz}")
         record = VolumeRecord(
             volume_id=request.volume_id,
             target_path=target,

@@ -324,3 +324,19 @@ def test_cache_attributes_become_cache_flags_and_are_removed_at_unpublish(
     assert "--max-cache-size=1024" in mounter.specs[-1].args  # default 1Gi
     cache_node.unpublish(csi_pb2.NodeUnpublishVolumeRequest(volume_id="v", target_path=target))
     assert mounter.unmounted_caches == [spec.cache_dir]
+
+
+def test_cache_xz_attribute_becomes_the_flag_and_is_validated(
+    cache_node: NodeService, workdir: Path
+) -> None:
+    from zonemount_csi.errors import CsiError
+
+    _publish(cache_node, make_target(workdir / "kubelet"), cacheXz="cache--use1-az4--x-s3")
+    mounter = cache_node.mounter
+    assert isinstance(mounter, FakeMounter)
+    assert "--cache-xz=cache--use1-az4--x-s3" in mounter.specs[-1].args
+    for bad, needle in (("Bad_Name", "volume context cacheXz:"), ("bucket-a", "another bucket")):
+        with pytest.raises(CsiError) as info:
+            _publish(cache_node, make_target(workdir / "kubelet"), cacheXz=bad)
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert needle in info.value.message
