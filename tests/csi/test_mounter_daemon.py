@@ -340,3 +340,74 @@ def test_cache_xz_attribute_becomes_the_flag_and_is_validated(
             _publish(cache_node, make_target(workdir / "kubelet"), cacheXz=bad)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert needle in info.value.message
+
+
+# --- the node's side of the volume condition and of fd passing ----------------------------
+
+
+def test_volume_condition_carries_the_fuse_clients_health(
+    cache_node: NodeService, workdir: Path
+) -> None:
+    """The FUSE client's ``user.zonemount.health`` decides the condition (R-ERR-DEADLINE)."""
+    target = make_target(workdir / "kubelet")
+    _publish(cache_node, target)
+    healthy = cache_node.volume_stats("v", target).volume_condition
+    assert (healthy.abnormal, healthy.message) == (False, "mounted")
+    message = b"unhealthy: S3 data calls miss their deadline (3 so far, 2 calls running)"
+    os.setxattr(target, "user.zonemount.health", message)  # the stand-in mount is a plain dir
+    sick = cache_node.volume_stats("v", target).volume_condition
+    assert sick.abnormal and message.decode() in sick.message
+
+
+class _InheritingFake(FakeMounter):
+    inherits_env = True
+
+
+def test_a_mounter_with_its_own_identity_gets_overrides_only(workdir: Path) -> None:
+    """Driver volumes send no environment; pod volumes send the pod's role and token file and
+    name the mounter's credential variables to drop."""
+    from zonemount_csi._proto import csi_pb2
+
+    mounter = _InheritingFake()
+    config = NodeConfig(node_id="n", kubelet_dir=workdir / "kubelet", state_dir=workdir / "s")
+    node = NodeService(config, mounter, StateStore(workdir / "s"), Metrics())
+    _publish(node, make_target(workdir / "kubelet"))
+    assert mounter.specs[-1].env == {} and mounter.specs[-1].env_unset == ()
+    tokens = json.dumps({"sts.amazonaws.com": {"token": "header.payload.sig"}})
+    node.publish(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id="v2",
+            target_path=make_target(workdir / "kubelet"),
+            volume_capability=mount_capability(),
+            volume_context={
+                "bucketName": "bucket-a",
+                "authenticationSource": "pod",
+                "roleArn": "arn:aws:iam::123456789012:role/spark",
+                "csi.storage.k8s.io/serviceAccount.tokens": tokens,
+            },
+        )
+    )
+    spec = mounter.specs[-1]
+    assert spec.env["AWS_ROLE_ARN"] == "arn:aws:iam::123456789012:role/spark"
+    assert Path(spec.env["AWS_WEB_IDENTITY_TOKEN_FILE"]).read_text() == "header.payload.sig"
+    assert "AWS_ACCESS_KEY_ID" in spec.env_unset and "AWS_PROFILE" in spec.env_unset
+    assert "header.payload.sig" not in json.dumps(spec.env)
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs root and /dev/fuse"
+)
+def test_a_refused_serve_leaves_no_mount_behind(
+    daemon: tuple[MounterDaemon, Path], tmp_path: Path
+) -> None:
+    """The node mounts first, then hands over: if the mounter refuses, the mount is undone."""
+    from zonemount_csi.mounter import MountError, MountSpec, RemoteMounter
+    from zonemount_csi.mountinfo import find
+
+    _, sock = daemon
+    target = tmp_path / "target"
+    target.mkdir()
+    spec = MountSpec(str(target), ["mount", "b", str(target), "-f", "fail"], {}, tmp_path / "l")
+    with pytest.raises(MountError, match="bucket 'b' does not exist"):
+        RemoteMounter(sock).mount(spec, 10)
+    assert find(str(target)) is None
