@@ -44,6 +44,11 @@ KMS_KEY_OR_ALIAS_ARN_RE = re.compile(
 )
 
 
+#: Characters a volume prefix may hold: they survive argv, logs and S3 keys unescaped.
+PREFIX_CHARS_RE = re.compile(r"^[A-Za-z0-9!_.*'()/=+@:,~ -]+$")
+MAX_PREFIX_BYTES = 512
+
+
 class NameRuleError(ValueError):
     """A name breaks its rule; ``str()`` names the value, the rule and an example."""
 
@@ -92,6 +97,30 @@ def check_bucket_name(name: str) -> str:
             "'-', starting and ending with a letter or digit (e.g. my-data-bucket)"
         )
     return name
+
+
+def check_prefix(prefix: str) -> str:
+    """'' or ``a/b/`` (a trailing slash is added): safe characters, at most 512 bytes, no
+    leading '/' or '-', no empty, '.' or '..' segment. The rule of every volume prefix (the
+    CSI volume context and StorageClass basePrefix, the S3MountClass spec.prefix)."""
+    if not prefix:
+        return ""
+    if len(prefix.encode()) > MAX_PREFIX_BYTES or not PREFIX_CHARS_RE.match(prefix):
+        raise NameRuleError(
+            f"prefix {prefix[:80]!r} has characters outside the safe S3 key set "
+            "(letters, digits and !_.*'()/=+@:,~ -) or is longer than 512 bytes"
+        )
+    if prefix.startswith(("/", "-")):
+        raise NameRuleError(
+            f"prefix {prefix[:80]!r} must not start with '/' or '-': write e.g. data/team-a/"
+        )
+    parts = (prefix[:-1] if prefix.endswith("/") else prefix).split("/")
+    if any(part in {"", ".", ".."} for part in parts):
+        raise NameRuleError(
+            f"prefix {prefix[:80]!r} has an empty, '.' or '..' path segment: write e.g. "
+            "data/team-a/"
+        )
+    return prefix if prefix.endswith("/") else prefix + "/"
 
 
 def check_region(region: str) -> str:

@@ -36,7 +36,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -48,6 +47,7 @@ from zonemount_contract import keys as vc
 from zonemount_contract.names import (
     NameRuleError,
     check_bucket_name,
+    check_prefix,
     check_region,
     is_directory_bucket,
 )
@@ -79,8 +79,6 @@ SUPPORTED_MODES = frozenset(
 DEFAULT_CACHE_MIB = 1024
 FS_TYPES = frozenset({"", "fuse", "fuse.zonemount", "zonemount", "s3"})
 
-_PREFIX_CHARS_RE = re.compile(r"^[A-Za-z0-9!_.*'()/=+@:,~ -]+$")
-
 
 def validate_bucket(name: str, what: str = "volume context bucketName") -> str:
     if not name:
@@ -92,17 +90,11 @@ def validate_bucket(name: str, what: str = "volume context bucketName") -> str:
 
 
 def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
-    """'' or 'a/b/' (a trailing slash is added); no leading '/', no '.'/'..'/empty parts."""
-    if not prefix:
-        return ""
-    if len(prefix.encode()) > 512 or not _PREFIX_CHARS_RE.match(prefix):
-        raise invalid(f"{what} has characters outside the safe S3 key set (or is too long)")
-    if prefix.startswith(("/", "-")):
-        raise invalid(f"{what} must not start with '/' or '-': write e.g. data/team-a/")
-    parts = (prefix[:-1] if prefix.endswith("/") else prefix).split("/")
-    if any(part in {"", ".", ".."} for part in parts):
-        raise invalid(f"{what} has an empty, '.' or '..' path segment: write e.g. data/team-a/")
-    return prefix if prefix.endswith("/") else prefix + "/"
+    """'' or 'a/b/' (a trailing slash is added): :func:`zonemount_contract.names.check_prefix`."""
+    try:
+        return check_prefix(prefix)
+    except NameRuleError as exc:
+        raise invalid(f"{what}: {exc}") from None
 
 
 def validate_region(region: str, what: str = "volume context region") -> str:

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zonemount_contract import mount_options as option_table
-from zonemount_contract.names import KMS_KEY_ARN_RE, ROLE_ARN_RE, is_directory_bucket
+from zonemount_contract.names import (
+    KMS_KEY_ARN_RE,
+    ROLE_ARN_RE,
+    NameRuleError,
+    check_prefix,
+    is_directory_bucket,
+)
 
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
@@ -315,6 +321,10 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
     prefix = _get(spec, "prefix", str, "spec.prefix", "")
     if prefix and (prefix.startswith("/") or not prefix.endswith("/")):
         raise SpecError(f"spec.prefix {prefix!r} must not start with '/' and must end with '/'")
+    try:
+        check_prefix(prefix)  # the CSI driver's rule for basePrefix and volume prefixes
+    except NameRuleError as exc:
+        raise SpecError(f"spec.prefix: {exc}") from None
     auth = _enum(spec, "authenticationSource", ("driver", "pod"), "spec.authenticationSource")
     role_arn = _get(spec, "roleArn", str, "spec.roleArn")
     if role_arn is not None and auth != "pod":

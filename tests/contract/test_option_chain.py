@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from zonemount_contract import mount_options as table
 from zonemount_csi import mount_options as csi_options
 from zonemount_csi._proto import csi_pb2
+from zonemount_csi.node import validate_prefix
 from zonemount_fs.errors import ConfigError
 from zonemount_fs.options import build_parser, parse_args
 from zonemount_operator.errors import SpecError
@@ -259,3 +260,22 @@ def test_the_node_refuses_what_the_fuse_client_would(
         plugin.node.NodePublishVolume(request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert plugin.mounter.specs == []
+
+
+# ---------------------------------------------------------------- prefixes
+
+
+@pytest.mark.unit
+@example(prefix="a//b/")
+@example(prefix="./x/")
+@example(prefix="data/\u00fc/")
+@example(prefix="-x/")
+@given(prefix=st.text(alphabet="ab./-\u00fc ", max_size=8).map(lambda p: p and p + "/"))
+def test_every_prefix_the_operator_accepts_the_csi_controller_accepts(prefix: str) -> None:
+    """An S3MountClass spec.prefix becomes the StorageClass basePrefix: the operator must not
+    accept one CreateVolume refuses (the claim would stay Pending with INVALID_ARGUMENT)."""
+    try:
+        spec = parse_mountclass("fast", {**_mountclass("bucket-a", {}), "prefix": prefix})
+    except SpecError:
+        return
+    assert validate_prefix(spec.prefix, "StorageClass parameter basePrefix") == spec.prefix
