@@ -38,9 +38,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from zonemount_contract import keys as vc
-
-from .errors import CsiError
-from .node import validate_bucket, validate_prefix
+from zonemount_contract.names import NameRuleError, check_bucket_name, check_prefix
 
 RECORD_PREFIX = ".zonemount/volumes/"
 #: What no volume prefix may start with: the controller's own records live there.
@@ -93,8 +91,8 @@ class VolumeId:
         if len(parts) == 4 and not _ENDPOINT_DIGEST_RE.fullmatch(parts[3]):
             return None
         try:
-            validate_bucket(parts[1])
-        except CsiError:
+            check_bucket_name(parts[1])
+        except NameRuleError:
             return None
         return cls(parts[1], parts[2], parts[3] if len(parts) == 4 else "", parts[0])
 
@@ -174,8 +172,8 @@ def parse_record(body: bytes) -> tuple[int, VolumeSpec]:
 def check_volume_prefix(prefix: str) -> bool:
     """A proper volume prefix: non-empty, canonical ('a/b/'), outside the records area."""
     try:
-        valid = bool(prefix) and validate_prefix(prefix) == prefix
-    except CsiError:
+        valid = bool(prefix) and check_prefix(prefix) == prefix
+    except NameRuleError:
         return False
     return valid and not prefix.startswith(RESERVED_PREFIX)
 
