@@ -279,3 +279,45 @@ def test_every_prefix_the_operator_accepts_the_csi_controller_accepts(prefix: st
     except SpecError:
         return
     assert validate_prefix(spec.prefix, "StorageClass parameter basePrefix") == spec.prefix
+
+
+# ---------------------------------------------------------------- PV mountOptions -> FUSE
+
+
+def _pv_value(option: table.Option) -> st.SearchStrategy[str | None]:
+    if option.kind == "flag":
+        return st.none()
+    if option.kind == "choice":
+        return st.sampled_from(option.choices)
+    if option.kind == "kms-arn":
+        return st.sampled_from(
+            [
+                "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab",
+                "arn:aws:kms:us-east-1:111122223333:alias/team/data",
+            ]
+        )
+    value = _typed_value(option)
+    return value.map(str)
+
+
+PV_OPTIONS = st.fixed_dictionaries({}, optional={o.name: _pv_value(o) for o in table.ALLOWED})
+
+
+@pytest.mark.unit
+@given(options=PV_OPTIONS, bucket=st.sampled_from(["bucket-a", "data--use1-az4--x-s3"]))
+def test_every_pv_option_the_csi_allow_list_accepts_the_fuse_client_accepts(
+    options: dict[str, str | None], bucket: str
+) -> None:
+    """The whole allow-list (not only the S3MountClass's typed subset): whatever the node
+    would pass on, the FUSE client's parser takes."""
+    flags = [name if value is None else f"{name}={value}" for name, value in options.items()]
+    try:
+        parsed = csi_options.parse(flags)
+        parsed.check_combination(directory_bucket=bucket.endswith("--x-s3"))
+    except csi_options.MountOptionError:
+        return
+    argv = [bucket, "/mnt/volume", "-f", "--prefix=d/", *parsed.to_argv()]
+    try:
+        parse_args(argv)
+    except ConfigError as exc:
+        pytest.fail(f"the FUSE client refuses what the CSI node passes: {exc}; argv {argv}")
