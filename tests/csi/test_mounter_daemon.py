@@ -411,3 +411,36 @@ def test_a_refused_serve_leaves_no_mount_behind(
     with pytest.raises(MountError, match="bucket 'b' does not exist"):
         RemoteMounter(sock).mount(spec, 10)
     assert find(str(target)) is None
+
+
+@pytest.mark.parametrize(
+    ("pass_null", "needle"),
+    [(False, "descriptor 97 is not open"), (True, "is not an open /dev/fuse device")],
+)
+def test_fuse_client_refuses_a_bad_descriptor_in_one_line(pass_null: bool, needle: str) -> None:
+    """``zonemount mount BUCKET /dev/fd/N`` checks N before touching S3 or FUSE."""
+    import subprocess
+
+    null = os.open("/dev/null", os.O_RDONLY)
+    try:
+        os.dup2(null, 97, inheritable=True) if pass_null else None
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "zonemount"),
+                "mount",
+                "bucket-b",
+                "/dev/fd/97",
+                "-f",
+            ],
+            capture_output=True,
+            text=True,
+            pass_fds=(97,) if pass_null else (),
+            timeout=60,
+        )
+    finally:
+        os.close(null)
+        if pass_null:
+            os.close(97)
+    assert result.returncode == 1
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
