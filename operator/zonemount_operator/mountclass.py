@@ -139,6 +139,8 @@ def render_persistent_volume(
         attributes[keys.ENDPOINT_URL] = facts.endpoint_url
     if spec.role_arn:
         attributes[keys.ROLE_ARN] = spec.role_arn
+    if spec.cache_xz:
+        attributes[keys.CACHE_XZ] = spec.cache_xz
     pv_spec: dict[str, Any] = {
         "capacity": {"storage": spec.capacity},
         "accessModes": ["ReadWriteMany"],

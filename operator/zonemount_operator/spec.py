@@ -17,6 +17,7 @@ from zonemount_contract.names import (
     KMS_KEY_ARN_RE,
     ROLE_ARN_RE,
     NameRuleError,
+    check_bucket_name,
     check_prefix,
     is_directory_bucket,
 )
@@ -88,6 +89,7 @@ MOUNTCLASS_FIELDS = {
     "claimRef",
     "reclaimPolicy",
     "mountOptions",
+    "cacheXz",
 }
 _ROLE_ARN = ROLE_ARN_RE
 
@@ -264,6 +266,7 @@ class MountClassSpec:
     mount_options: list[str] = field(default_factory=list)
     role_arn: str | None = None  # with authenticationSource: pod
     claim_ref: tuple[str, str] | None = None  # (namespace, name): the Static PV's only claim
+    cache_xz: str | None = None  # shared block cache bucket (Static: the PV's cacheXz attribute)
 
 
 def _claim_ref(spec: Mapping[str, Any], provisioning: str) -> tuple[str, str] | None:
@@ -285,6 +288,27 @@ def _claim_ref(spec: Mapping[str, Any], provisioning: str) -> tuple[str, str] | 
     if not namespace or not claim:
         raise SpecError("spec.claimRef needs both namespace and name")
     return (namespace, claim)
+
+
+def _cache_xz(spec: Mapping[str, Any], provisioning: str, bucket_name: str | None) -> str | None:
+    """The shared cache bucket: an administrator's choice (an S3MountClass is cluster-scoped),
+    since its writers decide what every mount using it reads. Static only for now: the CSI
+    controller does not yet carry it from StorageClass parameters into dynamic volumes."""
+    bucket = _get(spec, "cacheXz", str, "spec.cacheXz")
+    if bucket is None:
+        return None
+    if provisioning != "Static":
+        raise SpecError(
+            "spec.cacheXz applies with spec.provisioning: Static only (dynamically provisioned "
+            "volumes cannot take a shared cache yet)"
+        )
+    try:
+        checked = check_bucket_name(bucket)
+    except NameRuleError as exc:
+        raise SpecError(f"spec.cacheXz: {exc}") from None
+    if checked == bucket_name:
+        raise SpecError("spec.cacheXz must name another bucket than the one mounted")
+    return checked
 
 
 def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
@@ -337,7 +361,9 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
     if role_arn is not None and not _ROLE_ARN.match(role_arn):
         raise SpecError(f"spec.roleArn {role_arn!r} is not an IAM role ARN")
     provisioning = _enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning")
+    cache_xz = _cache_xz(spec, provisioning, bucket_name)
     return MountClassSpec(
+        cache_xz=cache_xz,
         role_arn=role_arn,
         claim_ref=_claim_ref(spec, provisioning),
         storage_class_name=_get(spec, "storageClassName", str, "spec.storageClassName", name),

@@ -318,3 +318,34 @@ def test_renamed_storage_class_is_not_orphaned(kube_api: KubeApiThread) -> None:
     assert kube_api.object("storageclasses", "old-name") is None
     assert "deleted StorageClass old-name (storageClassName is now new-name)" in out.events
     assert out.status["storageClassName"] == "new-name"
+
+
+def test_static_mode_cache_xz_becomes_the_pv_attribute(kube_api: KubeApiThread) -> None:
+    ready_bucket(kube_api)
+    spec = {
+        **SPEC,
+        "provisioning": "Static",
+        "claimRef": CLAIM,
+        "cacheXz": "blocks--use1-az4--x-s3",
+    }
+    out = run(kube_api, lambda k: reconcile_mountclass("cached", None, spec, None, 1, kube=k))
+    assert out.ready, out.status
+    attributes = kube_api.object("persistentvolumes", "cached")["spec"]["csi"]["volumeAttributes"]
+    assert attributes["cacheXz"] == "blocks--use1-az4--x-s3"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"cacheXz": "blocks--use1-az4--x-s3"}, "Static only"),
+        (
+            {"provisioning": "Static", "claimRef": CLAIM, "cacheXz": "Bad_Name"},
+            "spec.cacheXz:",
+        ),
+    ],
+)
+def test_cache_xz_is_refused_where_it_cannot_apply(extra: dict[str, Any], needle: str) -> None:
+    from zonemount_operator.spec import parse_mountclass
+
+    with pytest.raises(SpecError, match=needle):
+        parse_mountclass("c", {**SPEC, **extra})
