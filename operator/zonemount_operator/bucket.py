@@ -145,6 +145,18 @@ def authorize_import(
     )
 
 
+def authorize_destination(admin: BucketAdmin, region: str, bucket: str, owner_uid: str) -> None:
+    """Copy only into a bucket whose owner tags carry ``owner_uid`` (reads only)."""
+    current = bucket_owner(admin, region, bucket)
+    if current is None or current.uid != owner_uid:
+        whose = str(current) if current is not None else "no owner"
+        raise NotAllowedError(
+            f"import destination {bucket} is not this object's bucket (its owner tags name "
+            f"{whose}): nothing was copied; status.bucketName was not written by the operator",
+            reason="BucketNotOwned",
+        )
+
+
 def _target_bucket(
     spec: BucketSpec,
     zone: Zone,
@@ -538,18 +550,21 @@ def run_import(
     source_client: Any = None,
     namespace: str | None = None,
     policy: TenancyPolicy | None = None,
+    owner_uid: str,
 ) -> dict[str, Any]:
     """Copy ``spec.import_source`` into the bucket; returns the final ``status.import``.
 
     ``report`` receives intermediate ``status.import`` dicts (phase Copying). Resumable: a
     rerun skips objects already copied. Raises AwsError only for setup failures, and
-    NotAllowedError (before copying anything) when ``namespace`` may not read the source
-    under ``policy`` (default: the restrictive defaults).
+    NotAllowedError before copying anything when ``namespace`` may not read the source under
+    ``policy`` (default: the restrictive defaults) or when ``status.bucketName`` is not the
+    bucket of the object whose uid is ``owner_uid`` (status is no proof: its owner tags are).
     """
     assert spec.import_source is not None
     authorize_import(admin, spec, namespace, policy if policy is not None else TenancyPolicy())
     src = names.parse_s3_url(spec.import_source, "spec.import.source")
     bucket = str(status["bucketName"])
+    authorize_destination(admin, spec.region, bucket, owner_uid)
     started = conditions.now_iso()
     dst_client = admin.s3(spec.region)
     src_client = source_client or dst_client

@@ -167,10 +167,12 @@ def _dry_run_bucket(doc: dict[str, Any], admin: Any) -> dict[str, Any]:
 def _import_with_progress(
     doc: dict[str, Any], status: dict[str, Any], admin: Any, policy: Any
 ) -> dict[str, Any]:
-    from zonemount_operator.bucket import import_conditions, run_import
+    from zonemount_operator.bucket import import_conditions, owner_of, run_import
     from zonemount_operator.spec import parse_bucket
 
-    spec = parse_bucket(doc["metadata"]["name"], doc.get("spec") or {})
+    meta = doc["metadata"]
+    owner = owner_of(meta["name"], meta.get("namespace") or "default", meta.get("uid"))
+    spec = parse_bucket(meta["name"], doc.get("spec") or {})
     with _ProgressBar(f"import {spec.import_source}") as bar:
         final = run_import(
             spec,
@@ -178,8 +180,9 @@ def _import_with_progress(
             admin,
             bar.from_import_status,
             stop=threading.Event(),
-            namespace=doc["metadata"].get("namespace") or "default",
+            namespace=owner.namespace,
             policy=policy,
+            owner_uid=owner.uid,
         )
     status["import"] = final
     status["conditions"] = import_conditions(

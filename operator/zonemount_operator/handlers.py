@@ -47,6 +47,7 @@ from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.bucket import (
     delete_bucket_resources,
     detect_drift,
+    owner_of,
     reconcile_bucket,
     run_import,
 )
@@ -439,6 +440,7 @@ async def _import_once(
                 stop=stop,
                 namespace=namespace,
                 policy=memo.get("tenancy"),
+                owner_uid=owner_of(name, namespace, body.get("metadata", {}).get("uid")).uid,
             )
         )
     finally:

@@ -299,6 +299,7 @@ def test_import_copies_and_completes(uid: str, admin: Boto3BucketAdmin, bucket: 
         reports.append,
         namespace="ns",
         policy=allowed,
+        owner_uid=uid,
     )
     assert final["phase"] == "Complete" and final["objectsCopied"] == 12
     assert final["bytesCopied"] == sum(len(b) for b in blobs.values())
@@ -323,5 +324,6 @@ def test_import_copies_and_completes(uid: str, admin: Boto3BucketAdmin, bucket: 
         reports.append,
         namespace="ns",
         policy=allowed,
+        owner_uid=uid,
     )
     assert rerun["objectsSkipped"] == 12 and rerun["objectsCopied"] == 0

@@ -397,6 +397,7 @@ def test_import_from_another_tenants_bucket_is_refused(
             watched,
             lambda _: None,
             namespace=team_b,
+            owner_uid=new_uid(),
         )
     assert recorder.writes() == []
 
@@ -416,7 +417,12 @@ def test_import_from_own_or_admin_listed_sources_works(
     out = reconcile_bucket("copy", team_a, own, None, 1, admin=admin, uid=uid)
     assert conditions.get(out.status["conditions"], "BucketReady")["status"] == "True"  # type: ignore[index]
     final = run_import(
-        parse_bucket("copy", own), out.status, admin, lambda _: None, namespace=team_a
+        parse_bucket("copy", own),
+        out.status,
+        admin,
+        lambda _: None,
+        namespace=team_a,
+        owner_uid=uid,
     )
     assert final["phase"] == "Complete" and final["objectsCopied"] == 1
 
@@ -435,6 +441,37 @@ def test_import_from_own_or_admin_listed_sources_works(
         "pub2", team_b, sibling, None, 1, admin=admin, uid=new_uid(), policy=policy
     )
     assert ready(out.status)["reason"] == "ImportSourceNotAllowed"
+
+
+def test_import_into_a_bucket_named_by_a_forged_status_copies_nothing(
+    teams: tuple[str, str],
+    admin: Boto3BucketAdmin,
+    watched: Boto3BucketAdmin,
+    recorder: Recorder,
+    role: Callable[..., str],
+) -> None:
+    """team-b forges status.bucketName = team-a's bucket and imports its own data into it."""
+    team_a, team_b = teams
+    _, _, a = victim(admin, role, team_a)
+    before = snapshot(admin, a)
+    uid_b = new_uid()
+    spec_b = {"region": "us-east-1", "availabilityZone": "us-east-1d"}
+    own = reconcile_bucket("junk", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
+    admin.s3("us-east-1").put_object(
+        Bucket=own.status["bucketName"], Key="important/report.csv", Body=b"junk"
+    )
+    spec_b["import"] = {"source": f"s3://{own.status['bucketName']}/important/"}  # its own: allowed
+    with pytest.raises(NotAllowedError, match=f"import destination {a['bucketName']} is not this"):
+        run_import(
+            parse_bucket("junk", spec_b),
+            {**own.status, "bucketName": a["bucketName"]},
+            watched,
+            lambda _: None,
+            namespace=team_b,
+            owner_uid=uid_b,
+        )
+    assert recorder.writes() == []
+    assert snapshot(admin, a) == before
 
 
 # -- issue 11: abort incomplete multipart uploads by default -----------------------------------
