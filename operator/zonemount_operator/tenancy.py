@@ -20,8 +20,9 @@ the cluster admin allowed that namespace:
   the namespace, the object name and the bucket.
 
 Where it lives and why: in the operator's settings, rendered by Helm from the release
-values into a ConfigMap in the operator's namespace and read at start (``--tenancy-config``
-/ ``ZONEMOUNT_TENANCY_CONFIG``; the Deployment rolls when it changes). Only whoever can
+values into a ConfigMap in the operator's namespace and read at start
+(``ZONEMOUNT_TENANCY_CONFIG``; the Deployment rolls when it changes; ``zonemount reconcile``
+takes the same file with ``--tenancy-config``). Only whoever can
 upgrade the release or edit that namespace can change it, and tenants can neither read nor
 write it; a cluster-scoped CRD would add a watch, RBAC and a second source of truth to
 reconcile against for no gain in who may change it. File format (YAML)::
