@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from zonemount_contract.keys import DRIVER_NAME
 
 from tests.chart.chartlib import (
     CHART,
@@ -199,7 +200,7 @@ def test_monitoring_on_and_off(render: Render) -> None:
 
 def test_csidriver_object(render: Render) -> None:
     driver = one(render(), "CSIDriver")
-    assert driver["metadata"]["name"] == "s3.csi.zonemount.io"
+    assert driver["metadata"]["name"] == DRIVER_NAME  # the chart's name is the contract's
     spec = driver["spec"]
     assert spec["attachRequired"] is False
     assert spec["podInfoOnMount"] is True
