@@ -100,7 +100,11 @@ def _wait_for_signal() -> str:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    stop.wait()
+    # Python runs signal handlers in the main thread, between bytecodes. When the kernel hands
+    # the signal to another thread (gRPC, supervisor, mounter watch), an untimed wait here is
+    # never interrupted and the handler never runs: wake up regularly so it does.
+    while not stop.wait(0.5):
+        pass
     return received[0] if received else "stop"
 
 

@@ -444,3 +444,34 @@ def test_fuse_client_refuses_a_bad_descriptor_in_one_line(pass_null: bool, needl
     assert result.returncode == 1
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_delivered_to_another_thread_still_stops_the_mounter(tmp_path: Path) -> None:
+    """The kernel may hand SIGTERM to any thread; Python runs handlers only in the main
+    thread, which an untimed wait never gave back control (the plugin then ignored SIGTERM)."""
+    import ctypes
+    import subprocess
+
+    sock = tmp_path / "m.sock"
+    proc = subprocess.Popen(
+        [
+            *(str(Path(sys.executable).parent / "zonemount"), "csi-mounter"),
+            *("--endpoint", f"unix://{sock}", "--state-dir", str(tmp_path / "state")),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(sock.exists, 60)
+        others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+        assert others, "the mounter serves its socket from a second thread"
+        libc = ctypes.CDLL(None, use_errno=True)
+        sys_tgkill = 234  # x86_64
+        assert libc.syscall(sys_tgkill, proc.pid, others[0], signal.SIGTERM) == 0, (
+            ctypes.get_errno()
+        )
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
