@@ -17,8 +17,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
-from . import metrics
+from . import metrics, procinfo
 from .core import ROOT_INO, Attr, Filesystem
 from .errors import FsError
 
@@ -57,6 +58,43 @@ def _name(raw: bytes) -> str:
 
 
 Handler = Callable[P, Coroutine[Any, Any, R]]
+#: A lookup or getattr still waiting on S3 after KILL_POLL_START seconds checks every
+#: KILL_POLL seconds whether its caller is being killed (SIGKILL pending in /proc) and then
+#: answers EINTR at once: pyfuse3 does not deliver FUSE interrupts, and the kernel keeps a
+#: caller whose request reached the daemon in uninterruptible sleep until it is answered.
+KILL_POLL_START = 0.2
+KILL_POLL = 0.1
+
+
+async def _killable(ctx: pyfuse3.RequestContext, op: Coroutine[Any, Any, R]) -> R:
+    """Await ``op``; give up with EINTR as soon as the calling process is being killed.
+    Only for operations that change nothing before their last await (lookup, getattr)."""
+    pid = ctx.pid
+    result: list[R] = []
+    errors: list[Exception] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            if pid <= 0:
+                return  # a caller outside our PID namespace: the deadline bounds it
+            await trio.sleep(KILL_POLL_START)
+            while True:
+                if procinfo.fatal_signal_pending(pid):
+                    nursery.cancel_scope.cancel()
+                    return
+                await trio.sleep(KILL_POLL)
+
+        nursery.start_soon(watch)
+        try:
+            result.append(await op)
+        except Exception as exc:  # raised as itself, not wrapped in the nursery's group
+            errors.append(exc)
+        nursery.cancel_scope.cancel()
+    if errors:
+        raise errors[0]
+    if not result:
+        raise FsError(errno.EINTR, "the caller was killed")
+    return result[0]
 
 
 def _op(name: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
@@ -101,11 +139,11 @@ class ZonemountOperations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return _entry(await self.fs.lookup(parent_inode, _name(name)))
+        return _entry(await _killable(ctx, self.fs.lookup(parent_inode, _name(name))))
 
     @_op("getattr")
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return _entry(await self.fs.getattr(inode))
+        return _entry(await _killable(ctx, self.fs.getattr(inode)))
 
     @_op("setattr")
     async def setattr(
