@@ -77,6 +77,9 @@ PARAM_DELETE_DATA = "deleteData"
 PARAM_AUTHENTICATION_SOURCE = "authenticationSource"
 PARAM_ROLE_ARN = "roleArn"
 PARAM_AVAILABILITY_ZONE = "availabilityZone"
+#: Passed through into every volume's context as ``cacheXz`` (never part of the volume record:
+#: it says how volumes are mounted, not what a volume is).
+PARAM_CACHE_XZ = CACHE_XZ
 PVC_NAME = "csi.storage.k8s.io/pvc/name"
 PVC_NAMESPACE = "csi.storage.k8s.io/pvc/namespace"
 PV_NAME = "csi.storage.k8s.io/pv/name"
@@ -91,6 +94,7 @@ STORAGE_CLASS_PARAMS = frozenset(
         PARAM_AUTHENTICATION_SOURCE,
         PARAM_ROLE_ARN,
         PARAM_AVAILABILITY_ZONE,
+        PARAM_CACHE_XZ,
     }
 )
 

@@ -337,6 +337,13 @@ class ControllerService:
     # -- RPCs ----------------------------------------------------------------------------
     def create(self, request: csi_pb2.CreateVolumeRequest) -> csi_pb2.CreateVolumeResponse:
         spec = self.spec_from_request(request)
+        cache_xz = request.parameters.get(vc.PARAM_CACHE_XZ, "")
+        if cache_xz:
+            cache_xz = validate_bucket(cache_xz, f"StorageClass parameter {vc.PARAM_CACHE_XZ}")
+            if cache_xz == spec.bucket:
+                raise invalid(
+                    f"StorageClass parameter {vc.PARAM_CACHE_XZ} must name another bucket"
+                )
         topology = self._topology(spec, request)
         rng = request.capacity_range
         conflict = CsiError(
@@ -377,7 +384,10 @@ class ControllerService:
             volume=csi_pb2.Volume(
                 volume_id=volume_id,
                 capacity_bytes=volume.capacity_bytes,
-                volume_context=volume.volume_context(),
+                volume_context={
+                    **volume.volume_context(),
+                    **({vc.CACHE_XZ: cache_xz} if cache_xz else {}),
+                },
                 accessible_topology=topology,
             )
         )

@@ -105,6 +105,8 @@ def render_storage_class(
         params[keys.PARAM_ROLE_ARN] = spec.role_arn
     if facts.availability_zone:
         params[keys.PARAM_AVAILABILITY_ZONE] = facts.availability_zone
+    if spec.cache_xz:
+        params[keys.PARAM_CACHE_XZ] = spec.cache_xz
     if spec.reclaim_policy == "Delete":
         params[keys.PARAM_DELETE_DATA] = "true"
     sc: dict[str, Any] = {

@@ -266,7 +266,7 @@ class MountClassSpec:
     mount_options: list[str] = field(default_factory=list)
     role_arn: str | None = None  # with authenticationSource: pod
     claim_ref: tuple[str, str] | None = None  # (namespace, name): the Static PV's only claim
-    cache_xz: str | None = None  # shared block cache bucket (Static: the PV's cacheXz attribute)
+    cache_xz: str | None = None  # shared block cache bucket (SC parameter / PV attribute)
 
 
 def _claim_ref(spec: Mapping[str, Any], provisioning: str) -> tuple[str, str] | None:
@@ -290,18 +290,13 @@ def _claim_ref(spec: Mapping[str, Any], provisioning: str) -> tuple[str, str] | 
     return (namespace, claim)
 
 
-def _cache_xz(spec: Mapping[str, Any], provisioning: str, bucket_name: str | None) -> str | None:
+def _cache_xz(spec: Mapping[str, Any], bucket_name: str | None) -> str | None:
     """The shared cache bucket: an administrator's choice (an S3MountClass is cluster-scoped),
-    since its writers decide what every mount using it reads. Static only for now: the CSI
-    controller does not yet carry it from StorageClass parameters into dynamic volumes."""
+    since its writers decide what every mount using it reads. It becomes the StorageClass
+    parameter and the Static PV's attribute ``cacheXz``, never a mount option."""
     bucket = _get(spec, "cacheXz", str, "spec.cacheXz")
     if bucket is None:
         return None
-    if provisioning != "Static":
-        raise SpecError(
-            "spec.cacheXz applies with spec.provisioning: Static only (dynamically provisioned "
-            "volumes cannot take a shared cache yet)"
-        )
     try:
         checked = check_bucket_name(bucket)
     except NameRuleError as exc:
@@ -361,7 +356,7 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
     if role_arn is not None and not _ROLE_ARN.match(role_arn):
         raise SpecError(f"spec.roleArn {role_arn!r} is not an IAM role ARN")
     provisioning = _enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning")
-    cache_xz = _cache_xz(spec, provisioning, bucket_name)
+    cache_xz = _cache_xz(spec, bucket_name)
     return MountClassSpec(
         cache_xz=cache_xz,
         role_arn=role_arn,

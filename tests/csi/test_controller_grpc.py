@@ -261,3 +261,18 @@ def test_validate_volume_capabilities(controller: Any, bucket: str) -> None:
         )
     )
     assert err.code() == INVALID
+
+
+def test_cache_xz_parameter_goes_into_the_volume_context_not_the_record(
+    controller: Any, bucket: str
+) -> None:
+    plain = controller.CreateVolume(create_request(bucket)).volume
+    cached = controller.CreateVolume(create_request(bucket, cacheXz="blk--use1-az4--x-s3")).volume
+    assert cached.volume_context["cacheXz"] == "blk--use1-az4--x-s3"
+    assert "cacheXz" not in plain.volume_context
+    # how the volume is mounted, not what it is: the same volume (same id, same record)
+    assert cached.volume_id == plain.volume_id
+    for bad in ("Bad_Name", bucket):
+        request = create_request(bucket, cacheXz=bad)
+        err = rpc_error(lambda r=request: controller.CreateVolume(r))
+        assert err.code() == INVALID and "cacheXz" in err.details()

@@ -320,32 +320,29 @@ def test_renamed_storage_class_is_not_orphaned(kube_api: KubeApiThread) -> None:
     assert out.status["storageClassName"] == "new-name"
 
 
-def test_static_mode_cache_xz_becomes_the_pv_attribute(kube_api: KubeApiThread) -> None:
+def test_cache_xz_becomes_the_sc_parameter_and_the_static_pv_attribute(
+    kube_api: KubeApiThread,
+) -> None:
     ready_bucket(kube_api)
-    spec = {
-        **SPEC,
-        "provisioning": "Static",
-        "claimRef": CLAIM,
-        "cacheXz": "blocks--use1-az4--x-s3",
-    }
+    blocks = "blocks--use1-az4--x-s3"
+    out = run(
+        kube_api,
+        lambda k: reconcile_mountclass("dyn", None, {**SPEC, "cacheXz": blocks}, None, 1, kube=k),
+    )
+    assert out.ready, out.status
+    assert kube_api.object("storageclasses", "dyn")["parameters"]["cacheXz"] == blocks
+    spec = {**SPEC, "provisioning": "Static", "claimRef": CLAIM, "cacheXz": blocks}
     out = run(kube_api, lambda k: reconcile_mountclass("cached", None, spec, None, 1, kube=k))
     assert out.ready, out.status
     attributes = kube_api.object("persistentvolumes", "cached")["spec"]["csi"]["volumeAttributes"]
-    assert attributes["cacheXz"] == "blocks--use1-az4--x-s3"
+    assert attributes["cacheXz"] == blocks
 
 
-@pytest.mark.parametrize(
-    ("extra", "needle"),
-    [
-        ({"cacheXz": "blocks--use1-az4--x-s3"}, "Static only"),
-        (
-            {"provisioning": "Static", "claimRef": CLAIM, "cacheXz": "Bad_Name"},
-            "spec.cacheXz:",
-        ),
-    ],
-)
-def test_cache_xz_is_refused_where_it_cannot_apply(extra: dict[str, Any], needle: str) -> None:
+@pytest.mark.parametrize("bad", ["Bad_Name", "data--use1-az4--x-s3"])
+def test_cache_xz_must_be_another_valid_bucket(bad: str) -> None:
     from zonemount_operator.spec import parse_mountclass
 
-    with pytest.raises(SpecError, match=needle):
-        parse_mountclass("c", {**SPEC, **extra})
+    spec = {k: v for k, v in SPEC.items() if k != "bucketRef"}
+    spec |= {"bucketName": "data--use1-az4--x-s3", "region": "us-east-1"}
+    with pytest.raises(SpecError, match=r"spec\.cacheXz"):
+        parse_mountclass("c", {**spec, "cacheXz": bad})
