@@ -175,16 +175,17 @@ def test_monitoring_on_and_off(render: Render) -> None:
     ]
     assert sorted(s["metadata"]["name"] for s in selected) == [
         "zm-zonemount-controller-metrics",
+        "zm-zonemount-mounter-metrics",
         "zm-zonemount-node-metrics",
-    ], "the ServiceMonitor must select both metrics Services"
+    ], "the ServiceMonitor must select every metrics Service"
     assert monitor["metadata"]["labels"]["release"] == "kps"
     for service in selected:
         port_names = {p["name"] for p in service["spec"]["ports"]}
         assert monitor["spec"]["endpoints"][0]["port"] in port_names
+        name = service["metadata"]["name"]
+        component = next(c for c in ("-node", "-mounter", "-controller") if f"{c}-" in name)
         workload = one(
-            objects,
-            "DaemonSet" if "node" in service["metadata"]["name"] else "Deployment",
-            "-node" if "node" in service["metadata"]["name"] else "-controller",
+            objects, "Deployment" if component == "-controller" else "DaemonSet", component
         )
         pod_labels = workload["spec"]["template"]["metadata"]["labels"]
         assert all(pod_labels[k] == v for k, v in service["spec"]["selector"].items())
