@@ -60,6 +60,9 @@ ROOT_INO = 1
 META_MEMO_ENTRIES = 100_000
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
+# A lookup miss in a directory listed in one page of at most this many entries lists the
+# directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
+RELIST_KEYS = 200
 META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
 META_ATIME, META_CTIME = "atime", "ctime"
 # s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
@@ -163,6 +166,12 @@ class Inode:
     # ``children`` -- a negative entry for the whole directory, set when this mount made the
     # directory or listed it in full (R-META-NEGATIVE-DIR)
     complete_until: float = 0.0
+    # directories: the names (and which of them are directories) one LIST page showed, valid
+    # until ``names_until``; ``large`` once a page could not hold the whole directory
+    names: frozenset[str] | None = None
+    dir_names: frozenset[str] = frozenset()
+    names_until: float = 0.0
+    large: bool = False
     perm: int | None = None
     uid: int | None = None
     gid: int | None = None
@@ -519,6 +528,8 @@ class Filesystem:
             parent = self.inodes.get(node.parent)
             if parent is not None and parent.children.get(node.name) == node.ino:
                 del parent.children[node.name]
+                # the tree no longer holds every name this mount knows here
+                parent.complete_until, parent.names = 0.0, None
 
     def _holds_local(self, node: Inode) -> bool:
         """True when something under ``node`` exists only in this mount (a mkdir'd
@@ -584,6 +595,34 @@ class Filesystem:
             raise FsError(err.errno, str(err))
         return None
 
+    async def _lookup_by_listing(
+        self, parent: Inode, name: str
+    ) -> tuple[Kind, ObjectInfo | None] | None:
+        """A lookup of a name the tree does not hold, in a directory small enough for one
+        LIST page: the page's names answer this and later misses for the negative TTL; a
+        file still gets its HEAD (for its metadata), a directory needs nothing more."""
+        if parent.names is None or parent.names_until <= _now():
+            prefix, listed_at = self.dir_prefix(parent), _now()
+            page = await self._store(self.store.list_page, prefix, "/", None, RELIST_KEYS)
+            if page.next_token:
+                parent.large = True
+                return await self._remote_lookup(parent, name)
+            files = {o.key[len(prefix) :] for o in page.objects}
+            dirs = {p[len(prefix) :].rstrip("/") for p in page.prefixes}
+            parent.names, parent.dir_names = frozenset(files | dirs), frozenset(dirs)
+            parent.names_until = listed_at + self.opts.negative_metadata_ttl
+        if name not in parent.names:
+            return None
+        if name in parent.dir_names:
+            return Kind.DIR, None  # a directory shadows a file of the same name
+        try:
+            info = await self.run(self.store.head, self.dir_prefix(parent) + name)
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise FsError(exc.errno, str(exc)) from None
+        return Kind.SYMLINK if _is_symlink_meta(info.metadata) else Kind.FILE, info
+
     async def lookup(self, parent_ino: int, name: str) -> Attr:
         node = await self._lookup(parent_ino, name)
         node.lookups += 1
@@ -610,7 +649,10 @@ class Filesystem:
             raise FsError(errno.ENOENT)  # nothing remote can live under a local directory
         if node is None and parent.complete_until > _now():
             raise FsError(errno.ENOENT)  # this mount knows every name here (made or listed it)
-        found = await self._remote_lookup(parent, name)
+        if node is None and self.opts.negative_metadata_ttl > 0 and not parent.large:
+            found = await self._lookup_by_listing(parent, name)
+        else:
+            found = await self._remote_lookup(parent, name)
         parent = self.inode(parent_ino)  # re-read after await
         if found is None:
             node = self._child(parent, name)
@@ -694,6 +736,7 @@ class Filesystem:
         dir_node = self.inode(ino)  # re-read after await
         if self.opts.negative_metadata_ttl > 0:
             dir_node.complete_until = listed_at + self.opts.negative_metadata_ttl
+        dir_node.large = len(remote_files) + len(remote_dirs) > RELIST_KEYS
         names: dict[str, int] = {}
         for name in sorted(remote_dirs | remote_files.keys()):
             entry = remote_files.get(name)

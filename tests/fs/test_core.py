@@ -320,3 +320,59 @@ def test_disk_cache_serves_second_read_and_is_bounded(tmp_path: Path) -> None:
     big = random.Random(7).randbytes(40 * MiB)
     store.put_object("big", big)
     run(store, bounded, cache_dir=tmp_path / "cache2", max_cache_size_mib=12)
+
+
+def test_known_directory_forgets_its_knowledge_with_a_forgotten_inode() -> None:
+    """R-META-NEGATIVE-DIR: a directory known whole must not deny a name this mount wrote
+    there after the kernel forgot the name's inode (the tree no longer holds it)."""
+    store = MemoryStore()
+
+    async def body(fs: Filesystem) -> None:
+        d = (await fs.mkdir(ROOT_INO, "job", 0o755, 0, 0)).ino
+        ino = await write_file(fs, d, "part-0", b"data")
+        fs.forget(ino, fs.inode(ino).lookups)  # the kernel drops the dentry and the inode
+        assert ino not in fs.inodes
+        assert (await fs.lookup(d, "part-0")).size == 4
+        assert await errno_of(fs.lookup(d, "part-1")) == errno.ENOENT
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_listing_answers_misses_in_a_small_directory() -> None:
+    """R-META-NEGATIVE-DIR: misses in a directory of one LIST page cost that one LIST; a
+    file found there still gets its HEAD; a larger directory asks per name."""
+    store = MemoryStore()
+    for i in range(5):
+        store.put_object(f"small/f{i}", b"x")
+    store.put_object("small/sub/x", b"x")
+    for i in range(250):
+        store.put_object(f"big/f{i:03d}", b"x")
+    calls: list[str] = []
+    for op in ("head", "list_page"):
+        real = getattr(store, op)
+
+        def counted(*a: Any, _real: Any = real, _op: str = op, **k: Any) -> Any:
+            calls.append(_op)
+            return _real(*a, **k)
+
+        setattr(store, op, counted)
+
+    async def body(fs: Filesystem) -> None:
+        small = (await fs.lookup(ROOT_INO, "small")).ino
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        calls.clear()
+        for i in range(20):
+            assert await errno_of(fs.lookup(small, f"missing-{i}")) == errno.ENOENT
+        assert calls == ["list_page"]
+        calls.clear()
+        assert (await fs.lookup(small, "f3")).size == 1
+        assert calls == ["head"]
+        calls.clear()
+        await fs.lookup(small, "sub")
+        assert calls == []
+        calls.clear()
+        for i in range(3):
+            assert await errno_of(fs.lookup(big, f"missing-{i}")) == errno.ENOENT
+        assert calls.count("head") == 3  # too large for one page: per-name lookups
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
