@@ -428,6 +428,28 @@ async def _import_once(
         await stopped.wait()
         stop.set()
 
+    parsed = parse_bucket(name, spec)
+    if parsed.import_workers > 1:  # large imports: an Indexed Job (importjob.py)
+        from zonemount_operator import importjob
+
+        job_final = await importjob.run_job_import(
+            memo.kube,
+            memo.admin,
+            name,
+            namespace or "default",
+            str(body.get("metadata", {}).get("uid", "")),
+            parsed,
+            status,
+            writer.report,
+            stopped,
+            importjob.ImportJobSettings.from_env(memo.config.endpoint_url),
+            policy=memo.get("tenancy"),
+        )
+        if job_final is None:
+            return None
+        written = await writer.finish(job_final, spec, generation)
+        announce(body, [], status, written)
+        return job_final
     watcher = asyncio.create_task(watch_stop())
     try:
         final: dict[str, Any] = await asyncio.to_thread(

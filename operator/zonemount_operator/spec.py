@@ -126,6 +126,7 @@ class BucketSpec:
     session_mode: str = "ReadWrite"
     import_source: str | None = None
     import_concurrency: int = 32
+    import_workers: int = 1  # > 1: an Indexed Job of that many shards (importjob.py)
 
 
 # Incomplete multipart uploads (a crashed writer's parts) are aborted after this many days
@@ -182,7 +183,7 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
     for arn in roles:
         names.role_name_from_arn(str(arn))
     imp = _get(spec, "import", Mapping, "spec.import", {})
-    _known(imp, {"source", "concurrency"}, "spec.import")
+    _known(imp, {"source", "concurrency", "workers"}, "spec.import")
     source = _get(imp, "source", str, "spec.import.source")
     if source is not None:
         url = names.parse_s3_url(source, "spec.import.source")
@@ -207,6 +208,7 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
         ),
         import_source=source,
         import_concurrency=_positive(imp, "concurrency", "spec.import.concurrency") or 32,
+        import_workers=_positive(imp, "workers", "spec.import.workers") or 1,
     )
 
 

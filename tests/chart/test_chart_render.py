@@ -145,7 +145,7 @@ def test_service_monitor_requires_metrics_service(helm: Path) -> None:
 
 def test_irsa_annotations_follow_values(render: Render) -> None:
     plain = {sa["metadata"]["name"]: sa for sa in by_kind(render(), "ServiceAccount")}
-    assert len(plain) == 3
+    assert len(plain) == 4 and "zm-zonemount-import" in plain  # import Job pods have their own
     for sa in plain.values():
         assert "eks.amazonaws.com/role-arn" not in sa["metadata"].get("annotations", {})
     irsa = {sa["metadata"]["name"]: sa for sa in by_kind(render(COMBOS["irsa"]), "ServiceAccount")}
@@ -437,3 +437,20 @@ def test_optional_zone_keeps_the_plugin_off_nodes_without_one(render: Render) ->
         one(render({"node": {"requireZone": False, "zone": "us-west-2a"}}), "DaemonSet", "-node")
     )
     assert "affinity" not in fixed
+
+
+def test_import_jobs_rbac_and_settings(render: Render) -> None:
+    """The operator may create/read/delete Jobs in its own namespace only (a Role), and its
+    environment names the image and ServiceAccount import Job pods use (issue 17)."""
+    objects = render({"operator": {"import": {"maxWorkers": 12}}})
+    role = one(objects, "Role", "-import-jobs")
+    assert role["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create", "delete"]}
+    ]
+    binding = one(objects, "RoleBinding", "-import-jobs")
+    assert binding["subjects"][0]["name"] == "zm-zonemount-operator"
+    operator = one(objects, "Deployment", "-operator")
+    env = {e["name"]: e.get("value") for e in pod_spec(operator)["containers"][0]["env"]}
+    assert env["ZONEMOUNT_IMPORT_SERVICE_ACCOUNT"] == "zm-zonemount-import"
+    assert env["ZONEMOUNT_IMPORT_MAX_WORKERS"] == "12"
+    assert env["ZONEMOUNT_IMPORT_IMAGE"] == pod_spec(operator)["containers"][0]["image"]

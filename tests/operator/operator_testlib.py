@@ -89,6 +89,12 @@ class KubeApiThread:
                         "namespaced": namespaced,
                         "verbs": verbs,
                     }
+                emulator.resources["batch/v1/jobs"] = {  # import Jobs (importjob.py)
+                    "kind": "Job",
+                    "namespaced": True,
+                    "verbs": verbs,
+                    "subresources": {"status"},
+                }
                 self.emulator = emulator
                 self.url = str(server.url).rstrip("/")
                 self._ready.set()
