@@ -358,7 +358,8 @@ def _assert_nothing_left(node: Node, bucket: str, *targets: str) -> None:
         assert layers(target) == 0
         assert not os.path.exists(target)
     wait_for(lambda: fuse_servers(bucket) == [], 20, "the FUSE servers to exit")
-    assert cache_files(node) == [] and list((node.workdir / "cache").iterdir()) == []
+    cache = node.workdir / "cache"
+    assert cache_files(node) == [] and (not cache.exists() or list(cache.iterdir()) == [])
     state = json.loads((node.workdir / "state" / "state.json").read_text())
     assert state["volumes"] == {}
     assert not list((node.workdir / "mounter-state").glob("volumes/*/meta.json"))
@@ -471,3 +472,35 @@ def test_before_without_the_mounter_a_plugin_kill_breaks_every_pod(
     )
     private.stop()
     slave.stop()
+
+
+def _host_pid(node: Node, bucket: str, target: str) -> int:
+    """The host PID of the FUSE server of ``target`` (meta.json has the mounter's own PID)."""
+    metas = [json.loads(p.read_text()) for p in node.workdir.glob("mounter-state/volumes/*/*.json")]
+    inner = next(m["pid"] for m in metas if m["key"] == target)
+    for pid in fuse_servers(bucket):
+        nspid = next(
+            ln
+            for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ln.startswith("NSpid")
+        ).split()
+        if int(nspid[-1]) == inner:
+            return pid
+    raise AssertionError(f"no FUSE server with PID {inner} in the mounter's namespace")
+
+
+def test_a_hung_fuse_server_is_killed_and_replaced(node: Node, bucket: str) -> None:
+    """SIGSTOP: the mount neither answers nor fails; the probe's bound (10 s) calls it dead."""
+    node.moto.client().put_object(Bucket=bucket, Key="data/input.txt", Body=b"input data")  # type: ignore[attr-defined]
+    target = make_target(node.kubelet, "pv-hung")
+    node.publish(target, bucket)
+    pod = node.start_pod(target, "slave")
+    hung = _host_pid(node, bucket, target)
+    stopped = time.time()
+    os.kill(hung, signal.SIGSTOP)
+    wait_for(lambda: not Path(f"/proc/{hung}").exists(), 90, "the hung server to be killed")
+    wait_for(lambda: pod.healthy_after(stopped + 1), 60, "the pod to work again")
+    print(f"\nhung FUSE server: replaced, pod working again {time.time() - stopped:.1f} s later")
+    assert layers(target) == 2
+    pod.stop()
+    _assert_nothing_left(node, bucket, target)
