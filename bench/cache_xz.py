@@ -82,9 +82,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         blocks = 0
         while time.monotonic() < deadline:
-            resp = client.list_objects_v2(Bucket=cache, Prefix="zonemount-cache/")
-            blocks = resp.get("KeyCount", 0)
-            if blocks >= args.files:
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=cache, Prefix="zonemount-cache/"
+            )
+            blocks = sum(page.get("KeyCount", 0) for page in pages)
+            if blocks >= args.files * -(-args.size // (1 << 20)):  # 1 MiB pieces
                 break
             time.sleep(0.2)
         for r in range(args.rounds):

@@ -10,12 +10,14 @@ request's latency dominates; mount-s3's shared cache also targets small objects)
 objects are read from the mounted bucket (and the local ``--cache``, if any) as before.
 
 Keys and validation (invariants):
-* A block's key is ``zonemount-cache/v1/<block size>/<sha256(source bucket, key, ETag)>/<index>``:
-  a replaced source object has a new ETag, so its old blocks are never looked up again; a
-  different part size gives different keys.
-* Each block object carries ``x-amz-meta-zm-source`` (that hash), ``zm-index``,
-  ``zm-block-size`` and ``zm-crc32`` (CRC-32 of the body). A block whose metadata does not
-  match what was asked for, or whose body fails the checksum, is a miss and never served.
+* A chunk is stored as pieces of at most 1 MiB (``PIECE``), piece ``j`` of chunk ``i`` at
+  ``zonemount-cache/v1/<part size>/<sha256(source bucket, key, ETag)>/<i>/<j>``: a replaced
+  source object has a new ETag, so its old blocks are never looked up again; a different part
+  size gives different keys. A get fetches piece 0, then the others in parallel.
+* Each piece carries ``x-amz-meta-zm-source`` (that hash), ``zm-index``, ``zm-piece``,
+  ``zm-block-size``, ``zm-length`` (of the whole chunk) and ``zm-crc32`` (CRC-32 of its body).
+  A chunk is served only whole, from pieces whose metadata all match what was asked for and
+  whose bodies pass their checksums and lengths; anything else is a miss, never served.
 * Best effort: any error of the cache bucket (missing, denied, unreachable, slow) is a miss and
   never fails a read. After an error the cache is bypassed for ``BACKOFF`` seconds, so a dead
   endpoint costs one bounded timeout, not one per block.
@@ -53,7 +55,9 @@ PREFIX = "zonemount-cache/v1/"
 DEFAULT_MAX_OBJECT_SIZE = 1024 * 1024
 BACKOFF = 30.0  # seconds the cache is bypassed after an error of the cache bucket
 MAX_PENDING_BYTES = 64 * 1024 * 1024  # blocks waiting to be written; beyond this, dropped
-WRITERS = 2
+WRITERS = 4
+READERS = 8
+PIECE = 1024 * 1024  # bytes per cache object (a chunk is stored as its pieces)
 
 
 class BlockCache(Protocol):
@@ -76,7 +80,9 @@ class BlockStore(Protocol):
 
 
 class SharedCache:
-    """Blocks of ``source_bucket``'s objects in the cache bucket behind ``store``."""
+    """Chunks of ``source_bucket``'s objects in the cache bucket behind ``store``, each kept as
+    pieces of at most ``PIECE`` bytes (fetched in parallel: a cached chunk arrives in about
+    two requests' latency whatever its size, as mount-s3's 1 MiB shared-cache blocks do)."""
 
     def __init__(
         self,
@@ -90,7 +96,7 @@ class SharedCache:
     ) -> None:
         self.store = store
         self.source_bucket = source_bucket
-        self.block_size = block_size
+        self.block_size = block_size  # the mount's chunk (--part-size); part of every key
         self.max_object_size = max_object_size
         self.backoff = backoff
         self.max_pending_bytes = max_pending_bytes
@@ -99,18 +105,23 @@ class SharedCache:
         self._down_until = 0.0
         self._closed = False
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="cache-xz-put")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="cache-xz-get")
 
     def source_id(self, key: str, etag: str) -> str:
         return hashlib.sha256(f"{self.source_bucket}\0{key}\0{etag}".encode()).hexdigest()
 
-    def block_key(self, key: str, etag: str, index: int) -> str:
-        return f"{PREFIX}{self.block_size}/{self.source_id(key, etag)}/{index}"
+    def block_key(self, key: str, etag: str, index: int, piece: int = 0) -> str:
+        return f"{PREFIX}{self.block_size}/{self.source_id(key, etag)}/{index}/{piece}"
 
-    def _metadata(self, key: str, etag: str, index: int, data: bytes) -> dict[str, str]:
+    def _metadata(
+        self, key: str, etag: str, index: int, piece: int, length: int, data: bytes
+    ) -> dict[str, str]:
         return {
             "zm-source": self.source_id(key, etag),
             "zm-index": str(index),
+            "zm-piece": str(piece),
             "zm-block-size": str(self.block_size),
+            "zm-length": str(length),  # of the whole chunk
             "zm-crc32": f"{zlib.crc32(data):08x}",
         }
 
@@ -131,51 +142,71 @@ class SharedCache:
                 self.backoff,
             )
 
+    def _piece(self, key: str, etag: str, index: int, piece: int) -> tuple[bytes, int]:
+        """(bytes, chunk length) of one valid piece; ObjectNotFound when absent, ValueError
+        when invalid."""
+        data, meta = self.store.get_object(self.block_key(key, etag, index, piece))
+        length = meta.get("zm-length", "")
+        if not length.isdigit() or not 0 < int(length) <= self.block_size:
+            raise ValueError("bad length")
+        total = int(length)
+        want = min(PIECE, total - piece * PIECE)
+        if len(data) != want or meta != self._metadata(key, etag, index, piece, total, data):
+            raise ValueError("metadata or checksum mismatch")
+        return data, total
+
     def get(self, key: str, etag: str, index: int) -> bytes | None:
         if not self._available():
             return None
         try:
-            data, meta = self.store.get_object(self.block_key(key, etag, index))
+            first, total = self._piece(key, etag, index, 0)  # says how many pieces follow
+            count = -(-total // PIECE)
+            rest = list(
+                self._readers.map(lambda n: self._piece(key, etag, index, n), range(1, count))
+            )
         except ObjectNotFound:
             CACHE_XZ_BLOCKS.labels(result="miss").inc()
             return None
         except StoreError as exc:
             self._failed("read", exc)
             return None
-        if len(data) > self.block_size or meta != self._metadata(key, etag, index, data):
+        except ValueError as exc:
             CACHE_XZ_BLOCKS.labels(result="invalid").inc()
-            log.warning(
-                "shared cache block %s of %r failed validation; reading the source",
-                index,
-                key,
-            )
+            log.warning("shared cache block %s of %r is not valid (%s); reading the source",
+                        index, key, exc)  # fmt: skip
+            return None
+        if any(length != total for _, length in rest):
+            CACHE_XZ_BLOCKS.labels(result="invalid").inc()
             return None
         CACHE_XZ_BLOCKS.labels(result="hit").inc()
-        return data
+        return first if count == 1 else b"".join([first, *(data for data, _ in rest)])
 
     def put(self, key: str, etag: str, index: int, data: bytes | bytearray) -> None:
-        """Queue the block for writing; returns at once (the reader is never held up)."""
-        if not self._available() or len(data) > self.block_size:
-            return
+        """Queue the chunk for writing; returns at once (the reader is never held up)."""
         size = len(data)
+        if not self._available() or not 0 < size <= self.block_size:
+            return
         with self._lock:
             if self._pending_bytes + size > self.max_pending_bytes:
                 CACHE_XZ_BLOCKS.labels(result="dropped").inc()
                 return
             self._pending_bytes += size
-        try:
-            self._writers.submit(self._write, key, etag, index, bytes(data))
-        except RuntimeError:  # closed meanwhile
-            with self._lock:
-                self._pending_bytes -= size
+        whole = bytes(data)
+        for piece, offset in enumerate(range(0, size, PIECE)):
+            part = whole[offset : offset + PIECE]
+            try:
+                self._writers.submit(self._write, key, etag, index, piece, size, part)
+            except RuntimeError:  # closed meanwhile
+                with self._lock:
+                    self._pending_bytes -= len(part)
 
-    def _write(self, key: str, etag: str, index: int, data: bytes) -> None:
+    def _write(self, key: str, etag: str, index: int, piece: int, length: int, data: bytes) -> None:
         try:
             if self._available():
-                self.store.put(
-                    self.block_key(key, etag, index), data, self._metadata(key, etag, index, data)
-                )
-                CACHE_XZ_BLOCKS.labels(result="stored").inc()
+                meta = self._metadata(key, etag, index, piece, length, data)
+                self.store.put(self.block_key(key, etag, index, piece), data, meta)
+                if piece == 0:
+                    CACHE_XZ_BLOCKS.labels(result="stored").inc()
         except StoreError as exc:
             self._failed("write", exc)
         finally:
@@ -191,6 +222,7 @@ class SharedCache:
         """Finish the writes already running; drop the queued ones."""
         self._closed = True
         self._writers.shutdown(wait=True, cancel_futures=True)
+        self._readers.shutdown(wait=False, cancel_futures=True)
 
 
 class TieredCache:

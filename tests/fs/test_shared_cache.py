@@ -104,16 +104,20 @@ def test_r_cache_xz_shared(
     s3.put_object(Bucket=bucket, Key="d/big.bin", Body=data)
     a, _ = _mount(mounter, bucket, cache_bucket)
     assert (a / "d/big.bin").read_bytes() == data
-    blocks = _wait_blocks(xz, cache_bucket, 3)
+    # chunks of 5 MiB (--part-size) stored as 1 MiB pieces: 5 + 5 + 3
+    blocks = _wait_blocks(xz, cache_bucket, 13)
     source = _source_id(s3, bucket, "d/big.bin")
-    assert blocks == [f"{PREFIX}{5 * MiB}/{source}/{i}" for i in range(3)]
-    head = xz.head_object(Bucket=cache_bucket, Key=blocks[2])
-    assert head["ContentLength"] == 2 * MiB + 123
+    pieces = [(i, j) for i, n in ((0, 5), (1, 5), (2, 3)) for j in range(n)]
+    assert blocks == sorted(f"{PREFIX}{5 * MiB}/{source}/{i}/{j}" for i, j in pieces)
+    head = xz.head_object(Bucket=cache_bucket, Key=f"{PREFIX}{5 * MiB}/{source}/2/2")
+    assert head["ContentLength"] == 123
     assert head["Metadata"] == {
         "zm-source": source,
         "zm-index": "2",
+        "zm-piece": "2",
         "zm-block-size": str(5 * MiB),
-        "zm-crc32": f"{zlib.crc32(data[10 * MiB :]):08x}",
+        "zm-length": str(2 * MiB + 123),
+        "zm-crc32": f"{zlib.crc32(data[-123:]):08x}",
     }
 
     # mount B: fresh, no local cache; every block comes from the cache bucket
@@ -136,7 +140,7 @@ def test_r_cache_xz_shared(
     s3.put_object(Bucket=bucket, Key="huge.bin", Body=os.urandom(17 * MiB))
     assert len((a / "huge.bin").read_bytes()) == 17 * MiB
     time.sleep(0.5)
-    assert len(_blocks(xz, cache_bucket)) == 3
+    assert len(_blocks(xz, cache_bucket)) == 13
 
 
 def test_r_cache_xz_validated(
@@ -160,6 +164,9 @@ def test_r_cache_xz_validated(
     meta = xz.head_object(Bucket=cache_bucket, Key=new_block)["Metadata"]
     evil = b"E" * len(new)
     xz.put_object(Bucket=cache_bucket, Key=new_block, Body=evil, Metadata=meta)
+    s3.put_object(Bucket=bucket, Key="g.bin", Body=new)  # for the next case
+    data3 = os.urandom(3 * MiB)
+    s3.put_object(Bucket=bucket, Key="h.bin", Body=data3)
     c, port = _mount(mounter, bucket, cache_bucket)
     before = _source_gets(port)
     assert (c / "f.bin").read_bytes() == new
@@ -167,12 +174,23 @@ def test_r_cache_xz_validated(
     assert _source_gets(port) > before
 
     # a block moved under another object's key fails the source check, even with a valid CRC
-    s3.put_object(Bucket=bucket, Key="g.bin", Body=new)
     g_block = new_block.replace(new_block.split("/")[3], _source_id(s3, bucket, "g.bin"))
     forged = {**meta, "zm-crc32": f"{zlib.crc32(evil):08x}"}
     xz.put_object(Bucket=cache_bucket, Key=g_block, Body=evil, Metadata=forged)
     assert (c / "g.bin").read_bytes() == new
     assert _metric(port, "zonemount_cache_xz_blocks_total", result="invalid") == 2
+
+    # a chunk with a piece missing is a miss, also for a random read inside it (never short)
+    assert (c / "h.bin").read_bytes() == data3
+    h_source = _source_id(s3, bucket, "h.bin")
+    h_pieces = [k for k in _wait_blocks(xz, cache_bucket, 6) if h_source in k]
+    assert len(h_pieces) == 3
+    xz.delete_object(Bucket=cache_bucket, Key=h_pieces[1])
+    d, port = _mount(mounter, bucket, cache_bucket)
+    with open(d / "h.bin", "rb", buffering=0) as f:
+        assert os.pread(f.fileno(), 4096, 2 * MiB + 5) == data3[2 * MiB + 5 : 2 * MiB + 5 + 4096]
+    assert _metric(port, "zonemount_cache_xz_blocks_total", result="miss") == 1
+    assert _metric(port, "zonemount_cache_xz_blocks_total", result="hit") == 0
 
 
 def test_r_cache_xz_best_effort(
