@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for mnt in mounted:
             _unmount(mnt)
+        shutil.rmtree(tmp, ignore_errors=True)
         source.stop()
         express.stop()
         server.stop()
