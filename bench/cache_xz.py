@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,7 +100,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for mnt in mounted:
             _unmount(mnt)
-        shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                mnt.rmdir()  # only if unmounted (empty): never a walk into a live mount
+        with contextlib.suppress(OSError):
+            tmp.rmdir()
         source.stop()
         express.stop()
         server.stop()
