@@ -14,8 +14,8 @@ Run: ``python -m bench.cache_xz`` (``--help`` for the knobs). Not part of ``make
 from __future__ import annotations
 
 import argparse
-import json
 import contextlib
+import json
 import os
 import subprocess
 import sys
