@@ -225,7 +225,9 @@ class Node:
         wait_for(self.csi_socket.exists, 30, "the CSI socket")
         self.channel = grpc.insecure_channel(f"unix://{self.csi_socket}")
         self.node = csi_pb2_grpc.NodeStub(self.channel)
-        csi_pb2_grpc.IdentityStub(self.channel).Probe(csi_pb2.ProbeRequest(), timeout=20)
+        csi_pb2_grpc.IdentityStub(self.channel).Probe(
+            csi_pb2.ProbeRequest(), timeout=30, wait_for_ready=True
+        )
 
     def stop_process(self, which: str, sig: int) -> None:
         """Signal the init of the plugin's or the mounter's namespace (SIGKILL: all of it)."""
