@@ -1,8 +1,9 @@
 """Smoke test of the benchmark harness: one tiny end-to-end run, checking only the output's shape.
 
 Runs ``python -m bench`` as `make bench` would (real SeaweedFS, real shaping proxy, real FUSE
-mounts) with 8 MiB files, 8 small files, 50 keys and a 40-file tarball, on both network profiles, with one FUSE
-peer and zonemount (recorded as "not available" when its mount does not work).
+mounts) with 8 MiB files, 8 small files, 50 keys and a 40-file tarball, on both network
+profiles, with one FUSE peer and zonemount (recorded as "not available" when its mount does
+not work), one workload of each kind.
 Never asserts speed: only that every cell of the grid is present with a known status, that the
 JSON, markdown and PNG are written and consistent, and that ratios/targets are well formed.
 """
