@@ -255,6 +255,8 @@ def _cell(row: dict[str, Any] | None) -> str:
         text = _fmt(row["value"])
         if row.get("extra", {}).get("partial"):
             text += " (partial)"
+        if row.get("extra", {}).get("tar_errors"):
+            text += " (tar reported errors)"  # e.g. a client refusing chmod; files arrived
         return text
     note = (row.get("note") or "").replace("|", "/")
     return f"{row['status']}" + (f": {note[:60]}" if note and row["status"] != "n/a" else "")
