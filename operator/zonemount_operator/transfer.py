@@ -224,7 +224,7 @@ class BulkCopier:
             self._parts.shutdown(wait=True, cancel_futures=True)
             self._stop_loop()
         final = self.progress.snapshot()
-        if self.fatal and final.first_error is None:
+        if self.fatal:  # why the run stopped early comes first
             final.first_error = self.fatal
         if self.manifest is not None and not self.options.dry_run:
             self.manifest.flush(self.progress_doc(final, final=True))

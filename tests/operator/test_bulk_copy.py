@@ -192,3 +192,55 @@ def test_s3_client_uses_path_style_on_custom_endpoints() -> None:
     c = s3_client("http://127.0.0.1:1", "us-east-1", 8)
     assert c.meta.config.s3["addressing_style"] == "path"
     assert c.meta.config.max_pool_connections == 16
+
+
+def test_throttling_is_retried_and_reported(
+    moto_server: LocalS3, s3_env: dict[str, str], bucket: str
+) -> None:
+    """503 SlowDown is retried with backoff and counted (botocore retries some itself first;
+    those it gives up on reach the engine)."""
+    s3 = client(moto_server, attempts=1)
+    for i in range(5):
+        s3.put_object(Bucket=bucket, Key=f"t/{i}", Body=b"x" * i)
+    slow_down = aws_error(503, "SlowDown", "Reduce your request rate.")
+    left = [3]
+
+    def throttle(request: Any, **kw: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            return slow_down(request, **kw)
+        return None
+
+    s3.meta.events.register("before-send.s3.CopyObject", throttle)
+    result = copy_prefix(
+        s3,
+        S3Url(bucket, "t/"),
+        s3,
+        S3Url(bucket, "u/"),
+        CopyOptions(concurrency=1, retries=4, backoff_base=0.01),
+    )
+    assert (result.objects_copied, result.objects_failed) == (5, 0)
+    assert left == [0] and result.throttled >= 1
+
+
+def test_expired_credentials_stop_the_run_and_say_so(
+    moto_server: LocalS3, s3_env: dict[str, str], bucket: str
+) -> None:
+    s3 = client(moto_server, attempts=1)
+    for i in range(40):
+        s3.put_object(Bucket=bucket, Key=f"e/{i:02d}", Body=b"x")
+    copies = [0]
+    expired = aws_error(400, "ExpiredToken", "The provided token has expired.")
+
+    def expire_after_five(request: Any, **kw: Any) -> Any:
+        copies[0] += 1
+        return expired(request, **kw) if copies[0] > 5 else None
+
+    s3.meta.events.register("before-send.s3.CopyObject", expire_after_five)
+    result = copy_prefix(
+        s3, S3Url(bucket, "e/"), s3, S3Url(bucket, "f/"), CopyOptions(concurrency=1, retries=3)
+    )
+    assert result.objects_copied == 5 and result.objects_failed == 1
+    assert result.objects_done < 40  # stopped: not 34 more doomed attempts
+    assert result.first_error is not None
+    assert "ExpiredToken" in result.first_error and "fresh credentials" in result.first_error
