@@ -8,10 +8,10 @@ so refreshable credentials are refreshed by botocore) and sent with aiohttp (C H
 one thread, ``concurrency`` requests in flight).
 
 Scope (the rest stays on botocore clients): ListObjectsV2 pages, GetObject, PutObject and
-CopyObject for objects below one part size, on endpoints reached path-style (custom
-endpoints such as SeaweedFS/MinIO/moto) or virtual-hosted on AWS general-purpose buckets.
-S3 Express directory buckets need CreateSession credentials: they are not eligible
-(:func:`eligible`), the engine uses botocore for them.
+CopyObject for objects below one part size, on custom endpoints reached path-style
+(SeaweedFS, MinIO, moto, on-premises S3). Not eligible (:func:`eligible`), so on botocore:
+AWS endpoints (region redirects and virtual hosting are botocore's job until this path is
+proven there) and S3 Express directory buckets (CreateSession credentials).
 
 Errors: a non-2xx answer raises ``botocore.exceptions.ClientError`` with the same
 ``Error.Code``/``Message``/``HTTPStatusCode`` shape botocore produces, so the engine's retry
@@ -41,9 +41,10 @@ def eligible(bucket: str, endpoint_url: str | None, region: str | None) -> bool:
     """May requests for ``bucket`` take the fast path? (see the module docstring)"""
     if parse_directory_bucket(bucket) is not None:
         return False
-    if endpoint_url:
-        return True
-    return bool(region) and "." not in bucket
+    # AWS itself stays on botocore until this path handles what botocore does there
+    # (301 region redirects, virtual-host quirks); custom endpoints are tested end to end.
+    del region
+    return bool(endpoint_url) and "." not in bucket
 
 
 class FastS3:

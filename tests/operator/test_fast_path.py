@@ -110,7 +110,7 @@ def test_errors_keep_botocore_shape() -> None:
 def test_directory_buckets_stay_on_botocore() -> None:
     assert not eligible("base--use1-az4--x-s3", "http://127.0.0.1:1", "us-east-1")
     assert eligible("plain", "http://127.0.0.1:1", None)
-    assert not eligible("dotted.name", None, "us-east-1")  # virtual-host TLS would not match
+    assert not eligible("plain", None, "us-east-1")  # AWS: botocore (redirects, hosting)
 
 
 @pytest.mark.unit
