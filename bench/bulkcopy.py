@@ -64,26 +64,37 @@ class Cell:
 def measure(
     argv: list[str], env: dict[str, str], timeout: float
 ) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak RSS MiB, error or '') of one child process."""
-    with tempfile.TemporaryFile() as err:
+    """(wall s, CPU s, peak RSS MiB, error or '') of one child process.
+
+    CPU and peak RSS come from GNU time (``/usr/bin/time``), which execs the command: the
+    ``wait4`` usage of a child forked from this (large) Python process would report the
+    parent's RSS as the child's peak.
+    """
+    gnu_time = shutil.which("time") or "/usr/bin/time"
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as usage:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = t0 + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                return time.perf_counter() - t0, 0.0, 0.0, "timeout"
-            time.sleep(0.01)
+        proc = subprocess.Popen(
+            [gnu_time, "-f", "%U %S %M", "-o", usage.name, *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return time.perf_counter() - t0, 0.0, 0.0, "timeout"
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace").strip().splitlines()
         problem = "" if proc.returncode == 0 else (text[-1] if text else f"rc {proc.returncode}")
-        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, problem
+        fields = (usage.read().strip().splitlines() or ["0 0 0"])[-1].split()
+        try:
+            user, system, rss_kib = float(fields[0]), float(fields[1]), float(fields[2])
+        except (IndexError, ValueError):
+            user = system = rss_kib = 0.0
+        return wall, user + system, rss_kib / 1024, problem
 
 
 def s5cmd_binary() -> str:

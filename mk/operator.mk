@@ -9,6 +9,8 @@
 
 .PHONY: operator-test operator-bench crd-docs operator-run bench-bulkcopy
 
+# GNU time measures the copying processes (CPU, peak RSS).
+EXTRA_APT_PACKAGES += time
 BULKCOPY_ARGS ?= --small 20000 --large 100
 bench: bench-bulkcopy
 
