@@ -125,3 +125,38 @@ def test_list_page_parse_decodes_url_encoded_keys() -> None:
     rows, token = parse_list_page(body)
     assert token == "t1"
     assert rows == [("a b/ü", 7, "e1", 1767323045.0)]
+
+
+def test_event_loop_path_holds_at_most_concurrency_objects(
+    weed: Any, seaweed_server: LocalS3, tmp_path: Any
+) -> None:
+    """Regression: every queued coroutine (4 x concurrency) read its object at once, so
+    100 x 6.26 MB local -> S3 peaked at 800 MiB."""
+    from zonemount_operator.locations import LocalLocation
+
+    bucket = _bucket(weed)
+    for i in range(24):
+        (tmp_path / f"f{i:02d}").write_bytes(os.urandom(200_000))
+    holding, peak = [0], [0]
+
+    class Counting(LocalLocation):
+        def read(self, rel: str, start: Any = None, end: Any = None, etag: str = "") -> bytes:
+            holding[0] += 1
+            peak[0] = max(peak[0], holding[0])
+            return super().read(rel, start, end, etag)
+
+    dest = S3Location(weed, bucket, "in/")
+    attach_fast(dest, botocore.session.get_session().get_credentials())
+    assert dest.fast is not None
+    real_put = dest.fast.put
+
+    async def put(*args: Any) -> None:
+        try:
+            await real_put(*args)
+        finally:
+            holding[0] -= 1
+
+    dest.fast.put = put  # type: ignore[method-assign]
+    result = copy(Counting(tmp_path), dest, CopyOptions(concurrency=3, skip_existing=False))
+    assert result.objects_copied == 24
+    assert 1 <= peak[0] <= 3
