@@ -173,17 +173,18 @@ def prepare_data(
 
 def make_tarball(path: Path, files: int, dirs: int, size: int = 4096) -> None:
     """A tar of ``files`` random 4 KiB files spread over ``dirs`` directories (workloads 9, 10):
-    the shape of a source tree, a Python environment or one Spark job's part files."""
+    the shape of a source tree, a Python environment or one Spark job's part files. Members
+    are in the order ``tar -c`` of a tree writes them: each directory, then its files."""
     with tarfile.open(path, "w") as archive:
         for d in range(dirs):
             info = tarfile.TarInfo(f"d{d:03d}")
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
             archive.addfile(info)
-        for i in range(files):
-            payload = os.urandom(size)
-            info = tarfile.TarInfo(f"d{i % dirs:03d}/f{i:05d}.bin")
-            info.size, info.mode, info.mtime = size, 0o644, 1_700_000_000
-            archive.addfile(info, io.BytesIO(payload))
+            for i in range(d, files, dirs):
+                payload = os.urandom(size)
+                info = tarfile.TarInfo(f"d{d:03d}/f{i:05d}.bin")
+                info.size, info.mode, info.mtime = size, 0o644, 1_700_000_000
+                archive.addfile(info, io.BytesIO(payload))
 
 
 def _master_port(pid: int) -> int | None:

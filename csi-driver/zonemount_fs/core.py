@@ -62,7 +62,7 @@ META_MEMO_ENTRIES = 100_000
 RENAME_CONCURRENCY = 16
 # A lookup miss in a directory listed in one page of at most this many entries lists the
 # directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
-RELIST_KEYS = 200
+RELIST_KEYS = 64
 META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
 META_ATIME, META_CTIME = "atime", "ctime"
 # s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
