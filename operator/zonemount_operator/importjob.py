@@ -228,7 +228,7 @@ async def run_job_import(
     poll: float = 5.0,
 ) -> dict[str, Any] | None:
     """Drive one Job import to a final ``status.import`` (None: the daemon was stopped)."""
-    from zonemount_operator.bucket import authorize_import
+    from zonemount_operator.bucket import authorize_destination, authorize_import, owner_of
     from zonemount_operator.errors import KubeError
     from zonemount_operator.manifest import read_progress, store_for
     from zonemount_operator.tenancy import TenancyPolicy
@@ -238,6 +238,8 @@ async def run_job_import(
         authorize_import, admin, spec, namespace, policy if policy is not None else TenancyPolicy()
     )
     bucket = str(status["bucketName"])
+    owner_uid = owner_of(name, namespace, uid or None).uid  # status is no proof: tags are
+    await asyncio.to_thread(authorize_destination, admin, spec.region, bucket, owner_uid)
     body = render_import_job(name, namespace, uid, spec, bucket, settings)
     jname = body["metadata"]["name"]
     workers = body["spec"]["completions"]

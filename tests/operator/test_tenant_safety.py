@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from zonemount_cli.servers import LocalS3
-from zonemount_operator import conditions, names
+from zonemount_operator import conditions, importjob, names
 from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.bucket import delete_bucket_resources, reconcile_bucket, run_import
 from zonemount_operator.kube import S3EXPRESSBUCKETS, KubeClient
@@ -472,6 +472,50 @@ def test_import_into_a_bucket_named_by_a_forged_status_copies_nothing(
         )
     assert recorder.writes() == []
     assert snapshot(admin, a) == before
+
+
+class Stopped:
+    """A daemon's ``stopped`` flag that is already set (kopf's DaemonStopped stand-in)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    async def wait(self, seconds: float | None = None) -> None:
+        return None
+
+
+def test_job_import_into_a_bucket_named_by_a_forged_status_starts_no_job(
+    teams: tuple[str, str],
+    admin: Boto3BucketAdmin,
+    role: Callable[..., str],
+    kube_api: KubeApiThread,
+) -> None:
+    """The Indexed-Job import path checks the destination before it creates the Job."""
+    team_a, team_b = teams
+    _, _, a = victim(admin, role, team_a)
+    uid_b = new_uid()
+    spec_b: dict[str, Any] = {"region": "us-east-1", "availabilityZone": "us-east-1d"}
+    own = reconcile_bucket("big", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
+    spec_b["import"] = {"source": f"s3://{own.status['bucketName']}/x/", "workers": 4}
+    settings = importjob.ImportJobSettings(image="zm:1", namespace="zm", service_account="imp")
+    with pytest.raises(NotAllowedError, match=f"import destination {a['bucketName']} is not this"):
+        run(
+            kube_api,
+            lambda k: importjob.run_job_import(
+                k,
+                admin,
+                "big",
+                team_b,
+                uid_b,
+                parse_bucket("big", spec_b),
+                {**own.status, "bucketName": a["bucketName"]},
+                lambda _: None,
+                Stopped(),  # without the check: one pass (creates the Job), then stop
+                settings,
+                poll=0,
+            ),
+        )
+    assert [w for w in kube_api.writes() if w[1] == "jobs"] == []
 
 
 # -- issue 11: abort incomplete multipart uploads by default -----------------------------------
