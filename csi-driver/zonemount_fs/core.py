@@ -60,6 +60,7 @@ ROOT_INO = 1
 META_MEMO_ENTRIES = 100_000
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 # A lookup miss in a directory listed in one page of at most this many entries lists the
 # directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
 RELIST_KEYS = 64
@@ -1345,9 +1346,11 @@ class Filesystem:
     async def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
     ) -> None:
+        """rename(2): check, move the data (one object, or every object under a directory's
+        prefix), then re-link the tree. Steps in that order; each re-reads what it needs
+        after its awaits."""
         self._check_writable()
-        rename_noreplace, rename_exchange = 1, 2
-        if flags & rename_exchange:
+        if flags & RENAME_EXCHANGE:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
         await self._settle(await self._lookup(old_parent, old_name))
         src = await self._lookup(old_parent, old_name)
@@ -1357,39 +1360,55 @@ class Filesystem:
             self._check_key(self.inode(new_parent), new_name, "/", self._deepest(src))
         else:
             self._check_key(self.inode(new_parent), new_name)
-        dst: Inode | None
+        dst = await self._rename_target(src, new_parent, new_name, flags)
+        if dst is src:
+            return
+        self._check_not_into_itself(src, new_parent)
+        if self._busy(src):
+            raise FsError(errno.EBUSY, "a file under the source is being written")
+        await self._rename_data(src, new_parent, new_name)
+        await self._relink(src, dst, old_parent, old_name, new_parent, new_name)
+
+    async def _rename_target(
+        self, src: Inode, new_parent: int, new_name: str, flags: int
+    ) -> Inode | None:
+        """What ``new_name`` is now, after checking that ``src`` may replace it."""
         try:
             await self._settle(await self._lookup(new_parent, new_name))
             dst = await self._lookup(new_parent, new_name)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
-            dst = None
+            return None
         if dst is src:
-            return
-        if dst is not None:
-            if flags & rename_noreplace:
-                raise FsError(errno.EEXIST)
-            if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
-                raise FsError(errno.EISDIR)
-            if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
-                raise FsError(errno.ENOTDIR)
-            if dst.kind is not Kind.DIR and not self.opts.allow_overwrite:
-                raise FsError(errno.EPERM, "replacing a file by rename needs --allow-overwrite")
-            if dst.kind is Kind.DIR:
-                await self._require_empty(dst)
-            if dst.writer is not None:
-                raise FsError(errno.EBUSY)
-        # Moving a directory into its own subtree is impossible.
+            return dst
+        if flags & RENAME_NOREPLACE:
+            raise FsError(errno.EEXIST)
+        if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
+            raise FsError(errno.EISDIR)
+        if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if dst.kind is not Kind.DIR and not self.opts.allow_overwrite:
+            raise FsError(errno.EPERM, "replacing a file by rename needs --allow-overwrite")
+        if dst.kind is Kind.DIR:
+            await self._require_empty(dst)
+        if dst.writer is not None:
+            raise FsError(errno.EBUSY)
+        return dst
+
+    def _check_not_into_itself(self, src: Inode, new_parent: int) -> None:
+        """Moving a directory into its own subtree is impossible."""
         probe = self.inode(new_parent)
         while True:
             if probe.ino == src.ino:
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
             if probe.ino == ROOT_INO:
-                break
+                return
             probe = self.inode(probe.parent)
-        if self._busy(src):
-            raise FsError(errno.EBUSY, "a file under the source is being written")
+
+    async def _rename_data(self, src: Inode, new_parent: int, new_name: str) -> None:
+        """Move the objects: one for a file or symlink, every one under a remote directory's
+        prefix (a local directory has none)."""
         if src.kind is not Kind.DIR:
             src_key, dst_key = self.key_of(src), self._target_key(new_parent, new_name)
             await self._move_object(src_key, dst_key, src.size)
@@ -1400,7 +1419,17 @@ class Filesystem:
             await self._move_prefix(
                 self.dir_prefix(src), self._target_key(new_parent, new_name) + "/"
             )
-        # Re-link in the tree (both parents re-read after the awaits above).
+
+    async def _relink(
+        self,
+        src: Inode,
+        dst: Inode | None,
+        old_parent: int,
+        old_name: str,
+        new_parent: int,
+        new_name: str,
+    ) -> None:
+        """Re-link ``src`` under its new name (both parents re-read after the data moved)."""
         old_p, new_p = self.inode(old_parent), self.inode(new_parent)
         if dst is not None:
             if dst.kind is Kind.DIR and not dst.local:
