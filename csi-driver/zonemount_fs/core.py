@@ -167,6 +167,10 @@ class Inode:
     # ``children`` -- a negative entry for the whole directory, set when this mount made the
     # directory or listed it in full (R-META-NEGATIVE-DIR)
     complete_until: float = 0.0
+    # directories: this mount removed an entry (unlink, rename, rmdir) and nothing was
+    # written or discovered in it since - it stays when S3 no longer shows it
+    # (R-DIR-EMPTIED-STAYS)
+    emptied: bool = False
     # directories: the names (and which of them are directories) one LIST page showed, valid
     # until ``names_until``; ``large`` once a page could not hold the whole directory
     names: frozenset[str] | None = None
@@ -523,6 +527,7 @@ class Filesystem:
             and node.open_handles == 0
             and node.writer is None
             and not (node.local and not node.detached)
+            and not (node.emptied and not node.detached)
             and not node.children
         ):
             self.inodes.pop(node.ino, None)
@@ -546,7 +551,7 @@ class Filesystem:
         holds local entries stays, as a local directory: dropping it would orphan what was
         just made in it (the ``make demo`` race: a task's ``mkdir`` under ``_temporary`` got
         ENOENT once the previous task's rename emptied it and its TTL expired)."""
-        if node.kind is not Kind.DIR or not self._holds_local(node):
+        if node.kind is not Kind.DIR or not (node.emptied or self._holds_local(node)):
             return False
         node.local, node.expiry = True, math.inf
         return True
@@ -833,7 +838,9 @@ class Filesystem:
             child = self.inodes.get(child_ino)
             if child is not None:
                 self._detach(node, child)
+        node.emptied = False
         self._detach(parent, node)
+        parent.emptied = True  # R-DIR-EMPTIED-STAYS
         self._touch_dir(parent)
         if self.opts.negative_metadata_ttl > 0:
             parent.negative[name] = _now() + self.opts.negative_metadata_ttl
@@ -1161,10 +1168,12 @@ class Filesystem:
 
     def _mark_remote_ancestors(self, node: Inode) -> None:
         parent = self.inodes.get(node.parent)
-        while parent is not None and parent.ino != ROOT_INO and parent.local:
-            parent.local = False
-            parent.expiry = _now() + self.opts.metadata_ttl
-            parent.published_at = _now()  # a listing that started earlier may not show it
+        while parent is not None and parent.ino != ROOT_INO:
+            parent.emptied = False  # it holds an object again: it follows S3 again
+            if parent.local:
+                parent.local = False
+                parent.expiry = _now() + self.opts.metadata_ttl
+                parent.published_at = _now()  # a listing that started earlier may not show it
             parent = self.inodes.get(parent.parent)
 
     async def release(self, fh: int) -> None:
@@ -1207,6 +1216,7 @@ class Filesystem:
         await self._store(self.store.delete, self.key_of(node))
         parent = self.inode(parent_ino)
         self._detach(parent, node)
+        parent.emptied = True  # R-DIR-EMPTIED-STAYS
         self._touch_dir(parent)
         if self.opts.negative_metadata_ttl > 0:
             parent.negative[name] = _now() + self.opts.negative_metadata_ttl
@@ -1438,6 +1448,7 @@ class Filesystem:
             self._detach(new_p, dst)
         if old_p.children.get(old_name) == src.ino:
             del old_p.children[old_name]
+        old_p.emptied = True  # R-DIR-EMPTIED-STAYS
         displaced = self._child(new_p, new_name)
         if displaced is not None and displaced is not src:
             self._detach(new_p, displaced)

@@ -72,6 +72,11 @@ class Model:
                 out[path] = data
         return out
 
+    def emptied(self, path: str) -> None:
+        """This mount removed ``path``: its directory stays (R-DIR-EMPTIED-STAYS)."""
+        if "/" in path:
+            self.local_dirs.add(path.rsplit("/", 1)[0])
+
     def written(self, path: str) -> None:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         while parent:
@@ -147,6 +152,7 @@ class MountMachine(RuleBasedStateMachine):
             return
         assert self.model.is_file(path)
         del self.model.files[path]
+        self.model.emptied(path)
 
     @rule(d=DIRS, n=NAMES)
     def mkdir(self, d: str, n: str) -> None:
@@ -173,6 +179,7 @@ class MountMachine(RuleBasedStateMachine):
             return
         assert empty
         m.local_dirs.discard(path)
+        m.emptied(path)
 
     @rule(sd=DIRS, sn=NAMES, dd=DIRS, dn=NAMES)
     def rename(self, sd: str, sn: str, dd: str, dn: str) -> None:
@@ -182,6 +189,7 @@ class MountMachine(RuleBasedStateMachine):
             os.rename(self.p(src), self.p(dst))
         except OSError:
             return  # errors are covered by test_semantics; the model checks state stays put
+        m.emptied(src)
         if m.is_file(src):
             data = m.files.pop(src)
             m.files[dst] = data
