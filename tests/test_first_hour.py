@@ -133,7 +133,7 @@ def test_try_it_locally_prints_a_mount_line_that_works(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
+        server.communicate(timeout=60)  # waits, drains and closes both pipes
 
 
 def _bad_yaml(tmp_path: Path) -> str:

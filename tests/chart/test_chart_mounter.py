@@ -128,6 +128,7 @@ def test_rendered_mounter_and_node_plugin_find_each_other(render: Render, tmp_pa
     finally:
         for proc in (plugin, mounter):
             proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(timeout=60) for proc in (plugin, mounter)]
-        errors = [proc.stderr.read() if proc.stderr else "" for proc in (plugin, mounter)]
+        # communicate() reads stderr to the end and closes the pipe (no unclosed-file warning).
+        errors = [proc.communicate(timeout=60)[1] for proc in (plugin, mounter)]
+        codes = [proc.returncode for proc in (plugin, mounter)]
     assert codes == [0, 0], errors

@@ -72,9 +72,10 @@ def test_node_plugin_serves_reports_and_stops_on_sigterm(workdir: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait()
+        # communicate() drains and closes both pipes (no unclosed-file ResourceWarning).
+        _, stderr = process.communicate(timeout=30)
     assert not sock.exists()
-    assert b"SIGTERM received" in (process.stderr.read() if process.stderr else b"")
+    assert b"SIGTERM received" in stderr
 
 
 def test_controller_plugin_serves_and_stops_on_sigterm(workdir: Path) -> None:
@@ -96,7 +97,7 @@ def test_controller_plugin_serves_and_stops_on_sigterm(workdir: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait()
+        process.communicate(timeout=30)
 
 
 @pytest.mark.parametrize(

@@ -474,4 +474,4 @@ def test_sigterm_delivered_to_another_thread_still_stops_the_mounter(tmp_path: P
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate(timeout=30)  # drains and closes the stderr pipe

@@ -170,3 +170,4 @@ def test_foreground_mode(moto_server, bucket: str, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.communicate(timeout=20)  # reaps it, drains and closes the stderr pipe

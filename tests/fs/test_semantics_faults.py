@@ -77,7 +77,8 @@ def _writer(path: Path, ending: str, size: int = 100) -> subprocess.Popen[bytes]
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    assert proc.stdout.readline() == b"written\n"
+    with proc.stdout:  # the one line it prints; closed so no pipe outlives the test
+        assert proc.stdout.readline() == b"written\n"
     return proc
 
 
