@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ from typing import Any
 
 from zonemount_cli.servers import LocalS3, start_seaweedfs
 
-from tests.fs.mounts import Mounter, is_mounted, unmount
+from tests.fs import mounts
+from tests.fs.mounts import Mounter
 from tests.spark import sparkjobs
 
 BUCKET = "spark-bench"
@@ -129,41 +129,9 @@ def first_line(exc: BaseException) -> str:
     return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-@contextlib.contextmanager
-def s3fs_mount(server: LocalS3, work: Path) -> Iterator[Path]:
-    exe = shutil.which("s3fs")
-    if exe is None:
-        raise FileNotFoundError("s3fs not installed (Debian package s3fs)")
-    mnt = Path(tempfile.mkdtemp(prefix="s3fs-mnt-", dir=work))
-    passwd = mnt.with_name(mnt.name + ".passwd")
-    env = server.env()
-    fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{env['AWS_ACCESS_KEY_ID']}:{env['AWS_SECRET_ACCESS_KEY']}\n")
-    opts = f"url={server.endpoint},use_path_request_style,passwd_file={passwd},endpoint=us-east-1"
-    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.Popen(
-        [exe, BUCKET, str(mnt), "-f", "-o", opts],
-        env=clean_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not is_mounted(mnt):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("s3fs did not mount")
-            time.sleep(0.1)
-        yield mnt
-    finally:
-        unmount(mnt)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+def s3fs_mount(server: LocalS3, work: Path) -> contextlib.AbstractContextManager[Path]:
+    """s3fs-fuse on the benchmark's bucket (the tests' helper: one copy of how to mount it)."""
+    return mounts.s3fs_mount(server, BUCKET, work)
 
 
 def measure(
