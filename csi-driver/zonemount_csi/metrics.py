@@ -20,9 +20,37 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
-class Metrics:
+class RegistryServer:
+    """One Prometheus registry and the /metrics endpoint serving it (node plugin, mounter)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._server: Any = None
+
+    def serve(self, address: str) -> int:
+        """Serve /metrics on ``HOST:PORT`` (``:PORT`` = all interfaces); returns the port."""
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"metrics address {address!r} is not HOST:PORT (e.g. :9810)")
+        server, _thread = start_http_server(
+            int(port),
+            addr=host or "0.0.0.0",  # noqa: S104 - ":PORT" means all interfaces, as documented
+            registry=self.registry,
+        )
+        self._server = server
+        bound: int = server.server_port
+        return bound
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class Metrics(RegistryServer):
+    def __init__(self) -> None:
+        super().__init__()
         self.published_volumes = Gauge(
             "zonemount_csi_published_volumes",
             "Targets currently published by this node plugin",
@@ -46,24 +74,3 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
-        self._server: Any = None
-
-    def serve(self, address: str) -> int:
-        """Serve /metrics on ``HOST:PORT`` (``:PORT`` = all interfaces); returns the port."""
-        host, _, port = address.rpartition(":")
-        if not port.isdigit():
-            raise ValueError(f"metrics address {address!r} is not HOST:PORT (e.g. :9810)")
-        server, _thread = start_http_server(
-            int(port),
-            addr=host or "0.0.0.0",  # noqa: S104 - ":PORT" means all interfaces, as documented
-            registry=self.registry,
-        )
-        self._server = server
-        bound: int = server.server_port
-        return bound
-
-    def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

@@ -47,9 +47,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
 
 from . import mounter_wire as wire
+from .metrics import RegistryServer
 from .mounter import (
     MountError,
     default_executable,
@@ -81,9 +82,9 @@ class ServerRecord:
     memory_limit: str = ""
 
 
-class MounterMetrics:
+class MounterMetrics(RegistryServer):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         self.servers = Gauge(
             "zonemount_mounter_fuse_servers", "FUSE servers running", registry=self.registry
         )
@@ -98,28 +99,6 @@ class MounterMetrics:
             ["cause"],
             registry=self.registry,
         )
-        self._server: Any = None
-
-    def serve(self, address: str) -> int:
-        from prometheus_client import start_http_server
-
-        host, _, port = address.rpartition(":")
-        if not port.isdigit():
-            raise ValueError(f"metrics address {address!r} is not HOST:PORT (e.g. :9812)")
-        server, _thread = start_http_server(
-            int(port),
-            addr=host or "0.0.0.0",  # noqa: S104 - ":PORT" means all interfaces, as documented
-            registry=self.registry,
-        )
-        self._server = server
-        bound: int = server.server_port
-        return bound
-
-    def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 class MemoryLimiter:
