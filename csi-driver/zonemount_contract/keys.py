@@ -101,3 +101,7 @@ STORAGE_CLASS_PARAMS = frozenset(
 # --- topology keys reported by NodeGetInfo and CreateVolume ---
 TOPOLOGY_ZONE = "topology.kubernetes.io/zone"
 TOPOLOGY_ZONE_ID = "topology.zonemount.io/zone-id"
+
+# --- environment the CSI mounter sets for the FUSE servers it starts ---
+# where `zonemount mount` keeps its upload journals (the orphan sweep at mount reads them)
+STATE_DIR_ENV = "ZONEMOUNT_STATE_DIR"

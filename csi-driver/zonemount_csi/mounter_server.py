@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from zonemount_contract.keys import STATE_DIR_ENV
 
 from . import mounter_wire as wire
 from .metrics import RegistryServer
@@ -283,6 +284,9 @@ class MounterDaemon:
         env = {k: v for k, v in os.environ.items() if k not in unset}
         env.update({str(k): str(v) for k, v in dict(message.get("env", {})).items()})
         env.setdefault("MALLOC_ARENA_MAX", "2")
+        # upload journals beside the volumes' metadata: on the node's state directory they
+        # survive a mounter restart, so the replacement server sweeps its predecessor's uploads
+        env[STATE_DIR_ENV] = str(self.state_dir)
         timeout = float(message.get("timeout", 30))
         with self._lock:
             previous = self._records.get(key)

@@ -28,8 +28,10 @@ import os
 import socket
 from pathlib import Path
 
+from zonemount_contract.keys import STATE_DIR_ENV
+
 log = logging.getLogger("zonemount.journal")
-STATE_DIR_ENV = "ZONEMOUNT_STATE_DIR"
+
 COMPACT_LINES = 10_000
 
 

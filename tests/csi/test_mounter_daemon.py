@@ -118,6 +118,8 @@ def test_serve_passes_the_descriptor_environment_and_memory_bound(
     assert env["AWS_ROLE_ARN"].endswith("role/r")
     assert "AWS_ACCESS_KEY_ID" not in env, "a pod mount must not inherit the mounter's keys"
     assert env["MALLOC_ARENA_MAX"] == "2"
+    # upload journals on the mounter's state directory (the node's), whatever the request says
+    assert env["ZONEMOUNT_STATE_DIR"] == str(_d.state_dir)
     limits = Path(f"/proc/{pid}/limits").read_text()
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
     assert line.split()[3] == str(512 * 1024 * 1024), line

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from zonemount_cli.servers import LocalS3
+from zonemount_contract.keys import STATE_DIR_ENV
 
 ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
 
@@ -44,6 +45,8 @@ class Mounter:
     def env(self) -> dict[str, str]:
         env = {**os.environ, **self.server.env()}
         env["ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH"] = "1"
+        # upload journals stay in the test's directory, not the host's /var/lib/zonemount
+        env.setdefault(STATE_DIR_ENV, str(self.tmp_path / "zonemount-state"))
         return env
 
     def run(
