@@ -23,17 +23,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+
+from zonemount_contract.cli import OneLineParser
 
 from .servers import ACCESS_KEY, SECRET_KEY, LocalS3, ServerStartError
 
 DEFAULT_BUCKET = "my-bucket"
 DEFAULT_MOUNTPOINT = "/tmp/zonemount-mnt"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _port(value: str) -> int:
@@ -43,7 +39,7 @@ def _port(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="zonemount local-s3",
         description="Serve S3 on 127.0.0.1 for trying zonemount by hand: creates a bucket, "
         "prints the credentials and the exact 'zonemount mount' line to use, and serves until "

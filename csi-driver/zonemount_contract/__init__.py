@@ -11,6 +11,7 @@ CreateVolume -> NodePublishVolume -> ``zonemount mount`` argv to keep them agree
 * :mod:`.mount_options` - the one table of ``zonemount mount`` options: the FUSE flags, the CSI
   allow-list and the operator's typed options are made from it; rules across options.
 * :mod:`.aws_errors` - the one classifier of AWS errors (throttled, transient, denied, missing).
+* :mod:`.cli` - the one argparse parser of every ``zonemount`` subcommand (bad input: one line).
 
 Invariants: standard library only, no I/O, no imports from the three parts (every part may
 import this package; it imports none of them). Validators return plain values or raise

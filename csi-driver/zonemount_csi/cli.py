@@ -22,9 +22,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
 import grpc
+from zonemount_contract.cli import OneLineParser
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 
 from . import DRIVER_NAME
@@ -38,13 +38,6 @@ from .server import build_server, parse_endpoint
 from .state import StateError, StateStore
 
 log = logging.getLogger("zonemount_csi")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (exit code 2), not usage + error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _endpoint_url(value: str) -> str:
@@ -114,7 +107,9 @@ def _fail(message: str) -> int:
 
 
 def node_main(argv: Sequence[str]) -> int:
-    parser = _Parser(prog="zonemount csi-node", description=f"CSI node plugin of {DRIVER_NAME}")
+    parser = OneLineParser(
+        prog="zonemount csi-node", description=f"CSI node plugin of {DRIVER_NAME}"
+    )
     _common(parser)
     parser.add_argument("--node-id", required=True, help="this node's name (spec.nodeName)")
     parser.add_argument(
@@ -225,7 +220,7 @@ def node_main(argv: Sequence[str]) -> int:
 def mounter_main(argv: Sequence[str]) -> int:
     from .mounter_server import MemoryLimiter, MounterDaemon, MounterMetrics
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog="zonemount csi-mounter",
         description="host of the FUSE servers of the node plugin (fd passing, unprivileged)",
     )
@@ -282,7 +277,7 @@ def mounter_main(argv: Sequence[str]) -> int:
 
 
 def controller_main(argv: Sequence[str]) -> int:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="zonemount csi-controller", description=f"CSI controller plugin of {DRIVER_NAME}"
     )
     _common(parser)

@@ -32,7 +32,8 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+
+from zonemount_contract.cli import OneLineParser
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 ATTEMPTS = 5
@@ -143,14 +144,9 @@ def run(settings: Settings) -> tuple[str, str]:
     return zone, zone_id
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    parser = _Parser(
+    parser = OneLineParser(
         prog="zonemount node-zone",
         description="Write this node's zone and AZ ID labels (read from the Kubernetes API with "
         "the pod's ServiceAccount) to files for csi-node --zone/--zone-id. The init step of "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zonemount_contract import mount_options as option_table
+from zonemount_contract.cli import OneLineParser
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 
 from .errors import ConfigError
@@ -95,11 +96,6 @@ class MountOptions:
         return is_directory_bucket(self.bucket)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see 'zonemount mount --help')")
-
-
 def _mode(value: str) -> int:
     try:
         mode = int(value, 8)
@@ -154,7 +150,8 @@ def _address(value: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
+        error_type=ConfigError,
         prog="zonemount mount",
         description="Mount an S3 bucket (general purpose or S3 Express One Zone directory "
         "bucket) at DIRECTORY. Flags follow mount-s3.",

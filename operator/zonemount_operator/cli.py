@@ -22,19 +22,13 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
+from zonemount_contract.cli import OneLineParser
 
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError, ZonemountError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _fail(prog: str, message: str, code: int = 1) -> int:
@@ -44,7 +38,7 @@ def _fail(prog: str, message: str, code: int = 1) -> int:
 
 # -- operator ----------------------------------------------------------------------------------
 def operator_main(argv: Sequence[str]) -> int:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="zonemount operator",
         description="Run the zonemount operator (kopf) against the current cluster.",
     )
@@ -232,7 +226,7 @@ def _mountclass_offline(
 
 
 def reconcile_main(argv: Sequence[str]) -> int:  # noqa: C901, PLR0912, PLR0915 - over the issue-15 limits; next to split
-    parser = _Parser(
+    parser = OneLineParser(
         prog="zonemount reconcile",
         description="Reconcile S3ExpressBucket/S3MountClass documents once, "
         "without a cluster, and print the resulting status as YAML.",
@@ -440,7 +434,7 @@ _NO_CREDENTIALS = (
 
 def _copy_main(argv: Sequence[str], sync: bool) -> int:  # noqa: C901, PLR0912, PLR0915 - over the issue-15 limits; next to split
     name = "sync" if sync else "cp"
-    parser = _Parser(
+    parser = OneLineParser(
         prog=f"zonemount {name}",
         description=(
             "Copy every object under SRC to DST, skipping objects already up to date "
