@@ -5,8 +5,9 @@ One copy of each rule for the FUSE client, the CSI driver and the operator (the 
 carry the same patterns: tests/operator/test_crd_schemas.py keeps them in step).
 
 Every ``check_*`` returns its argument or raises :class:`NameRuleError` whose message names the
-value, the rule and an example; callers prefix where the value came from (``volume context
-bucketName: ...``) and raise their own error type.
+value, the rule and an example; ``what=`` names the field the value came from (the operator's
+``availabilityZoneId``), or callers prefix it (``volume context bucketName: ...``), and raise
+their own error type. The parts hold no message of their own for these rules.
 
 Invariants: pure functions over the standard library; a name the FUSE client accepts the CSI
 driver accepts and the other way round, because both call :func:`check_bucket_name`.
@@ -68,22 +69,57 @@ def is_directory_bucket(name: str) -> bool:
     return name.endswith(DIRECTORY_BUCKET_SUFFIX)
 
 
+def is_directory_base(base: str) -> bool:
+    """True when ``base`` may stand before ``--azid--x-s3``: lowercase letters, digits and
+    single hyphens, starting and ending with a letter or digit, no prefix reserved by S3."""
+    return (
+        bool(BASE_NAME_RE.match(base))
+        and "--" not in base
+        and not base.startswith(RESERVED_PREFIXES)
+    )
+
+
 def parse_directory_bucket(name: str) -> DirectoryBucketName | None:
     """Split ``base--azid--x-s3``; ``None`` when ``name`` is not a valid directory bucket name."""
     match = DIRECTORY_BUCKET_RE.match(name)
-    if match is None or not AZ_ID_RE.match(match["azid"]) or len(name) > MAX_BUCKET_NAME:
+    if (
+        match is None
+        or not AZ_ID_RE.match(match["azid"])
+        or not is_directory_base(match["base"])
+        or len(name) > MAX_BUCKET_NAME
+    ):
         return None
     return DirectoryBucketName(match["base"], match["azid"])
+
+
+def directory_bucket_name(base: str, az_id: str, *, what: str = "base name") -> str:
+    """``base--azid--x-s3``, or :class:`NameRuleError` naming ``what`` (the field the base
+    came from) and the fix: a bad base, a bad AZ ID, or a name over 63 characters."""
+    check_az_id(az_id)
+    if not BASE_NAME_RE.match(base) or "--" in base:
+        raise NameRuleError(
+            f"{what} {base[:80]!r} is not a valid bucket base name: use 3+ lowercase letters, "
+            "digits and single hyphens, starting and ending with a letter or digit"
+        )
+    if base.startswith(RESERVED_PREFIXES):
+        raise NameRuleError(
+            f"{what} {base[:80]!r} starts with a prefix reserved by S3 "
+            f"({', '.join(RESERVED_PREFIXES)}): rename it"
+        )
+    name = f"{base}--{az_id}{DIRECTORY_BUCKET_SUFFIX}"
+    if len(name) > MAX_BUCKET_NAME:
+        room = MAX_BUCKET_NAME - len(name) + len(base)
+        raise NameRuleError(
+            f"bucket name {name!r} is {len(name)} characters, more than {MAX_BUCKET_NAME}: "
+            f"shorten {what} to at most {room} characters"
+        )
+    return name
 
 
 def check_bucket_name(name: str) -> str:
     """A valid general-purpose or directory bucket name, or :class:`NameRuleError`."""
     if is_directory_bucket(name):
-        if parse_directory_bucket(name) is None:
-            raise NameRuleError(
-                f"bucket name {name[:80]!r} is not a directory bucket name: expected "
-                "base--azid--x-s3 of at most 63 characters, e.g. spark-data--usw2-az1--x-s3"
-            )
+        check_directory_bucket_name(name)
         return name
     if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
         raise NameRuleError(
@@ -97,6 +133,18 @@ def check_bucket_name(name: str) -> str:
             "'-', starting and ending with a letter or digit (e.g. my-data-bucket)"
         )
     return name
+
+
+def check_directory_bucket_name(name: str) -> DirectoryBucketName:
+    """The parts of a valid directory bucket name, or :class:`NameRuleError`."""
+    parsed = parse_directory_bucket(name)
+    if parsed is None:
+        raise NameRuleError(
+            f"bucket name {name[:80]!r} is not a directory bucket name: expected "
+            "base--azid--x-s3 of at most 63 characters (the base not starting with "
+            f"{', '.join(RESERVED_PREFIXES)}), e.g. spark-data--usw2-az1--x-s3"
+        )
+    return parsed
 
 
 def check_prefix(prefix: str) -> str:
@@ -123,44 +171,46 @@ def check_prefix(prefix: str) -> str:
     return prefix if prefix.endswith("/") else prefix + "/"
 
 
-def check_region(region: str) -> str:
+def check_region(region: str, *, what: str = "region") -> str:
+    """An AWS region name; the message starts with ``what`` (the field it came from)."""
     if not REGION_RE.match(region):
         raise NameRuleError(
-            f"region {region[:40]!r} is not an AWS region name: expected e.g. us-east-1"
+            f"{what} {region[:40]!r} is not an AWS region name: expected e.g. us-east-1"
         )
     return region
 
 
-def check_az_name(az_name: str) -> str:
+def check_az_name(az_name: str, *, what: str = "availability zone") -> str:
     if not AZ_NAME_RE.match(az_name):
-        raise NameRuleError(
-            f"availability zone {az_name[:40]!r} is not an AZ name: expected e.g. us-east-1d"
-        )
+        raise NameRuleError(f"{what} {az_name[:40]!r} is not an AZ name: expected e.g. us-east-1d")
     return az_name
 
 
-def check_az_id(az_id: str) -> str:
+def check_az_id(az_id: str, *, what: str = "AZ ID") -> str:
     if not AZ_ID_RE.match(az_id):
         raise NameRuleError(
-            f"AZ ID {az_id[:40]!r} is not an AZ ID: expected e.g. use1-az4 "
+            f"{what} {az_id[:40]!r} is not an AZ ID: expected e.g. use1-az4 "
             "(see 'aws ec2 describe-availability-zones')"
         )
     return az_id
 
 
-def check_role_arn(arn: str) -> str:
+def check_role_arn(arn: str, *, what: str = "role ARN", echo: bool = True) -> str:
+    """An IAM role ARN. ``echo=False`` keeps the value out of the message (a field a user may
+    fill with a token by mistake, such as the CSI volume context's roleArn)."""
     if not ROLE_ARN_RE.match(arn):
+        value = f" {arn[:120]!r}" if echo else ""
         raise NameRuleError(
-            f"{arn[:120]!r} is not an IAM role ARN: expected arn:aws:iam::111122223333:role/NAME"
+            f"{what}{value} is not an IAM role ARN: expected arn:aws:iam::111122223333:role/NAME"
         )
     return arn
 
 
-def check_kms_key_arn(arn: str, *, alias: bool = False) -> str:
+def check_kms_key_arn(arn: str, *, alias: bool = False, what: str = "KMS key") -> str:
     """A KMS key ARN; with ``alias=True`` an alias ARN is accepted too."""
     if not (KMS_KEY_OR_ALIAS_ARN_RE if alias else KMS_KEY_ARN_RE).match(arn):
         kinds = "key or alias ARN" if alias else "key ARN"
         raise NameRuleError(
-            f"{arn[:120]!r} is not a KMS {kinds}: expected arn:aws:kms:REGION:ACCOUNT:key/ID"
+            f"{what} {arn[:120]!r} is not a KMS {kinds}: expected arn:aws:kms:REGION:ACCOUNT:key/ID"
         )
     return arn

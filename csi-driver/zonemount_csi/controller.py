@@ -214,7 +214,7 @@ class ControllerService:
         role_arn = params.get(vc.PARAM_ROLE_ARN, "")
         if role_arn:
             try:
-                validate_role_arn(role_arn)
+                validate_role_arn(role_arn, "StorageClass parameter roleArn")
             except CredentialsError as exc:
                 raise invalid(str(exc)) from None
         zone = params.get(vc.PARAM_AVAILABILITY_ZONE, "")

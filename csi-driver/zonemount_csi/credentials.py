@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from zonemount_contract.keys import STS_AUDIENCE
-from zonemount_contract.names import ROLE_ARN_RE
+from zonemount_contract.names import NameRuleError, check_role_arn
 
 #: Variables that carry (or point at) the driver's own identity; removed for pod-level mounts.
 DRIVER_CREDENTIAL_ENV = (
@@ -53,13 +53,13 @@ class CredentialsError(ValueError):
     """The request cannot be turned into credentials (message never holds a secret)."""
 
 
-def validate_role_arn(role_arn: str) -> str:
-    if not ROLE_ARN_RE.match(role_arn):
-        raise CredentialsError(
-            "volume context roleArn is not an IAM role ARN: expected "
-            "arn:aws:iam::ACCOUNT:role/NAME (the role the pod's service account may assume)"
-        )
-    return role_arn
+def validate_role_arn(role_arn: str, what: str = "volume context roleArn") -> str:
+    """The contract's role-ARN rule (:func:`zonemount_contract.names.check_role_arn`); the
+    message never holds the value (a token pasted into roleArn must not reach the logs)."""
+    try:
+        return check_role_arn(role_arn, what=what, echo=False)
+    except NameRuleError as exc:
+        raise CredentialsError(f"{exc} (the role the pod's service account may assume)") from None
 
 
 def extract_sts_token(tokens_json: str) -> str:

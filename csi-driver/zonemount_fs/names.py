@@ -17,7 +17,6 @@ from zonemount_contract.names import (
     NameRuleError,
     check_bucket_name,
     is_directory_bucket,
-    parse_directory_bucket,
 )
 
 from .errors import ConfigError
@@ -26,7 +25,6 @@ __all__ = [
     "DIRECTORY_BUCKET_SUFFIX",
     "MAX_KEY_BYTES",
     "MAX_NAME_BYTES",
-    "directory_bucket_az_id",
     "is_directory_bucket",
     "normalize_prefix",
     "parse_bucket_argument",
@@ -35,16 +33,6 @@ __all__ = [
 
 MAX_KEY_BYTES = 1024  # S3's limit on an object key, in bytes of UTF-8
 MAX_NAME_BYTES = 255  # NAME_MAX: one path component
-
-
-def directory_bucket_az_id(name: str) -> str:
-    parsed = parse_directory_bucket(name)
-    if parsed is None:
-        raise ConfigError(
-            f"bucket name {name!r} is not a directory bucket name: expected "
-            "base--azid--x-s3, e.g. spark-data--usw2-az1--x-s3"
-        )
-    return parsed.az_id
 
 
 def validate_bucket_name(name: str) -> None:

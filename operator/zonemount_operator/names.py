@@ -22,13 +22,22 @@ from zonemount_contract.names import (
     REGION_RE,
     RESERVED_PREFIXES,
     ROLE_ARN_RE,
+    DirectoryBucketName,
+    NameRuleError,
+    check_az_id,
+    check_az_name,
+    check_region,
+    check_role_arn,
+    is_directory_base,
+    parse_directory_bucket,
 )
 from zonemount_contract.names import DIRECTORY_BUCKET_SUFFIX as DIRECTORY_SUFFIX
+from zonemount_contract.names import directory_bucket_name as _directory_bucket_name
 
 from zonemount_operator.errors import SpecError
 
-# The name rules themselves live in zonemount_contract.names (shared with the CSI driver and
-# the FUSE client); these re-exports keep the operator's spelling.
+# The name rules and their messages live in zonemount_contract.names (shared with the CSI
+# driver and the FUSE client); the validators here only name the CR field and raise SpecError.
 __all__ = [
     "AZ_ID_RE",
     "AZ_NAME_RE",
@@ -40,6 +49,8 @@ __all__ = [
     "REGION_RE",
     "RESERVED_PREFIXES",
     "ROLE_ARN_PARTS_RE",
+    "DirectoryBucketName",
+    "parse_directory_bucket",
 ]
 
 
@@ -52,45 +63,33 @@ def validate_endpoint_url(url: str, what: str = "endpoint URL") -> str:
 
 
 def validate_region(region: str) -> str:
-    if not REGION_RE.match(region):
-        raise SpecError(f"region {region!r} is not an AWS region name: expected e.g. us-east-1")
-    return region
+    try:
+        return check_region(region)
+    except NameRuleError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def validate_az_id(az_id: str) -> str:
-    if not AZ_ID_RE.match(az_id):
-        raise SpecError(
-            f"availabilityZoneId {az_id!r} is not an AZ ID: expected e.g. use1-az4 "
-            "(see 'aws ec2 describe-availability-zones')"
-        )
-    return az_id
+    try:
+        return check_az_id(az_id, what="availabilityZoneId")
+    except NameRuleError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def validate_az_name(az_name: str) -> str:
-    if not AZ_NAME_RE.match(az_name):
-        raise SpecError(f"availabilityZone {az_name!r} is not an AZ name: expected e.g. us-east-1d")
-    return az_name
+    try:
+        return check_az_name(az_name, what="availabilityZone")
+    except NameRuleError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def directory_bucket_name(base: str, az_id: str) -> str:
     """``base--azid--x-s3``, validated (length, characters, reserved prefixes)."""
     validate_az_id(az_id)
-    name = f"{base}--{az_id}{DIRECTORY_SUFFIX}"
-    if not BASE_NAME_RE.match(base) or "--" in base:
-        raise SpecError(
-            f"baseName {base!r} is not a valid bucket base name: use 3+ lowercase letters, "
-            "digits and single hyphens, starting and ending with a letter or digit "
-            "(set spec.baseName if metadata.name does not qualify)"
-        )
-    if base.startswith(RESERVED_PREFIXES):
-        raise SpecError(f"baseName {base!r} starts with a prefix reserved by S3: rename it")
-    if len(name) > MAX_BUCKET_NAME:
-        room = MAX_BUCKET_NAME - len(name) + len(base)
-        raise SpecError(
-            f"bucket name {name!r} is {len(name)} characters, more than {MAX_BUCKET_NAME}: "
-            f"shorten baseName to at most {room} characters"
-        )
-    return name
+    try:
+        return _directory_bucket_name(base, az_id, what="baseName")
+    except NameRuleError as exc:
+        raise SpecError(f"{exc} (set spec.baseName if metadata.name does not qualify)") from None
 
 
 # The default base name fits any AZ ID up to 15 characters (63 - len("--") - 15 - len("--x-s3")).
@@ -112,12 +111,7 @@ def default_base_name(namespace: str | None, name: str) -> str:
     if not namespace:
         return name
     raw = f"{namespace}-{name}"
-    if (
-        len(raw) <= DEFAULT_BASE_MAX
-        and BASE_NAME_RE.match(raw)
-        and "--" not in raw
-        and not raw.startswith(RESERVED_PREFIXES)
-    ):
+    if len(raw) <= DEFAULT_BASE_MAX and is_directory_base(raw):
         return raw
     digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
     clean = _HYPHENS.sub("-", _NOT_BASE_CHARS.sub("-", raw.lower())).strip("-")
@@ -125,24 +119,6 @@ def default_base_name(namespace: str | None, name: str) -> str:
     if head.startswith(RESERVED_PREFIXES):
         head = "zm-" + head[: DEFAULT_BASE_MAX - len(digest) - 4].strip("-")
     return f"{head}-{digest}"
-
-
-@dataclass(frozen=True)
-class DirectoryBucketName:
-    base: str
-    az_id: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.base}--{self.az_id}{DIRECTORY_SUFFIX}"
-
-
-def parse_directory_bucket(name: str) -> DirectoryBucketName | None:
-    """Split ``base--azid--x-s3``; ``None`` for a general-purpose bucket name."""
-    match = DIRECTORY_BUCKET_RE.match(name)
-    if match is None or not AZ_ID_RE.match(match["azid"]):
-        return None
-    return DirectoryBucketName(match["base"], match["azid"])
 
 
 def partition(region: str) -> str:
@@ -243,12 +219,12 @@ class RoleArn:
 
 def parse_role_arn(arn: str) -> RoleArn:
     """Split a role ARN into partition, account, path and name (IAM's own grammar)."""
+    try:
+        check_role_arn(arn, what="access.roleArns entry")
+    except NameRuleError as exc:
+        raise SpecError(str(exc)) from None
     match = ROLE_ARN_PARTS_RE.match(arn)
-    if match is None:
-        raise SpecError(
-            f"access.roleArns entry {arn!r} is not an IAM role ARN: "
-            "expected arn:aws:iam::111122223333:role/NAME"
-        )
+    assert match is not None  # check_role_arn matched the same pattern
     return RoleArn(match["partition"], match["account"], match["path"], match["name"])
 
 

@@ -12,11 +12,12 @@ import grpc
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from zonemount_contract.names import NameRuleError, check_az_id, is_directory_bucket
 from zonemount_csi.credentials import CredentialsError, validate_role_arn
 from zonemount_csi.errors import CsiError
 from zonemount_csi.node import validate_bucket, validate_region
 from zonemount_fs.errors import ConfigError
-from zonemount_fs.names import directory_bucket_az_id, validate_bucket_name
+from zonemount_fs.names import validate_bucket_name
 from zonemount_operator import names as operator_names
 from zonemount_operator.errors import SpecError
 
@@ -58,15 +59,35 @@ def test_fuse_client_and_csi_driver_accept_the_same_bucket_names(name: str) -> N
 @example("data--use1-az4--x-s3")
 @example("data--usw2-lax1-az1--x-s3")
 @example("a--b--use1-az4--x-s3")
+@example("sthree-data--use1-az4--x-s3")
 @given(name=_BUCKETISH)
-def test_fuse_client_and_operator_parse_directory_buckets_alike(name: str) -> None:
+def test_fuse_client_and_operator_agree_on_directory_buckets(name: str) -> None:
     parsed = operator_names.parse_directory_bucket(name)
-    try:
-        az_id = directory_bucket_az_id(name)
-    except ConfigError:
-        assert parsed is None
-        return
-    assert parsed is not None and parsed.az_id == az_id
+    fuse_accepts_directory = is_directory_bucket(name) and _fs_accepts(name)
+    assert (parsed is not None) == fuse_accepts_directory
+    if parsed is not None:
+        assert parsed.name == name
+
+
+@pytest.mark.parametrize("name", ["sthree-data--use1-az4--x-s3", "amzn-s3-demo-x--use1-az4--x-s3"])
+def test_a_reserved_base_is_refused_everywhere(name: str) -> None:
+    """The operator refused a reserved baseName, the CSI driver and the FUSE client took the
+    same name as a directory bucket (issue 15's drift, one rule now)."""
+    assert not _fs_accepts(name) and not _csi_accepts(name)
+    assert operator_names.parse_directory_bucket(name) is None
+    with pytest.raises(SpecError, match="reserved by S3"):
+        operator_names.directory_bucket_name(name.split("--", maxsplit=1)[0], "use1-az4")
+
+
+def test_messages_name_the_field_the_value_came_from() -> None:
+    with pytest.raises(NameRuleError, match=r"^AZ ID 'us-east-1d' is not an AZ ID"):
+        check_az_id("us-east-1d")
+    with pytest.raises(SpecError, match=r"^availabilityZone 'use1-az4' is not an AZ name"):
+        operator_names.validate_az_name("use1-az4")
+    with pytest.raises(SpecError, match=r"^access.roleArns entry 'spark' is not an IAM role"):
+        operator_names.parse_role_arn("spark")
+    with pytest.raises(CredentialsError, match=r"^StorageClass parameter roleArn is not"):
+        validate_role_arn("x", "StorageClass parameter roleArn")
 
 
 @pytest.mark.parametrize(
