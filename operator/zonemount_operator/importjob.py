@@ -19,8 +19,10 @@ The operator (:func:`run_job_import`, called by the ``bucket-import`` daemon):
 * every ``poll`` seconds sums the shards' ``progress.json`` into ``status.import`` through the
   one status writer (:class:`~.importstatus.ImportStatusWriter`);
 * Kubernetes retries a failed shard pod up to ``backoffLimitPerIndex`` times; if the Job still
-  fails, the operator deletes and re-creates it (shards already complete finish at once from
-  their manifests) up to ``RECREATE_LIMIT`` times, then reports ``Failed``;
+  fails, the operator deletes it with ``propagationPolicy: Foreground`` (its pods go before
+  it does, so no old worker copies beside the new Job's; the API's default for a Job would
+  orphan them) and re-creates it (shards already complete finish at once from their
+  manifests) up to ``RECREATE_LIMIT`` times, then reports ``Failed``;
 * reports ``Complete`` only when the Job completed and every shard's final ``progress.json``
   says ``complete`` (every listed object recorded in the manifest).
 """
@@ -203,9 +205,12 @@ def aggregate(
 
 
 def job_state(job: Mapping[str, Any] | None) -> str:
-    """``Missing``, ``Running``, ``Complete`` or ``Failed`` from the Job's conditions."""
+    """``Missing``, ``Deleting`` (waiting for its pods to go), ``Running``, ``Complete`` or
+    ``Failed`` from the Job's metadata and conditions."""
     if job is None:
         return "Missing"
+    if (job.get("metadata") or {}).get("deletionTimestamp"):
+        return "Deleting"
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("status") == "True" and cond.get("type") in {"Complete", "Failed"}:
             return str(cond["type"])
@@ -274,7 +279,9 @@ async def run_job_import(
                     "message": f"{message}; re-created {recreated} times",
                 }
             recreated += 1
-            await kube.delete(JOBS, jname, settings.namespace)
+            # Foreground: the Job goes only after its pods (the API's default for a Job
+            # orphans them: old workers would keep copying beside the new Job's).
+            await kube.delete(JOBS, jname, settings.namespace, propagation="Foreground")
             await _until_gone(kube, jname, settings.namespace, stopped)
             continue
         report(imp)

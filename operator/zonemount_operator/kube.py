@@ -171,9 +171,20 @@ class KubeClient:
             self._raise("PATCH", path, status, payload)
         return dict(payload)
 
-    async def delete(self, ref: ResourceRef, name: str, namespace: str | None = None) -> bool:
-        """Delete; False when it was already gone."""
+    async def delete(
+        self,
+        ref: ResourceRef,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: str | None = None,
+    ) -> bool:
+        """Delete; False when it was already gone. ``propagation`` (``Background``,
+        ``Foreground``, ``Orphan``): what happens to its dependents; None leaves the server's
+        default (for a batch/v1 Job that is Orphan: its pods would stay)."""
         path = ref.path(namespace, name)
+        if propagation is not None:
+            path += f"?propagationPolicy={propagation}"
         status, payload = await self._request("DELETE", path)
         if status == 404:
             return False

@@ -21,6 +21,9 @@ operator met each difference in production (issue 13). This subclass adds, for w
   the default Warn mode would prune them silently, which hides the same bug).
 * **requests may be held back** (:meth:`hold`), so concurrent patches can land out of order.
 * **Events** are stored like any object; :meth:`events` lists them for assertions.
+* **garbage collection on delete**: dependents (``ownerReferences`` naming the deleted uid)
+  go unless the propagation policy is ``Orphan``, which is the default for batch/v1 Jobs
+  (:attr:`deletes` records each DELETE with its policy).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):  # type: ignore[misc]
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.writes: list[tuple[str, str, str | None, str | None, str | None]] = []
+        self.deletes: list[tuple[str, str | None, str | None, str]] = []  # + propagation
         self._holds: list[tuple[Callable[[Any], bool], float]] = []
         self._rv = 100
         self._log: list[tuple[int, Any, dict[str, Any]]] = []  # (rv, resource, watch event)
@@ -266,6 +270,11 @@ class RealisticKubernetes(kmock.KubernetesEmulator):  # type: ignore[misc]
     async def _delete(self, request: Any) -> aiohttp.web.StreamResponse:
         plural = request.resource.plural
         key = (request.resource, request.namespace, request.name)
+        body = request.data if isinstance(request.data, dict) else {}
+        policy = request.params.get("propagationPolicy") or body.get("propagationPolicy")
+        # batch/v1 Jobs orphan their pods unless told otherwise (the API's legacy default)
+        policy = policy or ("Orphan" if plural == "jobs" else "Background")
+        self.deletes.append((plural, request.namespace, request.name, policy))
         async with self._lock:
             stored = self._objects[key] if key in self._objects else None  # noqa: SIM401
             if stored is None or stored.deleted:
@@ -280,9 +289,24 @@ class RealisticKubernetes(kmock.KubernetesEmulator):  # type: ignore[misc]
                 stored.create(obj)
                 self._emit(request.resource, "MODIFIED", obj)
             else:
+                if policy != "Orphan":
+                    self._collect_dependents(meta["uid"])
                 stored.delete()
                 self._emit(request.resource, "DELETED", obj)
         return aiohttp.web.json_response(obj)
+
+    def _collect_dependents(self, owner_uid: str) -> None:
+        """The garbage collector, at once: objects whose ownerReferences name ``owner_uid``
+        go (Background and Foreground alike; Foreground's waiting is not modelled)."""
+        for (resource, _, _), stored in list(self._objects.items()):
+            if stored.deleted:
+                continue
+            meta = dict(stored.raw).get("metadata") or {}
+            if any(ref.get("uid") == owner_uid for ref in meta.get("ownerReferences") or ()):
+                obj = copy.deepcopy(dict(stored.raw))
+                self._collect_dependents(meta.get("uid", ""))
+                stored.delete()
+                self._emit(resource, "DELETED", obj)
 
     def _admit(
         self, plural: str, obj: dict[str, Any], old: dict[str, Any] | None, request: Any

@@ -89,6 +89,11 @@ class KubeApiThread:
                         "namespaced": namespaced,
                         "verbs": verbs,
                     }
+                emulator.resources["v1/pods"] = {  # a Job's pods (garbage collection)
+                    "kind": "Pod",
+                    "namespaced": True,
+                    "verbs": verbs,
+                }
                 emulator.resources["batch/v1/jobs"] = {  # import Jobs (importjob.py)
                     "kind": "Job",
                     "namespaced": True,

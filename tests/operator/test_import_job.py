@@ -27,7 +27,7 @@ from zonemount_operator.importjob import (
     job_state,
     render_import_job,
 )
-from zonemount_operator.kube import S3EXPRESSBUCKETS
+from zonemount_operator.kube import S3EXPRESSBUCKETS, ResourceRef
 from zonemount_operator.spec import parse_bucket
 
 from tests.operator.operator_testlib import KubeApiThread, unique_base
@@ -35,6 +35,7 @@ from tests.operator.test_kopf_runtime import kube, operator_env, wait_for
 
 __all__ = ["operator_env"]  # the fixture, imported for this module's tests
 BIN = Path(sys.executable).parent
+PODS = ResourceRef("", "v1", "pods", namespaced=True)
 
 
 def _spec(workers: int = 4) -> Any:
@@ -100,6 +101,12 @@ def test_aggregate_and_job_state() -> None:
         "Failed"
     )
     assert job_state({"status": {"active": 2}}) == "Running"
+    # a Job being deleted (waiting for its pods) is neither re-created nor deleted again
+    deleting = {"metadata": {"deletionTimestamp": "2026-12-03T19:00:00Z"}}
+    assert (
+        job_state(deleting | {"status": {"conditions": [{"type": "Failed", "status": "True"}]}})
+        == "Deleting"
+    )
 
 
 def _set_job_condition(api: KubeApiThread, name: str, namespace: str, kind: str) -> None:
@@ -160,7 +167,20 @@ def test_operator_runs_a_large_import_as_an_indexed_job(
         assert first["spec"]["completionMode"] == "Indexed"
         assert first["metadata"]["labels"][LABEL_UID] == uid
 
-        # The Job fails (say every pod hit its per-index backoff): the operator re-creates it.
+        # A pod of the Job, as the Job controller makes them (owned by the Job).
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                 "uid": first["metadata"]["uid"], "controller": True}  # fmt: skip
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{name}-0-abcde", "ownerReferences": [owner]},
+            "spec": {"containers": [{"name": "sync", "image": "zonemount:test"}]},
+        }
+        kube(kube_api, "create", PODS, pod, "zonemount-system")
+        assert kube_api.object("pods", f"{name}-0-abcde", "zonemount-system") is not None
+
+        # The Job fails (say every pod hit its per-index backoff): the operator re-creates it,
+        # and the failed Job's pods go with it (a Job's default delete would orphan them).
         _set_job_condition(kube_api, name, "zonemount-system", "Failed")
 
         def recreated() -> bool:
@@ -168,6 +188,9 @@ def test_operator_runs_a_large_import_as_an_indexed_job(
             return job is not None and job["metadata"]["uid"] != first["metadata"]["uid"]
 
         wait_for("the Job re-created", recreated)
+        assert kube_api.object("pods", f"{name}-0-abcde", "zonemount-system") is None
+        job_deletes = [d for d in kube_api.emulator.deletes if d[0] == "jobs"]
+        assert job_deletes and all(d[3] == "Foreground" for d in job_deletes), job_deletes
 
         # The pods: the Job's own command line, one real worker process per index.
         container = kube_api.object("jobs", name, "zonemount-system")["spec"]["template"]["spec"][
