@@ -126,7 +126,7 @@ def statvfs_within(path: str, timeout: float = 5.0) -> os.statvfs_result | None:
 
 
 #: The FUSE client's health report, an extended attribute of the mount's root
-#: (zonemount_fs.core.Health): "ok" or "unhealthy: <why>".
+#: (zonemount_fs.context.Health): "ok" or "unhealthy: <why>".
 HEALTH_XATTR = "user.zonemount.health"
 
 

@@ -18,7 +18,8 @@ Model (after Mountpoint, see docs/SEMANTICS.md):
   or contain NUL are not shown.
 
 Concurrency: everything runs on one trio thread; code between two ``await`` points is
-atomic. Store calls run in worker threads under a CapacityLimiter (``--max-threads``).
+atomic. Store calls run in worker threads through the mount's :class:`~.context.IoContext`
+(its limiters and deadlines).
 After every ``await`` that talks to S3, tree state is re-read (another task may have
 changed it) before it is modified.
 
@@ -32,29 +33,27 @@ import logging
 import math
 import os
 import stat
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from . import metrics, procinfo
-from .cache import DataCache
-from .errors import FsError, StoreError, StoreUnavailable
+from .context import IoContext
+from .errors import FsError, StoreError
 from .journal import UploadJournal
 from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
 from .options import MountOptions
 from .prefetch import Reader
-from .shared_cache import BlockCache, SharedCache, TieredCache
+from .shared_cache import SharedCache
 from .store.base import ObjectInfo, ObjectStore, list_all
-from .upload import AppendUpload, StreamingUpload, abort_once, retry_abort
+from .upload import AppendUpload, StreamingUpload, Writer, abort_once, retry_abort
 
 log = logging.getLogger("zonemount.fs")
-T = TypeVar("T")
 
 ROOT_INO = 1
 META_MEMO_ENTRIES = 100_000
@@ -69,64 +68,6 @@ META_ATIME, META_CTIME = "atime", "ctime"
 # s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
 # S_IFLNK (written as decimal, with every permission bit, as s3fs does).
 SYMLINK_MODE = stat.S_IFLNK | 0o777
-
-
-#: Store calls that move object data (limited by --max-threads, data deadline); every other
-#: call is metadata (its own limiter, --request-deadline).
-DATA_CALLS = frozenset(
-    {
-        "fill",
-        "_fill_cached",
-        "get",
-        "get_range",
-        "open_range",
-        "put",
-        "upload_part",
-        "complete_multipart",
-        "copy",
-        "append",
-    }
-)
-
-
-class Health:
-    """Is this mount's S3 answering (within deadlines, without timeouts)? Read through
-    ``user.zonemount.health`` (an xattr of the root) by the CSI node plugin's health check.
-
-    Per class of call (data, metadata): unhealthy from a missed deadline until a call of
-    the same class is answered again - so a hung data path shows even while metadata works."""
-
-    def __init__(self) -> None:
-        self.running = 0  # worker threads inside a store call (abandoned ones included)
-        self.last_answer = {"data": _now(), "metadata": _now()}
-        self.last_miss = {"data": 0.0, "metadata": 0.0}
-        self.misses = 0
-        self._lock = threading.Lock()
-
-    def started(self) -> None:
-        with self._lock:
-            self.running += 1
-
-    def ended(self) -> None:
-        with self._lock:
-            self.running -= 1
-
-    def answered(self, kind: str) -> None:
-        self.last_answer[kind] = _now()
-
-    def missed(self, kind: str) -> None:
-        self.last_miss[kind] = _now()
-        self.misses += 1
-        metrics.S3_DEADLINES.labels(kind=kind).inc()
-
-    def report(self) -> str:
-        failing = [k for k, t in self.last_miss.items() if t > self.last_answer[k]]
-        if failing:
-            return (
-                f"unhealthy: S3 {' and '.join(failing)} calls miss their deadline "
-                f"({self.misses} so far, {self.running} calls running)"
-            )
-        return "ok"
 
 
 class Kind(Enum):
@@ -182,7 +123,7 @@ class Inode:
     gid: int | None = None
     atime: float | None = None
     ctime: float = 0.0
-    writer: StreamingUpload | AppendUpload | None = None
+    writer: Writer | None = None
     open_handles: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     detached: bool = False
@@ -197,7 +138,7 @@ class FileHandle:
     ino: int
     key: str
     reader: Reader | None = None
-    writer: StreamingUpload | AppendUpload | None = None
+    writer: Writer | None = None
     direct: bool = False
     # close() reached us (flush) but the upload was left for release (nothing written yet)
     closed_pending: bool = False
@@ -266,24 +207,11 @@ class Filesystem:
         journal: UploadJournal | None = None,
         shared_cache: SharedCache | None = None,
     ) -> None:
-        self.store = store
-        self.opts = options
-        self.nursery = nursery
-        self.journal = journal
-        # Data (part GETs and uploads, copies) and metadata (HEAD, LIST, DELETE, ...) have
-        # their own worker threads: a lookup never queues behind a stalled part.
-        self.limiter = trio.CapacityLimiter(options.max_threads)
-        self.meta_limiter = trio.CapacityLimiter(max(8, options.max_threads))
-        self.health = Health()
-        slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
-        self.read_slots = trio.Semaphore(slots)
-        self.max_window = max(1, min(16, slots // 2))
-        self.cache: DataCache | None = None
-        if options.cache_dir is not None:
-            limit = (options.max_cache_size_mib or 10 * 1024) * 1024 * 1024
-            self.cache = DataCache(options.cache_dir, limit)
-        self.shared_cache = shared_cache
-        self._tiered = TieredCache(self.cache, shared_cache) if shared_cache else None
+        self.ctx = ctx = IoContext(store, options, nursery, journal, shared_cache)
+        self.store, self.opts, self.nursery, self.journal = store, options, nursery, journal
+        self.health, self.cache, self.shared_cache = ctx.health, ctx.cache, shared_cache
+        self.read_slots, self.max_window = ctx.read_slots, ctx.max_window
+        self.run, self._store = ctx.run, ctx.call
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INO + 1
         self._next_fh = 1
@@ -300,49 +228,6 @@ class Filesystem:
         self.inodes[ROOT_INO] = root
 
     # -- plumbing --------------------------------------------------------------------
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking store call in a worker thread, within its total deadline.
-
-        Past the deadline (``--request-deadline``, four times that for data calls) the caller
-        gets :class:`StoreUnavailable` (EIO) at once; the worker thread is abandoned and ends
-        with its own timeouts (a GET body is shut down by the store's watchdog)."""
-        data = getattr(fn, "__name__", "") in DATA_CALLS
-        kind = "data" if data else "metadata"
-        limiter = self.limiter if data else self.meta_limiter
-        deadline = self.opts.data_deadline if data else self.opts.request_deadline
-        health = self.health
-
-        def call() -> T:
-            health.started()
-            try:
-                return fn(*args)
-            finally:
-                health.ended()
-
-        with trio.move_on_after(deadline):
-            try:
-                result = await trio.to_thread.run_sync(
-                    call, limiter=limiter, abandon_on_cancel=True
-                )
-            except StoreUnavailable:  # timed out or unreachable after botocore's retries
-                health.missed(kind)
-                raise
-            except StoreError:
-                health.answered(kind)  # S3 answered (with an error)
-                raise
-            health.answered(kind)
-            return result
-        health.missed(kind)
-        name = getattr(fn, "__name__", "S3 call")
-        raise StoreUnavailable(f"{name}: no answer from S3 within {deadline:g} s")
-
-    async def _store(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await self.run(fn, *args)
-        except StoreError as exc:
-            log.debug("store error: %s", exc)
-            raise FsError(exc.errno, str(exc)) from None
-
     def _check_writable(self) -> None:
         if self.opts.read_only:
             raise FsError(errno.EROFS, "mounted with --read-only")
@@ -860,28 +745,20 @@ class Filesystem:
             meta[META_MTIME] = node.metadata[META_MTIME]
         return meta
 
-    def _writer_for(
-        self, node: Inode, *, existing_size: int, exists: bool
-    ) -> StreamingUpload | AppendUpload:
-        key = self.key_of(node)
+    def _writer_for(self, node: Inode, *, existing_size: int, exists: bool) -> Writer:
+        """The writer of a file: appends with ``--incremental-upload``, else a new object."""
         if self.opts.incremental_upload:
-            return AppendUpload(
-                self.store,
-                key,
-                self.opts.part_size,
-                self.run,
-                existing_size,
-                self._new_metadata(node),
-                exists,
-            )
-        return StreamingUpload(
-            self.store,
-            key,
-            self.opts.part_size,
-            self.run,
-            self.nursery,
-            self._new_metadata(node),
-            journal=self.journal,
+            return self._appending(node, existing_size=existing_size, exists=exists)
+        return self._streaming(node)
+
+    def _streaming(self, node: Inode) -> StreamingUpload:
+        """A writer that makes a new object at the file's key (a new file, O_TRUNC)."""
+        return StreamingUpload(self.ctx, self.key_of(node), self._new_metadata(node))
+
+    def _appending(self, node: Inode, *, existing_size: int, exists: bool) -> AppendUpload:
+        """A writer that appends to the file's object (``--incremental-upload``)."""
+        return AppendUpload(
+            self.ctx, self.key_of(node), existing_size, self._new_metadata(node), exists
         )
 
     def _new_fh(self, handle: FileHandle) -> int:
@@ -945,18 +822,8 @@ class Filesystem:
             if replace:
                 if not self.opts.allow_overwrite:
                     raise FsError(errno.EPERM, "overwriting needs --allow-overwrite")
-                node.writer = self._writer_for(node, existing_size=0, exists=False)
-                if isinstance(node.writer, AppendUpload):
-                    # truncate + incremental upload: start a fresh object
-                    node.writer = StreamingUpload(
-                        self.store,
-                        self.key_of(node),
-                        self.opts.part_size,
-                        self.run,
-                        self.nursery,
-                        self._new_metadata(node),
-                        journal=self.journal,
-                    )
+                # truncate (with or without --incremental-upload): a fresh object
+                node.writer = self._streaming(node)
                 node.local = True
                 return self._new_fh(
                     FileHandle(ino, self.key_of(node), writer=node.writer, direct=direct)
@@ -982,25 +849,13 @@ class Filesystem:
             await self.getattr(ino, revalidate=True)
             node = self.inode(ino)
         reader = Reader(
-            self.store,
+            self.ctx,
             self.key_of(node),
             node.size,
             node.etag or None,
-            self.opts.part_size,
-            self.nursery,
-            self.run,
-            self.read_slots,
-            self.max_window,
-            None if direct else self._cache_for(node.size),
+            None if direct else self.ctx.cache_for(node.size),
         )
         return self._new_fh(FileHandle(ino, self.key_of(node), reader=reader, direct=direct))
-
-    def _cache_for(self, size: int) -> BlockCache | None:
-        """The block cache for an object of ``size`` bytes: the shared one only for objects
-        up to ``--cache-xz-max-object-size``."""
-        if self._tiered is not None and size <= self._tiered.shared.max_object_size:
-            return self._tiered
-        return self.cache
 
     async def _empty_for_writing(self, ino: int, flags: int) -> bool:
         """Is this a write-only or append open, without O_TRUNC, of a file that is empty in
@@ -1036,7 +891,7 @@ class Filesystem:
                 await self._resume(handle, writer)
             return await writer.write(offset, data)
 
-    async def _resume(self, handle: FileHandle, writer: StreamingUpload | AppendUpload) -> None:
+    async def _resume(self, handle: FileHandle, writer: Writer) -> None:
         """A write after a flush completed the object (see R-WRITE-FORKED-CLOSE).
 
         Only the writer's own file qualifies: not renamed, replaced or deleted since."""
@@ -1064,9 +919,7 @@ class Filesystem:
         if handle is not None and handle.writer is not None and pid > 0:
             handle.pid, handle.tgid = pid, procinfo.tgid_of(pid) or pid
 
-    async def _abandon(
-        self, handle: FileHandle, writer: StreamingUpload | AppendUpload, why: str
-    ) -> None:
+    async def _abandon(self, handle: FileHandle, writer: Writer, why: str) -> None:
         """R-WRITE-KILLED-PUBLISHES-NOTHING: abort the upload; S3 keeps what it had (the old
         object of an overwrite, or nothing) and the mount shows that."""
         log.warning("upload of %r aborted: %s", writer.key, why)
@@ -1128,9 +981,9 @@ class Filesystem:
         if handles and all(h.closed_pending for _, h in handles):
             await self.flush(handles[0][0], force=True)
 
-    async def _complete(self, handle: FileHandle, writer: StreamingUpload | AppendUpload) -> None:
+    async def _complete(self, handle: FileHandle, writer: Writer) -> None:
         node = self.inodes.get(handle.ino)
-        if node is not None and isinstance(writer, StreamingUpload):
+        if node is not None and writer.sets_metadata:
             writer.metadata = self._new_metadata(node)
         try:
             info = await writer.complete()
@@ -1155,7 +1008,7 @@ class Filesystem:
             node.etag = info.etag
             wanted = self._new_metadata(node)  # includes setattr calls that raced with us
             node.metadata = dict(info.metadata or {})
-            if isinstance(writer, StreamingUpload) and wanted != node.metadata:
+            if writer.sets_metadata and wanted != node.metadata:
                 # chmod/utime raced with the completion: persist what the user asked for.
                 await self._store(self.store.copy, writer.key, writer.key, node.size, wanted)
                 node.metadata, node.etag = wanted, None
@@ -1573,17 +1426,12 @@ class Filesystem:
         left behind (proved by its journal: see :mod:`.journal`), retrying failures."""
         for upload_id, key in orphans.items():
             log.info("aborting the upload of %r left by a previous mount", key)
-            if not await abort_once(self.store, self.run, key, upload_id, self.journal):
-                self.nursery.start_soon(
-                    retry_abort, self.store, self.run, key, upload_id, self.journal
-                )
+            if not await abort_once(self.ctx, key, upload_id):
+                self.nursery.start_soon(retry_abort, self.ctx, key, upload_id)
 
     async def shutdown(self) -> None:
         """Abort uploads of files still open (nothing partial becomes visible); drop the cache."""
-        if self.cache is not None:
-            self.cache.close()
-        if self.shared_cache is not None:
-            await trio.to_thread.run_sync(self.shared_cache.close)  # bounded: request timeouts
+        await self.ctx.close_caches()
         for handle in list(self.files.values()):
             if handle.writer is not None and not handle.writer.finished:
                 await handle.writer.abort()

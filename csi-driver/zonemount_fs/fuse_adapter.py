@@ -24,7 +24,7 @@ from .core import ROOT_INO, Attr, Filesystem
 from .errors import FsError
 
 log = logging.getLogger("zonemount.fuse")
-#: The mount's health, an extended attribute of its root (see core.Health).
+#: The mount's health, an extended attribute of its root (see context.Health).
 HEALTH_XATTR = b"user.zonemount.health"
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -17,6 +17,9 @@ Memory: every prefetched chunk takes a slot from a mount-wide :class:`trio.Semap
 fetched; chunks ahead are only fetched if a slot is free (no waiting, no deadlock). Chunks
 behind the reader are dropped, releasing their slot.
 
+Every store call goes through the mount's :class:`~.context.IoContext` (the data limiter and
+deadline); prefetches run in its nursery.
+
 Concurrency: trio code between ``await`` points is atomic. The only cross-thread state is a
 chunk's pieces, ``filled`` counter and waiter list, guarded by the chunk's lock; the filling thread
 wakes waiters with ``TrioToken.run_sync_soon`` (it does not wait for the loop).
@@ -26,16 +29,15 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
 
 import trio
 
+from .context import IoContext
 from .errors import FsError, StoreError
 from .shared_cache import BlockCache
 from .store.base import ObjectStore
 
-Run = Callable[..., Awaitable[Any]]
 SEQUENTIAL_RUN = 1024 * 1024  # contiguous bytes before a reader counts as sequential
 
 
@@ -153,29 +155,28 @@ class Chunk:
 
 
 class Reader:
+    """The read path of one open file (``key`` at ``etag``, ``size`` bytes): chunks of the
+    mount's part size, prefetched within the mount's read-ahead memory (``ctx.read_slots``,
+    at most ``ctx.max_window`` chunks ahead), kept in ``cache`` when given."""
+
     def __init__(
         self,
-        store: ObjectStore,
+        ctx: IoContext,
         key: str,
         size: int,
         etag: str | None,
-        chunk_size: int,
-        nursery: trio.Nursery,
-        run: Run,
-        slots: trio.Semaphore,
-        max_window: int = 16,
         cache: BlockCache | None = None,
     ) -> None:
         self._cache = cache if etag else None
-        self.store = store
+        self.store = ctx.store
         self.key = key
         self.size = size
         self.etag = etag
-        self.chunk_size = chunk_size
-        self._nursery = nursery
-        self._run = run
-        self._slots = slots
-        self._max_window = max_window
+        self.chunk_size = ctx.part_size
+        self._nursery = ctx.nursery
+        self._run = ctx.run
+        self._slots = ctx.read_slots
+        self._max_window = ctx.max_window
         self._chunks: dict[int, Chunk] = {}
         self._window = 1
         self._last_end = 0
@@ -250,31 +251,40 @@ class Reader:
             chunk.has_slot = False
             self._slots.release()
 
-    async def read(self, offset: int, length: int) -> bytes:  # noqa: C901 - over the issue-15 limits; next to split
+    async def read(self, offset: int, length: int) -> bytes:
         if self._closed:
             raise FsError(9, "read on a closed file")
         if offset >= self.size or length <= 0:
             return b""
         end = min(offset + length, self.size)
-        if not self._classify(offset, end):
-            self._window = 1
-            self._last_end = end
-            cached = self._from_chunks(offset, end)
-            if cached is not None:
-                return await cached
-            index = offset // self.chunk_size
-            if self._cache is not None and self.etag and index == (end - 1) // self.chunk_size:
-                block = await self._run(self._cache.get, self.key, self.etag, index)
-                if block is not None:
-                    base = index * self.chunk_size
-                    return bytes(memoryview(block)[offset - base : end - base])
-            try:
-                data: bytes = await self._run(
-                    self.store.get_range, self.key, offset, end, self.etag
-                )
-            except StoreError as exc:
-                raise FsError(exc.errno, str(exc)) from None
-            return data
+        if self._classify(offset, end):
+            return await self._read_ahead(offset, end)
+        return await self._read_random(offset, end)
+
+    async def _read_random(self, offset: int, end: int) -> bytes:
+        """A read that is not part of a sequential stream: from chunks already fetched, else
+        from the disk cache (a read within one chunk), else one ranged GET of just these
+        bytes; the window shrinks back to one chunk."""
+        self._window = 1
+        self._last_end = end
+        cached = self._from_chunks(offset, end)
+        if cached is not None:
+            return await cached
+        index = offset // self.chunk_size
+        if self._cache is not None and self.etag and index == (end - 1) // self.chunk_size:
+            block = await self._run(self._cache.get, self.key, self.etag, index)
+            if block is not None:
+                base = index * self.chunk_size
+                return bytes(memoryview(block)[offset - base : end - base])
+        try:
+            data: bytes = await self._run(self.store.get_range, self.key, offset, end, self.etag)
+        except StoreError as exc:
+            raise FsError(exc.errno, str(exc)) from None
+        return data
+
+    async def _read_ahead(self, offset: int, end: int) -> bytes:
+        """A sequential read: fetch the chunks it needs, keep the window ahead of it in
+        flight (grown on entering a new chunk), drop the chunks behind it."""
         first, last = offset // self.chunk_size, (end - 1) // self.chunk_size
         for index in range(first, last + 1):
             self._start_chunk(index, required=True)

@@ -1,5 +1,8 @@
 """Streaming uploads: bytes written to a file go to S3 while the application keeps writing.
 
+:class:`Writer` is what the filesystem holds for a file being written (its inode and every
+handle open for writing refer to the same one); two kinds implement it:
+
 :class:`StreamingUpload` (new objects, overwrites) buffers at most one part, hands full parts
 to background tasks that run UploadPart in worker threads, and blocks the writer when
 ``max_inflight`` parts are already in flight (backpressure). Memory per open file is bounded
@@ -9,8 +12,12 @@ written with a single PutObject on completion; the multipart upload is created l
 :class:`AppendUpload` (``--incremental-upload`` on directory buckets) appends buffered bytes
 at the object's current size with PutObject ``WriteOffsetBytes``.
 
+Every store call goes through the mount's :class:`~.context.IoContext` (limiters, deadlines,
+journal, the nursery that part uploads and abort retries run in).
+
 Concurrency rules (trio): code between two ``await`` points is atomic, so ``size`` and the
-buffer are only touched by the writing task; part tasks only record their ETag or error.
+buffer are only touched by the writing task; part tasks only record their ETag or error. The
+filesystem holds a writer's ``lock`` around each write (with its resume) and each flush.
 Invariant: on any failure nothing partial becomes visible - the multipart upload is aborted.
 An abort that fails is retried in the background (:data:`ABORT_RETRY_DELAYS`); every upload id
 is in the mount's :class:`~.journal.UploadJournal` from creation until it is completed or
@@ -22,20 +29,56 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Protocol
 
 import trio
 
+from .context import IoContext
 from .errors import FsError, StoreError
-from .journal import UploadJournal
-from .store.base import ObjectInfo, ObjectStore
+from .store.base import ObjectInfo
 
 log = logging.getLogger("zonemount.upload")
 MAX_PARTS = 10_000
 #: Seconds between the retries of a failed AbortMultipartUpload (about 5 minutes in all).
 ABORT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 60.0, 120.0)
-Run = Callable[..., Awaitable[Any]]
+
+
+class Writer(Protocol):
+    """A file being written: bytes go to ``key`` in order; ``complete`` makes them the object.
+
+    ``size`` counts the bytes written so far (what stat shows); ``metadata`` is the object's
+    user metadata (the filesystem updates it on chmod/chown/utime); ``finished`` is set by
+    ``complete`` and ``abort``. After a successful ``complete`` the writer is ``resumable``
+    (a write after a forked child's close, see R-WRITE-FORKED-CLOSE) until ``seal``
+    (fsync) or ``abort``. Callers hold ``lock`` around each write (with its resume)
+    and each flush."""
+
+    key: str
+    size: int
+    metadata: dict[str, str]
+    finished: bool
+    lock: trio.Lock
+
+    @property
+    def resumable(self) -> bool: ...
+
+    @property
+    def sets_metadata(self) -> bool:
+        """True when ``complete`` writes ``metadata`` as the object's (so the filesystem
+        hands it the latest before completing, and re-copies what a setattr changed while
+        it completed); False when metadata is written only with the object's first bytes."""
+        ...
+
+    def seal(self) -> None: ...
+
+    async def resume(self, etag: str | None) -> None: ...
+
+    async def write(self, offset: int, data: bytes) -> int: ...
+
+    async def complete(self) -> ObjectInfo: ...
+
+    async def abort(self) -> None: ...
 
 
 class PartBuffer:
@@ -79,23 +122,24 @@ class PartBuffer:
 
 
 class StreamingUpload:
+    """A new object (or an overwrite): parts go out while the application writes."""
+
+    sets_metadata = True
+
     def __init__(
         self,
-        store: ObjectStore,
+        ctx: IoContext,
         key: str,
-        part_size: int,
-        run: Run,
-        nursery: trio.Nursery,
         metadata: Mapping[str, str],
         max_inflight: int = 4,
-        journal: UploadJournal | None = None,
     ) -> None:
-        self.store = store
-        self.journal = journal
+        self.ctx = ctx
+        self.store = ctx.store
+        self.journal = ctx.journal
         self.key = key
-        self.part_size = part_size
-        self._run = run
-        self._nursery = nursery
+        self.part_size = part_size = ctx.part_size
+        self._run = ctx.run
+        self._nursery = ctx.nursery
         self.metadata = dict(metadata)
         self._created_metadata: dict[str, str] | None = None
         self.size = 0
@@ -266,40 +310,31 @@ class StreamingUpload:
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             await self._drain()
-            if not await abort_once(self.store, self._run, self.key, upload_id, self.journal):
-                self._nursery.start_soon(
-                    retry_abort, self.store, self._run, self.key, upload_id, self.journal
-                )
+            if not await abort_once(self.ctx, self.key, upload_id):
+                self._nursery.start_soon(retry_abort, self.ctx, self.key, upload_id)
 
 
-async def abort_once(
-    store: ObjectStore, run: Run, key: str, upload_id: str, journal: UploadJournal | None
-) -> bool:
+async def abort_once(ctx: IoContext, key: str, upload_id: str) -> bool:
     """AbortMultipartUpload; True when the upload is gone (aborted now or before)."""
     try:
-        await run(store.abort_multipart, key, upload_id)
+        await ctx.run(ctx.store.abort_multipart, key, upload_id)
     except StoreError as exc:
         if exc.errno != errno.ENOENT:  # NoSuchUpload: aborted or completed already
             log.warning("abort of the upload of %r failed (will retry): %s", key, exc)
             return False
-    if journal is not None:
-        journal.done(key, upload_id)
+    if ctx.journal is not None:
+        ctx.journal.done(key, upload_id)
     return True
 
 
 async def retry_abort(
-    store: ObjectStore,
-    run: Run,
-    key: str,
-    upload_id: str,
-    journal: UploadJournal | None,
-    delays: tuple[float, ...] = ABORT_RETRY_DELAYS,
+    ctx: IoContext, key: str, upload_id: str, delays: tuple[float, ...] = ABORT_RETRY_DELAYS
 ) -> None:
     """Retry an abort with growing pauses; what still fails stays in the journal for the next
     mount's sweep (and the bucket's abort-incomplete-uploads lifecycle rule)."""
     for delay in delays:
         await trio.sleep(delay)
-        if await abort_once(store, run, key, upload_id, journal):
+        if await abort_once(ctx, key, upload_id):
             return
     log.error("upload of %r could not be aborted; left for the next mount's sweep", key)
 
@@ -307,20 +342,20 @@ async def retry_abort(
 class AppendUpload:
     """Appends to an object of a directory bucket (``--incremental-upload``)."""
 
+    sets_metadata = False  # written with the first bytes of a new object only
+
     def __init__(
         self,
-        store: ObjectStore,
+        ctx: IoContext,
         key: str,
-        part_size: int,
-        run: Run,
         start_size: int,
         metadata: Mapping[str, str],
         exists: bool,
     ) -> None:
-        self.store = store
+        self.store = ctx.store
         self.key = key
-        self.part_size = part_size
-        self._run = run
+        self.part_size = ctx.part_size
+        self._run = ctx.run
         self.metadata = dict(metadata)
         self.size = start_size
         self._remote_size = start_size
