@@ -6,11 +6,13 @@ dict: every key the operator owns, ``None`` meaning "remove") together with the 
 stopped it, if any. It never raises for AWS or spec trouble: failures are conditions, and
 the caller (a kopf handler, or ``zonemount reconcile``) decides on retry vs. permanent.
 
-Steps, each idempotent: parse spec -> resolve AZ name <-> ID (EC2) -> the bucket name ->
-authorize against the admin's :mod:`~zonemount_operator.tenancy` policy (role ARNs, import
-source) -> HeadBucket, CreateBucket with owner tags if missing, else prove ownership ->
-lifecycle -> default encryption -> IAM session policy (create/update, attach to roles,
-detach from others) -> import bookkeeping. ``delete_bucket_resources`` undoes what
+The ordered steps (:data:`STEPS`, run by :func:`conditions.run_steps`), each idempotent:
+``plan`` (:func:`plan_bucket`, reads only; ``zonemount reconcile --dry-run`` prints it):
+parse spec -> resolve AZ name <-> ID (EC2) -> the bucket name -> authorize against the
+admin's :mod:`~zonemount_operator.tenancy` policy (role ARNs, import source); ``bucket``:
+HeadBucket, CreateBucket with owner tags if missing, else prove ownership -> lifecycle ->
+default encryption; ``access``: IAM session policy (create/update, attach to roles, detach
+from others); ``import``: bookkeeping. ``delete_bucket_resources`` undoes what
 ``deletionPolicy`` allows; ``detect_drift`` is the timer's cheap check; ``run_import``
 runs the bulk copy.
 
@@ -29,7 +31,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from zonemount_operator import conditions, names
@@ -37,27 +39,12 @@ from zonemount_operator.aws import BucketAdmin, Zone
 from zonemount_operator.errors import (
     AwsError,
     SpecError,
-    ZonemountError,
 )
 from zonemount_operator.spec import BucketSpec, parse_bucket
 from zonemount_operator.tenancy import NotAllowedError, TenancyPolicy
 from zonemount_operator.transfer import CopyOptions, Progress, copy_prefix
 
-T = conditions.BUCKET_TYPES
-REQUIRED = ("BucketReady", "AccessReady", "ImportComplete")
-
-
-@dataclass
-class Outcome:
-    """What a reconcile produced: the status to write and the error that stopped it."""
-
-    status: dict[str, Any]
-    error: ZonemountError | None = None
-    events: list[str] = field(default_factory=list)
-
-    @property
-    def ready(self) -> bool:
-        return conditions.is_true(self.status.get("conditions"), "Ready")
+Outcome = conditions.Outcome
 
 
 def resolve_zone(admin: BucketAdmin, spec: BucketSpec) -> Zone:
@@ -281,6 +268,137 @@ def _import_condition(
     )
 
 
+@dataclass(frozen=True)
+class BucketPlan:
+    """What a reconcile will make true, found with reads only (the first step; ``zonemount
+    reconcile --dry-run`` prints it): the parsed spec, the zone, the bucket this CR manages,
+    its ARN and the IAM roles its policy goes to, all after the tenancy checks."""
+
+    spec: BucketSpec
+    owner: names.Owner
+    zone: Zone
+    bucket: str
+    arn: str
+    roles: frozenset[str]
+
+    def fields(self) -> dict[str, Any]:
+        """The status keys the plan decides."""
+        return {
+            "bucketName": self.bucket,
+            "availabilityZone": self.zone.name,
+            "availabilityZoneId": self.zone.zone_id,
+            "region": self.spec.region,
+            "endpoint": names.zonal_endpoint(self.spec.region, self.zone.zone_id),
+            "bucketArn": self.arn,
+        }
+
+
+def plan_bucket(
+    name: str,
+    namespace: str | None,
+    spec_dict: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    admin: BucketAdmin,
+    *,
+    uid: str | None = None,
+    policy: TenancyPolicy | None = None,
+) -> BucketPlan:
+    """Parse, resolve the zone, pick the bucket and run every tenancy check (reads only:
+    nothing in AWS changes before all of them pass). Raises SpecError/AwsError."""
+    policy = policy if policy is not None else TenancyPolicy()
+    owner = owner_of(name, namespace, uid)
+    spec = parse_bucket(name, spec_dict, namespace=namespace)
+    zone = resolve_zone(admin, spec)
+    bucket = _target_bucket(spec, zone, owner, policy, status or {})
+    roles = authorize_roles(admin, spec, owner.namespace, policy)
+    authorize_import(admin, spec, owner.namespace, policy)
+    arn = names.directory_bucket_arn(spec.region, admin.account_id(), bucket)
+    return BucketPlan(spec, owner, zone, bucket, arn, frozenset(roles))
+
+
+@dataclass
+class _BucketRun:
+    """The context the steps of one bucket reconcile share."""
+
+    name: str
+    namespace: str | None
+    uid: str | None
+    spec_dict: Mapping[str, Any]
+    status: Mapping[str, Any]
+    admin: BucketAdmin
+    policy: TenancyPolicy
+    plan: BucketPlan | None = None
+
+    @property
+    def planned(self) -> BucketPlan:
+        assert self.plan is not None, "the plan step runs first"
+        return self.plan
+
+
+def _step_plan(run: _BucketRun, out: conditions.StatusBuilder) -> None:
+    run.plan = plan_bucket(
+        run.name,
+        run.namespace,
+        run.spec_dict,
+        run.status,
+        run.admin,
+        uid=run.uid,
+        policy=run.policy,
+    )
+    out.fields.update(run.plan.fields())
+
+
+def _step_bucket(run: _BucketRun, out: conditions.StatusBuilder) -> None:
+    plan, admin = run.planned, run.admin
+    spec, zone = plan.spec, plan.zone
+    _claim_bucket(admin, spec, plan.bucket, zone, plan.owner, run.policy, out.events)
+    admin.put_lifecycle(spec.region, plan.bucket, spec.expire_after_days, spec.abort_mpu_after_days)
+    admin.put_encryption(spec.region, plan.bucket, spec.kms_key_arn)
+    out.set(
+        "BucketReady",
+        True,
+        "BucketReady",
+        f"directory bucket {plan.bucket} exists in {zone.name} ({zone.zone_id})",
+    )
+
+
+def _step_access(run: _BucketRun, out: conditions.StatusBuilder) -> None:
+    plan = run.planned
+    policy_arn = _reconcile_access(
+        run.admin, plan.spec, plan.bucket, plan.arn, plan.owner, set(plan.roles)
+    )
+    out.fields["policyArn"] = policy_arn
+    if policy_arn is None:
+        out.set(
+            "AccessReady",
+            True,
+            "NoAccessRequested",
+            "spec.access.roleArns is empty: no policy written",
+        )
+        return
+    out.set(
+        "AccessReady",
+        True,
+        "PolicyAttached",
+        f"s3express:CreateSession ({plan.spec.session_mode}) attached to "
+        f"{len(plan.spec.role_arns)} role(s)",
+    )
+
+
+def _step_import(run: _BucketRun, out: conditions.StatusBuilder) -> None:
+    out.put(_import_condition(run.planned.spec, run.status, out.generation, out.now))
+
+
+_WAITING_FOR_BUCKET = (("AccessReady", "WaitingForBucket", "waiting for the bucket"),)
+STEPS: tuple[conditions.Step[_BucketRun], ...] = (
+    # Tenancy checks (reads only) before the first AWS write.
+    conditions.Step("plan", "BucketReady", _step_plan, _WAITING_FOR_BUCKET),
+    conditions.Step("bucket", "BucketReady", _step_bucket, _WAITING_FOR_BUCKET),
+    conditions.Step("access", "AccessReady", _step_access),
+    conditions.Step("import", "ImportComplete", _step_import),
+)
+
+
 def reconcile_bucket(
     name: str,
     namespace: str | None,
@@ -293,122 +411,23 @@ def reconcile_bucket(
     policy: TenancyPolicy | None = None,
     now: dt.datetime | None = None,
 ) -> Outcome:
-    """Make AWS match the spec; returns the full new status (see module docstring).
+    """Make AWS match the spec: :data:`STEPS` in order; returns the full new status (see
+    the module docstring).
 
     ``uid`` is the CR's metadata.uid (its ownership key); ``policy`` the admin's tenancy
     policy (default: :class:`TenancyPolicy` defaults, never unrestricted).
     """
-    now = now or dt.datetime.now(dt.UTC)
-    policy = policy if policy is not None else TenancyPolicy()
-    owner = owner_of(name, namespace, uid)
-    status = dict(status or {})
-    current = status.get("conditions")
-    new: dict[str, Any] = {"observedGeneration": generation}
-    updates: list[conditions.Condition] = []
-
-    def finish(error: ZonemountError | None, events: list[str] | None = None) -> Outcome:
-        new["conditions"] = conditions.with_ready(
-            current, updates, T, REQUIRED, generation, now=now
-        )
-        return Outcome({**status, **new}, error, events or [])
-
-    try:
-        spec = parse_bucket(name, spec_dict, namespace=namespace)
-        zone = resolve_zone(admin, spec)
-        bucket = _target_bucket(spec, zone, owner, policy, status)
-        # Tenancy checks (reads only) before the first AWS write.
-        roles = authorize_roles(admin, spec, owner.namespace, policy)
-        authorize_import(admin, spec, owner.namespace, policy)
-    except (SpecError, AwsError) as exc:
-        updates.append(
-            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
-        )
-        updates.append(
-            conditions.make(
-                "AccessReady",
-                None,
-                "WaitingForBucket",
-                "waiting for the bucket",
-                generation,
-                now=now,
-            )
-        )
-        return finish(exc)
-
-    new.update(
-        bucketName=bucket,
-        availabilityZone=zone.name,
-        availabilityZoneId=zone.zone_id,
-        region=spec.region,
-        endpoint=names.zonal_endpoint(spec.region, zone.zone_id),
+    run = _BucketRun(
+        name,
+        namespace,
+        uid,
+        spec_dict,
+        dict(status or {}),
+        admin,
+        policy if policy is not None else TenancyPolicy(),
     )
-    events: list[str] = []
-    try:
-        account = admin.account_id()
-        arn = names.directory_bucket_arn(spec.region, account, bucket)
-        new["bucketArn"] = arn
-        _claim_bucket(admin, spec, bucket, zone, owner, policy, events)
-        admin.put_lifecycle(spec.region, bucket, spec.expire_after_days, spec.abort_mpu_after_days)
-        admin.put_encryption(spec.region, bucket, spec.kms_key_arn)
-    except (AwsError, SpecError) as exc:
-        updates.append(
-            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
-        )
-        updates.append(
-            conditions.make(
-                "AccessReady",
-                None,
-                "WaitingForBucket",
-                "waiting for the bucket",
-                generation,
-                now=now,
-            )
-        )
-        return finish(exc, events)
-    updates.append(
-        conditions.make(
-            "BucketReady",
-            True,
-            "BucketReady",
-            f"directory bucket {bucket} exists in {zone.name} ({zone.zone_id})",
-            generation,
-            now=now,
-        )
-    )
-
-    try:
-        policy_arn = _reconcile_access(admin, spec, bucket, arn, owner, roles)
-    except (AwsError, SpecError) as exc:
-        updates.append(
-            conditions.make("AccessReady", False, exc.reason, str(exc), generation, now=now)
-        )
-        return finish(exc, events)
-    new["policyArn"] = policy_arn
-    if policy_arn is None:
-        updates.append(
-            conditions.make(
-                "AccessReady",
-                True,
-                "NoAccessRequested",
-                "spec.access.roleArns is empty: no policy written",
-                generation,
-                now=now,
-            )
-        )
-    else:
-        updates.append(
-            conditions.make(
-                "AccessReady",
-                True,
-                "PolicyAttached",
-                f"s3express:CreateSession ({spec.session_mode}) attached to "
-                f"{len(spec.role_arns)} role(s)",
-                generation,
-                now=now,
-            )
-        )
-    updates.append(_import_condition(spec, status, generation, now=now))
-    return finish(None, events)
+    out = conditions.StatusBuilder(conditions.BUCKET, status, generation, now=now)
+    return conditions.run_steps(STEPS, run, out)
 
 
 def _delete_owned_policy(admin: BucketAdmin, arn: str, owner: names.Owner) -> str | None:
@@ -602,4 +621,11 @@ def import_conditions(
     now = dt.datetime.now(dt.UTC)
     spec = parse_bucket(name or str(spec_dict.get("baseName", "x")), spec_dict)
     cond = _import_condition(spec, status, generation, now=now)
-    return conditions.with_ready(status.get("conditions"), [cond], T, REQUIRED, generation, now=now)
+    return conditions.with_ready(
+        status.get("conditions"),
+        [cond],
+        conditions.BUCKET.types,
+        conditions.BUCKET.required,
+        generation,
+        now=now,
+    )

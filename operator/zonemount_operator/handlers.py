@@ -95,12 +95,11 @@ async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
 
 
-async def _reconcile_and_patch(
-    name: str, namespace: str | None, spec: Any, status: Any, meta: Any, memo: Any, patch: Any
-) -> Any:
-    """Run the plain bucket reconcile in a worker thread and patch the status it returns
-    (shared by the create/update handler and the drift repair)."""
-    outcome = await _in_thread(
+async def _reconcile_bucket(
+    name: str, namespace: str | None, spec: Any, status: Any, meta: Any, memo: Any
+) -> conditions.Outcome:
+    """The plain bucket reconcile, in a worker thread (boto3 blocks)."""
+    outcome: conditions.Outcome = await _in_thread(
         reconcile_bucket,
         name,
         namespace,
@@ -111,8 +110,19 @@ async def _reconcile_and_patch(
         uid=meta.get("uid"),
         policy=memo.get("tenancy"),
     )
-    apply_status(patch, outcome.status, plain(status))
     return outcome
+
+
+def settle(
+    outcome: conditions.Outcome, status: Any, patch: kopf.Patch, body: Any, logger: Any
+) -> None:
+    """The one way a reconcile's outcome reaches the cluster: patch the changed status keys,
+    log what was done and post its Events (kopf's retry comes from :func:`raise_for`)."""
+    current = plain(status)
+    apply_status(patch, outcome.status, current)
+    for line in outcome.events:
+        logger.info(line)
+    announce(body, outcome.events, current, outcome.status)
 
 
 def plain(value: Any) -> Any:
@@ -242,10 +252,8 @@ async def bucket_reconcile(
     body: Any,
     **_: Any,
 ) -> None:
-    outcome = await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
-    for line in outcome.events:
-        logger.info(line)
-    announce(body, outcome.events, plain(status), outcome.status)
+    outcome = await _reconcile_bucket(name, namespace, spec, status, meta, memo)
+    settle(outcome, status, patch, body, logger)
     raise_for(outcome.error, retry)
 
 
@@ -275,10 +283,13 @@ async def bucket_delete(
             f"deletion waits: still used by {', '.join(users)}; delete them or point them at "
             "another bucket, and the deletion continues"
         )
-        ready = conditions.make("Ready", False, "BucketInUse", message, meta.get("generation"))
         new = {
-            "conditions": conditions.merge(
-                current.get("conditions"), [ready], conditions.BUCKET_TYPES
+            "conditions": conditions.hold_ready(
+                conditions.BUCKET,
+                current.get("conditions"),
+                "BucketInUse",
+                message,
+                meta.get("generation"),
             )
         }
         apply_status(patch, new, current)
@@ -332,8 +343,8 @@ async def bucket_drift(
     for line in drift:
         logger.warning("%s: repairing", line)
         kopf.warn(body, reason="Drift", message=f"{line}: repairing")
-    outcome = await _reconcile_and_patch(name, namespace, spec, status, meta, memo, patch)
-    announce(body, outcome.events, plain(status), outcome.status)
+    outcome = await _reconcile_bucket(name, namespace, spec, status, meta, memo)
+    settle(outcome, status, patch, body, logger)
 
 
 def import_wanted(spec: Mapping[str, Any], status: Mapping[str, Any] | None) -> bool:
@@ -497,20 +508,10 @@ def _announce_import(body: Any, final: Mapping[str, Any], logger: Any) -> None:
 
 
 # -- S3MountClass ------------------------------------------------------------------------------
-async def _mountclass(
-    *,
-    name: str,
-    uid: str,
-    spec: Any,
-    status: Any,
-    meta: Any,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    logger: Any,
-    retry: int,
-    body: Any,
-) -> None:
-    outcome = await reconcile_mountclass(
+async def _reconcile_mountclass(
+    name: str, uid: str, spec: Any, status: Any, meta: Any, memo: Any
+) -> conditions.Outcome:
+    return await reconcile_mountclass(
         name,
         uid,
         plain(spec),
@@ -520,11 +521,6 @@ async def _mountclass(
         admin=memo.admin,
         endpoint_url=memo.config.endpoint_url,
     )
-    apply_status(patch, outcome.status, plain(status))
-    for line in outcome.events:
-        logger.info(line)
-    announce(body, outcome.events, plain(status), outcome.status)
-    raise_for(outcome.error, retry)
 
 
 @kopf.on.resume(*MOUNTCLASSES, id="mountclass-reconcile", registry=registry)
@@ -544,18 +540,9 @@ async def mountclass_reconcile(
     body: Any,
     **_: Any,
 ) -> None:
-    await _mountclass(
-        name=name,
-        uid=uid,
-        spec=spec,
-        status=status,
-        meta=meta,
-        patch=patch,
-        memo=memo,
-        logger=logger,
-        retry=retry,
-        body=body,
-    )
+    outcome = await _reconcile_mountclass(name, uid, spec, status, meta, memo)
+    settle(outcome, status, patch, body, logger)
+    raise_for(outcome.error, retry)
 
 
 @kopf.timer(
@@ -579,19 +566,10 @@ async def mountclass_resync(
     **_: Any,
 ) -> None:
     """Propagate changes of the referenced bucket (zone, readiness) and repair drift."""
+    outcome = await _reconcile_mountclass(name, uid, spec, status, meta, memo)
+    settle(outcome, status, patch, body, logger)
     try:
-        await _mountclass(
-            name=name,
-            uid=uid,
-            spec=spec,
-            status=status,
-            meta=meta,
-            patch=patch,
-            memo=memo,
-            logger=logger,
-            retry=0,
-            body=body,
-        )
+        raise_for(outcome.error, 0)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         logger.info("resync: %s", exc)
 

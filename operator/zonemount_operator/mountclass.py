@@ -7,8 +7,10 @@ Plain async functions over plain data and the :class:`KubeClient` seam (plus a
 * ``render_storage_class`` / ``render_persistent_volume`` are pure: spec + bucket facts ->
   manifest. Volumes land only in the bucket's zone (``allowedTopologies`` /
   ``nodeAffinity`` on ``topology.kubernetes.io/zone``), binding waits for the first consumer.
-* ``reconcile_mountclass`` waits (condition ``BucketReady=False``, reason BucketNotReady /
-  BucketNotFound) until a referenced S3ExpressBucket is Ready, then converges the objects:
+* ``reconcile_mountclass`` runs :data:`STEPS` (``spec`` -> ``bucket`` -> ``objects``, the
+  shape of :mod:`~zonemount_operator.conditions`): it waits (condition
+  ``BucketReady=False``, reason BucketNotReady / BucketNotFound) until a referenced
+  S3ExpressBucket is Ready, then converges the objects (:func:`desired_objects`):
   missing -> create; different -> recreate (StorageClass parameters are immutable; a PV is
   recreated only while no claim is bound to it, otherwise the condition says so); someone
   else's object with our name -> condition ``StorageClassConflict``, never overwritten.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from zonemount_contract import keys
@@ -30,11 +32,8 @@ from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names, qu
 from zonemount_operator.aws import BucketAdmin
 from zonemount_operator.errors import (
     AccessDeniedError,
-    AwsError,
     DependencyNotReady,
-    KubeError,
     SpecError,
-    ZonemountError,
 )
 from zonemount_operator.kube import (
     PERSISTENTVOLUMES,
@@ -48,8 +47,7 @@ from zonemount_operator.spec import MountClassSpec, parse_mountclass
 ZONE_KEY = keys.TOPOLOGY_ZONE
 OWNER_LABEL = "zonemount.io/mountclass"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "zonemount-operator"}
-T = conditions.MOUNTCLASS_TYPES
-REQUIRED = ("BucketReady", "StorageClassReady")
+Outcome = conditions.Outcome
 
 
 @dataclass(frozen=True)
@@ -61,17 +59,6 @@ class BucketFacts:
     availability_zone: str | None
     availability_zone_id: str | None
     endpoint_url: str | None = None
-
-
-@dataclass
-class Outcome:
-    status: dict[str, Any]
-    error: ZonemountError | None = None
-    events: list[str] = field(default_factory=list)
-
-    @property
-    def ready(self) -> bool:
-        return conditions.is_true(self.status.get("conditions"), "Ready")
 
 
 def _metadata(name: str, owner: str, owner_uid: str | None) -> dict[str, Any]:
@@ -407,6 +394,90 @@ async def _release_renamed(
             events.append(f"deleted {kind} {written} (storageClassName is now {now})")
 
 
+@dataclass
+class _MountClassRun:
+    """The context the steps of one S3MountClass reconcile share."""
+
+    name: str
+    uid: str | None
+    spec_dict: Mapping[str, Any]
+    status: Mapping[str, Any]
+    kube: KubeClient
+    admin: BucketAdmin | None
+    endpoint_url: str | None
+    spec: MountClassSpec | None = None
+    facts: BucketFacts | None = None
+
+    @property
+    def parsed(self) -> MountClassSpec:
+        assert self.spec is not None, "the spec step runs first"
+        return self.spec
+
+
+def desired_objects(
+    name: str, uid: str | None, spec: MountClassSpec, facts: BucketFacts
+) -> dict[str, dict[str, Any]]:
+    """What an S3MountClass writes: ``storageClass`` and, for Static, ``persistentVolume``
+    (the live reconcile converges them; ``zonemount reconcile`` prints them)."""
+    out = {"storageClass": render_storage_class(name, uid, spec, facts)}
+    if spec.provisioning == "Static":
+        out["persistentVolume"] = render_persistent_volume(name, uid, spec, facts)
+    return out
+
+
+async def _step_spec(run: _MountClassRun, out: conditions.StatusBuilder) -> None:
+    run.spec = parse_mountclass(run.name, run.spec_dict)
+
+
+async def _step_bucket(run: _MountClassRun, out: conditions.StatusBuilder) -> None:
+    facts = await bucket_facts(run.parsed, run.kube, run.admin, run.endpoint_url)
+    run.facts = facts
+    out.fields.update(
+        bucketName=facts.bucket_name,
+        region=facts.region,
+        availabilityZone=facts.availability_zone,
+        availabilityZoneId=facts.availability_zone_id,
+    )
+    where = f" in {facts.availability_zone}" if facts.availability_zone else ""
+    out.set("BucketReady", True, "BucketReady", f"bucket {facts.bucket_name}{where}")
+
+
+async def _step_objects(run: _MountClassRun, out: conditions.StatusBuilder) -> None:
+    assert run.facts is not None, "the bucket step runs first"
+    spec, kube, name, events = run.parsed, run.kube, run.name, out.events
+    want = desired_objects(name, run.uid, spec, run.facts)
+    await _ensure_storage_class(kube, name, want["storageClass"], events)
+    out.fields["storageClassName"] = spec.storage_class_name
+    await _release_renamed(kube, name, run.status.get("storageClassName"), spec, events)
+    pv_name = spec.storage_class_name
+    if "persistentVolume" in want:
+        await _ensure_pv(kube, name, want["persistentVolume"], events)
+        out.fields["persistentVolumeName"] = pv_name
+    else:
+        have = await kube.get(PERSISTENTVOLUMES, pv_name)
+        if have is not None and _owned_by(have, name):
+            await kube.delete(PERSISTENTVOLUMES, pv_name)
+            events.append(
+                f"deleted PersistentVolume {pv_name} (provisioning is PerClaimPrefix now)"
+            )
+        out.fields["persistentVolumeName"] = None
+    what = f"StorageClass {spec.storage_class_name}"
+    if spec.provisioning == "Static":
+        what += f" and PersistentVolume {spec.storage_class_name}"
+    out.set("StorageClassReady", True, "StorageClassReady", f"{what} written ({spec.provisioning})")
+
+
+def _waiting(message: str) -> tuple[tuple[str, str, str], ...]:
+    return (("StorageClassReady", "WaitingForBucket", message),)
+
+
+STEPS: tuple[conditions.Step[_MountClassRun], ...] = (
+    conditions.Step("spec", "BucketReady", _step_spec, _waiting("waiting for a valid spec")),
+    conditions.Step("bucket", "BucketReady", _step_bucket, _waiting("waiting for the bucket")),
+    conditions.Step("objects", "StorageClassReady", _step_objects),
+)
+
+
 async def reconcile_mountclass(
     name: str,
     uid: str | None,
@@ -419,95 +490,11 @@ async def reconcile_mountclass(
     endpoint_url: str | None = None,
     now: dt.datetime | None = None,
 ) -> Outcome:
-    """Converge the StorageClass (+ Static PV); never raises for spec/AWS/API trouble."""
-    now = now or dt.datetime.now(dt.UTC)
-    status = dict(status or {})
-    current = status.get("conditions")
-    new: dict[str, Any] = {"observedGeneration": generation}
-    updates: list[conditions.Condition] = []
-    events: list[str] = []
-
-    def finish(error: ZonemountError | None) -> Outcome:
-        new["conditions"] = conditions.with_ready(
-            current, updates, T, REQUIRED, generation, now=now
-        )
-        return Outcome({**status, **new}, error, events)
-
-    def waiting(msg: str) -> conditions.Condition:
-        return conditions.make(
-            "StorageClassReady", None, "WaitingForBucket", msg, generation, now=now
-        )
-
-    try:
-        spec = parse_mountclass(name, spec_dict)
-    except SpecError as exc:
-        updates.append(
-            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
-        )
-        updates.append(waiting("waiting for a valid spec"))
-        return finish(exc)
-    try:
-        facts = await bucket_facts(spec, kube, admin, endpoint_url)
-    except (DependencyNotReady, SpecError, AwsError, KubeError) as exc:
-        updates.append(
-            conditions.make("BucketReady", False, exc.reason, str(exc), generation, now=now)
-        )
-        updates.append(waiting("waiting for the bucket"))
-        return finish(exc)
-    new.update(
-        bucketName=facts.bucket_name,
-        region=facts.region,
-        availabilityZone=facts.availability_zone,
-        availabilityZoneId=facts.availability_zone_id,
-    )
-    where = f" in {facts.availability_zone}" if facts.availability_zone else ""
-    updates.append(
-        conditions.make(
-            "BucketReady",
-            True,
-            "BucketReady",
-            f"bucket {facts.bucket_name}{where}",
-            generation,
-            now=now,
-        )
-    )
-    try:
-        await _ensure_storage_class(
-            kube, name, render_storage_class(name, uid, spec, facts), events
-        )
-        new["storageClassName"] = spec.storage_class_name
-        await _release_renamed(kube, name, status.get("storageClassName"), spec, events)
-        pv_name = spec.storage_class_name
-        if spec.provisioning == "Static":
-            await _ensure_pv(kube, name, render_persistent_volume(name, uid, spec, facts), events)
-            new["persistentVolumeName"] = pv_name
-        else:
-            have = await kube.get(PERSISTENTVOLUMES, pv_name)
-            if have is not None and _owned_by(have, name):
-                await kube.delete(PERSISTENTVOLUMES, pv_name)
-                events.append(
-                    f"deleted PersistentVolume {pv_name} (provisioning is PerClaimPrefix now)"
-                )
-            new["persistentVolumeName"] = None
-    except (SpecError, KubeError, DependencyNotReady) as exc:
-        updates.append(
-            conditions.make("StorageClassReady", False, exc.reason, str(exc), generation, now=now)
-        )
-        return finish(exc)
-    what = f"StorageClass {spec.storage_class_name}"
-    if spec.provisioning == "Static":
-        what += f" and PersistentVolume {spec.storage_class_name}"
-    updates.append(
-        conditions.make(
-            "StorageClassReady",
-            True,
-            "StorageClassReady",
-            f"{what} written ({spec.provisioning})",
-            generation,
-            now=now,
-        )
-    )
-    return finish(None)
+    """Converge the StorageClass (+ Static PV): :data:`STEPS` in order; never raises for
+    spec/AWS/API trouble."""
+    run = _MountClassRun(name, uid, spec_dict, dict(status or {}), kube, admin, endpoint_url)
+    out = conditions.StatusBuilder(conditions.MOUNTCLASS, status, generation, now=now)
+    return await conditions.arun_steps(STEPS, run, out)
 
 
 async def delete_mountclass(

@@ -137,3 +137,61 @@ def test_endpoint_urls_refused_with_the_fix(url: str) -> None:
         SpecError, match=r"is not an? .*URL.*: expected http://HOST:PORT or https://"
     ):
         names.validate_endpoint_url(url, "spec.endpointUrl")
+
+
+def _steps() -> tuple[conditions.Step[list[str]], ...]:
+    def ok(ctx: list[str], out: conditions.StatusBuilder) -> None:
+        ctx.append("bucket")
+        out.fields["bucketName"] = "b"
+        out.set("BucketReady", True, "BucketReady", "there")
+
+    def denied(ctx: list[str], out: conditions.StatusBuilder) -> None:
+        ctx.append("access")
+        raise SpecError("role r is not allowed", reason="RoleNotAllowed")
+
+    def never(ctx: list[str], out: conditions.StatusBuilder) -> None:
+        ctx.append("import")
+
+    return (
+        conditions.Step("bucket", "BucketReady", ok),
+        conditions.Step(
+            "access", "AccessReady", denied, (("ImportComplete", "WaitingForAccess", "w"),)
+        ),
+        conditions.Step("import", "ImportComplete", never),
+    )
+
+
+def test_a_failed_step_stops_the_run_and_says_why_in_its_condition() -> None:
+    calls: list[str] = []
+    previous = {"conditions": [conditions.make("BucketReady", True, "BucketReady", "x", 1, now=T0)]}
+    out = conditions.StatusBuilder(conditions.BUCKET, {**previous, "keep": 1}, 2, now=T1)
+    outcome = conditions.run_steps(_steps(), calls, out)
+    assert calls == ["bucket", "access"]  # ordered; nothing after the failed step runs
+    assert isinstance(outcome.error, SpecError) and not outcome.ready
+    assert outcome.status["keep"] == 1 and outcome.status["bucketName"] == "b"
+    assert outcome.status["observedGeneration"] == 2
+    by_type = {c["type"]: c for c in outcome.status["conditions"]}
+    assert (by_type["AccessReady"]["status"], by_type["AccessReady"]["reason"]) == (
+        "False",
+        "RoleNotAllowed",
+    )
+    assert by_type["ImportComplete"]["status"] == "Unknown"
+    assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "RoleNotAllowed")
+    # BucketReady stayed True: its transition time is the first one's
+    assert by_type["BucketReady"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert by_type["AccessReady"]["lastTransitionTime"] == "2026-01-01T01:00:00Z"
+
+
+def test_hold_ready_overrides_only_ready() -> None:
+    held = conditions.hold_ready(
+        conditions.BUCKET,
+        [conditions.make("BucketReady", True, "BucketReady", "x", 1, now=T0)],
+        "BucketInUse",
+        "waits",
+        1,
+        now=T1,
+    )
+    assert [(c["type"], c["status"], c["reason"]) for c in held] == [
+        ("Ready", "False", "BucketInUse"),
+        ("BucketReady", "True", "BucketReady"),
+    ]
