@@ -129,33 +129,41 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _dry_run_bucket(doc: dict[str, Any], admin: Any) -> dict[str, Any]:
-    from zonemount_operator import names
-    from zonemount_operator.bucket import owner_of, resolve_zone, session_policy
-    from zonemount_operator.spec import parse_bucket
+def _dry_run_bucket(doc: dict[str, Any], admin: Any, policy: Any) -> dict[str, Any]:
+    """The live reconcile's plan (:func:`~zonemount_operator.bucket.plan_bucket`: zone,
+    bucket, tenancy checks; reads only) as ``--dry-run`` prints it."""
+    from zonemount_operator.bucket import plan_bucket, session_policy
 
     meta = doc["metadata"]
-    owner = owner_of(meta["name"], meta.get("namespace") or "default", meta.get("uid"))
-    spec = parse_bucket(meta["name"], doc.get("spec") or {}, namespace=owner.namespace)
-    zone = resolve_zone(admin, spec)
-    bucket = names.directory_bucket_name(spec.base_name, zone.zone_id)
-    arn = names.directory_bucket_arn(spec.region, admin.account_id(), bucket)
-    plan: dict[str, Any] = {
-        "bucketName": bucket,
-        "bucketArn": arn,
-        "region": spec.region,
-        "availabilityZone": zone.name,
-        "availabilityZoneId": zone.zone_id,
-        "endpoint": names.zonal_endpoint(spec.region, zone.zone_id),
-        "deletionPolicy": spec.deletion_policy,
+    plan = plan_bucket(
+        meta["name"],
+        meta.get("namespace") or "default",
+        doc.get("spec") or {},
+        doc.get("status"),
+        admin,
+        uid=meta.get("uid"),
+        policy=policy,
+    )
+    fields = plan.fields()
+    out: dict[str, Any] = {
+        key: fields[key]
+        for key in (
+            "bucketName",
+            "bucketArn",
+            "region",
+            "availabilityZone",
+            "availabilityZoneId",
+            "endpoint",
+        )
     }
-    if spec.role_arns:
-        plan["policy"] = {
-            "name": names.policy_name(owner.uid),
-            "document": session_policy(arn, spec.session_mode),
-            "attachTo": list(spec.role_arns),
+    out["deletionPolicy"] = plan.spec.deletion_policy
+    if plan.spec.role_arns:
+        out["policy"] = {
+            "name": names.policy_name(plan.owner.uid),
+            "document": session_policy(plan.arn, plan.spec.session_mode),
+            "attachTo": list(plan.spec.role_arns),
         }
-    return plan
+    return out
 
 
 def _import_with_progress(
@@ -290,7 +298,7 @@ def reconcile_main(argv: Sequence[str]) -> int:  # noqa: C901, PLR0912, PLR0915 
             if doc["kind"] == "S3ExpressBucket":
                 key = (meta.get("namespace") or "default", meta["name"])
                 if args.dry_run:
-                    plan = _dry_run_bucket(doc, admin)
+                    plan = _dry_run_bucket(doc, admin, policy)
                     buckets[key] = plan
                     results.append({"kind": doc["kind"], "name": meta["name"], "plan": plan})
                     continue

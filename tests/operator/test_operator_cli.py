@@ -190,6 +190,28 @@ def test_reconcile_reports_unknown_zone(
     )
 
 
+def test_dry_run_plans_the_bucket_the_real_run_reconciles(
+    moto_server: LocalS3, s3_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: --dry-run had its own planning path, which ignored the tenancy policy: with
+    an adopt entry it planned the derived bucket name while the real run adopts the named one."""
+    legacy = f"{unique_base()}--use1-az4--x-s3"
+    tenancy = tmp_path / "tenancy.yaml"
+    tenancy.write_text(f"adopt:\n  - {{namespace: x, name: zz, bucket: {legacy}}}\n")
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "apiVersion: zonemount.io/v1alpha1\nkind: S3ExpressBucket\n"
+        "metadata: {name: zz, namespace: x}\n"
+        "spec: {region: us-east-1, availabilityZoneId: use1-az4}\n"
+    )
+    args = ["-f", str(path), "--endpoint-url", moto_server.endpoint]
+    args += ["--tenancy-config", str(tenancy)]
+    assert reconcile_main([*args, "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["plan"]["bucketName"] == legacy
+    assert reconcile_main(args) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["status"]["bucketName"] == legacy
+
+
 def test_operator_flags_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         operator_main(["--namespace", "a", "--all-namespaces"])
