@@ -129,21 +129,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _dry_run_bucket(doc: dict[str, Any], admin: Any, policy: Any) -> dict[str, Any]:
-    """The live reconcile's plan (:func:`~zonemount_operator.bucket.plan_bucket`: zone,
-    bucket, tenancy checks; reads only) as ``--dry-run`` prints it."""
-    from zonemount_operator.bucket import plan_bucket, session_policy
+def _plan_printout(plan: Any) -> dict[str, Any]:
+    """A :class:`~zonemount_operator.bucket.BucketPlan` as ``--dry-run`` prints it."""
+    from zonemount_operator.bucket import session_policy
 
-    meta = doc["metadata"]
-    plan = plan_bucket(
-        meta["name"],
-        meta.get("namespace") or "default",
-        doc.get("spec") or {},
-        doc.get("status"),
-        admin,
-        uid=meta.get("uid"),
-        policy=policy,
-    )
     fields = plan.fields()
     out: dict[str, Any] = {
         key: fields[key]
@@ -193,47 +182,121 @@ def _import_with_progress(
     return status
 
 
-def _mountclass_offline(
-    doc: dict[str, Any], buckets: dict[tuple[str, str], dict[str, Any]], admin: Any, dry_run: bool
-) -> dict[str, Any]:
-    """Render what the operator would write, without a cluster."""
-    from zonemount_operator import conditions
-    from zonemount_operator.mountclass import (
-        BucketFacts,
-        render_persistent_volume,
-        render_storage_class,
-    )
-    from zonemount_operator.spec import parse_mountclass
+class _Offline:
+    """One ``zonemount reconcile`` run: the file's documents, reconciled in order (buckets
+    first) with the live reconcilers' own code: :func:`~zonemount_operator.bucket.plan_bucket`
+    and :func:`~zonemount_operator.bucket.reconcile_bucket` for S3ExpressBuckets,
+    :func:`~zonemount_operator.mountclass.referenced_bucket_facts` /
+    :func:`~zonemount_operator.mountclass.bucket_facts` and
+    :func:`~zonemount_operator.mountclass.desired_objects` for S3MountClasses (which print
+    what they would write: there is no cluster to write it to)."""
 
-    name = doc["metadata"]["name"]
-    spec = parse_mountclass(name, doc.get("spec") or {})
-    if spec.bucket_ref is not None:
-        status = buckets.get(spec.bucket_ref)
-        if status is None:
+    def __init__(self, args: argparse.Namespace, admin: Any, policy: Any) -> None:
+        self.args, self.admin, self.policy = args, admin, policy
+        # (namespace, name) -> the S3ExpressBucket as reconciled here (metadata + status/plan)
+        self.buckets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.failed = False
+
+    def bucket(self, doc: dict[str, Any]) -> dict[str, Any]:
+        from zonemount_operator import conditions
+        from zonemount_operator.bucket import plan_bucket, reconcile_bucket
+
+        meta = doc["metadata"]
+        key = (meta.get("namespace") or "default", meta["name"])
+        ref = f"{doc['kind']}/{meta['name']}"
+        if self.args.dry_run:
+            plan = plan_bucket(
+                meta["name"],
+                key[0],
+                doc.get("spec") or {},
+                doc.get("status"),
+                self.admin,
+                uid=meta.get("uid"),
+                policy=self.policy,
+            )
+            self.buckets[key] = {"metadata": meta, "plan": plan}
+            return {"kind": doc["kind"], "name": meta["name"], "plan": _plan_printout(plan)}
+        outcome = reconcile_bucket(
+            meta["name"],
+            key[0],
+            doc.get("spec") or {},
+            doc.get("status"),
+            meta.get("generation"),
+            admin=self.admin,
+            uid=meta.get("uid"),
+            policy=self.policy,
+        )
+        status = outcome.status
+        for line in outcome.events:
+            print(f"{ref}: {line}", file=sys.stderr)
+        if (
+            outcome.error is None
+            and (doc.get("spec") or {}).get("import")
+            and not self.args.no_import
+        ):
+            status = _import_with_progress(doc, status, self.admin, self.policy)
+        self.buckets[key] = {"metadata": meta, "status": status}
+        if not conditions.is_true(status.get("conditions"), "Ready"):
+            self.failed = True
+            ready = conditions.get(status.get("conditions"), "Ready") or {}
+            print(
+                f"{ref}: not Ready: {ready.get('reason')}: {ready.get('message')}",
+                file=sys.stderr,
+            )
+        return {"kind": doc["kind"], "name": meta["name"], "status": _clean(status)}
+
+    def mountclass(self, doc: dict[str, Any]) -> dict[str, Any]:
+        from zonemount_operator.mountclass import desired_objects
+        from zonemount_operator.spec import parse_mountclass
+
+        name = doc["metadata"]["name"]
+        spec = parse_mountclass(name, doc.get("spec") or {})
+        facts = asyncio.run(self._facts(name, spec))
+        return {"kind": doc["kind"], "name": name, **desired_objects(name, None, spec, facts)}
+
+    async def _facts(self, name: str, spec: Any) -> Any:
+        from zonemount_operator.mountclass import (
+            BucketFacts,
+            bucket_facts,
+            referenced_bucket_facts,
+        )
+
+        endpoint = getattr(self.admin, "endpoint_url", None)
+        if spec.bucket_ref is None:
+            return await bucket_facts(spec, None, self.admin)  # type: ignore[arg-type]
+        known = self.buckets.get(spec.bucket_ref)
+        if known is None:
             raise SpecError(
                 f"S3MountClass {name}: bucketRef {'/'.join(spec.bucket_ref)} is not "
                 "in this file; without a cluster put the S3ExpressBucket in the file"
             )
-        if not dry_run and not conditions.is_true(status.get("conditions"), "Ready"):
-            raise ZonemountError(f"S3MountClass {name}: the referenced bucket is not Ready")
-        facts = BucketFacts(
-            status["bucketName"],
-            status["region"],
-            status.get("availabilityZone"),
-            status.get("availabilityZoneId"),
-            getattr(admin, "endpoint_url", None),
-        )
-    else:
-        from zonemount_operator.mountclass import bucket_facts
+        if "plan" in known:  # --dry-run: the bucket is planned, not made
+            fields = known["plan"].fields()
+            return BucketFacts(
+                fields["bucketName"],
+                fields["region"],
+                fields["availabilityZone"],
+                fields["availabilityZoneId"],
+                endpoint,
+            )
+        return await referenced_bucket_facts(spec.bucket_ref, known, self.admin, endpoint)
 
-        facts = asyncio.run(bucket_facts(spec, None, admin))  # type: ignore[arg-type]
-    out: dict[str, Any] = {"storageClass": render_storage_class(name, None, spec, facts)}
-    if spec.provisioning == "Static":
-        out["persistentVolume"] = render_persistent_volume(name, None, spec, facts)
-    return out
+    def run(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Reconcile one document; None when it failed (reported on stderr)."""
+        ref = f"{doc['kind']}/{doc['metadata']['name']}"
+        try:
+            if doc["kind"] == "S3ExpressBucket":
+                return self.bucket(doc)
+            return self.mountclass(doc)
+        except SpecError:
+            raise
+        except ZonemountError as exc:
+            self.failed = True
+            print(f"zonemount reconcile: {ref}: {exc}", file=sys.stderr)
+            return None
 
 
-def reconcile_main(argv: Sequence[str]) -> int:  # noqa: C901, PLR0912, PLR0915 - over the issue-15 limits; next to split
+def _reconcile_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="zonemount reconcile",
         description="Reconcile S3ExpressBucket/S3MountClass documents once, "
@@ -256,29 +319,23 @@ def reconcile_main(argv: Sequence[str]) -> int:  # noqa: C901, PLR0912, PLR0915 
         help="apply this tenancy policy (the operator's admin settings); default: none, since "
         "this command acts with your own AWS credentials",
     )
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def _reconcile_inputs(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
+    """The tenancy policy and the file's documents, each checked before any AWS call
+    (raises SpecError: bad input)."""
     from zonemount_operator import tenancy
-
-    try:
-        policy = (
-            tenancy.load(args.tenancy_config)
-            if args.tenancy_config
-            else tenancy.TenancyPolicy.unrestricted()
-        )
-    except SpecError as exc:
-        return _fail("reconcile", str(exc), 2)
-
-    from zonemount_operator.aws import Boto3BucketAdmin
-    from zonemount_operator.bucket import reconcile_bucket
-
-    try:
-        if args.endpoint_url is not None:
-            names.validate_endpoint_url(args.endpoint_url, "--endpoint-url")
-        docs = _load(args.filename)
-    except SpecError as exc:
-        return _fail("reconcile", str(exc), 2)
     from zonemount_operator.spec import parse_bucket, parse_mountclass
 
+    policy = (
+        tenancy.load(args.tenancy_config)
+        if args.tenancy_config
+        else tenancy.TenancyPolicy.unrestricted()
+    )
+    if args.endpoint_url is not None:
+        names.validate_endpoint_url(args.endpoint_url, "--endpoint-url")
+    docs = _load(args.filename)
     for doc in docs:  # validate everything before touching AWS
         if args.region and doc["kind"] == "S3ExpressBucket":
             doc.setdefault("spec", {})["region"] = args.region
@@ -286,68 +343,37 @@ def reconcile_main(argv: Sequence[str]) -> int:  # noqa: C901, PLR0912, PLR0915 
         try:
             parse(doc["metadata"]["name"], doc.get("spec") or {})
         except SpecError as exc:
-            return _fail("reconcile", f"{doc['kind']}/{doc['metadata']['name']}: {exc}", 2)
-    admin = Boto3BucketAdmin(endpoint_url=args.endpoint_url)
-    results: list[dict[str, Any]] = []
-    buckets: dict[tuple[str, str], dict[str, Any]] = {}
-    failed = False
-    for doc in sorted(docs, key=lambda d: d["kind"] != "S3ExpressBucket"):
-        meta = doc["metadata"]
-        ref = f"{doc['kind']}/{meta['name']}"
-        try:
-            if doc["kind"] == "S3ExpressBucket":
-                key = (meta.get("namespace") or "default", meta["name"])
-                if args.dry_run:
-                    plan = _dry_run_bucket(doc, admin, policy)
-                    buckets[key] = plan
-                    results.append({"kind": doc["kind"], "name": meta["name"], "plan": plan})
-                    continue
-                outcome = reconcile_bucket(
-                    meta["name"],
-                    key[0],
-                    doc.get("spec") or {},
-                    doc.get("status"),
-                    meta.get("generation"),
-                    admin=admin,
-                    uid=meta.get("uid"),
-                    policy=policy,
-                )
-                status = outcome.status
-                for line in outcome.events:
-                    print(f"{ref}: {line}", file=sys.stderr)
-                if (
-                    outcome.error is None
-                    and (doc.get("spec") or {}).get("import")
-                    and not args.no_import
-                ):
-                    status = _import_with_progress(doc, status, admin, policy)
-                buckets[key] = status
-                results.append(
-                    {"kind": doc["kind"], "name": meta["name"], "status": _clean(status)}
-                )
-                from zonemount_operator import conditions
+            raise SpecError(f"{doc['kind']}/{doc['metadata']['name']}: {exc}") from None
+    return policy, docs
 
-                if not conditions.is_true(status.get("conditions"), "Ready"):
-                    failed = True
-                    ready = conditions.get(status.get("conditions"), "Ready") or {}
-                    print(
-                        f"{ref}: not Ready: {ready.get('reason')}: {ready.get('message')}",
-                        file=sys.stderr,
-                    )
-            else:
-                rendered = _mountclass_offline(doc, buckets, admin, args.dry_run)
-                results.append({"kind": doc["kind"], "name": meta["name"], **rendered})
-        except SpecError as exc:
-            return _fail("reconcile", f"{ref}: {exc}", 2)
-        except ZonemountError as exc:
-            failed = True
-            print(f"zonemount reconcile: {ref}: {exc}", file=sys.stderr)
+
+def _print_yaml(results: list[dict[str, Any]]) -> None:
     try:
         yaml.safe_dump_all(results, sys.stdout, sort_keys=False)
         sys.stdout.flush()
     except BrokenPipeError:  # `zonemount reconcile ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 1 if failed else 0
+
+
+def reconcile_main(argv: Sequence[str]) -> int:
+    args = _reconcile_parser().parse_args(list(argv))
+    try:
+        policy, docs = _reconcile_inputs(args)
+    except SpecError as exc:
+        return _fail("reconcile", str(exc), 2)
+    from zonemount_operator.aws import Boto3BucketAdmin
+
+    offline = _Offline(args, Boto3BucketAdmin(endpoint_url=args.endpoint_url), policy)
+    results: list[dict[str, Any]] = []
+    for doc in sorted(docs, key=lambda d: d["kind"] != "S3ExpressBucket"):
+        try:
+            result = offline.run(doc)
+        except SpecError as exc:
+            return _fail("reconcile", f"{doc['kind']}/{doc['metadata']['name']}: {exc}", 2)
+        if result is not None:
+            results.append(result)
+    _print_yaml(results)
+    return 1 if offline.failed else 0
 
 
 # -- cp / sync ---------------------------------------------------------------------------------

@@ -191,6 +191,43 @@ async def _check_owned(
         )
 
 
+async def referenced_bucket_facts(
+    ref: tuple[str, str],
+    obj: Mapping[str, Any] | None,
+    admin: BucketAdmin | None,
+    endpoint_url: str | None = None,
+) -> BucketFacts:
+    """Facts from the S3ExpressBucket ``ref`` (namespace, name) as ``obj`` shows it (from the
+    API server, or from the file ``zonemount reconcile`` reconciled): it must exist, not be
+    deleting, be Ready, and (with ``admin``) its bucket must carry its owner tags."""
+    ns, ref_name = ref
+    if obj is None:
+        raise DependencyNotReady(
+            f"S3ExpressBucket {ns}/{ref_name} does not exist: create it or fix spec.bucketRef",
+            reason="BucketNotFound",
+        )
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        raise DependencyNotReady(
+            f"S3ExpressBucket {ns}/{ref_name} is being deleted (it waits until no "
+            "S3MountClass or volume uses it): point spec.bucketRef at another bucket",
+            reason="BucketDeleting",
+        )
+    status = obj.get("status") or {}
+    ready = conditions.get(status.get("conditions"), "Ready")
+    if ready is None or ready.get("status") != "True" or not status.get("bucketName"):
+        why = f" ({ready.get('reason')}: {ready.get('message')})" if ready else ""
+        raise DependencyNotReady(f"waiting for S3ExpressBucket {ns}/{ref_name} to be Ready{why}")
+    if admin is not None:
+        await _check_owned(admin, ns, ref_name, obj, status)
+    return BucketFacts(
+        status["bucketName"],
+        status["region"],
+        status.get("availabilityZone"),
+        status.get("availabilityZoneId"),
+        endpoint_url,
+    )
+
+
 async def bucket_facts(
     spec: MountClassSpec,
     kube: KubeClient,
@@ -201,33 +238,7 @@ async def bucket_facts(
     if spec.bucket_ref is not None:
         ns, ref_name = spec.bucket_ref
         obj = await kube.get(S3EXPRESSBUCKETS, ref_name, ns)
-        if obj is None:
-            raise DependencyNotReady(
-                f"S3ExpressBucket {ns}/{ref_name} does not exist: create it or fix spec.bucketRef",
-                reason="BucketNotFound",
-            )
-        if (obj.get("metadata") or {}).get("deletionTimestamp"):
-            raise DependencyNotReady(
-                f"S3ExpressBucket {ns}/{ref_name} is being deleted (it waits until no "
-                "S3MountClass or volume uses it): point spec.bucketRef at another bucket",
-                reason="BucketDeleting",
-            )
-        status = obj.get("status") or {}
-        ready = conditions.get(status.get("conditions"), "Ready")
-        if ready is None or ready.get("status") != "True" or not status.get("bucketName"):
-            why = f" ({ready.get('reason')}: {ready.get('message')})" if ready else ""
-            raise DependencyNotReady(
-                f"waiting for S3ExpressBucket {ns}/{ref_name} to be Ready{why}"
-            )
-        if admin is not None:
-            await _check_owned(admin, ns, ref_name, obj, status)
-        return BucketFacts(
-            status["bucketName"],
-            status["region"],
-            status.get("availabilityZone"),
-            status.get("availabilityZoneId"),
-            endpoint_url,
-        )
+        return await referenced_bucket_facts(spec.bucket_ref, obj, admin, endpoint_url)
     assert spec.bucket_name is not None and spec.region is not None
     parsed = names.parse_directory_bucket(spec.bucket_name)
     if parsed is None:  # general-purpose bucket: the zone is whatever the user pinned
