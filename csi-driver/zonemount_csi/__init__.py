@@ -27,9 +27,6 @@ __all__ = ["DRIVER_NAME", "driver_version"]
 
 def driver_version() -> str:
     """The vendor version reported by GetPluginInfo (the installed distribution's version)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from zonemount_contract.s3client import zonemount_version
 
-    try:
-        return version("zonemount")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0+source"
+    return zonemount_version()

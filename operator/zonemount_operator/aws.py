@@ -9,8 +9,9 @@ into the hierarchy of :mod:`zonemount_operator.errors`:
 * AccessDenied-like codes -> :class:`AccessDeniedError` naming the IAM action we needed;
 * other client errors -> :class:`PermanentAwsError` with AWS's own message.
 
-Against a custom endpoint (``endpoint_url``) S3 uses path-style addressing and botocore's
-``disable_s3_express_session_auth``: local servers do not speak CreateSession. Against AWS,
+Clients come from the contract's one factory (:mod:`zonemount_contract.s3client`) with its
+local-endpoint policy: against a custom endpoint (``endpoint_url``) S3 uses path-style
+addressing and no S3 Express session auth (local servers do not speak CreateSession). Against AWS,
 botocore routes directory-bucket calls to the regional/zonal endpoints and runs
 CreateSession itself. Credentials come from the standard chain and never appear in errors.
 """
@@ -22,12 +23,12 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
+import botocore.session
 from zonemount_contract.aws_errors import ErrorClass, classify
+from zonemount_contract.s3client import create_client
 
 from zonemount_operator import names
 from zonemount_operator.errors import (
@@ -206,17 +207,19 @@ def _same_rules(have: list[dict[str, Any]], want: list[dict[str, Any]]) -> bool:
 
 
 class Boto3BucketAdmin:
-    """:class:`BucketAdmin` over boto3 (AWS, or any endpoint via ``endpoint_url``)."""
+    """:class:`BucketAdmin` over botocore clients made by the contract's one factory
+    (:func:`zonemount_contract.s3client.create_client`; AWS, or any endpoint via
+    ``endpoint_url``, a local server's policy: path-style, no CreateSession)."""
 
     def __init__(
         self,
         endpoint_url: str | None = None,
-        session: boto3.session.Session | None = None,
+        session: botocore.session.Session | None = None,
         max_attempts: int = 5,
         event_hooks: Callable[[Any], None] | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url
-        self._session = session or boto3.session.Session()
+        self._session = session or botocore.session.Session()
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._zones: dict[str, list[Zone]] = {}
@@ -227,26 +230,19 @@ class Boto3BucketAdmin:
     # -- clients ---------------------------------------------------------------------------
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
-        with self._lock:  # boto3 client creation is not thread-safe; clients themselves are
+        with self._lock:  # client creation is not thread-safe; clients themselves are
             if key not in self._clients:
-                s3_opts: dict[str, Any] = {}
-                if self.endpoint_url:
-                    s3_opts = {"addressing_style": "path", "disable_s3_express_session_auth": True}
-                config = Config(
-                    region_name=region,
-                    retries={"mode": "standard", "max_attempts": self._max_attempts},
-                    s3=cast(Any, s3_opts or None),
+                client = create_client(
+                    service,
+                    session=self._session,
+                    endpoint_url=self.endpoint_url,
+                    region=region,
+                    max_attempts=self._max_attempts,
                     max_pool_connections=64,
-                    connect_timeout=10,
-                    read_timeout=60,
+                    local_endpoint=True,
                     # S3 Control puts the account ID into the host name; a local endpoint
                     # (moto) serves every account on one host.
                     inject_host_prefix=not (self.endpoint_url and service == "s3control"),
-                )
-                client = self._session.client(
-                    service,  # type: ignore[call-overload]
-                    endpoint_url=self.endpoint_url,
-                    config=config,
                 )
                 if self.endpoint_url and service == "s3control":
                     # Tagging a directory bucket's ARN is signed for "s3express"; a local server
@@ -284,7 +280,7 @@ class Boto3BucketAdmin:
 
     def account_id(self) -> str:
         if self._account is None:
-            region = self._session.region_name or "us-east-1"
+            region = self._session.get_config_variable("region") or "us-east-1"
             with self._call("sts", "GetCallerIdentity"):
                 self._account = str(self.client("sts", region).get_caller_identity()["Account"])
         return self._account
