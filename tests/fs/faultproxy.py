@@ -3,7 +3,8 @@
 Each request is matched against rules, in order; the first whose method and query/path
 match applies its fault a number of times (``count``; ``None`` = forever):
 
-* ``status``: answer with an S3 error of that HTTP status instead of forwarding;
+* ``status``: answer with an S3 error of that HTTP status (error ``code``, extra ``headers``)
+  instead of forwarding;
 * ``stall``: hold the request for ``seconds`` (until the proxy closes), then forward;
 * ``trickle``: forward, then send the response body at ``rate`` bytes per second.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -32,6 +33,8 @@ class Rule:
     status: int = 500
     seconds: float = 3600.0
     rate: float = 10.0
+    code: str = "InternalError"
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
 
 
@@ -56,9 +59,11 @@ class FaultProxy:
                     relay(self, outer.upstream, body)
                 elif rule.fault == "status":
                     payload = (
-                        b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
-                    )
+                        f"<Error><Code>{rule.code}</Code><Message>injected</Message></Error>"
+                    ).encode()
                     self.send_response(rule.status)
+                    for name, value in rule.headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     if self.command != "HEAD":

@@ -8,6 +8,13 @@ for throttling and 5xx - and it is thread safe, so parallelism comes from issuin
 GETs / UploadParts from a thread pool, which is the same strategy awscrt uses internally.
 The hot loop (body reads) runs in C (ssl/socket) with the GIL released.
 
+The per-file calls (HeadObject, ListObjectsV2, PutObject, DeleteObject, ranged GetObject,
+CopyObject) go through :mod:`.fastpath` instead where it applies (general-purpose buckets, no
+proxy): the same signer, credentials, URL, retry policy and error mapping at a third of
+botocore's CPU per request. It turns itself off on a redirect; ``fast_path=False`` (or
+``ZONEMOUNT_S3_FAST_PATH=0``) keeps everything on botocore. Directory buckets stay on botocore
+(CreateSession auth).
+
 Invariants: every botocore/urllib3 exception is translated into a StoreError subclass here;
 messages carry the operation, the key and the S3 error code, never credentials.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import socket
 import threading
@@ -50,9 +58,11 @@ from ..errors import (
 )
 from ..metrics import S3_ERRORS, S3_REQUESTS
 from ..names import is_directory_bucket
+from . import fastpath
 from .base import ListPage, ObjectInfo, PutOptions
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_COPY_PART = 5 * 1024**3  # CopyObject's limit; larger objects use UploadPartCopy
 COPY_PART_SIZE = 512 * 1024**2
@@ -63,6 +73,8 @@ _NOT_SUPPORTED = {"NotImplemented", "501", "MethodNotAllowed", "405", "InvalidRe
 # Set in the environment when talking to S3 servers that do not speak CreateSession
 # (moto, SeaweedFS): directory-bucket requests are then signed with plain SigV4.
 DISABLE_EXPRESS_ENV = "ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH"
+#: Set to "0" to send every request through botocore (the fast path's A/B switch).
+FAST_PATH_ENV = "ZONEMOUNT_S3_FAST_PATH"
 
 
 @dataclass(frozen=True)
@@ -82,27 +94,38 @@ class S3Settings:
     body_deadline: float = 120.0
     put: PutOptions = PutOptions()  # noqa: RUF009 - frozen dataclass default
     disable_express_session_auth: bool = False
+    #: Hot calls on :mod:`.fastpath` where it applies (general-purpose buckets, no proxy).
+    fast_path: bool = True
+
+
+def _from_code(where: str, code: str, status: str, message: str) -> StoreError:
+    """The StoreError of an S3 error answer (botocore's ClientError or the fast path's)."""
+    msg = f"{where}: {code or status} {message}".strip()
+    kind = classify(code, status)  # the one classifier shared with the CSI driver/operator
+    if kind is ErrorClass.NO_SUCH_BUCKET:
+        return BucketNotFound(msg, code=code)
+    if kind is ErrorClass.NOT_FOUND and code != "NoSuchUpload":
+        return ObjectNotFound(msg, code=code)
+    if kind is ErrorClass.ACCESS_DENIED:
+        return AccessDenied(msg, code=code)
+    if code in {"PreconditionFailed", "412"} or status == "412":
+        return PreconditionFailed(msg, code=code)
+    if code in _NOT_SUPPORTED or status in {"501", "405"}:
+        return NotSupported(msg, code=code)
+    return StoreError(msg, code=code)
 
 
 def _translate(op: str, key: str, exc: Exception) -> StoreError:
     where = f"{op} {key!r}" if key else op
+    if isinstance(exc, fastpath.S3Error):
+        return _from_code(where, exc.code, str(exc.status), exc.message)
+    if isinstance(exc, fastpath.TransportError):
+        return StoreUnavailable(f"{where}: {exc}: endpoint unreachable or slow")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        msg = f"{where}: {code or status} {err.get('Message', '')}".strip()
-        kind = classify(code, status)  # the one classifier shared with the CSI driver/operator
-        if kind is ErrorClass.NO_SUCH_BUCKET:
-            return BucketNotFound(msg, code=code)
-        if kind is ErrorClass.NOT_FOUND and code != "NoSuchUpload":
-            return ObjectNotFound(msg, code=code)
-        if kind is ErrorClass.ACCESS_DENIED:
-            return AccessDenied(msg, code=code)
-        if code in {"PreconditionFailed", "412"} or status == "412":
-            return PreconditionFailed(msg, code=code)
-        if code in _NOT_SUPPORTED or status in {"501", "405"}:
-            return NotSupported(msg, code=code)
-        return StoreError(msg, code=code)
+        return _from_code(where, code, status, str(err.get("Message", "")))
     if isinstance(exc, NoCredentialsError):
         return AccessDenied(f"{where}: no AWS credentials found", code="NoCredentials")
     if isinstance(exc, BotoConnectionError | ReadTimeoutError):
@@ -206,6 +229,24 @@ class S3Store:
             endpoint_url=settings.endpoint_url,
             config=config,
         )
+        self._fast: fastpath.FastPath | None = None
+        if settings.fast_path and os.environ.get(FAST_PATH_ENV, "1") != "0":
+            self._fast = fastpath.for_client(
+                self._client,
+                session,
+                settings.bucket,
+                is_directory_bucket=self.is_directory_bucket,
+                unsigned=settings.no_sign_request,
+                max_connections=settings.max_connections,
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+                max_attempts=settings.max_attempts,
+            )
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether the hot calls currently go through :mod:`.fastpath`."""
+        return self._fast is not None
 
     # -- helpers -------------------------------------------------------------------------
     def _call(self, op: str, key: str, fn: Callable[..., T], **kwargs: Any) -> T:
@@ -216,6 +257,33 @@ class S3Store:
             error = _translate(op, key, exc)
             self._errors.labels(op=op, code=error.code or type(error).__name__).inc()
             raise error from None
+
+    def _fast_call(self, op: str, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the fast path, counted and translated like :meth:`_call`;
+        :class:`fastpath.Redirected` propagates (the caller repeats the call on botocore)."""
+        self._requests.labels(op=op).inc()
+        try:
+            return fn(*args)
+        except fastpath.Redirected:
+            log.info("%s: the bucket answered with a redirect; using botocore from now on", op)
+            self._fast = None
+            raise
+        except Exception as exc:
+            error = _translate(op, key, exc)
+            self._errors.labels(op=op, code=error.code or type(error).__name__).inc()
+            raise error from None
+
+    def _put_headers(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        """The fast path's PutObject/CopyObject headers (as botocore serializes _put_args)."""
+        opts = self.settings.put
+        headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+        if opts.storage_class:
+            headers["x-amz-storage-class"] = opts.storage_class
+        if opts.sse:
+            headers["x-amz-server-side-encryption"] = opts.sse
+        if opts.sse_kms_key_id:
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] = opts.sse_kms_key_id
+        return headers
 
     def _put_args(self) -> dict[str, Any]:
         opts = self.settings.put
@@ -233,12 +301,39 @@ class S3Store:
         self._call("ListObjectsV2", prefix, self._client.list_objects_v2, Prefix=prefix, MaxKeys=1)
 
     def head(self, key: str) -> ObjectInfo:
+        fast = self._fast
+        if fast is not None:
+            with contextlib.suppress(fastpath.Redirected):
+                size, etag, mtime, meta, storage = self._fast_call(
+                    "HeadObject", key, fast.head, key
+                )
+                return ObjectInfo(key, size, etag, mtime, meta, storage)
         resp = self._call("HeadObject", key, self._client.head_object, Key=key)
         return _info(key, resp)
 
     def list_page(
         self, prefix: str, delimiter: str | None, token: str | None, max_keys: int = 1000
     ) -> ListPage:
+        fast = self._fast
+        if fast is not None:
+            with contextlib.suppress(fastpath.Redirected):
+                listed = self._fast_call(
+                    "ListObjectsV2", prefix, fast.list_page, prefix, delimiter, token, max_keys
+                )
+                return ListPage(
+                    [
+                        ObjectInfo(
+                            key=k,
+                            size=size,
+                            etag=etag,
+                            mtime=parse_timestamp(modified).timestamp() if modified else 0.0,
+                            storage_class=storage,
+                        )
+                        for k, size, etag, modified, storage in listed.objects
+                    ],
+                    listed.prefixes,
+                    listed.next_token,
+                )
         kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": max_keys}
         if delimiter:
             kwargs["Delimiter"] = delimiter
@@ -287,21 +382,51 @@ class S3Store:
     ) -> Iterator[bytes]:
         if end <= start:
             return
+        fast = self._fast
+        if fast is not None:
+            try:
+                resp = self._fast_call("GetObject", key, fast.get, key, start, end, etag)
+            except fastpath.Redirected:
+                pass
+            except StoreError as exc:
+                if exc.code == "InvalidRange":
+                    return
+                raise
+            else:
+                yield from self._pieces(
+                    key,
+                    lambda size: fastpath.read_piece(resp, size),
+                    lambda: fastpath.shut_down(resp),
+                    lambda complete: fastpath.finish(resp, complete),
+                )
+                return
         try:
-            resp = self._get(key, start, end, etag)
+            got = self._get(key, start, end, etag)
         except StoreError as exc:
             if exc.code == "InvalidRange":
                 return
             raise
-        body = resp["Body"]
+        body = got["Body"]
+        yield from self._pieces(key, body.read, lambda: _shut_down(body), lambda _: body.close())
+
+    def _pieces(
+        self,
+        key: str,
+        read: Callable[[int], bytes],
+        shut_down: Callable[[], None],
+        close: Callable[[bool], None],
+    ) -> Iterator[bytes]:
+        """A GET body in pieces; past ``body_deadline`` its socket is shut down (a server
+        trickling bytes never trips the per-read timeout) and the read fails."""
         size = FIRST_PIECE  # small first piece: the first bytes reach the reader sooner
-        watchdog = threading.Timer(self.settings.body_deadline, _shut_down, (body,))
+        watchdog = threading.Timer(self.settings.body_deadline, shut_down)
         watchdog.daemon = True
         watchdog.start()
+        complete = False
         try:
             while True:
                 try:
-                    piece = body.read(size)
+                    piece = read(size)
                     # then the rest of the first MiB, then whole MiBs: pieces stay aligned
                     # with the kernel's 1 MiB read requests, which can then be answered
                     # with the received bytes objects themselves (no copy)
@@ -314,13 +439,20 @@ class S3Store:
                         ) from None
                     raise _translate("GetObject(body)", key, exc) from None
                 if not piece:
+                    complete = True
                     break
                 yield piece
         finally:
             watchdog.cancel()
-            body.close()
+            close(complete)
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        fast = self._fast
+        if fast is not None:
+            with contextlib.suppress(fastpath.Redirected):
+                headers = self._put_headers(metadata)
+                etag = self._fast_call("PutObject", key, fast.put, key, data, headers)
+                return ObjectInfo(key, len(data), etag, _now(), dict(metadata))
         resp = self._call(
             "PutObject",
             key,
@@ -398,6 +530,14 @@ class S3Store:
         if metadata is not None:
             extra["Metadata"] = dict(metadata)
             extra["MetadataDirective"] = "REPLACE"
+        fast = self._fast
+        if fast is not None and size <= MAX_COPY_PART:
+            headers = self._put_headers(metadata)
+            if metadata is not None:
+                headers["x-amz-metadata-directive"] = "REPLACE"
+            with contextlib.suppress(fastpath.Redirected):
+                self._fast_call("CopyObject", src, fast.copy, src, self.bucket, dst, headers)
+                return
         if size <= MAX_COPY_PART:
             self._call(
                 "CopyObject",
@@ -472,6 +612,15 @@ class S3Store:
         return False
 
     def delete(self, key: str) -> None:
+        fast = self._fast
+        if fast is not None:
+            try:
+                self._fast_call("DeleteObject", key, fast.delete, key)
+                return
+            except ObjectNotFound:
+                return  # deleting a missing key succeeds
+            except fastpath.Redirected:
+                pass
         with contextlib.suppress(ObjectNotFound):
             self._call("DeleteObject", key, self._client.delete_object, Key=key)
 
