@@ -25,6 +25,10 @@ codes, and are idempotent.
   is usable by many nodes, MULTI_NODE_MULTI_WRITER / MULTI_NODE_READER_ONLY, and so by one).
 * **ControllerGetCapabilities**: CREATE_DELETE_VOLUME.
 
+Request validation is :mod:`.validation` (shared with the node plugin; the controller imports
+nothing of the node service), the in-flight and per-bucket locks :mod:`.locks`, S3 clients the
+contract's one factory (:mod:`zonemount_contract.s3client`).
+
 Invariants: the controller only talks to the default S3 endpoint of its environment or to one
 of its ``--allowed-endpoint-url`` values; it never deletes outside the prefix a volume id proves
 (never with an empty prefix, never in another bucket); no two volumes it made on one bucket
@@ -37,7 +41,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,14 +52,17 @@ from zonemount_contract.aws_errors import ErrorClass, classify, code_and_status
 from zonemount_contract.s3client import create_client
 
 from ._proto import csi_pb2, csi_pb2_grpc
-from .credentials import CredentialsError, validate_role_arn
 from .errors import CsiError, invalid
-from .node import (
+from .locks import InFlight, KeyedLock
+from .validation import (
     SUPPORTED_MODES,
     check_capability,
+    check_known_keys,
     validate_bucket,
+    validate_choice,
     validate_prefix,
     validate_region,
+    validate_role_arn,
 )
 from .volume_record import (
     RECORD_PREFIX,
@@ -96,6 +102,49 @@ def _bool_param(params: Mapping[str, str], key: str) -> bool:
     return value == "true"
 
 
+def _check_create_request(request: csi_pb2.CreateVolumeRequest) -> None:
+    """The fields of CreateVolume itself: name, capabilities, no content source, capacity."""
+    if not request.name:
+        raise invalid("name is required")
+    if not request.volume_capabilities:
+        raise invalid("volume_capabilities is required")
+    for cap in request.volume_capabilities:
+        try:
+            check_capability(cap)
+        except CsiError as err:
+            raise invalid(err.message) from None
+    if request.HasField("volume_content_source"):
+        raise invalid("volume_content_source is not supported: no snapshots or clones")
+    rng = request.capacity_range
+    if rng.required_bytes < 0 or rng.limit_bytes < 0:
+        raise invalid("capacity_range must not be negative")
+    if rng.limit_bytes and rng.required_bytes > rng.limit_bytes:
+        raise CsiError(grpc.StatusCode.OUT_OF_RANGE, "required_bytes exceeds limit_bytes")
+
+
+def _volume_prefix(name: str, params: Mapping[str, str], base: str) -> str:
+    """``<base><pvc-namespace>/<pvc-name>/`` (from the external-provisioner's parameters), else
+    ``<base><name>/``; never under the controller's own records."""
+    namespace, pvc = params.get(vc.PVC_NAMESPACE, ""), params.get(vc.PVC_NAME, "")
+    if namespace and pvc:
+        if not (_NAME_RE.match(namespace) and _NAME_RE.match(pvc)):
+            raise invalid("PVC name or namespace is not a valid Kubernetes name")
+        prefix = f"{base}{namespace}/{pvc}/"
+    else:
+        if not _REQUEST_NAME_RE.match(name):
+            raise invalid(
+                "name must be 1-128 letters, digits, '.', '_' or '-' when no "
+                "csi.storage.k8s.io/pvc/name parameter is given"
+            )
+        prefix = f"{base}{name}/"
+    if not check_volume_prefix(prefix):
+        raise invalid(
+            f"StorageClass parameter basePrefix must not start with {RESERVED_PREFIX} "
+            "(the controller's records live there): choose another basePrefix"
+        )
+    return prefix
+
+
 ClientFactory = Callable[[str, str], "S3Client"]
 
 
@@ -120,60 +169,23 @@ class ControllerService:
         self._allowed = {
             u.rstrip("/"): endpoint_digest(u.rstrip("/")) for u in config.allowed_endpoint_urls
         }
-        self._mu = threading.Lock()
-        self._busy: set[str] = set()
+        self._in_flight = InFlight()
         self._index: dict[str, tuple[str, VolumeSpec]] = {}  # name -> (volume id, spec)
         #: one lock per (endpoint, bucket): the overlap check and the record write are atomic
-        self._bucket_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._bucket_lock = KeyedLock()
         #: verified zm2 records by (endpoint, bucket, key): content-addressed, so immutable
         self._records: dict[tuple[str, str, str], VolumeSpec] = {}
-
-    @contextlib.contextmanager
-    def _exclusive(self, key: str) -> Iterator[None]:
-        with self._mu:
-            if key in self._busy:
-                raise CsiError(
-                    grpc.StatusCode.ABORTED, f"an operation on {key[:100]} is in progress: retry"
-                )
-            self._busy.add(key)
-        try:
-            yield
-        finally:
-            with self._mu:
-                self._busy.discard(key)
 
     def _client(self, endpoint_url: str, region: str = "") -> S3Client:
         return self.config.client_factory(endpoint_url, region)
 
     # -- validation ----------------------------------------------------------------------
-    def spec_from_request(self, request: csi_pb2.CreateVolumeRequest) -> VolumeSpec:  # noqa: C901, PLR0912 - over the issue-15 limits; next to split
-        if not request.name:
-            raise invalid("name is required")
-        if not request.volume_capabilities:
-            raise invalid("volume_capabilities is required")
-        for cap in request.volume_capabilities:
-            try:
-                check_capability(cap)
-            except CsiError as err:
-                raise invalid(err.message) from None
-        if request.HasField("volume_content_source"):
-            raise invalid("volume_content_source is not supported: no snapshots or clones")
-        rng = request.capacity_range
-        if rng.required_bytes < 0 or rng.limit_bytes < 0:
-            raise invalid("capacity_range must not be negative")
-        if rng.limit_bytes and rng.required_bytes > rng.limit_bytes:
-            raise CsiError(grpc.StatusCode.OUT_OF_RANGE, "required_bytes exceeds limit_bytes")
+    def spec_from_request(self, request: csi_pb2.CreateVolumeRequest) -> VolumeSpec:
+        """The volume a CreateVolume request asks for, validated whole (INVALID_ARGUMENT or
+        OUT_OF_RANGE naming the field) before anything is looked up or written."""
+        _check_create_request(request)
         params = dict(request.parameters)
-        unknown = sorted(
-            k
-            for k in params
-            if k not in vc.STORAGE_CLASS_PARAMS and not k.startswith(vc.KUBERNETES_PREFIXES)
-        )
-        if unknown:
-            raise invalid(
-                f"unknown StorageClass parameter {unknown[0][:60]!r}: known are "
-                f"{', '.join(sorted(vc.STORAGE_CLASS_PARAMS))}"
-            )
+        check_known_keys(params, vc.STORAGE_CLASS_PARAMS, "StorageClass parameter")
         bucket = validate_bucket(
             params.get(vc.PARAM_BUCKET_NAME, ""), "StorageClass parameter bucketName"
         )
@@ -187,33 +199,13 @@ class ControllerService:
                 "StorageClass parameter endpointUrl is not in the controller's "
                 "--allowed-endpoint-url list"
             )
-        namespace, pvc = params.get(vc.PVC_NAMESPACE, ""), params.get(vc.PVC_NAME, "")
-        if namespace and pvc:
-            if not (_NAME_RE.match(namespace) and _NAME_RE.match(pvc)):
-                raise invalid("PVC name or namespace is not a valid Kubernetes name")
-            prefix = f"{base}{namespace}/{pvc}/"
-        else:
-            if not _REQUEST_NAME_RE.match(request.name):
-                raise invalid(
-                    "name must be 1-128 letters, digits, '.', '_' or '-' when no "
-                    "csi.storage.k8s.io/pvc/name parameter is given"
-                )
-            prefix = f"{base}{request.name}/"
-        if not check_volume_prefix(prefix):
-            raise invalid(
-                f"StorageClass parameter basePrefix must not start with {RESERVED_PREFIX} "
-                "(the controller's records live there): choose another basePrefix"
-            )
+        prefix = _volume_prefix(request.name, params, base)
         source = params.get(vc.PARAM_AUTHENTICATION_SOURCE, "")
-        if source and source not in vc.AUTH_SOURCES:
-            choices = ", ".join(vc.AUTH_SOURCES)
-            raise invalid(f"StorageClass parameter authenticationSource must be one of {choices}")
+        if source:
+            validate_choice(source, vc.AUTH_SOURCES, "StorageClass parameter authenticationSource")
         role_arn = params.get(vc.PARAM_ROLE_ARN, "")
         if role_arn:
-            try:
-                validate_role_arn(role_arn, "StorageClass parameter roleArn")
-            except CredentialsError as exc:
-                raise invalid(str(exc)) from None
+            validate_role_arn(role_arn, "StorageClass parameter roleArn")
         zone = params.get(vc.PARAM_AVAILABILITY_ZONE, "")
         if zone and not _ZONE_RE.match(zone):
             raise invalid("StorageClass parameter availabilityZone is not a zone name")
@@ -227,7 +219,7 @@ class ControllerService:
             authentication_source=source,
             role_arn=role_arn,
             availability_zone=zone,
-            capacity_bytes=rng.required_bytes,
+            capacity_bytes=request.capacity_range.required_bytes,
         )
 
     def _endpoint_for(self, volume_id: VolumeId) -> str:
@@ -240,10 +232,6 @@ class ControllerService:
             grpc.StatusCode.FAILED_PRECONDITION,
             "the volume's S3 endpoint is no longer in the controller's --allowed-endpoint-url",
         )
-
-    def _bucket_lock(self, endpoint_url: str, bucket: str) -> threading.Lock:
-        with self._mu:
-            return self._bucket_locks.setdefault((endpoint_url, bucket), threading.Lock())
 
     def _get(self, client: S3Client, bucket: str, key: str) -> bytes | None:
         try:
@@ -348,8 +336,8 @@ class ControllerService:
             f"volume {request.name[:100]} already exists with different parameters or capacity",
         )
         with (
-            self._exclusive(f"name:{request.name}"),
-            self._bucket_lock(spec.endpoint_url, spec.bucket),
+            self._in_flight.exclusive(f"name:{request.name}"),
+            self._bucket_lock((spec.endpoint_url, spec.bucket)),
             _s3_errors("CreateVolume"),
         ):
             known = self._index.get(request.name)
@@ -425,10 +413,10 @@ class ControllerService:
         if volume_id is None:
             log.info("DeleteVolume of a volume id this driver never made: nothing to do")
             return
-        with self._exclusive(f"volume:{volume_id}"), _s3_errors("DeleteVolume"):
+        with self._in_flight.exclusive(f"volume:{volume_id}"), _s3_errors("DeleteVolume"):
             endpoint = self._endpoint_for(volume_id)
             client = self._client(endpoint)
-            with self._bucket_lock(endpoint, volume_id.bucket):
+            with self._bucket_lock((endpoint, volume_id.bucket)):
                 if volume_id.legacy:
                     self._delete_legacy(client, volume_id)
                     return

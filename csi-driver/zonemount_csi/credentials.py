@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from zonemount_contract.keys import STS_AUDIENCE
-from zonemount_contract.names import NameRuleError, check_role_arn
 
 #: Variables that carry (or point at) the driver's own identity; removed for pod-level mounts.
 DRIVER_CREDENTIAL_ENV = (
@@ -51,15 +50,6 @@ _SESSION_RE = re.compile(r"[^A-Za-z0-9+=,.@_-]")
 
 class CredentialsError(ValueError):
     """The request cannot be turned into credentials (message never holds a secret)."""
-
-
-def validate_role_arn(role_arn: str, what: str = "volume context roleArn") -> str:
-    """The contract's role-ARN rule (:func:`zonemount_contract.names.check_role_arn`); the
-    message never holds the value (a token pasted into roleArn must not reach the logs)."""
-    try:
-        return check_role_arn(role_arn, what=what, echo=False)
-    except NameRuleError as exc:
-        raise CredentialsError(f"{exc} (the role the pod's service account may assume)") from None
 
 
 def extract_sts_token(tokens_json: str) -> str:

@@ -25,102 +25,54 @@ OK. :meth:`NodeService.heal_once` (run by the supervisor thread) restarts dead F
 a mount that answers ENOTCONN is lazily unmounted and mounted again, counted in
 ``zonemount_csi_fuse_restarts_total``.
 
-Concurrency: gRPC handlers run on a thread pool; ``_busy`` (guarded by ``_mu``) holds the
-volume ids and targets in flight; the supervisor only *tries* to claim them and skips busy ones.
+Request validation is :mod:`.validation` (shared with the controller), target-path
+confinement :mod:`.confinement`.
+
+Concurrency: gRPC handlers run on a thread pool; an :class:`~zonemount_csi.locks.InFlight`
+holds the volume ids and targets in flight (a second RPC on one is ABORTED); the supervisor
+only *tries* to claim them and skips busy ones.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import grpc
 from zonemount_contract import keys as vc
-from zonemount_contract.names import (
-    NameRuleError,
-    check_bucket_name,
-    check_prefix,
-    check_region,
-    is_directory_bucket,
-)
+from zonemount_contract.names import is_directory_bucket
 from zonemount_operator import quantity
 
 from . import credentials, mount_options, mountinfo
 from ._proto import csi_pb2, csi_pb2_grpc
+from .confinement import confine, pods_root
 from .errors import CsiError, invalid
+from .locks import InFlight
 from .metrics import Metrics
 from .mounter import Mounter, MountError, MountHandle, MountSpec
 from .mountinfo import MountState
 from .state import StateStore, VolumeRecord
+from .validation import (
+    READ_ONLY_MODES,
+    check_capability,
+    check_known_keys,
+    validate_bucket,
+    validate_choice,
+    validate_prefix,
+    validate_region,
+    validate_role_arn,
+)
 
 log = logging.getLogger(__name__)
 
-_Mode = csi_pb2.VolumeCapability.AccessMode
-READ_ONLY_MODES = frozenset({_Mode.SINGLE_NODE_READER_ONLY, _Mode.MULTI_NODE_READER_ONLY})
-SUPPORTED_MODES = frozenset(
-    {
-        _Mode.SINGLE_NODE_WRITER,
-        _Mode.SINGLE_NODE_READER_ONLY,
-        _Mode.MULTI_NODE_READER_ONLY,
-        _Mode.MULTI_NODE_SINGLE_WRITER,
-        _Mode.MULTI_NODE_MULTI_WRITER,
-        _Mode.SINGLE_NODE_SINGLE_WRITER,
-        _Mode.SINGLE_NODE_MULTI_WRITER,
-    }
-)
 DEFAULT_CACHE_MIB = 1024
-FS_TYPES = frozenset({"", "fuse", "fuse.zonemount", "zonemount", "s3"})
-
-
-def validate_bucket(name: str, what: str = "volume context bucketName") -> str:
-    if not name:
-        raise invalid(f"{what} is required: set it to the bucket to mount")
-    try:
-        return check_bucket_name(name)
-    except NameRuleError as exc:
-        raise invalid(f"{what}: {exc}") from None
-
-
-def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
-    """'' or 'a/b/' (a trailing slash is added): :func:`zonemount_contract.names.check_prefix`."""
-    try:
-        return check_prefix(prefix)
-    except NameRuleError as exc:
-        raise invalid(f"{what}: {exc}") from None
-
-
-def validate_region(region: str, what: str = "volume context region") -> str:
-    try:
-        return check_region(region) if region else region
-    except NameRuleError as exc:
-        raise invalid(f"{what}: {exc}") from None
-
-
-def check_capability(cap: csi_pb2.VolumeCapability) -> None:
-    """Mount access type with a known access mode, else FAILED_PRECONDITION/INVALID_ARGUMENT."""
-    if cap.WhichOneof("access_type") == "block":
-        raise CsiError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "block volumes are not supported: use volumeMode: Filesystem",
-        )
-    if cap.WhichOneof("access_type") != "mount":
-        raise invalid("volume_capability needs access_type mount")
-    if not cap.HasField("access_mode") or cap.access_mode.mode not in SUPPORTED_MODES:
-        raise CsiError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "volume_capability access_mode is missing or unknown: use ReadWriteMany or "
-            "ReadOnlyMany",
-        )
-    if cap.mount.fs_type not in FS_TYPES:
-        raise invalid(f"fs_type {cap.mount.fs_type[:40]!r} is not supported: leave it empty")
 
 
 @dataclass(frozen=True)
@@ -161,60 +113,16 @@ class NodeService:
         self.mounter = mounter
         self.store = store
         self.metrics = metrics
-        self._mu = threading.Lock()
-        self._busy: set[str] = set()
-        self._kubelet_real = os.path.realpath(config.kubelet_dir)
-        self._pods_root = os.path.join(self._kubelet_real, "pods")
+        self._in_flight = InFlight()
+        self._pods_root = pods_root(config.kubelet_dir)
         self._allowed_endpoints = {u.rstrip("/") for u in config.allowed_endpoint_urls}
         self.metrics.published_volumes.set(len(self.store.all()))
 
-    # -- concurrency ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _exclusive(self, *keys: str, wait: bool = False) -> Iterator[bool]:
-        """Claim ``keys`` for the block; if one is busy: ABORTED, or yield False when ``wait``."""
-        with self._mu:
-            clash = [k for k in keys if k in self._busy]
-            if not clash:
-                self._busy.update(keys)
-        if clash:
-            if wait:
-                yield False
-                return
-            raise CsiError(
-                grpc.StatusCode.ABORTED,
-                f"an operation on {clash[0].split(':', 1)[1][:120]} is already in progress: "
-                "retry later",
-            )
-        try:
-            yield True
-        finally:
-            with self._mu:
-                self._busy.difference_update(keys)
-
     # -- validation ----------------------------------------------------------------------
     def confine(self, target_path: str) -> str:
-        """The real path of ``target_path`` if it is a safe target under <kubelet>/pods/."""
-        if not target_path:
-            raise invalid("target_path is required")
-        if "\x00" in target_path or not target_path.startswith("/"):
-            raise invalid("target_path must be an absolute path")
-        parts = PurePosixPath(target_path).parts
-        if ".." in parts or "." in target_path.split("/"):
-            raise invalid("target_path must not contain '.' or '..' components")
-        normalized = os.path.normpath(target_path)
-        parent = os.path.realpath(os.path.dirname(normalized))
-        real = os.path.join(parent, os.path.basename(normalized))
-        if (
-            os.path.commonpath([real, self._pods_root]) != self._pods_root
-            or real == self._pods_root
-        ):
-            raise invalid(
-                "target_path resolves outside the kubelet pods directory "
-                f"{self._pods_root}: refused (check --kubelet-dir)"
-            )
-        if os.path.islink(real):
-            raise invalid("target_path is a symbolic link: refused")
-        return real
+        """The real path of ``target_path`` if it is a safe target under <kubelet>/pods/
+        (:func:`zonemount_csi.confinement.confine`)."""
+        return confine(target_path, self._pods_root)
 
     def _endpoint(self, url: str) -> str:
         if not url:
@@ -227,47 +135,22 @@ class NodeService:
             )
         return url.rstrip("/")
 
-    def _desired(self, request: csi_pb2.NodePublishVolumeRequest, target: str) -> _Desired:  # noqa: C901 - over the issue-15 limits; next to split
+    def _desired(self, request: csi_pb2.NodePublishVolumeRequest, target: str) -> _Desired:
+        """The record (``zonemount mount`` argv and identity) a publish request asks for,
+        validated whole before anything on the node changes."""
         ctx = dict(request.volume_context)
-        unknown = sorted(
-            k
-            for k in ctx
-            if k not in vc.VOLUME_CONTEXT_KEYS and not k.startswith(vc.KUBERNETES_PREFIXES)
-        )
-        if unknown:
-            raise invalid(
-                f"unknown volume context key {unknown[0][:60]!r}: known keys are "
-                f"{', '.join(sorted(vc.VOLUME_CONTEXT_KEYS))}"
-            )
+        check_known_keys(ctx, vc.VOLUME_CONTEXT_KEYS, "volume context key")
         bucket = validate_bucket(ctx.get(vc.BUCKET_NAME, ""))
         prefix = validate_prefix(ctx.get(vc.PREFIX, ""))
         region = validate_region(ctx.get(vc.REGION, ""))
         endpoint = self._endpoint(ctx.get(vc.ENDPOINT_URL, ""))
-        source = ctx.get(vc.AUTHENTICATION_SOURCE, "") or vc.AUTH_DRIVER
-        if source not in vc.AUTH_SOURCES:
-            raise invalid(
-                f"volume context authenticationSource must be one of {', '.join(vc.AUTH_SOURCES)}"
-            )
-        cap = request.volume_capability
-        try:
-            options = mount_options.parse(cap.mount.mount_flags)
-            options.check_combination(directory_bucket=is_directory_bucket(bucket))
-        except mount_options.MountOptionError as exc:
-            raise invalid(str(exc)) from None
-        if request.readonly or cap.access_mode.mode in READ_ONLY_MODES:
-            options = options.with_read_only()
-        role_arn, token, session = "", "", ""
-        if source == vc.AUTH_POD:
-            try:
-                role_arn = credentials.validate_role_arn(ctx.get(vc.ROLE_ARN, ""))
-                token = credentials.extract_sts_token(ctx.get(vc.SERVICE_ACCOUNT_TOKENS, ""))
-            except credentials.CredentialsError as exc:
-                raise invalid(str(exc)) from None
-            session = credentials.session_name(
-                ctx.get(vc.POD_NAMESPACE, ""), ctx.get(vc.POD_NAME, "")
-            )
-        elif ctx.get(vc.ROLE_ARN):
-            raise invalid("volume context roleArn only applies with authenticationSource: pod")
+        source = validate_choice(
+            ctx.get(vc.AUTHENTICATION_SOURCE, "") or vc.AUTH_DRIVER,
+            vc.AUTH_SOURCES,
+            "volume context authenticationSource",
+        )
+        options = _mount_options(request, bucket)
+        role_arn, token, session = _pod_identity(ctx, source)
         args = ["mount", bucket, target, "-f"]
         if prefix:
             args.append(f"--prefix={prefix}")
@@ -277,12 +160,7 @@ class NodeService:
             args.append(f"--endpoint-url={endpoint}")
         args.extend(options.to_argv())
         args.extend(self._cache_args(ctx, target))
-        cache_xz = ctx.get(vc.CACHE_XZ, "")
-        if cache_xz:  # reached at the volume's (allow-listed) endpoint
-            cache_xz = validate_bucket(cache_xz, f"volume context {vc.CACHE_XZ}")
-            if cache_xz == bucket:
-                raise invalid(f"volume context {vc.CACHE_XZ} must name another bucket")
-            args.append(f"--cache-xz={cache_xz}")
+        args.extend(_cache_xz_args(ctx, bucket))
         record = VolumeRecord(
             volume_id=request.volume_id,
             target_path=target,
@@ -412,7 +290,7 @@ class NodeService:
         target = self.confine(request.target_path)
         check_capability(request.volume_capability)
         desired = self._desired(request, target)
-        with self._exclusive(f"volume:{request.volume_id}", f"target:{target}"):
+        with self._in_flight.exclusive(f"volume:{request.volume_id}", f"target:{target}"):
             existing = self.store.get(target)
             if existing is not None:
                 if existing.fingerprint() != desired.record.fingerprint():
@@ -452,7 +330,7 @@ class NodeService:
         if not request.volume_id:
             raise invalid("volume_id is required")
         target = self.confine(request.target_path)
-        with self._exclusive(f"volume:{request.volume_id}", f"target:{target}"):
+        with self._in_flight.exclusive(f"volume:{request.volume_id}", f"target:{target}"):
             record = self.store.get(target)
             if record is not None and record.volume_id != request.volume_id:
                 raise CsiError(
@@ -553,8 +431,8 @@ class NodeService:
         restarted = 0
         for record in self.store.all():
             keys = (f"volume:{record.volume_id}", f"target:{record.target_path}")
-            with self._exclusive(*keys, wait=True) as claimed:
-                if not claimed:
+            with self._in_flight.claim(*keys) as busy:
+                if busy is not None:
                     continue
                 current = self.store.get(record.target_path)
                 if current is None:
@@ -574,6 +452,47 @@ class NodeService:
                     log.error("cannot restore %s: %s", current.target_path, exc)
         self.metrics.published_volumes.set(len(self.store.all()))
         return restarted
+
+
+def _mount_options(
+    request: csi_pb2.NodePublishVolumeRequest, bucket: str
+) -> mount_options.MountOptions:
+    """The PV's mount options through the allow-list, read-only for read-only access."""
+    cap = request.volume_capability
+    try:
+        options = mount_options.parse(cap.mount.mount_flags)
+        options.check_combination(directory_bucket=is_directory_bucket(bucket))
+    except mount_options.MountOptionError as exc:
+        raise invalid(str(exc)) from None
+    if request.readonly or cap.access_mode.mode in READ_ONLY_MODES:
+        options = options.with_read_only()
+    return options
+
+
+def _pod_identity(ctx: Mapping[str, str], source: str) -> tuple[str, str, str]:
+    """``(role ARN, STS token, session name)`` of a pod-level mount; empty for the driver's."""
+    if source != vc.AUTH_POD:
+        if ctx.get(vc.ROLE_ARN):
+            raise invalid("volume context roleArn only applies with authenticationSource: pod")
+        return "", "", ""
+    role_arn = validate_role_arn(ctx.get(vc.ROLE_ARN, ""))
+    try:
+        token = credentials.extract_sts_token(ctx.get(vc.SERVICE_ACCOUNT_TOKENS, ""))
+    except credentials.CredentialsError as exc:
+        raise invalid(str(exc)) from None
+    session = credentials.session_name(ctx.get(vc.POD_NAMESPACE, ""), ctx.get(vc.POD_NAME, ""))
+    return role_arn, token, session
+
+
+def _cache_xz_args(ctx: Mapping[str, str], bucket: str) -> list[str]:
+    """``--cache-xz=BUCKET`` (reached at the volume's allow-listed endpoint), or nothing."""
+    cache_xz = ctx.get(vc.CACHE_XZ, "")
+    if not cache_xz:
+        return []
+    cache_xz = validate_bucket(cache_xz, f"volume context {vc.CACHE_XZ}")
+    if cache_xz == bucket:
+        raise invalid(f"volume context {vc.CACHE_XZ} must name another bucket")
+    return [f"--cache-xz={cache_xz}"]
 
 
 def _cache_dir(record: VolumeRecord | None) -> str:

@@ -13,9 +13,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from zonemount_contract.names import NameRuleError, check_az_id, is_directory_bucket
-from zonemount_csi.credentials import CredentialsError, validate_role_arn
 from zonemount_csi.errors import CsiError
-from zonemount_csi.node import validate_bucket, validate_region
+from zonemount_csi.validation import validate_bucket, validate_region, validate_role_arn
 from zonemount_fs.errors import ConfigError
 from zonemount_fs.names import validate_bucket_name
 from zonemount_operator import names as operator_names
@@ -86,7 +85,7 @@ def test_messages_name_the_field_the_value_came_from() -> None:
         operator_names.validate_az_name("use1-az4")
     with pytest.raises(SpecError, match=r"^access.roleArns entry 'spark' is not an IAM role"):
         operator_names.parse_role_arn("spark")
-    with pytest.raises(CredentialsError, match=r"^StorageClass parameter roleArn is not"):
+    with pytest.raises(CsiError, match=r"^INVALID_ARGUMENT: StorageClass parameter roleArn is not"):
         validate_role_arn("x", "StorageClass parameter roleArn")
 
 
@@ -132,6 +131,6 @@ def test_csi_driver_and_operator_agree_on_role_arns(arn: str) -> None:
     try:
         validate_role_arn(arn)
         csi_ok = True
-    except CredentialsError:
+    except CsiError:
         csi_ok = False
     assert operator_ok == csi_ok

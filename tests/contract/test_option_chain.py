@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from zonemount_contract import mount_options as table
 from zonemount_csi import mount_options as csi_options
 from zonemount_csi._proto import csi_pb2
-from zonemount_csi.node import validate_prefix
+from zonemount_csi.validation import validate_prefix
 from zonemount_fs.errors import ConfigError
 from zonemount_fs.options import build_parser, parse_args
 from zonemount_operator.errors import SpecError
