@@ -35,7 +35,7 @@ import os
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -63,6 +63,12 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 # A lookup miss in a directory listed in one page of at most this many entries lists the
 # directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
 RELIST_KEYS = 64
+# Entries of a listed directory revalidated one by one (HEAD + LIST each) after their TTL,
+# before the directory is listed again instead: at least this many, and at least twice the
+# pages a listing costs, so relisting never costs more than the per-name requests it saves
+# (R-META-CACHE-LS: `ls -l` of a large directory that outlasts the TTL).
+RELIST_AFTER = 16
+LIST_PAGE_KEYS = 1000
 META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
 META_ATIME, META_CTIME = "atime", "ctime"
 # s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
@@ -118,6 +124,11 @@ class Inode:
     dir_names: frozenset[str] = frozenset()
     names_until: float = 0.0
     large: bool = False
+    # directories: entries the last full listing (readdir) showed, 0 if never listed in
+    # full; expired entries revalidated one by one since; the relisting under way, if any
+    listed_count: int = 0
+    revalidations: int = 0
+    relisting: trio.Event | None = None
     perm: int | None = None
     uid: int | None = None
     gid: int | None = None
@@ -514,6 +525,43 @@ class Filesystem:
             raise FsError(exc.errno, str(exc)) from None
         return Kind.SYMLINK if _is_symlink_meta(info.metadata) else Kind.FILE, info
 
+    async def _relisted(self, parent: Inode) -> bool:
+        """Count one expired entry of ``parent`` being revalidated; once such one-by-one
+        revalidations would cost more than listing ``parent`` again (``RELIST_AFTER``), list
+        it (one listing for every task that asks meanwhile) so the rest come from that.
+        True when ``parent`` was listed again (the caller re-reads its tree)."""
+        if parent.kind is not Kind.DIR or parent.local or not parent.listed_count:
+            return False
+        if parent.relisting is not None:
+            await parent.relisting.wait()
+            return True
+        parent.revalidations += 1
+        pages = -(-parent.listed_count // LIST_PAGE_KEYS)
+        if parent.revalidations < max(RELIST_AFTER, 2 * pages):
+            return False
+        done = parent.relisting = trio.Event()
+        try:
+            await self._snapshot(parent.ino)
+        finally:
+            parent.relisting = None
+            done.set()
+        return True
+
+    async def _known_fresh(self, parent: Inode, name: str) -> Inode | None:
+        """The tree's inode for ``name`` when it answers without asking S3 about the name:
+        local, being written, or attributes not yet expired (after listing ``parent`` again
+        when that is cheaper than revalidating one by one, see :meth:`_relisted`)."""
+        node = self._child(parent, name)
+        if node is None:
+            return None
+        if node.local or node.writer is not None or node.expiry > _now():
+            return node
+        if await self._relisted(parent):
+            node = self._child(self.inode(parent.ino), name)
+            if node is not None and node.expiry > _now():
+                return node
+        return None
+
     async def lookup(self, parent_ino: int, name: str) -> Attr:
         node = await self._lookup(parent_ino, name)
         node.lookups += 1
@@ -530,9 +578,11 @@ class Filesystem:
         if not _valid_name(name):
             raise FsError(errno.ENOENT)
         self._check_key(parent, name)
+        fresh = await self._known_fresh(parent, name)
+        if fresh is not None:
+            return fresh
+        parent = self.inode(parent_ino)  # re-read after await
         node = self._child(parent, name)
-        if node is not None and (node.local or node.writer is not None or node.expiry > _now()):
-            return node
         negative = parent.negative.get(name)
         if negative is not None and negative > _now() and node is None:
             raise FsError(errno.ENOENT)
@@ -570,6 +620,12 @@ class Filesystem:
             # the dentry it still had): ESTALE makes it walk again (LOOKUP_REVAL) and see the
             # name as it is now - an open(O_CREAT) then creates instead of failing ENOENT.
             raise FsError(errno.ESTALE)
+        if (
+            not revalidate
+            and node.expiry <= _now()
+            and await self._relisted(self.inode(node.parent))
+        ):
+            node = self.inode(ino)  # re-read after await
         if revalidate or node.expiry <= _now():
             parent = self.inode(node.parent)
             found = await self._remote_lookup(parent, node.name)
@@ -594,19 +650,25 @@ class Filesystem:
         self.dirs[fh] = DirHandle(ino)
         return fh
 
-    async def readdir(self, fh: int, start: int) -> list[tuple[str, Attr]]:
-        """Entries from index ``start`` of the handle's snapshot (taken on first call)."""
+    async def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Attr]]:
+        """Entries from index ``start`` of the handle's snapshot (taken on first call),
+        produced lazily: the kernel takes a page (a few dozen entries) per call, so building
+        every remaining entry's attributes each time made listing quadratic."""
         handle = self.dirs.get(fh)
         if handle is None:
             raise FsError(errno.EBADF)
         if handle.entries is None or start == 0:
             handle.entries = await self._snapshot(handle.ino)
-        out: list[tuple[str, Attr]] = []
-        for name, ino in handle.entries[start:]:
+        return self._entries_from(handle.entries, start)
+
+    def _entries_from(
+        self, entries: list[tuple[str, int]], start: int
+    ) -> Iterator[tuple[str, Attr]]:
+        for index in range(start, len(entries)):
+            name, ino = entries[index]
             node = self.inodes.get(ino)
             if node is not None:
-                out.append((name, self.attr(node)))
-        return out
+                yield name, self.attr(node)
 
     async def _snapshot(self, ino: int) -> list[tuple[str, int]]:
         dir_node = self.inode(ino)
@@ -628,6 +690,8 @@ class Filesystem:
         if self.opts.negative_metadata_ttl > 0:
             dir_node.complete_until = listed_at + self.opts.negative_metadata_ttl
         dir_node.large = len(remote_files) + len(remote_dirs) > RELIST_KEYS
+        dir_node.listed_count = max(1, len(remote_files) + len(remote_dirs))
+        dir_node.revalidations = 0
         names: dict[str, int] = {}
         for name in sorted(remote_dirs | remote_files.keys()):
             entry = remote_files.get(name)

@@ -195,7 +195,7 @@ def test_unordered_listing_directory_bucket() -> None:
     async def body(fs: Filesystem) -> None:
         d = await fs.lookup(ROOT_INO, "d")
         fh = await fs.opendir(d.ino)
-        entries = await fs.readdir(fh, 0)
+        entries = list(await fs.readdir(fh, 0))
         got = [n for n, _ in entries]
         assert len(got) == len(set(got)) == 80
         assert set(got) == names | {n + "x" for n in names}
