@@ -52,32 +52,41 @@ def _is_map(field: Any) -> bool:
     )
 
 
-def _sanitize(message: Message) -> None:  # noqa: C901 - over the issue-15 limits; next to split
+def _sanitize(message: Message) -> None:
+    """Strip ``message`` in place: maps, nested messages and secret string fields."""
     fields: Any = message.DESCRIPTOR.fields
     for field in fields:
         if _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
-            mapping = getattr(message, field.name)
-            if value_field.type == FieldDescriptor.TYPE_STRING:
-                for key in list(mapping):
-                    if _is_secret(field) or _sensitive_key(key):
-                        mapping[key] = STRIPPED
-            elif value_field.message_type is not None:
-                for key in list(mapping):
-                    _sanitize(mapping[key])
-            continue
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            _sanitize_map(field, getattr(message, field.name))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if _repeated(field):
                 for item in getattr(message, field.name):
                     _sanitize(item)
             elif message.HasField(field.name):
                 _sanitize(getattr(message, field.name))
         elif _is_secret(field) and field.type == FieldDescriptor.TYPE_STRING:
-            if _repeated(field):
-                values = getattr(message, field.name)
-                values[:] = [STRIPPED] * len(values)
-            elif getattr(message, field.name):
-                setattr(message, field.name, STRIPPED)
+            _strip_string_field(message, field)
+
+
+def _sanitize_map(field: Any, mapping: Any) -> None:
+    """A ``map<string, string>``: strip secret maps' values and credential-like keys'; a map
+    of messages: sanitise each value."""
+    value_field = field.message_type.fields_by_name["value"]
+    if value_field.type == FieldDescriptor.TYPE_STRING:
+        for key in list(mapping):
+            if _is_secret(field) or _sensitive_key(key):
+                mapping[key] = STRIPPED
+    elif value_field.message_type is not None:
+        for key in list(mapping):
+            _sanitize(mapping[key])
+
+
+def _strip_string_field(message: Message, field: Any) -> None:
+    if _repeated(field):
+        values = getattr(message, field.name)
+        values[:] = [STRIPPED] * len(values)
+    elif getattr(message, field.name):
+        setattr(message, field.name, STRIPPED)
 
 
 def sanitized(message: Message) -> Message:

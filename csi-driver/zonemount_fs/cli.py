@@ -27,8 +27,9 @@ import re
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import botocore.session
 
@@ -39,6 +40,10 @@ from .options import MountOptions, parse_args
 from .shared_cache import PREFIX, SharedCache
 from .store.base import PutOptions
 from .store.s3 import S3Settings, S3Store
+
+if TYPE_CHECKING:
+    from .fuse_adapter import ZonemountOperations
+    from .journal import UploadJournal
 
 log = logging.getLogger("zonemount")
 FSTYPE = "fuse.zonemount"
@@ -254,33 +259,14 @@ def _fuse_options(opts: MountOptions) -> set[str]:
     return options
 
 
-def serve(opts: MountOptions, ready_fd: int | None) -> int:  # noqa: C901, PLR0915 - over the issue-15 limits; next to split
+def serve(opts: MountOptions, ready_fd: int | None) -> int:
     """Check the bucket, mount, report readiness on ``ready_fd``, serve until unmounted."""
     import pyfuse3
     import trio
 
-    from .core import Filesystem
-    from .fuse_adapter import ZonemountOperations
-    from .journal import UploadJournal, state_dir
-
-    def report(message: str) -> None:
-        if ready_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, message.encode())
-                os.close(ready_fd)
-
+    report = _reporter(ready_fd)
     try:
-        session = botocore.session.Session(profile=opts.profile)
-        check_bucket(opts, session)
-        store = S3Store(settings_for(opts), session)
-        shared_cache = shared_cache_for(opts, session)
-        if opts.metrics_address is not None:
-            from . import metrics
-
-            metrics.serve(*opts.metrics_address)
-        ops = ZonemountOperations.__new__(ZonemountOperations)
-        pyfuse3.Operations.__init__(ops)
-        pyfuse3.init(ops, str(opts.mountpoint), _fuse_options(opts))
+        store, shared_cache, ops = _mount(opts)
     except (MountError, ConfigError) as exc:
         report(f"error: {exc}")
         _err(str(exc))  # the daemon's stderr is /dev/null; -f logs it
@@ -292,44 +278,9 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:  # noqa: C901, PLR09
         report(f"error: {message}")
         _err(message)
         return 1
-
-    journal = UploadJournal(opts.endpoint_url, opts.bucket, opts.prefix, state_dir())
+    journal, orphans = _open_journal(opts)
     try:
-        orphans = journal.open()
-    except OSError as exc:
-        log.warning("no upload journal (%s): uploads orphaned by a crash are not swept", exc)
-        orphans = {}
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            fs = Filesystem(store, opts, nursery, journal, shared_cache)
-            ops.fs = fs
-            if orphans:
-                nursery.start_soon(fs.sweep_orphans, orphans)
-
-            async def watch_signals() -> None:
-                with trio.open_signal_receiver(
-                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
-                ) as sigs:
-                    async for _ in sigs:
-                        log.info("signal received: unmounting %s", opts.mountpoint)
-                        pyfuse3.terminate()
-                        return
-
-            nursery.start_soon(watch_signals)
-            if fuse_fd(opts.mountpoint) is None:  # else the mounting node plugin tunes it
-                nursery.start_soon(tune_readahead, opts.mountpoint)
-            log.info("mounted s3://%s/%s at %s", opts.bucket, opts.prefix, opts.mountpoint)
-            report("ok")
-            try:
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await fs.shutdown()
-                nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(main)
+        trio.run(_serve_mounted, opts, store, shared_cache, ops, journal, orphans, report)
     except BaseException:
         log.exception("file system loop failed")
         pyfuse3.close(unmount=True)
@@ -338,6 +289,97 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:  # noqa: C901, PLR09
     journal.close()
     log.info("unmounted %s", opts.mountpoint)
     return 0
+
+
+def _reporter(ready_fd: int | None) -> Callable[[str], None]:
+    """Writes the one readiness message (``ok`` or ``error: ...``) to ``ready_fd``."""
+
+    def report(message: str) -> None:
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, message.encode())
+                os.close(ready_fd)
+
+    return report
+
+
+def _mount(opts: MountOptions) -> tuple[S3Store, SharedCache | None, ZonemountOperations]:
+    """Check the bucket, make the stores, start metrics and mount the FUSE file system (its
+    operations object is filled in with the Filesystem once the event loop runs)."""
+    import pyfuse3
+
+    from .fuse_adapter import ZonemountOperations
+
+    session = botocore.session.Session(profile=opts.profile)
+    check_bucket(opts, session)
+    store = S3Store(settings_for(opts), session)
+    shared_cache = shared_cache_for(opts, session)
+    if opts.metrics_address is not None:
+        from . import metrics
+
+        metrics.serve(*opts.metrics_address)
+    ops = ZonemountOperations.__new__(ZonemountOperations)
+    pyfuse3.Operations.__init__(ops)
+    pyfuse3.init(ops, str(opts.mountpoint), _fuse_options(opts))
+    return store, shared_cache, ops
+
+
+def _open_journal(opts: MountOptions) -> tuple[UploadJournal, dict[str, str]]:
+    """The mount's upload journal and the uploads a crashed predecessor left (to sweep)."""
+    from .journal import UploadJournal, state_dir
+
+    journal = UploadJournal(opts.endpoint_url, opts.bucket, opts.prefix, state_dir())
+    try:
+        orphans = journal.open()
+    except OSError as exc:
+        log.warning("no upload journal (%s): uploads orphaned by a crash are not swept", exc)
+        orphans = {}
+    return journal, orphans
+
+
+async def _serve_mounted(
+    opts: MountOptions,
+    store: S3Store,
+    shared_cache: SharedCache | None,
+    ops: ZonemountOperations,
+    journal: UploadJournal,
+    orphans: dict[str, str],
+    report: Callable[[str], None],
+) -> None:
+    """The file system's event loop: serve FUSE requests until unmounted or signalled."""
+    import pyfuse3
+    import trio
+
+    from .core import Filesystem
+
+    async with trio.open_nursery() as nursery:
+        fs = Filesystem(store, opts, nursery, journal, shared_cache)
+        ops.fs = fs
+        if orphans:
+            nursery.start_soon(fs.sweep_orphans, orphans)
+        nursery.start_soon(_unmount_on_signal, opts.mountpoint)
+        if fuse_fd(opts.mountpoint) is None:  # else the mounting node plugin tunes it
+            nursery.start_soon(tune_readahead, opts.mountpoint)
+        log.info("mounted s3://%s/%s at %s", opts.bucket, opts.prefix, opts.mountpoint)
+        report("ok")
+        try:
+            await pyfuse3.main(min_tasks=4, max_tasks=64)
+        finally:
+            with trio.CancelScope(shield=True):
+                await fs.shutdown()
+            nursery.cancel_scope.cancel()
+
+
+async def _unmount_on_signal(mountpoint: Path) -> None:
+    """SIGTERM, SIGINT or SIGHUP end the FUSE loop (the mount is then closed and unmounted)."""
+    import pyfuse3
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        async for _ in sigs:
+            log.info("signal received: unmounting %s", mountpoint)
+            pyfuse3.terminate()
+            return
 
 
 def _daemonize(opts: MountOptions) -> int:

@@ -184,53 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Sequence[str]) -> MountOptions:  # noqa: C901, PLR0912 - over the issue-15 limits; next to split
+def parse_args(argv: Sequence[str]) -> MountOptions:
+    """``zonemount mount`` argv -> :class:`MountOptions`, or :class:`ConfigError` naming the
+    flag and the fix (every rule checked before anything is mounted)."""
     ns = build_parser().parse_args(list(argv))
-    bucket, arg_prefix = parse_bucket_argument(ns.bucket)
-    if ns.prefix is not None and arg_prefix:
-        raise ConfigError("give the prefix either in BUCKET/PREFIX/ or with --prefix, not both")
-    prefix = normalize_prefix(ns.prefix) if ns.prefix is not None else arg_prefix
-    if ns.no_sign_request and ns.profile:
-        raise ConfigError(
-            "--no-sign-request and --profile conflict: anonymous requests use no profile"
-        )
-    given = {
-        o.name: getattr(ns, o.field) if o.takes_value else None
-        for o in option_table.OPTIONS
-        if getattr(ns, o.field) not in (None, False) and getattr(ns, o.field) != o.default
-    }
-    try:
-        option_table.check_combination(given, directory_bucket=is_directory_bucket(bucket))
-    except option_table.OptionValueError as exc:
-        raise ConfigError(f"{exc} (bucket {bucket!r})") from None
-    if ns.max_cache_size is not None and ns.cache is None:
-        raise ConfigError("--max-cache-size needs --cache DIR")
-    if ns.cache_xz_max_object_size is not None and ns.cache_xz is None:
-        raise ConfigError("--cache-xz-max-object-size needs --cache-xz BUCKET")
-    if ns.cache_xz is not None:
-        try:
-            validate_bucket_name(ns.cache_xz)
-        except ConfigError as exc:
-            raise ConfigError(f"--cache-xz: {exc}") from None
-        if ns.cache_xz == bucket:
-            raise ConfigError("--cache-xz must name another bucket than the one mounted")
-    if ns.cache_xz_endpoint_url is not None:
-        if ns.cache_xz is None:
-            raise ConfigError("--cache-xz-endpoint-url needs --cache-xz BUCKET")
-        try:
-            check_endpoint_url(ns.cache_xz_endpoint_url)
-        except EndpointUrlError as exc:
-            raise ConfigError(f"--cache-xz-endpoint-url {exc}") from None
-    if not MIN_PART_SIZE <= ns.part_size <= MAX_PART_SIZE:
-        raise ConfigError(
-            f"--part-size {ns.part_size} is outside S3's part limits "
-            f"({MIN_PART_SIZE} to {MAX_PART_SIZE} bytes); the default is {DEFAULT_PART_SIZE}"
-        )
-    if ns.endpoint_url is not None:
-        try:
-            check_endpoint_url(ns.endpoint_url)
-        except EndpointUrlError as exc:
-            raise ConfigError(f"--endpoint-url {exc}") from None
+    bucket, prefix = _bucket_and_prefix(ns)
+    _check_options(ns, bucket)
     cache_dir = Path(ns.cache).resolve() if ns.cache else None
     mountpoint = Path(ns.directory).absolute()
     if cache_dir is not None and (cache_dir == mountpoint or mountpoint in cache_dir.parents):
@@ -282,3 +241,63 @@ def parse_args(argv: Sequence[str]) -> MountOptions:  # noqa: C901, PLR0912 - ov
         debug=ns.debug,
         metrics_address=ns.metrics_address,
     )
+
+
+def _bucket_and_prefix(ns: argparse.Namespace) -> tuple[str, str]:
+    """The bucket and the prefix, from ``BUCKET[/PREFIX/]`` or ``--prefix`` (not both)."""
+    bucket, arg_prefix = parse_bucket_argument(ns.bucket)
+    if ns.prefix is not None and arg_prefix:
+        raise ConfigError("give the prefix either in BUCKET/PREFIX/ or with --prefix, not both")
+    return bucket, normalize_prefix(ns.prefix) if ns.prefix is not None else arg_prefix
+
+
+def _check_options(ns: argparse.Namespace, bucket: str) -> None:
+    """Rules across flags: the option table's (:func:`zonemount_contract.mount_options.
+    check_combination`, shared with the CSI allow-list) and the FUSE client's own."""
+    if ns.no_sign_request and ns.profile:
+        raise ConfigError(
+            "--no-sign-request and --profile conflict: anonymous requests use no profile"
+        )
+    given = {
+        o.name: getattr(ns, o.field) if o.takes_value else None
+        for o in option_table.OPTIONS
+        if getattr(ns, o.field) not in (None, False) and getattr(ns, o.field) != o.default
+    }
+    try:
+        option_table.check_combination(given, directory_bucket=is_directory_bucket(bucket))
+    except option_table.OptionValueError as exc:
+        raise ConfigError(f"{exc} (bucket {bucket!r})") from None
+    _check_cache_options(ns, bucket)
+    if not MIN_PART_SIZE <= ns.part_size <= MAX_PART_SIZE:
+        raise ConfigError(
+            f"--part-size {ns.part_size} is outside S3's part limits "
+            f"({MIN_PART_SIZE} to {MAX_PART_SIZE} bytes); the default is {DEFAULT_PART_SIZE}"
+        )
+    if ns.endpoint_url is not None:
+        _endpoint_url(ns.endpoint_url, "--endpoint-url")
+
+
+def _check_cache_options(ns: argparse.Namespace, bucket: str) -> None:
+    """``--max-cache-size`` needs ``--cache``; ``--cache-xz*`` need a valid other bucket."""
+    if ns.max_cache_size is not None and ns.cache is None:
+        raise ConfigError("--max-cache-size needs --cache DIR")
+    if ns.cache_xz_max_object_size is not None and ns.cache_xz is None:
+        raise ConfigError("--cache-xz-max-object-size needs --cache-xz BUCKET")
+    if ns.cache_xz is not None:
+        try:
+            validate_bucket_name(ns.cache_xz)
+        except ConfigError as exc:
+            raise ConfigError(f"--cache-xz: {exc}") from None
+        if ns.cache_xz == bucket:
+            raise ConfigError("--cache-xz must name another bucket than the one mounted")
+    if ns.cache_xz_endpoint_url is not None:
+        if ns.cache_xz is None:
+            raise ConfigError("--cache-xz-endpoint-url needs --cache-xz BUCKET")
+        _endpoint_url(ns.cache_xz_endpoint_url, "--cache-xz-endpoint-url")
+
+
+def _endpoint_url(url: str, flag: str) -> None:
+    try:
+        check_endpoint_url(url)
+    except EndpointUrlError as exc:
+        raise ConfigError(f"{flag} {exc}") from None
