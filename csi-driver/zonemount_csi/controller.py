@@ -51,19 +51,10 @@ from zonemount_contract import keys as vc
 from zonemount_contract.aws_errors import ErrorClass, classify, code_and_status
 from zonemount_contract.s3client import create_client
 
+from . import validation
 from ._proto import csi_pb2, csi_pb2_grpc
 from .errors import CsiError, invalid
 from .locks import InFlight, KeyedLock
-from .validation import (
-    SUPPORTED_MODES,
-    check_capability,
-    check_known_keys,
-    validate_bucket,
-    validate_choice,
-    validate_prefix,
-    validate_region,
-    validate_role_arn,
-)
 from .volume_record import (
     RECORD_PREFIX,
     RESERVED_PREFIX,
@@ -110,7 +101,7 @@ def _check_create_request(request: csi_pb2.CreateVolumeRequest) -> None:
         raise invalid("volume_capabilities is required")
     for cap in request.volume_capabilities:
         try:
-            check_capability(cap)
+            validation.check_capability(cap)
         except CsiError as err:
             raise invalid(err.message) from None
     if request.HasField("volume_content_source"):
@@ -185,14 +176,16 @@ class ControllerService:
         OUT_OF_RANGE naming the field) before anything is looked up or written."""
         _check_create_request(request)
         params = dict(request.parameters)
-        check_known_keys(params, vc.STORAGE_CLASS_PARAMS, "StorageClass parameter")
-        bucket = validate_bucket(
+        validation.check_known_keys(params, vc.STORAGE_CLASS_PARAMS, "StorageClass parameter")
+        bucket = validation.validate_bucket(
             params.get(vc.PARAM_BUCKET_NAME, ""), "StorageClass parameter bucketName"
         )
-        base = validate_prefix(
+        base = validation.validate_prefix(
             params.get(vc.PARAM_BASE_PREFIX, ""), "StorageClass parameter basePrefix"
         )
-        region = validate_region(params.get(vc.PARAM_REGION, ""), "StorageClass parameter region")
+        region = validation.validate_region(
+            params.get(vc.PARAM_REGION, ""), "StorageClass parameter region"
+        )
         endpoint = params.get(vc.PARAM_ENDPOINT_URL, "").rstrip("/")
         if endpoint and endpoint not in self._allowed:
             raise invalid(
@@ -202,10 +195,12 @@ class ControllerService:
         prefix = _volume_prefix(request.name, params, base)
         source = params.get(vc.PARAM_AUTHENTICATION_SOURCE, "")
         if source:
-            validate_choice(source, vc.AUTH_SOURCES, "StorageClass parameter authenticationSource")
+            validation.validate_choice(
+                source, vc.AUTH_SOURCES, "StorageClass parameter authenticationSource"
+            )
         role_arn = params.get(vc.PARAM_ROLE_ARN, "")
         if role_arn:
-            validate_role_arn(role_arn, "StorageClass parameter roleArn")
+            validation.validate_role_arn(role_arn, "StorageClass parameter roleArn")
         zone = params.get(vc.PARAM_AVAILABILITY_ZONE, "")
         if zone and not _ZONE_RE.match(zone):
             raise invalid("StorageClass parameter availabilityZone is not a zone name")
@@ -322,13 +317,11 @@ class ControllerService:
     # -- RPCs ----------------------------------------------------------------------------
     def create(self, request: csi_pb2.CreateVolumeRequest) -> csi_pb2.CreateVolumeResponse:
         spec = self.spec_from_request(request)
-        cache_xz = request.parameters.get(vc.PARAM_CACHE_XZ, "")
-        if cache_xz:
-            cache_xz = validate_bucket(cache_xz, f"StorageClass parameter {vc.PARAM_CACHE_XZ}")
-            if cache_xz == spec.bucket:
-                raise invalid(
-                    f"StorageClass parameter {vc.PARAM_CACHE_XZ} must name another bucket"
-                )
+        cache_xz = validation.validate_cache_xz(
+            request.parameters.get(vc.PARAM_CACHE_XZ, ""),
+            spec.bucket,
+            f"StorageClass parameter {vc.PARAM_CACHE_XZ}",
+        )
         topology = self._topology(spec, request)
         rng = request.capacity_range
         conflict = CsiError(
@@ -476,7 +469,7 @@ class ControllerService:
         for cap in request.volume_capabilities:
             if (
                 cap.WhichOneof("access_type") != "mount"
-                or cap.access_mode.mode not in SUPPORTED_MODES
+                or cap.access_mode.mode not in validation.SUPPORTED_MODES
             ):
                 return csi_pb2.ValidateVolumeCapabilitiesResponse(
                     message="only filesystem (mount) access with a known access mode is supported"

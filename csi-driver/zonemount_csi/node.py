@@ -64,6 +64,7 @@ from .validation import (
     check_capability,
     check_known_keys,
     validate_bucket,
+    validate_cache_xz,
     validate_choice,
     validate_prefix,
     validate_region,
@@ -486,13 +487,8 @@ def _pod_identity(ctx: Mapping[str, str], source: str) -> tuple[str, str, str]:
 
 def _cache_xz_args(ctx: Mapping[str, str], bucket: str) -> list[str]:
     """``--cache-xz=BUCKET`` (reached at the volume's allow-listed endpoint), or nothing."""
-    cache_xz = ctx.get(vc.CACHE_XZ, "")
-    if not cache_xz:
-        return []
-    cache_xz = validate_bucket(cache_xz, f"volume context {vc.CACHE_XZ}")
-    if cache_xz == bucket:
-        raise invalid(f"volume context {vc.CACHE_XZ} must name another bucket")
-    return [f"--cache-xz={cache_xz}"]
+    cache_xz = validate_cache_xz(ctx.get(vc.CACHE_XZ, ""), bucket, f"volume context {vc.CACHE_XZ}")
+    return [f"--cache-xz={cache_xz}"] if cache_xz else []
 
 
 def _cache_dir(record: VolumeRecord | None) -> str:

@@ -67,6 +67,16 @@ def validate_bucket(name: str, what: str = "volume context bucketName") -> str:
         raise invalid(f"{what}: {exc}") from None
 
 
+def validate_cache_xz(cache_xz: str, bucket: str, what: str) -> str:
+    """'' (no shared cache) or a valid bucket other than the volume's ``bucket``."""
+    if not cache_xz:
+        return ""
+    cache_xz = validate_bucket(cache_xz, what)
+    if cache_xz == bucket:
+        raise invalid(f"{what} must name another bucket")
+    return cache_xz
+
+
 def validate_prefix(prefix: str, what: str = "volume context prefix") -> str:
     """'' or 'a/b/' (a trailing slash is added): :func:`zonemount_contract.names.check_prefix`."""
     try:
