@@ -22,6 +22,9 @@ directory with ``name + "/"`` for subdirectories, which is the same order), exce
 Express directory buckets list unsorted. Local writes are atomic: data goes to a temporary file
 in the target directory and is renamed into place on completion, then given the source's
 modification time, so a ``sync`` back finds it up to date; a failed write leaves nothing.
+Object bytes need not be held: :class:`FileRange` is a seekable upload body read from the file
+in blocks, :meth:`S3Location.chunks` a download handed over ``STREAM_CHUNK`` at a time, and
+local writes take either bytes or chunks.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +47,79 @@ WILDCARDS = "*?"
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
+STREAM_CHUNK = 256 * 1024  # what a streamed GET hands over at a time
+
+
 def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def source_changed(what: str) -> Exception:
+    """The error for a source object that is not what its listing said (a ClientError with
+    code ``SourceChanged``, so the engine reports it like S3's PreconditionFailed)."""
+    import botocore.exceptions
+
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": "SourceChanged", "Message": f"{what}: the source changed"}},
+        "GetObject",
+    )
+
+
+class FileRange:
+    """``length`` bytes of a local file from ``start``, as a seekable request body.
+
+    botocore reads it in blocks to sign it and urllib3 in blocks to send it (and seeks back
+    to retry), so an upload never holds the object or part in memory. The file must still be
+    ``size`` bytes long when opened and must not end before the range does (else the source
+    changed).
+    """
+
+    def __init__(self, path: Path, start: int, length: int, size: int) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        actual = os.fstat(self._fd).st_size
+        if actual != size:
+            os.close(self._fd)
+            raise source_changed(f"{path}: listed {size} bytes, now {actual}")
+        self._path, self._start, self._length, self._pos = path, start, length, 0
+
+    def __len__(self) -> int:
+        return self._length - self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = self._length - self._pos
+        n = left if n is None or n < 0 or n > left else n
+        if n == 0:
+            return b""
+        data = os.pread(self._fd, n, self._start + self._pos)
+        if not data:
+            raise source_changed(f"{self._path}: ended at {self._start + self._pos}")
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FileRange:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 RawEntry = tuple[str, int, str, float]  # key, size, ETag, modified (a listing row)
@@ -193,8 +267,24 @@ class S3Location:
             kwargs["Range"] = f"bytes={start}-{end}"
         return bytes(self.client.get_object(**kwargs)["Body"].read())
 
-    # writing
-    def put(self, rel: str, data: bytes, src: SourceObject) -> None:
+    def chunks(
+        self, rel: str, start: int | None = None, end: int | None = None, etag: str = ""
+    ) -> Iterator[bytes]:
+        """:meth:`read`, streamed: ``STREAM_CHUNK`` bytes at a time (the connection goes
+        back to the pool once the body is exhausted or closed)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(rel)}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        if start is not None and end is not None:
+            kwargs["Range"] = f"bytes={start}-{end}"
+        body = self.client.get_object(**kwargs)["Body"]
+        try:
+            yield from body.iter_chunks(STREAM_CHUNK)
+        finally:
+            body.close()
+
+    # writing (``data``: bytes or a seekable body such as :class:`FileRange`)
+    def put(self, rel: str, data: Any, src: SourceObject) -> None:
         del src
         self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data)
 
@@ -212,7 +302,7 @@ class S3Location:
             "UploadId"
         ]
 
-    def write_part(self, rel: str, upload: Any, number: int, offset: int, data: bytes) -> Any:
+    def write_part(self, rel: str, upload: Any, number: int, offset: int, data: Any) -> Any:
         del offset
         resp = self.client.upload_part(
             Bucket=self.bucket, Key=self.key(rel), UploadId=upload, PartNumber=number, Body=data
@@ -328,6 +418,10 @@ class LocalLocation:
                 continue
             yield SourceObject(rel, st.st_size, "", st.st_mtime)
 
+    def open_range(self, rel: str, start: int, length: int, size: int) -> FileRange:
+        """``length`` bytes from ``start`` as a request body (see :class:`FileRange`)."""
+        return FileRange(self.path(rel), start, length, size)
+
     def read(
         self, rel: str, start: int | None = None, end: int | None = None, etag: str = ""
     ) -> bytes:
@@ -348,11 +442,16 @@ class LocalLocation:
             os.utime(temp, (src.last_modified, src.last_modified))
         os.replace(temp, self.path(rel))
 
-    def put(self, rel: str, data: bytes, src: SourceObject) -> None:
+    def put(self, rel: str, data: bytes | Iterable[bytes], src: SourceObject) -> None:
+        """Write the object (bytes, or chunks as they arrive) and publish it atomically."""
         temp = self._temp(rel)
         try:
             with open(temp, "wb") as handle:
-                handle.write(data)
+                if isinstance(data, bytes | bytearray | memoryview):
+                    handle.write(data)
+                else:
+                    for chunk in data:
+                        handle.write(chunk)
             self._publish(temp, rel, src)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -368,13 +467,17 @@ class LocalLocation:
             os.close(fd)
         return temp
 
-    def write_part(self, rel: str, upload: Any, number: int, offset: int, data: bytes) -> Any:
+    def write_part(
+        self, rel: str, upload: Any, number: int, offset: int, data: bytes | Iterable[bytes]
+    ) -> Any:
+        """Write a part (bytes, or chunks as they arrive) at ``offset`` of the temporary file."""
         fd = os.open(upload, os.O_WRONLY)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
+            for chunk in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(fd, view, offset)
+                    view, offset = view[n:], offset + n
         finally:
             os.close(fd)
         return number

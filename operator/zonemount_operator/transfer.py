@@ -8,7 +8,14 @@ and the S3ExpressBucket import uses it too (progress lands in the CR status). Pe
   ``multipart_threshold`` use multipart ``UploadPartCopy`` with parts copied in parallel;
 * otherwise the bytes stream through: read (GetObject / a local file) -> write (PutObject / a
   temporary local file); objects of at least one part size go part by part (ranged GETs,
-  ``pread``; multipart upload parts, ``pwrite``), so a worker never holds more than one part.
+  ``pread``; multipart upload parts, ``pwrite``).
+
+Memory (the thread path): local -> S3 uploads are sent from the file (:class:`FileRange`, read
+in blocks to sign and to send) and S3 -> local downloads are written as they arrive
+(``STREAM_CHUNK`` at a time), so neither holds an object or part; only S3 -> S3 streamed
+copies (two endpoints) hold bytes, and those wait for ``buffer_bytes`` (a budget shared by all
+workers) before reading. The event-loop path holds at most ``concurrency`` objects of at most
+``FAST_STREAM_MAX`` bytes.
 
 Resumability: a destination object is *up to date* when its size equals the source's and
 either the ETags match or it is not older than the source (ETags differ legitimately:
@@ -49,7 +56,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 
-from zonemount_operator.locations import Location, RawEntry, S3Location, SourceObject
+from zonemount_operator.locations import (
+    LocalLocation,
+    Location,
+    RawEntry,
+    S3Location,
+    SourceObject,
+    source_changed,
+)
 
 if TYPE_CHECKING:
     from zonemount_operator.manifest import Manifest
@@ -126,6 +140,7 @@ class CopyOptions:
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
     progress_interval: float = 0.5
+    buffer_bytes: int = 128 * MiB  # S3 -> S3 streamed copies: bytes held at once, all workers
 
 
 class CopyError(RuntimeError):
@@ -203,6 +218,7 @@ class BulkCopier:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: Any = None
+        self._budget = _ByteBudget(max(self.options.buffer_bytes, 1), self.stop)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Progress:
@@ -414,9 +430,32 @@ class BulkCopier:
             dest, source = cast(S3Location, self.dest), cast(S3Location, self.source)
             dest.copy(obj.key, source, obj.key, obj.etag)
         else:
-            data = self.source.read(obj.key, etag=obj.etag)
-            _check_size(obj, data)
-            self.dest.put(obj.key, data, obj)
+            self._stream(obj, None, lambda data: self.dest.put(obj.key, data, obj))
+
+    def _stream(self, obj: SourceObject, rng: tuple[int, int] | None, write: Any) -> Any:
+        """Move the object (or the inclusive range ``rng``) from source to destination with
+        ``write(data)``, holding as little as each pair of sides allows (module docstring)."""
+        start, end = rng if rng is not None else (0, obj.size - 1)
+        length = end - start + 1
+        source, dest = self.source, self.dest
+        if isinstance(source, LocalLocation) and isinstance(dest, S3Location):
+            with source.open_range(obj.key, start, length, obj.size) as body:
+                return write(body)
+        if isinstance(source, S3Location) and isinstance(dest, LocalLocation):
+            if rng is None:
+                chunks = source.chunks(obj.key, etag=obj.etag)
+            else:
+                chunks = source.chunks(obj.key, start, end, etag=obj.etag)
+            return write(_exactly(chunks, length, f"range {start}-{end}"))
+        with self._budget.hold(length):
+            if rng is None:
+                data = self.source.read(obj.key, etag=obj.etag)
+                _check_size(obj, data)
+            else:
+                data = self.source.read(obj.key, start, end, etag=obj.etag)
+                if len(data) != length:
+                    raise _changed(f"read {len(data)} bytes of range {start}-{end}")
+            return write(data)
 
     def _multipart(self, obj: SourceObject, counted: list[int]) -> None:
         part_size = max(self.options.part_size, -(-obj.size // MAX_PARTS), 5 * MiB)
@@ -453,10 +492,9 @@ class BulkCopier:
                 obj.key, upload, number, cast(S3Location, self.source), obj.key, rng, obj.etag
             )
         else:
-            data = self.source.read(obj.key, rng[0], rng[1], etag=obj.etag)
-            if len(data) != rng[1] - rng[0] + 1:
-                raise _changed(f"read {len(data)} bytes of range {rng[0]}-{rng[1]}")
-            part = self.dest.write_part(obj.key, upload, number, rng[0], data)
+            part = self._stream(
+                obj, rng, lambda data: self.dest.write_part(obj.key, upload, number, rng[0], data)
+            )
         size = rng[1] - rng[0] + 1
         with self.progress._lock:
             self.progress.bytes_copied += size
@@ -574,11 +612,49 @@ class BulkCopier:
             dest.put(obj.key, data, obj)
 
 
-def _changed(what: str) -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError(
-        {"Error": {"Code": "SourceChanged", "Message": f"{what}: the source changed"}},
-        "GetObject",
-    )
+def _changed(what: str) -> Exception:
+    return source_changed(what)
+
+
+def _exactly(chunks: Iterator[bytes], length: int, what: str) -> Iterator[bytes]:
+    """``chunks``, checked to add up to ``length`` bytes (else the source changed)."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > length:
+            break
+        yield chunk
+    if total != length:
+        raise _changed(f"read {total} bytes of {what}, expected {length}")
+
+
+class _ByteBudget:
+    """At most ``limit`` bytes held at once by all workers (one hold larger than the limit
+    waits for everything else to be given back, then takes it all)."""
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._stop = stop
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self.limit)
+        with self._cond:
+            while self.used + size > self.limit:
+                if self._stop.is_set():
+                    raise CopyError("stopped")
+                self._cond.wait(0.2)
+            self.used += size
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= size
+                self._cond.notify_all()
 
 
 def _check_size(obj: SourceObject, data: bytes) -> None:
