@@ -135,16 +135,8 @@ class BucketSpec:
 DEFAULT_ABORT_MPU_DAYS = 7
 
 
-def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = None) -> BucketSpec:  # noqa: C901 - over the issue-15 limits; next to split
-    """Parse an S3ExpressBucket spec (``name`` is metadata.name; with ``namespace`` the
-    baseName default is :func:`names.default_base_name`)."""
-    if not isinstance(spec, Mapping):
-        raise SpecError("spec must be an object")
-    _known(spec, BUCKET_FIELDS, "spec")
-    region = _get(spec, "region", str, "spec.region")
-    if not region:
-        raise SpecError("spec.region is required: set it to the bucket's region, e.g. us-east-1")
-    names.validate_region(region)
+def _bucket_zone(spec: Mapping[str, Any], region: str) -> tuple[str | None, str | None]:
+    """(availabilityZone, availabilityZoneId): exactly one of them, each well-formed."""
     az = _get(spec, "availabilityZone", str, "spec.availabilityZone")
     az_id = _get(spec, "availabilityZoneId", str, "spec.availabilityZoneId")
     if (az is None) == (az_id is None):
@@ -158,15 +150,11 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
             raise SpecError(f"spec.availabilityZone {az!r} is not in region {region!r}")
     if az_id is not None:
         names.validate_az_id(az_id)
-    base = _get(spec, "baseName", str, "spec.baseName", None)
-    if base is None:
-        base = names.default_base_name(namespace, name)
-    # Validate the base now (with a placeholder AZ ID when only the name is known).
-    names.directory_bucket_name(base, az_id or "xxxx0-az0")
-    lifecycle = _get(spec, "lifecycle", Mapping, "spec.lifecycle", {})
-    _known(
-        lifecycle, {"expireAfterDays", "abortIncompleteMultipartUploadAfterDays"}, "spec.lifecycle"
-    )
+    return az, az_id
+
+
+def _bucket_encryption(spec: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(type, kmsKeyArn): a KMS key iff SSE-KMS."""
     encryption = _get(spec, "encryption", Mapping, "spec.encryption", {})
     _known(encryption, {"type", "kmsKeyArn"}, "spec.encryption")
     enc_type = _enum(encryption, "type", ("SSE-S3", "SSE-KMS"), "spec.encryption.type")
@@ -177,11 +165,22 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
         )
     if kms is not None and not KMS_ARN_RE.match(kms):
         raise SpecError(f"spec.encryption.kmsKeyArn {kms!r} is not a KMS key ARN")
+    return enc_type, kms
+
+
+def _bucket_access(spec: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """(role ARNs, sorted and unique; session mode)."""
     access = _get(spec, "access", Mapping, "spec.access", {})
     _known(access, {"roleArns", "sessionMode"}, "spec.access")
     roles = tuple(_get(access, "roleArns", list, "spec.access.roleArns", []))
     for arn in roles:
         names.role_name_from_arn(str(arn))
+    mode = _enum(access, "sessionMode", ("ReadWrite", "ReadOnly"), "spec.access.sessionMode")
+    return tuple(sorted(set(roles))), mode
+
+
+def _bucket_import(spec: Mapping[str, Any]) -> tuple[str | None, int, int]:
+    """(source URL, concurrency, workers)."""
     imp = _get(spec, "import", Mapping, "spec.import", {})
     _known(imp, {"source", "concurrency", "workers"}, "spec.import")
     source = _get(imp, "source", str, "spec.import.source")
@@ -192,6 +191,36 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
                 f"spec.import.source {source!r} must end with '/' (directory buckets list whole "
                 f"path segments only): use {source}/"
             )
+    return (
+        source,
+        _positive(imp, "concurrency", "spec.import.concurrency") or 32,
+        _positive(imp, "workers", "spec.import.workers") or 1,
+    )
+
+
+def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = None) -> BucketSpec:
+    """Parse an S3ExpressBucket spec (``name`` is metadata.name; with ``namespace`` the
+    baseName default is :func:`names.default_base_name`)."""
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec must be an object")
+    _known(spec, BUCKET_FIELDS, "spec")
+    region = _get(spec, "region", str, "spec.region")
+    if not region:
+        raise SpecError("spec.region is required: set it to the bucket's region, e.g. us-east-1")
+    names.validate_region(region)
+    az, az_id = _bucket_zone(spec, region)
+    base = _get(spec, "baseName", str, "spec.baseName", None)
+    if base is None:
+        base = names.default_base_name(namespace, name)
+    # Validate the base now (with a placeholder AZ ID when only the name is known).
+    names.directory_bucket_name(base, az_id or "xxxx0-az0")
+    lifecycle = _get(spec, "lifecycle", Mapping, "spec.lifecycle", {})
+    _known(
+        lifecycle, {"expireAfterDays", "abortIncompleteMultipartUploadAfterDays"}, "spec.lifecycle"
+    )
+    enc_type, kms = _bucket_encryption(spec)
+    roles, session_mode = _bucket_access(spec)
+    source, concurrency, workers = _bucket_import(spec)
     return BucketSpec(
         region=region,
         base_name=base,
@@ -202,13 +231,11 @@ def parse_bucket(name: str, spec: Mapping[str, Any], namespace: str | None = Non
         abort_mpu_after_days=_abort_days(lifecycle),
         encryption=enc_type,
         kms_key_arn=kms,
-        role_arns=tuple(sorted(set(roles))),
-        session_mode=_enum(
-            access, "sessionMode", ("ReadWrite", "ReadOnly"), "spec.access.sessionMode"
-        ),
+        role_arns=roles,
+        session_mode=session_mode,
         import_source=source,
-        import_concurrency=_positive(imp, "concurrency", "spec.import.concurrency") or 32,
-        import_workers=_positive(imp, "workers", "spec.import.workers") or 1,
+        import_concurrency=concurrency,
+        import_workers=workers,
     )
 
 
@@ -308,10 +335,12 @@ def _cache_xz(spec: Mapping[str, Any], bucket_name: str | None) -> str | None:
     return checked
 
 
-def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:  # noqa: C901 - over the issue-15 limits; next to split
-    if not isinstance(spec, Mapping):
-        raise SpecError("spec must be an object")
-    _known(spec, MOUNTCLASS_FIELDS, "spec")
+_Target = tuple[tuple[str, str] | None, str | None, str | None, str | None, str | None]
+
+
+def _mountclass_target(spec: Mapping[str, Any]) -> _Target:
+    """(bucketRef as (namespace, name), bucketName, region, endpointUrl, availabilityZone):
+    an S3ExpressBucket reference, or a bucket named with its region (and optional zone)."""
     ref = _get(spec, "bucketRef", Mapping, "spec.bucketRef")
     bucket_name = _get(spec, "bucketName", str, "spec.bucketName")
     if (ref is None) == (bucket_name is None):
@@ -321,24 +350,26 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:  # n
     if endpoint is not None:
         names.validate_endpoint_url(endpoint, "spec.endpointUrl")
     az = _get(spec, "availabilityZone", str, "spec.availabilityZone")
-    bucket_ref: tuple[str, str] | None = None
-    if ref is not None:
-        if region or endpoint or az:
-            raise SpecError(
-                "spec.region, spec.endpointUrl and spec.availabilityZone go with spec.bucketName; "
-                "with spec.bucketRef they come from the S3ExpressBucket"
-            )
-        ref_name = _get(ref, "name", str, "spec.bucketRef.name")
-        ref_ns = _get(ref, "namespace", str, "spec.bucketRef.namespace")
-        if not ref_name or not ref_ns:
-            raise SpecError("spec.bucketRef needs both name and namespace")
-        bucket_ref = (ref_ns, ref_name)
-    else:
+    if ref is None:
         if not region:
             raise SpecError("spec.region is required with spec.bucketName")
         names.validate_region(region)
         if az is not None:
             names.validate_az_name(az)
+        return None, bucket_name, region, endpoint, az
+    if region or endpoint or az:
+        raise SpecError(
+            "spec.region, spec.endpointUrl and spec.availabilityZone go with spec.bucketName; "
+            "with spec.bucketRef they come from the S3ExpressBucket"
+        )
+    ref_name = _get(ref, "name", str, "spec.bucketRef.name")
+    ref_ns = _get(ref, "namespace", str, "spec.bucketRef.namespace")
+    if not ref_name or not ref_ns:
+        raise SpecError("spec.bucketRef needs both name and namespace")
+    return (ref_ns, ref_name), None, region, endpoint, az
+
+
+def _mountclass_prefix(spec: Mapping[str, Any]) -> str:
     prefix = _get(spec, "prefix", str, "spec.prefix", "")
     if prefix and (prefix.startswith("/") or not prefix.endswith("/")):
         raise SpecError(f"spec.prefix {prefix!r} must not start with '/' and must end with '/'")
@@ -346,6 +377,11 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:  # n
         check_prefix(prefix)  # the CSI driver's rule for basePrefix and volume prefixes
     except NameRuleError as exc:
         raise SpecError(f"spec.prefix: {exc}") from None
+    return str(prefix)
+
+
+def _mountclass_auth(spec: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(authenticationSource, roleArn): a role ARN iff the pods' own credentials."""
     auth = _enum(spec, "authenticationSource", ("driver", "pod"), "spec.authenticationSource")
     role_arn = _get(spec, "roleArn", str, "spec.roleArn")
     if role_arn is not None and auth != "pod":
@@ -357,6 +393,17 @@ def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:  # n
         )
     if role_arn is not None and not _ROLE_ARN.match(role_arn):
         raise SpecError(f"spec.roleArn {role_arn!r} is not an IAM role ARN")
+    return auth, role_arn
+
+
+def parse_mountclass(name: str, spec: Mapping[str, Any]) -> MountClassSpec:
+    """Parse an S3MountClass spec (``name`` is metadata.name: the default storageClassName)."""
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec must be an object")
+    _known(spec, MOUNTCLASS_FIELDS, "spec")
+    bucket_ref, bucket_name, region, endpoint, az = _mountclass_target(spec)
+    prefix = _mountclass_prefix(spec)
+    auth, role_arn = _mountclass_auth(spec)
     provisioning = _enum(spec, "provisioning", ("PerClaimPrefix", "Static"), "spec.provisioning")
     cache_xz = _cache_xz(spec, bucket_name)
     return MountClassSpec(
