@@ -466,8 +466,15 @@ _NO_CREDENTIALS = (
 )
 
 
-def _copy_main(argv: Sequence[str], sync: bool) -> int:  # noqa: C901, PLR0912, PLR0915 - over the issue-15 limits; next to split
-    name = "sync" if sync else "cp"
+class _Refused(Exception):
+    """A cp/sync failure already worded for the user; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _copy_parser(name: str, sync: bool) -> OneLineParser:
     parser = OneLineParser(
         prog=f"zonemount {name}",
         description=(
@@ -517,52 +524,49 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:  # noqa: C901, PLR0912, 
         help="publish manifest records every N objects (and every 10 s) (5000)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(argv))
-    if not 1 <= args.concurrency <= 1024:
-        return _fail(name, f"--concurrency {args.concurrency} is out of range: use 1..1024", 2)
-    if args.part_size < 5:
-        return _fail(name, "--part-size must be at least 5 (MiB): S3's minimum part size", 2)
+    return parser
 
-    import botocore.exceptions
 
+def _check_copy_args(args: argparse.Namespace) -> tuple[int, int] | None:
+    """Every bad-input check, before any AWS call (raises _Refused, exit 2); the shard."""
     from zonemount_operator import locations
     from zonemount_operator.names import parse_s3_url
-    from zonemount_operator.transfer import (
-        CopyOptions,
-        MiB,
-        SourceObject,
-        attach_fast,
-        copy,
-        s3_client,
-    )
 
+    if not 1 <= args.concurrency <= 1024:
+        raise _Refused(f"--concurrency {args.concurrency} is out of range: use 1..1024", 2)
+    if args.part_size < 5:
+        raise _Refused("--part-size must be at least 5 (MiB): S3's minimum part size", 2)
     try:
         locations.check_endpoint_url(args.endpoint_url)
         locations.check_endpoint_url(args.source_endpoint_url, "--source-endpoint-url")
         for arg, what in ((args.src, "SRC"), (args.dst, "DST")):
             if locations.is_s3(arg):
                 parse_s3_url(arg, what)
-    except SpecError as exc:
-        return _fail(name, str(exc), 2)
-    try:
         shard = _parse_shard(args.shard)
         if args.manifest and locations.is_s3(args.manifest):
             parse_s3_url(args.manifest, "--manifest")
-    except SpecError as exc:
-        return _fail(name, str(exc), 2)
-    if not (locations.is_s3(args.src) or locations.is_s3(args.dst)):
-        return _fail(name, "SRC or DST must be an s3:// URL (for local -> local use cp/rsync)", 2)
-    if not locations.is_s3(args.src):  # a missing local SRC is bad input, found first
-        try:
+        if not (locations.is_s3(args.src) or locations.is_s3(args.dst)):
+            raise _Refused("SRC or DST must be an s3:// URL (for local -> local use cp/rsync)", 2)
+        if not locations.is_s3(args.src):  # a missing local SRC is bad input, found first
             locations.local_source(args.src)
-        except SpecError as exc:
-            return _fail(name, str(exc), 2)
+    except SpecError as exc:
+        raise _Refused(str(exc), 2) from None
+    return shard
+
+
+def _copy_ends(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(source, destination, destination client): clients from one botocore session,
+    locations resolved (a listing call for S3 sources), the fast path attached."""
+    import botocore.exceptions
     import botocore.session
+
+    from zonemount_operator import locations
+    from zonemount_operator.transfer import attach_fast, s3_client
 
     session = botocore.session.get_session()
     credentials = session.get_credentials()
     if credentials is None:
-        return _fail(name, _NO_CREDENTIALS)
+        raise _Refused(_NO_CREDENTIALS)
     dst_client = s3_client(args.endpoint_url, args.region, args.concurrency, session)
     src_endpoint = args.source_endpoint_url or args.endpoint_url
     src_client = (
@@ -576,31 +580,39 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:  # noqa: C901, PLR0912, 
         attach_fast(source, credentials)
         attach_fast(dest, credentials)
     except SpecError as exc:
-        return _fail(name, str(exc), 2)
+        raise _Refused(str(exc), 2) from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        return _fail(name, _aws_message(exc, args.src))
-    options = CopyOptions(
-        concurrency=args.concurrency,
-        part_size=args.part_size * MiB,
-        multipart_threshold=args.multipart_threshold * MiB,
-        skip_existing=sync,
-        dry_run=args.dry_run,
-        shard=shard,
-    )
-    manifest = None
-    if args.manifest:
-        from zonemount_operator.manifest import Manifest, store_for
+        raise _Refused(_aws_message(exc, args.src)) from None
+    return source, dest, dst_client
 
-        try:
-            manifest = Manifest(
-                store_for(args.manifest, dst_client),
-                shard,
-                flush_every=max(1, args.manifest_flush_every),
-            )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            return _fail(name, _aws_message(exc, f"reading the manifest {args.manifest}"))
-        except OSError as exc:
-            return _fail(name, f"manifest {args.manifest}: {exc.strerror or exc}")
+
+def _open_manifest(args: argparse.Namespace, dst_client: Any, shard: Any) -> Any:
+    """The ``--manifest`` (None without one)."""
+    if not args.manifest:
+        return None
+    import botocore.exceptions
+
+    from zonemount_operator.manifest import Manifest, store_for
+
+    try:
+        return Manifest(
+            store_for(args.manifest, dst_client),
+            shard,
+            flush_every=max(1, args.manifest_flush_every),
+        )
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise _Refused(_aws_message(exc, f"reading the manifest {args.manifest}")) from None
+    except OSError as exc:
+        raise _Refused(f"manifest {args.manifest}: {exc.strerror or exc}") from None
+
+
+def _run_copy(
+    name: str, args: argparse.Namespace, source: Any, dest: Any, options: Any, manifest: Any
+) -> Any:
+    """The copy with its progress bar (``--dry-run``: the plan lines on stdout)."""
+    import botocore.exceptions
+
+    from zonemount_operator.transfer import SourceObject, copy
 
     def plan(obj: SourceObject) -> None:
         print(f"{name} {source.describe(obj.key)} {dest.describe(obj.key)}", flush=True)
@@ -609,22 +621,28 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:  # noqa: C901, PLR0912, 
         with _ProgressBar(name, enabled=not (args.no_progress or args.dry_run)) as bar:
             if not (args.no_progress or args.dry_run):
                 bar._progress.console.print(f"{name} {source} -> {dest}", highlight=False)
-            result = copy(
+            return copy(
                 source, dest, options, on_progress=bar.update, on_plan=plan, manifest=manifest
             )
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        return _fail(name, _aws_message(exc, f"listing {args.src}"))
+        raise _Refused(_aws_message(exc, f"listing {args.src}")) from None
     except OSError as exc:
-        return _fail(name, f"{exc.filename or args.src}: {exc.strerror or exc}")
+        raise _Refused(f"{exc.filename or args.src}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
-        return _fail(
-            name, "interrupted: run 'zonemount sync' with the same arguments to resume", 130
-        )
+        raise _Refused(
+            "interrupted: run 'zonemount sync' with the same arguments to resume", 130
+        ) from None
     finally:
         if manifest is not None:
             manifest.close()
+
+
+def _report_copy(
+    name: str, args: argparse.Namespace, result: Any, shard: Any, manifest: Any
+) -> int:
+    """The summary lines on stderr; the exit code."""
     if result.objects_total == 0 and shard is None:
-        return _fail(name, f"no objects match {args.src}: nothing to copy")
+        raise _Refused(f"no objects match {args.src}: nothing to copy")
     rate = result.bytes_per_second / 1e6
     if args.dry_run:
         would = result.objects_total - result.objects_skipped
@@ -657,12 +675,35 @@ def _copy_main(argv: Sequence[str], sync: bool) -> int:  # noqa: C901, PLR0912, 
             file=sys.stderr,
         )
     if result.objects_failed:
-        return _fail(
-            name,
+        raise _Refused(
             f"{result.objects_failed} objects failed (first: {result.first_error}); "
-            "rerun 'zonemount sync' to retry only what is missing",
+            "rerun 'zonemount sync' to retry only what is missing"
         )
     return 0
+
+
+def _copy_main(argv: Sequence[str], sync: bool) -> int:
+    """``zonemount cp|sync``: check the arguments, resolve both ends, copy, report."""
+    name = "sync" if sync else "cp"
+    args = _copy_parser(name, sync).parse_args(list(argv))
+    from zonemount_operator.transfer import CopyOptions, MiB
+
+    try:
+        shard = _check_copy_args(args)
+        source, dest, dst_client = _copy_ends(args)
+        options = CopyOptions(
+            concurrency=args.concurrency,
+            part_size=args.part_size * MiB,
+            multipart_threshold=args.multipart_threshold * MiB,
+            skip_existing=sync,
+            dry_run=args.dry_run,
+            shard=shard,
+        )
+        manifest = _open_manifest(args, dst_client, shard)
+        result = _run_copy(name, args, source, dest, options, manifest)
+        return _report_copy(name, args, result, shard, manifest)
+    except _Refused as exc:
+        return _fail(name, str(exc), exc.code)
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
