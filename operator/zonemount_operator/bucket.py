@@ -44,8 +44,6 @@ from zonemount_operator.spec import BucketSpec, parse_bucket
 from zonemount_operator.tenancy import NotAllowedError, TenancyPolicy
 from zonemount_operator.transfer import CopyOptions, Progress, copy_prefix
 
-Outcome = conditions.Outcome
-
 
 def resolve_zone(admin: BucketAdmin, spec: BucketSpec) -> Zone:
     """AZ name -> ID or ID -> name via EC2 DescribeAvailabilityZones."""
@@ -410,7 +408,7 @@ def reconcile_bucket(
     uid: str | None = None,
     policy: TenancyPolicy | None = None,
     now: dt.datetime | None = None,
-) -> Outcome:
+) -> conditions.Outcome:
     """Make AWS match the spec: :data:`STEPS` in order; returns the full new status (see
     the module docstring).
 

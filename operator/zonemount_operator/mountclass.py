@@ -47,7 +47,6 @@ from zonemount_operator.spec import MountClassSpec, parse_mountclass
 ZONE_KEY = keys.TOPOLOGY_ZONE
 OWNER_LABEL = "zonemount.io/mountclass"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "zonemount-operator"}
-Outcome = conditions.Outcome
 
 
 @dataclass(frozen=True)
@@ -500,7 +499,7 @@ async def reconcile_mountclass(
     admin: BucketAdmin | None = None,
     endpoint_url: str | None = None,
     now: dt.datetime | None = None,
-) -> Outcome:
+) -> conditions.Outcome:
     """Converge the StorageClass (+ Static PV): :data:`STEPS` in order; never raises for
     spec/AWS/API trouble."""
     run = _MountClassRun(name, uid, spec_dict, dict(status or {}), kube, admin, endpoint_url)
