@@ -13,6 +13,7 @@ from zonemount_cli.servers import LocalS3
 from zonemount_contract.s3client import create_client, user_agent, zonemount_version
 from zonemount_csi import driver_version
 from zonemount_csi.controller import s3_client_factory
+from zonemount_fs.store.s3 import S3Settings, S3Store
 from zonemount_operator.aws import Boto3BucketAdmin
 
 
@@ -37,12 +38,15 @@ def test_requests_carry_the_zonemount_user_agent(
     assert driver_version() == zonemount_version()
 
 
-def test_the_csi_controller_and_the_operator_build_on_it(
+def test_the_fuse_client_the_csi_controller_and_the_operator_build_on_it(
     s3_env: dict[str, str], moto_server: LocalS3, bucket: str
 ) -> None:
+    store = S3Store(
+        S3Settings(bucket, endpoint_url=moto_server.endpoint, connect_timeout=3, read_timeout=7)
+    )._client
     controller = s3_client_factory(moto_server.endpoint, "us-east-1")
     operator = Boto3BucketAdmin(endpoint_url=moto_server.endpoint).s3("us-east-1")
-    for client, timeouts in ((controller, (5, 30)), (operator, (10, 60))):
+    for client, timeouts in ((store, (3, 7)), (controller, (5, 30)), (operator, (10, 60))):
         config = client.meta.config
         assert config.user_agent_extra == user_agent()
         assert config.retries["mode"] == "standard"

@@ -34,7 +34,6 @@ from typing import Any, TypeVar
 import botocore.session
 import botocore.utils
 from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -46,6 +45,7 @@ from botocore.exceptions import (
 )
 from prometheus_client import Counter
 from zonemount_contract.aws_errors import ErrorClass, classify
+from zonemount_contract.s3client import create_client
 
 from ..errors import (
     AccessDenied,
@@ -196,38 +196,30 @@ class S3Store:
         session.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=parse_timestamp
         )
-        s3_config: Any = {}
-        if settings.force_path_style:
-            s3_config["addressing_style"] = "path"
-        if settings.disable_express_session_auth or os.environ.get(DISABLE_EXPRESS_ENV) == "1":
-            s3_config["disable_s3_express_session_auth"] = True
         secure = settings.endpoint_url is None or settings.endpoint_url.startswith("https://")
-        if secure:
+        self._client: Any = create_client(  # the contract's one factory, this mount's figures
+            session=session,
+            endpoint_url=settings.endpoint_url,
+            region=settings.region,
+            max_attempts=settings.max_attempts,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_pool_connections=settings.max_connections,
+            path_style=settings.force_path_style,
+            express_session_auth=not (
+                settings.disable_express_session_auth or os.environ.get(DISABLE_EXPRESS_ENV) == "1"
+            ),
             # Over TLS the body needs no SHA-256 in the signature (the hash would cost a CPU
             # core per GB/s); integrity comes from a CRC32 trailer checksum instead.
-            s3_config["payload_signing_enabled"] = False
-        config = Config(
+            s3={"payload_signing_enabled": False} if secure else None,
             # requests are built here, from typed values: botocore's per-call parameter
             # validation only costs CPU (about a tenth of a small request's)
             parameter_validation=False,
-            region_name=settings.region,
-            max_pool_connections=settings.max_connections,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            retries={"mode": "standard", "max_attempts": settings.max_attempts},
-            tcp_keepalive=True,
-            s3=s3_config,
             signature_version=UNSIGNED if settings.no_sign_request else None,
             # Plain-http endpoints (local test servers) sign the payload hash anyway (SigV4
             # requires it without TLS) and may not accept trailing checksums.
             request_checksum_calculation="when_supported" if secure else "when_required",
             response_checksum_validation="when_required",
-        )
-        self._client: Any = session.create_client(
-            "s3",
-            region_name=settings.region or session.get_config_variable("region") or "us-east-1",
-            endpoint_url=settings.endpoint_url,
-            config=config,
         )
         self._fast: fastpath.FastPath | None = None
         if settings.fast_path and os.environ.get(FAST_PATH_ENV, "1") != "0":
