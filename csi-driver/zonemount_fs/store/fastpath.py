@@ -2,8 +2,9 @@
 
 Why: a botocore API call costs about 2 ms of CPU (event hooks, endpoint rules, model-driven
 serialization and parsing, the retry handler), which was most of the CPU of creating or
-removing a small file through the mount. Here a request is a URL, a few headers, botocore's own
-SigV4 signer (``S3SigV4Auth``: no hand-rolled signing; the credentials are the session's
+removing a small file through the mount. Here a request is a URL, a few headers, a SigV4
+signature (:class:`Signer`: the computation of botocore's ``S3SigV4Auth``, compared with it byte
+for byte in the tests, with the derived key cached per day; the credentials are the session's
 provider chain, so refreshable credentials - IRSA, SSO, instance roles - refresh themselves when
 asked for a frozen copy) and one ``urlopen`` on a pooled urllib3 connection. It is blocking and
 thread safe, like the botocore client it stands in for, so it fits the store's worker threads.
@@ -37,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
+import hmac
 import random
 import socket
 import threading
@@ -49,8 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 
-import botocore.auth
-import botocore.awsrequest
 import botocore.httpsession
 import botocore.utils
 import urllib3
@@ -58,6 +59,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from zonemount_contract.aws_errors import ErrorClass, classify
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _PROBE_KEY = "zonemount-fastpath-probe"
 _REDIRECT_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"}
 MAX_BACKOFF = 20.0
@@ -171,17 +173,83 @@ def for_client(
     )
 
 
-class _SigV4(botocore.auth.S3SigV4Auth):
-    """botocore's S3 SigV4 signer; the payload is hashed into the signature unless the
-    request goes over TLS with a CRC32 checksum header (botocore's choice with
-    ``payload_signing_enabled=False``, which the store sets for TLS endpoints)."""
+class Signer:
+    """AWS Signature Version 4 for S3 requests, as ``botocore.auth.S3SigV4Auth`` computes it
+    (the unit tests compare the two byte for byte), with the derived signing key cached per
+    day: botocore's signer rebuilds the request and the key on every call and was a third of
+    a small request's CPU. Thread safe; credentials are read (and refreshed, for refreshable
+    ones) on each call."""
 
-    def __init__(self, credentials: Any, region: str, sign_payload: bool) -> None:
-        super().__init__(credentials, "s3", region)
-        self._sign_payload = sign_payload
+    def __init__(self, credentials: Any, region: str, *, sign_payload: bool) -> None:
+        self.credentials = credentials
+        self.region = region
+        self.sign_payload = sign_payload
+        self._key: tuple[str, str, bytes] = ("", "", b"")  # (secret, yyyymmdd, signing key)
 
-    def _should_sha256_sign_payload(self, request: Any) -> bool:
-        return self._sign_payload
+    def _signing_key(self, secret: str, day: str) -> bytes:
+        cached = self._key
+        if cached[0] == secret and cached[1] == day:
+            return cached[2]
+        key = ("AWS4" + secret).encode()
+        for part in (day, self.region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        self._key = (secret, day, key)  # one tuple: readers see old or new, never a mix
+        return key
+
+    def sign(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        now: float | None = None,
+    ) -> dict[str, str]:
+        """``headers`` plus Host, X-Amz-Date, X-Amz-Content-SHA256, the session token and
+        Authorization. ``path`` and ``query`` exactly as sent (already URI-encoded)."""
+        frozen = self.credentials.get_frozen_credentials()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        day = stamp[:8]
+        if body and self.sign_payload:
+            payload = hashlib.sha256(body).hexdigest()
+        elif self.sign_payload:
+            payload = EMPTY_SHA256
+        else:
+            payload = "UNSIGNED-PAYLOAD"
+        out = dict(headers)
+        out["host"] = host
+        out["x-amz-date"] = stamp
+        out["x-amz-content-sha256"] = payload
+        if frozen.token:
+            out["x-amz-security-token"] = frozen.token
+        canonical = sorted((k.lower(), " ".join(v.split())) for k, v in out.items())
+        names = ";".join(k for k, _ in canonical)
+        if query:
+            pairs = sorted(pair.partition("=")[::2] for pair in query.split("&"))
+            query = "&".join(f"{k}={v}" for k, v in pairs)
+        request = "\n".join(
+            [
+                method,
+                path,
+                query,
+                "".join(f"{k}:{v}\n" for k, v in canonical),
+                names,
+                payload,
+            ]
+        )
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(
+            ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest()]
+        )
+        signature = hmac.new(
+            self._signing_key(frozen.secret_key, day), to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        out["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={frozen.access_key}/{scope}, "
+            f"SignedHeaders={names}, Signature={signature}"
+        )
+        return out
 
 
 class _Quota:
@@ -227,6 +295,10 @@ class FastPath:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path  # "/bucket/" (path style) or "/" (virtual host)
         self._quota = _Quota()
+        self._host = _host_header(parts.scheme, parts.hostname or "", parts.port)
+        self._signer = (
+            Signer(credentials, region, sign_payload=sign_payload) if credentials else None
+        )
         pool_args: dict[str, Any] = {
             "maxsize": max_connections,
             "block": False,
@@ -249,16 +321,6 @@ class FastPath:
         path = self._base_path + quote(key, safe="/~")
         return f"{path}?{query}" if query else path
 
-    def _signed(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
-        if self.credentials is None:
-            return headers
-        request = botocore.awsrequest.AWSRequest(
-            method=method, url=self._origin + target, headers=headers, data=body
-        )
-        frozen = self.credentials.get_frozen_credentials()
-        _SigV4(frozen, self.region, self.sign_payload).add_auth(request)
-        return dict(request.headers.items())
-
     def request(
         self,
         operation: str,
@@ -274,7 +336,8 @@ class FastPath:
         """Send one request with retries; the 2xx urllib3 response (its body read unless
         ``stream``). ``error_in_body``: a 200 whose body is an ``<Error>`` document is an error
         (CopyObject, CompleteMultipartUpload)."""
-        target = self.target(key, query)
+        path = self.target(key)
+        target = f"{path}?{query}" if query else path
         base_headers = dict(headers or {})
         if body and not self.sign_payload:
             base_headers["x-amz-checksum-crc32"] = b64encode(
@@ -284,7 +347,10 @@ class FastPath:
         retry_cost = 0
         while True:
             attempt += 1
-            signed = self._signed(method, target, dict(base_headers), body)
+            if self._signer is None:
+                signed = {**base_headers, "host": self._host}
+            else:
+                signed = self._signer.sign(method, self._host, path, query, base_headers, body)
             failure: S3Error | TransportError
             retry_after: str | None = None
             try:
@@ -378,6 +444,15 @@ class FastPath:
         query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in params)
         resp = self.request("ListObjectsV2", "GET", "", query=query)
         return parse_list(resp.data)
+
+
+def _host_header(scheme: str, hostname: str, port: int | None) -> str:
+    """The Host header as botocore signs it: lower case, default ports left out, IPv6 in
+    brackets."""
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    if port is None or (scheme, port) in {("http", 80), ("https", 443)}:
+        return host.lower()
+    return f"{host}:{port}".lower()
 
 
 def read_piece(resp: Any, size: int) -> bytes:
