@@ -6,6 +6,9 @@ Module map (one concept per module, after kubernetes-csi/csi-driver-host-path):
 * :mod:`.identity`, :mod:`.node`, :mod:`.controller` - one module per CSI service; every handler
   validates its request first and answers with gRPC status codes (:class:`.errors.CsiError`).
 * the volume-context / StorageClass keys and the driver name live in :mod:`zonemount_contract.keys`.
+* :mod:`.validation` - request validation shared by the controller and the node (the controller
+  imports nothing of the node service); :mod:`.confinement` - target paths stay under
+  ``<kubelet>/pods/``; :mod:`.locks` - operations in flight (ABORTED) and per-bucket locks.
 * :mod:`.mount_options` - PV ``mountOptions`` as a typed value parsed through an allow-list.
 * :mod:`.credentials` - driver-level and pod-level (web identity) credentials for a mount.
 * :mod:`.mounter` - the ``Mounter`` seam: one supervised ``zonemount mount -f`` process per target.
