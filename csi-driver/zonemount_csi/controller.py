@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _REQUEST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: A topology.kubernetes.io/zone label value, not an AWS AZ name (zonemount_contract.names
+#: AZ_NAME_RE): a StorageClass an admin writes may name any zone label its nodes carry (kind,
+#: on-premises); the operator only ever writes AWS AZ names, which this accepts.
 _ZONE_RE = re.compile(r"^[a-z0-9-]{2,40}$")
 
 

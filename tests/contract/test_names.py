@@ -12,7 +12,8 @@ import grpc
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from zonemount_contract.names import NameRuleError, check_az_id, is_directory_bucket
+from zonemount_contract.names import AZ_NAME_RE, NameRuleError, check_az_id, is_directory_bucket
+from zonemount_csi.controller import _ZONE_RE as controller_zone_rule
 from zonemount_csi.errors import CsiError
 from zonemount_csi.validation import validate_bucket, validate_region, validate_role_arn
 from zonemount_fs.errors import ConfigError
@@ -134,3 +135,11 @@ def test_csi_driver_and_operator_agree_on_role_arns(arn: str) -> None:
     except CsiError:
         csi_ok = False
     assert operator_ok == csi_ok
+
+
+@given(zone=st.from_regex(AZ_NAME_RE, fullmatch=True).filter(lambda z: len(z) <= 40))
+def test_every_az_name_the_operator_accepts_the_controller_accepts(zone: str) -> None:
+    """The controller's availabilityZone rule is a topology label's (looser, on purpose);
+    every AZ name the operator writes into a StorageClass must pass it (CRD maxLength 40)."""
+    operator_names.validate_az_name(zone)
+    assert controller_zone_rule.match(zone)
