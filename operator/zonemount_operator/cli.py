@@ -561,18 +561,18 @@ def _copy_ends(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     import botocore.session
 
     from zonemount_operator import locations
-    from zonemount_operator.transfer import attach_fast, s3_client
+    from zonemount_operator.transfer import attach_fast, lazy_s3_client
 
     session = botocore.session.get_session()
     credentials = session.get_credentials()
     if credentials is None:
         raise _Refused(_NO_CREDENTIALS)
-    dst_client = s3_client(args.endpoint_url, args.region, args.concurrency, session)
+    dst_client = lazy_s3_client(args.endpoint_url, args.region, args.concurrency, session)
     src_endpoint = args.source_endpoint_url or args.endpoint_url
     src_client = (
         dst_client
         if src_endpoint == args.endpoint_url
-        else s3_client(src_endpoint, args.region, args.concurrency, session)
+        else lazy_s3_client(src_endpoint, args.region, args.concurrency, session)
     )
     try:
         source = locations.source_location(args.src, src_client)
@@ -618,9 +618,10 @@ def _run_copy(
         print(f"{name} {source.describe(obj.key)} {dest.describe(obj.key)}", flush=True)
 
     try:
-        with _ProgressBar(name, enabled=not (args.no_progress or args.dry_run)) as bar:
-            if not (args.no_progress or args.dry_run):
-                bar._progress.console.print(f"{name} {source} -> {dest}", highlight=False)
+        if args.no_progress or args.dry_run:  # no bar: rich is not even imported
+            return copy(source, dest, options, on_plan=plan, manifest=manifest)
+        with _ProgressBar(name) as bar:
+            bar._progress.console.print(f"{name} {source} -> {dest}", highlight=False)
             return copy(
                 source, dest, options, on_progress=bar.update, on_plan=plan, manifest=manifest
             )
