@@ -57,9 +57,11 @@ import botocore.utils
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from zonemount_contract.aws_errors import ErrorClass, classify
+from zonemount_contract.s3client import user_agent
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+USER_AGENT = f"{user_agent()} fastpath"
 _PROBE_KEY = "zonemount-fastpath-probe"
 _REDIRECT_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"}
 MAX_BACKOFF = 20.0
@@ -351,6 +353,7 @@ class FastPath:
                 signed = {**base_headers, "host": self._host}
             else:
                 signed = self._signer.sign(method, self._host, path, query, base_headers, body)
+            signed["User-Agent"] = USER_AGENT  # not signed (as botocore): proxies rewrite it
             failure: S3Error | TransportError
             retry_after: str | None = None
             try:

@@ -60,6 +60,7 @@ from ..metrics import S3_ERRORS, S3_REQUESTS
 from ..names import is_directory_bucket
 from . import fastpath
 from .base import ListPage, ObjectInfo, PutOptions
+from .watchdog import WATCHDOG
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -411,9 +412,7 @@ class S3Store:
         """A GET body in pieces; past ``body_deadline`` its socket is shut down (a server
         trickling bytes never trips the per-read timeout) and the read fails."""
         size = FIRST_PIECE  # small first piece: the first bytes reach the reader sooner
-        watchdog = threading.Timer(self.settings.body_deadline, shut_down)
-        watchdog.daemon = True
-        watchdog.start()
+        alarm = WATCHDOG.arm(self.settings.body_deadline, shut_down)
         complete = False
         try:
             while True:
@@ -424,7 +423,7 @@ class S3Store:
                     # with the received bytes objects themselves (no copy)
                     size = STREAM_PIECE - FIRST_PIECE if size == FIRST_PIECE else STREAM_PIECE
                 except Exception as exc:
-                    if not watchdog.is_alive():
+                    if alarm.fired:
                         raise StoreUnavailable(
                             f"GetObject(body) {key!r}: body not received within "
                             f"{self.settings.body_deadline:.0f} s"
@@ -435,8 +434,8 @@ class S3Store:
                     break
                 yield piece
         finally:
-            watchdog.cancel()
-            close(complete)
+            fired = alarm.cancel()
+            close(complete and not fired)  # a connection it shut down is not reused
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
         fast = self._fast
