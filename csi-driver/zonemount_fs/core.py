@@ -63,10 +63,11 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 # A lookup miss in a directory listed in one page of at most this many entries lists the
 # directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
 RELIST_KEYS = 64
-# Entries of a listed directory revalidated one by one (HEAD + LIST each) after their TTL,
-# before the directory is listed again instead: at least this many, and at least twice the
-# pages a listing costs, so relisting never costs more than the per-name requests it saves
-# (R-META-CACHE-LS: `ls -l` of a large directory that outlasts the TTL).
+# Entries of a listed directory larger than RELIST_KEYS revalidated one by one (HEAD + LIST
+# each) after their TTL, before the directory is listed again instead: at least this many,
+# and at least twice the pages a listing costs, so relisting never costs more than the
+# per-name requests it saves (R-META-RELIST: `ls -l` of a large directory that outlasts the
+# TTL). A smaller directory is listed again at the first expired entry (one request).
 RELIST_AFTER = 16
 LIST_PAGE_KEYS = 1000
 META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
@@ -512,6 +513,7 @@ class Filesystem:
             files = {o.key[len(prefix) :] for o in page.objects}
             dirs = {p[len(prefix) :].rstrip("/") for p in page.prefixes}
             parent.names, parent.dir_names = frozenset(files | dirs), frozenset(dirs)
+            parent.listed_count = max(1, len(files | dirs))
             parent.names_until = listed_at + self.opts.negative_metadata_ttl
         if name not in parent.names:
             return None
@@ -527,17 +529,21 @@ class Filesystem:
 
     async def _relisted(self, parent: Inode) -> bool:
         """Count one expired entry of ``parent`` being revalidated; once such one-by-one
-        revalidations would cost more than listing ``parent`` again (``RELIST_AFTER``), list
-        it (one listing for every task that asks meanwhile) so the rest come from that.
-        True when ``parent`` was listed again (the caller re-reads its tree)."""
+        revalidations would cost more than listing ``parent`` again (at once for a directory
+        one small LIST page holds: one request instead of HEAD + LIST; after
+        ``RELIST_AFTER`` for larger ones), list it (one listing for every task that asks
+        meanwhile) so the rest come from that. True when ``parent`` was listed again (the
+        caller re-reads its tree)."""
         if parent.kind is not Kind.DIR or parent.local or not parent.listed_count:
             return False
         if parent.relisting is not None:
             await parent.relisting.wait()
             return True
         parent.revalidations += 1
-        pages = -(-parent.listed_count // LIST_PAGE_KEYS)
-        if parent.revalidations < max(RELIST_AFTER, 2 * pages):
+        entries = max(parent.listed_count, len(parent.children))  # it may have grown since
+        pages = -(-entries // LIST_PAGE_KEYS)
+        small = entries <= RELIST_KEYS
+        if parent.revalidations < (1 if small else max(RELIST_AFTER, 2 * pages)):
             return False
         done = parent.relisting = trio.Event()
         try:
@@ -750,6 +756,7 @@ class Filesystem:
             raise FsError(errno.EEXIST)
         self._check_key(parent, name, "/")
         node = self._new_local(parent, name, Kind.DIR, mode, uid, gid)
+        node.listed_count = 1  # known whole: empty, and everything put in it goes through here
         if self.opts.negative_metadata_ttl > 0:
             # it did not exist a moment ago, so nothing lived under it
             node.complete_until = _now() + self.opts.negative_metadata_ttl

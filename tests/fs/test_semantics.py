@@ -596,3 +596,29 @@ def test_r_lifecycle_sigterm_and_umount(mounter: Mounter, bucket) -> None:
             break
         time.sleep(0.05)
     assert not Path(f"/proc/{pid2}").exists(), "the mount process ends after umount"
+
+
+def test_meta_relist_small_directory(mounter: Mounter, s3, bucket) -> None:
+    """In a directory one small LIST page holds, an expired entry is revalidated by listing
+    the directory (one request) rather than HEAD + LIST, and that listing answers its
+    siblings too - the Spark commit's lookups of part files written a second earlier."""
+    for name in ("a", "b", "c"):
+        put(s3, bucket, f"small/{name}", name.encode())
+    port = free_port()
+    mnt = mounter.mount(bucket, "--metadata-ttl", "1", "--metrics-address", f"127.0.0.1:{port}")
+    (mnt / "made").mkdir()
+    (mnt / "made/part-0").write_bytes(b"0")
+    assert sorted(os.listdir(mnt / "small")) == ["a", "b", "c"]
+    time.sleep(1.2)  # every entry's attributes expire
+    put(s3, bucket, "small/b", b"bigger")  # someone else replaces one meanwhile
+
+    def requests(op: str) -> float:
+        return _metric(port, "zonemount_s3_requests_total", op)
+
+    heads0, lists0 = requests("HeadObject"), requests("ListObjectsV2")
+    sizes = {name: os.stat(mnt / "small" / name).st_size for name in ("a", "b", "c")}
+    assert os.stat(mnt / "made/part-0").st_size == 1
+    heads, lists = requests("HeadObject") - heads0, requests("ListObjectsV2") - lists0
+    assert sizes == {"a": 1, "b": len(b"bigger"), "c": 1}
+    assert heads == 0, f"revalidated by listing, not HEAD ({heads:.0f} HEADs)"
+    assert lists <= 3, f"one listing per directory walked: /, small, made ({lists:.0f} LISTs)"
