@@ -125,6 +125,13 @@ def settle(
     announce(body, outcome.events, current, outcome.status)
 
 
+def settle_deletion(done: Sequence[str], body: Any, logger: Any) -> None:
+    """What a deletion handler did, logged and posted as Events (like :func:`settle`)."""
+    for line in done:
+        logger.info(line)
+    announce(body, done, None, {})
+
+
 def plain(value: Any) -> Any:
     """kopf's read-only views -> plain JSON data (reconcile functions take plain data)."""
     return json.loads(json.dumps(value, default=dict)) if value is not None else None
@@ -308,9 +315,7 @@ async def bucket_delete(
     except ZonemountError as exc:
         raise_for(exc, retry)
         return
-    for line in done:
-        logger.info(line)
-    announce(body, done, None, {})
+    settle_deletion(done, body, logger)
 
 
 @kopf.timer(
@@ -576,12 +581,19 @@ async def mountclass_resync(
 
 @kopf.on.delete(*MOUNTCLASSES, id="mountclass-delete", registry=registry)
 async def mountclass_delete(
-    *, name: str, spec: Any, status: Any, memo: kopf.Memo, logger: Any, retry: int, **_: Any
+    *,
+    name: str,
+    spec: Any,
+    status: Any,
+    memo: kopf.Memo,
+    logger: Any,
+    retry: int,
+    body: Any,
+    **_: Any,
 ) -> None:
     try:
         done = await delete_mountclass(name, plain(status), plain(spec) or {}, memo.kube)
     except ZonemountError as exc:
         raise_for(exc, retry)
         return
-    for line in done:
-        logger.info(line)
+    settle_deletion(done, body, logger)

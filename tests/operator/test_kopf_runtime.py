@@ -230,6 +230,9 @@ def test_operator_end_to_end(
         )
         wait_for("mount class gone", lambda: kube_api.object("s3mountclasses", sc_name) is None)
         assert kube_api.object("storageclasses", sc_name) is None
+        # Regression: the class's deletion posted no Event for what it deleted (the bucket's did).
+        deleted = [e["message"] for e in kube_api.events(sc_name) if e["reason"] == "Deleted"]
+        assert deleted == [f"deleted StorageClass {sc_name}"], deleted
         assert not admin.policy_exists(status["policyArn"])
         names = {b["Name"] for b in admin.s3("us-east-1").list_directory_buckets()["Buckets"]}
         assert bucket_name not in names
