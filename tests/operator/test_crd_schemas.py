@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from zonemount_contract.endpoint import ENDPOINT_URL_RE
-from zonemount_operator import names
+from zonemount_operator import conditions, names
 from zonemount_operator.errors import SpecError
 from zonemount_operator.spec import parse_bucket, parse_mountclass
 
@@ -100,6 +100,17 @@ def test_status_fields_match_design() -> None:
         assert field in status
     types = status["conditions"]["items"]["properties"]["type"]["enum"]
     assert types == ["Ready", "BucketReady", "AccessReady", "ImportComplete"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "conds"),
+    [("S3ExpressBucket", conditions.BUCKET), ("S3MountClass", conditions.MOUNTCLASS)],
+)
+def test_condition_types_are_the_reconcilers_own(kind: str, conds: conditions.Kind) -> None:
+    """The CRD admits exactly the condition types its reconcile writes, in the same order."""
+    status = schema_of(load_crd(kind))["properties"]["status"]["properties"]
+    assert status["conditions"]["items"]["properties"]["type"]["enum"] == list(conds.types)
+    assert set(conds.required) < set(conds.types) and conds.types[0] == "Ready"
 
 
 def test_patterns_agree_with_python_validators() -> None:
