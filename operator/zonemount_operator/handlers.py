@@ -2,9 +2,11 @@
 
 Rules kept here: every handler has an explicit, stable ``id=`` (renaming a function must not
 orphan progress kept in annotations); AWS and Kubernetes clients come from ``memo`` (set up
-once by the startup handler, replaceable in tests); status changes go through kopf's
-``patch`` (or, for long-running import progress, the KubeClient status subresource);
-errors map to kopf's retry semantics in one place, :func:`raise_for`:
+once by the startup handler, replaceable in tests); every reconcile handler has one shape,
+``outcome = reconcile(...)`` -> :func:`settle` (status through kopf's ``patch``, logs,
+Events) -> :func:`raise_for` (deletions: :func:`settle_deletion`), and long-running import
+progress goes through the KubeClient status subresource instead. Errors map to kopf's
+retry semantics in one place, :func:`raise_for`:
 
     SpecError, BucketNameTakenError, PermanentAwsError  -> kopf.PermanentError (no hot loop)
     AccessDeniedError                                   -> TemporaryError, 120 s
