@@ -196,6 +196,11 @@ def run_child(
     return rc, stdout, stderr, wall, monitor.peak
 
 
+def _env_without_aws() -> dict[str, str]:
+    """This process's environment less its AWS_* variables (a client configured another way)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
@@ -425,68 +430,81 @@ class FuseClient(Client):
             )
             subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True, timeout=30)
 
-    def run(self, workload: int, data: Dataset, target: Target, opts: RunOptions) -> RunResult:  # noqa: C901 - over the issue-15 limits; next to split
+    def run(self, workload: int, data: Dataset, target: Target, opts: RunOptions) -> RunResult:
         if workload == 8:
             return RunResult("n/a", note="measured during workload 1")
         mnt = opts.workdir / f"mnt-{self.name}"
-        base = [
-            sys.executable,
-            "-m",
-            "bench.fsload",
-            "--max-seconds",
-            str(opts.max_seconds),
-            "--engine",
-            opts.engine,
-        ]
-        m = str(mnt)
-        write_key = write_key_for(self.name)
         self._runs += 1
-        tree = f"{m}/meta-{self.name}-{os.getpid()}-{self._runs}"
         if workload in (9, 10) and data.tarball is None:
             return RunResult("n/a", note="no tarball prepared")
-        if workload == 1:
-            cmd = [*base, "seqread", f"{m}/{data.big[0]}"]
-        elif workload == 2:
-            cmd = [*base, "--parallel", "4", "seqread", *(f"{m}/{k}" for k in data.big[:4])]
-        elif workload == 3:
-            cmd = [*base, "--engine", "python", "--parallel", "8", "seqread"]
-            cmd += [f"{m}/{k}" for k in data.small]
-        elif workload == 4:
-            cmd = [*base, "--count", str(data.rand_count), "randread", f"{m}/{data.big[0]}"]
-        elif workload == 5:
-            cmd = [*base, "--engine", "python", "--size", str(data.big_size), "write"]
-            cmd.append(f"{m}/{write_key}")
-        elif workload == 6:
-            cmd = [*base, "--engine", "python", "ls", f"{m}/{data.many_prefix.rstrip('/')}"]
-        elif workload == 7:
-            cmd = [*base, "--engine", "python", "ttfb", *(f"{m}/{k}" for k in data.ttfb)]
-        elif workload == 9:
-            cmd = [*base, "--engine", "python", "untar", str(data.tarball), tree]
-        elif workload == 10:
-            cmd = [*base, "--engine", "python", "rmrf", str(data.tarball), tree]
-        elif workload == 11:
-            cmd = [*base, "--engine", "python", "--repeat", "2", "ls"]
-            cmd.append(f"{m}/{data.many_prefix.rstrip('/')}")
-        else:
+        args = self._fsload_args(workload, data, str(mnt))
+        if args is None:
             return RunResult("n/a")
         opts.prepare()
         try:
             proc = self.mount(data, target, mnt)
         except RuntimeError as exc:
             return RunResult("failed", note=str(exc))
-        cmd[3:3] = ["--server-pid", str(proc.pid)]
         try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-            with RssMonitor(proc.pid) as monitor:
-                rc, out, err, _, _ = run_child(cmd, env, opts.timeout, cwd=str(_repo_root()))
-                hwm = vm_hwm_bytes(proc.pid)
-            result = _parse(rc, out, err, opts.timeout)
-            result.peak_rss_mb = max(hwm, monitor.peak) / 1e6
-            if proc.poll() is not None and result.status == "ok":
-                result = RunResult("failed", note=f"{self.name} exited during the run")
-            return result
+            return self._measure(proc, args, opts)
         finally:
             self.unmount(proc, mnt)
+
+    def _fsload_args(self, workload: int, data: Dataset, m: str) -> list[str] | None:
+        """bench.fsload's arguments after the common ones for ``workload`` on mount ``m``.
+
+        None: the workload has no FUSE form.
+        """
+        tree = f"{m}/meta-{self.name}-{os.getpid()}-{self._runs}"
+        py = ["--engine", "python"]
+        if workload == 1:
+            return ["seqread", f"{m}/{data.big[0]}"]
+        if workload == 2:
+            return ["--parallel", "4", "seqread", *(f"{m}/{k}" for k in data.big[:4])]
+        if workload == 3:
+            return [*py, "--parallel", "8", "seqread", *(f"{m}/{k}" for k in data.small)]
+        if workload == 4:
+            return ["--count", str(data.rand_count), "randread", f"{m}/{data.big[0]}"]
+        if workload == 5:
+            return [*py, "--size", str(data.big_size), "write", f"{m}/{write_key_for(self.name)}"]
+        if workload == 6:
+            return [*py, "ls", f"{m}/{data.many_prefix.rstrip('/')}"]
+        if workload == 7:
+            return [*py, "ttfb", *(f"{m}/{k}" for k in data.ttfb)]
+        if workload == 9:
+            return [*py, "untar", str(data.tarball), tree]
+        if workload == 10:
+            return [*py, "rmrf", str(data.tarball), tree]
+        if workload == 11:
+            return [*py, "--repeat", "2", "ls", f"{m}/{data.many_prefix.rstrip('/')}"]
+        return None
+
+    def _measure(
+        self, proc: subprocess.Popen[bytes], args: list[str], opts: RunOptions
+    ) -> RunResult:
+        """Run bench.fsload against the mounted client ``proc``; its peak RSS joins the result."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.fsload",
+            "--server-pid",
+            str(proc.pid),
+            "--max-seconds",
+            str(opts.max_seconds),
+            "--engine",
+            opts.engine,
+            *args,
+        ]
+        with RssMonitor(proc.pid) as monitor:
+            rc, out, err, _, _ = run_child(
+                cmd, _env_without_aws(), opts.timeout, cwd=str(_repo_root())
+            )
+            hwm = vm_hwm_bytes(proc.pid)
+        result = _parse(rc, out, err, opts.timeout)
+        result.peak_rss_mb = max(hwm, monitor.peak) / 1e6
+        if proc.poll() is not None and result.status == "ok":
+            result = RunResult("failed", note=f"{self.name} exited during the run")
+        return result
 
 
 class Zonemount(FuseClient):
@@ -551,7 +569,7 @@ class S3fs(FuseClient):
         )
         exe = tool("s3fs")
         assert exe is not None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env = _env_without_aws()
         return [exe, data.bucket, str(mnt), "-f", "-o", opts], env
 
 
@@ -567,7 +585,7 @@ class Rclone(FuseClient):
     def command(self, data: Dataset, target: Target, mnt: Path) -> tuple[list[str], dict[str, str]]:
         exe = tool("rclone")
         assert exe is not None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env = _env_without_aws()
         env.update(
             {
                 "RCLONE_CONFIG_ZMB_TYPE": "s3",

@@ -215,7 +215,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "status": status,
             }
         )
-    rows_by = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+    rows_by = _rows_by(doc)
     for profile, workload, peer, goal, text in CPU_TARGETS:
         if profile not in doc["config"]["profiles"] or workload not in doc["config"]["workloads"]:
             continue
@@ -289,9 +289,27 @@ def proxy_line(proxy: dict[str, Any]) -> str:
     )
 
 
-def markdown(doc: dict[str, Any]) -> str:  # noqa: C901 - over the issue-15 limits; next to split
-    cfg = doc["config"]
+def markdown(doc: dict[str, Any]) -> str:
     clients = _clients(doc)
+    unavailable = {n: c["reason"] for n, c in doc.get("clients", {}).items() if not c["available"]}
+    lines = _preamble(doc, unavailable)
+    rows_by = _rows_by(doc)
+    for profile in doc["config"]["profiles"]:
+        lines += _profile_table(doc, profile, clients, unavailable, rows_by)
+        lines += _ratio_table(doc, profile, clients, unavailable)
+    lines += _cpu_table(doc, clients)
+    lines += _targets_table(doc)
+    return "\n".join(lines)
+
+
+def _rows_by(doc: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The run's result rows keyed by (profile, client, workload)."""
+    return {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+
+
+def _preamble(doc: dict[str, Any], unavailable: dict[str, str]) -> list[str]:
+    """Markdown lines: the title, the run's configuration and host, versions, missing clients."""
+    cfg = doc["config"]
     lines = [
         f"# zonemount benchmark {doc['started']}",
         "",
@@ -307,73 +325,90 @@ def markdown(doc: dict[str, Any]) -> str:  # noqa: C901 - over the issue-15 limi
     if doc.get("versions"):
         text = "; ".join(f"{k}: {v}" for k, v in doc["versions"].items())
         lines += [f"Versions: {text}.", ""]
-    unavailable = {n: c["reason"] for n, c in doc.get("clients", {}).items() if not c["available"]}
     for name, reason in unavailable.items():
         lines.append(f"- **{name}: not available** ({reason})")
     if unavailable:
         lines.append("")
     if doc.get("proxy"):
         lines += [f"Shaping proxy check: {proxy_line(doc['proxy'])}.", ""]
-    rows_by = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
-    for profile in cfg["profiles"]:
-        lines += [f"## {profile}", ""]
-        lines.append("| workload | unit | " + " | ".join(clients) + " |")
-        lines.append("|---|---|" + "---|" * len(clients))
-        for workload in cfg["workloads"]:
-            w = WORKLOADS[workload]
-            arrow = "higher" if w.higher_is_better else "lower"
-            cells = []
-            for client in clients:
-                if client in unavailable:
-                    cells.append("not available")
-                else:
-                    cells.append(_cell(rows_by.get((profile, client, workload))))
-            lines.append(
-                f"| {workload}. {w.title} | {w.unit} ({arrow} is better) | "
-                + " | ".join(cells)
-                + " |"
-            )
-        lines.append("")
-        subject = cfg["subject"]
-        peers = [c for c in clients if c != subject]
-        rat = [r for r in doc["ratios"] if r["profile"] == profile]
-        if rat and subject not in unavailable:
-            lines += [f"Ratios ({subject} vs peer, > 1 means {subject} is better):", ""]
-            lines.append("| workload | " + " | ".join(f"{subject}/{p}" for p in peers) + " |")
-            lines.append("|---|" + "---|" * len(peers))
-            for workload in cfg["workloads"]:
-                by_peer = {r["peer"]: r["ratio"] for r in rat if r["workload"] == workload}
-                cells = [f"{by_peer[p]:.2f}x" if by_peer.get(p) is not None else "-" for p in peers]
-                lines.append(
-                    f"| {workload}. {WORKLOADS[workload].title} | " + " | ".join(cells) + " |"
-                )
-            lines.append("")
-    lines += _cpu_table(doc, clients)
-    if doc["targets"]:
-        lines += [
-            "## Targets (issues 3 and 14)",
-            "",
-            "| profile | target | measured | status |",
-            "|---|---|---|---|",
+    return lines
+
+
+def _profile_table(
+    doc: dict[str, Any],
+    profile: str,
+    clients: list[str],
+    unavailable: dict[str, str],
+    rows_by: dict[tuple[str, str, int], dict[str, Any]],
+) -> list[str]:
+    """Markdown lines: one profile's measured value per workload and client."""
+    lines = [f"## {profile}", ""]
+    lines.append("| workload | unit | " + " | ".join(clients) + " |")
+    lines.append("|---|---|" + "---|" * len(clients))
+    for workload in doc["config"]["workloads"]:
+        w = WORKLOADS[workload]
+        arrow = "higher" if w.higher_is_better else "lower"
+        cells = [
+            "not available"
+            if client in unavailable
+            else _cell(rows_by.get((profile, client, workload)))
+            for client in clients
         ]
-        for t in doc["targets"]:
-            measured = t["measured"]
-            if measured is None:
-                text = "-"
-            elif t.get("kind") == "cpu" and t["peer"] is None:
-                text = _fmt(measured, CPU_COSTS[t["workload"]][3])
-            elif t["peer"] is None:
-                text = _fmt(measured, "MB")
-            else:
-                text = f"{measured:.3f}x"  # 3 decimals: 0.797 must not read as a passing 0.80
-            lines.append(f"| {t['profile']} | {t['target']} | {text} | {t['status']} |")
-        lines.append("")
-    return "\n".join(lines)
+        lines.append(
+            f"| {workload}. {w.title} | {w.unit} ({arrow} is better) | " + " | ".join(cells) + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def _ratio_table(
+    doc: dict[str, Any], profile: str, clients: list[str], unavailable: dict[str, str]
+) -> list[str]:
+    """Markdown lines: one profile's subject/peer ratios (none if the subject did not run)."""
+    subject = doc["config"]["subject"]
+    peers = [c for c in clients if c != subject]
+    rat = [r for r in doc["ratios"] if r["profile"] == profile]
+    if not rat or subject in unavailable:
+        return []
+    lines = [f"Ratios ({subject} vs peer, > 1 means {subject} is better):", ""]
+    lines.append("| workload | " + " | ".join(f"{subject}/{p}" for p in peers) + " |")
+    lines.append("|---|" + "---|" * len(peers))
+    for workload in doc["config"]["workloads"]:
+        by_peer = {r["peer"]: r["ratio"] for r in rat if r["workload"] == workload}
+        cells = [f"{by_peer[p]:.2f}x" if by_peer.get(p) is not None else "-" for p in peers]
+        lines.append(f"| {workload}. {WORKLOADS[workload].title} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _targets_table(doc: dict[str, Any]) -> list[str]:
+    """Markdown lines: the issues' targets with what was measured and pass/miss."""
+    if not doc["targets"]:
+        return []
+    lines = [
+        "## Targets (issues 3 and 14)",
+        "",
+        "| profile | target | measured | status |",
+        "|---|---|---|---|",
+    ]
+    for t in doc["targets"]:
+        measured = t["measured"]
+        if measured is None:
+            text = "-"
+        elif t.get("kind") == "cpu" and t["peer"] is None:
+            text = _fmt(measured, CPU_COSTS[t["workload"]][3])
+        elif t["peer"] is None:
+            text = _fmt(measured, "MB")
+        else:
+            text = f"{measured:.3f}x"  # 3 decimals: 0.797 must not read as a passing 0.80
+        lines.append(f"| {t['profile']} | {t['target']} | {text} | {t['status']} |")
+    lines.append("")
+    return lines
 
 
 def _cpu_table(doc: dict[str, Any], clients: list[str]) -> list[str]:
     """Markdown rows: the FUSE server's CPU per unit of work, per profile and client."""
-    rows_by = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+    rows_by = _rows_by(doc)
     lines: list[str] = []
     for profile in doc["config"]["profiles"]:
         body = []
@@ -402,7 +437,7 @@ def render_chart(doc: dict[str, Any], path: Path) -> None:
     profiles = cfg["profiles"]
     workloads = cfg["workloads"]
     clients = [c for c in _clients(doc) if doc.get("clients", {}).get(c, {}).get("available", True)]
-    rows_by = {(r["profile"], r["client"], r["workload"]): r for r in doc["results"]}
+    rows_by = _rows_by(doc)
     fig, axes = plt.subplots(
         len(profiles),
         len(workloads),

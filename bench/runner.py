@@ -31,11 +31,19 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from bench import report
 from bench.clients import (
@@ -332,17 +340,12 @@ def _cell_value(workload: int, res: RunResult) -> float | None:
     return res.peak_rss_mb
 
 
-def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:  # noqa: C901 - over the issue-15 limits; next to split
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
     versions = _versions()  # at the start: zonemount is whatever the tree holds when mounted
     profiles = ["loopback", "shaped"] if args.profile == "both" else [args.profile]
     clients: list[Client] = [ALL_CLIENTS[name]() for name in args.clients]
-    availability: dict[str, dict[str, Any]] = {}
-    for client in clients:
-        reason = client.available()
-        availability[client.name] = {"available": reason is None, "reason": reason or ""}
-        if reason:
-            console.print(f"[yellow]{client.name}: not available ({reason})")
+    availability = _availability(clients, console)
     live = [c for c in clients if availability[c.name]["available"]]
     engine = args.engine
     if engine == "auto":
@@ -350,7 +353,6 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:  # noqa: 
 
     caches = Caches(not args.warm_cache, console)
     workdir = Path(tempfile.mkdtemp(prefix="zonemount-bench-"))
-    results: list[dict[str, Any]] = []
     proxy: dict[str, Any] = {}
     try:
         with _server(args) as server:
@@ -365,7 +367,6 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:  # noqa: 
                 with console.status("measuring the shaping proxy's pass-through rate"):
                     proxy = measure_proxy(server.endpoint, env, data, args)
                 console.print(f"proxy: {report.proxy_line(proxy)}")
-            host_port = server.endpoint.rsplit("/", 1)[-1].split(":")
             opts = RunOptions(
                 timeout=args.timeout,
                 max_seconds=args.max_seconds,
@@ -373,113 +374,21 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:  # noqa: 
                 workdir=workdir,
                 prepare=caches.cold,
             )
-            # workload 8 is not a run of its own: derive_rss reads it off workload 1's runs
-            runs = [w for w in args.workloads if w != 8]
-            grid = [
-                (p, c, w, r)
-                for p in profiles
-                for c in live
-                for w in runs
-                for r in range(args.repeat)
-                if c.supports(w)
-            ]
-            progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            )
-            with progress:
-                task = progress.add_task("benchmark", total=len(grid))
-                for profile in profiles:
-                    shaper: Shaper | None = None
-                    endpoint = server.endpoint
-                    if profile == "shaped":
-                        shaper = Shaper(
-                            (host_port[0], int(host_port[1])),
-                            args.latency_ms / 1000,
-                            args.rate_mbps * MB,
-                        ).start()
-                        endpoint = shaper.endpoint
-                    target = Target(profile, endpoint, {**env, "AWS_ENDPOINT_URL": endpoint})
-                    try:
-                        # workload-major and interleaved repeats: the clients of one workload
-                        # run close together, so load from other users hits them alike
-                        for workload in runs:
-                            cells: dict[str, list[dict[str, Any]]] = {}
-                            for rep in range(args.repeat):
-                                for client in live:
-                                    if not client.supports(workload):
-                                        continue
-                                    name = report.WORKLOADS[workload].name
-                                    progress.update(
-                                        task,
-                                        description=f"{profile} · {name} · {client.name}"
-                                        + (
-                                            f" · {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
-                                        ),
-                                    )
-                                    res = client.run(workload, data, target, opts)
-                                    if workload == 5:
-                                        reclaim_space(
-                                            s3, server.process.pid, [write_key_for(client.name)]
-                                        )
-                                    sample = {
-                                        "profile": profile,
-                                        "client": client.name,
-                                        "workload": workload,
-                                        "status": res.status,
-                                        "value": _cell_value(workload, res),
-                                        "unit": report.WORKLOADS[workload].unit,
-                                        "bytes": res.bytes,
-                                        "seconds": res.seconds,
-                                        "peak_rss_mb": res.peak_rss_mb,
-                                        "note": res.note,
-                                        "extra": res.extra,
-                                    }
-                                    cells.setdefault(client.name, []).append(sample)
-                                    progress.console.print(report.result_line(sample))
-                                    progress.advance(task)
-                            results.extend(report.best_of(samples) for samples in cells.values())
-                    finally:
-                        if shaper is not None:
-                            shaper.stop()
+            grid = _Grid(args, data, opts, live, s3, server.process.pid)
+            results = grid.measure(profiles, server.endpoint, env, console)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results = report.derive_rss(results, args.workloads)
-    finished = dt.datetime.now(dt.UTC)
     doc: dict[str, Any] = {
         "schema": 1,
         "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": {
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
             "python": platform.python_version(),
         },
-        "config": {
-            "profiles": profiles,
-            "workloads": args.workloads,
-            "clients": args.clients,
-            "subject": args.subject,
-            "size_gib": args.size_gib,
-            "small_mb": args.small_mb,
-            "small_count": args.small_count,
-            "ls_keys": args.ls_keys,
-            "tar_files": args.tar_files,
-            "tar_dirs": args.tar_dirs,
-            "rand_count": args.rand_count,
-            "latency_ms": args.latency_ms,
-            "rate_mb_s": args.rate_mbps,
-            "engine": engine,
-            "cold_cache": caches.enabled and not caches.failed,
-            "page_cache_drops": caches.drops,
-            "max_seconds": args.max_seconds,
-            "repeat": args.repeat,
-            "timeout": args.timeout,
-        },
+        "config": _config(args, profiles, engine, caches),
         "versions": versions,
         "clients": availability,
         "proxy": proxy,
@@ -488,6 +397,144 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:  # noqa: 
     doc["ratios"] = report.ratios(doc)
     doc["targets"] = report.targets(doc)
     return doc
+
+
+def _availability(clients: list[Client], console: Console) -> dict[str, dict[str, Any]]:
+    """Each client's {"available", "reason"}; an unavailable one is said on the console."""
+    availability: dict[str, dict[str, Any]] = {}
+    for client in clients:
+        reason = client.available()
+        availability[client.name] = {"available": reason is None, "reason": reason or ""}
+        if reason:
+            console.print(f"[yellow]{client.name}: not available ({reason})")
+    return availability
+
+
+def _config(
+    args: argparse.Namespace, profiles: list[str], engine: str, caches: Caches
+) -> dict[str, Any]:
+    """The run's configuration as the JSON document records it."""
+    return {
+        "profiles": profiles,
+        "workloads": args.workloads,
+        "clients": args.clients,
+        "subject": args.subject,
+        "size_gib": args.size_gib,
+        "small_mb": args.small_mb,
+        "small_count": args.small_count,
+        "ls_keys": args.ls_keys,
+        "tar_files": args.tar_files,
+        "tar_dirs": args.tar_dirs,
+        "rand_count": args.rand_count,
+        "latency_ms": args.latency_ms,
+        "rate_mb_s": args.rate_mbps,
+        "engine": engine,
+        "cold_cache": caches.enabled and not caches.failed,
+        "page_cache_drops": caches.drops,
+        "max_seconds": args.max_seconds,
+        "repeat": args.repeat,
+        "timeout": args.timeout,
+    }
+
+
+@contextlib.contextmanager
+def _target(
+    profile: str, endpoint: str, env: dict[str, str], args: argparse.Namespace
+) -> Iterator[Target]:
+    """Where the clients send requests in ``profile``; "shaped" runs a shaping proxy meanwhile."""
+    shaper: Shaper | None = None
+    if profile == "shaped":
+        host, port = endpoint.rsplit("/", 1)[-1].split(":")
+        shaper = Shaper((host, int(port)), args.latency_ms / 1000, args.rate_mbps * MB).start()
+        endpoint = shaper.endpoint
+    try:
+        yield Target(profile, endpoint, {**env, "AWS_ENDPOINT_URL": endpoint})
+    finally:
+        if shaper is not None:
+            shaper.stop()
+
+
+@dataclass
+class _Grid:
+    """The client x workload grid of one run: the data and options every cell runs with."""
+
+    args: argparse.Namespace
+    data: Dataset
+    opts: RunOptions
+    live: list[Client]
+    s3: Any  # reclaims workload 5's written objects
+    server_pid: int
+
+    def measure(
+        self, profiles: list[str], endpoint: str, env: dict[str, str], console: Console
+    ) -> list[dict[str, Any]]:
+        """Every cell's best-of-repeats result row, with a progress bar and a line per sample."""
+        # workload 8 is not a run of its own: derive_rss reads it off workload 1's runs
+        runs = [w for w in self.args.workloads if w != 8]
+        total = (
+            len(profiles)
+            * self.args.repeat
+            * sum(1 for c in self.live for w in runs if c.supports(w))
+        )
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        results: list[dict[str, Any]] = []
+        with progress:
+            task = progress.add_task("benchmark", total=total)
+            for profile in profiles:
+                with _target(profile, endpoint, env, self.args) as target:
+                    for workload in runs:
+                        results += self._workload(target, workload, progress, task)
+        return results
+
+    def _workload(
+        self, target: Target, workload: int, progress: Progress, task: TaskID
+    ) -> list[dict[str, Any]]:
+        """One workload on every client in ``target``'s profile: the best sample per client.
+
+        Repeats are interleaved: the clients of one workload run close together, so load from
+        other users hits them alike.
+        """
+        repeat = self.args.repeat
+        name = report.WORKLOADS[workload].name
+        cells: dict[str, list[dict[str, Any]]] = {}
+        for rep in range(repeat):
+            for client in self.live:
+                if not client.supports(workload):
+                    continue
+                of = f" · {rep + 1}/{repeat}" if repeat > 1 else ""
+                progress.update(task, description=f"{target.profile} · {name} · {client.name}{of}")
+                res = client.run(workload, self.data, target, self.opts)
+                if workload == 5:
+                    reclaim_space(self.s3, self.server_pid, [write_key_for(client.name)])
+                sample = _sample(target.profile, client.name, workload, res)
+                cells.setdefault(client.name, []).append(sample)
+                progress.console.print(report.result_line(sample))
+                progress.advance(task)
+        return [report.best_of(samples) for samples in cells.values()]
+
+
+def _sample(profile: str, client: str, workload: int, res: RunResult) -> dict[str, Any]:
+    """One run's result row (the JSON document's ``results`` keep the best of each cell)."""
+    return {
+        "profile": profile,
+        "client": client,
+        "workload": workload,
+        "status": res.status,
+        "value": _cell_value(workload, res),
+        "unit": report.WORKLOADS[workload].unit,
+        "bytes": res.bytes,
+        "seconds": res.seconds,
+        "peak_rss_mb": res.peak_rss_mb,
+        "note": res.note,
+        "extra": res.extra,
+    }
 
 
 def _parse_list(text: str, allowed: list[str], what: str) -> list[str]:

@@ -127,57 +127,70 @@ class _RequestForwarder:
         else:
             self.state = self.HEAD
 
-    def feed(self, data: bytes) -> None:  # noqa: C901 - over the issue-15 limits; next to split
+    def feed(self, data: bytes) -> None:
         """Consume bytes already read from the client, forwarding them as the state allows."""
         self.buf += data
-        while self.buf:
-            if self.state == self.RAW:
-                self._send(self.buf)
-                self.buf.clear()
-            elif self.state == self.HEAD:
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self.buf) > MAX_HEAD:
-                        self.state = self.RAW
-                        continue
-                    return
-                head = bytes(self.buf[: end + 4])
-                del self.buf[: end + 4]
-                try:
-                    self._on_head(head)
-                except ValueError:
-                    self.state = self.RAW
-            elif self.state in (self.BODY, self.CHUNK_DATA):
-                take = min(self.remaining, len(self.buf))
-                self._send(memoryview(self.buf)[:take])
-                del self.buf[:take]
-                self.remaining -= take
-                if self.remaining == 0:
-                    self.state = self.HEAD if self.state == self.BODY else self.CHUNK_SIZE
-            elif self.state in (self.CHUNK_SIZE, self.TRAILER):
-                end = self.buf.find(b"\r\n")
-                if end < 0:
-                    if len(self.buf) > MAX_HEAD:
-                        self.state = self.RAW
-                        continue
-                    return
-                line = bytes(self.buf[: end + 2])
-                del self.buf[: end + 2]
-                self._send(line)
-                if self.state == self.TRAILER:
-                    if line == b"\r\n":
-                        self.state = self.HEAD
-                    continue
-                size_text = line.split(b";")[0].strip()
-                try:
-                    size = int(size_text or b"0", 16)
-                except ValueError:
-                    self.state = self.RAW
-                    continue
-                if size == 0:
-                    self.state = self.TRAILER
-                else:
-                    self.state, self.remaining = self.CHUNK_DATA, size + 2
+        while self.buf and self._step():
+            pass
+
+    def _step(self) -> bool:
+        """Forward what the buffer holds in the current state; False: wait for more bytes."""
+        if self.state == self.RAW:
+            self._send(self.buf)
+            self.buf.clear()
+            return True
+        if self.state in (self.BODY, self.CHUNK_DATA):
+            take = min(self.remaining, len(self.buf))
+            self._send(memoryview(self.buf)[:take])
+            del self.buf[:take]
+            self.remaining -= take
+            if self.remaining == 0:
+                self.state = self.HEAD if self.state == self.BODY else self.CHUNK_SIZE
+            return True
+        if self.state == self.HEAD:
+            head = self._cut(b"\r\n\r\n")
+            if head is None:
+                return self.state == self.RAW
+            try:
+                self._on_head(head)
+            except ValueError:
+                self.state = self.RAW
+            return True
+        line = self._cut(b"\r\n")  # CHUNK_SIZE or TRAILER: one line at a time
+        if line is None:
+            return self.state == self.RAW
+        self._send(line)
+        if self.state == self.TRAILER:
+            if line == b"\r\n":
+                self.state = self.HEAD
+        else:
+            self._on_chunk_size(line)
+        return True
+
+    def _cut(self, sep: bytes) -> bytes | None:
+        """The buffer up to and including ``sep``, taken out of it; None while ``sep`` is missing.
+
+        A buffer grown past MAX_HEAD without ``sep`` is not HTTP: the connection turns RAW.
+        """
+        end = self.buf.find(sep)
+        if end < 0:
+            if len(self.buf) > MAX_HEAD:
+                self.state = self.RAW
+            return None
+        piece = bytes(self.buf[: end + len(sep)])
+        del self.buf[: end + len(sep)]
+        return piece
+
+    def _on_chunk_size(self, line: bytes) -> None:
+        try:
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            self.state = self.RAW
+            return
+        if size == 0:
+            self.state = self.TRAILER
+        else:
+            self.state, self.remaining = self.CHUNK_DATA, size + 2
 
     def run(self) -> None:
         src = self.conn.client
