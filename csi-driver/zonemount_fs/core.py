@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import stat
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
+from time import monotonic as _now
 from typing import Any
 
 import trio
@@ -45,18 +43,30 @@ import trio
 from . import metrics, procinfo
 from .context import IoContext
 from .errors import FsError, StoreError
+from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
 from .journal import UploadJournal
-from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
+from .meta import (
+    META_ATIME,
+    META_CTIME,
+    META_GID,
+    META_MODE,
+    META_MTIME,
+    META_UID,
+    SYMLINK_MODE,
+    is_symlink_meta,
+    meta_time,
+)
+from .names import MAX_KEY_BYTES
 from .options import MountOptions
 from .prefetch import Reader
 from .shared_cache import SharedCache
 from .store.base import ObjectInfo, ObjectStore, list_all
 from .upload import AppendUpload, StreamingUpload, Writer, abort_once, retry_abort
 
+__all__ = ["ROOT_INO", "Attr", "Filesystem", "Inode", "Kind"]  # the façade's vocabulary
+
 log = logging.getLogger("zonemount.fs")
 
-ROOT_INO = 1
-META_MEMO_ENTRIES = 100_000
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
@@ -70,79 +80,6 @@ RELIST_KEYS = 64
 # TTL). A smaller directory is listed again at the first expired entry (one request).
 RELIST_AFTER = 16
 LIST_PAGE_KEYS = 1000
-META_MODE, META_UID, META_GID, META_MTIME = "mode", "uid", "gid", "mtime"
-META_ATIME, META_CTIME = "atime", "ctime"
-# s3fs-fuse's symlink: an object whose body is the target and whose x-amz-meta-mode says
-# S_IFLNK (written as decimal, with every permission bit, as s3fs does).
-SYMLINK_MODE = stat.S_IFLNK | 0o777
-
-
-class Kind(Enum):
-    FILE = "file"
-    DIR = "dir"
-    SYMLINK = "symlink"
-
-
-@dataclass(slots=True)
-class Attr:
-    ino: int
-    mode: int
-    size: int
-    uid: int
-    gid: int
-    mtime: float
-    atime: float
-    ctime: float
-    nlink: int
-    timeout: float  # how long the kernel may cache this
-
-
-@dataclass(eq=False)
-class Inode:
-    ino: int
-    parent: int
-    name: str
-    kind: Kind
-    size: int = 0
-    mtime: float = 0.0
-    etag: str | None = None
-    expiry: float = 0.0
-    lookups: int = 0
-    local: bool = False
-    children: dict[str, int] = field(default_factory=dict)
-    negative: dict[str, float] = field(default_factory=dict)
-    # directories: until this (monotonic) time every name that exists here is in
-    # ``children`` -- a negative entry for the whole directory, set when this mount made the
-    # directory or listed it in full (R-META-NEGATIVE-DIR)
-    complete_until: float = 0.0
-    # directories: this mount removed an entry (unlink, rename, rmdir) and nothing was
-    # written or discovered in it since - it stays when S3 no longer shows it
-    # (R-DIR-EMPTIED-STAYS)
-    emptied: bool = False
-    # directories: the names (and which of them are directories) one LIST page showed, valid
-    # until ``names_until``; ``large`` once a page could not hold the whole directory
-    names: frozenset[str] | None = None
-    dir_names: frozenset[str] = frozenset()
-    names_until: float = 0.0
-    large: bool = False
-    # directories: entries the last full listing (readdir) showed, 0 if never listed in
-    # full; expired entries revalidated one by one since; the relisting under way, if any
-    listed_count: int = 0
-    revalidations: int = 0
-    relisting: trio.Event | None = None
-    perm: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    atime: float | None = None
-    ctime: float = 0.0
-    writer: Writer | None = None
-    open_handles: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)
-    detached: bool = False
-    # when this mount last made the object appear (upload completed, rename target): a
-    # listing that started earlier may not show it yet
-    published_at: float = 0.0
-    target: bytes | None = None  # a symlink's target, once read (or written) by this mount
 
 
 @dataclass(eq=False)
@@ -165,49 +102,6 @@ class DirHandle:
     entries: list[tuple[str, int]] | None = None
 
 
-def _now() -> float:
-    return time.monotonic()
-
-
-def _parse_meta(
-    metadata: Mapping[str, str],
-) -> tuple[int | None, int | None, int | None, float | None]:
-    def number(key: str, base: int = 10) -> int | None:
-        try:
-            return int(metadata[key], base)
-        except (KeyError, ValueError):
-            return None
-
-    mtime: float | None
-    try:
-        mtime = float(metadata[META_MTIME])
-    except (KeyError, ValueError):
-        mtime = None
-    mode = number(META_MODE)
-    return (
-        stat.S_IMODE(mode) if mode is not None else None,
-        number(META_UID),
-        number(META_GID),
-        mtime,
-    )
-
-
-def _is_symlink_meta(metadata: Mapping[str, str] | None) -> bool:
-    try:
-        return metadata is not None and stat.S_ISLNK(int(metadata[META_MODE]))
-    except (KeyError, ValueError):
-        return False
-
-
-def _meta_time(seconds: float) -> str:
-    """A time as s3fs-fuse writes and reads it: ``sec.nsec`` with 9 digits of nanoseconds."""
-    return f"{seconds:.9f}"
-
-
-def _valid_name(name: str) -> bool:
-    return bool(name) and name not in {".", ".."} and "\0" not in name
-
-
 class Filesystem:
     """Filesystem operations; one instance per mount."""
 
@@ -224,20 +118,11 @@ class Filesystem:
         self.health, self.cache, self.shared_cache = ctx.health, ctx.cache, shared_cache
         self.read_slots, self.max_window = ctx.read_slots, ctx.max_window
         self.run, self._store = ctx.run, ctx.call
-        self.inodes: dict[int, Inode] = {}
-        self._next_ino = ROOT_INO + 1
+        self.tree = InodeTable(options)
+        self.inodes = self.tree.inodes
         self._next_fh = 1
         self.files: dict[int, FileHandle] = {}
-        # key -> (etag, user metadata): survives the kernel forgetting an inode, so that
-        # attributes we set or read once are reported consistently from later listings
-        # (which carry no user metadata). Bounded LRU.
-        self.meta_memo: OrderedDict[str, tuple[str | None, dict[str, str]]] = OrderedDict()
         self.dirs: dict[int, DirHandle] = {}
-        now = time.time()
-        root = Inode(
-            ROOT_INO, ROOT_INO, "", Kind.DIR, mtime=now, ctime=now, expiry=math.inf, lookups=1
-        )
-        self.inodes[ROOT_INO] = root
 
     # -- plumbing --------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -245,230 +130,26 @@ class Filesystem:
             raise FsError(errno.EROFS, "mounted with --read-only")
 
     def inode(self, ino: int) -> Inode:
-        node = self.inodes.get(ino)
-        if node is None:
-            raise FsError(errno.ENOENT, f"unknown inode {ino}")
-        return node
-
-    def _new_ino(self) -> int:
-        ino = self._next_ino
-        self._next_ino += 1
-        return ino
-
-    def key_of(self, node: Inode) -> str:
-        """Object key of a file, or prefix (ending in ``/``) of a directory."""
-        parts: list[str] = []
-        while node.ino != ROOT_INO:
-            parts.append(node.name)
-            node = self.inodes[node.parent]
-        return self.opts.prefix + "/".join(reversed(parts))
-
-    def dir_prefix(self, node: Inode) -> str:
-        key = self.key_of(node)
-        return key + "/" if node.ino != ROOT_INO else self.opts.prefix
-
-    def _check_key(self, parent: Inode, name: str, suffix: str = "", below: int = 0) -> None:
-        """ENAMETOOLONG unless ``name`` fits NAME_MAX and its key fits S3's limit, the mount's
-        prefix included (``suffix`` ``/`` for a directory; ``below``: bytes of the longest
-        path under it). Checked before anything is acknowledged: a key S3 refuses would
-        otherwise be lost after ``close()`` returned."""
-        if len(name.encode()) > MAX_NAME_BYTES:
-            raise FsError(errno.ENAMETOOLONG, f"name is longer than {MAX_NAME_BYTES} bytes")
-        size = len((self.dir_prefix(parent) + name + suffix).encode()) + below
-        if size > MAX_KEY_BYTES:
-            raise FsError(
-                errno.ENAMETOOLONG,
-                f"object key would be {size} bytes; S3 allows {MAX_KEY_BYTES} "
-                "(the mount's prefix included)",
-            )
-
-    @staticmethod
-    def _touch_dir(node: Inode) -> None:
-        """An entry was added to or removed from directory ``node`` by this mount: its
-        mtime and ctime change (kept in the mount; directories have no object)."""
-        node.mtime = node.ctime = time.time()
-
-    def _deepest(self, node: Inode) -> int:
-        """Bytes of the longest path below directory ``node`` that this mount knows of."""
-        best = 0
-        for name, ino in node.children.items():
-            child = self.inodes.get(ino)
-            if child is not None:
-                below = 1 + self._deepest(child) if child.kind is Kind.DIR else 0
-                best = max(best, len(name.encode()) + below)
-        return best
+        return self.tree.inode(ino)
 
     def attr(self, node: Inode) -> Attr:
-        now = time.time()
-        if node.kind is Kind.DIR:
-            mode = stat.S_IFDIR | (node.perm if node.perm is not None else self.opts.dir_mode)
-            nlink = 2 + sum(  # "." and the entry in its parent, plus each subdirectory's ".."
-                1
-                for ino in node.children.values()
-                if (child := self.inodes.get(ino)) is not None and child.kind is Kind.DIR
-            )
-        elif node.kind is Kind.SYMLINK:
-            mode = SYMLINK_MODE
-            nlink = 1
-        else:
-            mode = stat.S_IFREG | (node.perm if node.perm is not None else self.opts.file_mode)
-            nlink = 1
-        if node.detached:
-            nlink = 0  # unlinked (or gone from the bucket) while still open
-        size = node.writer.size if node.writer is not None else node.size
-        mtime = node.mtime or now
-        timeout = 0.0 if node.local else min(self.opts.metadata_ttl, 3600.0)
-        return Attr(
-            ino=node.ino,
-            mode=mode,
-            size=size if node.kind is not Kind.DIR else 0,
-            uid=node.uid if node.uid is not None else self.opts.uid,
-            gid=node.gid if node.gid is not None else self.opts.gid,
-            mtime=mtime,
-            atime=node.atime if node.atime is not None else mtime,
-            ctime=node.ctime or mtime,
-            nlink=nlink,
-            timeout=timeout,
-        )
+        return self.tree.attr(node)
 
-    # -- inode table -------------------------------------------------------------------
-    def _child(self, parent: Inode, name: str) -> Inode | None:
-        ino = parent.children.get(name)
-        return self.inodes.get(ino) if ino is not None else None
-
-    def _install(self, parent: Inode, name: str, kind: Kind, info: ObjectInfo | None) -> Inode:
-        """Create or refresh the inode for a remote entry (kind may have changed)."""
-        node = self._child(parent, name)
-        if node is not None and node.kind is not kind:
-            if node.local or self._keep_as_local(node):
-                return node  # a local directory or a file being written wins
-            self._detach(parent, node)
-            node = None
-        if node is None:
-            node = Inode(self._new_ino(), parent.ino, name, kind, ctime=time.time())
-            self.inodes[node.ino] = node
-            parent.children[name] = node.ino
-        parent.negative.pop(name, None)
-        if node.local and kind is Kind.DIR:
-            node.local = False  # someone wrote into it: it exists remotely now
-        if not node.local:
-            node.expiry = _now() + self.opts.metadata_ttl
-        if info is not None and node.writer is None:
-            replaced = node.etag is not None and node.etag != info.etag
-            if replaced:
-                node.target = None
-            # An object without x-amz-meta-mtime has LastModified as its mtime, which S3
-            # reports in whole seconds: an object this mount already knows (same ETag)
-            # keeps the mtime it reported so far, so stat does not flip on revalidation.
-            fallback_mtime = node.mtime if node.mtime and node.etag == info.etag else info.mtime
-            node.size = info.size
-            node.etag = info.etag
-            memo = self.meta_memo.get(info.key)
-            if info.metadata is not None:  # from HEAD: authoritative
-                self._apply_meta(node, info.metadata, fallback_mtime)
-                self._memo_put(info.key, info.etag, info.metadata)
-            elif memo is not None and memo[0] in (None, info.etag) and (replaced or not node.mtime):
-                self._apply_meta(node, memo[1], info.mtime)
-                self._memo_put(info.key, info.etag, memo[1])
-            elif replaced or not node.mtime:
-                # from a listing (no user metadata): the object was replaced by someone else,
-                # so what we knew of its metadata is stale.
-                node.metadata = {}
-                node.perm = node.uid = node.gid = None
-                node.mtime = info.mtime
-        elif kind is Kind.DIR and not node.mtime:
-            node.mtime = time.time()
-        return node
-
-    def _new_local(
-        self, parent: Inode, name: str, kind: Kind, mode: int, uid: int, gid: int
-    ) -> Inode:
-        """A new inode that exists only in this mount (mkdir, or a file being created)."""
-        now = time.time()
-        return Inode(
-            self._new_ino(),
-            parent.ino,
-            name,
-            kind,
-            mtime=now,
-            ctime=now,
-            local=True,
-            expiry=math.inf,
-            perm=stat.S_IMODE(mode),
-            uid=uid,
-            gid=gid,
-        )
-
-    def _memo_put(self, key: str, etag: str | None, metadata: Mapping[str, str]) -> None:
-        self.meta_memo[key] = (etag, dict(metadata))
-        self.meta_memo.move_to_end(key)
-        while len(self.meta_memo) > META_MEMO_ENTRIES:
-            self.meta_memo.popitem(last=False)
-
-    def _apply_meta(self, node: Inode, metadata: Mapping[str, str], fallback_mtime: float) -> None:
-        perm, uid, gid, mtime = _parse_meta(metadata)
-        node.metadata = dict(metadata)
-        node.perm, node.uid, node.gid = perm, uid, gid
-        node.mtime = mtime if mtime is not None else fallback_mtime
-
-    def _detach(self, parent: Inode, node: Inode) -> None:
-        if parent.children.get(node.name) == node.ino:
-            del parent.children[node.name]
-        node.detached = True
-        self._maybe_drop(node)
-
-    def _maybe_drop(self, node: Inode) -> None:
-        if (
-            node.ino != ROOT_INO
-            and node.lookups <= 0
-            and node.open_handles == 0
-            and node.writer is None
-            and not (node.local and not node.detached)
-            and not (node.emptied and not node.detached)
-            and not node.children
-        ):
-            self.inodes.pop(node.ino, None)
-            parent = self.inodes.get(node.parent)
-            if parent is not None and parent.children.get(node.name) == node.ino:
-                del parent.children[node.name]
-                # the tree no longer holds every name this mount knows here
-                parent.complete_until, parent.names = 0.0, None
-
-    def _holds_local(self, node: Inode) -> bool:
-        """True when something under ``node`` exists only in this mount (a mkdir'd
-        directory, a file being written)."""
-        return any(
-            (c := self.inodes.get(i)) is not None
-            and (c.local or c.writer is not None or self._holds_local(c))
-            for i in node.children.values()
-        )
-
-    def _keep_as_local(self, node: Inode) -> bool:
-        """A directory that S3 no longer shows (its objects were renamed or deleted) but that
-        holds local entries stays, as a local directory: dropping it would orphan what was
-        just made in it (the ``make demo`` race: a task's ``mkdir`` under ``_temporary`` got
-        ENOENT once the previous task's rename emptied it and its TTL expired)."""
-        if node.kind is not Kind.DIR or not (node.emptied or self._holds_local(node)):
-            return False
-        node.local, node.expiry = True, math.inf
-        return True
+    def key_of(self, node: Inode) -> str:
+        return self.tree.key_of(node)
 
     def remember(self, ino: int, count: int = 1) -> None:
-        self.inodes[ino].lookups += count
+        self.tree.remember(ino, count)
 
     def forget(self, ino: int, count: int) -> None:
-        node = self.inodes.get(ino)
-        if node is None:
-            return
-        node.lookups -= count
-        self._maybe_drop(node)
+        self.tree.forget(ino, count)
 
     # -- lookup / getattr --------------------------------------------------------------
     async def _remote_lookup(
         self, parent: Inode, name: str
     ) -> tuple[Kind, ObjectInfo | None] | None:
         """Ask S3 what ``name`` is: a directory (shadows a file), a file, or nothing."""
-        base = self.dir_prefix(parent) + name
+        base = self.tree.dir_prefix(parent) + name
         result: dict[str, Any] = {}
 
         async def head() -> None:
@@ -492,7 +173,7 @@ class Filesystem:
             return Kind.DIR, None
         if "file" in result:
             info: ObjectInfo = result["file"]
-            return Kind.SYMLINK if _is_symlink_meta(info.metadata) else Kind.FILE, info
+            return Kind.SYMLINK if is_symlink_meta(info.metadata) else Kind.FILE, info
         if "error" in result:
             err: StoreError = result["error"]
             raise FsError(err.errno, str(err))
@@ -505,7 +186,7 @@ class Filesystem:
         LIST page: the page's names answer this and later misses for the negative TTL; a
         file still gets its HEAD (for its metadata), a directory needs nothing more."""
         if parent.names is None or parent.names_until <= _now():
-            prefix, listed_at = self.dir_prefix(parent), _now()
+            prefix, listed_at = self.tree.dir_prefix(parent), _now()
             page = await self._store(self.store.list_page, prefix, "/", None, RELIST_KEYS)
             if page.next_token:
                 parent.large = True
@@ -520,12 +201,12 @@ class Filesystem:
         if name in parent.dir_names:
             return Kind.DIR, None  # a directory shadows a file of the same name
         try:
-            info = await self.run(self.store.head, self.dir_prefix(parent) + name)
+            info = await self.run(self.store.head, self.tree.dir_prefix(parent) + name)
         except StoreError as exc:
             if exc.errno == errno.ENOENT:
                 return None
             raise FsError(exc.errno, str(exc)) from None
-        return Kind.SYMLINK if _is_symlink_meta(info.metadata) else Kind.FILE, info
+        return Kind.SYMLINK if is_symlink_meta(info.metadata) else Kind.FILE, info
 
     async def _relisted(self, parent: Inode) -> bool:
         """Count one expired entry of ``parent`` being revalidated; once such one-by-one
@@ -557,13 +238,13 @@ class Filesystem:
         """The tree's inode for ``name`` when it answers without asking S3 about the name:
         local, being written, or attributes not yet expired (after listing ``parent`` again
         when that is cheaper than revalidating one by one, see :meth:`_relisted`)."""
-        node = self._child(parent, name)
+        node = self.tree.child(parent, name)
         if node is None:
             return None
         if node.local or node.writer is not None or node.expiry > _now():
             return node
         if await self._relisted(parent):
-            node = self._child(self.inode(parent.ino), name)
+            node = self.tree.child(self.tree.inode(parent.ino), name)
             if node is not None and node.expiry > _now():
                 return node
         return None
@@ -571,24 +252,24 @@ class Filesystem:
     async def lookup(self, parent_ino: int, name: str) -> Attr:
         node = await self._lookup(parent_ino, name)
         node.lookups += 1
-        return self.attr(node)
+        return self.tree.attr(node)
 
     async def _lookup(self, parent_ino: int, name: str) -> Inode:  # noqa: C901 - over the issue-15 limits; next to split
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         if parent.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
         if name == ".":
             return parent
         if name == "..":
-            return self.inode(parent.parent)
-        if not _valid_name(name):
+            return self.tree.inode(parent.parent)
+        if not valid_name(name):
             raise FsError(errno.ENOENT)
-        self._check_key(parent, name)
+        self.tree.check_key(parent, name)
         fresh = await self._known_fresh(parent, name)
         if fresh is not None:
             return fresh
-        parent = self.inode(parent_ino)  # re-read after await
-        node = self._child(parent, name)
+        parent = self.tree.inode(parent_ino)  # re-read after await
+        node = self.tree.child(parent, name)
         negative = parent.negative.get(name)
         if negative is not None and negative > _now() and node is None:
             raise FsError(errno.ENOENT)
@@ -600,28 +281,27 @@ class Filesystem:
             found = await self._lookup_by_listing(parent, name)
         else:
             found = await self._remote_lookup(parent, name)
-        parent = self.inode(parent_ino)  # re-read after await
+        parent = self.tree.inode(parent_ino)  # re-read after await
         if found is None:
-            node = self._child(parent, name)
+            node = self.tree.child(parent, name)
             if node is not None and (
-                node.local or node.writer is not None or self._keep_as_local(node)
+                node.local or node.writer is not None or self.tree.keep_as_local(node)
             ):
                 return node
             if node is not None:
-                self._detach(parent, node)
-            if self.opts.negative_metadata_ttl > 0:
-                parent.negative[name] = _now() + self.opts.negative_metadata_ttl
+                self.tree.detach(parent, node)
+            self.tree.note_absent(parent, name)
             raise FsError(errno.ENOENT)
         kind, info = found
-        return self._install(parent, name, kind, info)
+        return self.tree.install(parent, name, kind, info)
 
     async def getattr(self, ino: int, *, revalidate: bool = False) -> Attr:
-        node = self.inode(ino)
+        node = self.tree.inode(ino)
         if node.ino == ROOT_INO or node.local or node.writer is not None:
-            return self.attr(node)
+            return self.tree.attr(node)
         if node.detached:
             if node.open_handles:
-                return self.attr(node)  # fstat after unlink: nlink 0, as POSIX says
+                return self.tree.attr(node)  # fstat after unlink: nlink 0, as POSIX says
             # A path walk that raced an unlink or rename (the kernel checks permissions of
             # the dentry it still had): ESTALE makes it walk again (LOOKUP_REVAL) and see the
             # name as it is now - an open(O_CREAT) then creates instead of failing ENOENT.
@@ -629,26 +309,26 @@ class Filesystem:
         if (
             not revalidate
             and node.expiry <= _now()
-            and await self._relisted(self.inode(node.parent))
+            and await self._relisted(self.tree.inode(node.parent))
         ):
-            node = self.inode(ino)  # re-read after await
+            node = self.tree.inode(ino)  # re-read after await
         if revalidate or node.expiry <= _now():
-            parent = self.inode(node.parent)
+            parent = self.tree.inode(node.parent)
             found = await self._remote_lookup(parent, node.name)
             if found is None or found[0] is not node.kind:
-                if node.open_handles or self._keep_as_local(node):
-                    return self.attr(node)  # an open file keeps its attributes
-                node = self.inode(ino)
+                if node.open_handles or self.tree.keep_as_local(node):
+                    return self.tree.attr(node)  # an open file keeps its attributes
+                node = self.tree.inode(ino)
                 holder = self.inodes.get(node.parent)
                 if holder is not None:
-                    self._detach(holder, node)
+                    self.tree.detach(holder, node)
                 raise FsError(errno.ESTALE)  # gone (or replaced): the kernel walks again
-            node = self._install(self.inode(node.parent), node.name, found[0], found[1])
-        return self.attr(node)
+            node = self.tree.install(self.tree.inode(node.parent), node.name, found[0], found[1])
+        return self.tree.attr(node)
 
     # -- directories -------------------------------------------------------------------
     async def opendir(self, ino: int) -> int:
-        node = self.inode(ino)
+        node = self.tree.inode(ino)
         if node.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
         fh = self._next_fh
@@ -674,25 +354,25 @@ class Filesystem:
             name, ino = entries[index]
             node = self.inodes.get(ino)
             if node is not None:
-                yield name, self.attr(node)
+                yield name, self.tree.attr(node)
 
     async def _snapshot(self, ino: int) -> list[tuple[str, int]]:
-        dir_node = self.inode(ino)
+        dir_node = self.tree.inode(ino)
         remote_files: dict[str, ObjectInfo] = {}
         remote_dirs: set[str] = set()
         listed_at = _now()
         if not dir_node.local:
-            prefix = self.dir_prefix(dir_node)
+            prefix = self.tree.dir_prefix(dir_node)
             page = await self._store(list_all, self.store, prefix, "/")
             for info in page.objects:
                 name = info.key[len(prefix) :]
-                if _valid_name(name) and "/" not in name:
+                if valid_name(name) and "/" not in name:
                     remote_files[name] = info
             for sub in page.prefixes:
                 name = sub[len(prefix) :].rstrip("/")
-                if _valid_name(name) and "/" not in name:
+                if valid_name(name) and "/" not in name:
                     remote_dirs.add(name)
-        dir_node = self.inode(ino)  # re-read after await
+        dir_node = self.tree.inode(ino)  # re-read after await
         if self.opts.negative_metadata_ttl > 0:
             dir_node.complete_until = listed_at + self.opts.negative_metadata_ttl
         dir_node.large = len(remote_files) + len(remote_dirs) > RELIST_KEYS
@@ -703,7 +383,7 @@ class Filesystem:
             entry = remote_files.get(name)
             kind = Kind.DIR if name in remote_dirs else self._listed_kind(dir_node, name, entry)
             entry = entry if kind is not Kind.DIR else None
-            node = self._install(dir_node, name, kind, entry)
+            node = self.tree.install(dir_node, name, kind, entry)
             names[name] = node.ino
         for name, child_ino in sorted(dir_node.children.items()):
             child = self.inodes.get(child_ino)
@@ -714,7 +394,7 @@ class Filesystem:
                     child.local
                     or child.writer
                     or child.published_at >= listed_at
-                    or self._keep_as_local(child)
+                    or self.tree.keep_as_local(child)
                 )
             ):
                 names[name] = child_ino
@@ -722,7 +402,7 @@ class Filesystem:
         for name, child_ino in list(dir_node.children.items()):
             child = self.inodes.get(child_ino)
             if child is not None and name not in names and not dir_node.local:
-                self._detach(dir_node, child)
+                self.tree.detach(dir_node, child)
         return list(names.items())
 
     def _listed_kind(self, parent: Inode, name: str, info: ObjectInfo | None) -> Kind:
@@ -730,11 +410,11 @@ class Filesystem:
         object (same ETag) to be one, from its inode or the metadata memo; else a file."""
         if info is None:
             return Kind.FILE
-        node = self._child(parent, name)
+        node = self.tree.child(parent, name)
         if node is not None and node.kind is Kind.SYMLINK and node.etag in (None, info.etag):
             return Kind.SYMLINK
-        memo = self.meta_memo.get(info.key)
-        if memo is not None and memo[0] in (None, info.etag) and _is_symlink_meta(memo[1]):
+        memo = self.tree.memo.get(info.key)
+        if memo is not None and memo[0] in (None, info.etag) and is_symlink_meta(memo[1]):
             return Kind.SYMLINK
         return Kind.FILE
 
@@ -743,7 +423,7 @@ class Filesystem:
 
     async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Attr:
         self._check_writable()
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         try:
             await self._lookup(parent_ino, name)
         except FsError as exc:
@@ -751,26 +431,23 @@ class Filesystem:
                 raise
         else:
             raise FsError(errno.EEXIST)
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         if name in parent.children:
             raise FsError(errno.EEXIST)
-        self._check_key(parent, name, "/")
-        node = self._new_local(parent, name, Kind.DIR, mode, uid, gid)
+        self.tree.check_key(parent, name, "/")
+        node = self.tree.add_local(parent, name, Kind.DIR, mode, uid, gid)
         node.listed_count = 1  # known whole: empty, and everything put in it goes through here
         if self.opts.negative_metadata_ttl > 0:
             # it did not exist a moment ago, so nothing lived under it
             node.complete_until = _now() + self.opts.negative_metadata_ttl
-        self.inodes[node.ino] = node
-        parent.children[name] = node.ino
-        parent.negative.pop(name, None)
-        self._touch_dir(parent)
+        self.tree.touch_dir(parent)
         node.lookups += 1
-        return self.attr(node)
+        return self.tree.attr(node)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         self._check_writable()
         node = await self._lookup(parent_ino, name)
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         if node.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
         if any(
@@ -779,7 +456,7 @@ class Filesystem:
         ):
             raise FsError(errno.ENOTEMPTY)
         if not node.local:
-            prefix = self.dir_prefix(node)
+            prefix = self.tree.dir_prefix(node)
             page = await self._store(self.store.list_page, prefix, "/", None, 2)
             others = [o for o in page.objects if o.key != prefix] + page.prefixes
             if others:
@@ -788,34 +465,19 @@ class Filesystem:
                 if not self.opts.allow_delete:
                     raise FsError(errno.EPERM, "removing a directory marker needs --allow-delete")
                 await self._store(self.store.delete, prefix)
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         node.local = False
         for child_ino in list(node.children.values()):
             child = self.inodes.get(child_ino)
             if child is not None:
-                self._detach(node, child)
+                self.tree.detach(node, child)
         node.emptied = False
-        self._detach(parent, node)
+        self.tree.detach(parent, node)
         parent.emptied = True  # R-DIR-EMPTIED-STAYS
-        self._touch_dir(parent)
-        if self.opts.negative_metadata_ttl > 0:
-            parent.negative[name] = _now() + self.opts.negative_metadata_ttl
+        self.tree.touch_dir(parent)
+        self.tree.note_absent(parent, name)
 
     # -- files -------------------------------------------------------------------------
-    def _new_metadata(self, node: Inode) -> dict[str, str]:
-        meta: dict[str, str] = {}
-        if node.kind is Kind.SYMLINK:
-            meta[META_MODE] = str(SYMLINK_MODE)
-        elif node.perm is not None and node.perm != self.opts.file_mode:
-            meta[META_MODE] = str(stat.S_IFREG | node.perm)
-        if node.uid is not None and node.uid != self.opts.uid:
-            meta[META_UID] = str(node.uid)
-        if node.gid is not None and node.gid != self.opts.gid:
-            meta[META_GID] = str(node.gid)
-        if node.metadata.get(META_MTIME):
-            meta[META_MTIME] = node.metadata[META_MTIME]
-        return meta
-
     def _writer_for(self, node: Inode, *, existing_size: int, exists: bool) -> Writer:
         """The writer of a file: appends with ``--incremental-upload``, else a new object."""
         if self.opts.incremental_upload:
@@ -824,12 +486,12 @@ class Filesystem:
 
     def _streaming(self, node: Inode) -> StreamingUpload:
         """A writer that makes a new object at the file's key (a new file, O_TRUNC)."""
-        return StreamingUpload(self.ctx, self.key_of(node), self._new_metadata(node))
+        return StreamingUpload(self.ctx, self.tree.key_of(node), self.tree.new_metadata(node))
 
     def _appending(self, node: Inode, *, existing_size: int, exists: bool) -> AppendUpload:
         """A writer that appends to the file's object (``--incremental-upload``)."""
         return AppendUpload(
-            self.ctx, self.key_of(node), existing_size, self._new_metadata(node), exists
+            self.ctx, self.tree.key_of(node), existing_size, self.tree.new_metadata(node), exists
         )
 
     def _new_fh(self, handle: FileHandle) -> int:
@@ -845,29 +507,26 @@ class Filesystem:
         self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
     ) -> tuple[int, Attr]:
         self._check_writable()
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         if parent.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
-        if not _valid_name(name) or "/" in name:
+        if not valid_name(name) or "/" in name:
             raise FsError(errno.EINVAL)
-        self._check_key(parent, name)
-        existing = self._child(parent, name)
+        self.tree.check_key(parent, name)
+        existing = self.tree.child(parent, name)
         if existing is not None and (existing.local or existing.writer or existing.expiry > _now()):
             raise FsError(errno.EEXIST)
-        node = self._new_local(parent, name, Kind.FILE, mode, uid, gid)
         if existing is not None:
-            self._detach(parent, existing)
-        self.inodes[node.ino] = node
-        parent.children[name] = node.ino
-        parent.negative.pop(name, None)
-        self._touch_dir(parent)
+            self.tree.detach(parent, existing)
+        node = self.tree.add_local(parent, name, Kind.FILE, mode, uid, gid)
+        self.tree.touch_dir(parent)
         node.writer = self._writer_for(node, existing_size=0, exists=False)
         node.lookups += 1
-        fh = self._new_fh(FileHandle(node.ino, self.key_of(node), writer=node.writer))
-        return fh, self.attr(node)
+        fh = self._new_fh(FileHandle(node.ino, self.tree.key_of(node), writer=node.writer))
+        return fh, self.tree.attr(node)
 
     async def open(self, ino: int, flags: int) -> int:  # noqa: C901 - over the issue-15 limits; next to split
-        node = self.inode(ino)
+        node = self.tree.inode(ino)
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
         if node.kind is Kind.SYMLINK:
@@ -877,7 +536,7 @@ class Filesystem:
         wants_write = accmode in (os.O_WRONLY, os.O_RDWR)
         if node.writer is not None:
             await self._finish_closed_writer(node)
-            node = self.inode(ino)
+            node = self.tree.inode(ino)
         if node.writer is not None:
             raise FsError(errno.EPERM, "file is being written; it can be opened after close")
         if wants_write:
@@ -886,7 +545,7 @@ class Filesystem:
             if not replace and await self._empty_for_writing(ino, flags):
                 # Nothing to keep: writing an empty file from offset 0 replaces it, exactly
                 # as with O_TRUNC (R-ERRNO-REFUSALS).
-                node = self.inode(ino)
+                node = self.tree.inode(ino)
                 if node.writer is not None:  # another open won the race
                     raise FsError(errno.EPERM, "file is being written; open it after close")
                 replace = True
@@ -897,14 +556,14 @@ class Filesystem:
                 node.writer = self._streaming(node)
                 node.local = True
                 return self._new_fh(
-                    FileHandle(ino, self.key_of(node), writer=node.writer, direct=direct)
+                    FileHandle(ino, self.tree.key_of(node), writer=node.writer, direct=direct)
                 )
             if self.opts.incremental_upload and (flags & os.O_APPEND or accmode == os.O_WRONLY):
                 attr = await self.getattr(ino, revalidate=True)
-                node = self.inode(ino)
+                node = self.tree.inode(ino)
                 node.writer = self._writer_for(node, existing_size=attr.size, exists=True)
                 node.local = True
-                return self._new_fh(FileHandle(ino, self.key_of(node), writer=node.writer))
+                return self._new_fh(FileHandle(ino, self.tree.key_of(node), writer=node.writer))
             if accmode == os.O_WRONLY or flags & os.O_APPEND:
                 raise FsError(
                     errno.EPERM,
@@ -918,15 +577,15 @@ class Filesystem:
             # O_RDWR without O_TRUNC: opened for reading; a write will fail with EBADF.
         if direct or node.expiry <= _now():
             await self.getattr(ino, revalidate=True)
-            node = self.inode(ino)
+            node = self.tree.inode(ino)
         reader = Reader(
             self.ctx,
-            self.key_of(node),
+            self.tree.key_of(node),
             node.size,
             node.etag or None,
             None if direct else self.ctx.cache_for(node.size),
         )
-        return self._new_fh(FileHandle(ino, self.key_of(node), reader=reader, direct=direct))
+        return self._new_fh(FileHandle(ino, self.tree.key_of(node), reader=reader, direct=direct))
 
     async def _empty_for_writing(self, ino: int, flags: int) -> bool:
         """Is this a write-only or append open, without O_TRUNC, of a file that is empty in
@@ -935,7 +594,7 @@ class Filesystem:
             flags & os.O_ACCMODE == os.O_WRONLY or flags & os.O_APPEND
         ):
             return False
-        if self.inode(ino).size != 0:
+        if self.tree.inode(ino).size != 0:
             return False
         return (await self.getattr(ino, revalidate=True)).size == 0
 
@@ -971,7 +630,7 @@ class Filesystem:
             node is None
             or node.detached
             or node.writer is not None
-            or self.key_of(node) != writer.key
+            or self.tree.key_of(node) != writer.key
             or node.size != writer.size
         ):
             raise FsError(errno.EBADF, "file already closed for writing; reopen with O_TRUNC")
@@ -1001,7 +660,7 @@ class Filesystem:
             node.writer, node.local, node.expiry = None, False, 0.0
             parent = self.inodes.get(node.parent)
             if node.etag is None and parent is not None:  # a new file: it never existed
-                self._detach(parent, node)
+                self.tree.detach(parent, node)
 
     async def flush(self, fh: int, *, force: bool = False, at_release: bool = False) -> None:
         """close(): complete the upload; the object is visible when close() returns.
@@ -1055,7 +714,7 @@ class Filesystem:
     async def _complete(self, handle: FileHandle, writer: Writer) -> None:
         node = self.inodes.get(handle.ino)
         if node is not None and writer.sets_metadata:
-            writer.metadata = self._new_metadata(node)
+            writer.metadata = self.tree.new_metadata(node)
         try:
             info = await writer.complete()
         except BaseException:
@@ -1066,7 +725,7 @@ class Filesystem:
                 node.writer, node.local, node.expiry = None, False, 0.0
                 parent = self.inodes.get(node.parent)
                 if node.etag is None and parent is not None:
-                    self._detach(parent, node)
+                    self.tree.detach(parent, node)
             raise
         finally:
             node = self.inodes.get(handle.ino)
@@ -1077,28 +736,18 @@ class Filesystem:
         if node is not None:
             node.size = info.size if info.size >= 0 else writer.size
             node.etag = info.etag
-            wanted = self._new_metadata(node)  # includes setattr calls that raced with us
+            wanted = self.tree.new_metadata(node)  # includes setattr calls that raced with us
             node.metadata = dict(info.metadata or {})
             if writer.sets_metadata and wanted != node.metadata:
                 # chmod/utime raced with the completion: persist what the user asked for.
                 await self._store(self.store.copy, writer.key, writer.key, node.size, wanted)
                 node.metadata, node.etag = wanted, None
-            self._memo_put(writer.key, node.etag, node.metadata)
+            self.tree.memo.put(writer.key, node.etag, node.metadata)
             node.expiry = _now() + self.opts.metadata_ttl
             node.published_at = _now()
             if not node.metadata.get(META_MTIME):
                 node.mtime = time.time()
-            self._mark_remote_ancestors(node)
-
-    def _mark_remote_ancestors(self, node: Inode) -> None:
-        parent = self.inodes.get(node.parent)
-        while parent is not None and parent.ino != ROOT_INO:
-            parent.emptied = False  # it holds an object again: it follows S3 again
-            if parent.local:
-                parent.local = False
-                parent.expiry = _now() + self.opts.metadata_ttl
-                parent.published_at = _now()  # a listing that started earlier may not show it
-            parent = self.inodes.get(parent.parent)
+            self.tree.mark_remote_ancestors(node)
 
     async def release(self, fh: int) -> None:
         handle = self.files.pop(fh, None)
@@ -1123,7 +772,7 @@ class Filesystem:
                 handle.reader.close()
             if node is not None:
                 node.open_handles -= 1
-                self._maybe_drop(node)
+                self.tree.maybe_drop(node)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         self._check_writable()
@@ -1137,13 +786,12 @@ class Filesystem:
             node = await self._lookup(parent_ino, name)
         if node.writer is not None:
             raise FsError(errno.EBUSY, "file is being written")
-        await self._store(self.store.delete, self.key_of(node))
-        parent = self.inode(parent_ino)
-        self._detach(parent, node)
+        await self._store(self.store.delete, self.tree.key_of(node))
+        parent = self.tree.inode(parent_ino)
+        self.tree.detach(parent, node)
         parent.emptied = True  # R-DIR-EMPTIED-STAYS
-        self._touch_dir(parent)
-        if self.opts.negative_metadata_ttl > 0:
-            parent.negative[name] = _now() + self.opts.negative_metadata_ttl
+        self.tree.touch_dir(parent)
+        self.tree.note_absent(parent, name)
 
     # -- symlinks ----------------------------------------------------------------------
     async def symlink(self, parent_ino: int, name: str, target: bytes, uid: int, gid: int) -> Attr:
@@ -1157,12 +805,12 @@ class Filesystem:
                 raise
         else:
             raise FsError(errno.EEXIST)
-        parent = self.inode(parent_ino)
+        parent = self.tree.inode(parent_ino)
         if name in parent.children:
             raise FsError(errno.EEXIST)
-        self._check_key(parent, name)
-        key = self.dir_prefix(parent) + name
-        now = _meta_time(time.time())
+        self.tree.check_key(parent, name)
+        key = self.tree.dir_prefix(parent) + name
+        now = meta_time(time.time())
         meta = {
             META_MODE: str(SYMLINK_MODE),
             META_UID: str(uid),
@@ -1172,19 +820,19 @@ class Filesystem:
             META_ATIME: now,
         }
         info = await self._store(self.store.put, key, target, meta)
-        parent = self.inode(parent_ino)  # re-read after await
-        node = self._install(
+        parent = self.tree.inode(parent_ino)  # re-read after await
+        node = self.tree.install(
             parent, name, Kind.SYMLINK, ObjectInfo(key, len(target), info.etag, info.mtime, meta)
         )
         node.target = target
         node.published_at = _now()
-        self._touch_dir(parent)
-        self._mark_remote_ancestors(node)
+        self.tree.touch_dir(parent)
+        self.tree.mark_remote_ancestors(node)
         node.lookups += 1
-        return self.attr(node)
+        return self.tree.attr(node)
 
     async def readlink(self, ino: int) -> bytes:
-        node = self.inode(ino)
+        node = self.tree.inode(ino)
         if node.kind is not Kind.SYMLINK:
             raise FsError(errno.EINVAL)
         if node.target is None and node.size == 0:
@@ -1192,9 +840,9 @@ class Filesystem:
         if node.target is None:
             etag = node.etag
             data = await self._store(
-                self.store.get_range, self.key_of(node), 0, node.size, etag or None
+                self.store.get_range, self.tree.key_of(node), 0, node.size, etag or None
             )
-            node = self.inode(ino)
+            node = self.tree.inode(ino)
             if node.etag == etag:
                 node.target = data
             return data
@@ -1213,7 +861,7 @@ class Filesystem:
         atime: float | None = None,
     ) -> Attr:
         self._check_writable()
-        node = self.inode(ino)
+        node = self.tree.inode(ino)
         if size is not None and node.kind is Kind.FILE:
             current = node.writer.size if node.writer is not None else node.size
             if size != current:
@@ -1228,53 +876,53 @@ class Filesystem:
                 meta = dict(node.metadata)
                 now = time.time()
                 if META_MTIME in meta:
-                    meta[META_MTIME] = _meta_time(now)
-                info = await self._store(self.store.put, self.key_of(node), b"", meta)
-                node = self.inode(ino)
+                    meta[META_MTIME] = meta_time(now)
+                info = await self._store(self.store.put, self.tree.key_of(node), b"", meta)
+                node = self.tree.inode(ino)
                 node.size, node.etag, node.metadata = 0, info.etag, meta
                 node.mtime = node.ctime = now  # a truncation is a write
         changed = False
-        if mode is not None and stat.S_IMODE(mode) != self.attr(node).mode & 0o7777:
+        if mode is not None and stat.S_IMODE(mode) != self.tree.attr(node).mode & 0o7777:
             node.perm = stat.S_IMODE(mode)
             changed = True
-        if uid is not None and uid != self.attr(node).uid:
+        if uid is not None and uid != self.tree.attr(node).uid:
             node.uid = uid
             changed = True
-        if gid is not None and gid != self.attr(node).gid:
+        if gid is not None and gid != self.tree.attr(node).gid:
             node.gid = gid
             changed = True
         if mtime is not None and mtime != node.mtime:
             node.mtime = mtime
-            node.metadata[META_MTIME] = _meta_time(mtime)
+            node.metadata[META_MTIME] = meta_time(mtime)
             changed = True
         if atime is not None:
             node.atime = atime
         node.ctime = time.time()
         if changed and node.kind is not Kind.DIR and node.writer is None and not node.local:
             # Persist as object metadata (a server-side copy onto itself).
-            key = self.key_of(node)
+            key = self.tree.key_of(node)
             known: Mapping[str, str] = node.metadata
-            memo = self.meta_memo.get(key)
+            memo = self.tree.memo.get(key)
             if node.etag is not None and (memo is None or memo[0] not in (None, node.etag)):
                 # known from a listing only (no user metadata): the copy replaces metadata,
                 # so read what there is first rather than drop it
                 known = (await self._store(self.store.head, key)).metadata or {}
-                node = self.inode(ino)
+                node = self.tree.inode(ino)
             meta = {
                 k: v for k, v in known.items() if k not in (META_MODE, META_UID, META_GID)
-            } | self._new_metadata(node)
+            } | self.tree.new_metadata(node)
             # the copy gets a new LastModified: keep the file's mtime (chmod is no write)
-            meta.setdefault(META_MTIME, _meta_time(node.mtime))
-            meta[META_CTIME] = _meta_time(node.ctime)
+            meta.setdefault(META_MTIME, meta_time(node.mtime))
+            meta[META_CTIME] = meta_time(node.ctime)
             await self._store(self.store.copy, key, key, node.size, meta)
-            node = self.inode(ino)
+            node = self.tree.inode(ino)
             node.metadata = meta
             node.etag = None  # unknown after copy; the next lookup refreshes it
             node.expiry = 0.0
-            self._memo_put(self.key_of(node), None, meta)
+            self.tree.memo.put(self.tree.key_of(node), None, meta)
         elif changed and node.writer is not None:
-            node.writer.metadata = self._new_metadata(node)
-        return self.attr(node)
+            node.writer.metadata = self.tree.new_metadata(node)
+        return self.tree.attr(node)
 
     # -- rename ------------------------------------------------------------------------
     async def rename(
@@ -1288,12 +936,12 @@ class Filesystem:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
         await self._settle(await self._lookup(old_parent, old_name))
         src = await self._lookup(old_parent, old_name)
-        if not _valid_name(new_name) or "/" in new_name:
+        if not valid_name(new_name) or "/" in new_name:
             raise FsError(errno.EINVAL)
         if src.kind is Kind.DIR:
-            self._check_key(self.inode(new_parent), new_name, "/", self._deepest(src))
+            self.tree.check_key(self.tree.inode(new_parent), new_name, "/", self.tree.deepest(src))
         else:
-            self._check_key(self.inode(new_parent), new_name)
+            self.tree.check_key(self.tree.inode(new_parent), new_name)
         dst = await self._rename_target(src, new_parent, new_name, flags)
         if dst is src:
             return
@@ -1332,26 +980,26 @@ class Filesystem:
 
     def _check_not_into_itself(self, src: Inode, new_parent: int) -> None:
         """Moving a directory into its own subtree is impossible."""
-        probe = self.inode(new_parent)
+        probe = self.tree.inode(new_parent)
         while True:
             if probe.ino == src.ino:
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
             if probe.ino == ROOT_INO:
                 return
-            probe = self.inode(probe.parent)
+            probe = self.tree.inode(probe.parent)
 
     async def _rename_data(self, src: Inode, new_parent: int, new_name: str) -> None:
         """Move the objects: one for a file or symlink, every one under a remote directory's
         prefix (a local directory has none)."""
         if src.kind is not Kind.DIR:
-            src_key, dst_key = self.key_of(src), self._target_key(new_parent, new_name)
+            src_key, dst_key = self.tree.key_of(src), self._target_key(new_parent, new_name)
             await self._move_object(src_key, dst_key, src.size)
-            memo = self.meta_memo.pop(src_key, None)
+            memo = self.tree.memo.pop(src_key)
             if memo is not None:
-                self._memo_put(dst_key, memo[0], memo[1])
+                self.tree.memo.put(dst_key, memo[0], memo[1])
         elif not src.local:
             await self._move_prefix(
-                self.dir_prefix(src), self._target_key(new_parent, new_name) + "/"
+                self.tree.dir_prefix(src), self._target_key(new_parent, new_name) + "/"
             )
 
     async def _relink(
@@ -1364,34 +1012,33 @@ class Filesystem:
         new_name: str,
     ) -> None:
         """Re-link ``src`` under its new name (both parents re-read after the data moved)."""
-        old_p, new_p = self.inode(old_parent), self.inode(new_parent)
+        old_p, new_p = self.tree.inode(old_parent), self.tree.inode(new_parent)
         if dst is not None:
             if dst.kind is Kind.DIR and not dst.local:
-                marker = self.dir_prefix(dst)
+                marker = self.tree.dir_prefix(dst)
                 await self._store(self.store.delete, marker)
-            self._detach(new_p, dst)
+            self.tree.detach(new_p, dst)
         if old_p.children.get(old_name) == src.ino:
             del old_p.children[old_name]
         old_p.emptied = True  # R-DIR-EMPTIED-STAYS
-        displaced = self._child(new_p, new_name)
+        displaced = self.tree.child(new_p, new_name)
         if displaced is not None and displaced is not src:
-            self._detach(new_p, displaced)
+            self.tree.detach(new_p, displaced)
         src.parent, src.name = new_p.ino, new_name
         new_p.children[new_name] = src.ino
         new_p.negative.pop(new_name, None)
-        if self.opts.negative_metadata_ttl > 0:
-            old_p.negative[old_name] = _now() + self.opts.negative_metadata_ttl
+        self.tree.note_absent(old_p, old_name)
         if not src.local:
             src.expiry = _now() + self.opts.metadata_ttl
-            self._mark_remote_ancestors(src)
+            self.tree.mark_remote_ancestors(src)
         src.ctime = time.time()
         src.published_at = _now()
-        self._touch_dir(old_p)
-        self._touch_dir(new_p)
+        self.tree.touch_dir(old_p)
+        self.tree.touch_dir(new_p)
 
     def _target_key(self, parent_ino: int, name: str) -> str:
-        parent = self.inode(parent_ino)
-        return self.dir_prefix(parent) + name
+        parent = self.tree.inode(parent_ino)
+        return self.tree.dir_prefix(parent) + name
 
     def _busy(self, node: Inode) -> bool:
         if node.writer is not None:
@@ -1408,7 +1055,7 @@ class Filesystem:
             raise FsError(errno.ENOTEMPTY)
         if node.local:
             return
-        prefix = self.dir_prefix(node)
+        prefix = self.tree.dir_prefix(node)
         page = await self._store(self.store.list_page, prefix, "/", None, 2)
         if [o for o in page.objects if o.key != prefix] or page.prefixes:
             raise FsError(errno.ENOTEMPTY)
