@@ -29,6 +29,7 @@ Errors: operations raise :class:`FsError`; store errors are translated with thei
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -36,7 +37,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from time import monotonic as _now
-from typing import Any
 
 import trio
 
@@ -45,6 +45,8 @@ from .context import IoContext
 from .errors import FsError, StoreError
 from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
 from .journal import UploadJournal
+from .listing import Listing
+from .lookup import Resolver
 from .meta import (
     META_ATIME,
     META_CTIME,
@@ -53,7 +55,6 @@ from .meta import (
     META_MTIME,
     META_UID,
     SYMLINK_MODE,
-    is_symlink_meta,
     meta_time,
 )
 from .names import MAX_KEY_BYTES
@@ -70,16 +71,6 @@ log = logging.getLogger("zonemount.fs")
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
-# A lookup miss in a directory listed in one page of at most this many entries lists the
-# directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
-RELIST_KEYS = 64
-# Entries of a listed directory larger than RELIST_KEYS revalidated one by one (HEAD + LIST
-# each) after their TTL, before the directory is listed again instead: at least this many,
-# and at least twice the pages a listing costs, so relisting never costs more than the
-# per-name requests it saves (R-META-RELIST: `ls -l` of a large directory that outlasts the
-# TTL). A smaller directory is listed again at the first expired entry (one request).
-RELIST_AFTER = 16
-LIST_PAGE_KEYS = 1000
 
 
 @dataclass(eq=False)
@@ -94,12 +85,6 @@ class FileHandle:
     # the process (thread, thread group) that opened it: how it ends decides commit/abort
     pid: int = 0
     tgid: int = 0
-
-
-@dataclass(eq=False)
-class DirHandle:
-    ino: int
-    entries: list[tuple[str, int]] | None = None
 
 
 class Filesystem:
@@ -120,9 +105,11 @@ class Filesystem:
         self.run, self._store = ctx.run, ctx.call
         self.tree = InodeTable(options)
         self.inodes = self.tree.inodes
-        self._next_fh = 1
+        self._fh_numbers = itertools.count(1)  # file and directory handles: one numbering
         self.files: dict[int, FileHandle] = {}
-        self.dirs: dict[int, DirHandle] = {}
+        self.listing = Listing(ctx, self.tree, self._fh_numbers)
+        self.dirs = self.listing.dirs
+        self.resolver = Resolver(ctx, self.tree, self.listing)
 
     # -- plumbing --------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -145,287 +132,31 @@ class Filesystem:
         self.tree.forget(ino, count)
 
     # -- lookup / getattr --------------------------------------------------------------
-    async def _remote_lookup(
-        self, parent: Inode, name: str
-    ) -> tuple[Kind, ObjectInfo | None] | None:
-        """Ask S3 what ``name`` is: a directory (shadows a file), a file, or nothing."""
-        base = self.tree.dir_prefix(parent) + name
-        result: dict[str, Any] = {}
-
-        async def head() -> None:
-            try:
-                result["file"] = await self.run(self.store.head, base)
-            except StoreError as exc:
-                if exc.errno != errno.ENOENT:
-                    result["error"] = exc
-
-        async def listing() -> None:
-            try:
-                page = await self.run(self.store.list_page, base + "/", "/", None, 1)
-                result["dir"] = bool(page.objects or page.prefixes)
-            except StoreError as exc:
-                result["error"] = exc
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(head)
-            nursery.start_soon(listing)
-        if result.get("dir"):
-            return Kind.DIR, None
-        if "file" in result:
-            info: ObjectInfo = result["file"]
-            return Kind.SYMLINK if is_symlink_meta(info.metadata) else Kind.FILE, info
-        if "error" in result:
-            err: StoreError = result["error"]
-            raise FsError(err.errno, str(err))
-        return None
-
-    async def _lookup_by_listing(
-        self, parent: Inode, name: str
-    ) -> tuple[Kind, ObjectInfo | None] | None:
-        """A lookup of a name the tree does not hold, in a directory small enough for one
-        LIST page: the page's names answer this and later misses for the negative TTL; a
-        file still gets its HEAD (for its metadata), a directory needs nothing more."""
-        if parent.names is None or parent.names_until <= _now():
-            prefix, listed_at = self.tree.dir_prefix(parent), _now()
-            page = await self._store(self.store.list_page, prefix, "/", None, RELIST_KEYS)
-            if page.next_token:
-                parent.large = True
-                return await self._remote_lookup(parent, name)
-            files = {o.key[len(prefix) :] for o in page.objects}
-            dirs = {p[len(prefix) :].rstrip("/") for p in page.prefixes}
-            parent.names, parent.dir_names = frozenset(files | dirs), frozenset(dirs)
-            parent.listed_count = max(1, len(files | dirs))
-            parent.names_until = listed_at + self.opts.negative_metadata_ttl
-        if name not in parent.names:
-            return None
-        if name in parent.dir_names:
-            return Kind.DIR, None  # a directory shadows a file of the same name
-        try:
-            info = await self.run(self.store.head, self.tree.dir_prefix(parent) + name)
-        except StoreError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise FsError(exc.errno, str(exc)) from None
-        return Kind.SYMLINK if is_symlink_meta(info.metadata) else Kind.FILE, info
-
-    async def _relisted(self, parent: Inode) -> bool:
-        """Count one expired entry of ``parent`` being revalidated; once such one-by-one
-        revalidations would cost more than listing ``parent`` again (at once for a directory
-        one small LIST page holds: one request instead of HEAD + LIST; after
-        ``RELIST_AFTER`` for larger ones), list it (one listing for every task that asks
-        meanwhile) so the rest come from that. True when ``parent`` was listed again (the
-        caller re-reads its tree)."""
-        if parent.kind is not Kind.DIR or parent.local or not parent.listed_count:
-            return False
-        if parent.relisting is not None:
-            await parent.relisting.wait()
-            return True
-        parent.revalidations += 1
-        entries = max(parent.listed_count, len(parent.children))  # it may have grown since
-        pages = -(-entries // LIST_PAGE_KEYS)
-        small = entries <= RELIST_KEYS
-        if parent.revalidations < (1 if small else max(RELIST_AFTER, 2 * pages)):
-            return False
-        done = parent.relisting = trio.Event()
-        try:
-            await self._snapshot(parent.ino)
-        finally:
-            parent.relisting = None
-            done.set()
-        return True
-
-    async def _known_fresh(self, parent: Inode, name: str) -> Inode | None:
-        """The tree's inode for ``name`` when it answers without asking S3 about the name:
-        local, being written, or attributes not yet expired (after listing ``parent`` again
-        when that is cheaper than revalidating one by one, see :meth:`_relisted`)."""
-        node = self.tree.child(parent, name)
-        if node is None:
-            return None
-        if node.local or node.writer is not None or node.expiry > _now():
-            return node
-        if await self._relisted(parent):
-            node = self.tree.child(self.tree.inode(parent.ino), name)
-            if node is not None and node.expiry > _now():
-                return node
-        return None
-
     async def lookup(self, parent_ino: int, name: str) -> Attr:
-        node = await self._lookup(parent_ino, name)
+        node = await self.resolver.resolve(parent_ino, name)
         node.lookups += 1
         return self.tree.attr(node)
 
-    async def _lookup(self, parent_ino: int, name: str) -> Inode:  # noqa: C901 - over the issue-15 limits; next to split
-        parent = self.tree.inode(parent_ino)
-        if parent.kind is not Kind.DIR:
-            raise FsError(errno.ENOTDIR)
-        if name == ".":
-            return parent
-        if name == "..":
-            return self.tree.inode(parent.parent)
-        if not valid_name(name):
-            raise FsError(errno.ENOENT)
-        self.tree.check_key(parent, name)
-        fresh = await self._known_fresh(parent, name)
-        if fresh is not None:
-            return fresh
-        parent = self.tree.inode(parent_ino)  # re-read after await
-        node = self.tree.child(parent, name)
-        negative = parent.negative.get(name)
-        if negative is not None and negative > _now() and node is None:
-            raise FsError(errno.ENOENT)
-        if parent.local and node is None:
-            raise FsError(errno.ENOENT)  # nothing remote can live under a local directory
-        if node is None and parent.complete_until > _now():
-            raise FsError(errno.ENOENT)  # this mount knows every name here (made or listed it)
-        if node is None and self.opts.negative_metadata_ttl > 0 and not parent.large:
-            found = await self._lookup_by_listing(parent, name)
-        else:
-            found = await self._remote_lookup(parent, name)
-        parent = self.tree.inode(parent_ino)  # re-read after await
-        if found is None:
-            node = self.tree.child(parent, name)
-            if node is not None and (
-                node.local or node.writer is not None or self.tree.keep_as_local(node)
-            ):
-                return node
-            if node is not None:
-                self.tree.detach(parent, node)
-            self.tree.note_absent(parent, name)
-            raise FsError(errno.ENOENT)
-        kind, info = found
-        return self.tree.install(parent, name, kind, info)
-
     async def getattr(self, ino: int, *, revalidate: bool = False) -> Attr:
-        node = self.tree.inode(ino)
-        if node.ino == ROOT_INO or node.local or node.writer is not None:
-            return self.tree.attr(node)
-        if node.detached:
-            if node.open_handles:
-                return self.tree.attr(node)  # fstat after unlink: nlink 0, as POSIX says
-            # A path walk that raced an unlink or rename (the kernel checks permissions of
-            # the dentry it still had): ESTALE makes it walk again (LOOKUP_REVAL) and see the
-            # name as it is now - an open(O_CREAT) then creates instead of failing ENOENT.
-            raise FsError(errno.ESTALE)
-        if (
-            not revalidate
-            and node.expiry <= _now()
-            and await self._relisted(self.tree.inode(node.parent))
-        ):
-            node = self.tree.inode(ino)  # re-read after await
-        if revalidate or node.expiry <= _now():
-            parent = self.tree.inode(node.parent)
-            found = await self._remote_lookup(parent, node.name)
-            if found is None or found[0] is not node.kind:
-                if node.open_handles or self.tree.keep_as_local(node):
-                    return self.tree.attr(node)  # an open file keeps its attributes
-                node = self.tree.inode(ino)
-                holder = self.inodes.get(node.parent)
-                if holder is not None:
-                    self.tree.detach(holder, node)
-                raise FsError(errno.ESTALE)  # gone (or replaced): the kernel walks again
-            node = self.tree.install(self.tree.inode(node.parent), node.name, found[0], found[1])
-        return self.tree.attr(node)
+        return await self.resolver.getattr(ino, revalidate=revalidate)
 
     # -- directories -------------------------------------------------------------------
     async def opendir(self, ino: int) -> int:
-        node = self.tree.inode(ino)
-        if node.kind is not Kind.DIR:
-            raise FsError(errno.ENOTDIR)
-        fh = self._next_fh
-        self._next_fh += 1
-        self.dirs[fh] = DirHandle(ino)
-        return fh
+        return await self.listing.opendir(ino)
 
     async def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Attr]]:
         """Entries from index ``start`` of the handle's snapshot (taken on first call),
-        produced lazily: the kernel takes a page (a few dozen entries) per call, so building
-        every remaining entry's attributes each time made listing quadratic."""
-        handle = self.dirs.get(fh)
-        if handle is None:
-            raise FsError(errno.EBADF)
-        if handle.entries is None or start == 0:
-            handle.entries = await self._snapshot(handle.ino)
-        return self._entries_from(handle.entries, start)
-
-    def _entries_from(
-        self, entries: list[tuple[str, int]], start: int
-    ) -> Iterator[tuple[str, Attr]]:
-        for index in range(start, len(entries)):
-            name, ino = entries[index]
-            node = self.inodes.get(ino)
-            if node is not None:
-                yield name, self.tree.attr(node)
-
-    async def _snapshot(self, ino: int) -> list[tuple[str, int]]:
-        dir_node = self.tree.inode(ino)
-        remote_files: dict[str, ObjectInfo] = {}
-        remote_dirs: set[str] = set()
-        listed_at = _now()
-        if not dir_node.local:
-            prefix = self.tree.dir_prefix(dir_node)
-            page = await self._store(list_all, self.store, prefix, "/")
-            for info in page.objects:
-                name = info.key[len(prefix) :]
-                if valid_name(name) and "/" not in name:
-                    remote_files[name] = info
-            for sub in page.prefixes:
-                name = sub[len(prefix) :].rstrip("/")
-                if valid_name(name) and "/" not in name:
-                    remote_dirs.add(name)
-        dir_node = self.tree.inode(ino)  # re-read after await
-        if self.opts.negative_metadata_ttl > 0:
-            dir_node.complete_until = listed_at + self.opts.negative_metadata_ttl
-        dir_node.large = len(remote_files) + len(remote_dirs) > RELIST_KEYS
-        dir_node.listed_count = max(1, len(remote_files) + len(remote_dirs))
-        dir_node.revalidations = 0
-        names: dict[str, int] = {}
-        for name in sorted(remote_dirs | remote_files.keys()):
-            entry = remote_files.get(name)
-            kind = Kind.DIR if name in remote_dirs else self._listed_kind(dir_node, name, entry)
-            entry = entry if kind is not Kind.DIR else None
-            node = self.tree.install(dir_node, name, kind, entry)
-            names[name] = node.ino
-        for name, child_ino in sorted(dir_node.children.items()):
-            child = self.inodes.get(child_ino)
-            if (
-                child is not None
-                and name not in names
-                and (
-                    child.local
-                    or child.writer
-                    or child.published_at >= listed_at
-                    or self.tree.keep_as_local(child)
-                )
-            ):
-                names[name] = child_ino
-        # Remote entries that vanished are dropped from the tree (not local ones).
-        for name, child_ino in list(dir_node.children.items()):
-            child = self.inodes.get(child_ino)
-            if child is not None and name not in names and not dir_node.local:
-                self.tree.detach(dir_node, child)
-        return list(names.items())
-
-    def _listed_kind(self, parent: Inode, name: str, info: ObjectInfo | None) -> Kind:
-        """A listing carries no metadata: an object is a symlink if this mount knows the
-        object (same ETag) to be one, from its inode or the metadata memo; else a file."""
-        if info is None:
-            return Kind.FILE
-        node = self.tree.child(parent, name)
-        if node is not None and node.kind is Kind.SYMLINK and node.etag in (None, info.etag):
-            return Kind.SYMLINK
-        memo = self.tree.memo.get(info.key)
-        if memo is not None and memo[0] in (None, info.etag) and is_symlink_meta(memo[1]):
-            return Kind.SYMLINK
-        return Kind.FILE
+        produced lazily."""
+        return await self.listing.readdir(fh, start)
 
     def releasedir(self, fh: int) -> None:
-        self.dirs.pop(fh, None)
+        self.listing.releasedir(fh)
 
     async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Attr:
         self._check_writable()
         parent = self.tree.inode(parent_ino)
         try:
-            await self._lookup(parent_ino, name)
+            await self.resolver.resolve(parent_ino, name)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -446,7 +177,7 @@ class Filesystem:
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         self._check_writable()
-        node = await self._lookup(parent_ino, name)
+        node = await self.resolver.resolve(parent_ino, name)
         parent = self.tree.inode(parent_ino)
         if node.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
@@ -495,8 +226,7 @@ class Filesystem:
         )
 
     def _new_fh(self, handle: FileHandle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = next(self._fh_numbers)
         self.files[fh] = handle
         node = self.inodes.get(handle.ino)
         if node is not None:
@@ -732,7 +462,7 @@ class Filesystem:
             if node is not None and node.writer is writer:
                 node.writer = None
                 node.local = False
-                node.published_at = _now()  # before any await: see _snapshot
+                node.published_at = _now()  # before any await: see Listing._snapshot
         if node is not None:
             node.size = info.size if info.size >= 0 else writer.size
             node.etag = info.etag
@@ -778,12 +508,12 @@ class Filesystem:
         self._check_writable()
         if not self.opts.allow_delete:
             raise FsError(errno.EPERM, "deleting needs --allow-delete")
-        node = await self._lookup(parent_ino, name)
+        node = await self.resolver.resolve(parent_ino, name)
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
         if node.writer is not None:
             await self._finish_closed_writer(node)
-            node = await self._lookup(parent_ino, name)
+            node = await self.resolver.resolve(parent_ino, name)
         if node.writer is not None:
             raise FsError(errno.EBUSY, "file is being written")
         await self._store(self.store.delete, self.tree.key_of(node))
@@ -799,7 +529,7 @@ class Filesystem:
         ``x-amz-meta-mode`` is S_IFLNK|0777, with owner and times (docs/SEMANTICS.md)."""
         self._check_writable()
         try:
-            await self._lookup(parent_ino, name)
+            await self.resolver.resolve(parent_ino, name)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -934,8 +664,8 @@ class Filesystem:
         self._check_writable()
         if flags & RENAME_EXCHANGE:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
-        await self._settle(await self._lookup(old_parent, old_name))
-        src = await self._lookup(old_parent, old_name)
+        await self._settle(await self.resolver.resolve(old_parent, old_name))
+        src = await self.resolver.resolve(old_parent, old_name)
         if not valid_name(new_name) or "/" in new_name:
             raise FsError(errno.EINVAL)
         if src.kind is Kind.DIR:
@@ -956,8 +686,8 @@ class Filesystem:
     ) -> Inode | None:
         """What ``new_name`` is now, after checking that ``src`` may replace it."""
         try:
-            await self._settle(await self._lookup(new_parent, new_name))
-            dst = await self._lookup(new_parent, new_name)
+            await self._settle(await self.resolver.resolve(new_parent, new_name))
+            dst = await self.resolver.resolve(new_parent, new_name)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
