@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -139,6 +140,10 @@ class IoContext:
     @property
     def part_size(self) -> int:
         return self.opts.part_size
+
+    def check_writable(self) -> None:
+        if self.opts.read_only:
+            raise FsError(errno.EROFS, "mounted with --read-only")
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call in a worker thread, within its total deadline.

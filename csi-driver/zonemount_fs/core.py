@@ -31,18 +31,16 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
 import stat
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from time import monotonic as _now
 
 import trio
 
-from . import metrics, procinfo
 from .context import IoContext
 from .errors import FsError, StoreError
+from .handles import Handles
 from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
 from .journal import UploadJournal
 from .listing import Listing
@@ -59,10 +57,9 @@ from .meta import (
 )
 from .names import MAX_KEY_BYTES
 from .options import MountOptions
-from .prefetch import Reader
 from .shared_cache import SharedCache
 from .store.base import ObjectInfo, ObjectStore, list_all
-from .upload import AppendUpload, StreamingUpload, Writer, abort_once, retry_abort
+from .upload import abort_once, retry_abort
 
 __all__ = ["ROOT_INO", "Attr", "Filesystem", "Inode", "Kind"]  # the façade's vocabulary
 
@@ -71,20 +68,6 @@ log = logging.getLogger("zonemount.fs")
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
-
-
-@dataclass(eq=False)
-class FileHandle:
-    ino: int
-    key: str
-    reader: Reader | None = None
-    writer: Writer | None = None
-    direct: bool = False
-    # close() reached us (flush) but the upload was left for release (nothing written yet)
-    closed_pending: bool = False
-    # the process (thread, thread group) that opened it: how it ends decides commit/abort
-    pid: int = 0
-    tgid: int = 0
 
 
 class Filesystem:
@@ -106,16 +89,13 @@ class Filesystem:
         self.tree = InodeTable(options)
         self.inodes = self.tree.inodes
         self._fh_numbers = itertools.count(1)  # file and directory handles: one numbering
-        self.files: dict[int, FileHandle] = {}
         self.listing = Listing(ctx, self.tree, self._fh_numbers)
         self.dirs = self.listing.dirs
         self.resolver = Resolver(ctx, self.tree, self.listing)
+        self.handles = Handles(ctx, self.tree, self.resolver, self._fh_numbers)
+        self.files = self.handles.files
 
     # -- plumbing --------------------------------------------------------------------
-    def _check_writable(self) -> None:
-        if self.opts.read_only:
-            raise FsError(errno.EROFS, "mounted with --read-only")
-
     def inode(self, ino: int) -> Inode:
         return self.tree.inode(ino)
 
@@ -153,7 +133,7 @@ class Filesystem:
         self.listing.releasedir(fh)
 
     async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Attr:
-        self._check_writable()
+        self.ctx.check_writable()
         parent = self.tree.inode(parent_ino)
         try:
             await self.resolver.resolve(parent_ino, name)
@@ -176,7 +156,7 @@ class Filesystem:
         return self.tree.attr(node)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
-        self._check_writable()
+        self.ctx.check_writable()
         node = await self.resolver.resolve(parent_ino, name)
         parent = self.tree.inode(parent_ino)
         if node.kind is not Kind.DIR:
@@ -209,310 +189,43 @@ class Filesystem:
         self.tree.note_absent(parent, name)
 
     # -- files -------------------------------------------------------------------------
-    def _writer_for(self, node: Inode, *, existing_size: int, exists: bool) -> Writer:
-        """The writer of a file: appends with ``--incremental-upload``, else a new object."""
-        if self.opts.incremental_upload:
-            return self._appending(node, existing_size=existing_size, exists=exists)
-        return self._streaming(node)
-
-    def _streaming(self, node: Inode) -> StreamingUpload:
-        """A writer that makes a new object at the file's key (a new file, O_TRUNC)."""
-        return StreamingUpload(self.ctx, self.tree.key_of(node), self.tree.new_metadata(node))
-
-    def _appending(self, node: Inode, *, existing_size: int, exists: bool) -> AppendUpload:
-        """A writer that appends to the file's object (``--incremental-upload``)."""
-        return AppendUpload(
-            self.ctx, self.tree.key_of(node), existing_size, self.tree.new_metadata(node), exists
-        )
-
-    def _new_fh(self, handle: FileHandle) -> int:
-        fh = next(self._fh_numbers)
-        self.files[fh] = handle
-        node = self.inodes.get(handle.ino)
-        if node is not None:
-            node.open_handles += 1
-        return fh
-
     async def create(
         self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
     ) -> tuple[int, Attr]:
-        self._check_writable()
-        parent = self.tree.inode(parent_ino)
-        if parent.kind is not Kind.DIR:
-            raise FsError(errno.ENOTDIR)
-        if not valid_name(name) or "/" in name:
-            raise FsError(errno.EINVAL)
-        self.tree.check_key(parent, name)
-        existing = self.tree.child(parent, name)
-        if existing is not None and (existing.local or existing.writer or existing.expiry > _now()):
-            raise FsError(errno.EEXIST)
-        if existing is not None:
-            self.tree.detach(parent, existing)
-        node = self.tree.add_local(parent, name, Kind.FILE, mode, uid, gid)
-        self.tree.touch_dir(parent)
-        node.writer = self._writer_for(node, existing_size=0, exists=False)
-        node.lookups += 1
-        fh = self._new_fh(FileHandle(node.ino, self.tree.key_of(node), writer=node.writer))
-        return fh, self.tree.attr(node)
+        return await self.handles.create(parent_ino, name, mode, flags, uid, gid)
 
-    async def open(self, ino: int, flags: int) -> int:  # noqa: C901 - over the issue-15 limits; next to split
-        node = self.tree.inode(ino)
-        if node.kind is Kind.DIR:
-            raise FsError(errno.EISDIR)
-        if node.kind is Kind.SYMLINK:
-            raise FsError(errno.ELOOP)  # the kernel follows symlinks; never opened as such
-        accmode = flags & os.O_ACCMODE
-        direct = bool(flags & os.O_DIRECT)
-        wants_write = accmode in (os.O_WRONLY, os.O_RDWR)
-        if node.writer is not None:
-            await self._finish_closed_writer(node)
-            node = self.tree.inode(ino)
-        if node.writer is not None:
-            raise FsError(errno.EPERM, "file is being written; it can be opened after close")
-        if wants_write:
-            self._check_writable()
-            replace = bool(flags & os.O_TRUNC)
-            if not replace and await self._empty_for_writing(ino, flags):
-                # Nothing to keep: writing an empty file from offset 0 replaces it, exactly
-                # as with O_TRUNC (R-ERRNO-REFUSALS).
-                node = self.tree.inode(ino)
-                if node.writer is not None:  # another open won the race
-                    raise FsError(errno.EPERM, "file is being written; open it after close")
-                replace = True
-            if replace:
-                if not self.opts.allow_overwrite:
-                    raise FsError(errno.EPERM, "overwriting needs --allow-overwrite")
-                # truncate (with or without --incremental-upload): a fresh object
-                node.writer = self._streaming(node)
-                node.local = True
-                return self._new_fh(
-                    FileHandle(ino, self.tree.key_of(node), writer=node.writer, direct=direct)
-                )
-            if self.opts.incremental_upload and (flags & os.O_APPEND or accmode == os.O_WRONLY):
-                attr = await self.getattr(ino, revalidate=True)
-                node = self.tree.inode(ino)
-                node.writer = self._writer_for(node, existing_size=attr.size, exists=True)
-                node.local = True
-                return self._new_fh(FileHandle(ino, self.tree.key_of(node), writer=node.writer))
-            if accmode == os.O_WRONLY or flags & os.O_APPEND:
-                raise FsError(
-                    errno.EPERM,
-                    "existing files can only be replaced (O_TRUNC with --allow-overwrite)"
-                    + (
-                        " or appended with --incremental-upload"
-                        if self.opts.is_directory_bucket
-                        else ""
-                    ),
-                )
-            # O_RDWR without O_TRUNC: opened for reading; a write will fail with EBADF.
-        if direct or node.expiry <= _now():
-            await self.getattr(ino, revalidate=True)
-            node = self.tree.inode(ino)
-        reader = Reader(
-            self.ctx,
-            self.tree.key_of(node),
-            node.size,
-            node.etag or None,
-            None if direct else self.ctx.cache_for(node.size),
-        )
-        return self._new_fh(FileHandle(ino, self.tree.key_of(node), reader=reader, direct=direct))
-
-    async def _empty_for_writing(self, ino: int, flags: int) -> bool:
-        """Is this a write-only or append open, without O_TRUNC, of a file that is empty in
-        the bucket now (revalidated: a cached size could hide another client's data)?"""
-        if self.opts.incremental_upload or not (
-            flags & os.O_ACCMODE == os.O_WRONLY or flags & os.O_APPEND
-        ):
-            return False
-        if self.tree.inode(ino).size != 0:
-            return False
-        return (await self.getattr(ino, revalidate=True)).size == 0
+    async def open(self, ino: int, flags: int) -> int:
+        return await self.handles.open(ino, flags)
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
-        handle = self.files.get(fh)
-        if handle is None:
-            raise FsError(errno.EBADF)
-        if handle.reader is None:
-            raise FsError(errno.EBADF, "file is open for writing only")
-        return await handle.reader.read(offset, length)
+        return await self.handles.read(fh, offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
-        handle = self.files.get(fh)
-        if handle is None:
-            raise FsError(errno.EBADF)
-        if handle.writer is None:
-            raise FsError(
-                errno.EBADF, "file was opened for reading (open with O_TRUNC to replace it)"
-            )
-        writer = handle.writer
-        handle.closed_pending = False
-        async with writer.lock:  # a flush completing this file finishes first
-            if writer.resumable and offset == writer.size:
-                await self._resume(handle, writer)
-            return await writer.write(offset, data)
-
-    async def _resume(self, handle: FileHandle, writer: Writer) -> None:
-        """A write after a flush completed the object (see R-WRITE-FORKED-CLOSE).
-
-        Only the writer's own file qualifies: not renamed, replaced or deleted since."""
-        node = self.inodes.get(handle.ino)
-        if (
-            node is None
-            or node.detached
-            or node.writer is not None
-            or self.tree.key_of(node) != writer.key
-            or node.size != writer.size
-        ):
-            raise FsError(errno.EBADF, "file already closed for writing; reopen with O_TRUNC")
-        node.writer, node.local = writer, True
-        try:
-            await writer.resume(node.etag)
-        except BaseException:
-            node = self.inodes.get(handle.ino)
-            if node is not None and node.writer is writer:
-                node.writer, node.local = None, False
-            raise
+        return await self.handles.write(fh, offset, data)
 
     def set_opener(self, fh: int, pid: int) -> None:
         """Record the process that opened ``fh`` for writing (the FUSE request's pid)."""
-        handle = self.files.get(fh)
-        if handle is not None and handle.writer is not None and pid > 0:
-            handle.pid, handle.tgid = pid, procinfo.tgid_of(pid) or pid
-
-    async def _abandon(self, handle: FileHandle, writer: Writer, why: str) -> None:
-        """R-WRITE-KILLED-PUBLISHES-NOTHING: abort the upload; S3 keeps what it had (the old
-        object of an overwrite, or nothing) and the mount shows that."""
-        log.warning("upload of %r aborted: %s", writer.key, why)
-        metrics.UPLOADS_ABORTED.labels(reason="writer-killed").inc()
-        await writer.abort()
-        node = self.inodes.get(handle.ino)
-        if node is not None and node.writer is writer:
-            node.writer, node.local, node.expiry = None, False, 0.0
-            parent = self.inodes.get(node.parent)
-            if node.etag is None and parent is not None:  # a new file: it never existed
-                self.tree.detach(parent, node)
+        self.handles.set_opener(fh, pid)
 
     async def flush(self, fh: int, *, force: bool = False, at_release: bool = False) -> None:
-        """close(): complete the upload; the object is visible when close() returns.
+        """close(): complete the upload; the object is visible when close() returns."""
+        await self.handles.flush(fh, force=force, at_release=at_release)
 
-        A flush before anything was written is ignored: shells open a file, ``dup2`` the
-        descriptor and close the original before writing (``echo x > f``). Such a file is
-        completed at ``release`` (or ``fsync``) instead."""
-        handle = self.files.get(fh)
-        if handle is None or handle.writer is None:
-            return
-        writer = handle.writer
-        async with writer.lock:  # never while a write (or a resume) of this file is under way
-            if writer.finished:
-                return
-            killed = procinfo.killed_by(handle.pid, handle.tgid) if handle.pid else None
-            if killed:
-                await self._abandon(handle, writer, f"its writer was killed by signal {killed}")
-                return
-            if at_release and killed is None and handle.pid and writer.size:
-                # A normal close() always flushes first; bytes never flushed whose writer is
-                # gone mean the flush of a dying process was dropped (fatal signal pending).
-                await self._abandon(handle, writer, "its writer died before its close() flushed")
-                return
-            if not force and writer.size == 0:
-                handle.closed_pending = True
-                return
-            await self._complete(handle, writer)
-
-    async def _settle(self, node: Inode) -> None:
-        """Complete every file at or under ``node`` whose descriptors were all closed before
-        anything was written: to unlink and rename they are ordinary closed files, not
-        files being written (``EBUSY``), even before the kernel's release arrives."""
-        pending = [node]
-        while pending:
-            current = pending.pop()
-            if current.writer is not None:
-                await self._finish_closed_writer(current)
-            pending.extend(
-                c for i in list(current.children.values()) if (c := self.inodes.get(i)) is not None
-            )
-
-    async def _finish_closed_writer(self, node: Inode) -> None:
-        """Complete a file whose every descriptor was closed before anything was written
-        (``touch``, an empty ``write_bytes``): its upload waits for ``release``, which the
-        kernel sends after close() returned, so an open right after would race it. A write
-        through a descriptor that is in fact still in use (``dup2``) resumes the file."""
-        handles = [(fh, h) for fh, h in self.files.items() if h.writer is node.writer]
-        if handles and all(h.closed_pending for _, h in handles):
-            await self.flush(handles[0][0], force=True)
-
-    async def _complete(self, handle: FileHandle, writer: Writer) -> None:
-        node = self.inodes.get(handle.ino)
-        if node is not None and writer.sets_metadata:
-            writer.metadata = self.tree.new_metadata(node)
-        try:
-            info = await writer.complete()
-        except BaseException:
-            node = self.inodes.get(handle.ino)
-            if node is not None and node.writer is writer:
-                # Aborted: S3 keeps what it had (an old object, or nothing) and so does
-                # the mount (the next lookup asks S3).
-                node.writer, node.local, node.expiry = None, False, 0.0
-                parent = self.inodes.get(node.parent)
-                if node.etag is None and parent is not None:
-                    self.tree.detach(parent, node)
-            raise
-        finally:
-            node = self.inodes.get(handle.ino)
-            if node is not None and node.writer is writer:
-                node.writer = None
-                node.local = False
-                node.published_at = _now()  # before any await: see Listing._snapshot
-        if node is not None:
-            node.size = info.size if info.size >= 0 else writer.size
-            node.etag = info.etag
-            wanted = self.tree.new_metadata(node)  # includes setattr calls that raced with us
-            node.metadata = dict(info.metadata or {})
-            if writer.sets_metadata and wanted != node.metadata:
-                # chmod/utime raced with the completion: persist what the user asked for.
-                await self._store(self.store.copy, writer.key, writer.key, node.size, wanted)
-                node.metadata, node.etag = wanted, None
-            self.tree.memo.put(writer.key, node.etag, node.metadata)
-            node.expiry = _now() + self.opts.metadata_ttl
-            node.published_at = _now()
-            if not node.metadata.get(META_MTIME):
-                node.mtime = time.time()
-            self.tree.mark_remote_ancestors(node)
+    async def fsync(self, fh: int) -> None:
+        await self.handles.fsync(fh)
 
     async def release(self, fh: int) -> None:
-        handle = self.files.pop(fh, None)
-        if handle is None:
-            return
-        node = self.inodes.get(handle.ino)
-        try:
-            if handle.writer is not None and not handle.writer.finished:
-                self.files[fh] = handle
-                try:
-                    await self.flush(fh, force=True, at_release=True)
-                except FsError as exc:
-                    # close() has returned already (a file closed before any write): the
-                    # upload was aborted, nothing is visible, and the failure is reported
-                    # where an operator looks - an error in the log and a counter.
-                    log.error("upload of %r failed after close(): %s", handle.key, exc)
-                    metrics.UPLOADS_ABORTED.labels(reason="failed-at-release").inc()
-                finally:
-                    self.files.pop(fh, None)
-        finally:
-            if handle.reader is not None:
-                handle.reader.close()
-            if node is not None:
-                node.open_handles -= 1
-                self.tree.maybe_drop(node)
+        await self.handles.release(fh)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
-        self._check_writable()
+        self.ctx.check_writable()
         if not self.opts.allow_delete:
             raise FsError(errno.EPERM, "deleting needs --allow-delete")
         node = await self.resolver.resolve(parent_ino, name)
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
         if node.writer is not None:
-            await self._finish_closed_writer(node)
+            await self.handles.finish_closed_writer(node)
             node = await self.resolver.resolve(parent_ino, name)
         if node.writer is not None:
             raise FsError(errno.EBUSY, "file is being written")
@@ -527,7 +240,7 @@ class Filesystem:
     async def symlink(self, parent_ino: int, name: str, target: bytes, uid: int, gid: int) -> Attr:
         """A symlink as s3fs-fuse stores one: the object's body is the target, its
         ``x-amz-meta-mode`` is S_IFLNK|0777, with owner and times (docs/SEMANTICS.md)."""
-        self._check_writable()
+        self.ctx.check_writable()
         try:
             await self.resolver.resolve(parent_ino, name)
         except FsError as exc:
@@ -590,7 +303,7 @@ class Filesystem:
         mtime: float | None = None,
         atime: float | None = None,
     ) -> Attr:
-        self._check_writable()
+        self.ctx.check_writable()
         node = self.tree.inode(ino)
         if size is not None and node.kind is Kind.FILE:
             current = node.writer.size if node.writer is not None else node.size
@@ -661,10 +374,10 @@ class Filesystem:
         """rename(2): check, move the data (one object, or every object under a directory's
         prefix), then re-link the tree. Steps in that order; each re-reads what it needs
         after its awaits."""
-        self._check_writable()
+        self.ctx.check_writable()
         if flags & RENAME_EXCHANGE:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
-        await self._settle(await self.resolver.resolve(old_parent, old_name))
+        await self.handles.settle(await self.resolver.resolve(old_parent, old_name))
         src = await self.resolver.resolve(old_parent, old_name)
         if not valid_name(new_name) or "/" in new_name:
             raise FsError(errno.EINVAL)
@@ -686,7 +399,7 @@ class Filesystem:
     ) -> Inode | None:
         """What ``new_name`` is now, after checking that ``src`` may replace it."""
         try:
-            await self._settle(await self.resolver.resolve(new_parent, new_name))
+            await self.handles.settle(await self.resolver.resolve(new_parent, new_name))
             dst = await self.resolver.resolve(new_parent, new_name)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
@@ -862,13 +575,7 @@ class Filesystem:
         if errors:
             raise errors[0]
 
-    # -- misc --------------------------------------------------------------------------
-    async def fsync(self, fh: int) -> None:
-        await self.flush(fh, force=True)
-        handle = self.files.get(fh)
-        if handle is not None and handle.writer is not None:
-            handle.writer.seal()  # R-WRITE-FSYNC: no writes after fsync
-
+    # -- mount -------------------------------------------------------------------------
     async def sweep_orphans(self, orphans: Mapping[str, str]) -> None:
         """Abort the multipart uploads that a dead FUSE server of this prefix on this host
         left behind (proved by its journal: see :mod:`.journal`), retrying failures."""
@@ -880,8 +587,4 @@ class Filesystem:
     async def shutdown(self) -> None:
         """Abort uploads of files still open (nothing partial becomes visible); drop the cache."""
         await self.ctx.close_caches()
-        for handle in list(self.files.values()):
-            if handle.writer is not None and not handle.writer.finished:
-                await handle.writer.abort()
-            if handle.reader is not None:
-                handle.reader.close()
+        await self.handles.close_all()
