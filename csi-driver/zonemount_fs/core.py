@@ -39,9 +39,9 @@ from time import monotonic as _now
 import trio
 
 from .context import IoContext
-from .errors import FsError, StoreError
+from .errors import FsError
 from .handles import Handles
-from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
+from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
 from .journal import UploadJournal
 from .listing import Listing
 from .lookup import Resolver
@@ -55,19 +55,15 @@ from .meta import (
     SYMLINK_MODE,
     meta_time,
 )
-from .names import MAX_KEY_BYTES
 from .options import MountOptions
+from .rename import Renamer
 from .shared_cache import SharedCache
-from .store.base import ObjectInfo, ObjectStore, list_all
+from .store.base import ObjectInfo, ObjectStore
 from .upload import abort_once, retry_abort
 
 __all__ = ["ROOT_INO", "Attr", "Filesystem", "Inode", "Kind"]  # the façade's vocabulary
 
 log = logging.getLogger("zonemount.fs")
-
-# Renames of directories copy this many objects at once.
-RENAME_CONCURRENCY = 16
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 
 
 class Filesystem:
@@ -94,6 +90,7 @@ class Filesystem:
         self.resolver = Resolver(ctx, self.tree, self.listing)
         self.handles = Handles(ctx, self.tree, self.resolver, self._fh_numbers)
         self.files = self.handles.files
+        self.renamer = Renamer(ctx, self.tree, self.resolver, self.handles)
 
     # -- plumbing --------------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
@@ -371,209 +368,8 @@ class Filesystem:
     async def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
     ) -> None:
-        """rename(2): check, move the data (one object, or every object under a directory's
-        prefix), then re-link the tree. Steps in that order; each re-reads what it needs
-        after its awaits."""
-        self.ctx.check_writable()
-        if flags & RENAME_EXCHANGE:
-            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
-        await self.handles.settle(await self.resolver.resolve(old_parent, old_name))
-        src = await self.resolver.resolve(old_parent, old_name)
-        if not valid_name(new_name) or "/" in new_name:
-            raise FsError(errno.EINVAL)
-        if src.kind is Kind.DIR:
-            self.tree.check_key(self.tree.inode(new_parent), new_name, "/", self.tree.deepest(src))
-        else:
-            self.tree.check_key(self.tree.inode(new_parent), new_name)
-        dst = await self._rename_target(src, new_parent, new_name, flags)
-        if dst is src:
-            return
-        self._check_not_into_itself(src, new_parent)
-        if self._busy(src):
-            raise FsError(errno.EBUSY, "a file under the source is being written")
-        await self._rename_data(src, new_parent, new_name)
-        await self._relink(src, dst, old_parent, old_name, new_parent, new_name)
-
-    async def _rename_target(
-        self, src: Inode, new_parent: int, new_name: str, flags: int
-    ) -> Inode | None:
-        """What ``new_name`` is now, after checking that ``src`` may replace it."""
-        try:
-            await self.handles.settle(await self.resolver.resolve(new_parent, new_name))
-            dst = await self.resolver.resolve(new_parent, new_name)
-        except FsError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            return None
-        if dst is src:
-            return dst
-        if flags & RENAME_NOREPLACE:
-            raise FsError(errno.EEXIST)
-        if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
-            raise FsError(errno.EISDIR)
-        if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
-            raise FsError(errno.ENOTDIR)
-        if dst.kind is not Kind.DIR and not self.opts.allow_overwrite:
-            raise FsError(errno.EPERM, "replacing a file by rename needs --allow-overwrite")
-        if dst.kind is Kind.DIR:
-            await self._require_empty(dst)
-        if dst.writer is not None:
-            raise FsError(errno.EBUSY)
-        return dst
-
-    def _check_not_into_itself(self, src: Inode, new_parent: int) -> None:
-        """Moving a directory into its own subtree is impossible."""
-        probe = self.tree.inode(new_parent)
-        while True:
-            if probe.ino == src.ino:
-                raise FsError(errno.EINVAL, "cannot move a directory into itself")
-            if probe.ino == ROOT_INO:
-                return
-            probe = self.tree.inode(probe.parent)
-
-    async def _rename_data(self, src: Inode, new_parent: int, new_name: str) -> None:
-        """Move the objects: one for a file or symlink, every one under a remote directory's
-        prefix (a local directory has none)."""
-        if src.kind is not Kind.DIR:
-            src_key, dst_key = self.tree.key_of(src), self._target_key(new_parent, new_name)
-            await self._move_object(src_key, dst_key, src.size)
-            memo = self.tree.memo.pop(src_key)
-            if memo is not None:
-                self.tree.memo.put(dst_key, memo[0], memo[1])
-        elif not src.local:
-            await self._move_prefix(
-                self.tree.dir_prefix(src), self._target_key(new_parent, new_name) + "/"
-            )
-
-    async def _relink(
-        self,
-        src: Inode,
-        dst: Inode | None,
-        old_parent: int,
-        old_name: str,
-        new_parent: int,
-        new_name: str,
-    ) -> None:
-        """Re-link ``src`` under its new name (both parents re-read after the data moved)."""
-        old_p, new_p = self.tree.inode(old_parent), self.tree.inode(new_parent)
-        if dst is not None:
-            if dst.kind is Kind.DIR and not dst.local:
-                marker = self.tree.dir_prefix(dst)
-                await self._store(self.store.delete, marker)
-            self.tree.detach(new_p, dst)
-        if old_p.children.get(old_name) == src.ino:
-            del old_p.children[old_name]
-        old_p.emptied = True  # R-DIR-EMPTIED-STAYS
-        displaced = self.tree.child(new_p, new_name)
-        if displaced is not None and displaced is not src:
-            self.tree.detach(new_p, displaced)
-        src.parent, src.name = new_p.ino, new_name
-        new_p.children[new_name] = src.ino
-        new_p.negative.pop(new_name, None)
-        self.tree.note_absent(old_p, old_name)
-        if not src.local:
-            src.expiry = _now() + self.opts.metadata_ttl
-            self.tree.mark_remote_ancestors(src)
-        src.ctime = time.time()
-        src.published_at = _now()
-        self.tree.touch_dir(old_p)
-        self.tree.touch_dir(new_p)
-
-    def _target_key(self, parent_ino: int, name: str) -> str:
-        parent = self.tree.inode(parent_ino)
-        return self.tree.dir_prefix(parent) + name
-
-    def _busy(self, node: Inode) -> bool:
-        if node.writer is not None:
-            return True
-        return any(
-            (c := self.inodes.get(i)) is not None and self._busy(c) for i in node.children.values()
-        )
-
-    async def _require_empty(self, node: Inode) -> None:
-        if any(
-            (c := self.inodes.get(i)) is not None and (c.local or c.writer is not None)
-            for i in node.children.values()
-        ):
-            raise FsError(errno.ENOTEMPTY)
-        if node.local:
-            return
-        prefix = self.tree.dir_prefix(node)
-        page = await self._store(self.store.list_page, prefix, "/", None, 2)
-        if [o for o in page.objects if o.key != prefix] or page.prefixes:
-            raise FsError(errno.ENOTEMPTY)
-
-    async def _move_object(self, src: str, dst: str, size: int) -> None:
-        """Rename one object: RenameObject where the bucket has it, else copy then delete.
-
-        The source is deleted only after the copy succeeded, so a crash in between leaves
-        both names (never neither)."""
-        if self.store.is_directory_bucket:
-            try:
-                await self.run(self.store.rename, src, dst)
-                return
-            except StoreError as exc:
-                if exc.errno != errno.ENOTSUP:
-                    raise FsError(exc.errno, str(exc)) from None
-        await self._store(self.store.copy, src, dst, size)
-        await self._store(self.store.delete, src)
-
-    async def _move_prefix(self, src_prefix: str, dst_prefix: str) -> None:  # noqa: C901 - over the issue-15 limits; next to split
-        page = await self._store(list_all, self.store, src_prefix, None)
-        objects = page.objects
-        growth = len(dst_prefix.encode()) - len(src_prefix.encode())
-        longest = max((len(info.key.encode()) for info in objects), default=0) + growth
-        if longest > MAX_KEY_BYTES:
-            raise FsError(
-                errno.ENAMETOOLONG,
-                f"a key under the renamed directory would be {longest} bytes; "
-                f"S3 allows {MAX_KEY_BYTES}",
-            )
-        errors: list[FsError] = []
-        limit = trio.Semaphore(RENAME_CONCURRENCY)
-
-        copied: list[str] = []
-
-        async def copy_one(info: ObjectInfo) -> None:
-            async with limit:
-                if errors:
-                    return
-                try:
-                    target = dst_prefix + info.key[len(src_prefix) :]
-                    if self.store.is_directory_bucket:
-                        await self._move_object(info.key, target, info.size)
-                    else:
-                        await self._store(self.store.copy, info.key, target, info.size)
-                        copied.append(target)
-                except FsError as exc:
-                    errors.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for info in objects:
-                nursery.start_soon(copy_one, info)
-        if errors:
-            # Undo the partial copy (best effort); the sources were never touched.
-            for target in copied:
-                try:
-                    await self.run(self.store.delete, target)
-                except StoreError as exc:
-                    log.warning("rename rollback: could not delete %r: %s", target, exc)
-            raise errors[0]
-        if self.store.is_directory_bucket:
-            return
-
-        async def delete_one(info: ObjectInfo) -> None:
-            async with limit:
-                try:
-                    await self._store(self.store.delete, info.key)
-                except FsError as exc:
-                    errors.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for info in objects:
-                nursery.start_soon(delete_one, info)
-        if errors:
-            raise errors[0]
+        """rename(2): see :mod:`.rename`."""
+        await self.renamer.rename(old_parent, old_name, new_parent, new_name, flags)
 
     # -- mount -------------------------------------------------------------------------
     async def sweep_orphans(self, orphans: Mapping[str, str]) -> None:

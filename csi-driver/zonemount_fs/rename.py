@@ -1,0 +1,303 @@
+"""rename(2): check, move the data, re-link the tree - in that order.
+
+Owns the rename of a file, symlink or directory (R-RENAME-* in docs/SEMANTICS.md):
+
+1. **Check** (:meth:`Renamer.rename`, :meth:`Renamer._target`): the source and the target as
+   they are now (files closed before any write are completed first, see
+   :meth:`~.handles.Handles.settle`), the replace rules (RENAME_NOREPLACE, EISDIR/ENOTDIR,
+   ``--allow-overwrite``, an empty target directory), key lengths, not into itself, and
+   nothing under the source being written (EBUSY).
+2. **Move the data**: one object (RenameObject on a directory bucket where the service has
+   it, else copy then delete), or every object under a remote directory's prefix (at most
+   :data:`RENAME_CONCURRENCY` at once; a local directory has none). Sources are deleted only
+   after every copy succeeded, so a failure or crash leaves both names, never neither; a
+   failed copy phase deletes what it copied (best effort).
+3. **Re-link** the inode under its new name; its subtree's keys follow (keys are computed
+   from the parent chain). The old parent is marked emptied (R-DIR-EMPTIED-STAYS) and the
+   old name remembered absent.
+
+Not atomic on general-purpose buckets: between copy and delete both names exist.
+
+Concurrency: one trio thread; each step re-reads the parents it needs (by number) after its
+awaits. The kernel serializes renames with other operations on the same names, but not
+with everything (see the notes in :meth:`Renamer.rename`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from time import monotonic as _now
+
+import trio
+
+from .context import IoContext
+from .errors import FsError, StoreError
+from .handles import Handles
+from .inodes import ROOT_INO, Inode, InodeTable, Kind, valid_name
+from .lookup import Resolver
+from .names import MAX_KEY_BYTES
+from .store.base import ObjectInfo, list_all
+
+log = logging.getLogger("zonemount.fs")
+
+# Renames of directories copy this many objects at once.
+RENAME_CONCURRENCY = 16
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
+
+
+class Renamer:
+    """rename over the inode table, the resolver and the open files of one mount."""
+
+    def __init__(
+        self, ctx: IoContext, tree: InodeTable, resolver: Resolver, handles: Handles
+    ) -> None:
+        self.ctx = ctx
+        self.tree = tree
+        self.resolver = resolver
+        self.handles = handles
+
+    async def rename(
+        self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
+    ) -> None:
+        """rename(2): check, move the data (one object, or every object under a directory's
+        prefix), then re-link the tree. Steps in that order; each re-reads what it needs
+        after its awaits.
+
+        A file created under a directory while its objects are being moved is not seen by
+        the EBUSY check (done before the move): it moves with the tree but its upload keeps
+        the key it was opened with."""
+        self.ctx.check_writable()
+        if flags & RENAME_EXCHANGE:
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        await self.handles.settle(await self.resolver.resolve(old_parent, old_name))
+        src = await self.resolver.resolve(old_parent, old_name)
+        if not valid_name(new_name) or "/" in new_name:
+            raise FsError(errno.EINVAL)
+        below = self.tree.deepest(src) if src.kind is Kind.DIR else 0
+        suffix = "/" if src.kind is Kind.DIR else ""
+        self.tree.check_key(self.tree.inode(new_parent), new_name, suffix, below)
+        dst = await self._target(src, new_parent, new_name, flags)
+        if dst is src:
+            return
+        self._check_not_into_itself(src, new_parent)
+        if self._busy(src):
+            raise FsError(errno.EBUSY, "a file under the source is being written")
+        await self._move_data(src, new_parent, new_name)
+        await self._relink(src, dst, old_parent, old_name, new_parent, new_name)
+
+    # -- 1. check ------------------------------------------------------------------------
+    async def _target(self, src: Inode, new_parent: int, new_name: str, flags: int) -> Inode | None:
+        """What ``new_name`` is now, after checking that ``src`` may replace it."""
+        try:
+            await self.handles.settle(await self.resolver.resolve(new_parent, new_name))
+            dst = await self.resolver.resolve(new_parent, new_name)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return None
+        if dst is src:
+            return dst
+        if flags & RENAME_NOREPLACE:
+            raise FsError(errno.EEXIST)
+        if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
+            raise FsError(errno.EISDIR)
+        if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if dst.kind is not Kind.DIR and not self.ctx.opts.allow_overwrite:
+            raise FsError(errno.EPERM, "replacing a file by rename needs --allow-overwrite")
+        if dst.kind is Kind.DIR:
+            await self._require_empty(dst)
+        if dst.writer is not None:
+            raise FsError(errno.EBUSY)
+        return dst
+
+    def _check_not_into_itself(self, src: Inode, new_parent: int) -> None:
+        """Moving a directory into its own subtree is impossible."""
+        probe = self.tree.inode(new_parent)
+        while True:
+            if probe.ino == src.ino:
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            if probe.ino == ROOT_INO:
+                return
+            probe = self.tree.inode(probe.parent)
+
+    def _busy(self, node: Inode) -> bool:
+        """Is ``node``, or anything under it, being written?"""
+        if node.writer is not None:
+            return True
+        return any(
+            (c := self.tree.inodes.get(i)) is not None and self._busy(c)
+            for i in node.children.values()
+        )
+
+    async def _require_empty(self, node: Inode) -> None:
+        """ENOTEMPTY unless directory ``node`` holds nothing, locally or in S3 (but its
+        own marker object)."""
+        if any(
+            (c := self.tree.inodes.get(i)) is not None and (c.local or c.writer is not None)
+            for i in node.children.values()
+        ):
+            raise FsError(errno.ENOTEMPTY)
+        if node.local:
+            return
+        prefix = self.tree.dir_prefix(node)
+        page = await self.ctx.call(self.ctx.store.list_page, prefix, "/", None, 2)
+        if [o for o in page.objects if o.key != prefix] or page.prefixes:
+            raise FsError(errno.ENOTEMPTY)
+
+    # -- 2. move the data ----------------------------------------------------------------
+    async def _move_data(self, src: Inode, new_parent: int, new_name: str) -> None:
+        """Move the objects: one for a file or symlink, every one under a remote directory's
+        prefix (a local directory has none)."""
+        if src.kind is Kind.DIR and src.local:
+            return
+        target = self.tree.dir_prefix(self.tree.inode(new_parent)) + new_name
+        if src.kind is Kind.DIR:
+            await self._move_prefix(self.tree.dir_prefix(src), target + "/")
+            return
+        src_key = self.tree.key_of(src)
+        await self._move_object(src_key, target, src.size)
+        memo = self.tree.memo.pop(src_key)
+        if memo is not None:
+            self.tree.memo.put(target, memo[0], memo[1])
+
+    async def _move_object(self, src: str, dst: str, size: int) -> None:
+        """Rename one object: RenameObject where the bucket has it, else copy then delete.
+
+        The source is deleted only after the copy succeeded, so a crash in between leaves
+        both names (never neither)."""
+        store = self.ctx.store
+        if store.is_directory_bucket:
+            try:
+                await self.ctx.run(store.rename, src, dst)
+                return
+            except StoreError as exc:
+                if exc.errno != errno.ENOTSUP:
+                    raise FsError(exc.errno, str(exc)) from None
+        await self.ctx.call(store.copy, src, dst, size)
+        await self.ctx.call(store.delete, src)
+
+    async def _move_prefix(self, src_prefix: str, dst_prefix: str) -> None:
+        """Move every object under ``src_prefix`` to ``dst_prefix``: all copies first (each
+        a rename on a directory bucket), then all deletes."""
+        page = await self.ctx.call(list_all, self.ctx.store, src_prefix, None)
+        objects = page.objects
+        _check_growth(objects, src_prefix, dst_prefix)
+        copied, errors = await self._copy_all(objects, src_prefix, dst_prefix)
+        if errors:
+            await self._roll_back(copied)
+            raise errors[0]
+        if self.ctx.store.is_directory_bucket:
+            return  # renamed, nothing left to delete
+        errors = await self._delete_all(objects)
+        if errors:
+            raise errors[0]
+
+    async def _copy_all(
+        self, objects: list[ObjectInfo], src_prefix: str, dst_prefix: str
+    ) -> tuple[list[str], list[FsError]]:
+        """Copy (or, on a directory bucket, rename) each object; after the first failure
+        no new one starts. The keys copied, and the errors."""
+        store = self.ctx.store
+        copied: list[str] = []
+        errors: list[FsError] = []
+
+        async def copy_one(info: ObjectInfo) -> None:
+            if errors:
+                return
+            try:
+                target = dst_prefix + info.key[len(src_prefix) :]
+                if store.is_directory_bucket:
+                    await self._move_object(info.key, target, info.size)
+                else:
+                    await self.ctx.call(store.copy, info.key, target, info.size)
+                    copied.append(target)
+            except FsError as exc:
+                errors.append(exc)
+
+        await _each(objects, copy_one)
+        return copied, errors
+
+    async def _roll_back(self, copied: list[str]) -> None:
+        """Undo a partial copy (best effort); the sources were never touched."""
+        for target in copied:
+            try:
+                await self.ctx.run(self.ctx.store.delete, target)
+            except StoreError as exc:
+                log.warning("rename rollback: could not delete %r: %s", target, exc)
+
+    async def _delete_all(self, objects: list[ObjectInfo]) -> list[FsError]:
+        """Delete every source object (all were copied); the errors."""
+        errors: list[FsError] = []
+
+        async def delete_one(info: ObjectInfo) -> None:
+            try:
+                await self.ctx.call(self.ctx.store.delete, info.key)
+            except FsError as exc:
+                errors.append(exc)
+
+        await _each(objects, delete_one)
+        return errors
+
+    # -- 3. re-link ----------------------------------------------------------------------
+    async def _relink(
+        self,
+        src: Inode,
+        dst: Inode | None,
+        old_parent: int,
+        old_name: str,
+        new_parent: int,
+        new_name: str,
+    ) -> None:
+        """Re-link ``src`` under its new name (both parents re-read after the data moved)."""
+        old_p, new_p = self.tree.inode(old_parent), self.tree.inode(new_parent)
+        if dst is not None:
+            if dst.kind is Kind.DIR and not dst.local:
+                marker = self.tree.dir_prefix(dst)
+                await self.ctx.call(self.ctx.store.delete, marker)
+            self.tree.detach(new_p, dst)
+        if old_p.children.get(old_name) == src.ino:
+            del old_p.children[old_name]
+        old_p.emptied = True  # R-DIR-EMPTIED-STAYS
+        displaced = self.tree.child(new_p, new_name)
+        if displaced is not None and displaced is not src:
+            self.tree.detach(new_p, displaced)
+        src.parent, src.name = new_p.ino, new_name
+        new_p.children[new_name] = src.ino
+        new_p.negative.pop(new_name, None)
+        self.tree.note_absent(old_p, old_name)
+        if not src.local:
+            src.expiry = _now() + self.ctx.opts.metadata_ttl
+            self.tree.mark_remote_ancestors(src)
+        src.ctime = time.time()
+        src.published_at = _now()
+        self.tree.touch_dir(old_p)
+        self.tree.touch_dir(new_p)
+
+
+def _check_growth(objects: list[ObjectInfo], src_prefix: str, dst_prefix: str) -> None:
+    """ENAMETOOLONG when a key under the renamed directory would outgrow S3's limit."""
+    growth = len(dst_prefix.encode()) - len(src_prefix.encode())
+    longest = max((len(info.key.encode()) for info in objects), default=0) + growth
+    if longest > MAX_KEY_BYTES:
+        raise FsError(
+            errno.ENAMETOOLONG,
+            f"a key under the renamed directory would be {longest} bytes; "
+            f"S3 allows {MAX_KEY_BYTES}",
+        )
+
+
+async def _each(items: Iterable[ObjectInfo], fn: Callable[[ObjectInfo], Awaitable[None]]) -> None:
+    """Run ``fn`` on every item, at most :data:`RENAME_CONCURRENCY` at once."""
+    limit = trio.Semaphore(RENAME_CONCURRENCY)
+
+    async def one(item: ObjectInfo) -> None:
+        async with limit:
+            await fn(item)
+
+    async with trio.open_nursery() as nursery:
+        for item in items:
+            nursery.start_soon(one, item)
