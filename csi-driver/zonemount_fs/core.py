@@ -4,24 +4,39 @@ The FUSE adapter (:mod:`.fuse_adapter`) translates pyfuse3 calls into calls on
 :class:`Filesystem` and :class:`Attr` back into ``EntryAttributes``; tests drive this class
 directly with the in-memory store and, through real mounts, with a real S3 server.
 
-Model (after Mountpoint, see docs/SEMANTICS.md):
+:class:`Filesystem` is the façade: it builds one mount's parts and keeps the operations that
+need several of them. The parts (after Mountpoint's superblock/inode/negative-cache/readdir/
+handles split; semantics in docs/SEMANTICS.md), each owning its state and stating its
+invariants:
 
-* The inode table is explicit. An inode is a (parent, name) in the tree; its key is computed
-  from the parent chain, so renaming a directory re-keys its whole subtree at once. Lookup
-  counts follow the kernel (``lookup``/``create``/``mkdir``/``readdir`` add, ``forget``
-  subtracts); an inode is dropped when its count is zero and nothing local depends on it.
+=====================  ==================================================================
+:mod:`.context`        the per-mount I/O context: store, options, limiters and deadlines,
+                       caches, journal, health
+:mod:`.inodes`         the inode table: tree, lookup counts, install/detach/drop, negative
+                       knowledge; :mod:`.meta` the s3fs metadata vocabulary and its memo
+:mod:`.listing`        directory handles, readdir snapshots, what a LIST page showed
+:mod:`.lookup`         lookup and getattr: when and how to ask S3
+:mod:`.handles`        open files and the write lifecycle (create/open/write/flush/release)
+:mod:`.rename`         rename: check, move the data, re-link
+:mod:`.prefetch`       the read path of one open file; :mod:`.upload` its write path
+=====================  ==================================================================
+
+This module keeps mkdir/rmdir/unlink, symlink/readlink and setattr (chmod, chown, utime,
+truncate), and the mount's start and end (sweeping orphaned uploads, shutdown).
+
+Model:
+
 * Remote state is authoritative except for *local* inodes: directories made by ``mkdir``
-  that hold no object yet, and files being written. Remote attributes are cached until
-  ``expiry`` (``--metadata-ttl``); "no such name" is cached per directory
-  (``--negative-metadata-ttl``).
+  that hold no object yet, and files being written.
 * A directory shadows a file of the same name. Keys whose names are empty, ``.``/``..``
   or contain NUL are not shown.
 
 Concurrency: everything runs on one trio thread; code between two ``await`` points is
 atomic. Store calls run in worker threads through the mount's :class:`~.context.IoContext`
-(its limiters and deadlines).
-After every ``await`` that talks to S3, tree state is re-read (another task may have
-changed it) before it is modified.
+(its limiters and deadlines). After every ``await`` that talks to S3, tree state is re-read
+(another task may have changed it) before it is modified. The parts share state only
+through the objects handed to them here (the context, the inode table, one handle
+numbering).
 
 Errors: operations raise :class:`FsError`; store errors are translated with their errno.
 """
@@ -67,7 +82,7 @@ log = logging.getLogger("zonemount.fs")
 
 
 class Filesystem:
-    """Filesystem operations; one instance per mount."""
+    """Filesystem operations; one instance per mount (the façade over its parts)."""
 
     def __init__(
         self,
@@ -92,7 +107,7 @@ class Filesystem:
         self.files = self.handles.files
         self.renamer = Renamer(ctx, self.tree, self.resolver, self.handles)
 
-    # -- plumbing --------------------------------------------------------------------
+    # -- the inode table -------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
         return self.tree.inode(ino)
 
@@ -289,7 +304,7 @@ class Filesystem:
         return node.target
 
     # -- setattr -----------------------------------------------------------------------
-    async def setattr(  # noqa: C901, PLR0912 - over the issue-15 limits; next to split
+    async def setattr(
         self,
         ino: int,
         *,
@@ -300,27 +315,57 @@ class Filesystem:
         mtime: float | None = None,
         atime: float | None = None,
     ) -> Attr:
+        """truncate (to 0 only), chmod, chown, utime. Mode, owner and mtime of a file that
+        exists in S3 are persisted as its metadata (s3fs-compatible); of a file being
+        written they go with its upload; a directory keeps them in the mount."""
         self.ctx.check_writable()
         node = self.tree.inode(ino)
         if size is not None and node.kind is Kind.FILE:
-            current = node.writer.size if node.writer is not None else node.size
-            if size != current:
-                if size > current:  # Linux truncate(2): the file system cannot extend files
-                    raise FsError(errno.EPERM, "files cannot be extended (only truncated to 0)")
-                if size != 0:  # POSIX ftruncate: not a file on which this is possible
-                    raise FsError(errno.EINVAL, "only truncation to 0 is supported")
-                if node.writer is not None:
-                    raise FsError(errno.EINVAL, "cannot truncate a file while it is written")
-                if not self.opts.allow_overwrite:
-                    raise FsError(errno.EPERM, "truncating needs --allow-overwrite")
-                meta = dict(node.metadata)
-                now = time.time()
-                if META_MTIME in meta:
-                    meta[META_MTIME] = meta_time(now)
-                info = await self._store(self.store.put, self.tree.key_of(node), b"", meta)
-                node = self.tree.inode(ino)
-                node.size, node.etag, node.metadata = 0, info.etag, meta
-                node.mtime = node.ctime = now  # a truncation is a write
+            node = await self._truncate(ino, node, size)
+        changed = self._change(node, mode=mode, uid=uid, gid=gid, mtime=mtime)
+        if atime is not None:
+            node.atime = atime
+        node.ctime = time.time()
+        if changed and node.kind is not Kind.DIR and node.writer is None and not node.local:
+            node = await self._persist_metadata(ino, node)
+        elif changed and node.writer is not None:
+            node.writer.metadata = self.tree.new_metadata(node)
+        return self.tree.attr(node)
+
+    async def _truncate(self, ino: int, node: Inode, size: int) -> Inode:
+        """Truncate a file to ``size``: only to 0 (an empty object replaces it), never
+        while it is written; the inode (re-read when the object was replaced)."""
+        current = node.writer.size if node.writer is not None else node.size
+        if size == current:
+            return node
+        if size > current:  # Linux truncate(2): the file system cannot extend files
+            raise FsError(errno.EPERM, "files cannot be extended (only truncated to 0)")
+        if size != 0:  # POSIX ftruncate: not a file on which this is possible
+            raise FsError(errno.EINVAL, "only truncation to 0 is supported")
+        if node.writer is not None:
+            raise FsError(errno.EINVAL, "cannot truncate a file while it is written")
+        if not self.opts.allow_overwrite:
+            raise FsError(errno.EPERM, "truncating needs --allow-overwrite")
+        meta = dict(node.metadata)
+        now = time.time()
+        if META_MTIME in meta:
+            meta[META_MTIME] = meta_time(now)
+        info = await self._store(self.store.put, self.tree.key_of(node), b"", meta)
+        node = self.tree.inode(ino)
+        node.size, node.etag, node.metadata = 0, info.etag, meta
+        node.mtime = node.ctime = now  # a truncation is a write
+        return node
+
+    def _change(
+        self,
+        node: Inode,
+        *,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        mtime: float | None,
+    ) -> bool:
+        """Apply chmod/chown/utime(mtime) to the inode; True when anything changed."""
         changed = False
         if mode is not None and stat.S_IMODE(mode) != self.tree.attr(node).mode & 0o7777:
             node.perm = stat.S_IMODE(mode)
@@ -335,34 +380,32 @@ class Filesystem:
             node.mtime = mtime
             node.metadata[META_MTIME] = meta_time(mtime)
             changed = True
-        if atime is not None:
-            node.atime = atime
-        node.ctime = time.time()
-        if changed and node.kind is not Kind.DIR and node.writer is None and not node.local:
-            # Persist as object metadata (a server-side copy onto itself).
-            key = self.tree.key_of(node)
-            known: Mapping[str, str] = node.metadata
-            memo = self.tree.memo.get(key)
-            if node.etag is not None and (memo is None or memo[0] not in (None, node.etag)):
-                # known from a listing only (no user metadata): the copy replaces metadata,
-                # so read what there is first rather than drop it
-                known = (await self._store(self.store.head, key)).metadata or {}
-                node = self.tree.inode(ino)
-            meta = {
-                k: v for k, v in known.items() if k not in (META_MODE, META_UID, META_GID)
-            } | self.tree.new_metadata(node)
-            # the copy gets a new LastModified: keep the file's mtime (chmod is no write)
-            meta.setdefault(META_MTIME, meta_time(node.mtime))
-            meta[META_CTIME] = meta_time(node.ctime)
-            await self._store(self.store.copy, key, key, node.size, meta)
+        return changed
+
+    async def _persist_metadata(self, ino: int, node: Inode) -> Inode:
+        """Write the inode's mode/owner/times as its object's metadata (a server-side copy
+        onto itself), keeping the user metadata it had; the inode, re-read."""
+        key = self.tree.key_of(node)
+        known: Mapping[str, str] = node.metadata
+        memo = self.tree.memo.get(key)
+        if node.etag is not None and (memo is None or memo[0] not in (None, node.etag)):
+            # known from a listing only (no user metadata): the copy replaces metadata,
+            # so read what there is first rather than drop it
+            known = (await self._store(self.store.head, key)).metadata or {}
             node = self.tree.inode(ino)
-            node.metadata = meta
-            node.etag = None  # unknown after copy; the next lookup refreshes it
-            node.expiry = 0.0
-            self.tree.memo.put(self.tree.key_of(node), None, meta)
-        elif changed and node.writer is not None:
-            node.writer.metadata = self.tree.new_metadata(node)
-        return self.tree.attr(node)
+        meta = {
+            k: v for k, v in known.items() if k not in (META_MODE, META_UID, META_GID)
+        } | self.tree.new_metadata(node)
+        # the copy gets a new LastModified: keep the file's mtime (chmod is no write)
+        meta.setdefault(META_MTIME, meta_time(node.mtime))
+        meta[META_CTIME] = meta_time(node.ctime)
+        await self._store(self.store.copy, key, key, node.size, meta)
+        node = self.tree.inode(ino)
+        node.metadata = meta
+        node.etag = None  # unknown after copy; the next lookup refreshes it
+        node.expiry = 0.0
+        self.tree.memo.put(self.tree.key_of(node), None, meta)
+        return node
 
     # -- rename ------------------------------------------------------------------------
     async def rename(
