@@ -181,6 +181,8 @@ class Handles:
         """``--incremental-upload``: append at the object's size (revalidated now)."""
         attr = await self.resolver.getattr(ino, revalidate=True)
         node = self.tree.inode(ino)
+        if node.writer is not None:  # another open won the race while we asked S3
+            raise FsError(errno.EPERM, "file is being written; open it after close")
         node.writer = self._writer_for(node, existing_size=attr.size, exists=True)
         node.local = True
         return self._new_fh(FileHandle(ino, self.tree.key_of(node), writer=node.writer))

@@ -228,6 +228,39 @@ def test_incremental_upload_appends() -> None:
     run(store, body, bucket="logs--usw2-az1--x-s3", incremental_upload=True)
 
 
+def test_racing_append_opens_get_one_writer() -> None:
+    """Two opens for appending that race (both revalidate the size in S3 at the same time)
+    must not both become the file's writer - the second used to replace the first's
+    writer, leaving two uploads appending at the same offset. The loser is refused like
+    any open of a file being written (EPERM)."""
+    store = MemoryStore("logs--usw2-az1--x-s3", directory_bucket=True)
+    store.put_object("app.log", b"line1\n")
+
+    async def body(fs: Filesystem) -> None:
+        attr = await fs.lookup(ROOT_INO, "app.log")
+        results: list[int] = []
+
+        async def opener() -> None:
+            try:
+                results.append(await fs.open(attr.ino, os.O_WRONLY | os.O_APPEND))
+            except FsError as exc:
+                results.append(-exc.errno)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(opener)
+            nursery.start_soon(opener)
+        handles = [r for r in results if r > 0]
+        assert [r for r in results if r < 0] == [-errno.EPERM]
+        assert len(handles) == 1
+        assert fs.files[handles[0]].writer is fs.inode(attr.ino).writer
+        await fs.write(handles[0], 6, b"line2\n")
+        await fs.flush(handles[0])
+        await fs.release(handles[0])
+        assert store.get_object("app.log") == b"line1\nline2\n"
+
+    run(store, body, bucket="logs--usw2-az1--x-s3", incremental_upload=True)
+
+
 def test_directory_bucket_rename_uses_rename_object() -> None:
     store = MemoryStore("data--usw2-az1--x-s3", directory_bucket=True)
     store.put_object("t/a", b"1")
