@@ -1,9 +1,12 @@
-"""Helpers shared by the operator tests: fault injection, a threaded kmock API, names."""
+"""Helpers shared by the operator tests: fault injection, a threaded kmock API, names, and the
+file-tree and bucket digests the copy tests compare."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
@@ -32,6 +35,39 @@ def aws_error(status: int, code: str, message: str = "injected") -> Callable[...
 
 def unique_base() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+def write_tree(
+    root: Path, sizes: Mapping[str, int], randbytes: Callable[[int], bytes]
+) -> dict[str, str]:
+    """Files of ``sizes`` (relative path -> bytes) under ``root``; their sha256 by that path."""
+    digests = {}
+    for rel, size in sizes.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = randbytes(size)
+        path.write_bytes(data)
+        digests[rel] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """The sha256 of every file under ``root`` by its relative POSIX path."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def s3_digests(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
+    """The sha256 of every object under ``prefix`` (all pages) by its key less the prefix."""
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            out[item["Key"][len(prefix) :]] = hashlib.sha256(body).hexdigest()
+    return out
 
 
 class KubeApiThread:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -23,7 +22,7 @@ from zonemount_operator.transfer import (
     up_to_date,
 )
 
-from tests.operator.operator_testlib import aws_error
+from tests.operator.operator_testlib import aws_error, s3_digests
 
 pytestmark = pytest.mark.integration
 
@@ -53,15 +52,6 @@ def seed(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
     return blobs
 
 
-def digest(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
-    out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            out[item["Key"][len(prefix) :]] = hashlib.sha256(body).hexdigest()
-    return out
-
-
 OPTS = CopyOptions(
     concurrency=8, multipart_threshold=5 * MiB, part_size=5 * MiB, progress_interval=0.05
 )
@@ -86,7 +76,7 @@ def test_every_byte_arrives(
     assert result.objects_copied == len(blobs) and result.objects_failed == 0
     assert result.bytes_copied == sum(map(len, blobs.values()))
     assert seen[-1].objects_done == len(blobs) and seen[-1].listing_done
-    assert digest(src, bucket, "out/x/") == digest(src, bucket, "in/")
+    assert s3_digests(src, bucket, "out/x/") == s3_digests(src, bucket, "in/")
     assert src.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
@@ -116,7 +106,7 @@ def test_interrupted_run_resumes_without_recopying(
     second = copy_prefix(s3, S3Url(bucket, "src/"), s3, S3Url(bucket, "dst/"), OPTS)
     assert second.objects_skipped == first.objects_copied
     assert second.objects_copied == len(blobs) - first.objects_copied
-    assert digest(s3, bucket, "dst/") == digest(s3, bucket, "src/")
+    assert s3_digests(s3, bucket, "dst/") == s3_digests(s3, bucket, "src/")
     third = copy_prefix(s3, S3Url(bucket, "src/"), s3, S3Url(bucket, "dst/"), OPTS)
     assert third.objects_copied == 0 and third.objects_skipped == len(blobs)
     # A changed source object (same size, new content) is copied again. S3 times have
@@ -126,7 +116,7 @@ def test_interrupted_run_resumes_without_recopying(
     s3.put_object(Bucket=bucket, Key="src/d1/obj-001.bin", Body=b"Z")
     fourth = copy_prefix(s3, S3Url(bucket, "src/"), s3, S3Url(bucket, "dst/"), OPTS)
     assert fourth.objects_copied >= 1
-    assert digest(s3, bucket, "dst/") == digest(s3, bucket, "src/")
+    assert s3_digests(s3, bucket, "dst/") == s3_digests(s3, bucket, "src/")
 
 
 def test_failed_multipart_copy_is_counted_and_aborted(

@@ -8,7 +8,6 @@ object, an 80-column progress line that keeps its numbers, one-line errors for a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,8 @@ from zonemount_operator.locations import (
 )
 from zonemount_operator.transfer import BulkCopier, CopyOptions, MiB, Progress, copy
 
+from tests.operator.operator_testlib import s3_digests, tree_digests, write_tree
+
 pytestmark = pytest.mark.integration
 
 # A tree whose sorted-walk order is not the naive one ("a-b" sorts before "a/").
@@ -41,31 +42,7 @@ TREE = {
 
 
 def make_tree(root: Path) -> dict[str, str]:
-    rng = random.Random(3)
-    digests = {}
-    for rel, size in TREE.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = rng.randbytes(size)
-        path.write_bytes(data)
-        digests[rel] = hashlib.sha256(data).hexdigest()
-    return digests
-
-
-def tree_digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in root.rglob("*")
-        if p.is_file()
-    }
-
-
-def s3_digests(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
-    out = {}
-    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-        body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-        out[item["Key"][len(prefix) :]] = hashlib.sha256(body).hexdigest()
-    return out
+    return write_tree(root, TREE, random.Random(3).randbytes)
 
 
 def args(server: LocalS3, *extra: str) -> list[str]:

@@ -22,6 +22,8 @@ from zonemount_cli.servers import LocalS3
 from zonemount_operator.locations import LocalLocation, RawEntry, S3Location, SourceObject
 from zonemount_operator.transfer import FAST_STREAM_MAX, CopyOptions, MiB, copy, s3_client
 
+from tests.operator.operator_testlib import s3_digests, tree_digests, write_tree
+
 pytestmark = pytest.mark.integration
 
 SIZES = {"a": 2 * MiB + 1, "b/c": 3 * MiB, "d": 11 * MiB + 5, "e": 0}  # d: 3 parts of 5 MiB
@@ -42,22 +44,7 @@ def _bucket(client: Any) -> str:
 
 
 def _tree(root: Path) -> dict[str, str]:
-    digests = {}
-    for rel, size in SIZES.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = os.urandom(size)
-        path.write_bytes(data)
-        digests[rel] = hashlib.sha256(data).hexdigest()
-    return digests
-
-
-def _s3_digests(client: Any, bucket: str, prefix: str) -> dict[str, str]:
-    out = {}
-    for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-        body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-        out[item["Key"][len(prefix) :]] = hashlib.sha256(body).hexdigest()
-    return out
+    return write_tree(root, SIZES, os.urandom)
 
 
 class NoWholeReads(LocalLocation):
@@ -80,7 +67,7 @@ def test_uploads_stream_from_the_file_and_downloads_to_it(weed: Any, tmp_path: P
     bucket = _bucket(weed)
     up = copy(NoWholeReads(tmp_path / "src"), S3Location(weed, bucket, "up/"), OPTIONS)
     assert (up.objects_copied, up.objects_failed, up.first_error) == (len(SIZES), 0, None)
-    assert _s3_digests(weed, bucket, "up/") == digests
+    assert s3_digests(weed, bucket, "up/") == digests
     # ETags are the server's MD5 of what arrived: a single PUT's is the file's MD5
     head = weed.head_object(Bucket=bucket, Key="up/a")
     md5 = hashlib.md5((tmp_path / "src" / "a").read_bytes()).hexdigest()
@@ -88,12 +75,7 @@ def test_uploads_stream_from_the_file_and_downloads_to_it(weed: Any, tmp_path: P
 
     down = copy(NoWholeGets(weed, bucket, "up/"), LocalLocation(tmp_path / "down"), OPTIONS)
     assert (down.objects_copied, down.objects_failed, down.first_error) == (len(SIZES), 0, None)
-    got = {
-        p.relative_to(tmp_path / "down").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in (tmp_path / "down").rglob("*")
-        if p.is_file()
-    }
-    assert got == digests  # and no temporary files left
+    assert tree_digests(tmp_path / "down") == digests  # and no temporary files left
 
 
 def test_streamed_s3_to_s3_holds_at_most_buffer_bytes(
@@ -140,7 +122,7 @@ def test_streamed_s3_to_s3_holds_at_most_buffer_bytes(
     assert (result.objects_copied, result.objects_failed) == (len(sizes), 0), result.first_error
     assert 0 < peak[0] <= budget, peak[0]
     assert holding[0] == 0
-    assert _s3_digests(weed, bucket, "out/") == {
+    assert s3_digests(weed, bucket, "out/") == {
         k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()
     }
 
