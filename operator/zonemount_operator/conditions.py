@@ -7,7 +7,9 @@ observedGeneration, lastTransitionTime}``. Invariants:
 
 * ``lastTransitionTime`` changes only when ``status`` changes (so re-reconciling an unchanged
   object produces an identical list and no status churn);
-* the list is ordered by type name's position in the kind's ``TYPES`` tuple;
+* the list is ordered by type name's position in the kind's ``types`` (:class:`Kind`);
+* every reason a reconcile writes is one CamelCase word (:data:`REASON_RE`, checked by
+  :class:`StatusBuilder`);
 * ``Ready`` is derived, never set by hand: True iff every other required type is True,
   otherwise it copies the reason and message of the first one that is not (the one
   exception, :func:`hold_ready`, is a deletion that waits: it says why, in one place).
@@ -24,6 +26,7 @@ the error). Steps are idempotent, so a later run resumes where this one stopped;
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -31,6 +34,9 @@ from typing import Any, Generic, TypeVar
 from zonemount_operator.errors import ZonemountError
 
 Condition = dict[str, Any]
+
+# A reason is a CamelCase word (Kubernetes API conventions): tools match on it.
+REASON_RE = re.compile(r"[A-Z][A-Za-z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -203,9 +209,11 @@ class StatusBuilder:
         self._updates: list[Condition] = []
 
     def set(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
-        self._updates.append(make(type_, ok, reason, message, self.generation, now=self.now))
+        self.put(make(type_, ok, reason, message, self.generation, now=self.now))
 
     def put(self, condition: Condition) -> None:
+        reason = condition["reason"]
+        assert REASON_RE.fullmatch(reason), f"condition reason {reason!r} is not CamelCase"
         self._updates.append(condition)
 
     def failed(self, type_: str, error: ZonemountError) -> None:

@@ -195,3 +195,10 @@ def test_hold_ready_overrides_only_ready() -> None:
         ("Ready", "False", "BucketInUse"),
         ("BucketReady", "True", "BucketReady"),
     ]
+
+
+def test_a_reconcile_writes_camelcase_reasons_only() -> None:
+    out = conditions.StatusBuilder(conditions.BUCKET, None, 1, now=T0)
+    out.set("BucketReady", True, "BucketReady", "ok")
+    with pytest.raises(AssertionError, match="'bucket ready' is not CamelCase"):
+        out.set("BucketReady", False, "bucket ready", "no")
