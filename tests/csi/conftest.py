@@ -1,13 +1,18 @@
 """Fixtures of the CSI driver tests: a kubelet-like directory, and plugins served on real
-unix-socket gRPC servers (in-process, with the fake or the real mounter).
+unix-socket gRPC servers (in-process, with the fake or the real mounter); and the helpers the
+tests of plugin *processes* share (their environment, a kubelet-like retried publish, waiting,
+scraping their metrics).
 
 Socket paths live under a short /tmp directory: unix socket paths are limited to 107 bytes.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ from zonemount_csi.metrics import Metrics
 from zonemount_csi.node import NodeConfig, NodeService, NodeServicer
 from zonemount_csi.server import build_server
 from zonemount_csi.state import StateStore
+from zonemount_fs.store.s3 import DISABLE_EXPRESS_ENV
 
 from tests.csi.fakes import FakeMounter
 
@@ -52,6 +58,60 @@ def mount_capability(
         mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=flags or []),
         access_mode=csi_pb2.VolumeCapability.AccessMode(mode=mode),
     )
+
+
+def node_env(moto: LocalS3) -> dict[str, str]:
+    """The environment of a plugin process against ``moto``: its endpoint and keys, no AWS
+    profile, and S3 Express session auth off (moto has none; it is tested elsewhere)."""
+    env = {**os.environ, **moto.env(), DISABLE_EXPRESS_ENV: "1"}
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def publish_request(
+    target: str, bucket: str, endpoint: str, **context: str
+) -> csi_pb2.NodePublishVolumeRequest:
+    """Publish ``data/`` of ``bucket`` at ``endpoint`` read-write (volume id ``vol-<bucket>``)."""
+    return csi_pb2.NodePublishVolumeRequest(
+        volume_id=f"vol-{bucket}",
+        target_path=target,
+        volume_capability=mount_capability(["allow-delete", "allow-overwrite", "metadata-ttl=0"]),
+        volume_context={
+            "bucketName": bucket,
+            "prefix": "data/",
+            "endpointUrl": endpoint,
+            **context,
+        },
+    )
+
+
+def until_not_aborted(call: Callable[[], object], attempts: int) -> bool:
+    """Call as the kubelet does: again (after 0.5 s) while the plugin answers ABORTED, another
+    operation on the volume being in flight. False: every attempt was ABORTED."""
+    for _ in range(attempts):
+        try:
+            call()
+            return True
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.ABORTED:
+                raise
+            time.sleep(0.5)
+    return False
+
+
+def scrape(port: int) -> str:
+    """The Prometheus text a plugin or mounter serves on 127.0.0.1:``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
 
 
 @dataclass

@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -28,7 +28,7 @@ from zonemount_csi.mounter_server import MemoryLimiter, MounterDaemon
 from zonemount_csi.node import NodeConfig, NodeService
 from zonemount_csi.state import StateStore
 
-from tests.csi.conftest import make_target, mount_capability
+from tests.csi.conftest import make_target, mount_capability, wait_for
 from tests.csi.fakes import FakeMounter
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,13 +49,6 @@ if "fail" in sys.argv:
 os.write(ready, b"ok"); os.close(ready)
 time.sleep(600)
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +38,19 @@ from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
 from zonemount_csi.mountinfo import FSTYPE, find, parse
 from zonemount_fs.cli import READ_AHEAD_KB
 
-from tests.csi.conftest import make_target, mount_capability
+from tests.csi.conftest import (
+    make_target,
+    node_env,
+    publish_request,
+    scrape,
+    until_not_aborted,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
 POD_SIM = str(Path(__file__).with_name("pod_sim.py"))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def layers(path: str) -> int:
@@ -134,8 +131,7 @@ class Node:
         self.moto = moto
         self.csi_socket = workdir / "csi.sock"
         self.mounter_socket = workdir / "mounter.sock"
-        self.env = {**os.environ, **moto.env(), "ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH": "1"}
-        self.env.pop("AWS_PROFILE", None)
+        self.env = node_env(moto)
         self.plugin: subprocess.Popen[bytes] | None = None
         self.mounter: subprocess.Popen[bytes] | None = None
         self.pods: list[Pod] = []
@@ -243,50 +239,14 @@ class Node:
         else:
             self.mounter = None
 
-    def metrics(self, port: int) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            return str(response.read().decode())
-
-    def request(self, target: str, bucket: str, **context: str) -> csi_pb2.NodePublishVolumeRequest:
-        return csi_pb2.NodePublishVolumeRequest(
-            volume_id=f"vol-{bucket}",
-            target_path=target,
-            volume_capability=mount_capability(
-                ["allow-delete", "allow-overwrite", "metadata-ttl=0"]
-            ),
-            volume_context={
-                "bucketName": bucket,
-                "prefix": "data/",
-                "endpointUrl": self.moto.endpoint,
-                **context,
-            },
-        )
-
     def publish(self, target: str, bucket: str, **context: str) -> None:
-        for _ in range(120):  # like the kubelet: retry while another operation is in flight
-            try:
-                self.node.NodePublishVolume(self.request(target, bucket, **context), timeout=90)
-                return
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.ABORTED:
-                    raise
-                time.sleep(0.5)
-        raise AssertionError("NodePublishVolume stayed ABORTED")
+        request = publish_request(target, bucket, self.moto.endpoint, **context)
+        if not until_not_aborted(lambda: self.node.NodePublishVolume(request, timeout=90), 120):
+            raise AssertionError("NodePublishVolume stayed ABORTED")
 
     def unpublish(self, target: str, bucket: str) -> None:
-        for _ in range(120):
-            try:
-                self.node.NodeUnpublishVolume(
-                    csi_pb2.NodeUnpublishVolumeRequest(
-                        volume_id=f"vol-{bucket}", target_path=target
-                    ),
-                    timeout=90,
-                )
-                return
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.ABORTED:
-                    raise
-                time.sleep(0.5)
+        request = csi_pb2.NodeUnpublishVolumeRequest(volume_id=f"vol-{bucket}", target_path=target)
+        until_not_aborted(lambda: self.node.NodeUnpublishVolume(request, timeout=90), 120)
 
     def start_pod(self, target: str, mode: str) -> Pod:
         name = f"pod{len(self.pods)}-{mode}"
@@ -414,9 +374,9 @@ def test_fuse_server_kill_slave_pod_recovers_private_pod_does_not(node: Node, bu
     assert layers(slave_target) == 2  # the replacement is stacked on the dead mount
     assert read_ahead_kb(slave_target) == READ_AHEAD_KB
     assert len(fuse_servers(bucket)) == 2 and set(fuse_servers(bucket)).isdisjoint(before)
-    restarts = node.metrics(node.plugin_metrics)
+    restarts = scrape(node.plugin_metrics)
     assert "zonemount_csi_fuse_restarts_total" in restarts
-    assert 'zonemount_mounter_fuse_server_exits_total{cause="signal"} 2.0' in node.metrics(
+    assert 'zonemount_mounter_fuse_server_exits_total{cause="signal"} 2.0' in scrape(
         node.mounter_metrics
     )
     private.stop()

@@ -19,8 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +34,20 @@ from zonemount_cli.servers import LocalS3, free_port
 from zonemount_csi._proto import csi_pb2, csi_pb2_grpc
 from zonemount_csi.mountinfo import find
 
-from tests.csi.conftest import make_target, mount_capability
+from tests.csi.conftest import (
+    make_target,
+    mount_capability,
+    node_env,
+    publish_request,
+    scrape,
+    until_not_aborted,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
 TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6dGVhbS1hOnNwYXJrIn0.UE9ELVRPS0VOLVNFQ1JFVA"  # noqa: E501
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class RealNode:
@@ -63,12 +61,7 @@ class RealNode:
         self.log_path = workdir / "plugin.log"
         self.moto = moto
         self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            **moto.env(),
-            "ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH": "1",
-        }
-        self.env.pop("AWS_PROFILE", None)
+        self.env = node_env(moto)
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
         self.node: Any = None
@@ -126,34 +119,12 @@ class RealNode:
         return volumes
 
     def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
+        return scrape(self.metrics_port)
 
     def publish(self, target: str, bucket: str, **extra: str) -> None:
-        context = {
-            "bucketName": bucket,
-            "prefix": "data/",
-            "endpointUrl": self.moto.endpoint,
-            **extra,
-        }
-        request = csi_pb2.NodePublishVolumeRequest(
-            volume_id=f"vol-{bucket}",
-            target_path=target,
-            volume_capability=mount_capability(
-                ["allow-delete", "allow-overwrite", "metadata-ttl=0"]
-            ),
-            volume_context=context,
-        )
-        for _ in range(60):  # like the kubelet: retry while another operation is in flight
-            try:
-                self.node.NodePublishVolume(request, timeout=60)
-                return
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.ABORTED:
-                    raise
-                time.sleep(0.5)
-        raise AssertionError("NodePublishVolume stayed ABORTED")
+        request = publish_request(target, bucket, self.moto.endpoint, **extra)
+        if not until_not_aborted(lambda: self.node.NodePublishVolume(request, timeout=60), 60):
+            raise AssertionError("NodePublishVolume stayed ABORTED")
 
     def unpublish(self, target: str, bucket: str) -> None:
         self.node.NodeUnpublishVolume(
