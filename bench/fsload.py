@@ -227,16 +227,21 @@ OPS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="file-system workload for the benchmark")
-    parser.add_argument("op", choices=sorted(OPS))
-    parser.add_argument("paths", nargs="+")
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    """The workload parameters this module and bench.rawclient both take from the harness."""
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--block", type=int, default=256 << 10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="file-system workload for the benchmark")
+    parser.add_argument("op", choices=sorted(OPS))
+    parser.add_argument("paths", nargs="+")
+    add_workload_args(parser)
     parser.add_argument("--engine", choices=("python", "fio"), default="python")
     parser.add_argument("--repeat", type=int, default=1, help="ls: list N times, report the last")
     parser.add_argument("--server-pid", type=int, default=0, help="report this process's CPU")

@@ -23,6 +23,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from bench.fsload import add_workload_args
+
 READ_CHUNK = 4 << 20
 
 
@@ -160,12 +162,7 @@ def main() -> None:
     parser.add_argument("keys", nargs="+")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--bucket", required=True)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--count", type=int, default=400)
-    parser.add_argument("--block", type=int, default=256 << 10)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--size", type=int, default=0)
-    parser.add_argument("--max-seconds", type=float, default=3600.0)
+    add_workload_args(parser)
     args = parser.parse_args()
     client = _client(args.endpoint, args.parallel)
     result = OPS[args.op](client, args)

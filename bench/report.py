@@ -204,17 +204,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             measured = _ratio(mine, _value(doc, profile, peer, workload), workload)
             ok = measured is not None and measured >= goal
         status = "n/a" if measured is None else ("pass" if ok else "miss")
-        out.append(
-            {
-                "profile": profile,
-                "workload": workload,
-                "target": text,
-                "peer": peer,
-                "goal": goal,
-                "measured": measured,
-                "status": status,
-            }
-        )
+        out.append(_target_row(profile, workload, text, peer, goal, measured, status))
     rows_by = _rows_by(doc)
     for profile, workload, peer, goal, text in CPU_TARGETS:
         if profile not in doc["config"]["profiles"] or workload not in doc["config"]["workloads"]:
@@ -228,19 +218,29 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             theirs = cpu_cost(peer_row) if peer_row else None
             measured = mine / theirs if mine is not None and theirs else None
         status = "n/a" if measured is None else ("pass" if measured <= goal else "miss")
-        out.append(
-            {
-                "profile": profile,
-                "workload": workload,
-                "target": text,
-                "peer": peer,
-                "goal": goal,
-                "measured": measured,
-                "status": status,
-                "kind": "cpu",
-            }
-        )
+        row = _target_row(profile, workload, text, peer, goal, measured, status)
+        out.append({**row, "kind": "cpu"})
     return out
+
+
+def _target_row(
+    profile: str,
+    workload: int,
+    text: str,
+    peer: str | None,
+    goal: float,
+    measured: float | None,
+    status: str,
+) -> dict[str, Any]:
+    return {
+        "profile": profile,
+        "workload": workload,
+        "target": text,
+        "peer": peer,
+        "goal": goal,
+        "measured": measured,
+        "status": status,
+    }
 
 
 def _clients(doc: dict[str, Any]) -> list[str]:
