@@ -98,25 +98,27 @@ def snapshot(admin: Boto3BucketAdmin, status: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def zonal(*, az_id: bool = False, **fields: Any) -> dict[str, Any]:
+    """A us-east-1 bucket spec in us-east-1d, named by the AZ or by its ID (use1-az4 in moto's
+    account: the same zone), plus ``fields``."""
+    zone = {"availabilityZoneId": "use1-az4"} if az_id else {"availabilityZone": "us-east-1d"}
+    return {"region": "us-east-1", **zone, **fields}
+
+
 def victim(
     admin: Boto3BucketAdmin, role: Callable[..., str], team_a: str, base: str | None = None
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """team-a's Ready bucket `data` with a role, a 30-day lifecycle and one object."""
-    uid = new_uid()
-    spec: dict[str, Any] = {
-        "region": "us-east-1",
-        "availabilityZone": "us-east-1d",
-        "lifecycle": {"expireAfterDays": 30},
-        "access": {"roleArns": [role(team_a)]},
-    }
+) -> dict[str, Any]:
+    """The status of team-a's Ready bucket `data` with a role, a 30-day lifecycle and one
+    object."""
+    spec = zonal(lifecycle={"expireAfterDays": 30}, access={"roleArns": [role(team_a)]})
     if base:
         spec["baseName"] = base
-    out = reconcile_bucket("data", team_a, spec, None, 1, admin=admin, uid=uid)
+    out = reconcile_bucket("data", team_a, spec, None, 1, admin=admin, uid=new_uid())
     assert out.ready, out.status
     admin.s3("us-east-1").put_object(
         Bucket=out.status["bucketName"], Key="important/report.csv", Body=b"team-a's data"
     )
-    return uid, spec, out.status
+    return out.status
 
 
 # -- bucket takeover -------------------------------------------------------------------------
@@ -125,14 +127,9 @@ def test_same_name_in_two_namespaces_gets_two_buckets(
 ) -> None:
     """Both namespaces have `data` (no baseName): two buckets, neither touches the other."""
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
+    a = victim(admin, role, team_a)
     before = snapshot(admin, a)
-    spec_b = {
-        "region": "us-east-1",
-        "availabilityZone": "us-east-1d",
-        "lifecycle": {"expireAfterDays": 1},
-        "access": {"roleArns": [role(team_b)]},
-    }
+    spec_b = zonal(lifecycle={"expireAfterDays": 1}, access={"roleArns": [role(team_b)]})
     b = reconcile_bucket("data", team_b, spec_b, None, 1, admin=admin, uid=new_uid())
     assert b.ready, b.status
     assert a["bucketName"] == f"{team_a}-data--use1-az4--x-s3"
@@ -151,17 +148,15 @@ def test_explicit_base_name_of_another_tenant_is_refused(
     """team-b names team-a's bucket: no lifecycle rewrite, no policy re-point, no delete."""
     team_a, team_b = teams
     base = unique_base()
-    _, _, a = victim(admin, role, team_a, base)
+    a = victim(admin, role, team_a, base)
     before = snapshot(admin, a)
     uid_b = new_uid()
-    spec_b = {
-        "region": "us-east-1",
-        "availabilityZone": "us-east-1d",
-        "baseName": base,
-        "deletionPolicy": "Delete",
-        "lifecycle": {"expireAfterDays": 1},
-        "access": {"roleArns": [role(team_b)]},
-    }
+    spec_b = zonal(
+        baseName=base,
+        deletionPolicy="Delete",
+        lifecycle={"expireAfterDays": 1},
+        access={"roleArns": [role(team_b)]},
+    )
     out = reconcile_bucket("data", team_b, spec_b, None, 1, admin=watched, uid=uid_b)
     assert not out.ready
     cond = ready(out.status)
@@ -188,9 +183,9 @@ def test_status_pointing_at_another_bucket_deletes_nothing(
 ) -> None:
     """A tenant that can write its CR's status names team-a's bucket: delete leaves it."""
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
+    a = victim(admin, role, team_a)
     before = snapshot(admin, a)
-    spec_b = {"region": "us-east-1", "availabilityZone": "us-east-1d", "deletionPolicy": "Delete"}
+    spec_b = zonal(deletionPolicy="Delete")
     uid_b = new_uid()
     out = reconcile_bucket("own", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
     assert out.ready
@@ -212,7 +207,7 @@ def test_untagged_bucket_is_not_adopted_without_admin_opt_in(
     bucket = f"{base}--use1-az4--x-s3"
     admin.create_directory_bucket("us-east-1", bucket, "use1-az4")  # no owner tags
     admin.s3("us-east-1").put_object(Bucket=bucket, Key="old", Body=b"legacy")
-    spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4", "baseName": base}
+    spec = zonal(az_id=True, baseName=base)
     uid = new_uid()
     out = reconcile_bucket("data", team_a, spec, None, 1, admin=watched, uid=uid)
     assert ready(out.status)["reason"] == "BucketNotManaged"
@@ -241,7 +236,7 @@ def test_bucket_recorded_by_an_earlier_release_needs_adoption(
     """status.bucketName from a release whose default name was metadata.name: no new bucket."""
     team_a, _team_b = teams
     legacy = f"{unique_base()}--use1-az4--x-s3"
-    spec = {"region": "us-east-1", "availabilityZoneId": "use1-az4"}
+    spec = zonal(az_id=True)
     out = reconcile_bucket(
         "data", team_a, spec, {"bucketName": legacy}, 1, admin=admin, uid=new_uid()
     )
@@ -263,13 +258,7 @@ def test_foreign_account_role_is_never_mapped_to_a_local_role(
     local = role(team_b)
     name = local.rsplit("/", 1)[1]
     foreign = f"arn:aws:iam::999999999999:role/zonemount/{team_b}/{name}"
-    base = unique_base()
-    spec = {
-        "region": "us-east-1",
-        "availabilityZoneId": "use1-az4",
-        "baseName": base,
-        "access": {"roleArns": [foreign]},
-    }
+    spec = zonal(az_id=True, baseName=unique_base(), access={"roleArns": [foreign]})
     out = reconcile_bucket("data", team_b, spec, None, 1, admin=watched, uid=new_uid())
     cond = ready(out.status)
     assert cond["reason"] == "ForeignAccountRole"
@@ -296,12 +285,7 @@ def test_role_outside_the_namespace_path_is_refused(
     """team-b names team-a's role (or any role at /): refused, until the admin allows it."""
     team_a, team_b = teams
     for target in (role(team_a), role(path="/")):
-        spec = {
-            "region": "us-east-1",
-            "availabilityZoneId": "use1-az4",
-            "baseName": unique_base(),
-            "access": {"roleArns": [target]},
-        }
+        spec = zonal(az_id=True, baseName=unique_base(), access={"roleArns": [target]})
         out = reconcile_bucket("data", team_b, spec, None, 1, admin=watched, uid=new_uid())
         cond = ready(out.status)
         assert cond["reason"] == "RoleNotAllowed", cond
@@ -329,12 +313,7 @@ def test_role_path_in_the_arn_must_be_the_real_one(
     real = role(path="/")
     name = real.rsplit("/", 1)[1]
     spoofed = f"arn:aws:iam::123456789012:role/zonemount/{team_b}/{name}"
-    spec = {
-        "region": "us-east-1",
-        "availabilityZoneId": "use1-az4",
-        "baseName": unique_base(),
-        "access": {"roleArns": [spoofed]},
-    }
+    spec = zonal(az_id=True, baseName=unique_base(), access={"roleArns": [spoofed]})
     out = reconcile_bucket("data", team_b, spec, None, 1, admin=watched, uid=new_uid())
     cond = ready(out.status)
     assert cond["reason"] == "RoleArnMismatch"
@@ -347,14 +326,10 @@ def test_policies_are_keyed_by_owner_and_never_shared(
 ) -> None:
     """Removing team-b's roles deletes team-b's policy only; team-a's role stays attached."""
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
+    a = victim(admin, role, team_a)
     before = snapshot(admin, a)
     uid_b = new_uid()
-    spec_b: dict[str, Any] = {
-        "region": "us-east-1",
-        "availabilityZone": "us-east-1d",
-        "access": {"roleArns": [role(team_b)]},
-    }
+    spec_b = zonal(access={"roleArns": [role(team_b)]})
     b = reconcile_bucket("data", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
     assert b.status["policyArn"].endswith(f"/zonemount/zonemount-{uid_b}")
     tags = admin.policy_tags(b.status["policyArn"])
@@ -375,14 +350,9 @@ def test_import_from_another_tenants_bucket_is_refused(
     role: Callable[..., str],
 ) -> None:
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
+    a = victim(admin, role, team_a)
     source = f"s3://{a['bucketName']}/important/"
-    spec_b = {
-        "region": "us-east-1",
-        "availabilityZoneId": "use1-az4",
-        "baseName": unique_base(),
-        "import": {"source": source},
-    }
+    spec_b = zonal(az_id=True, baseName=unique_base(), **{"import": {"source": source}})
     out = reconcile_bucket("steal", team_b, spec_b, None, 1, admin=watched, uid=new_uid())
     cond = ready(out.status)
     assert cond["reason"] == "ImportSourceNotAllowed"
@@ -406,13 +376,9 @@ def test_import_from_own_or_admin_listed_sources_works(
     teams: tuple[str, str], admin: Boto3BucketAdmin, role: Callable[..., str], bucket: str
 ) -> None:
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
-    own = {
-        "region": "us-east-1",
-        "availabilityZoneId": "use1-az4",
-        "baseName": unique_base(),
-        "import": {"source": f"s3://{a['bucketName']}/important/"},
-    }
+    a = victim(admin, role, team_a)
+    source = f"s3://{a['bucketName']}/important/"
+    own = zonal(az_id=True, baseName=unique_base(), **{"import": {"source": source}})
     uid = new_uid()
     out = reconcile_bucket("copy", team_a, own, None, 1, admin=admin, uid=uid)
     assert conditions.get(out.status["conditions"], "BucketReady")["status"] == "True"  # type: ignore[index]
@@ -452,10 +418,10 @@ def test_import_into_a_bucket_named_by_a_forged_status_copies_nothing(
 ) -> None:
     """team-b forges status.bucketName = team-a's bucket and imports its own data into it."""
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
+    a = victim(admin, role, team_a)
     before = snapshot(admin, a)
     uid_b = new_uid()
-    spec_b = {"region": "us-east-1", "availabilityZone": "us-east-1d"}
+    spec_b = zonal()
     own = reconcile_bucket("junk", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
     admin.s3("us-east-1").put_object(
         Bucket=own.status["bucketName"], Key="important/report.csv", Body=b"junk"
@@ -492,9 +458,9 @@ def test_job_import_into_a_bucket_named_by_a_forged_status_starts_no_job(
 ) -> None:
     """The Indexed-Job import path checks the destination before it creates the Job."""
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
+    a = victim(admin, role, team_a)
     uid_b = new_uid()
-    spec_b: dict[str, Any] = {"region": "us-east-1", "availabilityZone": "us-east-1d"}
+    spec_b = zonal()
     own = reconcile_bucket("big", team_b, spec_b, None, 1, admin=admin, uid=uid_b)
     spec_b["import"] = {"source": f"s3://{own.status['bucketName']}/x/", "workers": 4}
     settings = importjob.ImportJobSettings(image="zm:1", namespace="zm", service_account="imp")
@@ -520,11 +486,7 @@ def test_job_import_into_a_bucket_named_by_a_forged_status_starts_no_job(
 
 # -- issue 11: abort incomplete multipart uploads by default -----------------------------------
 def test_abort_incomplete_uploads_rule_is_on_by_default(admin: Boto3BucketAdmin) -> None:
-    spec: dict[str, Any] = {
-        "region": "us-east-1",
-        "availabilityZoneId": "use1-az4",
-        "baseName": unique_base(),
-    }
+    spec = zonal(az_id=True, baseName=unique_base())
     uid = new_uid()
     out = reconcile_bucket("b", "ns", spec, None, 1, admin=admin, uid=uid)
     rules = admin.lifecycle("us-east-1", out.status["bucketName"])
@@ -551,8 +513,8 @@ def test_mount_class_refuses_a_bucket_the_referenced_object_does_not_own(
     """team-b writes its S3ExpressBucket's status (Ready, team-a's bucket); an admin's
     S3MountClass referencing team-b's object must not get a StorageClass for team-a's data."""
     team_a, team_b = teams
-    _, _, a = victim(admin, role, team_a)
-    spec_b = {"region": "us-east-1", "availabilityZone": "us-east-1d"}
+    a = victim(admin, role, team_a)
+    spec_b = zonal()
 
     async def create(k: KubeClient) -> Any:
         body = {
