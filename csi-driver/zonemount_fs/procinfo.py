@@ -78,8 +78,18 @@ def killed_by(pid: int, tgid: int | None = None) -> int | None:
     if pid <= 0:
         return None
     tgid = tgid or tgid_of(pid) or pid
-    seen = False
-    for task in (PROC / str(pid), *sorted((PROC / str(tgid) / "task").glob("*"))):
+    opener = task_state(PROC / str(pid))
+    if opener is not None and opener.signal:
+        return opener.signal
+    leader = opener if tgid == pid else task_state(PROC / str(tgid))
+    if leader is not None and not leader.exiting:
+        # Threads share one file table, so the flush of a group exit comes from the last
+        # thread to leave, after the leader entered do_exit: a leader still running means
+        # this is a close() of a live process. One or two reads instead of one per thread
+        # (a JVM has dozens, and every Spark part file's close() asked).
+        return 0
+    seen = opener is not None or leader is not None
+    for task in sorted((PROC / str(tgid) / "task").glob("*")):
         st = task_state(task)
         if st is None:
             continue

@@ -116,6 +116,37 @@ def test_r_write_killed_publishes_nothing(mounter: Mounter, s3: Any, bucket: str
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_write_killed_multithreaded_publishes_nothing(
+    mounter: Mounter, s3: Any, bucket: str
+) -> None:
+    """A JVM-like writer: a worker thread opened and wrote the file among idle threads; the
+    process killed by SIGKILL publishes nothing, one whose worker closes normally (the other
+    threads still running) publishes."""
+    mnt = mounter.mount(bucket, "--allow-delete", "--allow-overwrite")
+    code = (
+        "import os, sys, threading, time\n"
+        "for _ in range(20): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "def work(path, close):\n"
+        "    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)\n"
+        "    os.write(fd, b'x' * 100)\n"
+        "    if close: os.close(fd)\n"
+        "    print('written', flush=True)\n"
+        "    time.sleep(60)\n"
+        "threading.Thread(target=work, args=(sys.argv[1], sys.argv[2] == 'close')).start()\n"
+    )
+    for name, ending in (("killed.bin", "kill"), ("closed.bin", "close")):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(mnt / name), ending], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        with proc.stdout:
+            assert proc.stdout.readline() == b"written\n"
+        proc.kill()
+        proc.wait()
+    assert keys(s3, bucket) == ["closed.bin"]
+    assert sorted(os.listdir(mnt)) == ["closed.bin"]
+
+
 def _server_pid(mnt: Path) -> int:
     """The pid of the ``zonemount mount`` process serving ``mnt``."""
     for proc in Path("/proc").iterdir():
