@@ -105,3 +105,5 @@ TOPOLOGY_ZONE_ID = "topology.zonemount.io/zone-id"
 # --- environment the CSI mounter sets for the FUSE servers it starts ---
 # where `zonemount mount` keeps its upload journals (the orphan sweep at mount reads them)
 STATE_DIR_ENV = "ZONEMOUNT_STATE_DIR"
+# a pipe on which `zonemount mount` writes "ok" once mounted, or "error: ..." and exits
+READY_FD_ENV = "ZONEMOUNT_READY_FD"

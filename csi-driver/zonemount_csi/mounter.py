@@ -195,7 +195,7 @@ class ProcessMounter:
                     self._children.pop(child.pid, None)
                 self.lazy_unmount(spec.target)
                 raise MountError(
-                    f"zonemount mount exited with code {code}: {_last_line(spec.log_path)}"
+                    f"zonemount mount exited with code {code}: {last_log_line(spec.log_path)}"
                 )
             if self.state(spec.target) is MountState.HEALTHY:
                 return handle
@@ -204,7 +204,7 @@ class ProcessMounter:
                 self.lazy_unmount(spec.target)
                 raise MountError(
                     f"mount not ready after {timeout:.0f}s (last log line: "
-                    f"{_last_line(spec.log_path)})"
+                    f"{last_log_line(spec.log_path)})"
                 )
             time.sleep(self.poll_interval)
 
@@ -429,7 +429,8 @@ def _fusermount(args: list[str]) -> int:
     return result.returncode
 
 
-def _last_line(path: Path, limit: int = 300) -> str:
+def last_log_line(path: Path, limit: int = 300) -> str:
+    """The last non-blank line of a FUSE server's log, for an error message."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from zonemount_contract.keys import STATE_DIR_ENV
+from zonemount_contract.keys import READY_FD_ENV, STATE_DIR_ENV
 
 from . import mounter_wire as wire
 from .metrics import RegistryServer
@@ -56,13 +56,13 @@ from .mounter import (
     MountError,
     default_executable,
     fresh_cache_dir,
+    last_log_line,
     process_start_time,
     remove_cache_dir,
 )
 
 log = logging.getLogger("zonemount_csi.mounter")
 
-READY_FD_ENV = "ZONEMOUNT_READY_FD"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MIB = 1024 * 1024
 
@@ -349,7 +349,7 @@ class MounterDaemon:
             self.stop(key, 0.0)
             if not status:
                 status = f"FUSE server not ready after {timeout:.0f}s"
-            raise RuntimeError(f"{status} (last log line: {_last_line(log_path)})")
+            raise RuntimeError(f"{status} (last log line: {last_log_line(log_path)})")
         return {"ok": True, "pid": record.pid, "start_time": record.start_time}
 
     def stop(self, key: str, timeout: float) -> dict[str, Any]:
@@ -515,14 +515,6 @@ def _wait_ready(fd: int, child: subprocess.Popen[bytes], timeout: float) -> str:
     if message:
         return message.removeprefix("error: ")
     return f"the FUSE server exited with code {child.wait()} before it was ready"
-
-
-def _last_line(path: Path, limit: int = 300) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "(no log)"
-    return lines[-1][:limit] if lines else "(no output)"
 
 
 LOG_ROTATE_BYTES = 8 * 1024 * 1024

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zonemount_contract import keys
 from zonemount_contract.cli import OneLineParser
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -118,7 +119,7 @@ def _write(path: Path, value: str) -> None:
 @dataclass(frozen=True)
 class Settings:
     node: str
-    zone_label: str = "topology.kubernetes.io/zone"
+    zone_label: str = keys.TOPOLOGY_ZONE  # the well-known node label is the topology key
     zone_file: Path = Path("/run/zonemount/zone")
     zone_id_label: str = "topology.k8s.aws/zone-id"
     zone_id_file: Path = Path("/run/zonemount/zone-id")
