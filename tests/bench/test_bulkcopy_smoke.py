@@ -23,6 +23,7 @@ def test_bulkcopy_grid_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             cell = got[(tool, direction)]
             assert cell["status"] == "ok", cell
             assert cell["objects"] == 12 and cell["wall"] > 0 and cell["rss_mib"] > 0
+            assert cell["server_cpu"] > 0  # the server answered every request
         assert got[("zonemount", f"{direction} re-run")]["status"] == "ok"
     text = capsys.readouterr().out
     assert "| small | local-s3 | s5cmd |" in text and "vs s5cmd" in text
