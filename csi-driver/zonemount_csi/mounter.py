@@ -167,7 +167,7 @@ class ProcessMounter:
         if spec.cache_dir:
             fresh_cache_dir(spec.cache_dir)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        _rotate(spec.log_path)
+        rotate_log(spec.log_path)
         fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             child = subprocess.Popen(
@@ -414,7 +414,7 @@ class RemoteMounter:
 LOG_ROTATE_BYTES = 8 * 1024 * 1024
 
 
-def _rotate(path: Path) -> None:
+def rotate_log(path: Path) -> None:
     """Keep at most two FUSE client logs of about LOG_ROTATE_BYTES per volume."""
     with contextlib.suppress(OSError):
         if path.stat().st_size > LOG_ROTATE_BYTES:

@@ -59,6 +59,7 @@ from .mounter import (
     last_log_line,
     process_start_time,
     remove_cache_dir,
+    rotate_log,
 )
 
 log = logging.getLogger("zonemount_csi.mounter")
@@ -300,7 +301,7 @@ class MounterDaemon:
         ]
         vdir = volume_dir(self.state_dir, key)
         log_path = vdir / "zonemount.log"
-        _rotate(log_path)
+        rotate_log(log_path)
         ready_r, ready_w = os.pipe()
         env[READY_FD_ENV] = str(ready_w)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -515,12 +516,3 @@ def _wait_ready(fd: int, child: subprocess.Popen[bytes], timeout: float) -> str:
     if message:
         return message.removeprefix("error: ")
     return f"the FUSE server exited with code {child.wait()} before it was ready"
-
-
-LOG_ROTATE_BYTES = 8 * 1024 * 1024
-
-
-def _rotate(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.stat().st_size > LOG_ROTATE_BYTES:
-            os.replace(path, path.with_name(path.name + ".1"))
