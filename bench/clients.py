@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent  # the children run ``python -m bench.*`` here
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -287,7 +288,7 @@ class SingleGet(Client):
         else:
             return RunResult("n/a")
         opts.prepare()
-        rc, out, err, _, maxrss = run_child(cmd, target.env, opts.timeout, cwd=str(_repo_root()))
+        rc, out, err, _, maxrss = run_child(cmd, target.env, opts.timeout, cwd=str(REPO))
         result = _parse(rc, out, err, opts.timeout)
         result.peak_rss_mb = maxrss / 1e6
         return result
@@ -356,10 +357,6 @@ def _warm_file(path: Path) -> None:
     with open(path, "rb", buffering=0) as handle:
         while handle.read(8 << 20):
             pass
-
-
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
 
 
 def _is_mounted(path: Path) -> str | None:
@@ -496,9 +493,7 @@ class FuseClient(Client):
             *args,
         ]
         with RssMonitor(proc.pid) as monitor:
-            rc, out, err, _, _ = run_child(
-                cmd, _env_without_aws(), opts.timeout, cwd=str(_repo_root())
-            )
+            rc, out, err, _, _ = run_child(cmd, _env_without_aws(), opts.timeout, cwd=str(REPO))
             hwm = vm_hwm_bytes(proc.pid)
         result = _parse(rc, out, err, opts.timeout)
         result.peak_rss_mb = max(hwm, monitor.peak) / 1e6

@@ -48,6 +48,7 @@ from rich.progress import (
 from bench import report
 from bench.clients import (
     ALL_CLIENTS,
+    REPO,
     Client,
     Dataset,
     RunOptions,
@@ -62,7 +63,6 @@ from bench.shaper import Shaper
 MB = 1_000_000
 MiB = 1 << 20
 GiB = 1 << 30
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results"
 BUCKET = "zm-bench"
 
