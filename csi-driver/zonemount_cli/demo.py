@@ -41,6 +41,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from zonemount_contract import keys
+from zonemount_fs.store.s3 import DISABLE_EXPRESS_ENV
 
 from .servers import LocalS3, start_moto
 
@@ -85,11 +87,7 @@ class Demo:
     def start_s3(self) -> None:
         self.server = start_moto()
         self.cleanups.append(self.server.stop)
-        self.env = {
-            **os.environ,
-            **self.server.env(),
-            "ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH": "1",
-        }
+        self.env = {**os.environ, **self.server.env(), DISABLE_EXPRESS_ENV: "1"}
         s3: Any = self.server.client()
         s3.create_bucket(Bucket=LANDING)
         rng = random.Random(42)  # noqa: S311 - test data
@@ -279,9 +277,9 @@ class Demo:
                 ),
             ),
             volume_context={
-                "bucketName": bucket["bucketName"],
-                "region": "us-east-1",
-                "endpointUrl": self.server.endpoint,
+                keys.BUCKET_NAME: bucket["bucketName"],
+                keys.REGION: "us-east-1",
+                keys.ENDPOINT_URL: self.server.endpoint,
             },
         )
         started = time.perf_counter()

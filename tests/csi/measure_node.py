@@ -26,6 +26,8 @@ from zonemount_csi.mounter import ProcessMounter
 from zonemount_csi.node import NodeConfig, NodeService
 from zonemount_csi.state import StateStore
 
+from tests.csi.conftest import node_env
+
 
 def _fmt(samples: list[float]) -> str:
     ms = [s * 1000 for s in samples]
@@ -42,7 +44,7 @@ def main(count: int = 5) -> int:
         "unpublish": [],
     }
     with start_moto() as moto:
-        env = {**os.environ, **moto.env(), "ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH": "1"}
+        env = node_env(moto)
         s3: object = moto.client()
         s3.create_bucket(Bucket="measure")  # type: ignore[attr-defined]
         s3.put_object(Bucket="measure", Key="d/x", Body=b"x")  # type: ignore[attr-defined]
