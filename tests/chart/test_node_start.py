@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from tests.chart.chartlib import Render, container, one
+from tests.chart.chartlib import (
+    Render,
+    assert_flags_accepted,
+    container,
+    local_env,
+    node_script,
+    one,
+)
 
 ZONEMOUNT = str(Path(sys.executable).parent / "zonemount")
 
@@ -273,16 +280,8 @@ def test_wrapper_flags_are_accepted_by_the_real_csi_node_parser(
 ) -> None:
     """The flags the chart passes exist in `zonemount csi-node` (its argparse rejects others)."""
     argv = wrapper_argv(render, None, tmp_path, {"zone": "us-west-2b", "zone-id": "usw2-az1"})
-    result = subprocess.run(
-        [sys.executable, "-m", "zonemount_cli.main", *argv, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for flag in {a.split("=")[0] for a in argv if a.startswith("--")}:
-        assert flag in result.stdout, f"zonemount csi-node has no {flag} flag"
+    assert argv[0] == "csi-node"
+    assert_flags_accepted(argv)
 
 
 @pytest.mark.parametrize(
@@ -300,17 +299,7 @@ def test_deployment_flags_are_accepted_by_the_real_parsers(
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not written yet")
     values = {"aws": {"allowedEndpointUrls": ["http://10.96.200.200:5000"]}}
-    args = container(one(render(values), "Deployment", suffix), name)["args"]
-    result = subprocess.run(
-        [sys.executable, "-m", "zonemount_cli.main", *args, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for flag in {a.split("=")[0] for a in args if a.startswith("--")}:
-        assert flag in result.stdout, f"zonemount {args[0]} has no {flag} flag"
+    assert_flags_accepted(container(one(render(values), "Deployment", suffix), name)["args"])
 
 
 # --- the real plugins started exactly as the chart starts them ---------------------------------
@@ -359,20 +348,9 @@ def test_rendered_node_plugin_starts_and_reports_the_nodes_zone(
         ),
         "node",
     )
-    script = (
-        node["args"][0]
-        .replace("/run/zonemount/", f"{run}/")
-        .replace("unix:///csi/csi.sock", f"unix://{sock}")
-        .replace("--metrics-address :9810", "--metrics-address 127.0.0.1:0")
-    )
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "NODE_NAME": "ip-10-0-1-5.ec2.internal",
-        "HOME": str(tmp_path),
-    }
     proc = subprocess.Popen(
-        node["command"] + [script],
-        env=env,
+        [*node["command"], node_script(node, sock, run)],
+        env=local_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
