@@ -66,35 +66,50 @@ KILL_POLL_START = 0.2
 KILL_POLL = 0.1
 
 
-async def _killable(ctx: pyfuse3.RequestContext, op: Coroutine[Any, Any, R]) -> R:
-    """Await ``op``; give up with EINTR as soon as the calling process is being killed.
-    Only for operations that change nothing before their last await (lookup, getattr)."""
-    pid = ctx.pid
-    result: list[R] = []
-    errors: list[Exception] = []
-    async with trio.open_nursery() as nursery:
+class KillWatch:
+    """Gives up lookups and getattrs whose caller is being killed, with one task for all of
+    them: a request registers its caller and cancel scope; the task wakes every
+    ``KILL_POLL`` seconds while requests wait and checks those older than
+    ``KILL_POLL_START`` (a SIGKILL pending in /proc). A request answered from the tree costs
+    a dict entry, not a nursery and a task (the per-request cost on every ``stat``)."""
 
-        async def watch() -> None:
-            if pid <= 0:
-                return  # a caller outside our PID namespace: the deadline bounds it
-            await trio.sleep(KILL_POLL_START)
-            while True:
-                if procinfo.fatal_signal_pending(pid):
-                    nursery.cancel_scope.cancel()
-                    return
-                await trio.sleep(KILL_POLL)
+    def __init__(self) -> None:
+        self._waiting: dict[int, tuple[int, float, trio.CancelScope]] = {}
+        self._next = 0
+        self._wake: trio.Event | None = None
+        self._running = False
 
-        nursery.start_soon(watch)
-        try:
-            result.append(await op)
-        except Exception as exc:  # raised as itself, not wrapped in the nursery's group
-            errors.append(exc)
-        nursery.cancel_scope.cancel()
-    if errors:
-        raise errors[0]
-    if not result:
+    async def run(self, ctx: pyfuse3.RequestContext, op: Coroutine[Any, Any, R]) -> R:
+        """Await ``op``; give up with EINTR as soon as the calling process is being killed.
+        Only for operations that change nothing before their last await (lookup, getattr)."""
+        if ctx.pid <= 0:
+            return await op  # a caller outside our PID namespace: the deadline bounds it
+        key = self._next
+        self._next += 1
+        with trio.CancelScope() as scope:
+            self._waiting[key] = (ctx.pid, trio.current_time(), scope)
+            if not self._running:
+                self._running = True
+                trio.lowlevel.spawn_system_task(self._poll)
+            elif self._wake is not None:
+                self._wake.set()
+            try:
+                return await op
+            finally:
+                del self._waiting[key]
         raise FsError(errno.EINTR, "the caller was killed")
-    return result[0]
+
+    async def _poll(self) -> None:
+        while True:
+            if not self._waiting:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                self._wake = None
+            await trio.sleep(KILL_POLL)
+            now = trio.current_time()
+            for pid, since, scope in list(self._waiting.values()):
+                if now - since >= KILL_POLL_START and procinfo.fatal_signal_pending(pid):
+                    scope.cancel()
 
 
 def _op(name: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
@@ -135,15 +150,19 @@ class ZonemountOperations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
 
+    @functools.cached_property
+    def _killable(self) -> KillWatch:  # the mount builds this object without __init__
+        return KillWatch()
+
     @_op("lookup")
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return _entry(await _killable(ctx, self.fs.lookup(parent_inode, _name(name))))
+        return _entry(await self._killable.run(ctx, self.fs.lookup(parent_inode, _name(name))))
 
     @_op("getattr")
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return _entry(await _killable(ctx, self.fs.getattr(inode)))
+        return _entry(await self._killable.run(ctx, self.fs.getattr(inode)))
 
     @_op("setattr")
     async def setattr(
