@@ -28,7 +28,7 @@ import yaml
 from zonemount_contract.cli import OneLineParser
 
 from zonemount_operator import names
-from zonemount_operator.errors import SpecError, ZonemountError
+from zonemount_operator.errors import DependencyNotReady, SpecError, ZonemountError
 
 
 def _fail(prog: str, message: str, code: int = 1) -> int:
@@ -193,7 +193,8 @@ class _Offline:
 
     def __init__(self, args: argparse.Namespace, admin: Any, policy: Any) -> None:
         self.args, self.admin, self.policy = args, admin, policy
-        # (namespace, name) -> the S3ExpressBucket as reconciled here (metadata + status/plan)
+        # (namespace, name) -> the S3ExpressBucket as reconciled here: metadata and its
+        # status (or, --dry-run, its plan; or the error that stopped it)
         self.buckets: dict[tuple[str, str], dict[str, Any]] = {}
         self.failed = False
 
@@ -270,6 +271,10 @@ class _Offline:
                 f"S3MountClass {name}: bucketRef {'/'.join(spec.bucket_ref)} is not "
                 "in this file; without a cluster put the S3ExpressBucket in the file"
             )
+        if "error" in known:
+            raise DependencyNotReady(
+                f"S3ExpressBucket {'/'.join(spec.bucket_ref)} failed above: {known['error']}"
+            )
         if "plan" in known:  # --dry-run: the bucket is planned, not made
             fields = known["plan"].fields()
             return BucketFacts(
@@ -293,6 +298,10 @@ class _Offline:
         except ZonemountError as exc:
             self.failed = True
             print(f"zonemount reconcile: {ref}: {exc}", file=sys.stderr)
+            if doc["kind"] == "S3ExpressBucket":  # in the file, but not usable
+                meta = doc["metadata"]
+                key = (meta.get("namespace") or "default", meta["name"])
+                self.buckets[key] = {"metadata": meta, "error": exc}
             return None
 
 

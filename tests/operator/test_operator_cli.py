@@ -212,6 +212,22 @@ def test_dry_run_plans_the_bucket_the_real_run_reconciles(
     assert yaml.safe_load(capsys.readouterr().out)["status"]["bucketName"] == legacy
 
 
+def test_a_class_whose_bucket_failed_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: when the file's S3ExpressBucket failed (AWS unreachable), its S3MountClass
+    said the bucket "is not in this file" and exited 2 (bad input) for a good file."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    path = tmp_path / "crs.yaml"
+    path.write_text(_docs(unique_base()))
+    unreachable = ["--endpoint-url", "http://127.0.0.1:9"]  # the discard port: nothing listens
+    assert reconcile_main(["-f", str(path), *unreachable, "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "is not in this file" not in err
+    assert "S3MountClass/fast: S3ExpressBucket spark/scratch failed above: " in err
+
+
 def test_operator_flags_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         operator_main(["--namespace", "a", "--all-namespaces"])
