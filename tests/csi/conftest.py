@@ -129,6 +129,13 @@ class NodePlugin:
     def target(self, pv: str = "pv-1", pod_uid: str | None = None) -> str:
         return make_target(self.kubelet, pv, pod_uid)
 
+    def restarted(self) -> NodeService:
+        """A new service over the same state directory and the same (still running) mounts,
+        as the plugin is after a restart."""
+        return NodeService(
+            self.service.config, self.mounter, StateStore(self.workdir / "state"), self.metrics
+        )
+
     def publish_request(
         self,
         target: str,

@@ -18,8 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 from zonemount_csi._proto import csi_pb2
-from zonemount_csi.node import NodeService, Supervisor
-from zonemount_csi.state import StateStore
+from zonemount_csi.node import Supervisor
 
 from tests.csi.conftest import NodePlugin, NodePluginFactory, mount_capability, rpc_error
 
@@ -501,12 +500,7 @@ def test_restarted_plugin_readopts_live_mounts_and_forgets_removed_targets(
     node_plugin.mounter.mounted.pop(gone)
     os.rmdir(gone)
     # "restart": a new service over the same state dir and the same (still running) mounts
-    fresh = NodeService(
-        node_plugin.service.config,
-        node_plugin.mounter,
-        StateStore(node_plugin.workdir / "state"),
-        node_plugin.metrics,
-    )
+    fresh = node_plugin.restarted()
     assert fresh.heal_once("adopt") == 0
     assert fresh.store.get(gone) is None
     assert fresh.store.get(live) is not None
@@ -520,12 +514,7 @@ def test_restarted_plugin_restores_mount_that_died_while_it_was_down(
     target = node_plugin.target()
     node_plugin.node.NodePublishVolume(node_plugin.publish_request(target))
     node_plugin.mounter.break_mount(target)
-    fresh = NodeService(
-        node_plugin.service.config,
-        node_plugin.mounter,
-        StateStore(node_plugin.workdir / "state"),
-        node_plugin.metrics,
-    )
+    fresh = node_plugin.restarted()
     assert fresh.heal_once("adopt") == 1
     assert node_plugin.mounter.state(target).value == "healthy"
 
