@@ -61,6 +61,7 @@ def test_put_head_get(store: ObjectStore) -> None:
     assert dict(head.metadata or {}) == {"mode": "33188"}
     assert store.get_range("a/b.txt", 0, 5) == b"hello"
     assert store.get_range("a/b.txt", 6, 100) == b"world"
+    assert store.get_range("a/b.txt", 11, 20) == b""  # past the end (S3: 416 InvalidRange)
     assert b"".join(store.open_range("a/b.txt", 2, 9)) == b"llo wor"
     with pytest.raises(PreconditionFailed):
         store.get_range("a/b.txt", 0, 5, etag='"0000"')

@@ -185,6 +185,7 @@ class S3Store:
         self.settings = settings
         self._requests = requests
         self._errors = errors
+        self._counted: dict[str, Any] = {}  # op -> its requests child (labels() costs a lock)
         self.bucket = settings.bucket
         self.is_directory_bucket = is_directory_bucket(settings.bucket)
         self._rename_supported: bool | None = None
@@ -243,7 +244,7 @@ class S3Store:
 
     # -- helpers -------------------------------------------------------------------------
     def _call(self, op: str, key: str, fn: Callable[..., T], **kwargs: Any) -> T:
-        self._requests.labels(op=op).inc()
+        self._count(op)
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except Exception as exc:
@@ -251,10 +252,16 @@ class S3Store:
             self._errors.labels(op=op, code=error.code or type(error).__name__).inc()
             raise error from None
 
+    def _count(self, op: str) -> None:
+        child = self._counted.get(op)
+        if child is None:
+            child = self._counted[op] = self._requests.labels(op=op)
+        child.inc()
+
     def _fast_call(self, op: str, key: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the fast path, counted and translated like :meth:`_call`;
         :class:`fastpath.Redirected` propagates (the caller repeats the call on botocore)."""
-        self._requests.labels(op=op).inc()
+        self._count(op)
         try:
             return fn(*args)
         except fastpath.Redirected:
