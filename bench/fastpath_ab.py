@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -79,7 +80,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="zonemount-ab-"))
     tarball = work / "tree.tar"
     make_tarball(tarball, args.files, 50)
-    server = start_seaweedfs(data_dir=Path(f"/dev/shm/zonemount-ab-{uuid.uuid4().hex[:6]}"))
+    data_dir = Path(f"/dev/shm/zonemount-ab-{uuid.uuid4().hex[:6]}")
+    server = start_seaweedfs(data_dir=data_dir)
     rows: list[dict[str, Any]] = []
     try:
         bucket = f"ab-{uuid.uuid4().hex[:8]}"
@@ -102,6 +104,8 @@ def main() -> None:
                 rows.append(row)
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)  # a given data dir is the caller's to remove
+        shutil.rmtree(work, ignore_errors=True)
     best: dict[str, dict[str, float]] = {}
     for row in rows:
         cell = best.setdefault(row["client"], {})
