@@ -12,8 +12,9 @@ Owns the directory handles and every piece of state a LIST leaves on a directory
   and asked name by name instead;
 * ``listed_count``/``revalidations``/``relisting``: a walk of a listed directory that
   outlasts the TTL (``ls -l``) lists it again once revalidating its entries one by one would
-  cost more (:meth:`Listing.relisted`, R-META-RELIST); one listing serves every task that
-  asks meanwhile.
+  cost more - at the first expired entry for a directory one small page holds
+  (:meth:`Listing.relisted`, R-META-RELIST); one listing serves every task that asks
+  meanwhile.
 
 Invariants: a listing never hides what only this mount has - local inodes, files being
 written, objects this mount published after the listing started (``published_at``) and
