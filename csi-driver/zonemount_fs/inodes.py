@@ -218,7 +218,11 @@ class InodeTable:
             nlink = 0  # unlinked (or gone from the bucket) while still open
         size = node.writer.size if node.writer is not None else node.size
         mtime = node.mtime or now
-        timeout = 0.0 if node.local else min(self.opts.metadata_ttl, 3600.0)
+        # Local state (a mkdir'd directory, a file being written) changes only through this
+        # mount's own operations, which the kernel sees and invalidates its caches for, so it
+        # is cached as long as remote attributes: with 0 here every path walk through a new
+        # directory and every stat of a new file was a FUSE request (untar: ~3 per file).
+        timeout = min(self.opts.metadata_ttl, 3600.0)
         return Attr(
             ino=node.ino,
             mode=mode,
