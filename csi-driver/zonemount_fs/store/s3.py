@@ -169,6 +169,14 @@ def parse_timestamp(value: str) -> datetime.datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
 
 
+#: What every PUT (and copy) carries: the option, botocore's parameter, the header.
+_PUT_FIELDS = (
+    ("storage_class", "StorageClass", "x-amz-storage-class"),
+    ("sse", "ServerSideEncryption", "x-amz-server-side-encryption"),
+    ("sse_kms_key_id", "SSEKMSKeyId", "x-amz-server-side-encryption-aws-kms-key-id"),
+)
+
+
 class S3Store:
     """ObjectStore over one bucket, thread safe."""
 
@@ -275,26 +283,18 @@ class S3Store:
 
     def _put_headers(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
         """The fast path's PutObject/CopyObject headers (as botocore serializes _put_args)."""
-        opts = self.settings.put
         headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
-        if opts.storage_class:
-            headers["x-amz-storage-class"] = opts.storage_class
-        if opts.sse:
-            headers["x-amz-server-side-encryption"] = opts.sse
-        if opts.sse_kms_key_id:
-            headers["x-amz-server-side-encryption-aws-kms-key-id"] = opts.sse_kms_key_id
+        for attr, _, header in _PUT_FIELDS:
+            if value := getattr(self.settings.put, attr):
+                headers[header] = value
         return headers
 
     def _put_args(self) -> dict[str, Any]:
-        opts = self.settings.put
-        args: dict[str, Any] = {}
-        if opts.storage_class:
-            args["StorageClass"] = opts.storage_class
-        if opts.sse:
-            args["ServerSideEncryption"] = opts.sse
-        if opts.sse_kms_key_id:
-            args["SSEKMSKeyId"] = opts.sse_kms_key_id
-        return args
+        return {
+            param: value
+            for attr, param, _ in _PUT_FIELDS
+            if (value := getattr(self.settings.put, attr))
+        }
 
     # -- ObjectStore ---------------------------------------------------------------------
     def check_bucket(self, prefix: str) -> None:
