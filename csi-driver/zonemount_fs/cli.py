@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import botocore.session
+from zonemount_contract.keys import READY_FD_ENV
 
 from .errors import ConfigError, MountError, StoreError
 from .metrics import CACHE_XZ_ERRORS, CACHE_XZ_REQUESTS
@@ -69,7 +70,6 @@ def is_mountpoint(path: Path) -> bool:
 _FD_MOUNTPOINT = re.compile(r"^/dev/fd/(\d+)$")
 #: Device number of /dev/fuse (misc major 10, minor 229).
 _FUSE_RDEV = os.makedev(10, 229)
-READY_FD_ENV = "ZONEMOUNT_READY_FD"
 
 
 def fuse_fd(path: Path) -> int | None:
