@@ -192,3 +192,29 @@ def test_a_run_on_the_event_loop_path_creates_no_botocore_client(
     assert len(created) == 1  # UploadPartCopy is botocore's
     head = weed.head_object(Bucket=bucket, Key="big2/x")
     assert head["ContentLength"] == 6 * 1024 * 1024
+
+
+@pytest.mark.unit
+def test_lazy_client_answers_endpoint_and_region_like_the_real_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the CLI reads before any request (endpoint, region) needs no botocore client, and
+    says what the client would say; anything else creates it once."""
+    from zonemount_operator.transfer import lazy_s3_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    for region_env in ("eu-west-3", None):
+        if region_env is None:
+            monkeypatch.delenv("AWS_REGION", raising=False)
+            monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+        else:
+            monkeypatch.setenv("AWS_DEFAULT_REGION", region_env)
+        session = botocore.session.get_session()
+        lazy = lazy_s3_client("http://127.0.0.1:9", None, 4, session)
+        real = s3_client("http://127.0.0.1:9", None, 4, session)
+        assert lazy.meta.endpoint_url == real.meta.endpoint_url
+        assert lazy.meta.region_name == real.meta.region_name
+        assert (lazy._client is None) == (region_env is not None)  # no region: asked the client
+        assert lazy.meta.config.s3["addressing_style"] == "path"
+        assert lazy.client() is lazy.client()
