@@ -304,8 +304,14 @@ async def bucket_delete(
         apply_status(patch, new, current)
         announce(body, [], current, new)
         raise kopf.TemporaryError(message, delay=10)
+    stopped_job: list[str] = []
+    if int(((plain(spec) or {}).get("import") or {}).get("workers") or 1) > 1:  # a Job copies
+        from zonemount_operator import importjob
+
+        settings = importjob.ImportJobSettings.from_env(memo.config.endpoint_url)
+        stopped_job = await importjob.delete_import_job(memo.kube, name, uid, settings)
     try:
-        done = await _in_thread(
+        done = stopped_job + await _in_thread(
             delete_bucket_resources,
             name,
             plain(spec),

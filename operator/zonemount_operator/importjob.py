@@ -24,7 +24,9 @@ The operator (:func:`run_job_import`, called by the ``bucket-import`` daemon):
   orphan them) and re-creates it (shards already complete finish at once from their
   manifests) up to ``RECREATE_LIMIT`` times, then reports ``Failed``;
 * reports ``Complete`` only when the Job completed and every shard's final ``progress.json``
-  says ``complete`` (every listed object recorded in the manifest).
+  says ``complete`` (every listed object recorded in the manifest);
+* deletes the Job (``Foreground``) when the S3ExpressBucket is deleted, before its bucket
+  (:func:`delete_import_job`).
 """
 
 from __future__ import annotations
@@ -287,6 +289,20 @@ async def run_job_import(
         report(imp)
         if await _wait(stopped, poll):
             return None
+
+
+async def delete_import_job(
+    kube: KubeClient, name: str, uid: str, settings: ImportJobSettings
+) -> list[str]:
+    """Delete this CR's import Job, if any (``Foreground``: its pods go first), so a deleted
+    S3ExpressBucket stops copying into its bucket. A Job not labelled with ``uid`` is left."""
+    jname = job_name(name, uid)
+    job = await kube.get(JOBS, jname, settings.namespace)
+    if job is None or (job["metadata"].get("labels") or {}).get(LABEL_UID) != uid:
+        return []
+    if not await kube.delete(JOBS, jname, settings.namespace, propagation="Foreground"):
+        return []
+    return [f"deleted import Job {settings.namespace}/{jname}"]
 
 
 async def _until_gone(kube: KubeClient, name: str, namespace: str, stopped: Any) -> None:

@@ -230,3 +230,6 @@ def test_operator_runs_a_large_import_as_an_indexed_job(
         time.sleep(0.5)
         kube(kube_api, "delete", S3EXPRESSBUCKETS, "big", "spark")
         wait_for("bucket CR gone", lambda: not current(), timeout=90)
+        # its import Job goes with it (Foreground: pods first), not left for the 7-day TTL
+        assert kube_api.object("jobs", name, "zonemount-system") is None
+        assert ("jobs", "zonemount-system", name, "Foreground") in kube_api.emulator.deletes
