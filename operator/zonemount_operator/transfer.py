@@ -278,7 +278,7 @@ class BulkCopier:
             return _merged(source, self.dest, theirs)
         return ((obj, None) for obj in source)
 
-    def _run(self) -> None:  # noqa: C901 - over the issue-15 limits; next to split
+    def _run(self) -> None:
         opts = self.options
         with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zm-copy") as pool:
             # At most 4 x concurrency objects queued: listing millions of keys must not
@@ -288,35 +288,52 @@ class BulkCopier:
                 if self.stop.is_set():
                     break
                 self.progress.add(objects_total=1, bytes_total=obj.size)
-                if existing is True:  # recorded in the manifest
-                    self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
+                if self._needs_no_copy(obj, existing):
                     continue
-                if existing is not None and existing is not False and up_to_date(obj, existing):
-                    self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
-                    if self.manifest is not None and not opts.dry_run:
-                        self.manifest.record(obj, "present")
-                    continue
-                if opts.dry_run:
-                    if self.on_plan is not None:
-                        self.on_plan(obj)
-                    continue
-                while not (acquired := slots.acquire(timeout=0.2)) and not self.stop.is_set():
-                    pass
-                if self.stop.is_set():
-                    if acquired:
-                        slots.release()
+                if not self._submit(pool, slots, obj):
                     break
-                future: Future[None]
-                if self._loop is not None and self._fast_ok(obj):
-                    future = asyncio.run_coroutine_threadsafe(self._copy_async(obj), self._loop)
-                else:
-                    future = pool.submit(self._copy_with_retries, obj)
-                future.add_done_callback(lambda _: slots.release())
             with self.progress._lock:
                 self.progress.listing_done = True
             # wait for what is in flight: every slot back means every object finished
             for _ in range(opts.concurrency * 4):
                 slots.acquire()
+
+    def _needs_no_copy(self, obj: SourceObject, existing: SourceObject | bool | None) -> bool:
+        """Account for an object that is not copied: recorded in the manifest (``existing``
+        is True), up to date at the destination (recorded now), or only planned (dry run)."""
+        opts = self.options
+        if existing is True:  # recorded in the manifest
+            self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
+            return True
+        if existing is not None and existing is not False and up_to_date(obj, existing):
+            self.progress.add(objects_skipped=1, bytes_skipped=obj.size)
+            if self.manifest is not None and not opts.dry_run:
+                self.manifest.record(obj, "present")
+            return True
+        if opts.dry_run:
+            if self.on_plan is not None:
+                self.on_plan(obj)
+            return True
+        return False
+
+    def _submit(
+        self, pool: ThreadPoolExecutor, slots: threading.BoundedSemaphore, obj: SourceObject
+    ) -> bool:
+        """Start copying ``obj`` once a slot is free (the event loop's fast path where it
+        applies, else a pool thread); False when the copy was stopped meanwhile."""
+        while not (acquired := slots.acquire(timeout=0.2)) and not self.stop.is_set():
+            pass
+        if self.stop.is_set():
+            if acquired:
+                slots.release()
+            return False
+        future: Future[None]
+        if self._loop is not None and self._fast_ok(obj):
+            future = asyncio.run_coroutine_threadsafe(self._copy_async(obj), self._loop)
+        else:
+            future = pool.submit(self._copy_with_retries, obj)
+        future.add_done_callback(lambda _: slots.release())
+        return True
 
     def _report(self, done: threading.Event) -> None:
         last_publish = time.monotonic()
