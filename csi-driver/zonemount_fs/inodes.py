@@ -218,11 +218,12 @@ class InodeTable:
             nlink = 0  # unlinked (or gone from the bucket) while still open
         size = node.writer.size if node.writer is not None else node.size
         mtime = node.mtime or now
-        # Local state (a mkdir'd directory, a file being written) changes only through this
-        # mount's own operations, which the kernel sees and invalidates its caches for, so it
-        # is cached as long as remote attributes: with 0 here every path walk through a new
-        # directory and every stat of a new file was a FUSE request (untar: ~3 per file).
-        timeout = min(self.opts.metadata_ttl, 3600.0)
+        # A mkdir'd directory changes only through this mount's own operations, which the
+        # kernel sees and invalidates its caches for, so it is cached as long as remote
+        # attributes (with 0, every path walk through a new directory was a FUSE lookup). A
+        # file being written is not: its upload can be abandoned behind the kernel's back (a
+        # killed writer, R-WRITE-KILLED-PUBLISHES-NOTHING), and its name must go at once.
+        timeout = 0.0 if node.writer is not None else min(self.opts.metadata_ttl, 3600.0)
         return Attr(
             ino=node.ino,
             mode=mode,

@@ -11,7 +11,9 @@ already carries everything needed to tell a normal exit from a death by signal:
 
 A group exit (``SIGKILL`` of a JVM, ``exit_group``) gives every thread of the group that exit
 code, and the last thread to leave closes the files, so the whole thread group
-(``/proc/<tgid>/task/*``) is inspected: the opener's thread may be gone already.
+(``/proc/<tgid>/task/*``) is inspected once its leader is exiting: the opener's thread may
+be gone already. While the leader still runs no group exit is under way (threads share one
+file table), so a close() of a live process costs one or two reads, not one per thread.
 
 What cannot be told apart (docs/SEMANTICS.md, R-WRITE-KILLED-PUBLISHES-NOTHING):
 * a process in another PID namespace than the FUSE server (the kernel reports pid 0);

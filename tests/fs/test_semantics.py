@@ -625,10 +625,10 @@ def test_meta_relist_small_directory(mounter: Mounter, s3, bucket) -> None:
 
 
 def test_meta_local_state_cached_by_kernel(mounter: Mounter, s3, bucket) -> None:
-    """A directory this mount made and the files it writes there are cached by the kernel
-    like remote entries (they change only through this mount): a path walk through the new
-    directory and a stat of a file being written cost no FUSE request each time (they
-    did: untar spent ~3 FUSE lookups/getattrs per file on them)."""
+    """A directory this mount made is cached by the kernel like a remote entry (it changes
+    only through this mount): a path walk through it costs no FUSE request each time (it
+    did: untar spent ~2 FUSE lookups per file on it). A file being written is not cached
+    (its upload may be abandoned behind the kernel's back), yet shows every write."""
     port = free_port()
     mnt = mounter.mount(bucket, "--metadata-ttl", "60", "--metrics-address", f"127.0.0.1:{port}")
 
@@ -643,9 +643,10 @@ def test_meta_local_state_cached_by_kernel(mounter: Mounter, s3, bucket) -> None
         handle.flush()
         before = asked()
         for _ in range(20):
-            assert os.stat(mnt / "new/f").st_size == 3
             assert os.path.isdir(mnt / "new")
-        assert asked() - before <= 2, "the kernel must cache the new directory and file"
+            assert os.path.isdir(mnt / "new/")
+        assert asked() - before <= 2, "the kernel must cache the new directory"
+        assert os.stat(mnt / "new/f").st_size == 3
         handle.write(b"de")
         handle.flush()
         assert os.stat(mnt / "new/f").st_size == 5  # a write through the kernel shows at once

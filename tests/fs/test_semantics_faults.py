@@ -101,8 +101,10 @@ def test_r_write_killed_publishes_nothing(mounter: Mounter, s3: Any, bucket: str
     dd.wait()
     for name, sig in (("killed.bin", signal.SIGKILL), ("termed.bin", signal.SIGTERM)):
         proc = _writer(mnt / name, "wait")
+        assert (mnt / name).stat().st_size == 100  # shown while written (kernel caches it)
         proc.send_signal(sig)
         proc.wait()
+        assert not (mnt / name).exists(), "a killed writer's name goes at once"
     proc = _writer(mnt / "old.bin", "wait")  # an overwrite, killed
     proc.kill()
     proc.wait()
@@ -143,6 +145,7 @@ def test_write_killed_multithreaded_publishes_nothing(
             assert proc.stdout.readline() == b"written\n"
         proc.kill()
         proc.wait()
+        assert (mnt / name).exists() == (ending == "close")
     assert keys(s3, bucket) == ["closed.bin"]
     assert sorted(os.listdir(mnt)) == ["closed.bin"]
 
