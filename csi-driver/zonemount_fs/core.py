@@ -70,6 +70,7 @@ from .meta import (
     SYMLINK_MODE,
     meta_time,
 )
+from .moves import Moves, changes_under
 from .options import MountOptions
 from .rename import Renamer
 from .shared_cache import SharedCache
@@ -103,9 +104,10 @@ class Filesystem:
         self.listing = Listing(ctx, self.tree, self._fh_numbers)
         self.dirs = self.listing.dirs
         self.resolver = Resolver(ctx, self.tree, self.listing)
-        self.handles = Handles(ctx, self.tree, self.resolver, self._fh_numbers)
+        self.moves = Moves(self.tree)  # renames hold what writes keys under what they move
+        self.handles = Handles(ctx, self.tree, self.resolver, self._fh_numbers, self.moves)
         self.files = self.handles.files
-        self.renamer = Renamer(ctx, self.tree, self.resolver, self.handles)
+        self.renamer = Renamer(ctx, self.tree, self.resolver, self.handles, self.moves)
 
     # -- the inode table -------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
@@ -144,6 +146,7 @@ class Filesystem:
     def releasedir(self, fh: int) -> None:
         self.listing.releasedir(fh)
 
+    @changes_under(0)
     async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Attr:
         self.ctx.check_writable()
         parent = self.tree.inode(parent_ino)
@@ -167,6 +170,7 @@ class Filesystem:
         node.lookups += 1
         return self.tree.attr(node)
 
+    @changes_under(0)
     async def rmdir(self, parent_ino: int, name: str) -> None:
         self.ctx.check_writable()
         node = await self.resolver.resolve(parent_ino, name)
@@ -229,6 +233,7 @@ class Filesystem:
     async def release(self, fh: int) -> None:
         await self.handles.release(fh)
 
+    @changes_under(0)
     async def unlink(self, parent_ino: int, name: str) -> None:
         self.ctx.check_writable()
         if not self.opts.allow_delete:
@@ -249,6 +254,7 @@ class Filesystem:
         self.tree.note_absent(parent, name)
 
     # -- symlinks ----------------------------------------------------------------------
+    @changes_under(0)
     async def symlink(self, parent_ino: int, name: str, target: bytes, uid: int, gid: int) -> Attr:
         """A symlink as s3fs-fuse stores one: the object's body is the target, its
         ``x-amz-meta-mode`` is S_IFLNK|0777, with owner and times (docs/SEMANTICS.md)."""
@@ -304,6 +310,7 @@ class Filesystem:
         return node.target
 
     # -- setattr -----------------------------------------------------------------------
+    @changes_under(0)
     async def setattr(
         self,
         ino: int,

@@ -41,6 +41,7 @@ from .errors import FsError
 from .inodes import Attr, Inode, InodeTable, Kind, valid_name
 from .lookup import Resolver
 from .meta import META_MTIME
+from .moves import Moves, changes_under
 from .prefetch import Reader
 from .upload import AppendUpload, StreamingUpload, Writer
 
@@ -65,11 +66,17 @@ class Handles:
     """The open files of one mount."""
 
     def __init__(
-        self, ctx: IoContext, tree: InodeTable, resolver: Resolver, fh_numbers: Iterator[int]
+        self,
+        ctx: IoContext,
+        tree: InodeTable,
+        resolver: Resolver,
+        fh_numbers: Iterator[int],
+        moves: Moves,
     ) -> None:
         self.ctx = ctx
         self.tree = tree
         self.resolver = resolver
+        self.moves = moves
         self._fh_numbers = fh_numbers  # shared with the directory handles: one numbering
         self.files: dict[int, FileHandle] = {}
 
@@ -99,6 +106,7 @@ class Handles:
         return fh
 
     # -- create / open -------------------------------------------------------------------
+    @changes_under(0)
     async def create(
         self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
     ) -> tuple[int, Attr]:
@@ -122,6 +130,12 @@ class Handles:
         return fh, self.tree.attr(node)
 
     async def open(self, ino: int, flags: int) -> int:
+        if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+            async with self.moves.changing(ino):  # it may give the file a writer
+                return await self._open(ino, flags)
+        return await self._open(ino, flags)
+
+    async def _open(self, ino: int, flags: int) -> int:
         node = self.tree.inode(ino)
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
@@ -235,7 +249,8 @@ class Handles:
         handle.closed_pending = False
         async with writer.lock:  # a flush completing this file finishes first
             if writer.resumable and offset == writer.size:
-                await self._resume(handle, writer)
+                async with self.moves.changing(handle.ino):  # it gives the file a writer
+                    await self._resume(handle, writer)
             return await writer.write(offset, data)
 
     async def _resume(self, handle: FileHandle, writer: Writer) -> None:

@@ -38,6 +38,7 @@ from .errors import FsError, StoreError
 from .handles import Handles
 from .inodes import ROOT_INO, Inode, InodeTable, Kind, valid_name
 from .lookup import Resolver
+from .moves import Moves, changes_under
 from .names import MAX_KEY_BYTES
 from .store.base import ObjectInfo, list_all
 
@@ -52,13 +53,20 @@ class Renamer:
     """rename over the inode table, the resolver and the open files of one mount."""
 
     def __init__(
-        self, ctx: IoContext, tree: InodeTable, resolver: Resolver, handles: Handles
+        self,
+        ctx: IoContext,
+        tree: InodeTable,
+        resolver: Resolver,
+        handles: Handles,
+        moves: Moves,
     ) -> None:
         self.ctx = ctx
         self.tree = tree
         self.resolver = resolver
         self.handles = handles
+        self.moves = moves
 
+    @changes_under(0, 2)  # old_parent, new_parent
     async def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
     ) -> None:
@@ -66,9 +74,11 @@ class Renamer:
         prefix), then re-link the tree. Steps in that order; each re-reads what it needs
         after its awaits.
 
-        A file created under a directory while its objects are being moved is not seen by
-        the EBUSY check (done before the move): it moves with the tree but its upload keeps
-        the key it was opened with."""
+        From the EBUSY check to the re-link, the source (and the target it replaces) is
+        marked moving (:mod:`.moves`): an operation that would write a key under it (a
+        create in a directory being moved, a symlink, an unlink, an open for writing)
+        waits for the rename to end and then uses the new name; those already under way
+        end before the data moves (a file they left being written makes it EBUSY)."""
         self.ctx.check_writable()
         if flags & RENAME_EXCHANGE:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
@@ -83,10 +93,11 @@ class Renamer:
         if dst is src:
             return
         self._check_not_into_itself(src, new_parent)
-        if self._busy(src):
-            raise FsError(errno.EBUSY, "a file under the source is being written")
-        await self._move_data(src, new_parent, new_name)
-        await self._relink(src, dst, old_parent, old_name, new_parent, new_name)
+        async with self.moves.moving(src.ino, *([dst.ino] if dst is not None else [])):
+            if self._busy(src) or (dst is not None and dst.writer is not None):
+                raise FsError(errno.EBUSY, "a file under the source is being written")
+            await self._move_data(src, new_parent, new_name)
+            await self._relink(src, dst, old_parent, old_name, new_parent, new_name)
 
     # -- 1. check ------------------------------------------------------------------------
     async def _target(self, src: Inode, new_parent: int, new_name: str, flags: int) -> Inode | None:

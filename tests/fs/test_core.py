@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -263,50 +262,89 @@ def test_racing_append_opens_get_one_writer() -> None:
     run(store, body, bucket="logs--usw2-az1--x-s3", incremental_upload=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race, see rename.Renamer.rename: a file created under a directory while "
-    "rename moves its objects keeps the key it was created with (R-RENAME-DIR promises EBUSY "
-    "for files being written, but the check runs before the move)",
+async def _create_in(fs: Filesystem, src: int, renamed: trio.Event) -> None:
+    fh, _ = await fs.create(src, "new.txt", 0o644, os.O_WRONLY, 0, 0)
+    await renamed.wait()  # written and closed after the rename ended
+    await fs.write(fh, 0, b"n")
+    await fs.flush(fh)
+    await fs.release(fh)
+
+
+async def _overwrite_in(fs: Filesystem, src: int, renamed: trio.Event) -> None:
+    b = await fs.lookup(src, "b.txt")
+    fh = await fs.open(b.ino, os.O_WRONLY | os.O_TRUNC)
+    await renamed.wait()
+    await fs.write(fh, 0, b"B2")
+    await fs.flush(fh)
+    await fs.release(fh)
+
+
+async def _unlink_in(fs: Filesystem, src: int, renamed: trio.Event) -> None:
+    await fs.unlink(src, "b.txt")
+
+
+async def _symlink_in(fs: Filesystem, src: int, renamed: trio.Event) -> None:
+    await fs.symlink(src, "ln", b"a.txt", 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("op", "expected"),
+    [
+        (_create_in, {"dst/a.txt": b"a", "dst/b.txt": b"b", "dst/new.txt": b"n"}),
+        (_overwrite_in, {"dst/a.txt": b"a", "dst/b.txt": b"B2"}),
+        (_unlink_in, {"dst/a.txt": b"a"}),
+        (_symlink_in, {"dst/a.txt": b"a", "dst/b.txt": b"b", "dst/ln": b"a.txt"}),
+    ],
+    ids=["create", "open-trunc", "unlink", "symlink"],
 )
-def test_file_created_in_a_directory_being_renamed_lands_under_its_new_name() -> None:
-    """Reproduction (kept as a strict xfail until fixed): ``mv src dst`` within one parent
-    does not lock ``src`` in the kernel, so a create in ``src`` can arrive while its objects
-    are copied. The new file then shows as ``dst/new.txt`` but its object is written to
-    ``src/new.txt``, which the rename's delete phase (over what it listed) never removes."""
+def test_writes_under_a_directory_being_renamed_use_its_new_name(
+    op: Callable[[Filesystem, int, trio.Event], Awaitable[None]], expected: dict[str, bytes]
+) -> None:
+    """R-RENAME-DIR-HOLDS-WRITES: ``mv src dst`` within one parent does not lock ``src`` in
+    the kernel, so a create (or open for writing, unlink, symlink) in ``src`` can arrive
+    while its objects are copied. It waits for the rename (moves.py) and writes under
+    ``dst``. It used to write under ``src`` (a new file's object was left at ``src/new.txt``,
+    which the delete phase, over what it had listed, never removed, while the tree showed
+    ``dst/new.txt``), or made the rename fail half-way (an unlink deleting a source)."""
     inner = MemoryStore()
     inner.put_object("src/a.txt", b"a")
-    copying, go_on = threading.Event(), threading.Event()
-
-    class Gated:
-        """The store, with every copy held until the test lets it go on."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(inner, name)
-
-        def copy(self, *args: Any) -> Any:
-            copying.set()
-            go_on.wait(30)
-            return inner.copy(*args)
+    inner.put_object("src/b.txt", b"b")
+    store = FaultyStore(inner)
+    copying = store.hold("copy")
 
     async def body(fs: Filesystem) -> None:
         src = await fs.lookup(ROOT_INO, "src")
+        renamed = trio.Event()
 
-        async def write_new() -> None:
-            fh, _ = await fs.create(src.ino, "new.txt", 0o644, os.O_WRONLY, 0, 0)
-            await fs.write(fh, 0, b"n")
-            await fs.flush(fh)
-            await fs.release(fh)
+        async def rename() -> None:
+            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
+            renamed.set()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(fs.rename, ROOT_INO, "src", ROOT_INO, "dst")
-            assert await trio.to_thread.run_sync(copying.wait, 30)
-            nursery.start_soon(write_new)
-            await trio.testing.wait_all_tasks_blocked()
-            go_on.set()
-        assert inner.keys() == ["dst/a.txt", "dst/new.txt"]
+            nursery.start_soon(rename)
+            assert await trio.to_thread.run_sync(copying.entered.wait, 30)
+            nursery.start_soon(op, fs, src.ino, renamed)
+            # the operation waits for the rename (or, on the old code, did what it does
+            # before the rename's end)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            copying.release()
+        stored = inner.keys()
+        assert {k: inner.get_object(k) for k in stored} == expected
+        assert sorted(n for n, _ in await _names(fs, ROOT_INO)) == ["dst"]
+        dst = await fs.lookup(ROOT_INO, "dst")
+        assert sorted(n for n, _ in await _names(fs, dst.ino)) == sorted(
+            k.removeprefix("dst/") for k in expected
+        )
 
-    run(Gated(), body)
+    run(store, body)
+
+
+async def _names(fs: Filesystem, ino: int) -> list[tuple[str, Any]]:
+    fh = await fs.opendir(ino)
+    try:
+        return [e for e in await fs.readdir(fh, 0) if e[0] not in (".", "..")]
+    finally:
+        fs.releasedir(fh)
 
 
 def test_directory_bucket_rename_uses_rename_object() -> None:

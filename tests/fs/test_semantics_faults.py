@@ -391,3 +391,45 @@ def test_r_dir_emptied_stays(mounter: Mounter, s3: Any, bucket: str) -> None:
     assert os.listdir(mnt / "out" / "_temporary") == ["0"]
     shutil.rmtree(mnt / "out" / "_temporary")  # every rmdir finds its directory
     assert os.listdir(mnt / "out") == ["part"]
+
+
+def test_r_rename_dir_holds_writes(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """``mv src dst`` while a process creates ``src/new.txt``: the kernel does not lock
+    ``src`` (renamed within its parent), so the create reaches the mount while the rename's
+    copy is stalled (a proxy holds it). The create waits for the rename and the file is
+    written as ``dst/new.txt``; it used to be written as ``src/new.txt`` (left under the old
+    name in S3 while the mount showed it under the new one)."""
+    s3.put_object(Bucket=bucket, Key="src/a.txt", Body=b"a")
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--allow-delete", "--allow-overwrite", "--endpoint-url", proxy.endpoint
+        )
+        assert os.listdir(mnt / "src") == ["a.txt"]  # the kernel has src's dentry
+        stall = proxy.add(Rule("PUT", "/dst/a.txt", "stall", count=1, seconds=3))
+        errors: list[OSError] = []
+
+        def rename() -> None:
+            try:
+                os.rename(mnt / "src", mnt / "dst")
+            except OSError as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        mover = threading.Thread(target=rename)
+        mover.start()
+        deadline = time.monotonic() + 30
+        while stall.hits == 0:
+            assert time.monotonic() < deadline, "the rename never copied"
+            time.sleep(0.02)
+        (mnt / "src" / "new.txt").write_bytes(b"n")  # waits for the rename
+        mover.join(30)
+        assert not mover.is_alive() and errors == []
+        assert keys(s3, bucket) == ["dst/a.txt", "dst/new.txt"]
+        assert sorted(os.listdir(mnt / "dst")) == ["a.txt", "new.txt"]
+        assert (mnt / "dst" / "new.txt").read_bytes() == b"n"
+        assert not (mnt / "src").exists()
+    finally:
+        mounter.cleanup()
+        proxy.close()

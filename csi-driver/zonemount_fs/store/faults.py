@@ -1,14 +1,17 @@
 """A failure-injecting ObjectStore wrapper (after Mountpoint's failure client).
 
 ``FaultyStore(inner).fail("copy", times=1, after=2, error=StoreUnavailable("boom"))`` makes
-the third call of ``copy`` fail once. Everything else is delegated unchanged. For tests of
-error paths: rename that crashes mid-way, throttling, access denied, dead endpoints.
+the third call of ``copy`` fail once. ``gate = FaultyStore(inner).hold("copy")`` stalls every
+``copy`` (in its worker thread) until ``gate.release()``; ``gate.entered`` is set once one
+is held, so a test can act while a call is known to be under way. Everything else is
+delegated unchanged. For tests of error paths and races: rename that crashes mid-way or
+stalls, throttling, access denied, dead endpoints.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreError
@@ -22,10 +25,27 @@ class _Rule:
     seen: int = 0
 
 
+@dataclass
+class Hold:
+    """Calls of one method stall until :meth:`release` (at most ``timeout`` seconds)."""
+
+    timeout: float = 30.0
+    entered: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def stall(self) -> None:
+        self.entered.set()
+        self.released.wait(self.timeout)
+
+
 class FaultyStore:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._rules: dict[str, _Rule] = {}
+        self._holds: dict[str, Hold] = {}
         self._lock = threading.Lock()
 
     def fail(
@@ -34,9 +54,18 @@ class FaultyStore:
         with self._lock:
             self._rules[method] = _Rule(error, after, times)
 
+    def hold(self, method: str, timeout: float = 30.0) -> Hold:
+        """Stall every call of ``method`` until the returned hold is released."""
+        with self._lock:
+            self._holds[method] = hold = Hold(timeout)
+        return hold
+
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
+            holds, self._holds = list(self._holds.values()), {}
+        for hold in holds:
+            hold.release()
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
@@ -46,12 +75,15 @@ class FaultyStore:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 rule = self._rules.get(name)
+                hold = self._holds.get(name)
                 trip = False
                 if rule is not None:
                     rule.seen += 1
                     if rule.seen > rule.after and rule.times > 0:
                         rule.times -= 1
                         trip = True
+            if hold is not None:
+                hold.stall()
             if trip:
                 assert rule is not None
                 raise rule.error
