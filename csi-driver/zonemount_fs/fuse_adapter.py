@@ -35,7 +35,7 @@ def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
     entry.st_ino = attr.ino
     entry.generation = 0
     entry.entry_timeout = attr.timeout
-    entry.attr_timeout = attr.timeout
+    entry.attr_timeout = attr.attr_timeout
     entry.st_mode = attr.mode
     entry.st_nlink = attr.nlink
     entry.st_uid = attr.uid

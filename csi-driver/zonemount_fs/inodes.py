@@ -79,7 +79,8 @@ class Attr:
     atime: float
     ctime: float
     nlink: int
-    timeout: float  # how long the kernel may cache this
+    timeout: float  # how long the kernel may cache the name (its entry)
+    attr_timeout: float  # how long the kernel may cache these attributes
 
 
 @dataclass(eq=False)
@@ -220,10 +221,15 @@ class InodeTable:
         mtime = node.mtime or now
         # A mkdir'd directory changes only through this mount's own operations, which the
         # kernel sees and invalidates its caches for, so it is cached as long as remote
-        # attributes (with 0, every path walk through a new directory was a FUSE lookup). A
-        # file being written is not: its upload can be abandoned behind the kernel's back (a
-        # killed writer, R-WRITE-KILLED-PUBLISHES-NOTHING), and its name must go at once.
-        timeout = 0.0 if node.writer is not None else min(self.opts.metadata_ttl, 3600.0)
+        # attributes (with 0, every path walk through a new directory was a FUSE lookup). The
+        # name of a file being written is not: its upload can be abandoned behind the kernel's
+        # back (a killed writer, R-WRITE-KILLED-PUBLISHES-NOTHING), and its name must go at
+        # once - every path walk to it is a FUSE lookup, whose answer also refreshes these
+        # attributes. Its attributes are cached all the same: they change only through the
+        # kernel's own writes and setattrs, and with 0 every open(O_CREAT) cost a getattr
+        # (the kernel's permission check on the new inode) - one FUSE request per created file.
+        ttl = min(self.opts.metadata_ttl, 3600.0)
+        timeout = 0.0 if node.writer is not None else ttl
         return Attr(
             ino=node.ino,
             mode=mode,
@@ -235,6 +241,7 @@ class InodeTable:
             ctime=node.ctime or mtime,
             nlink=nlink,
             timeout=timeout,
+            attr_timeout=ttl,
         )
 
     def new_metadata(self, node: Inode) -> dict[str, str]:

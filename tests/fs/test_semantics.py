@@ -652,3 +652,30 @@ def test_meta_local_state_cached_by_kernel(mounter: Mounter, s3, bucket) -> None
         assert os.stat(mnt / "new/f").st_size == 5  # a write through the kernel shows at once
     assert os.stat(mnt / "new/f").st_size == 5
     assert s3.get_object(Bucket=bucket, Key="new/f")["Body"].read() == b"abcde"
+
+
+def test_meta_written_file_attributes_cached(mounter: Mounter, s3, bucket) -> None:
+    """The attributes of a file being written are cached by the kernel (its name is not):
+    with attribute timeout 0 every open(O_CREAT) cost a FUSE getattr of the new inode (the
+    kernel's permission check on open), one request in eight of an untar. What remains is
+    the directory's getattr: the kernel drops a directory's attributes after each create."""
+    port = free_port()
+    mnt = mounter.mount(bucket, "--metadata-ttl", "60", "--metrics-address", f"127.0.0.1:{port}")
+    (mnt / "many").mkdir()
+    files = 10
+    before = _metric(port, "zonemount_fuse_op_seconds_count", "getattr")
+    for i in range(files):  # what tar -x does per file
+        with open(mnt / f"many/f{i}", "xb", buffering=0) as handle:
+            handle.write(b"x" * i)
+            os.utime(handle.fileno(), ns=(0, 10**18))
+    getattrs = _metric(port, "zonemount_fuse_op_seconds_count", "getattr") - before
+    assert getattrs <= files + 1, f"{getattrs:.0f} getattrs for {files} created files"
+    with open(mnt / "many/g", "xb", buffering=0) as handle:
+        handle.write(b"abc")
+        assert os.fstat(handle.fileno()).st_size == 3  # what the kernel wrote shows at once
+        handle.write(b"de")
+        assert os.fstat(handle.fileno()).st_size == 5
+        assert os.stat(mnt / "many/g").st_size == 5
+    assert [os.stat(mnt / f"many/f{i}").st_size for i in range(files)] == list(range(files))
+    assert os.stat(mnt / "many/f3").st_mtime_ns == 10**18
+    assert s3.get_object(Bucket=bucket, Key="many/f9")["Body"].read() == b"x" * 9
