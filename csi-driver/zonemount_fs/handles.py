@@ -19,7 +19,8 @@ Owns :class:`FileHandle` and the ``files`` table, and the life of a file being w
   it) and makes its ancestors follow S3 again.
 
 Concurrency: one trio thread. A writer's ``lock`` is held around each write (with its
-resume) and each flush, so a completion never interleaves with a write of the same file.
+resume), each flush and the abort at unmount, so a completion never interleaves with a
+write or an abort of the same file.
 After every await the inode is re-read by number and checked to still hold *this* writer
 (``node.writer is writer``) before it is changed: the file may have been replaced,
 unlinked or renamed meanwhile.
@@ -417,9 +418,13 @@ class Handles:
 
     async def close_all(self) -> None:
         """Unmount: abort the uploads of files still open (nothing partial becomes
-        visible) and stop their readers."""
+        visible) and stop their readers. A flush (or write) under way finishes first,
+        under the writer's lock: a close() that is completing its file publishes it."""
         for handle in list(self.files.values()):
-            if handle.writer is not None and not handle.writer.finished:
-                await handle.writer.abort()
+            writer = handle.writer
+            if writer is not None:
+                async with writer.lock:
+                    if not writer.finished:
+                        await writer.abort()
             if handle.reader is not None:
                 handle.reader.close()

@@ -18,7 +18,9 @@ Owns the decision of when to ask S3 and how, over the state kept by :mod:`.inode
    local) and is remembered for the negative TTL.
 
 Concurrency: one trio thread; after every await that talks to S3 the parent is re-read by
-number (another task may have changed the tree) before anything is installed or detached.
+number (another task may have changed the tree) before anything is installed or detached,
+and an answer for a key the inode no longer has (a rename re-linked it meanwhile) is not
+applied: the name is asked about again under its new key (R-RENAME-DIR-HOLDS-WRITES).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
 from .listing import Listing
 from .meta import is_symlink_meta
 from .store.base import ObjectInfo
+
+#: How often a lookup or getattr asks again when the directory (or inode) was renamed while
+#: S3 answered for its old key.
+_RENAMED_RETRIES = 3
 
 #: What S3 showed for a name: its kind and, for a file or symlink, its object.
 Found = tuple[Kind, ObjectInfo | None]
@@ -54,29 +60,34 @@ class Resolver:
 
     async def resolve(self, parent_ino: int, name: str) -> Inode:
         """The inode of ``name`` in directory ``parent_ino`` (ENOENT when there is none)."""
-        parent = self.tree.inode(parent_ino)
-        special = self._special(parent, name)
-        if special is not None:
-            return special
-        fresh = await self._known_fresh(parent, name)
-        if fresh is not None:
-            return fresh
-        parent = self.tree.inode(parent_ino)  # re-read after await
-        if self.tree.child(parent, name) is None and self._known_absent(parent, name):
-            raise FsError(errno.ENOENT)
-        if (
-            self.tree.child(parent, name) is None
-            and self.ctx.opts.negative_metadata_ttl > 0
-            and not parent.large
-        ):
-            found = await self._by_listing(parent, name)
-        else:
-            found = await self.remote_lookup(parent, name)
-        parent = self.tree.inode(parent_ino)  # re-read after await
-        if found is None:
-            return self._missing(parent, name)
-        kind, info = found
-        return self.tree.install(parent, name, kind, info)
+        for _ in range(_RENAMED_RETRIES):
+            parent = self.tree.inode(parent_ino)
+            special = self._special(parent, name)
+            if special is not None:
+                return special
+            fresh = await self._known_fresh(parent, name)
+            if fresh is not None:
+                return fresh
+            parent = self.tree.inode(parent_ino)  # re-read after await
+            if self.tree.child(parent, name) is None and self._known_absent(parent, name):
+                raise FsError(errno.ENOENT)
+            prefix = self.tree.dir_prefix(parent)
+            if (
+                self.tree.child(parent, name) is None
+                and self.ctx.opts.negative_metadata_ttl > 0
+                and not parent.large
+            ):
+                found = await self._by_listing(parent, name)
+            else:
+                found = await self.remote_lookup(parent, name)
+            parent = self.tree.inode(parent_ino)  # re-read after await
+            if self.tree.dir_prefix(parent) != prefix:
+                continue  # renamed while S3 answered for the old key: ask under the new one
+            if found is None:
+                return self._missing(parent, name)
+            kind, info = found
+            return self.tree.install(parent, name, kind, info)
+        raise FsError(errno.ESTALE, "the directory was renamed during every lookup")
 
     def _special(self, parent: Inode, name: str) -> Inode | None:
         """``.`` and ``..``; ENOTDIR, ENOENT for names no key can have, ENAMETOOLONG;
@@ -185,7 +196,19 @@ class Resolver:
         return None
 
     async def getattr(self, ino: int, *, revalidate: bool = False) -> Attr:
-        """The inode's attributes; asks S3 again once they expired (or ``revalidate``)."""
+        """The inode's attributes; asks S3 again once they expired (or ``revalidate``).
+
+        An answer S3 gave for the inode's old key (it was renamed, or a directory above it,
+        while the request was under way) is not applied: the inode is asked about again
+        under its new key."""
+        for _ in range(_RENAMED_RETRIES):
+            attr = await self._getattr_once(ino, revalidate=revalidate)
+            if attr is not None:
+                return attr
+        return self.tree.attr(self.tree.inode(ino))  # renamed during every try: as it is
+
+    async def _getattr_once(self, ino: int, *, revalidate: bool) -> Attr | None:
+        """:meth:`getattr`, or None when the inode was renamed while S3 answered."""
         node = self.tree.inode(ino)
         if node.ino == ROOT_INO or node.local or node.writer is not None:
             return self.tree.attr(node)
@@ -203,12 +226,14 @@ class Resolver:
         ):
             node = self.tree.inode(ino)  # re-read after await
         if revalidate or node.expiry <= _now():
-            parent = self.tree.inode(node.parent)
-            found = await self.remote_lookup(parent, node.name)
+            key = self.tree.key_of(node)
+            found = await self.remote_lookup(self.tree.inode(node.parent), node.name)
+            node = self.tree.inode(ino)  # re-read after await
+            if node.detached or self.tree.key_of(node) != key:
+                return None  # renamed (or unlinked) meanwhile: the answer is for another key
             if found is None or found[0] is not node.kind:
                 if node.open_handles or self.tree.keep_as_local(node):
                     return self.tree.attr(node)  # an open file keeps its attributes
-                node = self.tree.inode(ino)
                 holder = self.tree.inodes.get(node.parent)
                 if holder is not None:
                     self.tree.detach(holder, node)

@@ -247,13 +247,14 @@ class StreamingUpload:
         number = self._next_part
         self._next_part += 1
         await self._slots.acquire()  # backpressure: at most max_inflight parts in memory
-        self._nursery.start_soon(self._upload_part, number, part)
+        assert self._upload_id is not None
+        # the upload id as of now: an abort may clear it before the task starts
+        self._nursery.start_soon(self._upload_part, self._upload_id, number, part)
 
-    async def _upload_part(self, number: int, part: bytes) -> None:
+    async def _upload_part(self, upload_id: str, number: int, part: bytes) -> None:
         try:
-            assert self._upload_id is not None
             self._etags[number] = await self._run(
-                self.store.upload_part, self.key, self._upload_id, number, part
+                self.store.upload_part, self.key, upload_id, number, part
             )
         except StoreError as exc:
             self._error = self._error or exc

@@ -347,6 +347,99 @@ async def _names(fs: Filesystem, ino: int) -> list[tuple[str, Any]]:
         fs.releasedir(fh)
 
 
+def test_getattr_answered_for_the_old_key_of_a_renamed_file_is_not_applied() -> None:
+    """A stat of ``a`` whose HEAD is still under way when ``a`` is renamed to ``b``: S3's
+    answer for ``a`` (gone) is not applied to the inode, which is now ``b`` - it used to be
+    detached (the file vanished from the tree) and the stat failed with ESTALE."""
+    inner = MemoryStore()
+    inner.put_object("a", b"abc")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        a = await fs.lookup(ROOT_INO, "a")
+        head_a = store.hold("head", key="a")
+        got: list[Any] = []
+
+        async def stat() -> None:
+            got.append(await fs.getattr(a.ino, revalidate=True))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stat)
+            assert await trio.to_thread.run_sync(head_a.entered.wait, 30)
+            await fs.rename(ROOT_INO, "a", ROOT_INO, "b")
+            head_a.release()
+        assert got[0].size == 3
+        assert not fs.inode(a.ino).detached
+        assert (await fs.lookup(ROOT_INO, "b")).ino == a.ino
+        assert inner.keys() == ["b"]
+
+    run(store, body, metadata_ttl=60.0)
+
+
+def test_lookup_answered_for_the_old_prefix_of_a_renamed_directory_asks_again() -> None:
+    """A lookup of ``src/x`` whose HEAD is under way when ``src`` is renamed to ``dst``: the
+    "not found" S3 gives for ``src/x`` is not remembered for ``dst/x``; the name is asked
+    about again under ``dst/``. It used to fail with ENOENT and keep ``x`` as absent in
+    ``dst`` for the negative TTL."""
+    inner = MemoryStore()
+    inner.put_object("src/x", b"x")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        src = await fs.lookup(ROOT_INO, "src")
+        head_x = store.hold("head", key="src/x")
+        got: list[Any] = []
+
+        async def lookup() -> None:
+            got.append(await fs.lookup(src.ino, "x"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lookup)
+            assert await trio.to_thread.run_sync(head_x.entered.wait, 30)
+            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
+            head_x.release()
+        assert got[0].size == 1
+        dst = await fs.lookup(ROOT_INO, "dst")
+        assert dst.ino == src.ino
+        assert (await fs.lookup(dst.ino, "x")).ino == got[0].ino
+        assert inner.keys() == ["dst/x"]
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_unmount_aborts_an_upload_a_write_is_still_creating() -> None:
+    """Unmount while a write is creating its file's multipart upload: the abort at unmount
+    waits for the write (the writer's lock) and then aborts that upload. It used to abort
+    the writer before the upload existed, so the upload the write then created was left
+    behind in the bucket."""
+    inner = MemoryStore()
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        fh, _ = await fs.create(ROOT_INO, "big", 0o644, os.O_WRONLY, 0, 0)
+        writer = fs.files[fh].writer
+        assert writer is not None
+        creating = store.hold("create_multipart")
+        shut = trio.Event()
+
+        async def shutdown() -> None:
+            await fs.shutdown()
+            shut.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.write, fh, 0, b"x" * (6 * MiB))  # a part: the upload
+            assert await trio.to_thread.run_sync(creating.entered.wait, 30)
+            nursery.start_soon(shutdown)
+            with trio.fail_after(30):  # the unmount waits for the write (or, old code, ends)
+                while not shut.is_set() and not writer.lock.statistics().tasks_waiting:
+                    await trio.sleep(0.01)
+            creating.release()
+        assert inner.pending_uploads() == 0
+        assert inner.keys() == []
+
+    run(store, body)
+
+
 def test_directory_bucket_rename_uses_rename_object() -> None:
     store = MemoryStore("data--usw2-az1--x-s3", directory_bucket=True)
     store.put_object("t/a", b"1")

@@ -159,18 +159,26 @@ class MemoryStore:
     def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
         self._count("upload_part")
         with self._lock:
-            self._uploads[upload_id][2][part_number] = bytes(data)
+            self._upload(upload_id)[2][part_number] = bytes(data)
             return _etag(data)
 
     def complete_multipart(
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
     ) -> ObjectInfo:
         with self._lock:
-            ukey, meta, stored = self._uploads.pop(upload_id)
+            ukey, meta, stored = self._upload(upload_id)
+            del self._uploads[upload_id]
             data = b"".join(stored[n] for n, _ in sorted(parts))
             obj = _Obj(data, _etag(data), time.time(), meta)
             self._objects[ukey] = obj
             return ObjectInfo(ukey, len(data), obj.etag, obj.mtime, dict(meta))
+
+    def _upload(self, upload_id: str) -> tuple[str, dict[str, str], dict[int, bytes]]:
+        """An upload under way; S3's NoSuchUpload once it was completed or aborted."""
+        upload = self._uploads.get(upload_id)
+        if upload is None:
+            raise StoreError(f"NoSuchUpload {upload_id}", code="NoSuchUpload")
+        return upload
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         with self._lock:
