@@ -159,7 +159,7 @@ class BucketAdmin(Protocol):
 
     def tag_bucket(self, region: str, bucket: str, tags: Mapping[str, str]) -> None: ...
 
-    def role_arn(self, role: str) -> str | None: ...
+    def role_arn(self, role: str, partition: str = "aws") -> str | None: ...
 
     def policy_tags(self, policy_arn: str) -> dict[str, str] | None: ...
 
@@ -171,7 +171,8 @@ class BucketAdmin(Protocol):
 
     def ensure_policy(
         self,
-        name: str,
+        region: str,
+        owner_uid: str,
         document: dict[str, Any],
         description: str,
         tags: Mapping[str, str] | None = None,
@@ -442,14 +443,21 @@ class Boto3BucketAdmin:
                 raise
 
     # -- IAM -------------------------------------------------------------------------------
-    def _iam(self) -> Any:
-        return self.client("iam", "us-east-1")
+    def _iam(self, partition: str) -> Any:
+        """The IAM client of ``partition`` (IAM is global per partition: ``aws-cn`` and
+        ``aws-us-gov`` have their own endpoints and accounts)."""
+        return self.client("iam", names.iam_region(partition))
 
-    def role_arn(self, role: str) -> str | None:
-        """The real ARN (with its path) of the role named ``role``; None if there is none."""
+    def _iam_of(self, arn: str) -> Any:
+        """The IAM client of the partition ``arn`` lives in."""
+        return self._iam(names.arn_partition(arn))
+
+    def role_arn(self, role: str, partition: str = "aws") -> str | None:
+        """The real ARN (with its path) of the role named ``role`` in ``partition``; None if
+        there is none."""
         try:
             with self._call("iam", "GetRole"):
-                return str(self._iam().get_role(RoleName=role)["Role"]["Arn"])
+                return str(self._iam(partition).get_role(RoleName=role)["Role"]["Arn"])
         except AwsError as exc:
             if exc.code == "NoSuchEntity":
                 return None
@@ -459,7 +467,7 @@ class Boto3BucketAdmin:
         """The managed policy's tags; None when the policy does not exist."""
         try:
             with self._call("iam", "ListPolicyTags"):
-                resp = self._iam().list_policy_tags(PolicyArn=policy_arn)
+                resp = self._iam_of(policy_arn).list_policy_tags(PolicyArn=policy_arn)
         except AwsError as exc:
             if exc.code == "NoSuchEntity":
                 return None
@@ -468,14 +476,18 @@ class Boto3BucketAdmin:
 
     def ensure_policy(
         self,
-        name: str,
+        region: str,
+        owner_uid: str,
         document: dict[str, Any],
         description: str,
         tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Create the managed policy or make ``document`` its default version; returns ARN."""
-        iam = self._iam()
-        arn = f"arn:aws:iam::{self.account_id()}:policy{names.POLICY_PATH}{name}"
+        """Create the session policy of the S3ExpressBucket ``owner_uid`` (named and placed by
+        :func:`names.policy_name`/:func:`names.policy_arn`, in ``region``'s partition) or make
+        ``document`` its default version; returns its ARN."""
+        name = names.policy_name(owner_uid)
+        arn = names.policy_arn(region, self.account_id(), owner_uid)
+        iam = self._iam_of(arn)
         body = json.dumps(document, sort_keys=True)
         try:
             with self._call("iam", "GetPolicy"):
@@ -516,7 +528,7 @@ class Boto3BucketAdmin:
     def policy_exists(self, arn: str) -> bool:
         try:
             with self._call("iam", "GetPolicy"):
-                self._iam().get_policy(PolicyArn=arn)
+                self._iam_of(arn).get_policy(PolicyArn=arn)
         except AwsError as exc:
             if exc.code == "NoSuchEntity":
                 return False
@@ -526,19 +538,19 @@ class Boto3BucketAdmin:
     def attached_roles(self, policy_arn: str) -> set[str]:
         roles: set[str] = set()
         with self._call("iam", "ListEntitiesForPolicy"):
-            paginator = self._iam().get_paginator("list_entities_for_policy")
+            paginator = self._iam_of(policy_arn).get_paginator("list_entities_for_policy")
             for page in paginator.paginate(PolicyArn=policy_arn, EntityFilter="Role"):
                 roles.update(r["RoleName"] for r in page.get("PolicyRoles", []))
         return roles
 
     def attach_role_policy(self, role: str, policy_arn: str) -> None:
         with self._call("iam", "AttachRolePolicy"):
-            self._iam().attach_role_policy(RoleName=role, PolicyArn=policy_arn)
+            self._iam_of(policy_arn).attach_role_policy(RoleName=role, PolicyArn=policy_arn)
 
     def detach_role_policy(self, role: str, policy_arn: str) -> None:
         try:
             with self._call("iam", "DetachRolePolicy"):
-                self._iam().detach_role_policy(RoleName=role, PolicyArn=policy_arn)
+                self._iam_of(policy_arn).detach_role_policy(RoleName=role, PolicyArn=policy_arn)
         except AwsError as exc:
             if exc.code != "NoSuchEntity":
                 raise
@@ -547,7 +559,7 @@ class Boto3BucketAdmin:
         """Detach from every role, delete old versions, delete the policy (idempotent)."""
         if not self.policy_exists(policy_arn):
             return
-        iam = self._iam()
+        iam = self._iam_of(policy_arn)
         for role in sorted(self.attached_roles(policy_arn)):
             self.detach_role_policy(role, policy_arn)
         with self._call("iam", "ListPolicyVersions"):

@@ -95,7 +95,7 @@ def authorize_roles(
     wanted: set[str] = set()
     for arn in spec.role_arns:
         role = policy.check_role(namespace, arn, account, names.partition(spec.region))
-        real = admin.role_arn(role.name)
+        real = admin.role_arn(role.name, names.partition(spec.region))
         if real is None:
             raise NotAllowedError(
                 f"access.roleArns entry {arn}: account {account} has no role {role.name}: "
@@ -448,7 +448,6 @@ def _reconcile_access(
     owner: names.Owner,
     wanted: set[str],
 ) -> str | None:
-    name = names.policy_name(owner.uid)
     arn = names.policy_arn(spec.region, admin.account_id(), owner.uid)
     if not spec.role_arns:
         _delete_owned_policy(admin, arn, owner)
@@ -462,7 +461,8 @@ def _reconcile_access(
             reason="PolicyOwnedByAnother",
         )
     arn = admin.ensure_policy(
-        name,
+        spec.region,
+        owner.uid,
         session_policy(bucket_arn, spec.session_mode),
         f"zonemount: s3express:CreateSession on {bucket} for {owner}",
         owner.tags(),

@@ -129,6 +129,21 @@ def partition(region: str) -> str:
     return "aws"
 
 
+#: The region IAM (a global service) is called in, per partition.
+IAM_REGIONS = {"aws": "us-east-1", "aws-cn": "cn-north-1", "aws-us-gov": "us-gov-west-1"}
+
+
+def iam_region(partition_name: str) -> str:
+    """The region of IAM's endpoint in ``partition_name`` (``aws``, ``aws-cn``, ...)."""
+    return IAM_REGIONS.get(partition_name, IAM_REGIONS["aws"])
+
+
+def arn_partition(arn: str) -> str:
+    """The partition field of an ARN (``arn:PARTITION:service:...``)."""
+    parts = arn.split(":", 2)
+    return parts[1] if len(parts) > 2 and parts[0] == "arn" else "aws"
+
+
 def directory_bucket_arn(region: str, account: str, bucket: str) -> str:
     return f"arn:{partition(region)}:s3express:{region}:{account}:bucket/{bucket}"
 
