@@ -6,6 +6,7 @@ match applies its fault a number of times (``count``; ``None`` = forever):
 * ``status``: answer with an S3 error of that HTTP status (error ``code``, extra ``headers``)
   instead of forwarding;
 * ``stall``: hold the request for ``seconds`` (until the proxy closes), then forward;
+* ``stall-fail``: hold the request for ``seconds``, then answer like ``status``;
 * ``trickle``: forward, then send the response body at ``rate`` bytes per second.
 
 Everything else is relayed unchanged (tests/fs/express_endpoint.relay). ``hits`` counts the
@@ -28,7 +29,7 @@ from .express_endpoint import relay
 class Rule:
     method: str  # "GET", "PUT", "DELETE", "HEAD", "POST" or "*"
     match: str  # substring of the request path (with its query string)
-    fault: str  # "status" | "stall" | "trickle"
+    fault: str  # "status" | "stall" | "stall-fail" | "trickle"
     count: int | None = None
     status: int = 500
     seconds: float = 3600.0
@@ -55,9 +56,11 @@ class FaultProxy:
             def handle_any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 rule = outer._take(self.command, self.path)
+                if rule is not None and rule.fault == "stall-fail":
+                    outer.closed.wait(rule.seconds)
                 if rule is None:
                     relay(self, outer.upstream, body)
-                elif rule.fault == "status":
+                elif rule.fault in ("status", "stall-fail"):
                     payload = (
                         f"<Error><Code>{rule.code}</Code><Message>injected</Message></Error>"
                     ).encode()

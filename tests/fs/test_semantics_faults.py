@@ -433,3 +433,80 @@ def test_r_rename_dir_holds_writes(
     finally:
         mounter.cleanup()
         proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "seconds", "status", "code", "want"),
+    [
+        ("stall", 3600.0, 500, "InternalError", errno.EIO),  # no answer within the deadline
+        ("stall-fail", 1.0, 403, "AccessDenied", errno.EACCES),  # an error S3 does not retry
+    ],
+    ids=["stalled", "failing"],
+)
+def test_relisting_that_fails_answers_its_waiters_by_name(
+    mounter: Mounter,
+    moto_server: LocalS3,
+    s3: Any,
+    bucket: str,
+    fault: str,
+    seconds: float,
+    status: int,
+    code: str,
+    want: int,
+) -> None:
+    """R-META-RELIST when the directory's LIST stalls or fails: the lookup that started the
+    relisting gets the error (a stalled one after --request-deadline; the kernel, whose
+    cached entry could not be revalidated, looks the name up once more, which relists
+    again), the lookups that waited for it ask S3 for their own names (HEAD + LIST) and get
+    the right answers, and nothing hangs. Once S3 lists again the directory is served."""
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"many/{i:03d}.txt", Body=b"x" * i)
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket,
+            "--metadata-ttl",
+            "1",
+            "--request-deadline",
+            "3",
+            "--endpoint-url",
+            proxy.endpoint,
+        )
+        assert len(os.listdir(mnt / "many")) == 20  # listed in full: relisted when expired
+        time.sleep(1.5)  # every entry expires (and the kernel's copies of them)
+        relist = proxy.add(
+            Rule(
+                "GET",
+                "prefix=many%2F&",  # the directory's own listing, not a name's LIST
+                fault,
+                seconds=seconds,
+                status=status,
+                code=code,
+            )
+        )
+        results: dict[str, int] = {}
+
+        def stat(name: str) -> None:
+            try:
+                results[name] = os.stat(mnt / "many" / name).st_size
+            except OSError as exc:
+                results[name] = -(exc.errno or 1)
+
+        trigger = threading.Thread(target=stat, args=("000.txt",))
+        trigger.start()
+        deadline = time.monotonic() + 30
+        while relist.hits == 0:
+            assert time.monotonic() < deadline, "no relisting was sent"
+            time.sleep(0.01)
+        waiters = [threading.Thread(target=stat, args=(f"{i:03d}.txt",)) for i in range(1, 6)]
+        for thread in waiters:
+            thread.start()
+        for thread in [trigger, *waiters]:
+            thread.join(60)
+            assert not thread.is_alive(), "a lookup hangs"
+        assert results == {"000.txt": -want, **{f"{i:03d}.txt": i for i in range(1, 6)}}
+        proxy.clear()  # S3 lists again: the directory is served
+        assert sorted(os.listdir(mnt / "many")) == [f"{i:03d}.txt" for i in range(20)]
+    finally:
+        mounter.cleanup()
+        proxy.close()
