@@ -50,6 +50,7 @@ from .meta import (
     META_UID,
     SYMLINK_MODE,
     MetaMemo,
+    is_symlink_meta,
     parse_meta,
 )
 from .names import MAX_KEY_BYTES, MAX_NAME_BYTES
@@ -141,6 +142,7 @@ class InodeTable:
 
     def __init__(self, options: MountOptions) -> None:
         self.opts = options
+        self._kernel_ttl = min(options.metadata_ttl, 3600.0)  # how long the kernel caches
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INO + 1
         self.memo = MetaMemo()
@@ -201,7 +203,6 @@ class InodeTable:
 
     # -- attributes ----------------------------------------------------------------------
     def attr(self, node: Inode) -> Attr:
-        now = time.time()
         if node.kind is Kind.DIR:
             mode = stat.S_IFDIR | (node.perm if node.perm is not None else self.opts.dir_mode)
             nlink = 2 + sum(  # "." and the entry in its parent, plus each subdirectory's ".."
@@ -218,7 +219,7 @@ class InodeTable:
         if node.detached:
             nlink = 0  # unlinked (or gone from the bucket) while still open
         size = node.writer.size if node.writer is not None else node.size
-        mtime = node.mtime or now
+        mtime = node.mtime or time.time()
         # A mkdir'd directory changes only through this mount's own operations, which the
         # kernel sees and invalidates its caches for, so it is cached as long as remote
         # attributes (with 0, every path walk through a new directory was a FUSE lookup). The
@@ -228,7 +229,7 @@ class InodeTable:
         # attributes. Its attributes are cached all the same: they change only through the
         # kernel's own writes and setattrs, and with 0 every open(O_CREAT) cost a getattr
         # (the kernel's permission check on the new inode) - one FUSE request per created file.
-        ttl = min(self.opts.metadata_ttl, 3600.0)
+        ttl = self._kernel_ttl
         timeout = 0.0 if node.writer is not None else ttl
         return Attr(
             ino=node.ino,
@@ -292,6 +293,34 @@ class InodeTable:
             self._refresh(node, info)
         elif kind is Kind.DIR and not node.mtime:
             node.mtime = time.time()
+        return node
+
+    def listed_unchanged(
+        self, parent: Inode, name: str, info: ObjectInfo, expiry: float
+    ) -> Inode | None:
+        """A listing's warm path: when ``name`` is a remote file this mount knows with the
+        listed object's ETag (not being written, not a symlink by the memo), what
+        :meth:`install` would do to it - the TTL starts again (until ``expiry``), the size
+        is the listed one, the name is no longer absent - done without the rest; the inode.
+        None when it needs :meth:`install` (new, replaced, local or another kind)."""
+        ino = parent.children.get(name)
+        node = self.inodes.get(ino) if ino is not None else None
+        if (
+            node is None
+            or node.kind is not Kind.FILE
+            or node.etag != info.etag
+            or node.local
+            or node.writer is not None
+            or not node.mtime
+        ):
+            return None
+        memo = self.memo.get(info.key)
+        if memo is not None and memo[0] in (None, info.etag) and is_symlink_meta(memo[1]):
+            return None  # a listing shows it as a symlink: install replaces the inode
+        if parent.negative:
+            parent.negative.pop(name, None)
+        node.expiry = expiry
+        node.size = info.size
         return node
 
     def _refresh(self, node: Inode, info: ObjectInfo) -> None:

@@ -111,11 +111,16 @@ class Listing:
         dir_node.listed_count = max(1, len(files) + len(dirs))
         dir_node.revalidations = 0
         names: dict[str, int] = {}
+        expiry = _now() + self.ctx.opts.metadata_ttl
         for name in sorted(dirs | files.keys()):
-            entry = files.get(name)
-            kind = Kind.DIR if name in dirs else self._listed_kind(dir_node, name, entry)
-            entry = entry if kind is not Kind.DIR else None
-            node = self.tree.install(dir_node, name, kind, entry)
+            entry = files.get(name) if name not in dirs else None
+            if entry is None:
+                node = self.tree.install(dir_node, name, Kind.DIR, None)
+            elif (known := self.tree.listed_unchanged(dir_node, name, entry, expiry)) is not None:
+                node = known  # the warm path: an object this mount knows, unchanged
+            else:
+                kind = self._listed_kind(dir_node, name, entry)
+                node = self.tree.install(dir_node, name, kind, entry)
             names[name] = node.ino
         for name, child_ino in sorted(dir_node.children.items()):
             child = self.tree.inodes.get(child_ino)
