@@ -16,19 +16,20 @@ are reported as one line on stderr, never as a traceback; credentials are never 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from zonemount_contract.cli import OneLineParser
 
 from zonemount_operator import names
 from zonemount_operator.errors import DependencyNotReady, SpecError, ZonemountError
+
+if TYPE_CHECKING:  # imported where used: ``zonemount cp`` loads neither yaml nor asyncio here
+    import yaml
 
 
 def _fail(prog: str, message: str, code: int = 1) -> int:
@@ -101,6 +102,8 @@ def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
 
 
 def _load(path: str) -> list[dict[str, Any]]:
+    import yaml
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
         docs = [d for d in yaml.safe_load_all(text) if d]
@@ -252,6 +255,8 @@ class _Offline:
 
         name = doc["metadata"]["name"]
         spec = parse_mountclass(name, doc.get("spec") or {})
+        import asyncio
+
         facts = asyncio.run(self._facts(name, spec))
         return {"kind": doc["kind"], "name": name, **desired_objects(name, None, spec, facts)}
 
@@ -357,6 +362,8 @@ def _reconcile_inputs(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any
 
 
 def _print_yaml(results: list[dict[str, Any]]) -> None:
+    import yaml
+
     try:
         yaml.safe_dump_all(results, sys.stdout, sort_keys=False)
         sys.stdout.flush()

@@ -2,8 +2,9 @@
 
 Why: a botocore API call costs ~2 ms of CPU (endpoint rules, events, validation, parsing), so
 20,000 small objects cost 40+ CPU-seconds and a Python thread pool cannot go faster than the
-GIL allows. Here each request is built directly, signed by botocore's own SigV4 signer
-(``S3SigV4Auth``: no hand-rolled signing; credentials come from a botocore credential object,
+GIL allows. Here each request is built directly, signed by the lean paths' one SigV4 signer
+(:class:`zonemount_contract.sigv4.Signer`, botocore's ``S3SigV4Auth`` computation byte for
+byte with the signing key cached per day; credentials come from a botocore credential object,
 so refreshable credentials are refreshed by botocore) and sent with aiohttp (C HTTP parser,
 one thread, ``concurrency`` requests in flight).
 
@@ -28,9 +29,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import botocore.auth
-import botocore.awsrequest
 import botocore.exceptions
+from zonemount_contract.sigv4 import Signer, host_header
 
 from zonemount_operator.names import parse_directory_bucket
 
@@ -50,34 +50,42 @@ def eligible(bucket: str, endpoint_url: str | None, region: str | None) -> bool:
 class FastS3:
     """Signed S3 requests for one endpoint; methods run on the caller's event loop."""
 
-    def __init__(self, credentials: Any, region: str, endpoint_url: str | None) -> None:
+    def __init__(self, credentials: Any, region: str, endpoint_url: str) -> None:
         self.credentials = credentials
         self.region = region or "us-east-1"
-        self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self.endpoint_url = endpoint_url.rstrip("/")
+        parts = urlsplit(self.endpoint_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._host = host_header(parts.scheme, parts.hostname or "", parts.port)
+        self._base_path = parts.path  # path style below it: /<bucket>/<key>
+        # botocore's choice: the payload is hashed into the signature over plain HTTP only
+        self._signer = Signer(credentials, self.region, sign_payload=parts.scheme != "https")
+
+    def path(self, bucket: str, key: str = "") -> str:
+        """The request path (URI-encoded, as sent and signed): path style."""
+        return f"{self._base_path}/{bucket}/{quote(key, safe='/~')}"
 
     def url(self, bucket: str, key: str = "") -> str:
-        path = quote(key, safe="/~")
-        if self.endpoint_url:
-            return f"{self.endpoint_url}/{bucket}/{path}"
-        return f"https://{bucket}.s3.{self.region}.amazonaws.com/{path}"
+        return self._origin + self.path(bucket, key)
 
-    def _sign(self, method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
-        request = botocore.awsrequest.AWSRequest(method=method, url=url, headers=headers, data=body)
-        frozen = self.credentials.get_frozen_credentials()
-        botocore.auth.S3SigV4Auth(frozen, "s3", self.region).add_auth(request)
-        return dict(request.headers.items())
+    def _sign(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        return self._signer.sign(method, self._host, path, query, headers, body)
 
     async def _call(
         self,
         http: aiohttp.ClientSession,
         method: str,
-        url: str,
+        path: str,
         operation: str,
         *,
+        query: str = "",
         headers: dict[str, str] | None = None,
         body: bytes = b"",
     ) -> bytes:
-        signed = self._sign(method, url, dict(headers or {}), body)
+        signed = self._sign(method, path, query, headers or {}, body)
+        url = self._origin + path + (f"?{query}" if query else "")
         try:
             async with http.request(
                 method, url, headers=signed, data=body or None, skip_auto_headers=("Content-Type",)
@@ -91,16 +99,16 @@ class FastS3:
         except aiohttp.ClientConnectorError as exc:
             raise botocore.exceptions.EndpointConnectionError(endpoint_url=url) from exc
         except aiohttp.ClientError as exc:
-            raise ConnectionError(f"{operation} {urlsplit(url).path}: {exc}") from exc
+            raise ConnectionError(f"{operation} {path}: {exc}") from exc
 
     async def get(
         self, http: aiohttp.ClientSession, bucket: str, key: str, etag: str = ""
     ) -> bytes:
         headers = {"If-Match": f'"{etag}"'} if etag else None
-        return await self._call(http, "GET", self.url(bucket, key), "GetObject", headers=headers)
+        return await self._call(http, "GET", self.path(bucket, key), "GetObject", headers=headers)
 
     async def put(self, http: aiohttp.ClientSession, bucket: str, key: str, data: bytes) -> None:
-        await self._call(http, "PUT", self.url(bucket, key), "PutObject", body=data)
+        await self._call(http, "PUT", self.path(bucket, key), "PutObject", body=data)
 
     async def copy(
         self,
@@ -114,7 +122,7 @@ class FastS3:
         headers = {"x-amz-copy-source": quote(f"{src_bucket}/{src_key}", safe="/~")}
         if etag:
             headers["x-amz-copy-source-if-match"] = f'"{etag}"'
-        await self._call(http, "PUT", self.url(bucket, key), "CopyObject", headers=headers)
+        await self._call(http, "PUT", self.path(bucket, key), "CopyObject", headers=headers)
 
     async def list_page(
         self, http: aiohttp.ClientSession, bucket: str, prefix: str, token: str | None
@@ -123,8 +131,7 @@ class FastS3:
         query = f"list-type=2&prefix={quote(prefix, safe='~')}&encoding-type=url"
         if token:
             query += f"&continuation-token={quote(token, safe='~')}"
-        url = self.url(bucket) + "?" + query
-        data = await self._call(http, "GET", url, "ListObjectsV2")
+        data = await self._call(http, "GET", self.path(bucket), "ListObjectsV2", query=query)
         return parse_list_page(data)
 
 

@@ -69,7 +69,9 @@ def test_the_local_endpoint_policy_is_opt_in(s3_env: dict[str, str], moto_server
     }
 
 
-@pytest.mark.parametrize("module", ["zonemount_contract", "zonemount_contract.s3client"])
+@pytest.mark.parametrize(
+    "module", ["zonemount_contract", "zonemount_contract.s3client", "zonemount_contract.sigv4"]
+)
 def test_importing_the_contract_loads_no_botocore(module: str) -> None:
     code = f"import sys, {module}; assert 'botocore' not in sys.modules, 'botocore imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

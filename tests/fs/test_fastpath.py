@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.auth
@@ -25,10 +24,8 @@ import botocore.awsrequest
 import botocore.credentials
 import botocore.session
 import pytest
-from botocore.config import Config
 from zonemount_cli.servers import LocalS3, free_port, start_moto
 from zonemount_fs.errors import AccessDenied, StoreError
-from zonemount_fs.store import fastpath
 from zonemount_fs.store.s3 import S3Settings, S3Store
 
 from .faultproxy import FaultProxy, Rule
@@ -302,78 +299,3 @@ def test_where_the_fast_path_applies(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not off.uses_fast_path
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     assert not S3Store(S3Settings(bucket="b", region="us-east-1")).uses_fast_path
-
-
-SIGNING_CASES = [
-    # (method, origin, path, query, headers, body, token, sign_payload)
-    ("HEAD", "http://127.0.0.1:8333", "/b/plain", "", {}, b"", None, True),
-    (
-        "PUT",
-        "http://127.0.0.1:8333",
-        "/b/" + quote("dir/ünï code & +plus%.txt", safe="/~"),
-        "",
-        {"x-amz-meta-mode": "33188", "x-amz-meta-note": "  two  spaces\tand tab "},
-        b"x" * 4097,
-        "session-token/with+chars==",
-        True,
-    ),
-    (
-        "GET",
-        "https://my-bucket.s3.eu-west-1.amazonaws.com",
-        "/",
-        "list-type=2&encoding-type=url&max-keys=1000&prefix=a%2Fb%20%26c&delimiter=%2F"
-        "&continuation-token=1%2Bx%3D%3D",
-        {},
-        b"",
-        None,
-        False,
-    ),
-    (
-        "PUT",
-        "https://my-bucket.s3.eu-west-1.amazonaws.com",
-        "//leading/slash",
-        "",
-        {"x-amz-checksum-crc32": "AAAAAA==", "x-amz-copy-source": "b/src%20key"},
-        b"body",
-        None,
-        False,
-    ),
-    ("DELETE", "http://[::1]:9000", "/b/k", "", {"Range": "bytes=0-9"}, b"", None, True),
-]
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("case", SIGNING_CASES, ids=lambda c: f"{c[0]} {c[1]}{c[2]}"[:60])
-def test_signer_matches_botocore(case: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fast path's SigV4 is botocore's S3SigV4Auth, byte for byte (same clock)."""
-    method, origin, path, query, headers, body, token, sign_payload = case
-    when = datetime.datetime(2026, 12, 3, 19, 30, 5, tzinfo=datetime.UTC)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: when)
-    credentials = botocore.credentials.Credentials("AKIDEXAMPLE", "wJalr/XUtnFEMI+K7MDENG", token)
-    parts = urlsplit(origin)
-    host = fastpath._host_header(parts.scheme, parts.hostname or "", parts.port)
-    ours = fastpath.Signer(credentials, "eu-west-1", sign_payload=sign_payload).sign(
-        method, host, path, query, dict(headers), body, now=when.timestamp()
-    )
-    url = origin + path + (f"?{query}" if query else "")
-    request = botocore.awsrequest.AWSRequest(method=method, url=url, headers=headers, data=body)
-    request.context["client_config"] = Config(s3={"payload_signing_enabled": sign_payload})
-    botocore.auth.S3SigV4Auth(credentials, "s3", "eu-west-1").add_auth(request)
-    theirs = {
-        k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()
-    }
-    assert ours["Authorization"] == theirs["authorization"]
-    assert ours["x-amz-content-sha256"] == theirs["x-amz-content-sha256"]
-    assert ours.get("x-amz-security-token") == theirs.get("x-amz-security-token")
-
-
-@pytest.mark.unit
-def test_signing_key_is_rederived_for_a_new_day_or_secret() -> None:
-    credentials = botocore.credentials.Credentials("AKID", "one")
-    signer = fastpath.Signer(credentials, "us-east-1", sign_payload=True)
-    day1 = signer.sign("GET", "h", "/k", "", {}, b"", now=0.0)["Authorization"]
-    day2 = signer.sign("GET", "h", "/k", "", {}, b"", now=86400.0)["Authorization"]
-    assert day2.split("Signature=")[1] != day1.split("Signature=")[1]
-    assert signer.sign("GET", "h", "/k", "", {}, b"", now=0.0)["Authorization"] == day1
-    signer.credentials = botocore.credentials.Credentials("AKID", "two")
-    assert signer.sign("GET", "h", "/k", "", {}, b"", now=0.0)["Authorization"] != day1

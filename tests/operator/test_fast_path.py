@@ -218,3 +218,38 @@ def test_lazy_client_answers_endpoint_and_region_like_the_real_one(
         assert (lazy._client is None) == (region_env is not None)  # no region: asked the client
         assert lazy.meta.config.s3["addressing_style"] == "path"
         assert lazy.client() is lazy.client()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fasts3", "threads"])
+def test_an_unexpected_error_fails_the_object_never_silently(
+    weed: Any, tmp_path: Any, fast: bool
+) -> None:
+    """Regression: an exception outside the retry rules (here a ValueError from reading) was
+    left in an unread future: the object was neither copied nor failed, and the run said
+    "0 failed"."""
+    from zonemount_operator.locations import FileRange, LocalLocation
+
+    bucket = _bucket(weed)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode() * 100)
+
+    class Broken(LocalLocation):
+        def read(self, rel: str, start: Any = None, end: Any = None, etag: str = "") -> bytes:
+            if rel == "b":
+                raise ValueError("unreadable b")
+            return super().read(rel, start, end, etag)
+
+        def open_range(self, rel: str, start: int, length: int, size: int) -> FileRange:
+            if rel == "b":
+                raise ValueError("unreadable b")
+            return super().open_range(rel, start, length, size)
+
+    dest = S3Location(weed, bucket, "in/")
+    if fast:
+        attach_fast(dest, botocore.session.get_session().get_credentials())
+        assert dest.fast is not None
+    result = copy(Broken(tmp_path), dest, CopyOptions(concurrency=2, skip_existing=False))
+    assert (result.objects_copied, result.objects_failed) == (2, 1)
+    assert result.first_error is not None and "unreadable b" in result.first_error
+    keys = [o["Key"] for o in weed.list_objects_v2(Bucket=bucket, Prefix="in/")["Contents"]]
+    assert keys == ["in/a", "in/c"]

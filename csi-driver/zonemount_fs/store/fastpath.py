@@ -3,8 +3,9 @@
 Why: a botocore API call costs about 2 ms of CPU (event hooks, endpoint rules, model-driven
 serialization and parsing, the retry handler), which was most of the CPU of creating or
 removing a small file through the mount. Here a request is a URL, a few headers, a SigV4
-signature (:class:`Signer`: the computation of botocore's ``S3SigV4Auth``, compared with it byte
-for byte in the tests, with the derived key cached per day; the credentials are the session's
+signature (:class:`zonemount_contract.sigv4.Signer`, shared with the copy engine: the
+computation of botocore's ``S3SigV4Auth``, compared with it byte for byte in the tests, with
+the derived key cached per day; the credentials are the session's
 provider chain, so refreshable credentials - IRSA, SSO, instance roles - refresh themselves when
 asked for a frozen copy) and one request on a persistent connection: :mod:`.http1` for answers
 read whole (urllib3 and ``http.client`` cost another 0.3 ms of CPU per request), urllib3 for
@@ -40,8 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import hashlib
-import hmac
 import random
 import socket
 import threading
@@ -60,11 +59,11 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from zonemount_contract.aws_errors import ErrorClass, classify
 from zonemount_contract.s3client import user_agent
+from zonemount_contract.sigv4 import Signer, host_header
 
 from . import http1
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 USER_AGENT = f"{user_agent()} fastpath"
 _PROBE_KEY = "zonemount-fastpath-probe"
 _REDIRECT_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"}
@@ -179,85 +178,6 @@ def for_client(
     )
 
 
-class Signer:
-    """AWS Signature Version 4 for S3 requests, as ``botocore.auth.S3SigV4Auth`` computes it
-    (the unit tests compare the two byte for byte), with the derived signing key cached per
-    day: botocore's signer rebuilds the request and the key on every call and was a third of
-    a small request's CPU. Thread safe; credentials are read (and refreshed, for refreshable
-    ones) on each call."""
-
-    def __init__(self, credentials: Any, region: str, *, sign_payload: bool) -> None:
-        self.credentials = credentials
-        self.region = region
-        self.sign_payload = sign_payload
-        self._key: tuple[str, str, bytes] = ("", "", b"")  # (secret, yyyymmdd, signing key)
-
-    def _signing_key(self, secret: str, day: str) -> bytes:
-        cached = self._key
-        if cached[0] == secret and cached[1] == day:
-            return cached[2]
-        key = ("AWS4" + secret).encode()
-        for part in (day, self.region, "s3", "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        self._key = (secret, day, key)  # one tuple: readers see old or new, never a mix
-        return key
-
-    def sign(
-        self,
-        method: str,
-        host: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        body: bytes,
-        now: float | None = None,
-    ) -> dict[str, str]:
-        """``headers`` plus Host, X-Amz-Date, X-Amz-Content-SHA256, the session token and
-        Authorization. ``path`` and ``query`` exactly as sent (already URI-encoded)."""
-        frozen = self.credentials.get_frozen_credentials()
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        day = stamp[:8]
-        if body and self.sign_payload:
-            payload = hashlib.sha256(body).hexdigest()
-        elif self.sign_payload:
-            payload = EMPTY_SHA256
-        else:
-            payload = "UNSIGNED-PAYLOAD"
-        out = dict(headers)
-        out["host"] = host
-        out["x-amz-date"] = stamp
-        out["x-amz-content-sha256"] = payload
-        if frozen.token:
-            out["x-amz-security-token"] = frozen.token
-        canonical = sorted((k.lower(), " ".join(v.split())) for k, v in out.items())
-        names = ";".join(k for k, _ in canonical)
-        if query:
-            pairs = sorted(pair.partition("=")[::2] for pair in query.split("&"))
-            query = "&".join(f"{k}={v}" for k, v in pairs)
-        request = "\n".join(
-            [
-                method,
-                path,
-                query,
-                "".join(f"{k}:{v}\n" for k, v in canonical),
-                names,
-                payload,
-            ]
-        )
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest()]
-        )
-        signature = hmac.new(
-            self._signing_key(frozen.secret_key, day), to_sign.encode(), hashlib.sha256
-        ).hexdigest()
-        out["Authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={frozen.access_key}/{scope}, "
-            f"SignedHeaders={names}, Signature={signature}"
-        )
-        return out
-
-
 class _Quota:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -301,7 +221,7 @@ class FastPath:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path  # "/bucket/" (path style) or "/" (virtual host)
         self._quota = _Quota()
-        self._host = _host_header(parts.scheme, parts.hostname or "", parts.port)
+        self._host = host_header(parts.scheme, parts.hostname or "", parts.port)
         self._signer = (
             Signer(credentials, region, sign_payload=sign_payload) if credentials else None
         )
@@ -473,15 +393,6 @@ class FastPath:
         query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in params)
         resp = self.request("ListObjectsV2", "GET", "", query=query)
         return parse_list(resp.data)
-
-
-def _host_header(scheme: str, hostname: str, port: int | None) -> str:
-    """The Host header as botocore signs it: lower case, default ports left out, IPv6 in
-    brackets."""
-    host = f"[{hostname}]" if ":" in hostname else hostname
-    if port is None or (scheme, port) in {("http", 80), ("https", 443)}:
-        return host.lower()
-    return f"{host}:{port}".lower()
 
 
 def read_piece(resp: Any, size: int) -> bytes:
