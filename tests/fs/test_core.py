@@ -6,13 +6,14 @@ import errno
 import os
 import random
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from zonemount_fs.core import ROOT_INO, Filesystem
+from zonemount_fs.core import ROOT_INO, Attr, Filesystem
 from zonemount_fs.errors import AccessDenied, FsError, ObjectNotFound, StoreUnavailable
 from zonemount_fs.options import MountOptions
 from zonemount_fs.store.base import ListPage
@@ -347,6 +348,30 @@ async def _names(fs: Filesystem, ino: int) -> list[tuple[str, Any]]:
         fs.releasedir(fh)
 
 
+async def _renamed_while_asked(
+    fs: Filesystem,
+    store: FaultyStore,
+    key: str,
+    ask: Callable[[], Awaitable[Attr]],
+    old: str,
+    new: str,
+) -> Attr:
+    """``ask()``'s answer, when S3's HEAD of ``key`` (which it sends) answers only after
+    ``old`` was renamed to ``new``."""
+    head = store.hold("head", key=key)
+    got: list[Attr] = []
+
+    async def asking() -> None:
+        got.append(await ask())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(asking)
+        assert await trio.to_thread.run_sync(head.entered.wait, 30)
+        await fs.rename(ROOT_INO, old, ROOT_INO, new)
+        head.release()
+    return got[0]
+
+
 def test_getattr_answered_for_the_old_key_of_a_renamed_file_is_not_applied() -> None:
     """A stat of ``a`` whose HEAD is still under way when ``a`` is renamed to ``b``: S3's
     answer for ``a`` (gone) is not applied to the inode, which is now ``b`` - it used to be
@@ -357,18 +382,8 @@ def test_getattr_answered_for_the_old_key_of_a_renamed_file_is_not_applied() -> 
 
     async def body(fs: Filesystem) -> None:
         a = await fs.lookup(ROOT_INO, "a")
-        head_a = store.hold("head", key="a")
-        got: list[Any] = []
-
-        async def stat() -> None:
-            got.append(await fs.getattr(a.ino, revalidate=True))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stat)
-            assert await trio.to_thread.run_sync(head_a.entered.wait, 30)
-            await fs.rename(ROOT_INO, "a", ROOT_INO, "b")
-            head_a.release()
-        assert got[0].size == 3
+        stat = partial(fs.getattr, a.ino, revalidate=True)
+        assert (await _renamed_while_asked(fs, store, "a", stat, "a", "b")).size == 3
         assert not fs.inode(a.ino).detached
         assert (await fs.lookup(ROOT_INO, "b")).ino == a.ino
         assert inner.keys() == ["b"]
@@ -387,21 +402,12 @@ def test_lookup_answered_for_the_old_prefix_of_a_renamed_directory_asks_again() 
 
     async def body(fs: Filesystem) -> None:
         src = await fs.lookup(ROOT_INO, "src")
-        head_x = store.hold("head", key="src/x")
-        got: list[Any] = []
-
-        async def lookup() -> None:
-            got.append(await fs.lookup(src.ino, "x"))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(lookup)
-            assert await trio.to_thread.run_sync(head_x.entered.wait, 30)
-            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
-            head_x.release()
-        assert got[0].size == 1
+        lookup = partial(fs.lookup, src.ino, "x")
+        x = await _renamed_while_asked(fs, store, "src/x", lookup, "src", "dst")
+        assert x.size == 1
         dst = await fs.lookup(ROOT_INO, "dst")
         assert dst.ino == src.ino
-        assert (await fs.lookup(dst.ino, "x")).ino == got[0].ino
+        assert (await fs.lookup(dst.ino, "x")).ino == x.ino
         assert inner.keys() == ["dst/x"]
 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)

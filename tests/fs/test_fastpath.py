@@ -29,6 +29,7 @@ from zonemount_fs.errors import AccessDenied, StoreError
 from zonemount_fs.store.s3 import S3Settings, S3Store
 
 from .faultproxy import FaultProxy, Rule
+from .stores import local_store
 
 pytestmark = pytest.mark.integration
 
@@ -104,16 +105,7 @@ def _store(
 ) -> S3Store:
     session = botocore.session.Session()
     session.get_component("credential_provider").insert_before("env", _Provider(credentials))
-    store = S3Store(
-        S3Settings(
-            bucket=bucket,
-            endpoint_url=endpoint,
-            region="us-east-1",
-            force_path_style=True,
-            **settings,
-        ),
-        session,
-    )
+    store = local_store(bucket, endpoint, session, **settings)
     assert store.uses_fast_path
     return store
 
@@ -185,15 +177,7 @@ def proxied(moto_server: LocalS3, bucket: str, monkeypatch: pytest.MonkeyPatch) 
     proxy = FaultProxy(moto_server.endpoint)
 
     def make(**settings: Any) -> tuple[S3Store, FaultProxy]:
-        store = S3Store(
-            S3Settings(
-                bucket=bucket,
-                endpoint_url=proxy.endpoint,
-                region="us-east-1",
-                force_path_style=True,
-                **settings,
-            )
-        )
+        store = local_store(bucket, proxy.endpoint, **settings)
         assert store.uses_fast_path
         return store, proxy
 
@@ -259,16 +243,7 @@ def test_unreachable_endpoint_is_eio_after_bounded_retries(
 ) -> None:
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
-    store = S3Store(
-        S3Settings(
-            bucket="b",
-            endpoint_url=f"http://127.0.0.1:{free_port()}",
-            region="us-east-1",
-            force_path_style=True,
-            max_attempts=3,
-            connect_timeout=1.0,
-        )
-    )
+    store = local_store("b", f"http://127.0.0.1:{free_port()}", max_attempts=3, connect_timeout=1.0)
     assert store.uses_fast_path
     with pytest.raises(StoreError) as info:
         store.head("k")

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_fs.errors import StoreError
-from zonemount_fs.store.s3 import S3Settings, S3Store
+from zonemount_fs.store.s3 import S3Store
 
 from .faultproxy import FaultProxy, Rule
+from .stores import local_store
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +33,7 @@ def throttled(moto_server: LocalS3, bucket: str, monkeypatch: pytest.MonkeyPatch
         proxies.append(proxy)
         slow_down = Rule("*", "", "status", count=failures, status=503, code="SlowDown")
         proxy.add(slow_down)
-        store = S3Store(
-            S3Settings(
-                bucket=bucket,
-                endpoint_url=proxy.endpoint,
-                region="us-east-1",
-                force_path_style=True,
-                max_attempts=attempts,
-            )
-        )
+        store = local_store(bucket, proxy.endpoint, max_attempts=attempts)
         return store, slow_down
 
     yield make

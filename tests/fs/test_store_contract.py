@@ -16,7 +16,9 @@ from zonemount_cli.servers import LocalS3
 from zonemount_fs.errors import BucketNotFound, NotSupported, ObjectNotFound, PreconditionFailed
 from zonemount_fs.store.base import ObjectStore, list_all
 from zonemount_fs.store.memory import MemoryStore
-from zonemount_fs.store.s3 import S3Settings, S3Store
+from zonemount_fs.store.s3 import S3Store
+
+from .stores import local_store
 
 MiB = 1024 * 1024
 
@@ -25,15 +27,7 @@ def _s3(server: LocalS3, *, fast_path: bool = True) -> S3Store:
     name = f"contract-{uuid.uuid4().hex[:10]}"
     client: Any = server.client()
     client.create_bucket(Bucket=name)
-    store = S3Store(
-        S3Settings(
-            bucket=name,
-            endpoint_url=server.endpoint,
-            region="us-east-1",
-            force_path_style=True,
-            fast_path=fast_path,
-        )
-    )
+    store = local_store(name, server.endpoint, fast_path=fast_path)
     assert store.uses_fast_path is fast_path
     return store
 
@@ -129,14 +123,7 @@ def test_general_purpose_has_no_rename_or_append(store: ObjectStore) -> None:
 def test_missing_bucket(moto_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
-    store = S3Store(
-        S3Settings(
-            bucket="nope-not-here",
-            endpoint_url=moto_server.endpoint,
-            region="us-east-1",
-            force_path_style=True,
-        )
-    )
+    store = local_store("nope-not-here", moto_server.endpoint)
     with pytest.raises(BucketNotFound):
         store.check_bucket("")
     mem = MemoryStore()

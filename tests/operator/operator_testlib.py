@@ -37,6 +37,25 @@ def unique_base() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def express_bucket_cr(
+    name: str, base: str, spec: Mapping[str, Any] | None = None, namespace: str = "spark"
+) -> dict[str, Any]:
+    """An S3ExpressBucket CR: region us-east-1, zone use1-az4, base name ``base``, its bucket
+    deleted with it (``deletionPolicy: Delete``); ``spec`` adds to (or overrides) that."""
+    return {
+        "apiVersion": "zonemount.io/v1alpha1",
+        "kind": "S3ExpressBucket",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "region": "us-east-1",
+            "availabilityZoneId": "use1-az4",
+            "baseName": base,
+            "deletionPolicy": "Delete",
+            **(spec or {}),
+        },
+    }
+
+
 def write_tree(
     root: Path, sizes: Mapping[str, int], randbytes: Callable[[int], bytes]
 ) -> dict[str, str]:

@@ -30,7 +30,7 @@ from zonemount_operator.importjob import (
 from zonemount_operator.kube import S3EXPRESSBUCKETS, ResourceRef
 from zonemount_operator.spec import parse_bucket
 
-from tests.operator.operator_testlib import KubeApiThread, unique_base
+from tests.operator.operator_testlib import KubeApiThread, express_bucket_cr, unique_base
 from tests.operator.test_kopf_runtime import kube, operator_env, wait_for
 
 __all__ = ["operator_env"]  # the fixture, imported for this module's tests
@@ -136,18 +136,9 @@ def test_operator_runs_a_large_import_as_an_indexed_job(
     for i in range(30):
         s3.put_object(Bucket=bucket, Key=f"in/f{i:03d}", Body=b"y" * (10 + i))
     base = unique_base()
-    cr = {
-        "apiVersion": "zonemount.io/v1alpha1",
-        "kind": "S3ExpressBucket",
-        "metadata": {"name": "big", "namespace": "spark"},
-        "spec": {
-            "region": "us-east-1",
-            "availabilityZoneId": "use1-az4",
-            "baseName": base,
-            "deletionPolicy": "Delete",
-            "import": {"source": f"s3://{bucket}/in/", "concurrency": 4, "workers": 3},
-        },
-    }
+    cr = express_bucket_cr(
+        "big", base, {"import": {"source": f"s3://{bucket}/in/", "concurrency": 4, "workers": 3}}
+    )
 
     def current() -> dict[str, Any]:
         return dict(kube_api.object("s3expressbuckets", "big", "spark") or {})

@@ -20,7 +20,7 @@ from zonemount_operator.aws import Boto3BucketAdmin
 from zonemount_operator.handlers import registry
 from zonemount_operator.kube import S3EXPRESSBUCKETS, S3MOUNTCLASSES, KubeClient
 
-from tests.operator.operator_testlib import KubeApiThread, unique_base
+from tests.operator.operator_testlib import KubeApiThread, express_bucket_cr, unique_base
 
 pytestmark = pytest.mark.integration
 
@@ -361,18 +361,9 @@ def test_import_result_is_never_overwritten_by_late_progress(
     for i in range(8):
         s3.put_object(Bucket=bucket, Key=f"in/{i}", Body=b"x" * (100 + i))
     base = unique_base()
-    cr = {
-        "apiVersion": "zonemount.io/v1alpha1",
-        "kind": "S3ExpressBucket",
-        "metadata": {"name": "imp", "namespace": "spark"},
-        "spec": {
-            "region": "us-east-1",
-            "availabilityZoneId": "use1-az4",
-            "baseName": base,
-            "deletionPolicy": "Delete",
-            "import": {"source": f"s3://{bucket}/in/", "concurrency": 2},
-        },
-    }
+    cr = express_bucket_cr(
+        "imp", base, {"import": {"source": f"s3://{bucket}/in/", "concurrency": 2}}
+    )
 
     def current() -> dict[str, Any]:
         return dict(kube_api.object("s3expressbuckets", "imp", "spark") or {})
@@ -427,18 +418,7 @@ def test_bucket_in_use_is_not_deleted_until_its_classes_are_gone(
     StorageClass kept pointing at a deleted bucket (and its policy was gone). Now the
     finalizer waits, as kubernetes.io/pvc-protection does for a claim in use."""
     base = unique_base()
-    bucket_cr = {
-        "apiVersion": "zonemount.io/v1alpha1",
-        "kind": "S3ExpressBucket",
-        "metadata": {"name": "held", "namespace": "spark"},
-        "spec": {
-            "region": "us-east-1",
-            "availabilityZoneId": "use1-az4",
-            "baseName": base,
-            "deletionPolicy": "Delete",
-            "access": {"roleArns": [role("spark")]},
-        },
-    }
+    bucket_cr = express_bucket_cr("held", base, {"access": {"roleArns": [role("spark")]}})
     class_cr = {
         "apiVersion": "zonemount.io/v1alpha1",
         "kind": "S3MountClass",
