@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_fs.errors import BucketNotFound, NotSupported, ObjectNotFound, PreconditionFailed
+from zonemount_fs.store import fastpath
 from zonemount_fs.store.base import ObjectStore, list_all
 from zonemount_fs.store.memory import MemoryStore
 from zonemount_fs.store.s3 import S3Store
@@ -162,6 +163,40 @@ def test_odd_keys_round_trip_and_list(store: ObjectStore) -> None:
     for key in ODD_KEYS:
         store.delete(key)
     assert [o.key for o in list_all(store, "odd/").objects] == [ODD_KEYS[1] + ".copy"]
+
+
+def test_server_pages_are_read_flat(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean path reads this server's ListObjectsV2 pages (odd keys, common prefixes,
+    continuation tokens) with the flat reader, which agrees with ElementTree on each."""
+    if not getattr(store, "uses_fast_path", False):
+        pytest.skip("only the lean request path reads the XML itself")
+    for i, key in enumerate(ODD_KEYS):
+        store.put(key, str(i).encode(), {})
+    pages: list[bytes] = []
+    flat_reader = fastpath._parse_list_flat
+
+    def reading(data: bytes) -> fastpath.Listed | None:
+        pages.append(data)
+        return flat_reader(data)
+
+    monkeypatch.setattr(fastpath, "_parse_list_flat", reading)
+    for delimiter in ("/", None):
+        token, keys = None, []
+        while True:
+            page = store.list_page("odd/", delimiter, token, 2)
+            keys += [o.key for o in page.objects] + list(page.prefixes)
+            if not (token := page.next_token):
+                break
+        assert sorted(keys) == sorted(
+            ODD_KEYS if delimiter is None else [*ODD_KEYS[:-1], "odd/dot/"]
+        )
+    assert len(pages) >= 6
+    for data in pages:
+        flat = flat_reader(data)
+        assert flat is not None, data[:300]
+        assert flat == fastpath._parse_list_tree(data)
+    for key in ODD_KEYS:
+        store.delete(key)
 
 
 def test_leading_and_double_slash_keys(store: ObjectStore, request: pytest.FixtureRequest) -> None:
