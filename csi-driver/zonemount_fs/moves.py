@@ -44,7 +44,6 @@ once its old object is deleted (renames are not atomic on general-purpose bucket
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar, cast
@@ -63,7 +62,7 @@ class Moves:
     def __init__(self, tree: InodeTable) -> None:
         self.tree = tree
         self._moving: dict[int, trio.Event] = {}  # inode -> set when its rename ends
-        self._changing: Counter[int] = Counter()  # inode -> operations under way
+        self._changing: dict[int, int] = {}  # inode -> operations under way
         self._quiet: trio.Event | None = None  # set when a changing operation ends
         self.waiting = 0  # operations waiting for a rename to end (for tests and debugging)
 
@@ -86,26 +85,38 @@ class Moves:
                     return event
         return None
 
-    @asynccontextmanager
-    async def changing(self, *inos: int) -> AsyncIterator[None]:
+    def changing(self, *inos: int) -> _Changing:
         """Hold an operation that writes keys under ``inos`` (directories it writes in, or
         the file it gives a writer) until no rename re-keys them, and keep renames of
-        anything above them from moving data until it ends."""
+        anything above them from moving data until it ends (``async with``)."""
+        return _Changing(self, inos)
+
+    async def _enter(self, inos: tuple[int, ...]) -> None:
+        if self._moving:
+            await self._wait(inos)
+        counts = self._changing
+        for ino in inos:
+            counts[ino] = counts.get(ino, 0) + 1
+
+    async def _wait(self, inos: tuple[int, ...]) -> None:
         while (event := self._moving_above(inos)) is not None:
             self.waiting += 1
             try:
                 await event.wait()
             finally:
                 self.waiting -= 1
-        self._changing.update(inos)
-        try:
-            yield
-        finally:
-            self._changing.subtract(inos)
-            self._changing += Counter()  # drop the zeros
-            if self._quiet is not None:
-                self._quiet.set()
-                self._quiet = None
+
+    def _exit(self, inos: tuple[int, ...]) -> None:
+        counts = self._changing
+        for ino in inos:
+            left = counts[ino] - 1
+            if left:
+                counts[ino] = left
+            else:
+                del counts[ino]
+        if self._quiet is not None:
+            self._quiet.set()
+            self._quiet = None
 
     def _changing_below(self, inos: tuple[int, ...]) -> bool:
         wanted = set(inos)
@@ -128,6 +139,21 @@ class Moves:
             for ino in marked:
                 del self._moving[ino]
             event.set()
+
+
+class _Changing:
+    """``async with moves.changing(...)`` (a class: the hot path of every create)."""
+
+    __slots__ = ("_inos", "_moves")
+
+    def __init__(self, moves: Moves, inos: tuple[int, ...]) -> None:
+        self._moves, self._inos = moves, inos
+
+    async def __aenter__(self) -> None:
+        await self._moves._enter(self._inos)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._moves._exit(self._inos)
 
 
 class _HasMoves(Protocol):
