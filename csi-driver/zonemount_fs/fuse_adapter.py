@@ -113,6 +113,8 @@ class KillWatch:
 
 
 def _op(name: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
+    latency = metrics.FUSE_LATENCY.labels(op=name)  # once: labels() costs a lock and a dict
+
     def wrap(fn: Handler[P, R]) -> Handler[P, R]:
         @functools.wraps(fn)
         async def inner(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -134,7 +136,7 @@ def _op(name: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
                 log.exception("%s: unexpected error", name)
                 raise pyfuse3.FUSEError(errno.EIO) from None
             finally:
-                metrics.FUSE_LATENCY.labels(op=name).observe(time.perf_counter() - start)
+                latency.observe(time.perf_counter() - start)
 
         return inner
 

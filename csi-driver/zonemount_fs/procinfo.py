@@ -51,10 +51,20 @@ class TaskState:
         return self.exit_code & 0x7F if self.exiting else 0
 
 
-def task_state(path: Path) -> TaskState | None:
+def _read(path: str) -> str:
+    """A small ``/proc`` file (every create and close reads one or two: no ``pathlib``, no
+    buffered text layer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def task_state(path: Path | str) -> TaskState | None:
     """Parse a ``stat`` file of ``/proc``; None when the task is gone."""
     try:
-        raw = (path / "stat").read_text()
+        raw = _read(f"{path}/stat")
     except OSError:
         return None
     # "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ")".
@@ -66,12 +76,11 @@ def task_state(path: Path) -> TaskState | None:
 
 def tgid_of(pid: int) -> int | None:
     try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("Tgid:"):
-                return int(line.split()[1])
+        text = _read(f"/proc/{pid}/status")
+        start = text.index("\nTgid:") + 6
+        return int(text[start : text.index("\n", start)])
     except (OSError, ValueError):
         return None
-    return None
 
 
 def killed_by(pid: int, tgid: int | None = None) -> int | None:
@@ -80,10 +89,10 @@ def killed_by(pid: int, tgid: int | None = None) -> int | None:
     if pid <= 0:
         return None
     tgid = tgid or tgid_of(pid) or pid
-    opener = task_state(PROC / str(pid))
+    opener = task_state(f"/proc/{pid}")
     if opener is not None and opener.signal:
         return opener.signal
-    leader = opener if tgid == pid else task_state(PROC / str(tgid))
+    leader = opener if tgid == pid else task_state(f"/proc/{tgid}")
     if leader is not None and not leader.exiting:
         # Threads share one file table, so the flush of a group exit comes from the last
         # thread to leave, after the leader entered do_exit: a leader still running means
@@ -105,7 +114,7 @@ def fatal_signal_pending(pid: int) -> bool:
     """SIGKILL queued for the thread or its group (the caller is being killed)."""
     bit = 1 << (signal.SIGKILL - 1)
     try:
-        text = (PROC / str(pid) / "status").read_text()
+        text = _read(f"/proc/{pid}/status")
     except OSError:
         return True  # gone: nobody waits for the answer
     for line in text.splitlines():
