@@ -23,7 +23,9 @@ are detached from the tree. Names that are not valid names (:func:`~.inodes.vali
 that contain ``/`` are not shown.
 
 Concurrency: one trio thread; the directory inode is re-read by number after the LIST
-returns (another task may have changed or dropped it meanwhile) before anything is merged.
+returns (another task may have changed or dropped it meanwhile) before anything is merged,
+and a LIST answered for the prefix the directory had before a rename re-linked it is not
+applied (a readdir lists again, a page of names is not kept).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ RELIST_KEYS = 64
 # TTL). A smaller directory is listed again at the first expired entry (one request).
 RELIST_AFTER = 16
 LIST_PAGE_KEYS = 1000
+# A listing answered for the prefix a directory had before a rename is done again under the
+# new one, at most this many times.
+_RENAMED_RETRIES = 3
 
 
 @dataclass(eq=False)
@@ -101,10 +106,15 @@ class Listing:
 
     async def _snapshot(self, ino: int) -> list[tuple[str, int]]:
         """List the directory in full and bring the tree in line with it; its entries."""
-        dir_node = self.tree.inode(ino)
-        listed_at = _now()
-        files, dirs = await self._list(dir_node) if not dir_node.local else ({}, set())
-        dir_node = self.tree.inode(ino)  # re-read after await
+        for _ in range(_RENAMED_RETRIES):
+            dir_node = self.tree.inode(ino)
+            listed_at, prefix = _now(), self.tree.dir_prefix(dir_node)
+            files, dirs = await self._list(dir_node) if not dir_node.local else ({}, set())
+            dir_node = self.tree.inode(ino)  # re-read after await
+            if self.tree.dir_prefix(dir_node) == prefix:
+                break  # else renamed while listed: the answer is for its old prefix
+        else:
+            raise FsError(errno.ESTALE, "the directory was renamed during every listing")
         if self.ctx.opts.negative_metadata_ttl > 0:
             dir_node.complete_until = listed_at + self.ctx.opts.negative_metadata_ttl
         dir_node.large = len(files) + len(dirs) > RELIST_KEYS
@@ -206,6 +216,8 @@ class Listing:
             return True
         prefix, listed_at = self.tree.dir_prefix(parent), _now()
         page = await self.ctx.call(self.ctx.store.list_page, prefix, "/", None, RELIST_KEYS)
+        if self.tree.dir_prefix(parent) != prefix:
+            return False  # renamed while listed: the caller asks S3 under the new name
         if page.next_token:
             parent.large = True
             return False

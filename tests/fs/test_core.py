@@ -413,6 +413,62 @@ def test_lookup_answered_for_the_old_prefix_of_a_renamed_directory_asks_again() 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
 
 
+def test_readdir_answered_for_the_old_prefix_of_a_renamed_directory_lists_again() -> None:
+    """``ls src`` whose LIST answers only after ``src`` was renamed to ``dst`` (so it shows
+    nothing left under ``src/``): the directory is listed again under ``dst/``. The empty
+    answer used to be applied: ``ls`` showed nothing and the files left the tree."""
+    inner = MemoryStore()
+    inner.put_object("src/a", b"1")
+    inner.put_object("src/b", b"2")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        src = await fs.lookup(ROOT_INO, "src")
+        listing = store.hold("list_page", args=("src/", "/"))
+        got: list[list[tuple[str, Any]]] = []
+
+        async def ls() -> None:
+            got.append(await _names(fs, src.ino))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ls)
+            assert await trio.to_thread.run_sync(listing.entered.wait, 30)
+            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
+            listing.release()
+        assert [name for name, _ in got[0]] == ["a", "b"]
+        assert sorted(fs.inode(src.ino).children) == ["a", "b"]
+
+    run(store, body, metadata_ttl=60.0)
+
+
+def test_lookup_by_listing_under_a_directory_renamed_meanwhile_asks_again() -> None:
+    """A lookup miss answered by one LIST page of ``src/`` (negative caching on) that comes
+    back after ``src`` was renamed to ``dst``: the page's (empty) names are not kept for
+    ``dst``. They used to be, so the lookup asked again under ``dst/`` found ``x`` absent
+    from the stale names and failed with ENOENT for the negative TTL."""
+    inner = MemoryStore()
+    inner.put_object("src/x", b"x")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        src = await fs.lookup(ROOT_INO, "src")
+        listing = store.hold("list_page", args=("src/", "/"))
+        got: list[Attr] = []
+
+        async def lookup() -> None:
+            got.append(await fs.lookup(src.ino, "x"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lookup)
+            assert await trio.to_thread.run_sync(listing.entered.wait, 30)
+            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
+            listing.release()
+        assert got[0].size == 1
+        assert inner.keys() == ["dst/x"]
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
 def test_unmount_aborts_an_upload_a_write_is_still_creating() -> None:
     """Unmount while a write is creating its file's multipart upload: the abort at unmount
     waits for the write (the writer's lock) and then aborts that upload. It used to abort

@@ -2,11 +2,12 @@
 
 ``FaultyStore(inner).fail("copy", times=1, after=2, error=StoreUnavailable("boom"))`` makes
 the third call of ``copy`` fail once. ``gate = FaultyStore(inner).hold("copy")`` stalls every
-``copy`` (in its worker thread) until ``gate.release()`` (``hold("head", key="a")``: only
-the calls whose first argument is ``"a"``); ``gate.entered`` is set once one is held, so a
-test can act while a call is known to be under way. Everything else is delegated unchanged.
-For tests of error paths and races: rename that crashes mid-way or stalls, throttling,
-access denied, dead endpoints.
+``copy`` (in its worker thread) until ``gate.release()``; ``hold("head", key="a")`` only the
+calls whose first argument is ``"a"``, ``hold("list_page", args=("p/", "/"))`` only those
+whose arguments start so. ``gate.entered`` is set once a call is held, so a test can act
+while it is known to be under way. Everything else is delegated unchanged. For tests of
+error paths and races: rename that crashes mid-way or stalls, throttling, access denied,
+dead endpoints.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Hold:
     """Calls of one method stall until :meth:`release` (at most ``timeout`` seconds)."""
 
     timeout: float = 30.0
-    key: str | None = None  # only calls whose first argument is this key
+    args: tuple[Any, ...] = ()  # only calls whose positional arguments start with these
     entered: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -56,11 +57,18 @@ class FaultyStore:
         with self._lock:
             self._rules[method] = _Rule(error, after, times)
 
-    def hold(self, method: str, *, key: str | None = None, timeout: float = 30.0) -> Hold:
-        """Stall every call of ``method`` (of ``key`` only, if given) until the returned
-        hold is released."""
+    def hold(
+        self,
+        method: str,
+        *,
+        key: str | None = None,
+        args: tuple[Any, ...] = (),
+        timeout: float = 30.0,
+    ) -> Hold:
+        """Stall every call of ``method`` (of ``key`` only, or whose arguments start with
+        ``args``, if given) until the returned hold is released."""
         with self._lock:
-            self._holds[method] = hold = Hold(timeout, key)
+            self._holds[method] = hold = Hold(timeout, (key,) if key is not None else args)
         return hold
 
     def clear(self) -> None:
@@ -85,7 +93,7 @@ class FaultyStore:
                     if rule.seen > rule.after and rule.times > 0:
                         rule.times -= 1
                         trip = True
-            if hold is not None and (hold.key is None or args[:1] == (hold.key,)):
+            if hold is not None and args[: len(hold.args)] == hold.args:
                 hold.stall()
             if trip:
                 assert rule is not None
