@@ -140,7 +140,11 @@ class Filesystem:
 
     async def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Attr]]:
         """Entries from index ``start`` of the handle's snapshot (taken on first call),
-        produced lazily."""
+        produced lazily. A snapshot of a directory a rename is moving waits for the rename
+        (a listing mid-way would show half of the directory's objects)."""
+        handle = self.dirs.get(fh)
+        if handle is not None and (handle.entries is None or start == 0):
+            await self.moves.settled(handle.ino)
         return await self.listing.readdir(fh, start)
 
     def releasedir(self, fh: int) -> None:

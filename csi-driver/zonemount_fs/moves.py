@@ -35,9 +35,11 @@ serializes renames across directories (``s_vfs_rename_mutex``), and a rename wit
 parent cannot involve another's subtree in both directions.
 
 Concurrency: one trio thread; the walks up the tree happen between awaits, on the tree as
-it is at that moment (a parent chain changes only by a rename's re-link). Lookups and
-getattr are not held: they re-check the key they asked about after S3 answers
-(:mod:`.lookup`). Reads are not held either: a file read while its directory moves may fail
+it is at that moment (a parent chain changes only by a rename's re-link). A readdir waits
+for a rename moving its directory (:meth:`Moves.settled`). Lookups and getattr are not held
+(an operation under way below a rename looks names up, so holding them would deadlock):
+they, and listings, re-check the key they asked about after S3 answers (:mod:`.lookup`,
+:mod:`.listing`). Reads are not held either: a file read while its directory moves may fail
 once its old object is deleted (renames are not atomic on general-purpose buckets).
 """
 
@@ -105,6 +107,12 @@ class Moves:
                 await event.wait()
             finally:
                 self.waiting -= 1
+
+    async def settled(self, ino: int) -> None:
+        """Wait until no rename re-keys ``ino`` or a directory above it (a readdir, which
+        must not list a directory half moved; it writes nothing, so it is not counted)."""
+        if self._moving:
+            await self._wait((ino,))
 
     def _exit(self, inos: tuple[int, ...]) -> None:
         counts = self._changing

@@ -441,6 +441,35 @@ def test_readdir_answered_for_the_old_prefix_of_a_renamed_directory_lists_again(
     run(store, body, metadata_ttl=60.0)
 
 
+def test_readdir_of_a_directory_being_renamed_waits_for_the_rename() -> None:
+    """``ls src`` while ``mv src dst`` deletes its sources (``src/a`` gone, ``src/b`` not
+    yet): the listing waits for the rename and shows both files. It used to list the half
+    moved prefix (``b`` only) and drop ``a`` from the tree."""
+    inner = MemoryStore()
+    inner.put_object("src/a", b"1")
+    inner.put_object("src/b", b"2")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        src = await fs.lookup(ROOT_INO, "src")
+        deleting = store.hold("delete", key="src/b")
+        got: list[list[tuple[str, Any]]] = []
+
+        async def ls() -> None:
+            got.append(await _names(fs, src.ino))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.rename, ROOT_INO, "src", ROOT_INO, "dst")
+            assert await trio.to_thread.run_sync(deleting.entered.wait, 30)
+            nursery.start_soon(ls)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            deleting.release()
+        assert [name for name, _ in got[0]] == ["a", "b"]
+        assert sorted(fs.inode(src.ino).children) == ["a", "b"]
+
+    run(store, body, metadata_ttl=60.0)
+
+
 def test_lookup_by_listing_under_a_directory_renamed_meanwhile_asks_again() -> None:
     """A lookup miss answered by one LIST page of ``src/`` (negative caching on) that comes
     back after ``src`` was renamed to ``dst``: the page's (empty) names are not kept for
