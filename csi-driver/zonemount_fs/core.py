@@ -273,6 +273,8 @@ class Filesystem:
         parent = self.tree.inode(parent_ino)
         if name in parent.children:
             raise FsError(errno.EEXIST)
+        if parent.detached:  # removed or replaced: its key may be another directory's now
+            raise FsError(errno.ENOENT, "the directory was removed")
         self.tree.check_key(parent, name)
         key = self.tree.dir_prefix(parent) + name
         now = meta_time(time.time())

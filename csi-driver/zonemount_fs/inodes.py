@@ -360,7 +360,10 @@ class InodeTable:
         self, parent: Inode, name: str, kind: Kind, mode: int, uid: int, gid: int
     ) -> Inode:
         """Link a new inode that exists only in this mount (mkdir, or a file being created)
-        as ``name`` in ``parent``."""
+        as ``name`` in ``parent`` (ENOENT once ``parent`` was removed or replaced: its key
+        may belong to another directory by now)."""
+        if parent.detached:
+            raise FsError(errno.ENOENT, "the directory was removed")
         now = time.time()
         node = Inode(
             self._new_ino(),

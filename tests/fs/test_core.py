@@ -470,6 +470,45 @@ def test_readdir_of_a_directory_being_renamed_waits_for_the_rename() -> None:
     run(store, body, metadata_ttl=60.0)
 
 
+def test_nothing_is_created_in_a_directory_a_rename_replaced() -> None:
+    """``mv src dst`` replacing the empty directory ``dst`` while a create, mkdir or symlink
+    in ``dst`` waits for it: they fail with ENOENT (``dst``'s inode is gone). They used to
+    write under the key ``dst/``, which is the moved ``src`` by then."""
+    inner = MemoryStore()
+    inner.put_object("src/a", b"1")
+    inner.put_object("dst/", b"")
+    store = FaultyStore(inner)
+
+    async def body(fs: Filesystem) -> None:
+        old_dst = await fs.lookup(ROOT_INO, "dst")
+        await fs.lookup(ROOT_INO, "src")
+        copying = store.hold("copy")
+        results: list[int] = []
+
+        async def create() -> None:
+            results.append(await errno_of(fs.create(old_dst.ino, "f", 0o644, os.O_WRONLY, 0, 0)))
+
+        async def mkdir() -> None:
+            results.append(await errno_of(fs.mkdir(old_dst.ino, "d", 0o755, 0, 0)))
+
+        async def symlink() -> None:
+            results.append(await errno_of(fs.symlink(old_dst.ino, "l", b"a", 0, 0)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.rename, ROOT_INO, "src", ROOT_INO, "dst")
+            assert await trio.to_thread.run_sync(copying.entered.wait, 30)
+            for op in (create, mkdir, symlink):
+                nursery.start_soon(op)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            copying.release()
+        assert results == [errno.ENOENT] * 3
+        assert inner.keys() == ["dst/a"]
+        dst = await fs.lookup(ROOT_INO, "dst")
+        assert [name for name, _ in await _names(fs, dst.ino)] == ["a"]
+
+    run(store, body, metadata_ttl=60.0)
+
+
 def test_lookup_by_listing_under_a_directory_renamed_meanwhile_asks_again() -> None:
     """A lookup miss answered by one LIST page of ``src/`` (negative caching on) that comes
     back after ``src`` was renamed to ``dst``: the page's (empty) names are not kept for
