@@ -9,7 +9,8 @@ Invariants:
 
 * An inode is a (parent, name) in the tree; its key is computed from the parent chain
   (:meth:`InodeTable.key_of`), so renaming a directory re-keys its whole subtree at once.
-* ``parent.children[name] == node.ino`` for every linked inode; a detached inode
+* ``parent.children[name] == node.ino`` for every linked inode, and ``parent.subdirs`` counts
+  the directories among them (both kept by :meth:`InodeTable.link`/``unlink``); a detached inode
   (``detached``: unlinked, replaced or gone from the bucket) is in no ``children`` but may stay
   in the table while the kernel or an open handle still refers to it.
 * Lookup counts follow the kernel (lookup/create/mkdir/symlink/readdir add, ``forget``
@@ -97,6 +98,10 @@ class Inode:
     lookups: int = 0
     local: bool = False
     children: dict[str, int] = field(default_factory=dict)
+    # directories: how many of ``children`` are directories (nlink without a scan: the kernel
+    # asks for a directory's attributes after each create or unlink in it, so a scan made
+    # untar and rm -rf quadratic in the directory's size); kept by link/unlink
+    subdirs: int = 0
     negative: dict[str, float] = field(default_factory=dict)
     # directories: until this (monotonic) time every name that exists here is in
     # ``children`` -- a negative entry for the whole directory, set when this mount made the
@@ -205,11 +210,8 @@ class InodeTable:
     def attr(self, node: Inode) -> Attr:
         if node.kind is Kind.DIR:
             mode = stat.S_IFDIR | (node.perm if node.perm is not None else self.opts.dir_mode)
-            nlink = 2 + sum(  # "." and the entry in its parent, plus each subdirectory's ".."
-                1
-                for ino in node.children.values()
-                if (child := self.inodes.get(ino)) is not None and child.kind is Kind.DIR
-            )
+            # "." and the entry in its parent, plus each subdirectory's ".."
+            nlink = 2 + node.subdirs
         elif node.kind is Kind.SYMLINK:
             mode = SYMLINK_MODE
             nlink = 1
@@ -283,7 +285,7 @@ class InodeTable:
         if node is None:
             node = Inode(self._new_ino(), parent.ino, name, kind, ctime=time.time())
             self.inodes[node.ino] = node
-            parent.children[name] = node.ino
+            self.link(parent, name, node)
         parent.negative.pop(name, None)
         if node.local and kind is Kind.DIR:
             node.local = False  # someone wrote into it: it exists remotely now
@@ -379,13 +381,33 @@ class InodeTable:
             gid=gid,
         )
         self.inodes[node.ino] = node
-        parent.children[name] = node.ino
+        self.link(parent, name, node)
         parent.negative.pop(name, None)
         return node
 
+    def link(self, parent: Inode, name: str, node: Inode) -> None:
+        """Make ``node`` the entry ``name`` of ``parent`` (every link of the tree goes through
+        here and :meth:`unlink`: they keep ``subdirs``)."""
+        old = self.child(parent, name)
+        if old is not None and old.kind is Kind.DIR:
+            parent.subdirs -= 1
+        parent.children[name] = node.ino
+        if node.kind is Kind.DIR:
+            parent.subdirs += 1
+
+    def unlink(self, parent: Inode, node: Inode, name: str | None = None) -> bool:
+        """Remove the entry ``name`` (default: the node's name) of ``parent`` if it is
+        ``node``; True if it was."""
+        name = node.name if name is None else name
+        if parent.children.get(name) != node.ino:
+            return False
+        del parent.children[name]
+        if node.kind is Kind.DIR:
+            parent.subdirs -= 1
+        return True
+
     def detach(self, parent: Inode, node: Inode) -> None:
-        if parent.children.get(node.name) == node.ino:
-            del parent.children[node.name]
+        self.unlink(parent, node)
         node.detached = True
         self.maybe_drop(node)
 
@@ -401,8 +423,7 @@ class InodeTable:
         ):
             self.inodes.pop(node.ino, None)
             parent = self.inodes.get(node.parent)
-            if parent is not None and parent.children.get(node.name) == node.ino:
-                del parent.children[node.name]
+            if parent is not None and self.unlink(parent, node):
                 # the tree no longer holds every name this mount knows here
                 parent.complete_until, parent.names = 0.0, None
 

@@ -270,14 +270,13 @@ class Renamer:
                 marker = self.tree.dir_prefix(dst)
                 await self.ctx.call(self.ctx.store.delete, marker)
             self.tree.detach(new_p, dst)
-        if old_p.children.get(old_name) == src.ino:
-            del old_p.children[old_name]
+        self.tree.unlink(old_p, src, old_name)
         old_p.emptied = True  # R-DIR-EMPTIED-STAYS
         displaced = self.tree.child(new_p, new_name)
         if displaced is not None and displaced is not src:
             self.tree.detach(new_p, displaced)
         src.parent, src.name = new_p.ino, new_name
-        new_p.children[new_name] = src.ino
+        self.tree.link(new_p, new_name, src)
         new_p.negative.pop(new_name, None)
         self.tree.note_absent(old_p, old_name)
         if not src.local:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from zonemount_fs.core import ROOT_INO, Attr, Filesystem
+from zonemount_fs.core import ROOT_INO, Attr, Filesystem, Kind
 from zonemount_fs.errors import AccessDenied, FsError, ObjectNotFound, StoreUnavailable
 from zonemount_fs.options import MountOptions
 from zonemount_fs.store.base import ListPage
@@ -718,3 +719,54 @@ def test_listing_answers_misses_in_a_small_directory() -> None:
         assert calls.count("head") == 3  # too large for one page: per-name lookups
 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def _subdir_counts_hold(fs: Filesystem) -> None:
+    """Every directory's ``subdirs`` equals a scan of its children (what nlink used to be)."""
+    for node in fs.inodes.values():
+        scanned = sum(1 for ino in node.children.values() if fs.inodes[ino].kind is Kind.DIR)
+        assert node.subdirs == scanned, (node.name, node.subdirs, scanned)
+        if node.kind is Kind.DIR and not node.detached:
+            assert fs.attr(node).nlink == 2 + scanned
+
+
+def test_directory_nlink_is_kept_without_a_scan() -> None:
+    """nlink of a directory is counted as entries come and go (mkdir, rmdir, rename of
+    files and directories, over an existing target, a directory that S3 then shows as a
+    file, entries dropped when the kernel forgets them), not by scanning its children on
+    every getattr (quadratic in untar and rm -rf of a large directory)."""
+    store = MemoryStore()
+    store.put("remote/a/x", b"1", {})
+    store.put("remote/f", b"2", {})
+
+    async def body(fs: Filesystem) -> None:
+        rng = random.Random(14)
+        top = (await fs.mkdir(ROOT_INO, "t", 0o755, 0, 0)).ino
+        remote = (await fs.lookup(ROOT_INO, "remote")).ino
+        await fs.readdir(await fs.opendir(remote), 0)
+        assert fs.attr(fs.inode(remote)).nlink == 3  # "a" is a directory, "f" a file
+        names = [f"n{i}" for i in range(6)]
+        for _ in range(300):
+            op = rng.choice(["mkdir", "file", "rmdir", "unlink", "rename", "forget"])
+            parent = rng.choice([top, *(n for n in fs.inode(top).children.values())])
+            if fs.inode(parent).kind is not Kind.DIR:
+                parent = top
+            name = rng.choice(names)
+            if op == "mkdir":
+                await errno_of(fs.mkdir(parent, name, 0o755, 0, 0))
+            elif op == "file":
+                with contextlib.suppress(FsError):
+                    await write_file(fs, parent, name, b"x")
+            elif op == "rmdir":
+                await errno_of(fs.rmdir(parent, name))
+            elif op == "unlink":
+                await errno_of(fs.unlink(parent, name))
+            elif op == "rename":
+                await errno_of(fs.rename(parent, name, top, rng.choice(names)))
+            else:
+                child = fs.tree.child(fs.inode(parent), name)
+                if child is not None and child.lookups:
+                    fs.forget(child.ino, child.lookups)
+            _subdir_counts_hold(fs)
+
+    run(store, body)
