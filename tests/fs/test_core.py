@@ -9,20 +9,21 @@ import random
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
 import trio.testing
-from zonemount_fs.core import ROOT_INO, Attr, Filesystem, Kind
+from zonemount_fs.core import ROOT_INO, Filesystem, Kind
 from zonemount_fs.errors import AccessDenied, FsError, ObjectNotFound, StoreUnavailable
 from zonemount_fs.options import MountOptions
 from zonemount_fs.store.base import ListPage
-from zonemount_fs.store.faults import FaultyStore
+from zonemount_fs.store.faults import FaultyStore, Hold
 from zonemount_fs.store.memory import MemoryStore
 
 pytestmark = pytest.mark.unit
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 def opts(**kw: Any) -> MountOptions:
@@ -113,9 +114,7 @@ def test_rename_dir_failure_mid_way_loses_nothing() -> None:
 
 
 def test_rename_file_copy_fails_source_kept() -> None:
-    inner = MemoryStore()
-    inner.put_object("a", b"A")
-    store = FaultyStore(inner)
+    inner, store = _faulty({"a": b"A"})
     store.fail("copy", StoreUnavailable("injected"))
 
     async def body(fs: Filesystem) -> None:
@@ -135,9 +134,7 @@ def test_rename_file_copy_fails_source_kept() -> None:
     ],
 )
 def test_error_mapping(error: Exception, expected: int) -> None:
-    inner = MemoryStore()
-    inner.put_object("f", b"data")
-    store = FaultyStore(inner)
+    _, store = _faulty({"f": b"data"})
 
     async def body(fs: Filesystem) -> None:
         attr = await fs.lookup(ROOT_INO, "f")
@@ -308,10 +305,7 @@ def test_writes_under_a_directory_being_renamed_use_its_new_name(
     ``dst``. It used to write under ``src`` (a new file's object was left at ``src/new.txt``,
     which the delete phase, over what it had listed, never removed, while the tree showed
     ``dst/new.txt``), or made the rename fail half-way (an unlink deleting a source)."""
-    inner = MemoryStore()
-    inner.put_object("src/a.txt", b"a")
-    inner.put_object("src/b.txt", b"b")
-    store = FaultyStore(inner)
+    inner, store = _faulty({"src/a.txt": b"a", "src/b.txt": b"b"})
     copying = store.hold("copy")
 
     async def body(fs: Filesystem) -> None:
@@ -349,27 +343,29 @@ async def _names(fs: Filesystem, ino: int) -> list[tuple[str, Any]]:
         fs.releasedir(fh)
 
 
+def _faulty(objects: dict[str, bytes]) -> tuple[MemoryStore, FaultyStore]:
+    """An in-memory store holding ``objects``, and its fault/stall twin."""
+    inner = MemoryStore()
+    for key, data in objects.items():
+        inner.put_object(key, data)
+    return inner, FaultyStore(inner)
+
+
 async def _renamed_while_asked(
-    fs: Filesystem,
-    store: FaultyStore,
-    key: str,
-    ask: Callable[[], Awaitable[Attr]],
-    old: str,
-    new: str,
-) -> Attr:
-    """``ask()``'s answer, when S3's HEAD of ``key`` (which it sends) answers only after
-    ``old`` was renamed to ``new``."""
-    head = store.hold("head", key=key)
-    got: list[Attr] = []
+    fs: Filesystem, held: Hold, ask: Callable[[], Awaitable[T]], old: str, new: str
+) -> T:
+    """``ask()``'s answer, when the store call it sends that ``held`` stalls (a HEAD, a
+    LIST) answers only after ``old`` was renamed to ``new``."""
+    got: list[T] = []
 
     async def asking() -> None:
         got.append(await ask())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(asking)
-        assert await trio.to_thread.run_sync(head.entered.wait, 30)
+        assert await trio.to_thread.run_sync(held.entered.wait, 30)
         await fs.rename(ROOT_INO, old, ROOT_INO, new)
-        head.release()
+        held.release()
     return got[0]
 
 
@@ -377,14 +373,13 @@ def test_getattr_answered_for_the_old_key_of_a_renamed_file_is_not_applied() -> 
     """A stat of ``a`` whose HEAD is still under way when ``a`` is renamed to ``b``: S3's
     answer for ``a`` (gone) is not applied to the inode, which is now ``b`` - it used to be
     detached (the file vanished from the tree) and the stat failed with ESTALE."""
-    inner = MemoryStore()
-    inner.put_object("a", b"abc")
-    store = FaultyStore(inner)
+    inner, store = _faulty({"a": b"abc"})
 
     async def body(fs: Filesystem) -> None:
         a = await fs.lookup(ROOT_INO, "a")
         stat = partial(fs.getattr, a.ino, revalidate=True)
-        assert (await _renamed_while_asked(fs, store, "a", stat, "a", "b")).size == 3
+        head = store.hold("head", key="a")
+        assert (await _renamed_while_asked(fs, head, stat, "a", "b")).size == 3
         assert not fs.inode(a.ino).detached
         assert (await fs.lookup(ROOT_INO, "b")).ino == a.ino
         assert inner.keys() == ["b"]
@@ -397,14 +392,13 @@ def test_lookup_answered_for_the_old_prefix_of_a_renamed_directory_asks_again() 
     "not found" S3 gives for ``src/x`` is not remembered for ``dst/x``; the name is asked
     about again under ``dst/``. It used to fail with ENOENT and keep ``x`` as absent in
     ``dst`` for the negative TTL."""
-    inner = MemoryStore()
-    inner.put_object("src/x", b"x")
-    store = FaultyStore(inner)
+    inner, store = _faulty({"src/x": b"x"})
 
     async def body(fs: Filesystem) -> None:
         src = await fs.lookup(ROOT_INO, "src")
         lookup = partial(fs.lookup, src.ino, "x")
-        x = await _renamed_while_asked(fs, store, "src/x", lookup, "src", "dst")
+        head = store.hold("head", key="src/x")
+        x = await _renamed_while_asked(fs, head, lookup, "src", "dst")
         assert x.size == 1
         dst = await fs.lookup(ROOT_INO, "dst")
         assert dst.ino == src.ino
@@ -414,58 +408,36 @@ def test_lookup_answered_for_the_old_prefix_of_a_renamed_directory_asks_again() 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
 
 
-def test_readdir_answered_for_the_old_prefix_of_a_renamed_directory_lists_again() -> None:
-    """``ls src`` whose LIST answers only after ``src`` was renamed to ``dst`` (so it shows
-    nothing left under ``src/``): the directory is listed again under ``dst/``. The empty
-    answer used to be applied: ``ls`` showed nothing and the files left the tree."""
-    inner = MemoryStore()
-    inner.put_object("src/a", b"1")
-    inner.put_object("src/b", b"2")
-    store = FaultyStore(inner)
+@pytest.mark.parametrize("race", ["listed-before-the-rename", "listed-while-deleting"])
+def test_readdir_racing_a_rename_of_its_directory_shows_it_whole(race: str) -> None:
+    """``ls src`` racing ``mv src dst``. A LIST sent before the rename that answers after it
+    (showing nothing left under ``src/``) is not applied: the directory is listed again
+    under ``dst/``. A listing asked for while the rename deletes its sources (``src/a``
+    gone, ``src/b`` not yet) waits for the rename. Both used to show part of the directory
+    (nothing, or ``b`` only) and drop the other files from the tree."""
+    _, store = _faulty({"src/a": b"1", "src/b": b"2"})
 
     async def body(fs: Filesystem) -> None:
         src = await fs.lookup(ROOT_INO, "src")
-        listing = store.hold("list_page", args=("src/", "/"))
-        got: list[list[tuple[str, Any]]] = []
+        ls = partial(_names, fs, src.ino)
+        if race == "listed-before-the-rename":
+            listing = store.hold("list_page", args=("src/", "/"))
+            names = await _renamed_while_asked(fs, listing, ls, "src", "dst")
+        else:
+            deleting = store.hold("delete", key="src/b")
+            got: list[list[tuple[str, Any]]] = []
 
-        async def ls() -> None:
-            got.append(await _names(fs, src.ino))
+            async def listed() -> None:
+                got.append(await ls())
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ls)
-            assert await trio.to_thread.run_sync(listing.entered.wait, 30)
-            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
-            listing.release()
-        assert [name for name, _ in got[0]] == ["a", "b"]
-        assert sorted(fs.inode(src.ino).children) == ["a", "b"]
-
-    run(store, body, metadata_ttl=60.0)
-
-
-def test_readdir_of_a_directory_being_renamed_waits_for_the_rename() -> None:
-    """``ls src`` while ``mv src dst`` deletes its sources (``src/a`` gone, ``src/b`` not
-    yet): the listing waits for the rename and shows both files. It used to list the half
-    moved prefix (``b`` only) and drop ``a`` from the tree."""
-    inner = MemoryStore()
-    inner.put_object("src/a", b"1")
-    inner.put_object("src/b", b"2")
-    store = FaultyStore(inner)
-
-    async def body(fs: Filesystem) -> None:
-        src = await fs.lookup(ROOT_INO, "src")
-        deleting = store.hold("delete", key="src/b")
-        got: list[list[tuple[str, Any]]] = []
-
-        async def ls() -> None:
-            got.append(await _names(fs, src.ino))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(fs.rename, ROOT_INO, "src", ROOT_INO, "dst")
-            assert await trio.to_thread.run_sync(deleting.entered.wait, 30)
-            nursery.start_soon(ls)
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            deleting.release()
-        assert [name for name, _ in got[0]] == ["a", "b"]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fs.rename, ROOT_INO, "src", ROOT_INO, "dst")
+                assert await trio.to_thread.run_sync(deleting.entered.wait, 30)
+                nursery.start_soon(listed)
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                deleting.release()
+            names = got[0]
+        assert [name for name, _ in names] == ["a", "b"]
         assert sorted(fs.inode(src.ino).children) == ["a", "b"]
 
     run(store, body, metadata_ttl=60.0)
@@ -475,10 +447,7 @@ def test_nothing_is_created_in_a_directory_a_rename_replaced() -> None:
     """``mv src dst`` replacing the empty directory ``dst`` while a create, mkdir or symlink
     in ``dst`` waits for it: they fail with ENOENT (``dst``'s inode is gone). They used to
     write under the key ``dst/``, which is the moved ``src`` by then."""
-    inner = MemoryStore()
-    inner.put_object("src/a", b"1")
-    inner.put_object("dst/", b"")
-    store = FaultyStore(inner)
+    inner, store = _faulty({"src/a": b"1", "dst/": b""})
 
     async def body(fs: Filesystem) -> None:
         old_dst = await fs.lookup(ROOT_INO, "dst")
@@ -515,24 +484,13 @@ def test_lookup_by_listing_under_a_directory_renamed_meanwhile_asks_again() -> N
     back after ``src`` was renamed to ``dst``: the page's (empty) names are not kept for
     ``dst``. They used to be, so the lookup asked again under ``dst/`` found ``x`` absent
     from the stale names and failed with ENOENT for the negative TTL."""
-    inner = MemoryStore()
-    inner.put_object("src/x", b"x")
-    store = FaultyStore(inner)
+    inner, store = _faulty({"src/x": b"x"})
 
     async def body(fs: Filesystem) -> None:
         src = await fs.lookup(ROOT_INO, "src")
         listing = store.hold("list_page", args=("src/", "/"))
-        got: list[Attr] = []
-
-        async def lookup() -> None:
-            got.append(await fs.lookup(src.ino, "x"))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(lookup)
-            assert await trio.to_thread.run_sync(listing.entered.wait, 30)
-            await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
-            listing.release()
-        assert got[0].size == 1
+        lookup = partial(fs.lookup, src.ino, "x")
+        assert (await _renamed_while_asked(fs, listing, lookup, "src", "dst")).size == 1
         assert inner.keys() == ["dst/x"]
 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
