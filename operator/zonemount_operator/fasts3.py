@@ -1,12 +1,16 @@
-"""The per-object hot path of the bulk copy engine: S3 requests on one event loop.
+"""The per-object hot path of the bulk copy engine: lean S3 requests from the copy threads.
 
 Why: a botocore API call costs ~2 ms of CPU (endpoint rules, events, validation, parsing), so
-20,000 small objects cost 40+ CPU-seconds and a Python thread pool cannot go faster than the
-GIL allows. Here each request is built directly, signed by the lean paths' one SigV4 signer
-(:class:`zonemount_contract.sigv4.Signer`, botocore's ``S3SigV4Auth`` computation byte for
-byte with the signing key cached per day; credentials come from a botocore credential object,
-so refreshable credentials are refreshed by botocore) and sent with aiohttp (C HTTP parser,
-one thread, ``concurrency`` requests in flight).
+20,000 small objects cost 40+ CPU-seconds. Here each request is built directly, signed by the
+lean paths' one SigV4 signer (:class:`zonemount_contract.sigv4.Signer`, botocore's
+``S3SigV4Auth`` computation byte for byte with the signing key cached per day; credentials come
+from a botocore credential object, so refreshable credentials are refreshed by botocore) and
+sent with the FUSE client's minimal HTTP/1.1 client (:mod:`zonemount_fs.store.http1`: one
+``sendall``, the answer parsed with ``bytes`` operations, persistent connections). Blocking and
+thread safe: the engine's ``concurrency`` copy threads call it (the socket waits release the
+GIL). Measured against the aiohttp event loop it replaces (5,000 x 16 KiB CopyObject on
+SeaweedFS): about half the CPU per object, and ``zonemount cp`` no longer imports aiohttp or
+asyncio (~0.3 s of CPU at every start).
 
 Scope (the rest stays on botocore clients): ListObjectsV2 pages, GetObject, PutObject and
 CopyObject for objects below one part size, on custom endpoints reached path-style
@@ -17,7 +21,8 @@ proven there) and S3 Express directory buckets (CreateSession credentials).
 Errors: a non-2xx answer raises ``botocore.exceptions.ClientError`` with the same
 ``Error.Code``/``Message``/``HTTPStatusCode`` shape botocore produces, so the engine's retry
 and reporting rules are the same for both paths; transport failures raise
-``EndpointConnectionError`` (connect) or ``OSError``.
+:class:`zonemount_fs.store.http1.HttpError` (an ``OSError``: connect, reset, timeout, a
+malformed answer). Retrying is the engine's (per object, with backoff): nothing is retried here.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import botocore.exceptions
+from zonemount_contract.s3client import user_agent
 from zonemount_contract.sigv4 import Signer, host_header
+from zonemount_fs.store.http1 import Pool
 
 from zonemount_operator.names import parse_directory_bucket
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0  # per socket wait: a CopyObject of up to one multipart threshold included
 
 
 def eligible(bucket: str, endpoint_url: str | None, region: str | None) -> bool:
@@ -48,9 +56,11 @@ def eligible(bucket: str, endpoint_url: str | None, region: str | None) -> bool:
 
 
 class FastS3:
-    """Signed S3 requests for one endpoint; methods run on the caller's event loop."""
+    """Signed S3 requests for one endpoint (path style); thread safe."""
 
-    def __init__(self, credentials: Any, region: str, endpoint_url: str) -> None:
+    def __init__(
+        self, credentials: Any, region: str, endpoint_url: str, *, connections: int = 64
+    ) -> None:
         self.credentials = credentials
         self.region = region or "us-east-1"
         self.endpoint_url = endpoint_url.rstrip("/")
@@ -60,6 +70,18 @@ class FastS3:
         self._base_path = parts.path  # path style below it: /<bucket>/<key>
         # botocore's choice: the payload is hashed into the signature over plain HTTP only
         self._signer = Signer(credentials, self.region, sign_payload=parts.scheme != "https")
+        self._agent = f"{user_agent()} cp"
+        self._pool = Pool(
+            parts.scheme,
+            parts.hostname or "",
+            parts.port,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            maxsize=connections,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
 
     def path(self, bucket: str, key: str = "") -> str:
         """The request path (URI-encoded, as sent and signed): path style."""
@@ -68,70 +90,47 @@ class FastS3:
     def url(self, bucket: str, key: str = "") -> str:
         return self._origin + self.path(bucket, key)
 
-    def _sign(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-    ) -> dict[str, str]:
-        return self._signer.sign(method, self._host, path, query, headers, body)
-
-    async def _call(
+    def _call(
         self,
-        http: aiohttp.ClientSession,
         method: str,
         path: str,
         operation: str,
         *,
         query: str = "",
         headers: dict[str, str] | None = None,
-        body: bytes = b"",
+        body: bytes | None = None,
     ) -> bytes:
-        signed = self._sign(method, path, query, headers or {}, body)
-        url = self._origin + path + (f"?{query}" if query else "")
-        try:
-            async with http.request(
-                method, url, headers=signed, data=body or None, skip_auto_headers=("Content-Type",)
-            ) as resp:
-                data = await resp.read()
-                if resp.status >= 300:
-                    raise _client_error(resp.status, data, operation, resp.headers)
-                if operation == "CopyObject" and b"<Error>" in data[:512]:
-                    raise _client_error(200, data, operation, resp.headers)  # 200 + error body
-                return data
-        except aiohttp.ClientConnectorError as exc:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url) from exc
-        except aiohttp.ClientError as exc:
-            raise ConnectionError(f"{operation} {path}: {exc}") from exc
+        signed = self._signer.sign(method, self._host, path, query, headers or {}, body or b"")
+        signed["User-Agent"] = self._agent
+        resp = self._pool.request(method, f"{path}?{query}" if query else path, signed, body)
+        data = resp.data
+        if resp.status >= 300:
+            raise _client_error(resp.status, data, operation, resp.headers)
+        if operation == "CopyObject" and b"<Error>" in data[:512]:
+            raise _client_error(200, data, operation, resp.headers)  # 200 + error body
+        return data
 
-    async def get(
-        self, http: aiohttp.ClientSession, bucket: str, key: str, etag: str = ""
-    ) -> bytes:
+    def get(self, bucket: str, key: str, etag: str = "") -> bytes:
         headers = {"If-Match": f'"{etag}"'} if etag else None
-        return await self._call(http, "GET", self.path(bucket, key), "GetObject", headers=headers)
+        return self._call("GET", self.path(bucket, key), "GetObject", headers=headers)
 
-    async def put(self, http: aiohttp.ClientSession, bucket: str, key: str, data: bytes) -> None:
-        await self._call(http, "PUT", self.path(bucket, key), "PutObject", body=data)
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        self._call("PUT", self.path(bucket, key), "PutObject", body=data)
 
-    async def copy(
-        self,
-        http: aiohttp.ClientSession,
-        src_bucket: str,
-        src_key: str,
-        bucket: str,
-        key: str,
-        etag: str = "",
-    ) -> None:
+    def copy(self, src_bucket: str, src_key: str, bucket: str, key: str, etag: str = "") -> None:
         headers = {"x-amz-copy-source": quote(f"{src_bucket}/{src_key}", safe="/~")}
         if etag:
             headers["x-amz-copy-source-if-match"] = f'"{etag}"'
-        await self._call(http, "PUT", self.path(bucket, key), "CopyObject", headers=headers)
+        self._call("PUT", self.path(bucket, key), "CopyObject", headers=headers, body=b"")
 
-    async def list_page(
-        self, http: aiohttp.ClientSession, bucket: str, prefix: str, token: str | None
+    def list_page(
+        self, bucket: str, prefix: str, token: str | None
     ) -> tuple[list[tuple[str, int, str, float]], str | None]:
         """One ListObjectsV2 page: ([(key, size, etag, mtime)], continuation token)."""
         query = f"list-type=2&prefix={quote(prefix, safe='~')}&encoding-type=url"
         if token:
             query += f"&continuation-token={quote(token, safe='~')}"
-        data = await self._call(http, "GET", self.path(bucket), "ListObjectsV2", query=query)
+        data = self._call("GET", self.path(bucket), "ListObjectsV2", query=query)
         return parse_list_page(data)
 
 

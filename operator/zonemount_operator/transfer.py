@@ -14,8 +14,8 @@ Memory (the thread path): local -> S3 uploads are sent from the file (:class:`Fi
 in blocks to sign and to send) and S3 -> local downloads are written as they arrive
 (``STREAM_CHUNK`` at a time), so neither holds an object or part; only S3 -> S3 streamed
 copies (two endpoints) hold bytes, and those wait for ``buffer_bytes`` (a budget shared by all
-workers) before reading. The event-loop path holds at most ``concurrency`` objects of at most
-``FAST_STREAM_MAX`` bytes.
+workers) before reading. Small objects on the lean path (:mod:`.fasts3`) are held whole, one
+per copy thread, each below ``FAST_STREAM_MAX`` bytes.
 
 Resumability: a destination object is *up to date* when its size equals the source's and
 either the ETags match or it is not older than the source (ETags differ legitimately:
@@ -42,7 +42,6 @@ end, always with a snapshot (never the live object).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -87,8 +86,7 @@ __all__ = [
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
-FAST_STREAM_MAX = 1 * MiB  # streamed objects up to this size take the event-loop path
-HAND_OVER = 16  # objects handed to the event loop at once
+FAST_STREAM_MAX = 1 * MiB  # streamed objects below this size take the lean path (fasts3)
 
 
 @dataclass
@@ -138,7 +136,7 @@ class CopyOptions:
     skip_existing: bool = True
     dry_run: bool = False
     shard: tuple[int, int] | None = None  # (i, N): copy only the keys of shard i of N
-    fast: bool = True  # small objects on the event-loop path where eligible (fasts3)
+    fast: bool = True  # small objects on the lean path where eligible (fasts3)
     retries: int = 4
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
@@ -219,9 +217,7 @@ class BulkCopier:
         self._parts = ThreadPoolExecutor(
             max_workers=max(4, self.options.concurrency), thread_name_prefix="zm-part"
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[Any] = set()  # the loop's running copies (strong references)
-        self._http: Any = None
+        self._fast = self._fast_wanted()  # both S3 sides have the lean path (fasts3)
         self._budget = _ByteBudget(max(self.options.buffer_bytes, 1), self.stop)
 
     # -- the run ---------------------------------------------------------------------------
@@ -236,14 +232,11 @@ class BulkCopier:
             if self.manifest is not None and not self.options.dry_run:
                 # published first: marks this shard as attempted (see _pairs)
                 self.manifest.flush(self.progress_doc(self.progress.snapshot(), final=False))
-            if self._fast_wanted():
-                self._start_loop()
             self._run()
         finally:
             done.set()
             reporter.join()
             self._parts.shutdown(wait=True, cancel_futures=True)
-            self._stop_loop()
         final = self.progress.snapshot()
         if self.fatal:  # why the run stopped early comes first
             final.first_error = self.fatal
@@ -255,7 +248,7 @@ class BulkCopier:
 
     def _listing(self, where: Location) -> Iterator[SourceObject]:
         pages = None
-        if isinstance(where, S3Location) and where.fast is not None and self._loop is not None:
+        if isinstance(where, S3Location) and where.fast is not None and self._fast:
             pages = self._fast_pages(where)
         objects = where.objects(pages)
         shard = self.options.shard
@@ -288,25 +281,16 @@ class BulkCopier:
             # At most 4 x concurrency objects queued: listing millions of keys must not
             # queue millions of work items (the listing waits for free slots instead).
             slots = _Slots(opts.concurrency * 4)
-            batch: list[SourceObject] = []  # for the event loop, handed over together
             for obj, existing in self._pairs():
                 if self.stop.is_set():
                     break
                 self.progress.add(objects_total=1, bytes_total=obj.size)
                 if self._needs_no_copy(obj, existing):
                     continue
-                if not slots.take_now():
-                    self._hand_over(batch, slots)  # nothing held back while waiting
-                    if not slots.take(self.stop):
-                        break
-                if self._loop is not None and self._fast_ok(obj):
-                    batch.append(obj)
-                    if len(batch) >= HAND_OVER:
-                        self._hand_over(batch, slots)
-                else:
-                    future = pool.submit(self._copy_with_retries, obj)
-                    future.add_done_callback(functools.partial(self._finished, slots, obj))
-            self._hand_over(batch, slots)
+                if not slots.take(self.stop):
+                    break
+                future = pool.submit(self._copy_with_retries, obj)
+                future.add_done_callback(functools.partial(self._finished, slots, obj))
             with self.progress._lock:
                 self.progress.listing_done = True
             slots.wait_all()  # every slot back: every object finished
@@ -329,29 +313,9 @@ class BulkCopier:
             return True
         return False
 
-    def _hand_over(self, batch: list[SourceObject], slots: _Slots) -> None:
-        """Start copying ``batch`` on the event loop (one wake-up for many objects: a
-        ``run_coroutine_threadsafe`` per object cost more CPU than signing it); empties it."""
-        if not batch:
-            return
-        objects = batch.copy()
-        batch.clear()
-        loop = self._loop
-        assert loop is not None
-        loop.call_soon_threadsafe(self._start_tasks, objects, slots)
-
-    def _start_tasks(self, objects: list[SourceObject], slots: _Slots) -> None:
-        """(on the loop) One task per object; each gives its slot back when done."""
-        assert self._loop is not None
-        for obj in objects:
-            task = self._loop.create_task(self._copy_async(obj))
-            self._tasks.add(task)  # the loop keeps only weak references to tasks
-            task.add_done_callback(functools.partial(self._finished, slots, obj))
-
     def _finished(self, slots: _Slots, obj: SourceObject, done: Any) -> None:
-        """A copy (future or task) ended: its slot back; an exception no rule expected is
-        still the object's failure, never silence."""
-        self._tasks.discard(done)
+        """A copy ended: its slot back; an exception no rule expected is still the object's
+        failure, never silence."""
         slots.give()
         exc = None if done.cancelled() else done.exception()
         if exc is not None:
@@ -466,7 +430,9 @@ class BulkCopier:
     def _copy_one(self, obj: SourceObject, counted: list[int]) -> None:
         # Streamed copies hold a part in memory per worker: go multipart from one part size.
         threshold = self.options.multipart_threshold if self.server_side else self.options.part_size
-        if obj.size >= threshold:
+        if self._fast and self._fast_ok(obj):
+            self._copy_small(obj)
+        elif obj.size >= threshold:
             self._multipart(obj, counted)
         elif self.server_side:
             dest, source = cast(S3Location, self.dest), cast(S3Location, self.source)
@@ -543,7 +509,7 @@ class BulkCopier:
             counted[0] += size
         return part
 
-    # -- small objects on the event-loop path (fasts3) ---------------------------------------
+    # -- small objects on the lean path (fasts3) ---------------------------------------------
     def _fast_wanted(self) -> bool:
         if not self.options.fast or self.options.dry_run:
             return False
@@ -551,105 +517,49 @@ class BulkCopier:
         return bool(sides) and all(x.fast is not None for x in sides)
 
     def _fast_ok(self, obj: SourceObject) -> bool:
-        """Server-side copies of any single-request size; streamed copies only when small:
-        bytes through one event-loop thread are GIL-bound, the thread path streams faster."""
+        """Server-side copies of any single-request size; streamed copies only when small
+        (they are held whole: larger ones stream on botocore, part by part)."""
         if self.server_side:
             return obj.size < self.options.multipart_threshold
         return obj.size < min(self.options.part_size, FAST_STREAM_MAX)
 
-    def _start_loop(self) -> None:
-        import aiohttp
-
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True, name="zm-loop")
-        thread.start()
-
-        async def session() -> Any:
-            connector = aiohttp.TCPConnector(
-                limit=self.options.concurrency, ttl_dns_cache=300, keepalive_timeout=30
-            )
-            timeout = aiohttp.ClientTimeout(total=300, sock_connect=10)
-            return aiohttp.ClientSession(
-                connector=connector, timeout=timeout, auto_decompress=False
-            )
-
-        self._http = asyncio.run_coroutine_threadsafe(session(), loop).result()
-        self._inflight = asyncio.Semaphore(self.options.concurrency)  # used on `loop` only
-        self._loop = loop
-        self._loop_thread = thread
-
-    def _stop_loop(self) -> None:
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._http.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._loop_thread.join(timeout=10)
-        loop.close()
-
     def _fast_pages(self, where: S3Location) -> Iterator[list[RawEntry]]:
         """ListObjectsV2 pages through fasts3, the next page requested before this one is used."""
-        loop, fast = self._loop, where.fast
-        assert loop is not None and fast is not None
+        fast = where.fast
+        assert fast is not None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zm-list") as lister:
 
-        def request(token: str | None) -> Future[tuple[list[RawEntry], str | None]]:
-            return asyncio.run_coroutine_threadsafe(
-                fast.list_page(self._http, where.bucket, where.list_prefix, token), loop
-            )
+            def request(token: str | None) -> Future[tuple[list[RawEntry], str | None]]:
+                return lister.submit(fast.list_page, where.bucket, where.list_prefix, token)
 
-        pending = request(None)
-        while True:
-            page, token = pending.result()
-            if token:
-                pending = request(token)
-            yield page
-            if not token:
-                return
-
-    async def _copy_async(self, obj: SourceObject) -> None:
-        async with self._inflight:  # at most `concurrency` objects' bytes in memory
-            await self._copy_async_unbounded(obj)
-
-    async def _copy_async_unbounded(self, obj: SourceObject) -> None:
-        attempt = 0
-        while not self.stop.is_set():
-            try:
-                await self._copy_small(obj)
-            except (
-                botocore.exceptions.BotoCoreError,
-                botocore.exceptions.ClientError,
-                OSError,
-                CopyError,
-            ) as exc:  # (asyncio's TimeoutError is an OSError)
-                attempt += 1
-                delay = self._retry_delay(obj, exc, attempt)
-                if delay is None:
+            pending = request(None)
+            while True:
+                page, token = pending.result()
+                if token:
+                    pending = request(token)
+                yield page
+                if not token:
                     return
-                await asyncio.sleep(delay)
-            else:
-                self._succeeded(obj)
-                return
 
-    async def _copy_small(self, obj: SourceObject) -> None:
-        http = self._http
+    def _copy_small(self, obj: SourceObject) -> None:
+        """One object in one request each way (CopyObject, or GET/read then PUT/write)."""
         source, dest = self.source, self.dest
         if self.server_side:
             assert isinstance(source, S3Location) and isinstance(dest, S3Location)
             assert dest.fast is not None
-            await dest.fast.copy(
-                http, source.bucket, source.key(obj.key), dest.bucket, dest.key(obj.key), obj.etag
+            dest.fast.copy(
+                source.bucket, source.key(obj.key), dest.bucket, dest.key(obj.key), obj.etag
             )
             return
         if isinstance(source, S3Location):
             assert source.fast is not None
-            data = await source.fast.get(http, source.bucket, source.key(obj.key), obj.etag)
+            data = source.fast.get(source.bucket, source.key(obj.key), obj.etag)
         else:
             data = source.read(obj.key)
         _check_size(obj, data)
         if isinstance(dest, S3Location):
             assert dest.fast is not None
-            await dest.fast.put(http, dest.bucket, dest.key(obj.key), data)
+            dest.fast.put(dest.bucket, dest.key(obj.key), data)
         else:
             dest.put(obj.key, data, obj)
 
@@ -671,22 +581,15 @@ def _exactly(chunks: Iterator[bytes], length: int, what: str) -> Iterator[bytes]
 
 
 class _Slots:
-    """At most ``count`` objects queued or in flight. Given back from any thread (the event
-    loop's callbacks too) by a C-level queue put: ``threading.Semaphore`` is Python code
-    around a Condition, and its release was 5% of a small object's CPU."""
+    """At most ``count`` objects queued or in flight. Taken by the listing, given back by the
+    copy threads through a C-level queue: ``threading.BoundedSemaphore`` is Python code around
+    a Condition, and its release was 5% of a small object's CPU."""
 
     def __init__(self, count: int) -> None:
         self.count = count
         self._free: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(count):
             self._free.put(None)
-
-    def take_now(self) -> bool:
-        try:
-            self._free.get_nowait()
-        except queue.Empty:
-            return False
-        return True
 
     def take(self, stop: threading.Event) -> bool:
         """Wait for a slot; False (none taken) once ``stop`` is set."""
@@ -871,7 +774,7 @@ class _LazyMeta:
 
 class LazyS3Client:
     """:func:`s3_client`, created on first use (thread safe). Creating a botocore client costs
-    ~0.1 s of CPU (service model, endpoint rules); a copy whose requests all take the event-loop
+    ~0.1 s of CPU (service model, endpoint rules); a copy whose requests all take the lean
     path never needs it. ``meta.endpoint_url``/``meta.region_name`` are answered without it
     when the endpoint and region are known."""
 
@@ -902,7 +805,7 @@ def lazy_s3_client(
 
 
 def attach_fast(location: Location, credentials: Any) -> None:
-    """Give an S3 location the event-loop path (fasts3) when its bucket is eligible."""
+    """Give an S3 location the lean path (fasts3) when its bucket is eligible."""
     from zonemount_operator import fasts3
 
     if not isinstance(location, S3Location) or credentials is None:
