@@ -457,6 +457,28 @@ class InodeTable:
                 parent.published_at = _now()  # a listing that started earlier may not show it
             parent = self.inodes.get(parent.parent)
 
+    def forget_absent_since(self, node: Inode, since: float) -> None:
+        """Drop what directory ``node`` and every directory below it learnt to be absent at
+        or after ``since`` (names remembered absent, a LIST page's names, "every name is
+        known"; each is learnt ``--negative-metadata-ttl`` before it ends): a rename moved
+        their objects from then on, and a lookup that saw a source already deleted took it
+        for absent. What was known before the move stays true of the moved directory."""
+        learnt = since + self.opts.negative_metadata_ttl  # knowledge ending after this
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            for name in [n for n, until in current.negative.items() if until >= learnt]:
+                del current.negative[name]
+            if current.names_until >= learnt:
+                current.names, current.names_until = None, 0.0
+            if current.complete_until >= learnt:
+                current.complete_until = 0.0
+            pending.extend(
+                c
+                for i in current.children.values()
+                if (c := self.inodes.get(i)) is not None and c.kind is Kind.DIR
+            )
+
     def note_absent(self, parent: Inode, name: str) -> None:
         """``name`` does not exist in ``parent`` now: remember that for the negative TTL."""
         if self.opts.negative_metadata_ttl > 0:

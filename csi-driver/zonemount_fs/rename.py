@@ -96,8 +96,9 @@ class Renamer:
         async with self.moves.moving(src.ino, *([dst.ino] if dst is not None else [])):
             if self._busy(src) or (dst is not None and dst.writer is not None):
                 raise FsError(errno.EBUSY, "a file under the source is being written")
+            moved_at = _now()
             await self._move_data(src, new_parent, new_name)
-            await self._relink(src, dst, old_parent, old_name, new_parent, new_name)
+            await self._relink(src, dst, old_parent, old_name, new_parent, new_name, moved_at)
 
     # -- 1. check ------------------------------------------------------------------------
     async def _target(self, src: Inode, new_parent: int, new_name: str, flags: int) -> Inode | None:
@@ -262,8 +263,10 @@ class Renamer:
         old_name: str,
         new_parent: int,
         new_name: str,
+        moved_at: float,
     ) -> None:
-        """Re-link ``src`` under its new name (both parents re-read after the data moved)."""
+        """Re-link ``src`` under its new name (both parents re-read after the data moved,
+        which started at ``moved_at``)."""
         old_p, new_p = self.tree.inode(old_parent), self.tree.inode(new_parent)
         if dst is not None:
             if dst.kind is Kind.DIR and not dst.local:
@@ -277,6 +280,8 @@ class Renamer:
             self.tree.detach(new_p, displaced)
         src.parent, src.name = new_p.ino, new_name
         self.tree.link(new_p, new_name, src)
+        if src.kind is Kind.DIR:
+            self.tree.forget_absent_since(src, moved_at)  # misses seen while it moved
         new_p.negative.pop(new_name, None)
         self.tree.note_absent(old_p, old_name)
         if not src.local:

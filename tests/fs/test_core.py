@@ -443,6 +443,27 @@ def test_readdir_racing_a_rename_of_its_directory_shows_it_whole(race: str) -> N
     run(store, body, metadata_ttl=60.0)
 
 
+def test_a_miss_seen_while_a_directory_moves_is_not_remembered_after_the_move() -> None:
+    """A lookup of ``src/a`` while ``mv src dst`` deletes its sources (``src/a`` gone,
+    ``src/b`` not yet) misses (renames are not atomic), but that miss is not remembered for
+    ``dst/a`` once the rename ends. It used to be, for the negative TTL: ``dst/a`` existed in
+    S3 and the mount said ENOENT."""
+    inner, store = _faulty({"src/a": b"1", "src/b": b"2"})
+
+    async def body(fs: Filesystem) -> None:
+        src = await fs.lookup(ROOT_INO, "src")
+        deleting = store.hold("delete", key="src/b")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.rename, ROOT_INO, "src", ROOT_INO, "dst")
+            assert await trio.to_thread.run_sync(deleting.entered.wait, 30)
+            assert await errno_of(fs.lookup(src.ino, "a")) == errno.ENOENT  # mid-move
+            deleting.release()
+        assert inner.keys() == ["dst/a", "dst/b"]
+        assert (await fs.lookup(src.ino, "a")).size == 1
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
 def test_nothing_is_created_in_a_directory_a_rename_replaced() -> None:
     """``mv src dst`` replacing the empty directory ``dst`` while a create, mkdir or symlink
     in ``dst`` waits for it: they fail with ENOENT (``dst``'s inode is gone). They used to
