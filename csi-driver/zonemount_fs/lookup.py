@@ -71,6 +71,13 @@ class Resolver:
             parent = self.tree.inode(parent_ino)  # re-read after await
             if self.tree.child(parent, name) is None and self._known_absent(parent, name):
                 raise FsError(errno.ENOENT)
+            if self.tree.child(parent, name) is None and await self._relisted_for_miss(parent):
+                parent = self.tree.inode(parent_ino)  # re-read after await
+                node = self.tree.child(parent, name)
+                if node is not None and node.expiry > _now():
+                    return node
+                if node is None and self._known_absent(parent, name):
+                    raise FsError(errno.ENOENT)
             prefix = self.tree.dir_prefix(parent)
             if (
                 self.tree.child(parent, name) is None
@@ -118,6 +125,17 @@ class Resolver:
             if node is not None and node.expiry > _now():
                 return node
         return None
+
+    async def _relisted_for_miss(self, parent: Inode) -> bool:
+        """A miss in a large directory this mount made or listed in full, whose negative
+        knowledge expired, counts like an expired entry (:meth:`~.listing.Listing.relisted`):
+        once asking name by name (HEAD + LIST each) would cost more than listing it again, it
+        is listed, which renews that knowledge (an untar or a Spark job writing thousands of
+        files into one directory: otherwise every new name costs two requests once the
+        directory outlives the negative TTL). True when it was listed again."""
+        if self.ctx.opts.negative_metadata_ttl <= 0 or not parent.large:
+            return False
+        return await self.listing.relisted(parent)
 
     @staticmethod
     def _known_absent(parent: Inode, name: str) -> bool:

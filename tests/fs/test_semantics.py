@@ -456,6 +456,41 @@ def test_r_meta_relist(mounter: Mounter, s3, bucket) -> None:
     assert heads <= 40, f"expired entries must be revalidated by relisting ({heads:.0f} HEADs)"
 
 
+def test_meta_misses_in_a_large_directory_relist_it(mounter: Mounter, s3, bucket) -> None:
+    """Lookups of names a large listed directory does not hold, once its negative knowledge
+    expired, are asked name by name only until listing it again is cheaper (as
+    R-META-RELIST counts expired entries); the listing renews the knowledge. Before: every
+    new name of an untar or a Spark job into a directory of thousands of files cost a HEAD
+    and a LIST once the directory outlived the negative TTL (5,000 files: 4,895 + 4,999)."""
+    for i in range(100):
+        put(s3, bucket, f"big/{i:03d}", b"x")
+    port = free_port()
+    mnt = mounter.mount(
+        bucket,
+        *("--metadata-ttl", "60", "--negative-metadata-ttl", "1"),
+        *("--metrics-address", f"127.0.0.1:{port}"),
+    )
+
+    def asked() -> float:
+        return sum(
+            _metric(port, "zonemount_s3_requests_total", op)
+            for op in ("HeadObject", "ListObjectsV2")
+        )
+
+    assert len(os.listdir(mnt / "big")) == 100  # listed in full: known whole for 1 s
+    time.sleep(1.2)  # the negative knowledge expires
+    put(s3, bucket, "big/other", b"o")  # another client adds a name meanwhile
+    before = asked()
+    missing = [name for i in range(60) if not (mnt / "big" / (name := f"new-{i}")).exists()]
+    requests = asked() - before
+    assert len(missing) == 60
+    assert requests <= 2 * 16 + 4, f"{requests:.0f} requests for 60 missing names"
+    assert (mnt / "big/other").read_bytes() == b"o"  # the listing showed it
+    put(s3, bucket, "big/later", b"l")
+    time.sleep(1.2)
+    assert (mnt / "big/later").read_bytes() == b"l"  # seen once the knowledge expired
+
+
 def test_r_meta_ttl(mounter: Mounter, s3, bucket) -> None:
     cached = mounter.mount(bucket, "--metadata-ttl", "60", "--negative-metadata-ttl", "60")
     fresh = mounter.mount(bucket, "--metadata-ttl", "0", "--negative-metadata-ttl", "0")
