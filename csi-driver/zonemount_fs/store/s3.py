@@ -320,16 +320,14 @@ class S3Store:
                 listed = self._fast_call(
                     "ListObjectsV2", prefix, fast.list_page, prefix, delimiter, token, max_keys
                 )
+                # each distinct time parsed once: keys written together share their second
+                times = {m for _, _, _, m, _ in listed.objects if m}
+                mtimes: dict[str | None, float] = {m: parse_timestamp(m).timestamp() for m in times}
+                mtimes[None] = mtimes[""] = 0.0
                 return ListPage(
                     [
-                        ObjectInfo(
-                            key=k,
-                            size=size,
-                            etag=etag,
-                            mtime=parse_timestamp(modified).timestamp() if modified else 0.0,
-                            storage_class=storage,
-                        )
-                        for k, size, etag, modified, storage in listed.objects
+                        ObjectInfo(key, size, etag, mtimes[modified], None, storage)
+                        for key, size, etag, modified, storage in listed.objects
                     ],
                     listed.prefixes,
                     listed.next_token,
