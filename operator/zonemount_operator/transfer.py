@@ -237,6 +237,9 @@ class BulkCopier:
             done.set()
             reporter.join()
             self._parts.shutdown(wait=True, cancel_futures=True)
+            for side in (self.source, self.dest):
+                if isinstance(side, S3Location) and side.fast is not None:
+                    side.fast.close()  # idle connections (a later run opens new ones)
         final = self.progress.snapshot()
         if self.fatal:  # why the run stopped early comes first
             final.first_error = self.fatal
@@ -450,7 +453,10 @@ class BulkCopier:
             with source.open_range(obj.key, start, length, obj.size) as body:
                 return write(body)
         if isinstance(source, S3Location) and isinstance(dest, LocalLocation):
-            if rng is None:
+            chunks: Iterator[bytes | memoryview]
+            if self._fast and source.fast is not None:  # views of one buffer: written at once
+                chunks = source.fast.chunks(source.bucket, source.key(obj.key), obj.etag, rng)
+            elif rng is None:
                 chunks = source.chunks(obj.key, etag=obj.etag)
             else:
                 chunks = source.chunks(obj.key, start, end, etag=obj.etag)
@@ -568,7 +574,9 @@ def _changed(what: str) -> Exception:
     return source_changed(what)
 
 
-def _exactly(chunks: Iterator[bytes], length: int, what: str) -> Iterator[bytes]:
+def _exactly(
+    chunks: Iterator[bytes | memoryview], length: int, what: str
+) -> Iterator[bytes | memoryview]:
     """``chunks``, checked to add up to ``length`` bytes (else the source changed)."""
     total = 0
     for chunk in chunks:

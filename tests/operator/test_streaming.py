@@ -4,12 +4,14 @@ peaked at 489 MiB, each of 64 workers holding a whole object).
 SeaweedFS on loopback (it enforces If-Match, so a changed source is caught): uploads are
 sent from the file and downloads written as they arrive (never an object or part in memory),
 S3 -> S3 streamed copies hold at most ``buffer_bytes`` across all workers, and the
-source-changed rule still holds on each of these paths. Everything goes through botocore
-(no fasts3) and every object is above ``FAST_STREAM_MAX``: the thread path is what is tested.
+source-changed rule still holds on each of these paths. Every object is above
+``FAST_STREAM_MAX``, so the thread path is what is tested: through botocore, and for downloads
+also through fasts3's streamed GET (``fast=True``: one reused buffer per thread).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -17,10 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_operator.locations import LocalLocation, RawEntry, S3Location, SourceObject
-from zonemount_operator.transfer import FAST_STREAM_MAX, CopyOptions, MiB, copy, s3_client
+from zonemount_operator.transfer import (
+    FAST_STREAM_MAX,
+    CopyOptions,
+    MiB,
+    attach_fast,
+    copy,
+    s3_client,
+)
 
 from tests.operator.operator_testlib import s3_digests, tree_digests, write_tree
 
@@ -61,7 +71,26 @@ class NoWholeGets(S3Location):
         raise AssertionError(f"read {rel} {start}-{end} into memory")
 
 
-def test_uploads_stream_from_the_file_and_downloads_to_it(weed: Any, tmp_path: Path) -> None:
+class LeanGetsOnly(NoWholeGets):
+    """... and if a download takes botocore's streaming GET instead of fasts3's."""
+
+    def chunks(self, rel: str, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        raise AssertionError(f"botocore GET of {rel}")
+
+
+def _downloading(client: Any, bucket: str, prefix: str, fast: bool) -> S3Location:
+    if not fast:
+        return NoWholeGets(client, bucket, prefix)
+    source = LeanGetsOnly(client, bucket, prefix)
+    attach_fast(source, botocore.session.get_session().get_credentials())
+    assert source.fast is not None
+    return source
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["botocore", "fasts3"])
+def test_uploads_stream_from_the_file_and_downloads_to_it(
+    weed: Any, tmp_path: Path, fast: bool
+) -> None:
     assert min(s for s in SIZES.values() if s) > FAST_STREAM_MAX
     digests = _tree(tmp_path / "src")
     bucket = _bucket(weed)
@@ -73,7 +102,9 @@ def test_uploads_stream_from_the_file_and_downloads_to_it(weed: Any, tmp_path: P
     md5 = hashlib.md5((tmp_path / "src" / "a").read_bytes()).hexdigest()
     assert head["ETag"].strip('"') == md5
 
-    down = copy(NoWholeGets(weed, bucket, "up/"), LocalLocation(tmp_path / "down"), OPTIONS)
+    source = _downloading(weed, bucket, "up/", fast)
+    options = dataclasses.replace(OPTIONS, fast=fast)
+    down = copy(source, LocalLocation(tmp_path / "down"), options)
     assert (down.objects_copied, down.objects_failed, down.first_error) == (len(SIZES), 0, None)
     assert tree_digests(tmp_path / "down") == digests  # and no temporary files left
 
@@ -167,9 +198,10 @@ def test_a_local_file_changed_after_listing_is_reported_not_uploaded(
     assert weed.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["botocore", "fasts3"])
 @pytest.mark.parametrize("name", ["a", "d"], ids=["single-get", "ranged-gets"])
 def test_an_s3_object_changed_after_listing_is_not_written_locally(
-    weed: Any, tmp_path: Path, name: str
+    weed: Any, tmp_path: Path, name: str, fast: bool
 ) -> None:
     bucket = _bucket(weed)
     for rel, size in SIZES.items():
@@ -178,11 +210,15 @@ def test_an_s3_object_changed_after_listing_is_not_written_locally(
     listing = list(source.objects())
     weed.put_object(Bucket=bucket, Key=f"in/{name}", Body=os.urandom(SIZES[name]))  # new ETag
 
-    class StaleS3(S3Location):
+    class StaleS3(LeanGetsOnly if fast else S3Location):  # type: ignore[misc]
         def objects(self, pages: Any = None) -> Iterator[SourceObject]:
             return iter(listing)
 
-    result = copy(StaleS3(weed, bucket, "in/"), LocalLocation(tmp_path / "down"), OPTIONS)
+    stale = StaleS3(weed, bucket, "in/")
+    if fast:
+        attach_fast(stale, botocore.session.get_session().get_credentials())
+    options = dataclasses.replace(OPTIONS, fast=fast)
+    result = copy(stale, LocalLocation(tmp_path / "down"), options)
     assert (result.objects_copied, result.objects_failed, result.objects_changed) == (
         len(SIZES) - 1,
         1,
@@ -190,3 +226,21 @@ def test_an_s3_object_changed_after_listing_is_not_written_locally(
     )
     files = {p.name for p in (tmp_path / "down").rglob("*") if p.is_file()}
     assert name not in files and not any(".zm-" in f for f in files)
+
+
+def test_a_kept_streaming_connection_the_server_closed_is_replaced(weed: Any) -> None:
+    """fasts3 keeps each thread's streaming connection for its next GET; one the server
+    closed meanwhile is replaced without failing the GET (nothing had been received)."""
+    bucket = _bucket(weed)
+    blobs = {name: os.urandom(300_000) for name in ("x", "y")}
+    for name, data in blobs.items():
+        weed.put_object(Bucket=bucket, Key=name, Body=data)
+    source = S3Location(weed, bucket, "")
+    attach_fast(source, botocore.session.get_session().get_credentials())
+    fast = source.fast
+    assert fast is not None
+    assert b"".join(bytes(c) for c in fast.chunks(bucket, "x")) == blobs["x"]
+    conn = fast._local.conn
+    assert conn.sock is not None  # kept after a body read to its end
+    conn.sock.shutdown(__import__("socket").SHUT_RDWR)  # as if the server had closed it
+    assert b"".join(bytes(c) for c in fast.chunks(bucket, "y", rng=(5, 99))) == blobs["y"][5:100]
