@@ -510,3 +510,42 @@ def test_relisting_that_fails_answers_its_waiters_by_name(
     finally:
         mounter.cleanup()
         proxy.close()
+
+
+def test_rename_dir_miss_seen_mid_move_is_forgotten(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-RENAME-DIR-HOLDS-WRITES, lookups: ``stat src/a`` while ``mv src dst`` is deleting
+    its sources (``src/a`` gone, the DELETE of ``src/b`` held by a proxy) misses - renames
+    are not atomic - but once the rename ended ``dst/a`` is found: the miss is not
+    remembered for the moved directory (it was, for --negative-metadata-ttl)."""
+    s3.put_object(Bucket=bucket, Key="src/a", Body=b"1")
+    s3.put_object(Bucket=bucket, Key="src/b", Body=b"2")
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket,
+            "--allow-delete",
+            "--negative-metadata-ttl",
+            "60",
+            "--endpoint-url",
+            proxy.endpoint,
+        )
+        assert (mnt / "src").is_dir()  # "a" itself never looked up: a miss asks S3
+        stall = proxy.add(Rule("DELETE", "/src/b", "stall", count=1, seconds=3))
+        mover = threading.Thread(target=os.rename, args=(mnt / "src", mnt / "dst"))
+        mover.start()
+        deadline = time.monotonic() + 30
+        while stall.hits == 0:
+            assert time.monotonic() < deadline, "the rename never deleted src/b"
+            time.sleep(0.02)
+        mid_move = os.path.exists(mnt / "src" / "a")  # src/a is deleted by now
+        mover.join(30)
+        assert not mover.is_alive()
+        assert keys(s3, bucket) == ["dst/a", "dst/b"]
+        assert not mid_move
+        assert (mnt / "dst" / "a").read_bytes() == b"1"
+        assert sorted(os.listdir(mnt / "dst")) == ["a", "b"]
+    finally:
+        mounter.cleanup()
+        proxy.close()
