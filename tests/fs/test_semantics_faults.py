@@ -518,7 +518,8 @@ def test_rename_dir_miss_seen_mid_move_is_forgotten(
     """R-RENAME-DIR-HOLDS-WRITES, lookups: ``stat src/a`` while ``mv src dst`` is deleting
     its sources (``src/a`` gone, the DELETE of ``src/b`` held by a proxy) misses - renames
     are not atomic - but once the rename ended ``dst/a`` is found: the miss is not
-    remembered for the moved directory (it was, for --negative-metadata-ttl)."""
+    remembered for the moved directory (it was, for --negative-metadata-ttl). ``ls src``
+    meanwhile waits for the rename and shows both files (it showed ``b`` only)."""
     s3.put_object(Bucket=bucket, Key="src/a", Body=b"1")
     s3.put_object(Bucket=bucket, Key="src/b", Body=b"2")
     proxy = FaultProxy(moto_server.endpoint)
@@ -540,10 +541,12 @@ def test_rename_dir_miss_seen_mid_move_is_forgotten(
             assert time.monotonic() < deadline, "the rename never deleted src/b"
             time.sleep(0.02)
         mid_move = os.path.exists(mnt / "src" / "a")  # src/a is deleted by now
+        listed = sorted(os.listdir(mnt / "src"))  # waits for the rename: not half of it
         mover.join(30)
         assert not mover.is_alive()
         assert keys(s3, bucket) == ["dst/a", "dst/b"]
         assert not mid_move
+        assert listed == ["a", "b"]
         assert (mnt / "dst" / "a").read_bytes() == b"1"
         assert sorted(os.listdir(mnt / "dst")) == ["a", "b"]
     finally:
