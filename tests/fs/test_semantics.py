@@ -338,6 +338,39 @@ def test_r_rename_file(mount_rw, s3, bucket) -> None:
     assert keys(s3, bucket) == ["sub/c.txt"]
 
 
+def test_r_dir_readdir_relists(mounter: Mounter, s3, bucket) -> None:
+    """readdir is never served from what an earlier listing showed, even with a long TTL: a
+    warm ``ls -l`` of 1,050 keys is 2 LIST pages, and its lstats reach no FUSE handler."""
+    for i in range(1050):
+        put(s3, bucket, f"big/{i:04d}", b"x" * (i % 7))
+    port = free_port()
+    mnt = mounter.mount(bucket, "--metadata-ttl", "60", "--metrics-address", f"127.0.0.1:{port}")
+
+    def ls_l() -> dict[str, int]:
+        return {e.name: e.stat(follow_symlinks=False).st_size for e in os.scandir(mnt / "big")}
+
+    assert len(ls_l()) == 1050
+    put(s3, bucket, "big/new-from-another-client", b"12345")
+    s3.delete_object(Bucket=bucket, Key="big/0003")
+    counts = (
+        ("zonemount_s3_requests_total", "ListObjectsV2"),
+        ("zonemount_s3_requests_total", "HeadObject"),
+    )
+    fuse = [("zonemount_fuse_op_seconds_count", op) for op in ("lookup", "getattr")]
+    before = [_metric(port, name, label) for name, label in (*counts, *fuse)]
+    sizes = ls_l()  # within the TTL of everything the first listing showed
+    lists, heads, lookups, getattrs = (
+        _metric(port, name, label) - b
+        for (name, label), b in zip((*counts, *fuse), before, strict=True)
+    )
+    assert sizes["new-from-another-client"] == 5 and "0003" not in sizes
+    assert sizes["0006"] == 6 and len(sizes) == 1050
+    assert (lists, heads) == (2, 0), f"{lists:.0f} LIST, {heads:.0f} HEAD for one ls -l"
+    assert lookups + getattrs <= 2, (
+        f"lstat reached FUSE: {lookups:.0f} lookups, {getattrs:.0f} getattrs"
+    )
+
+
 def test_r_rename_dir(mount_rw, s3, bucket) -> None:
     for key in (
         "job/_temporary/0/task_1/part-0",
