@@ -35,9 +35,8 @@ import re
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from zonemount_operator import names
 from zonemount_operator.errors import SpecError
@@ -125,9 +124,9 @@ class FileRange:
 RawEntry = tuple[str, int, str, float]  # key, size, ETag, modified (a listing row)
 
 
-@dataclass(frozen=True)
-class SourceObject:
-    """One object to copy: ``key`` is its relative name (see the module docstring)."""
+class SourceObject(NamedTuple):
+    """One object to copy: ``key`` is its relative name (see the module docstring). A named
+    tuple: one is built per listed object, and a frozen dataclass took 3x as long (~4 us)."""
 
     key: str
     size: int

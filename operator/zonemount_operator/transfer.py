@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import queue
 import random
 import threading
@@ -121,6 +120,11 @@ class Progress:
             copy = dataclasses.replace(self, _lock=threading.Lock())
         copy.elapsed = time.monotonic() - self._started
         return copy
+
+    def listed(self, size: int) -> None:
+        with self._lock:
+            self.objects_total += 1
+            self.bytes_total += size
 
     def add(self, **deltas: int) -> None:
         with self._lock:
@@ -279,24 +283,47 @@ class BulkCopier:
         return ((obj, None) for obj in source)
 
     def _run(self) -> None:
-        opts = self.options
-        with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zm-copy") as pool:
-            # At most 4 x concurrency objects queued: listing millions of keys must not
-            # queue millions of work items (the listing waits for free slots instead).
-            slots = _Slots(opts.concurrency * 4)
+        concurrency = self.options.concurrency
+        # At most 4 x concurrency objects queued: listing millions of keys must not queue
+        # millions of work items (the listing waits for free slots instead).
+        slots = _Slots(concurrency * 4)
+        work: queue.SimpleQueue[SourceObject | None] = queue.SimpleQueue()
+        workers: list[threading.Thread] = []
+        try:
             for obj, existing in self._pairs():
                 if self.stop.is_set():
                     break
-                self.progress.add(objects_total=1, bytes_total=obj.size)
+                self.progress.listed(obj.size)
                 if self._needs_no_copy(obj, existing):
                     continue
                 if not slots.take(self.stop):
                     break
-                future = pool.submit(self._copy_with_retries, obj)
-                future.add_done_callback(functools.partial(self._finished, slots, obj))
+                work.put(obj)
+                if len(workers) < concurrency:  # as many threads as objects, up to the limit
+                    worker = threading.Thread(
+                        target=self._work, args=(work, slots), name="zm-copy", daemon=True
+                    )
+                    worker.start()
+                    workers.append(worker)
             with self.progress._lock:
                 self.progress.listing_done = True
-            slots.wait_all()  # every slot back: every object finished
+        finally:  # what is queued is copied (or skipped once stopped), then the threads end
+            for _ in workers:
+                work.put(None)
+            for worker in workers:
+                worker.join()
+
+    def _work(self, work: queue.SimpleQueue[SourceObject | None], slots: _Slots) -> None:
+        """A copy thread: objects from ``work`` until None. Plain threads and a C-level queue,
+        not an executor: its Future (a Condition and an RLock) per object cost more CPU than
+        signing the object's request."""
+        while (obj := work.get()) is not None:
+            try:
+                self._copy_with_retries(obj)
+            except Exception as exc:  # outside the retry rules: still the object's failure
+                self._failed(obj, f"{type(exc).__name__}: {exc}")
+            finally:
+                slots.give()
 
     def _needs_no_copy(self, obj: SourceObject, existing: SourceObject | bool | None) -> bool:
         """Account for an object that is not copied: recorded in the manifest (``existing``
@@ -315,14 +342,6 @@ class BulkCopier:
                 self.on_plan(obj)
             return True
         return False
-
-    def _finished(self, slots: _Slots, obj: SourceObject, done: Any) -> None:
-        """A copy ended: its slot back; an exception no rule expected is still the object's
-        failure, never silence."""
-        slots.give()
-        exc = None if done.cancelled() else done.exception()
-        if exc is not None:
-            self._failed(obj, f"{type(exc).__name__}: {exc}")
 
     def _report(self, done: threading.Event) -> None:
         last_publish = time.monotonic()
@@ -373,7 +392,10 @@ class BulkCopier:
     def _succeeded(self, obj: SourceObject, counted: int = 0) -> None:
         if self.manifest is not None:
             self.manifest.record(obj, "copied")
-        self.progress.add(objects_copied=1, bytes_copied=obj.size - counted)
+        progress = self.progress
+        with progress._lock:
+            progress.objects_copied += 1
+            progress.bytes_copied += obj.size - counted
 
     def _failed(self, obj: SourceObject, what: str, *, changed: bool = False) -> None:
         with self.progress._lock:
@@ -594,7 +616,6 @@ class _Slots:
     a Condition, and its release was 5% of a small object's CPU."""
 
     def __init__(self, count: int) -> None:
-        self.count = count
         self._free: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(count):
             self._free.put(None)
@@ -611,10 +632,6 @@ class _Slots:
 
     def give(self) -> None:
         self._free.put(None)
-
-    def wait_all(self) -> None:
-        for _ in range(self.count):
-            self._free.get()
 
 
 class _ByteBudget:
