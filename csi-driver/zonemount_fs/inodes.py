@@ -455,14 +455,18 @@ class InodeTable:
         return True
 
     def mark_remote_ancestors(self, node: Inode) -> None:
-        """``node`` now has an object: every directory above it follows S3 again."""
+        """``node`` now has an object: every directory above it follows S3 again, and is
+        known to exist as of now (as a revalidation would have shown: R-META-PUBLISH-PROVES)."""
         parent = self.inodes.get(node.parent)
+        now = _now()
         while parent is not None and parent.ino != ROOT_INO:
             parent.emptied = False  # it holds an object again: it follows S3 again
             if parent.local:
                 parent.local = False
-                parent.expiry = _now() + self.opts.metadata_ttl
-                parent.published_at = _now()  # a listing that started earlier may not show it
+                parent.published_at = now  # a listing that started earlier may not show it
+                parent.expiry = now + self.opts.metadata_ttl
+            else:
+                parent.expiry = max(parent.expiry, now + self.opts.metadata_ttl)
             parent = self.inodes.get(parent.parent)
 
     def forget_absent_since(self, node: Inode, since: float) -> None:

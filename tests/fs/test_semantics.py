@@ -524,6 +524,39 @@ def test_meta_misses_in_a_large_directory_relist_it(mounter: Mounter, s3, bucket
     assert (mnt / "big/later").read_bytes() == b"l"  # seen once the knowledge expired
 
 
+def test_r_meta_published_parents(mounter: Mounter, s3, bucket) -> None:
+    """A file this mount publishes proves that every directory above it exists: a job that
+    keeps writing under ``run/table/_temporary/...`` walks those paths without S3 revalidating
+    them once per TTL (measured before: each expired ancestor listed its parent again, about
+    180 LISTs in one Spark pipeline run)."""
+    port = free_port()
+    mnt = mounter.mount(
+        bucket, "--allow-overwrite", "--metadata-ttl", "1", "--metrics-address", f"127.0.0.1:{port}"
+    )
+
+    def asked() -> float:
+        return sum(
+            _metric(port, "zonemount_s3_requests_total", op)
+            for op in ("HeadObject", "ListObjectsV2")
+        )
+
+    (mnt / "a/b/c").mkdir(parents=True)
+    (mnt / "a/b/c/f").write_bytes(b"0")
+    before = asked()
+    end = time.monotonic() + 2.5  # well past the 1 s TTL of a, a/b and a/b/c
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        (mnt / "a/b/c/f").write_bytes(str(i).encode())  # path walk + publish
+        time.sleep(0.05)
+    assert asked() == before, f"{asked() - before:.0f} lookups of directories just written in"
+    assert (mnt / "a/b/c/f").read_bytes() == str(i).encode()
+    # another client's change to a directory's listing still shows after the TTL
+    put(s3, bucket, "a/b/other", b"o")
+    time.sleep(1.2)
+    assert sorted(os.listdir(mnt / "a/b")) == ["c", "other"]
+
+
 def test_r_meta_ttl(mounter: Mounter, s3, bucket) -> None:
     cached = mounter.mount(bucket, "--metadata-ttl", "60", "--negative-metadata-ttl", "60")
     fresh = mounter.mount(bucket, "--metadata-ttl", "0", "--negative-metadata-ttl", "0")
