@@ -135,6 +135,9 @@ class IoContext:
             limit = (options.max_cache_size_mib or 10 * 1024) * 1024 * 1024
             self.cache = DataCache(options.cache_dir, limit)
         self.shared_cache = shared_cache
+        # Does the server keep an emptied directory as an entry of its own (SeaweedFS
+        # folders)? None until the first directory rename shows it (see rename.py).
+        self.keeps_folders: bool | None = None
         self._tiered = TieredCache(self.cache, shared_cache) if shared_cache else None
 
     @property

@@ -11,7 +11,8 @@ Owns the rename of a file, symlink or directory (R-RENAME-* in docs/SEMANTICS.md
    it, else copy then delete), or every object under a remote directory's prefix (at most
    :data:`RENAME_CONCURRENCY` at once; a local directory has none). Sources are deleted only
    after every copy succeeded, so a failure or crash leaves both names, never neither; a
-   failed copy phase deletes what it copied (best effort).
+   failed copy phase deletes what it copied (best effort). On a server that keeps emptied
+   directories as folders (SeaweedFS) the source's folders go too (:meth:`Renamer._drop_folders`).
 3. **Re-link** the inode under its new name; its subtree's keys follow (keys are computed
    from the parent chain). The old parent is marked emptied (R-DIR-EMPTIED-STAYS) and the
    old name remembered absent.
@@ -30,6 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic as _now
+from typing import TypeVar
 
 import trio
 
@@ -47,6 +49,7 @@ log = logging.getLogger("zonemount.fs")
 # Renames of directories copy this many objects at once.
 RENAME_CONCURRENCY = 16
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
+T = TypeVar("T")
 
 
 class Renamer:
@@ -207,6 +210,7 @@ class Renamer:
         errors = await self._delete_all(objects)
         if errors:
             raise errors[0]
+        await self._drop_folders(src_prefix, objects)
 
     async def _copy_all(
         self, objects: list[ObjectInfo], src_prefix: str, dst_prefix: str
@@ -254,6 +258,46 @@ class Renamer:
         await _each(objects, delete_one)
         return errors
 
+    async def _drop_folders(self, src_prefix: str, objects: list[ObjectInfo]) -> None:
+        """Delete the entries a server keeps for directories whose last object is gone, so
+        the moved directory does not show again under its old name (R-RENAME-DIR).
+
+        SeaweedFS keeps an emptied directory as a folder: a listing shows it (``dir/``), and
+        a HEAD of ``dir/`` finds it, until it is deleted; AWS S3 has no such entries (a real
+        ``dir/`` marker is an object that :meth:`_move_prefix` listed and moved). Which kind
+        of server this is shows in one HEAD of the deepest emptied directory at the mount's
+        first directory rename and is remembered: on AWS S3 that HEAD is the only cost.
+        The entries go deepest first (a folder that still holds a folder is not removed);
+        deleting a key that holds nothing is harmless, and a folder another client wrote
+        into meanwhile is not removed by deleting its key. Best effort: the data moved
+        already, so a failure leaves an empty folder behind (logged), not an error."""
+        ctx = self.ctx
+        if ctx.keeps_folders is False:
+            return
+        levels = _folders(src_prefix, objects)
+        if not levels:
+            return
+        if ctx.keeps_folders is None:
+            deepest = levels[max(levels)][0]
+            try:
+                await ctx.run(ctx.store.head, deepest)
+            except StoreError as exc:
+                if exc.errno == errno.ENOENT:
+                    ctx.keeps_folders = False
+                else:  # asked again at the next directory rename
+                    log.warning("rename: could not ask about the folder %r: %s", deepest, exc)
+                return
+            ctx.keeps_folders = True
+
+        async def drop(key: str) -> None:
+            try:
+                await ctx.run(ctx.store.delete, key)
+            except StoreError as exc:  # the data moved: an empty folder left is no error
+                log.warning("rename: could not delete the emptied folder %r: %s", key, exc)
+
+        for depth in sorted(levels, reverse=True):
+            await _each(levels[depth], drop)
+
     # -- 3. re-link ----------------------------------------------------------------------
     async def _relink(
         self,
@@ -293,6 +337,25 @@ class Renamer:
         self.tree.touch_dir(new_p)
 
 
+def _folders(src_prefix: str, objects: list[ObjectInfo]) -> dict[int, list[str]]:
+    """The directory keys (``a/b/``) at and under ``src_prefix`` that hold the moved
+    objects, by depth (``/`` count); markers that were objects themselves are left out."""
+    found = {src_prefix}
+    for info in objects:
+        end = info.key.rfind("/")
+        while end >= len(src_prefix):
+            folder = info.key[: end + 1]
+            if folder in found:
+                break
+            found.add(folder)
+            end = info.key.rfind("/", 0, end)
+    markers = {info.key for info in objects}
+    levels: dict[int, list[str]] = {}
+    for folder in sorted(found - markers):
+        levels.setdefault(folder.count("/"), []).append(folder)
+    return levels
+
+
 def _check_growth(objects: list[ObjectInfo], src_prefix: str, dst_prefix: str) -> None:
     """ENAMETOOLONG when a key under the renamed directory would outgrow S3's limit."""
     growth = len(dst_prefix.encode()) - len(src_prefix.encode())
@@ -305,11 +368,11 @@ def _check_growth(objects: list[ObjectInfo], src_prefix: str, dst_prefix: str) -
         )
 
 
-async def _each(items: Iterable[ObjectInfo], fn: Callable[[ObjectInfo], Awaitable[None]]) -> None:
+async def _each(items: Iterable[T], fn: Callable[[T], Awaitable[None]]) -> None:
     """Run ``fn`` on every item, at most :data:`RENAME_CONCURRENCY` at once."""
     limit = trio.Semaphore(RENAME_CONCURRENCY)
 
-    async def one(item: ObjectInfo) -> None:
+    async def one(item: T) -> None:
         async with limit:
             await fn(item)
 

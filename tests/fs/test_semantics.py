@@ -387,6 +387,46 @@ def test_r_rename_dir(mount_rw, s3, bucket) -> None:
     assert not os.path.exists(mnt / "job/_temporary/0/task_1")
 
 
+def test_rename_dir_leaves_no_folder_behind(seaweed_server, tmp_path) -> None:
+    """SeaweedFS keeps a directory whose objects were deleted as a folder that listings show:
+    a directory renamed by copy + delete showed under both names (old code: ``ls`` listed
+    ``attempt`` beside ``task``, and Spark's cleanup then listed and rmdir'ed every such
+    folder of every task attempt). The rename deletes those folders; an AWS-like server
+    (moto, below) gets no extra DELETE."""
+    name = f"zm-{os.urandom(6).hex()}"
+    seaweed = seaweed_server.client()
+    seaweed.create_bucket(Bucket=name)
+    mounter = Mounter(seaweed_server, tmp_path)
+    try:
+        mnt = mounter.mount(name, "--allow-delete")
+        job = mnt / "job/_temporary/0"
+        for rel in ("attempt/p=1/f", "attempt/p=2/g", "attempt/h"):
+            (job / rel).parent.mkdir(parents=True, exist_ok=True)
+            (job / rel).write_bytes(rel.encode())
+        os.rename(job / "attempt", job / "task")
+        assert sorted(os.listdir(job)) == ["task"]
+        listed = seaweed.list_objects_v2(Bucket=name, Prefix="job/_temporary/0/", Delimiter="/")
+        assert [p["Prefix"] for p in listed.get("CommonPrefixes", [])] == ["job/_temporary/0/task/"]
+        assert (job / "task/p=2/g").read_bytes() == b"attempt/p=2/g"
+    finally:
+        mounter.cleanup()
+
+
+def test_rename_dir_on_aws_like_server_deletes_only_objects(mounter: Mounter, bucket) -> None:
+    port = free_port()
+    mnt = mounter.mount(bucket, "--allow-delete", "--metrics-address", f"127.0.0.1:{port}")
+    for d in ("a", "c"):
+        (mnt / d / "sub").mkdir(parents=True)
+        (mnt / d / "sub/f").write_bytes(b"f")
+        (mnt / d / "g").write_bytes(b"g")
+    for src, dst in (("a", "b"), ("c", "d")):
+        before = _metric(port, "zonemount_s3_requests_total", "DeleteObject")
+        os.rename(mnt / src, mnt / dst)
+        deleted = _metric(port, "zonemount_s3_requests_total", "DeleteObject") - before
+        assert deleted == 2, f"{deleted:.0f} DELETEs to move 2 objects"
+    assert sorted(os.listdir(mnt)) == ["b", "d"]
+
+
 def test_r_rename_overwrite(mounter: Mounter, s3, bucket) -> None:
     put(s3, bucket, "src.txt", b"S")
     put(s3, bucket, "dst.txt", b"D")
