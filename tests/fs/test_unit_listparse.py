@@ -104,25 +104,43 @@ def test_random_pages_match_elementtree() -> None:
     rng = random.Random(14)
     alphabet = "ab/ .+%&<>'\"\t\n~*()=é☃" + "\U0001f600"
     for _ in range(200):
-        order = rng.choice([AWS, SEAWEEDFS, MOTO, ("Key", "Size"), ("Key",)])
+        shapes = [AWS, SEAWEEDFS, MOTO] if rng.random() < 0.5 else [rng.choice([AWS, MOTO])]
         encoded = rng.random() < 0.5
         keys = ["d/" + "".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(20)]
-        items = [contents(k, order, size=rng.randint(0, 10**12), encoded=encoded) for k in keys]
+        items = [
+            contents(k, rng.choice(shapes), size=rng.randint(0, 10**12), encoded=encoded)
+            for k in keys
+        ]
         data = document(items, ["d/p/"] if rng.random() < 0.5 else [], encoded=encoded)
         flat = _parse_list_flat(data)
         assert flat is not None
         assert flat == _parse_list_tree(data)
 
 
+def test_mixed_shapes_are_read_flat() -> None:
+    """AWS writes <ChecksumAlgorithm> only for objects uploaded with one, and <Owner> or
+    <RestoreStatus> for some: the children of one page's <Contents> differ."""
+    restored = "<RestoreStatus><IsRestoreInProgress>false</IsRestoreInProgress></RestoreStatus>"
+    items = [
+        contents("d/a", AWS),
+        contents("d/b", MOTO),
+        contents("d/c", SEAWEEDFS).replace("</Contents>", restored + "</Contents>"),
+    ]
+    data = document(items)
+    flat = _parse_list_flat(data)
+    assert flat is not None and flat == _parse_list_tree(data)
+    assert [o[0] for o in flat.objects] == ["d/a", "d/b", "d/c"]
+
+
 def test_character_references_are_resolved() -> None:
     item = (
         "<Contents><Key>d/&#x263A;&#9731;&amp;&lt;&gt;&apos;&quot;</Key>"
-        "<ETag>&#34;e&#34;</ETag><Size>1</Size></Contents>"
+        "<ETag>&#34;e&#34;</ETag><Size>1</Size><LastModified>t</LastModified></Contents>"
     )
     data = document([item])
     flat = _parse_list_flat(data)
     assert flat is not None and flat == _parse_list_tree(data)
-    assert flat.objects == [("d/☺☃&<>'\"", 1, '"e"', None, None)]
+    assert flat.objects == [("d/☺☃&<>'\"", 1, '"e"', "t", None)]
 
 
 def test_empty_page() -> None:
@@ -134,13 +152,28 @@ def test_empty_page() -> None:
 LEFT_TO_ELEMENTTREE = {
     "indented": document([contents("d/a", MOTO)]).replace(b"<Key>", b"\n  <Key>"),
     "comment": document([contents("d/a", MOTO)]).replace(b"<Name>", b"<!-- x --><Name>"),
-    "cdata key": document(["<Contents><Key><![CDATA[d/a<b]]></Key><Size>1</Size></Contents>"]),
+    "cdata key": document([contents("d/a", MOTO).replace("d/a", "<![CDATA[d/a<b]]>")]),
     "attribute on a field": document([contents("d/a", MOTO)]).replace(
         b"<Size>", b'<Size unit="B">'
     ),
     "attribute on IsTruncated": document([]).replace(b"<IsTruncated>", b'<IsTruncated a="1">'),
-    "shapes differ": document([contents("d/a", MOTO), contents("d/b", AWS)]),
-    "a field twice": document(["<Contents><Key>d/a</Key><Key>d/b</Key></Contents>"]),
+    "a field twice": document(["<Contents><Key>d/a</Key><Key>d/b</Key><ETag>e</ETag></Contents>"]),
+    "a field missing in one": document(
+        [contents("d/a", MOTO), contents("d/b", MOTO).replace("<Size>7</Size>", "")]
+    ),
+    "twice in one, missing in another": document(
+        [
+            contents("d/a", MOTO).replace("<Size>7</Size>", "<Size>7</Size><Size>8</Size>"),
+            contents("d/b", MOTO).replace("<Size>7</Size>", ""),
+        ]
+    ),
+    "storage class in some": document([contents("d/a", MOTO), contents("d/b", ("Key", "Size"))]),
+    "nested two levels": document(
+        [contents("d/a", MOTO).replace("</Contents>", "<A><B><C>x</C></B></A></Contents>")]
+    ),
+    "a field nested in a container": document(
+        [contents("d/a", MOTO).replace("</Contents>", "<A><Key>x</Key></A></Contents>")]
+    ),
     "no namespace": document([contents("d/a", MOTO)]).replace(f' xmlns="{NS}"'.encode(), b""),
     "carriage return": document([contents("d/a\r", MOTO)]),
     "latin-1 declared": document(
@@ -161,10 +194,10 @@ def test_other_shapes_are_left_to_elementtree(name: str) -> None:
 
 BROKEN = {
     "truncated": document([contents("d/a", MOTO)])[:-30],
-    "unknown entity": document(["<Contents><Key>d/&nbsp;</Key><Size>1</Size></Contents>"]),
-    "bare ampersand": document(["<Contents><Key>d/a&b</Key><Size>1</Size></Contents>"]),
-    "NUL reference": document(["<Contents><Key>d/&#0;</Key><Size>1</Size></Contents>"]),
-    "size not a number": document(["<Contents><Key>d/a</Key><Size>x</Size></Contents>"]),
+    "unknown entity": document([contents("d/a", MOTO).replace("d/a", "d/&nbsp;")]),
+    "bare ampersand": document([contents("d/a", MOTO).replace("d/a", "d/a&b")]),
+    "NUL reference": document([contents("d/a", MOTO).replace("d/a", "d/&#0;")]),
+    "size not a number": document([contents("d/a", MOTO).replace("<Size>7<", "<Size>x<")]),
     "not UTF-8": document([contents("d/a", MOTO)]).replace(b"d/a", b"d/\xff"),
 }
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import functools
 import random
 import re
 import socket
@@ -522,15 +521,20 @@ def _parse_list_tree(data: bytes) -> Listed:
 # -- the flat reader of ListObjectsV2 pages ------------------------------------------------
 # Why: ElementTree builds an object per element (six per listed key) and reading them back is
 # Python work per field: 40% of the FUSE server's instructions in a warm `ls -l` of 10,000
-# keys. Here each page is a handful of C-level scans: every <Contents> element of a page has
-# the same children in the same order (the server's serializer writes them), so the first one
-# gives a pattern (its tags literally, each text as [^<]*) that findall matches against all of
-# them at once. Anything else - another shape, attributes, comments, CDATA, processing
-# instructions, a carriage return (which a parser would normalize), an unknown reference, a
-# truncated document, another encoding or namespace - is left to ElementTree.
+# keys. Here a page is a handful of C-level scans: one findall matches every <Contents> (its
+# children in any order; other leaves and one level of containers such as <Owner> skipped) and
+# captures the five fields read. Each of those fields must occur once per <Contents> - the
+# counts and the absence of empty captures prove it, as a regex cannot - else the page, like
+# anything else it does not read (attributes, comments, CDATA, processing instructions, a
+# carriage return a parser would normalize, an unknown reference, indentation, a truncated
+# document, another encoding or namespace), is left to ElementTree.
 _ROOT = f'<ListBucketResult xmlns="{_NS[1:-1]}">'
-_FIELDS = ("Key", "Size", "ETag", "LastModified", "StorageClass")
-_TAGS = re.compile(r"(<[^>]*>)")
+_LEAF = r"<[A-Za-z]+>[^<]*</[A-Za-z]+>"
+_CONTENTS = re.compile(
+    r"<Contents>(?:<Key>([^<]*)</Key>|<Size>([^<]*)</Size>|<ETag>([^<]*)</ETag>"
+    r"|<LastModified>([^<]*)</LastModified>|<StorageClass>([^<]*)</StorageClass>"
+    rf"|{_LEAF}|<([A-Za-z]+)>(?:{_LEAF})*</\6>)*</Contents>"
+)
 _PREFIX = re.compile(r"<CommonPrefixes><Prefix>([^<]*)</Prefix></CommonPrefixes>")
 _REFERENCE = re.compile(r"&(?:#([0-9]+)|#x([0-9a-fA-F]+)|(amp|lt|gt|quot|apos));")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
@@ -585,68 +589,42 @@ def _top(body: str, tag: str) -> str | None:
 
 def _contents(body: str, encoded: bool) -> list[tuple[str, int, str, str | None, str | None]]:
     """Every <Contents> of ``body`` as (key, size, etag, LastModified, storage class), keys
-    URL-decoded if ``encoded``; :class:`_Unreadable` when not all have the first one's shape."""
+    URL-decoded if ``encoded``; :class:`_Unreadable` unless each has each field once (the
+    storage class once in all or in none)."""
     count = body.count("<Contents>")
     if body.count("<Contents") != count:
         raise _Unreadable("Contents")
     if not count:
         return []
-    start = body.find("<Contents>") + len("<Contents>")
-    tokens = _TAGS.split(body[start : body.find("</Contents>", start)])
-    # the cache key: tags as they are, texts only as there or not
-    shape = _shape(tuple(t if i % 2 else ("t" if t else "") for i, t in enumerate(tokens)))
-    if shape is None:
-        raise _Unreadable("Contents")
-    pattern, fields = shape
-    rows = pattern.findall(body)
+    rows = _CONTENTS.findall(body)
     if len(rows) != count:
         raise _Unreadable("Contents")
-    columns = dict(zip(fields, zip(*rows, strict=True) if len(fields) > 1 else [rows], strict=True))
-    none: list[str | None] = [None] * count
-    keys = _texts(columns["Key"], encoded)
-    etags = _texts(columns["ETag"], False) if "ETag" in columns else [""] * count
-    modified = _texts(columns["LastModified"], False) if "LastModified" in columns else none
-    storage = _texts(columns["StorageClass"], False) if "StorageClass" in columns else none
-    if "" in modified or "" in storage:
-        raise _Unreadable("Contents")  # ElementTree's reader keeps "" there
-    sizes = columns.get("Size", ())
+    keys, sizes, etags, modified, storage, _ = zip(*rows, strict=True)
+    classes = body.count("<StorageClass>")
+    for field, values in (
+        ("Key", keys),
+        ("Size", sizes),
+        ("ETag", etags),
+        ("LastModified", modified),
+    ):
+        if body.count(f"<{field}>") != count or "" in values:
+            raise _Unreadable(field)  # missing, twice, or empty somewhere (ElementTree's turn)
+    if classes not in (0, count) or (classes and "" in storage):
+        raise _Unreadable("StorageClass")
     try:
-        numbers = [int(n) if n else 0 for n in sizes] if "" in sizes else list(map(int, sizes))
+        numbers = list(map(int, sizes))
     except ValueError:
         raise _Unreadable("Size") from None  # ElementTree's reader raises the same
-    return list(zip(keys, numbers or [0] * count, etags, modified, storage, strict=True))
-
-
-@functools.lru_cache(maxsize=64)
-def _shape(tokens: tuple[str, ...]) -> tuple[re.Pattern[str], tuple[str, ...]] | None:
-    """The pattern matching a <Contents> element whose content split at its tags is
-    ``tokens`` (tags at odd positions; at even ones "t" for a text, "" for none), capturing
-    the texts of the :data:`_FIELDS` that are direct children, and those fields in capture
-    order; None when a text is not inside a leaf element or a field is there twice."""
-    parts, fields, depth = ["<Contents>"], [], 0
-    for index, token in enumerate(tokens):
-        if index % 2:  # a tag
-            parts.append(re.escape(token))
-            if not token.endswith("/>"):
-                depth += -1 if token.startswith("</") else 1
-            continue
-        tag = tokens[index - 1][1:-1] if index else ""
-        leaf = index + 1 < len(tokens) and tokens[index + 1] == f"</{tag}>"
-        if not leaf:
-            if token:
-                return None  # text between elements (e.g. indentation): not this reader's
-            continue
-        if depth == 1 and tag in _FIELDS:
-            if tag in fields:
-                return None
-            fields.append(tag)
-            parts.append("([^<]*)")
-        else:
-            parts.append("[^<]*")
-    if "Key" not in fields or depth != 0:
-        return None
-    parts.append("</Contents>")
-    return re.compile("".join(parts)), tuple(fields)
+    return list(
+        zip(
+            _texts(keys, encoded),
+            numbers,
+            _texts(etags, False),
+            _texts(modified, False),
+            _texts(storage, False) if classes else [None] * count,
+            strict=True,
+        )
+    )
 
 
 def _texts(values: Sequence[str], encoded: bool) -> list[str]:
