@@ -249,6 +249,9 @@ def _request_head(
         lines.append(f"{name}: {value}")
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
+    # as http.client sends it: without it a server may compress (RFC 9110), and nothing
+    # here decodes content codings
+    lines.append("Accept-Encoding: identity")
     lines.append("\r\n")
     return "\r\n".join(lines).encode("latin-1")
 
