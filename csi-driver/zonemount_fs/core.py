@@ -181,10 +181,14 @@ class Filesystem:
         parent = self.tree.inode(parent_ino)
         if node.kind is not Kind.DIR:
             raise FsError(errno.ENOTDIR)
+        now = _now()
         if any(
-            (c := self.inodes.get(i)) is not None and (c.local or c.writer is not None)
+            (c := self.inodes.get(i)) is not None
+            and (c.local or c.writer is not None or c.expiry > now)
             for i in node.children.values()
         ):
+            # something made here, being written, or known to exist within the metadata
+            # TTL (Hadoop's fullyDelete tries rmdir on every directory before emptying it)
             raise FsError(errno.ENOTEMPTY)
         if not node.local:
             prefix = self.tree.dir_prefix(node)

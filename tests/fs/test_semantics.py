@@ -387,6 +387,31 @@ def test_r_rename_dir(mount_rw, s3, bucket) -> None:
     assert not os.path.exists(mnt / "job/_temporary/0/task_1")
 
 
+def test_rmdir_of_a_directory_known_to_hold_entries_asks_nothing(
+    mounter: Mounter, s3, bucket
+) -> None:
+    """rmdir of a directory holding a file this mount knows (within the TTL) is ENOTEMPTY
+    without a LIST: Hadoop's fullyDelete tries rmdir on every directory before emptying it
+    (27 such LISTs in one Spark pipeline run)."""
+    port = free_port()
+    mnt = mounter.mount(
+        bucket, "--allow-delete", "--metadata-ttl", "60", "--metrics-address", f"127.0.0.1:{port}"
+    )
+    (mnt / "d/e").mkdir(parents=True)
+    (mnt / "d/e/f").write_bytes(b"f")
+    put(s3, bucket, "d/g", b"g")
+    assert sorted(os.listdir(mnt / "d")) == ["e", "g"]
+    before = _metric(port, "zonemount_s3_requests_total", "ListObjectsV2")
+    assert errno_of(lambda: os.rmdir(mnt / "d")) == errno.ENOTEMPTY
+    assert errno_of(lambda: os.rmdir(mnt / "d/e")) == errno.ENOTEMPTY
+    assert _metric(port, "zonemount_s3_requests_total", "ListObjectsV2") == before
+    os.unlink(mnt / "d/e/f")
+    os.rmdir(mnt / "d/e")
+    os.unlink(mnt / "d/g")
+    os.rmdir(mnt / "d")
+    assert keys(s3, bucket) == []
+
+
 def test_rename_dir_leaves_no_folder_behind(seaweed_server, tmp_path) -> None:
     """SeaweedFS keeps a directory whose objects were deleted as a folder that listings show:
     a directory renamed by copy + delete showed under both names (old code: ``ls`` listed
