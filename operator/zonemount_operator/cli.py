@@ -593,8 +593,8 @@ def _copy_ends(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     try:
         source = locations.source_location(args.src, src_client)
         dest = locations.destination_location(args.dst, dst_client, source)
-        attach_fast(source, credentials)
-        attach_fast(dest, credentials)
+        attach_fast(source, credentials, args.concurrency)
+        attach_fast(dest, credentials, args.concurrency)
     except SpecError as exc:
         raise _Refused(str(exc), 2) from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:

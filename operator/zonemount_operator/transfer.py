@@ -829,8 +829,10 @@ def lazy_s3_client(
     return LazyS3Client(endpoint_url, region, concurrency, session)
 
 
-def attach_fast(location: Location, credentials: Any) -> None:
-    """Give an S3 location the lean path (fasts3) when its bucket is eligible."""
+def attach_fast(location: Location, credentials: Any, concurrency: int = 64) -> None:
+    """Give an S3 location the lean path (fasts3) when its bucket is eligible, keeping up to
+    ``concurrency`` connections (one per copy thread: fewer would reconnect for every extra
+    request)."""
     from zonemount_operator import fasts3
 
     if not isinstance(location, S3Location) or credentials is None:
@@ -839,4 +841,4 @@ def attach_fast(location: Location, credentials: Any) -> None:
     custom = None if endpoint.endswith(".amazonaws.com") else endpoint
     region = location.client.meta.region_name
     if custom is not None and fasts3.eligible(location.bucket, custom, region):
-        location.fast = fasts3.FastS3(credentials, region, custom)
+        location.fast = fasts3.FastS3(credentials, region, custom, connections=concurrency)

@@ -277,3 +277,18 @@ def test_cp_imports_only_what_its_path_needs(weed: Any, seaweed_server: LocalS3)
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert len(weed.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]) == 3
+
+
+@pytest.mark.unit
+def test_the_lean_path_keeps_a_connection_per_copy_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the pool kept 64 idle connections whatever --concurrency said, so with
+    more copy threads every extra request opened (and closed) a TCP connection."""
+    from zonemount_operator.transfer import lazy_s3_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    session = botocore.session.get_session()
+    client = lazy_s3_client("http://127.0.0.1:9", "us-east-1", 200, session)
+    location = S3Location(client, "bucket", "p/")
+    attach_fast(location, session.get_credentials(), 200)
+    assert location.fast is not None and location.fast._pool.maxsize == 200
