@@ -38,11 +38,11 @@ import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import botocore.exceptions
 from zonemount_contract.s3client import user_agent
-from zonemount_contract.sigv4 import Signer, host_header
+from zonemount_contract.sigv4 import Signer, host_header, key_path, query_value
 from zonemount_fs.store.http1 import Pool
 
 from zonemount_operator.names import parse_directory_bucket
@@ -102,7 +102,7 @@ class FastS3:
 
     def path(self, bucket: str, key: str = "") -> str:
         """The request path (URI-encoded, as sent and signed): path style."""
-        return f"{self._base_path}/{bucket}/{quote(key, safe='/~')}"
+        return f"{self._base_path}/{bucket}/{key_path(key)}"
 
     def url(self, bucket: str, key: str = "") -> str:
         return self._origin + self.path(bucket, key)
@@ -135,7 +135,7 @@ class FastS3:
         self._call("PUT", self.path(bucket, key), "PutObject", body=data)
 
     def copy(self, src_bucket: str, src_key: str, bucket: str, key: str, etag: str = "") -> None:
-        headers = {"x-amz-copy-source": quote(f"{src_bucket}/{src_key}", safe="/~")}
+        headers = {"x-amz-copy-source": key_path(f"{src_bucket}/{src_key}")}
         if etag:
             headers["x-amz-copy-source-if-match"] = f'"{etag}"'
         self._call("PUT", self.path(bucket, key), "CopyObject", headers=headers, body=b"")
@@ -209,9 +209,9 @@ class FastS3:
         self, bucket: str, prefix: str, token: str | None
     ) -> tuple[list[tuple[str, int, str, float]], str | None]:
         """One ListObjectsV2 page: ([(key, size, etag, mtime)], continuation token)."""
-        query = f"list-type=2&prefix={quote(prefix, safe='~')}&encoding-type=url"
+        query = f"list-type=2&prefix={query_value(prefix)}&encoding-type=url"
         if token:
-            query += f"&continuation-token={quote(token, safe='~')}"
+            query += f"&continuation-token={query_value(token)}"
         data = self._call("GET", self.path(bucket), "ListObjectsV2", query=query)
         return parse_list_page(data)
 

@@ -110,3 +110,12 @@ def test_signing_key_is_rederived_for_a_new_day_or_secret() -> None:
     assert signer.sign("GET", "h", "/k", "", {}, b"", now=0.0)["Authorization"] == day1
     signer.credentials = botocore.credentials.Credentials("AKID", "two")
     assert signer.sign("GET", "h", "/k", "", {}, b"", now=0.0)["Authorization"] != day1
+
+
+@pytest.mark.unit
+def test_keys_and_query_values_are_encoded_as_botocore_sends_them() -> None:
+    """The one URI-encoding rule of both lean paths: what is sent is what is signed."""
+    from zonemount_contract.sigv4 import key_path, query_value
+
+    assert key_path("dir/a b+ü%~*.txt") == "dir/a%20b%2B%C3%BC%25~%2A.txt"
+    assert query_value("a/b c&=+") == "a%2Fb%20c%26%3D%2B"

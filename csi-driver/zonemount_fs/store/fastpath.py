@@ -56,7 +56,7 @@ from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import botocore.httpsession
 import botocore.utils
@@ -64,7 +64,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from zonemount_contract.aws_errors import ErrorClass, classify
 from zonemount_contract.s3client import user_agent
-from zonemount_contract.sigv4 import Signer, host_header
+from zonemount_contract.sigv4 import Signer, host_header, key_path, query_value
 
 from . import http1
 
@@ -259,7 +259,7 @@ class FastPath:
 
     # -- requests ------------------------------------------------------------------------
     def target(self, key: str, query: str = "") -> str:
-        path = self._base_path + quote(key, safe="/~")
+        path = self._base_path + key_path(key)
         return f"{path}?{query}" if query else path
 
     def request(
@@ -376,7 +376,7 @@ class FastPath:
         self.request("DeleteObject", "DELETE", key)
 
     def copy(self, src: str, bucket: str, dst: str, headers: Mapping[str, str]) -> None:
-        source = {"x-amz-copy-source": quote(f"{bucket}/{src}", safe="/~")}
+        source = {"x-amz-copy-source": key_path(f"{bucket}/{src}")}
         self.request("CopyObject", "PUT", dst, headers={**source, **headers}, error_in_body=True)
 
     def get(self, key: str, start: int, end: int, etag: str | None) -> Any:
@@ -395,7 +395,7 @@ class FastPath:
             params.append(("delimiter", delimiter))
         if token:
             params.append(("continuation-token", token))
-        query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in params)
+        query = "&".join(f"{k}={query_value(v)}" for k, v in params)
         resp = self.request("ListObjectsV2", "GET", "", query=query)
         return parse_list(resp.data)
 
