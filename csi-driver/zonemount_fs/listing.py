@@ -136,10 +136,12 @@ class Listing:
             child = self.tree.inodes.get(child_ino)
             if child is not None and name not in names and self._kept(child, listed_at):
                 names[name] = child_ino
-        # Remote entries that vanished are dropped from the tree (not local ones).
+        # Remote entries that vanished are dropped from the tree (not local ones), also from
+        # a directory kept as local: S3 showed nothing under it, and a name the listing
+        # does not show must not make its rmdir ENOTEMPTY (``make demo``'s rmtree did).
         for name, child_ino in list(dir_node.children.items()):
             child = self.tree.inodes.get(child_ino)
-            if child is not None and name not in names and not dir_node.local:
+            if child is not None and name not in names:
                 self.tree.detach(dir_node, child)
         return list(names.items())
 

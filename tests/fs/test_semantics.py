@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import stat
 import subprocess
 import threading
@@ -410,6 +411,33 @@ def test_rmdir_of_a_directory_known_to_hold_entries_asks_nothing(
     os.unlink(mnt / "d/g")
     os.rmdir(mnt / "d")
     assert keys(s3, bucket) == []
+
+
+def test_rmtree_after_a_job_commit_removes_every_directory(mount_rw) -> None:
+    """``make demo``'s job: tasks write under attempt directories, each attempt is renamed to
+    a task directory, the job commit moves every file out, ``shutil.rmtree`` removes
+    ``_temporary``. The emptied ``_temporary/0`` is kept as a local directory; its task
+    directories (known within the TTL, gone from S3) were left in the tree though its
+    listing no longer showed them, so rmtree's last ``rmdir`` was ENOTEMPTY."""
+    mnt = mount_rw("--allow-delete", "--allow-overwrite", "--metadata-ttl", "60")
+    out = mnt / "w/t"
+    temp = out / "_temporary/0"
+    temp.mkdir(parents=True)
+    for task in range(3):
+        attempt = temp / f"_temporary/attempt_{task}"
+        for day in range(2):
+            part = attempt / f"day={day}/part-{task}"
+            part.parent.mkdir(parents=True, exist_ok=True)
+            part.write_bytes(b"x")
+        os.rename(attempt, temp / f"task_{task}")
+    for task_dir in sorted(temp.glob("task_*")):
+        for part_dir in task_dir.iterdir():
+            (out / part_dir.name).mkdir(exist_ok=True)
+            for f in part_dir.iterdir():
+                os.rename(f, out / part_dir.name / f.name)
+    shutil.rmtree(out / "_temporary")
+    assert sorted(os.listdir(out)) == ["day=0", "day=1"]
+    assert sorted(os.listdir(out / "day=0")) == ["part-0", "part-1", "part-2"]
 
 
 def test_rename_dir_leaves_no_folder_behind(seaweed_server, tmp_path) -> None:
