@@ -127,7 +127,14 @@ class Filesystem:
 
     # -- lookup / getattr --------------------------------------------------------------
     async def lookup(self, parent_ino: int, name: str) -> Attr:
-        node = await self.resolver.resolve(parent_ino, name)
+        try:
+            node = await self.resolver.resolve(parent_ino, name)
+        except FsError as exc:
+            if exc.cache_for and self.moves.moving_at_or_above(parent_ino):
+                # what a rename learns to be absent mid-way is forgotten when it ends
+                # (R-RENAME-DIR-HOLDS-WRITES): the kernel must not keep it either
+                exc.cache_for = 0.0
+            raise
         node.lookups += 1
         return self.tree.attr(node)
 

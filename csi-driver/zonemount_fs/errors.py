@@ -35,11 +35,13 @@ class MountError(ZonemountError):
 
 
 class FsError(ZonemountError):
-    """A filesystem operation fails with ``errno``."""
+    """A filesystem operation fails with ``errno``. ``cache_for`` (a lookup's ENOENT only):
+    seconds the kernel may cache the miss as a negative entry (R-META-NEGATIVE-KERNEL)."""
 
-    def __init__(self, errno: int, message: str = "") -> None:
+    def __init__(self, errno: int, message: str = "", *, cache_for: float = 0.0) -> None:
         super().__init__(message or _errno.errorcode.get(errno, str(errno)))
         self.errno = errno
+        self.cache_for = cache_for
 
 
 class StoreError(ZonemountError):

@@ -63,6 +63,7 @@ Handler = Callable[P, Coroutine[Any, Any, R]]
 #: answers EINTR at once: pyfuse3 does not deliver FUSE interrupts, and the kernel keeps a
 #: caller whose request reached the daemon in uninterruptible sleep until it is answered.
 KILL_POLL_START = 0.2
+_LOOKUP_MISSES = metrics.FUSE_ERRORS.labels(op="lookup", errno="ENOENT")
 KILL_POLL = 0.1
 
 
@@ -160,7 +161,19 @@ class ZonemountOperations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return _entry(await self._killable.run(ctx, self.fs.lookup(parent_inode, _name(name))))
+        try:
+            attr = await self._killable.run(ctx, self.fs.lookup(parent_inode, _name(name)))
+        except FsError as exc:
+            if exc.errno != errno.ENOENT or exc.cache_for <= 0:
+                raise
+            # R-META-NEGATIVE-KERNEL: the kernel caches the miss (inode 0) for that long;
+            # counted as the ENOENT it is
+            _LOOKUP_MISSES.inc()
+            entry = pyfuse3.EntryAttributes()
+            entry.st_ino = 0
+            entry.entry_timeout = exc.cache_for
+            return entry
+        return _entry(attr)
 
     @_op("getattr")
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

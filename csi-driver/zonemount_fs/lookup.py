@@ -42,6 +42,10 @@ from .store.base import ObjectInfo
 #: S3 answered for its old key.
 _RENAMED_RETRIES = 3
 
+#: The longest a kernel negative entry lives (as the kernel's positive entries, see
+#: :meth:`~.inodes.InodeTable.attr`), whatever ``--negative-metadata-ttl`` says.
+KERNEL_NEGATIVE_MAX = 3600.0
+
 #: What S3 showed for a name: its kind and, for a file or symlink, its object.
 Found = tuple[Kind, ObjectInfo | None]
 
@@ -70,14 +74,14 @@ class Resolver:
                 return fresh
             parent = self.tree.inode(parent_ino)  # re-read after await
             if self.tree.child(parent, name) is None and self._known_absent(parent, name):
-                raise FsError(errno.ENOENT)
+                raise FsError(errno.ENOENT, cache_for=self._absent_for(parent, name))
             if self.tree.child(parent, name) is None and await self._relisted_for_miss(parent):
                 parent = self.tree.inode(parent_ino)  # re-read after await
                 node = self.tree.child(parent, name)
                 if node is not None and node.expiry > _now():
                     return node
                 if node is None and self._known_absent(parent, name):
-                    raise FsError(errno.ENOENT)
+                    raise FsError(errno.ENOENT, cache_for=self._absent_for(parent, name))
             prefix = self.tree.dir_prefix(parent)
             if (
                 self.tree.child(parent, name) is None
@@ -149,6 +153,19 @@ class Resolver:
             or parent.complete_until > _now()
         )
 
+    def _absent_for(self, parent: Inode, name: str) -> float:
+        """How long the kernel may cache the miss of a name :meth:`_known_absent` denies
+        (R-META-NEGATIVE-KERNEL): until this mount's own knowledge of it ends (the name
+        remembered absent, or the directory known whole); a local directory, whose
+        knowledge does not end, for ``--negative-metadata-ttl``. A name another client
+        creates shows within that TTL, as without the kernel's cache; names this mount
+        creates go through the kernel, which replaces its negative entry."""
+        now = _now()
+        until = max(parent.negative.get(name, 0.0), parent.complete_until)
+        ttl = self.ctx.opts.negative_metadata_ttl
+        left = max(until - now, ttl if parent.local else 0.0)
+        return min(left, ttl, KERNEL_NEGATIVE_MAX)
+
     def _missing(self, parent: Inode, name: str) -> Inode:
         """S3 shows no ``name``: a local inode of that name stays; otherwise it is detached,
         the miss remembered, and ENOENT raised."""
@@ -160,7 +177,7 @@ class Resolver:
         if node is not None:
             self.tree.detach(parent, node)
         self.tree.note_absent(parent, name)
-        raise FsError(errno.ENOENT)
+        raise FsError(errno.ENOENT, cache_for=self._absent_for(parent, name))
 
     async def _by_listing(self, parent: Inode, name: str) -> Found | None:
         """A lookup of a name the tree does not hold, in a directory small enough for one

@@ -87,6 +87,10 @@ class Moves:
                     return event
         return None
 
+    def moving_at_or_above(self, ino: int) -> bool:
+        """Is a rename re-keying ``ino`` or a directory above it now?"""
+        return self._moving_above((ino,)) is not None
+
     def changing(self, *inos: int) -> _Changing:
         """Hold an operation that writes keys under ``inos`` (directories it writes in, or
         the file it gives a writer) until no rename re-keys them, and keep renames of

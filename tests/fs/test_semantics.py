@@ -702,6 +702,57 @@ def test_r_meta_negative_dir(mounter: Mounter, s3, bucket) -> None:
     assert (fresh / "new/b").read_bytes() == b"b"
 
 
+def test_r_meta_negative_kernel(mounter: Mounter, s3, bucket) -> None:
+    port = free_port()
+    mnt = mounter.mount(
+        bucket,
+        "--metadata-ttl",
+        "60",
+        "--negative-metadata-ttl",
+        "3",
+        "--metrics-address",
+        f"127.0.0.1:{port}",
+    )
+
+    def fuse_lookups() -> float:
+        return _metric(port, "zonemount_fuse_op_seconds_count", "lookup")
+
+    (mnt / "job").mkdir()
+    assert not (mnt / "job/part-0").exists()
+    before = fuse_lookups()
+    for _ in range(20):  # Hadoop: exists(), then open(O_CREAT) looks the name up again
+        assert not (mnt / "job/part-0").exists()
+    assert fuse_lookups() == before, "the kernel answers a cached miss without a request"
+    # names this mount makes replace the kernel's negative entries at once
+    for name in ("f", "d", "s", "moved"):
+        assert not (mnt / "job" / name).exists()
+    (mnt / "job/f").write_bytes(b"f")
+    (mnt / "job/d").mkdir()
+    os.symlink("f", mnt / "job/s")
+    (mnt / "job/part-0").write_bytes(b"0")
+    os.rename(mnt / "job/part-0", mnt / "job/moved")
+    assert (mnt / "job/f").read_bytes() == b"f" and (mnt / "job/d").is_dir()
+    assert os.readlink(mnt / "job/s") == "f" and (mnt / "job/moved").read_bytes() == b"0"
+    assert not (mnt / "job/part-0").exists()
+    # another client's object shows once the negative TTL ends, as without the cache
+    assert not (mnt / "job/remote.txt").exists()
+    put(s3, bucket, "job/remote.txt", b"r")
+    assert not (mnt / "job/remote.txt").exists()
+    deadline = time.monotonic() + 10
+    while not (mnt / "job/remote.txt").exists():
+        assert time.monotonic() < deadline, "a miss outlived --negative-metadata-ttl"
+        time.sleep(0.2)
+    assert (mnt / "job/remote.txt").read_bytes() == b"r"
+    # a miss S3 confirmed is cached as long as the mount remembers it (the negative TTL)
+    assert not (mnt / "elsewhere").exists()
+    put(s3, bucket, "elsewhere", b"e")
+    started = time.monotonic()
+    while not (mnt / "elsewhere").exists():
+        assert time.monotonic() - started < 10
+        time.sleep(0.2)
+    assert (mnt / "elsewhere").read_bytes() == b"e"
+
+
 # -- flags -----------------------------------------------------------------------------
 def test_r_flags_ownership_modes(mounter: Mounter, s3, bucket) -> None:
     put(s3, bucket, "d/f.txt")
