@@ -32,7 +32,6 @@ new ``serve`` of a key first kills the old server); every exit is reaped, counte
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -61,6 +60,7 @@ from .mounter import (
     remove_cache_dir,
     rotate_log,
 )
+from .state import volume_path, write_atomically
 
 log = logging.getLogger("zonemount_csi.mounter")
 
@@ -184,7 +184,7 @@ def _own_cgroup() -> str | None:
 
 
 def volume_dir(state_dir: Path, key: str) -> Path:
-    path = state_dir / "volumes" / hashlib.sha256(key.encode()).hexdigest()[:24]
+    path = volume_path(state_dir, key)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
@@ -234,16 +234,15 @@ class MounterDaemon:
         self.metrics.servers.set(sum(r.alive for r in self._records.values()))
 
     def _save(self, record: ServerRecord) -> None:
+        # the reaper thread, an adopter's watcher and a request may save the same record at
+        # once: each writes its own temp file (a shared one was moved away under the other)
         path = volume_dir(self.state_dir, record.key) / "meta.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(asdict(record), indent=1, sort_keys=True))
 
     def _forget(self, key: str) -> None:
         self._records.pop(key, None)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         with contextlib.suppress(OSError):
-            (self.state_dir / "volumes" / digest / "meta.json").unlink()
+            (volume_path(self.state_dir, key) / "meta.json").unlink()
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, message: dict[str, Any], fds: list[int], conn: socket.socket) -> bool:

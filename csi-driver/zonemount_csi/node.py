@@ -35,7 +35,6 @@ only *tries* to claim them and skips busy ones.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -58,7 +57,7 @@ from .locks import InFlight
 from .metrics import Metrics
 from .mounter import Mounter, MountError, MountHandle, MountSpec
 from .mountinfo import MountState
-from .state import StateStore, VolumeRecord
+from .state import StateStore, VolumeRecord, target_digest
 from .validation import (
     READ_ONLY_MODES,
     check_capability,
@@ -212,8 +211,7 @@ class NodeService:
                 f"volume context {vc.CACHE_SIZE_LIMIT} {size} exceeds this node's limit of "
                 f"{self.config.max_cache_mib} MiB (--max-cache-size)"
             )
-        digest = hashlib.sha256(target.encode()).hexdigest()[:24]
-        return [f"--cache={root.rstrip('/')}/{digest}", f"--max-cache-size={mib}"]
+        return [f"--cache={root.rstrip('/')}/{target_digest(target)}", f"--max-cache-size={mib}"]
 
     # -- mounting helpers ----------------------------------------------------------------
     def _spec(self, record: VolumeRecord) -> MountSpec:

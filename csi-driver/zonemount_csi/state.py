@@ -28,6 +28,41 @@ from typing import Any
 STATE_VERSION = 1
 
 
+def target_digest(target: str) -> str:
+    """The name a target path (or mount key) goes by on disk: its state directory, its cache
+    directory. Fixed length and free of ``/``, whatever the path."""
+    return hashlib.sha256(target.encode()).hexdigest()[:24]
+
+
+def volume_path(state_dir: Path, target: str) -> Path:
+    """The private directory of one target path (or mount key) under the state dir, shared
+    by the node plugin and the mounter daemon (it is not created here)."""
+    return state_dir / "volumes" / target_digest(target)
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` so a crash leaves the old or the new content: a temp
+    file of its own in the same directory (two writers never share one), fsync,
+    ``os.replace``, fsync of the directory. The last writer wins."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 @dataclass
 class VolumeRecord:
     """What was published at one target path, and by which FUSE process."""
@@ -90,22 +125,7 @@ class StateStore:
             "version": STATE_VERSION,
             "volumes": {t: asdict(r) for t, r in sorted(self._records.items())},
         }
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".state.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(payload, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, json.dumps(payload, indent=1, sort_keys=True))
 
     def get(self, target: str) -> VolumeRecord | None:
         with self._lock:
@@ -128,15 +148,13 @@ class StateStore:
 
     def volume_dir(self, target: str) -> Path:
         """Private 0700 directory for one target (token file, FUSE client log)."""
-        digest = hashlib.sha256(target.encode()).hexdigest()[:24]
-        path = self.state_dir / "volumes" / digest
+        path = volume_path(self.state_dir, target)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
         return path
 
     def remove_volume_dir(self, target: str) -> None:
-        digest = hashlib.sha256(target.encode()).hexdigest()[:24]
-        shutil.rmtree(self.state_dir / "volumes" / digest, ignore_errors=True)
+        shutil.rmtree(volume_path(self.state_dir, target), ignore_errors=True)
 
 
 class StateError(RuntimeError):

@@ -24,7 +24,7 @@ import pytest
 from zonemount_csi import mounter_wire as wire
 from zonemount_csi.metrics import Metrics
 from zonemount_csi.mounter import process_start_time
-from zonemount_csi.mounter_server import MemoryLimiter, MounterDaemon
+from zonemount_csi.mounter_server import MemoryLimiter, MounterDaemon, ServerRecord
 from zonemount_csi.node import NodeConfig, NodeService
 from zonemount_csi.state import StateStore
 
@@ -470,3 +470,32 @@ def test_sigterm_delivered_to_another_thread_still_stops_the_mounter(tmp_path: P
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)  # drains and closes the stderr pipe
+
+
+def test_records_saved_at_once_by_two_daemons_all_land(tmp_path: Path) -> None:
+    """A restarted daemon's watcher and the old daemon's reaper saved the same meta.json at
+    the same moment through one shared ``meta.tmp``: the second ``os.replace`` found it gone
+    (FileNotFoundError in CI). Each writer now has a temp file of its own."""
+    state = tmp_path / "state"
+    daemons = [
+        MounterDaemon(state, executable=sys.executable, limiter=MemoryLimiter(512, "rlimit"))
+        for _ in range(2)
+    ]
+    errors: list[BaseException] = []
+
+    def save(daemon: MounterDaemon, n: int) -> None:
+        try:
+            for i in range(300):
+                daemon._save(ServerRecord(key="/k/m", volume_id="v", args=[], pid=n * 1000 + i))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(d, n)) for n, d in enumerate(daemons * 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    (meta,) = state.glob("volumes/*/meta.json")
+    assert json.loads(meta.read_text())["key"] == "/k/m"
+    assert [p.name for p in meta.parent.iterdir()] == ["meta.json"]  # no temp file left
