@@ -574,15 +574,12 @@ def _copy_ends(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(source, destination, destination client): clients from one botocore session,
     locations resolved (a listing call for S3 sources), the fast path attached."""
     import botocore.exceptions
-    import botocore.session
 
     from zonemount_operator import locations
-    from zonemount_operator.transfer import attach_fast, lazy_s3_client
+    from zonemount_operator.transfer import SessionOnDemand, attach_fast, lazy_s3_client
 
-    session = botocore.session.get_session()
-    credentials = session.get_credentials()
-    if credentials is None:
-        raise _Refused(_NO_CREDENTIALS)
+    session = SessionOnDemand()
+    credentials = _credentials(session)
     dst_client = lazy_s3_client(args.endpoint_url, args.region, args.concurrency, session)
     src_endpoint = args.source_endpoint_url or args.endpoint_url
     src_client = (
@@ -600,6 +597,28 @@ def _copy_ends(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise _Refused(_aws_message(exc, args.src)) from None
     return source, dest, dst_client
+
+
+def _credentials(session: Any) -> Any:
+    """The credentials the lean path signs with: static ones in the environment read as
+    botocore's chain would (``sigv4.env_credentials``: no botocore session is made for them,
+    so a run whose requests all take the lean path imports no ``botocore.session``);
+    otherwise botocore's chain (profiles, SSO, IRSA, instance roles: refreshed by botocore).
+    botocore clients, when a request needs one, resolve the same credentials themselves."""
+    from zonemount_contract.sigv4 import env_credentials
+
+    found = env_credentials(os.environ)
+    if found is not None:
+        return found
+    import botocore.exceptions
+
+    try:
+        credentials = session.get().get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
+        raise _Refused(f"AWS credentials: {exc}") from None
+    if credentials is None:
+        raise _Refused(_NO_CREDENTIALS)
+    return credentials
 
 
 def _open_manifest(args: argparse.Namespace, dst_client: Any, shard: Any) -> Any:

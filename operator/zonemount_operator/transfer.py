@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import queue
 import random
 import threading
@@ -781,6 +782,38 @@ def s3_client(
 _CREATE_LOCK = threading.Lock()
 
 
+class SessionOnDemand:
+    """The CLI's one botocore session, made on first use (thread safe).
+
+    Importing ``botocore.session`` and building its credential chain is ~0.2-0.4 s of CPU; a
+    copy on a custom endpoint with credentials in the environment
+    (:func:`zonemount_contract.sigv4.env_credentials`) and every request on the lean path
+    never needs it. ``region()`` answers as ``session.get_config_variable("region")`` would:
+    ``AWS_DEFAULT_REGION`` comes first in botocore's chain, so only without it is the session
+    (and its config file) asked."""
+
+    def __init__(self, session: Any = None) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                import botocore.session
+
+                self._session = botocore.session.get_session()
+            return self._session
+
+    @property
+    def made(self) -> bool:
+        return self._session is not None
+
+    def region(self) -> str | None:
+        if self._session is None and os.environ.get("AWS_DEFAULT_REGION"):
+            return os.environ["AWS_DEFAULT_REGION"]
+        return cast("str | None", self.get().get_config_variable("region"))
+
+
 class _LazyMeta:
     def __init__(self, owner: LazyS3Client) -> None:
         self._owner = owner
@@ -801,21 +834,24 @@ class LazyS3Client:
     """:func:`s3_client`, created on first use (thread safe). Creating a botocore client costs
     ~0.1 s of CPU (service model, endpoint rules); a copy whose requests all take the lean
     path never needs it. ``meta.endpoint_url``/``meta.region_name`` are answered without it
-    when the endpoint and region are known."""
+    when the endpoint and region are known. ``session``: a botocore session or a
+    :class:`SessionOnDemand`."""
 
     def __init__(
         self, endpoint_url: str | None, region: str | None, concurrency: int, session: Any
     ) -> None:
+        sessions = session if isinstance(session, SessionOnDemand) else SessionOnDemand(session)
         self.endpoint_url = endpoint_url
-        self.region = region or session.get_config_variable("region")
-        self._args = (endpoint_url, region, concurrency, session)
+        self.region = region or sessions.region()
+        self._args = (endpoint_url, region, concurrency)
+        self._sessions = sessions
         self._client: Any = None
         self.meta = _LazyMeta(self)
 
     def client(self) -> Any:
         with _CREATE_LOCK:  # one at a time: a botocore session is not safe to share for this
             if self._client is None:
-                self._client = s3_client(*self._args)
+                self._client = s3_client(*self._args, session=self._sessions.get())
             return self._client
 
     def __getattr__(self, name: str) -> Any:

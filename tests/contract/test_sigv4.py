@@ -119,3 +119,87 @@ def test_keys_and_query_values_are_encoded_as_botocore_sends_them() -> None:
 
     assert key_path("dir/a b+ü%~*.txt") == "dir/a%20b%2B%C3%BC%25~%2A.txt"
     assert query_value("a/b c&=+") == "a%2Fb%20c%26%3D%2B"
+
+
+ENVIRONMENTS = [
+    {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t"},
+    {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "t1"},
+    {  # botocore reads AWS_SECURITY_TOKEN first
+        "AWS_ACCESS_KEY_ID": "AKID",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "AWS_SECURITY_TOKEN": "old",
+        "AWS_SESSION_TOKEN": "new",
+    },
+    {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_PROFILE": "other"},
+    {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": ""},
+]
+NOT_STATIC = [
+    {},
+    {"AWS_ACCESS_KEY_ID": "AKID"},  # botocore: PartialCredentialsError (its message, not ours)
+    {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "s3cr3t"},  # the chain looks further
+    {  # refreshable from the environment: botocore's
+        "AWS_ACCESS_KEY_ID": "AKID",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "AWS_CREDENTIAL_EXPIRATION": "2030-01-01T00:00:00Z",
+    },
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("environ", ENVIRONMENTS, ids=lambda e: ",".join(sorted(e)))
+def test_env_credentials_are_what_botocores_chain_takes(
+    environ: dict[str, str], tmp_path: Any
+) -> None:
+    """Static credentials in the environment are read as botocore's chain reads them (its
+    environment provider comes first, even with AWS_PROFILE set), so ``zonemount cp`` signs
+    with them without a botocore session."""
+    import botocore.session
+    from zonemount_contract.sigv4 import env_credentials
+
+    found = env_credentials(environ)
+    assert found is not None
+    isolated = {
+        "AWS_CONFIG_FILE": str(tmp_path / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    (tmp_path / "config").write_text("[profile other]\nregion = eu-west-1\n")
+    (tmp_path / "credentials").write_text(
+        "[other]\naws_access_key_id = FROMFILE\naws_secret_access_key = file\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                     "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_CREDENTIAL_EXPIRATION"):  # fmt: skip
+            mp.delenv(name, raising=False)
+        for name, value in {**isolated, **environ}.items():
+            mp.setenv(name, value)
+        theirs = botocore.session.get_session().get_credentials().get_frozen_credentials()
+    ours = found.get_frozen_credentials()
+    assert (ours.access_key, ours.secret_key, ours.token) == (
+        theirs.access_key,
+        theirs.secret_key,
+        theirs.token,
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("environ", NOT_STATIC, ids=lambda e: ",".join(sorted(e)) or "empty")
+def test_env_credentials_leave_everything_else_to_botocore(environ: dict[str, str]) -> None:
+    from zonemount_contract.sigv4 import env_credentials
+
+    assert env_credentials(environ) is None
+
+
+@pytest.mark.unit
+def test_env_credentials_never_show_the_secret_or_token() -> None:
+    from zonemount_contract.sigv4 import env_credentials
+
+    environ = {
+        "AWS_ACCESS_KEY_ID": "A",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "AWS_SESSION_TOKEN": "T0KEN",
+    }
+    found = env_credentials(environ)
+    assert found is not None
+    for text in (repr(found), str(found), repr(found.get_frozen_credentials())):
+        assert "s3cr3t" not in text and "T0KEN" not in text, text
