@@ -49,7 +49,8 @@ T = TypeVar("T")
 DATA_CALLS = frozenset(
     {
         "fill",
-        "_fill_cached",
+        "_from_cache",
+        "_to_cache",
         "get",
         "get_range",
         "open_range",

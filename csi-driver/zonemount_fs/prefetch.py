@@ -39,16 +39,33 @@ from .shared_cache import BlockCache
 from .store.base import ObjectStore
 
 SEQUENTIAL_RUN = 1024 * 1024  # contiguous bytes before a reader counts as sequential
+#: The chunk that opens a sequential stream is fetched as up to MAX_LANES ranged GETs at once,
+#: each at least MIN_LANE bytes: an S3 connection is limited to ~90 MB/s, so a whole small
+#: object (or the first part of a big one) arrives several times sooner than over one GET.
+MAX_LANES = 4
+MIN_LANE = 2 * 1024 * 1024
 
 
 class Chunk:
-    """One aligned range of an object, as the pieces its GET delivered them.
+    """One aligned range of an object, as the pieces its GETs delivered them.
 
     Pieces are kept as the ``bytes`` objects the HTTP client returned (no preallocated buffer
     to zero, no copy into it); a read that matches a piece exactly gets that object back
-    without any copy, others are joined from slices (one copy)."""
+    without any copy, others are joined from slices (one copy).
+
+    A chunk may be fetched as several *lanes*: equal sub-ranges, each its own ranged GET
+    running at once (:data:`MAX_LANES`, at least :data:`MIN_LANE` bytes each). Only bytes
+    contiguous from the chunk's start count as ``filled`` and are visible to readers: lane
+    ``i`` (the *head*) appends to the chunk as it receives; later lanes hold their pieces
+    until every lane before them has ended. A lane that ends short (the object shrank) ends
+    the chunk there; a lane that fails fails the chunk (``error``) and stops the others."""
 
     __slots__ = (
+        "_bounds",
+        "_ended",
+        "_got",
+        "_head",
+        "_held",
         "_lock",
         "_offsets",
         "_pieces",
@@ -63,7 +80,7 @@ class Chunk:
         "start",
     )
 
-    def __init__(self, start: int, end: int) -> None:
+    def __init__(self, start: int, end: int, lanes: int = 1) -> None:
         self.start = start
         self.end = end
         self._pieces: list[bytes] = []
@@ -76,31 +93,82 @@ class Chunk:
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, trio.Event]] = []
         self._token = trio.lowlevel.current_trio_token()
+        length = end - start
+        lanes = max(1, min(lanes, length // MIN_LANE))
+        step = -(-length // lanes)
+        #: lane i covers [bounds[i], bounds[i + 1]) relative to ``start``
+        self._bounds = [min(i * step, length) for i in range(lanes)] + [length]
+        self._got = [0] * lanes  # bytes each lane received
+        self._held: list[list[bytes]] = [[] for _ in range(lanes)]  # lanes behind the head
+        self._ended = [False] * lanes
+        self._head = 0
 
     @property
     def length(self) -> int:
         return self.end - self.start
 
+    @property
+    def lanes(self) -> int:
+        return len(self._got)
+
     # -- worker thread side ------------------------------------------------------------
-    def fill(self, store: ObjectStore, key: str, etag: str | None) -> None:
+    def fill(self, store: ObjectStore, key: str, etag: str | None, lane: int = 0) -> None:
+        """Fetch lane ``lane`` (the whole chunk when it has one lane)."""
+        lo, hi = self._bounds[lane], self._bounds[lane + 1]
+        failed = False
         try:
-            for received in store.open_range(key, self.start, self.end, etag):
+            for received in store.open_range(key, self.start + lo, self.start + hi, etag):
                 if self.cancelled:
                     break
-                room = self.length - self.filled
-                self.add(received if len(received) <= room else received[:room], final=False)
+                room = hi - lo - self._got[lane]
+                self.add(received if len(received) <= room else received[:room], lane=lane)
         except StoreError as exc:
-            self.error = exc
+            failed = True
+            self.error = self.error or exc
+            self.cancelled = self.lanes > 1  # the other lanes stop: the chunk failed
             raise  # the caller's run() learns of it too (mount health)
         finally:
-            self._advance(final=True)
+            self.end_lane(lane, failed=failed)
 
-    def add(self, piece: bytes, *, final: bool) -> None:
+    def add(self, piece: bytes, *, final: bool = False, lane: int = 0) -> None:
         with self._lock:
-            self._offsets.append(self.filled)
-            self._pieces.append(piece)
-            self.filled += len(piece)
+            self._got[lane] += len(piece)
+            if lane == self._head:
+                self._append(piece)
+            else:
+                self._held[lane].append(piece)
+        if final:
+            self.end_lane(lane)
+        else:
+            self._advance(final=False)
+
+    def _append(self, piece: bytes) -> None:
+        self._offsets.append(self.filled)
+        self._pieces.append(piece)
+        self.filled += len(piece)
+
+    def end_lane(self, lane: int, *, failed: bool = False) -> None:
+        """Lane ``lane`` ended (all its bytes arrived, it stopped, or it failed)."""
+        with self._lock:
+            self._ended[lane] = True
+            final = failed
+            while not final and self._ended[self._head]:
+                head = self._head
+                if self.filled < self._bounds[head + 1] or head + 1 == self.lanes:
+                    final = True  # the last lane ended, or a lane ended short: no more bytes
+                    break
+                self._head = head + 1
+                for piece in self._held[head + 1]:
+                    self._append(piece)
+                self._held[head + 1] = []
         self._advance(final=final)
+
+    def add_whole(self, data: bytes) -> None:
+        """The chunk's bytes from a cache, before any lane started: one lane, ended."""
+        with self._lock:
+            self._bounds = [0, self.length]
+            self._got, self._held, self._ended = [0], [[]], [False]
+        self.add(data, final=True)
 
     def data(self) -> bytes:
         """The whole chunk as one bytes object (for the disk cache)."""
@@ -212,37 +280,56 @@ class Reader:
             if not required:
                 return None
             has_slot = False
-        chunk = Chunk(start, min(start + self.chunk_size, self.size))
+        # The chunk the reader needs now while the window is still opening gets lanes.
+        lanes = MAX_LANES if required and self._window == 1 else 1
+        chunk = Chunk(start, min(start + self.chunk_size, self.size), lanes)
         chunk.has_slot = has_slot
         self._chunks[index] = chunk
         self._nursery.start_soon(self._fill, chunk, index)
         return chunk
 
-    def _fill_cached(self, chunk: Chunk, index: int) -> None:
-        """Worker thread: serve the chunk from the disk cache, or fetch and cache it."""
-        cache = self._cache
-        assert cache is not None and self.etag is not None
-        data = cache.get(self.key, self.etag, index)
-        if data is not None and len(data) == chunk.length:
-            chunk.add(data, final=True)
-            return
-        chunk.fill(self.store, self.key, self.etag)
-        # A chunk that arrived whole is cached even if its reader closed meanwhile.
-        if chunk.error is None and chunk.filled == chunk.length:
-            cache.put(self.key, self.etag, index, chunk.data())
+    def _from_cache(self, chunk: Chunk, index: int) -> bool:
+        """Worker thread: serve the chunk from the block cache, if it has it."""
+        assert self._cache is not None and self.etag is not None
+        data = self._cache.get(self.key, self.etag, index)
+        if data is None or len(data) != chunk.length:
+            return False
+        chunk.add_whole(data)
+        return True
+
+    def _to_cache(self, chunk: Chunk, index: int) -> None:
+        """Worker thread: keep a chunk that arrived whole (even if its reader closed since)."""
+        assert self._cache is not None and self.etag is not None
+        self._cache.put(self.key, self.etag, index, chunk.data())
 
     async def _fill(self, chunk: Chunk, index: int) -> None:
         try:
-            if self._cache is not None:
-                await self._run(self._fill_cached, chunk, index)
-            else:
+            if self._cache is not None and await self._run(self._from_cache, chunk, index):
+                return
+            if chunk.lanes == 1:
                 await self._run(chunk.fill, self.store, self.key, self.etag)
+            else:
+                async with trio.open_nursery() as lanes:
+                    for lane in range(chunk.lanes):
+                        lanes.start_soon(self._fill_lane, chunk, lane)
+            if self._cache is not None and chunk.error is None and chunk.filled == chunk.length:
+                await self._run(self._to_cache, chunk, index)
         except StoreError as exc:
-            # The call's total deadline passed (its thread is abandoned): readers get the
-            # error now; whatever the abandoned thread still receives is dropped.
-            chunk.cancelled = True
-            chunk.error = chunk.error or exc
-            chunk._advance(final=True)
+            self._failed(chunk, exc)
+
+    async def _fill_lane(self, chunk: Chunk, lane: int) -> None:
+        try:
+            await self._run(chunk.fill, self.store, self.key, self.etag, lane)
+        except StoreError as exc:
+            self._failed(chunk, exc)
+
+    @staticmethod
+    def _failed(chunk: Chunk, exc: StoreError) -> None:
+        # The call failed or its total deadline passed (its thread is abandoned): readers get
+        # the error now; whatever an abandoned thread still receives is dropped.
+        chunk.cancelled = True
+        chunk.error = chunk.error or exc
+        chunk._advance(final=True)
 
     def _drop(self, index: int) -> None:
         chunk = self._chunks.pop(index)
