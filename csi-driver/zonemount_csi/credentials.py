@@ -18,13 +18,13 @@ Invariant: a token only ever lives in that file; errors name the key, never the 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from zonemount_contract.keys import STS_AUDIENCE
+
+from .state import write_atomically
 
 #: Variables that carry (or point at) the driver's own identity; removed for pod-level mounts.
 DRIVER_CREDENTIAL_ENV = (
@@ -71,17 +71,7 @@ def extract_sts_token(tokens_json: str) -> str:
 def write_token_file(directory: Path, token: str) -> Path:
     """Atomically (re)write the token file, mode 0600; returns its path."""
     path = directory / TOKEN_FILE_NAME
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".token.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, token)
     return path
 
 
