@@ -10,6 +10,9 @@ Owns :class:`FileHandle` and the ``files`` table, and the life of a file being w
   returns; a flush before anything was written is left for ``release`` (``echo x > f``
   closes a descriptor before writing through its dup), and such files are completed before
   an open, unlink or rename needs them closed (:meth:`Handles.settle`).
+* A flush while the process that opened the file still holds a descriptor open for writing
+  on it is another process' close() (a forked child closing what it inherited): it
+  completes nothing; the opener's own last close() does (R-WRITE-FORKED-CLOSE).
 * A write after a flush completed the object resumes it (R-WRITE-FORKED-CLOSE), only for
   the writer's own file (not renamed, replaced or deleted since); ``fsync`` seals it.
 * A writer whose process was killed (or died before its close() flushed) is aborted, never
@@ -61,6 +64,8 @@ class FileHandle:
     # the process (thread, thread group) that opened it: how it ends decides commit/abort
     pid: int = 0
     tgid: int = 0
+    # the opener's descriptor of this file, once a flush looked for it (checked first)
+    fd_hint: int | None = None
 
 
 class Handles:
@@ -308,7 +313,28 @@ class Handles:
             if not force and writer.size == 0:
                 handle.closed_pending = True
                 return
+            if not force and self._opener_still_writes(handle, writer):
+                metrics.FLUSHES_LEFT_TO_OPENER.inc()
+                return
             await self._complete(handle, writer)
+
+    def _opener_still_writes(self, handle: FileHandle, writer: Writer) -> bool:
+        """R-WRITE-FORKED-CLOSE: is this flush another process' close() while the process
+        that opened the file still holds a descriptor open for writing on it (a JVM's forked
+        ``chmod`` closing every descriptor it inherited)? ``close`` takes the descriptor out
+        of the closing process' table before the kernel flushes, so the opener's own close
+        never finds its descriptor. False when it cannot be told (no opener pid, /proc not
+        readable): the flush completes the file, as before."""
+        if handle.tgid <= 0 or procinfo.closing(handle.pid):
+            return False  # unknown opener, or its thread is in close(): its own close
+        node = self.tree.inodes.get(handle.ino)
+        if node is None or node.detached or node.writer is not writer:
+            return False
+        path = os.path.join(
+            str(self.ctx.opts.mountpoint), self.tree.key_of(node)[len(self.ctx.opts.prefix) :]
+        )
+        handle.fd_hint = procinfo.write_descriptor(handle.tgid, path, handle.fd_hint)
+        return handle.fd_hint is not None
 
     async def _abandon(self, handle: FileHandle, writer: Writer, why: str) -> None:
         """R-WRITE-KILLED-PUBLISHES-NOTHING: abort the upload; S3 keeps what it had (the old

@@ -18,6 +18,11 @@ FUSE_ERRORS = Counter("zonemount_fuse_errors_total", "FUSE operations failed", [
 BYTES_READ = Counter("zonemount_fuse_read_bytes_total", "Bytes returned by read()")
 S3_REQUESTS = Counter("zonemount_s3_requests_total", "S3 requests by operation", ["op"])
 S3_ERRORS = Counter("zonemount_s3_errors_total", "S3 requests failed after retries", ["op", "code"])
+FLUSHES_LEFT_TO_OPENER = Counter(
+    "zonemount_flushes_left_to_opener_total",
+    "Flushes of another process' copy of a descriptor while the opener still writes the file"
+    " (R-WRITE-FORKED-CLOSE): nothing was completed",
+)
 UPLOADS_ABORTED = Counter(
     "zonemount_uploads_aborted_total",
     "Uploads aborted: nothing was published (writer-killed, failed-at-release)",

@@ -15,6 +15,12 @@ code, and the last thread to leave closes the files, so the whole thread group
 be gone already. While the leader still runs no group exit is under way (threads share one
 file table), so a close() of a live process costs one or two reads, not one per thread.
 
+Whose ``close()`` a flush is (R-WRITE-FORKED-CLOSE): ``close`` takes the descriptor out of the
+closing process' table *before* the kernel sends FLUSH, so while the opener's process still
+has a descriptor open for writing on the file (``/proc/<tgid>/fd``, ``fdinfo`` flags) the
+flush came from another process' copy (a forked child closing what it inherited). The opener's
+thread blocked in ``close`` (``/proc/<tid>/syscall``) is the common case, told with one read.
+
 What cannot be told apart (docs/SEMANTICS.md, R-WRITE-KILLED-PUBLISHES-NOTHING):
 * a process in another PID namespace than the FUSE server (the kernel reports pid 0);
 * a process already reaped when we look (only possible for ``release``, which is async);
@@ -108,6 +114,64 @@ def killed_by(pid: int, tgid: int | None = None) -> int | None:
         if st.signal:
             return st.signal
     return 0 if seen else None
+
+
+#: The number of ``close`` in ``/proc/<tid>/syscall``, by machine (None: not known here, so
+#: :func:`closing` cannot tell and every such flush looks at the descriptor table).
+_CLOSE_SYSCALL = {"x86_64": 3, "aarch64": 57}.get(os.uname().machine)
+
+
+def closing(tid: int) -> bool | None:
+    """Is thread ``tid`` blocked in ``close()`` now (None: cannot be told)? A FLUSH keeps the
+    closing thread blocked until it is answered, so the opener's own ``close`` shows here."""
+    if _CLOSE_SYSCALL is None or tid <= 0:
+        return None
+    try:
+        first = _read(f"/proc/{tid}/syscall").split(" ", 1)[0]
+    except OSError:
+        return None
+    if first == "running":
+        return False
+    try:
+        return int(first) == _CLOSE_SYSCALL
+    except ValueError:
+        return None
+
+
+def _open_for_writing(tgid: int, fd: str) -> bool:
+    try:
+        text = _read(f"/proc/{tgid}/fdinfo/{fd}")
+        start = text.index("flags:") + 6
+        flags = int(text[start : text.index("\n", start)].strip(), 8)
+    except (OSError, ValueError):
+        return False
+    return flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+
+def write_descriptor(tgid: int, path: str, hint: int | None = None) -> int | None:
+    """A descriptor of process ``tgid`` open for writing on ``path`` (as this process sees
+    the path), ``hint`` checked first; None when it has none, or it cannot be told (the
+    process is gone, or its table cannot be read)."""
+    fds = f"/proc/{tgid}/fd"
+    if hint is not None:
+        try:
+            if os.readlink(f"{fds}/{hint}") == path and _open_for_writing(tgid, str(hint)):
+                return hint
+        except OSError:
+            pass
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            if os.readlink(f"{fds}/{name}") != path:
+                continue
+        except OSError:
+            continue
+        if _open_for_writing(tgid, name):
+            return int(name)
+    return None
 
 
 def fatal_signal_pending(pid: int) -> bool:

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -159,33 +160,91 @@ def test_r_write_visible_on_close(mount_rw, s3, bucket) -> None:
         assert (mnt / f"empty{i}").read_bytes() == b""
 
 
+def _inheritor(fd: int, then: str) -> subprocess.Popen[bytes]:
+    """A process that inherited ``fd`` (a copy of this process' descriptor): once its stdin
+    closes it runs ``then`` on it (``os.write(fd, ...)``) and exits with that write's errno."""
+    code = (
+        "import os, sys\n"
+        "sys.stdin.read()\n"
+        "try:\n"
+        f"    {then}\n"
+        "except OSError as exc:\n"
+        "    os._exit(exc.errno)\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code.replace("FD", str(fd))], pass_fds=(fd,), stdin=subprocess.PIPE
+    )
+
+
 def test_r_write_forked_close(mounter: Mounter, s3, bucket) -> None:
     mnt = mounter.mount(bucket, "--allow-delete", "--allow-overwrite", "--part-size", str(5 * MiB))
     head = random.Random(7).randbytes(6 * MiB + 17)  # more than one part: re-read in parts
+
+    def stored(key: str) -> bytes | None:
+        try:
+            body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        return body
+
+    # A child inherits the descriptor; its exit closes it and the kernel flushes the file,
+    # but the opener still holds it: nothing is completed until the opener's close().
     fd = os.open(mnt / "forked.bin", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.write(fd, head)
-        # A child inherits the descriptor; its exit closes it: the kernel flushes the file.
         subprocess.run(["true"], pass_fds=(fd,), check=True)
-        assert s3.get_object(Bucket=bucket, Key="forked.bin")["Body"].read() == head
-        os.write(fd, b"tail")  # the writer goes on: the file is resumed, not EBADF
+        assert "forked.bin" not in keys(s3, bucket), "a child's close() completed the file"
+        os.write(fd, b"tail")
     finally:
         os.close(fd)
-    got = s3.get_object(Bucket=bucket, Key="forked.bin")["Body"].read()
-    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(head + b"tail").hexdigest()
+    assert (
+        hashlib.sha256(stored("forked.bin") or b"").digest()
+        == hashlib.sha256(head + b"tail").digest()
+    )
+    # ... so a writer killed after such a child's close publishes nothing either.
+    code = (
+        "import os, subprocess, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)\n"
+        "os.write(fd, b'x' * 100)\n"
+        "subprocess.run(['true'], pass_fds=(fd,), check=True)\n"
+        "print('written', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(mnt / "killed.bin")], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert proc.stdout.readline() == b"written\n"
+    proc.kill()
+    proc.wait()
+    assert "killed.bin" not in keys(s3, bucket)
+    # The opener closes first while a child still writes: the child's write resumes the
+    # completed file (a new upload that starts with the stored bytes) and its close
+    # completes the whole file.
+    fd = os.open(mnt / "resumed.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, head)
+    child = _inheritor(fd, "os.write(FD, b'tail')")
+    os.close(fd)
+    assert stored("resumed.bin") == head
+    child.communicate(b"")
+    assert child.returncode == 0
+    assert (
+        hashlib.sha256(stored("resumed.bin") or b"").digest()
+        == hashlib.sha256(head + b"tail").digest()
+    )
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     # A file replaced by another client in between is not resumed onto the new object.
     fd = os.open(mnt / "gone.txt", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, b"first")
-        subprocess.run(["true"], pass_fds=(fd,), check=True)
-        put(s3, bucket, "gone.txt", b"someone else's")
-        time.sleep(1.2)  # past the metadata TTL
-        os.stat(mnt / "gone.txt")
-        assert errno_of(lambda: os.write(fd, b"more")) in (errno.EBADF, errno.ESTALE)
-    finally:
-        os.close(fd)
-    assert s3.get_object(Bucket=bucket, Key="gone.txt")["Body"].read() == b"someone else's"
+    os.write(fd, b"first")
+    child = _inheritor(fd, "os.write(FD, b'more')")
+    os.close(fd)
+    put(s3, bucket, "gone.txt", b"someone else's")
+    time.sleep(1.2)  # past the metadata TTL
+    os.stat(mnt / "gone.txt")
+    child.communicate(b"")
+    assert child.returncode in (errno.EBADF, errno.ESTALE)
+    assert stored("gone.txt") == b"someone else's"
 
 
 def test_r_write_fsync(mount_rw, s3, bucket) -> None:
