@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import botocore.exceptions
 from zonemount_contract.s3client import user_agent
+from zonemount_contract.s3list import parse_list
 from zonemount_contract.sigv4 import Signer, host_header, key_path, query_value
 from zonemount_fs.store.http1 import Pool
 
@@ -224,27 +225,20 @@ def _close_streams(streams: set[http.client.HTTPConnection]) -> None:
 
 
 def parse_list_page(data: bytes) -> tuple[list[tuple[str, int, str, float]], str | None]:
-    from urllib.parse import unquote_plus as unquote  # as botocore decodes (SeaweedFS: "+")
-
-    root = ET.fromstring(data)  # noqa: S314 - the S3 endpoint the user named
-    encoded = (root.findtext(f"{_NS}EncodingType") or "") == "url"
-    out = []
-    for item in root.iterfind(f"{_NS}Contents"):
-        key = item.findtext(f"{_NS}Key") or ""
-        if encoded:
-            key = unquote(key)
-        modified = item.findtext(f"{_NS}LastModified")
-        out.append(
-            (
-                key,
-                int(item.findtext(f"{_NS}Size") or 0),
-                (item.findtext(f"{_NS}ETag") or "").strip('"'),
-                dt.datetime.fromisoformat(modified).timestamp() if modified else 0.0,
-            )
-        )
-    truncated = (root.findtext(f"{_NS}IsTruncated") or "false") == "true"
-    token = root.findtext(f"{_NS}NextContinuationToken") if truncated else None
-    return out, token
+    """A ListObjectsV2 page read by the lean paths' one reader
+    (:func:`zonemount_contract.s3list.parse_list`) as the engine's rows: (key, size, ETag
+    without quotes, LastModified as a POSIX time), and the continuation token. A page's
+    LastModified values are parsed once per distinct text (a bulk upload writes many objects
+    in one second)."""
+    listed = parse_list(data)
+    stamps: dict[str | None, float] = {None: 0.0, "": 0.0}
+    rows = []
+    for key, size, etag, modified, _ in listed.objects:
+        stamp = stamps.get(modified)
+        if stamp is None:
+            stamp = stamps[modified] = dt.datetime.fromisoformat(modified or "").timestamp()
+        rows.append((key, size, etag.strip('"'), stamp))
+    return rows, listed.next_token
 
 
 def _client_error(

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from zonemount_cli.servers import LocalS3
+from zonemount_contract import s3list
 from zonemount_fs.errors import BucketNotFound, NotSupported, ObjectNotFound, PreconditionFailed
-from zonemount_fs.store import fastpath
 from zonemount_fs.store.base import ObjectStore, list_all
 from zonemount_fs.store.memory import MemoryStore
 from zonemount_fs.store.s3 import S3Store
@@ -173,13 +173,13 @@ def test_server_pages_are_read_flat(store: ObjectStore, monkeypatch: pytest.Monk
     for i, key in enumerate(ODD_KEYS):
         store.put(key, str(i).encode(), {})
     pages: list[bytes] = []
-    flat_reader = fastpath._parse_list_flat
+    flat_reader = s3list._parse_list_flat
 
-    def reading(data: bytes) -> fastpath.Listed | None:
+    def reading(data: bytes) -> s3list.Listed | None:
         pages.append(data)
         return flat_reader(data)
 
-    monkeypatch.setattr(fastpath, "_parse_list_flat", reading)
+    monkeypatch.setattr(s3list, "_parse_list_flat", reading)
     for delimiter in ("/", None):
         token, keys = None, []
         while True:
@@ -194,7 +194,7 @@ def test_server_pages_are_read_flat(store: ObjectStore, monkeypatch: pytest.Monk
     for data in pages:
         flat = flat_reader(data)
         assert flat is not None, data[:300]
-        assert flat == fastpath._parse_list_tree(data)
+        assert flat == s3list._parse_list_tree(data)
     for key in ODD_KEYS:
         store.delete(key)
 

@@ -1,4 +1,4 @@
-"""The flat reader of ListObjectsV2 pages (fastpath._parse_list_flat) against ElementTree's.
+"""The flat reader of ListObjectsV2 pages (s3list._parse_list_flat) against ElementTree's.
 
 Every document here is read by both: where the flat reader takes a document it must give
 exactly what ElementTree's reader gives; the documents it must leave to ElementTree (shapes it
@@ -15,7 +15,7 @@ from urllib.parse import quote_plus
 from xml.sax.saxutils import escape
 
 import pytest
-from zonemount_fs.store.fastpath import _parse_list_flat, _parse_list_tree, parse_list
+from zonemount_contract.s3list import _parse_list_flat, _parse_list_tree, parse_list
 
 pytestmark = pytest.mark.unit
 
