@@ -13,7 +13,10 @@ Invariants:
   translates store errors into :class:`~.errors.FsError`): a blocking call runs in a worker
   thread under the limiter of its class - data calls (:data:`DATA_CALLS`, ``--max-threads``,
   the data deadline) or metadata calls (their own limiter, ``--request-deadline``) - so a
-  lookup never queues behind a stalled part.
+  lookup never queues behind a stalled part. A call the store can await on the trio thread
+  (its ``native(fn)`` twin: S3's DeleteObject over plain HTTP) is awaited there instead, under
+  the same limiter, deadline and health accounting - without the hand-off to a worker
+  thread and back, which cost as much CPU as the request.
 * Past its deadline a call's caller gets :class:`~.errors.StoreUnavailable` at once; the
   worker thread is abandoned and ends with its own timeouts. :class:`Health` records every
   answer and every miss per class.
@@ -28,7 +31,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
@@ -140,6 +143,9 @@ class IoContext:
         # folders)? None until the first directory rename shows it (see rename.py).
         self.keeps_folders: bool | None = None
         self._tiered = TieredCache(self.cache, shared_cache) if shared_cache else None
+        # the store's trio-native twins of its calls, if it has any (S3Store.native)
+        self._native: Callable[[Callable[..., Any]], Callable[..., Awaitable[Any]] | None]
+        self._native = getattr(store, "native", None) or (lambda fn: None)
 
     @property
     def part_size(self) -> int:
@@ -168,11 +174,16 @@ class IoContext:
             finally:
                 health.ended()
 
+        native = self._native(fn)
         with trio.move_on_after(deadline):
             try:
-                result = await trio.to_thread.run_sync(
-                    call, limiter=limiter, abandon_on_cancel=True
-                )
+                if native is not None:
+                    async with limiter:
+                        result: T = await native(*args)
+                else:
+                    result = await trio.to_thread.run_sync(
+                        call, limiter=limiter, abandon_on_cancel=True
+                    )
             except StoreUnavailable:  # timed out or unreachable after botocore's retries
                 health.missed(kind)
                 raise

@@ -24,8 +24,9 @@ import botocore.awsrequest
 import botocore.credentials
 import botocore.session
 import pytest
+import trio
 from zonemount_cli.servers import LocalS3, free_port, start_moto
-from zonemount_fs.errors import AccessDenied, StoreError
+from zonemount_fs.errors import AccessDenied, ObjectNotFound, StoreError
 from zonemount_fs.store.s3 import S3Settings, S3Store
 
 from .faultproxy import FaultProxy, Rule
@@ -197,6 +198,26 @@ def test_slowdown_is_retried(proxied: Any, method: str) -> None:
         "DELETE": lambda: store.delete("k"),
     }[method]()
     assert rule.hits == 2
+
+
+def test_native_delete_is_retried_and_translated_alike(proxied: Any) -> None:
+    """DeleteObject awaited on the trio thread (what unlink uses on plain HTTP) follows the
+    blocking path's retries and errors: SlowDown retried, a missing key deleted all the
+    same, AccessDenied reported; only DeleteObject has such a twin."""
+    store, proxy = proxied(max_attempts=4)
+    delete = store.native(store.delete)
+    assert delete is not None
+    assert store.native(store.head) is None and store.native(store.put) is None
+    store.put("k", b"payload", {})
+    rule = proxy.add(Rule("DELETE", "/k", "status", count=2, status=503, code="SlowDown"))
+    trio.run(delete, "k")
+    assert rule.hits == 2
+    with pytest.raises(ObjectNotFound):
+        store.head("k")  # gone once the call returned
+    trio.run(delete, "k")  # deleting a missing key succeeds
+    proxy.add(Rule("DELETE", "/k", "status", status=403, code="AccessDenied"))
+    with pytest.raises(AccessDenied):
+        trio.run(delete, "k")
 
 
 def test_listing_slowdown_is_retried_then_gives_eio(proxied: Any) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from zonemount_fs.store import http1
 from zonemount_fs.store.s3 import S3Settings, S3Store
 
@@ -98,13 +99,37 @@ def _pool(port: int, scheme: str = "http", **kw: Any) -> http1.Pool:
     return http1.Pool(scheme, kw.pop("host", "127.0.0.1"), port, maxsize=4, **kw)
 
 
+class _Native:
+    """A :class:`http1.NativePool` driven from blocking test code: each request in a trio
+    run of its own (the pool keeps plain sockets, so connections outlive the run)."""
+
+    def __init__(self, port: int, **kw: Any) -> None:
+        kw.setdefault("connect_timeout", 5.0)
+        kw.setdefault("read_timeout", 5.0)
+        self.pool = http1.NativePool(kw.pop("host", "127.0.0.1"), port, maxsize=4, **kw)
+
+    def request(self, *args: Any) -> http1.Response:
+        return trio.run(self.pool.request, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
+
+
+@pytest.fixture(params=["blocking", "native"])
+def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """The pool of each kind: the blocking one of worker threads, the trio-native one."""
+    return _pool if request.param == "blocking" else _Native
+
+
 OK = (b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: "e"\r\n\r\nok', False)
 NO_CONTENT = (b"HTTP/1.1 204 No Content\r\n\r\n", False)
 
 
-def test_keep_alive_reuses_one_connection(serve: Callable[..., Scripted]) -> None:
+def test_keep_alive_reuses_one_connection(
+    serve: Callable[..., Scripted], make: Callable[..., Any]
+) -> None:
     server = serve([OK, NO_CONTENT, OK])
-    pool = _pool(server.port)
+    pool = make(server.port)
     put = pool.request("PUT", "/b/k", {"host": "h", "x-amz-meta-a": "1"}, b"data")
     assert (put.status, put.reason, put.data, put.headers["etag"]) == (200, "OK", b"ok", '"e"')
     assert pool.request("DELETE", "/b/k", {"host": "h"}, None).status == 204
@@ -119,39 +144,45 @@ def test_keep_alive_reuses_one_connection(serve: Callable[..., Scripted]) -> Non
     pool.close()
 
 
-def test_headers_keep_their_names_and_join_repeats(serve: Callable[..., Scripted]) -> None:
+def test_headers_keep_their_names_and_join_repeats(
+    serve: Callable[..., Scripted], make: Callable[..., Any]
+) -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nX-Amz-Meta-Mode: 33188\r\nA: 1\r\na: 2\r\nContent-Length: 0\r\n\r\n"
     )
     server = serve([(answer, False)])
-    headers = _pool(server.port).request("HEAD", "/k", {"host": "h"}, None).headers
+    headers = make(server.port).request("HEAD", "/k", {"host": "h"}, None).headers
     assert "X-Amz-Meta-Mode" in list(headers) and headers["x-amz-meta-mode"] == "33188"
     assert headers.get("A") == "1, 2" and "a" in headers and headers.get("missing") is None
 
 
-def test_chunked_and_informational_answers(serve: Callable[..., Scripted]) -> None:
+def test_chunked_and_informational_answers(
+    serve: Callable[..., Scripted], make: Callable[..., Any]
+) -> None:
     chunked = (
         b"HTTP/1.1 100 Continue\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
     )
     server = serve([(chunked, False), OK])
-    pool = _pool(server.port)
+    pool = make(server.port)
     assert pool.request("GET", "/?list-type=2", {"host": "h"}, None).data == b"hello world"
     assert pool.request("GET", "/k", {"host": "h"}, None).data == b"ok"
     assert pool.opened == 1
 
 
-def test_head_answer_has_no_body(serve: Callable[..., Scripted]) -> None:
+def test_head_answer_has_no_body(serve: Callable[..., Scripted], make: Callable[..., Any]) -> None:
     server = serve([(b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n", False), OK])
-    pool = _pool(server.port)
+    pool = make(server.port)
     head = pool.request("HEAD", "/k", {"host": "h"}, None)
     assert (head.data, head.headers["content-length"]) == (b"", "4096")
     assert pool.request("GET", "/k", {"host": "h"}, None).data == b"ok"
     assert pool.opened == 1
 
 
-def test_connection_close_and_eof_bodies_are_not_reused(serve: Callable[..., Scripted]) -> None:
+def test_connection_close_and_eof_bodies_are_not_reused(
+    serve: Callable[..., Scripted], make: Callable[..., Any]
+) -> None:
     server = serve(
         [
             (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", True),
@@ -160,7 +191,7 @@ def test_connection_close_and_eof_bodies_are_not_reused(serve: Callable[..., Scr
             OK,
         ]
     )
-    pool = _pool(server.port)
+    pool = make(server.port)
     assert pool.request("GET", "/1", {"host": "h"}, None).data == b"ok"
     assert pool.request("GET", "/2", {"host": "h"}, None).data == b"until the end"
     assert pool.request("GET", "/3", {"host": "h"}, None).data == b"ok"
@@ -168,11 +199,13 @@ def test_connection_close_and_eof_bodies_are_not_reused(serve: Callable[..., Scr
     assert pool.opened == 4
 
 
-def test_connection_closed_while_idle_is_replaced(serve: Callable[..., Scripted]) -> None:
+def test_connection_closed_while_idle_is_replaced(
+    serve: Callable[..., Scripted], make: Callable[..., Any]
+) -> None:
     """A server that closes an idle keep-alive connection (timeouts, restarts): the next
     request opens a new one instead of failing on the dead one."""
     server = serve([(OK[0], True), OK])  # answers, then closes without saying so
-    pool = _pool(server.port)
+    pool = make(server.port)
     assert pool.request("GET", "/1", {"host": "h"}, None).data == b"ok"
     for _ in range(100):  # until the server's close has reached us
         if not pool._idle or not pool._idle[0].quiet():
@@ -193,31 +226,52 @@ def test_connection_closed_while_idle_is_replaced(serve: Callable[..., Scripted]
         b"",  # closed without an answer
     ],
 )
-def test_incomplete_answers_raise_http_error(serve: Callable[..., Scripted], answer: bytes) -> None:
+def test_incomplete_answers_raise_http_error(
+    serve: Callable[..., Scripted], answer: bytes, make: Callable[..., Any]
+) -> None:
     server = serve([(answer, True), OK])
-    pool = _pool(server.port)
+    pool = make(server.port)
     with pytest.raises(http1.HttpError):
         pool.request("GET", "/k", {"host": "h"}, None)
     assert pool.request("GET", "/k", {"host": "h"}, None).data == b"ok"  # a fresh connection
     assert pool.opened == 2
 
 
-def test_no_answer_within_the_read_timeout(serve: Callable[..., Scripted]) -> None:
+def test_no_answer_within_the_read_timeout(
+    serve: Callable[..., Scripted], make: Callable[..., Any]
+) -> None:
     server = serve([(b"", False), OK])  # reads the request, never answers
-    pool = _pool(server.port, read_timeout=0.2)
+    pool = make(server.port, read_timeout=0.2)
     with pytest.raises(http1.HttpError):
         pool.request("GET", "/k", {"host": "h"}, None)
     assert not pool._idle
 
 
-def test_refused_connection_and_bad_headers() -> None:
+def test_native_request_given_up_closes_its_connection(serve: Callable[..., Scripted]) -> None:
+    """A native request cancelled while it waits (its caller's deadline) closes its
+    connection: a late answer on it can never be read as the next request's."""
+    server = serve([(b"", False), OK])  # reads the first request, never answers it
+    native = _Native(server.port)
+
+    async def give_up() -> None:
+        with trio.move_on_after(0.2) as scope:
+            await native.pool.request("DELETE", "/k", {"host": "h"}, None)
+        assert scope.cancelled_caught
+
+    trio.run(give_up)
+    assert not native.pool._idle
+    assert native.request("GET", "/k", {"host": "h"}, None).data == b"ok"
+    assert (native.pool.opened, server.connections) == (2, 2)
+
+
+def test_refused_connection_and_bad_headers(make: Callable[..., Any]) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()
     with pytest.raises(http1.HttpError, match="cannot connect"):
-        _pool(port).request("GET", "/", {"host": "h"}, None)
+        make(port).request("GET", "/", {"host": "h"}, None)
     with pytest.raises(ValueError, match="line break"):
-        _pool(port).request("GET", "/", {"x-amz-meta-a": "1\r\nEvil: 1"}, None)
+        make(port).request("GET", "/", {"x-amz-meta-a": "1\r\nEvil: 1"}, None)
 
 
 @pytest.fixture(scope="module")

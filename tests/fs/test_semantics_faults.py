@@ -313,6 +313,40 @@ def test_r_err_deadline(mounter: Mounter, moto_server: LocalS3, s3: Any, bucket:
         proxy.close()
 
 
+def test_unlink_returns_once_its_delete_is_done_within_the_deadline(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """unlink's DeleteObject (awaited on the FUSE server's event loop over plain HTTP, no
+    worker thread) keeps what a completed unlink means: a stalled DELETE is EIO at the
+    request deadline and the file is still there; a throttled one is retried and unlink
+    returns only once the object is gone from S3."""
+    for name in ("stalled", "throttled"):
+        s3.put_object(Bucket=bucket, Key=name, Body=b"x")
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--allow-delete", "--request-deadline", "2", "--endpoint-url", proxy.endpoint
+        )
+        assert sorted(os.listdir(mnt)) == ["stalled", "throttled"]
+        stall = proxy.add(Rule("DELETE", "/stalled", "stall", count=1, seconds=30))
+        start = time.monotonic()
+        with pytest.raises(OSError) as info:
+            os.unlink(mnt / "stalled")
+        assert info.value.errno == errno.EIO and time.monotonic() - start < 20
+        assert stall.hits == 1 and "stalled" in keys(s3, bucket)
+        assert (mnt / "stalled").exists()
+        slow = proxy.add(
+            Rule("DELETE", "/throttled", "status", count=2, status=503, code="SlowDown")
+        )
+        os.unlink(mnt / "throttled")
+        assert slow.hits == 2 and "throttled" not in keys(s3, bucket)
+        os.unlink(mnt / "stalled")  # the proxy forwards it now
+        assert keys(s3, bucket) == [] and os.listdir(mnt) == []
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
 def test_r_err_killed_caller_returns(
     mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
 ) -> None:

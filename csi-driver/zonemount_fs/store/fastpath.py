@@ -10,7 +10,9 @@ provider chain, so refreshable credentials - IRSA, SSO, instance roles - refresh
 asked for a frozen copy) and one request on a persistent connection: :mod:`.http1` for answers
 read whole (urllib3 and ``http.client`` cost another 0.3 ms of CPU per request), urllib3 for
 the streaming GETs. It is blocking and thread safe, like the botocore client it stands in for,
-so it fits the store's worker threads.
+so it fits the store's worker threads. On a plain-HTTP endpoint a request can also be awaited
+on the trio thread (:meth:`FastPath.request_native`, :class:`http1.NativePool`): the same
+signing, retries and errors, without a worker thread (what ``unlink``'s DeleteObject uses).
 
 Where it applies (:func:`for_client` decides once; everything else stays on botocore):
 
@@ -58,6 +60,7 @@ from urllib.parse import urlsplit
 
 import botocore.httpsession
 import botocore.utils
+import trio
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from zonemount_contract.aws_errors import ErrorClass, classify
@@ -242,10 +245,24 @@ class FastPath:
             maxsize=max_connections,
             ca_certs=ca_certs if self.tls else None,
         )
+        # plain HTTP (in-cluster and local endpoints): requests awaited on the trio thread
+        self._native = (
+            None
+            if self.tls
+            else http1.NativePool(
+                parts.hostname or "",
+                parts.port,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                maxsize=max_connections,
+            )
+        )
 
     def close(self) -> None:
         self._pool.close()
         self._http.close()
+        if self._native is not None:
+            self._native.close()
 
     # -- requests ------------------------------------------------------------------------
     def target(self, key: str, query: str = "") -> str:
@@ -267,6 +284,60 @@ class FastPath:
         """Send one request with retries; the 2xx urllib3 response (its body read unless
         ``stream``). ``error_in_body``: a 200 whose body is an ``<Error>`` document is an error
         (CopyObject, CompleteMultipartUpload)."""
+        path, target, base_headers = self._prepare(key, query, headers, body)
+        attempt = retry_cost = 0
+        failure: S3Error | TransportError | None
+        while True:
+            attempt += 1
+            signed = self._signed(method, path, query, base_headers, body)
+            try:
+                resp = self._send(method, target, signed, body, stream)
+            except (Urllib3Error, http1.HttpError) as exc:
+                failure, kind, retry_after = self._transport_failure(exc)
+            else:
+                failure, kind, retry_after = self._verdict(operation, resp, stream, error_in_body)
+                if failure is None:
+                    self._quota.release(retry_cost or 1)
+                    return resp
+            delay, retry_cost = self._retry(failure, kind, attempt, retry_after)
+            time.sleep(delay)
+
+    @property
+    def native(self) -> bool:
+        """Whether :meth:`request_native` can be awaited on the trio thread (plain HTTP)."""
+        return self._native is not None
+
+    async def request_native(
+        self, operation: str, method: str, key: str, *, query: str = "", body: bytes = b""
+    ) -> http1.Response:
+        """:meth:`request` for an answer read whole, awaited on the trio thread (the same
+        signing, retries and errors; :class:`http1.NativePool` instead of a worker thread)."""
+        pool = self._native
+        assert pool is not None, "request_native needs a plain-HTTP endpoint (see native)"
+        path, target, base_headers = self._prepare(key, query, None, body)
+        payload = body if body or method in {"PUT", "POST"} else None
+        attempt = retry_cost = 0
+        failure: S3Error | TransportError | None
+        while True:
+            attempt += 1
+            signed = self._signed(method, path, query, base_headers, body)
+            try:
+                resp = await pool.request(method, target, signed, payload)
+            except http1.HttpError as exc:
+                failure, kind, retry_after = self._transport_failure(exc)
+            else:
+                failure, kind, retry_after = self._verdict(operation, resp, False, False)
+                if failure is None:
+                    self._quota.release(retry_cost or 1)
+                    return resp
+            delay, retry_cost = self._retry(failure, kind, attempt, retry_after)
+            await trio.sleep(delay)
+
+    # -- the steps of a request, shared by both ways of sending it --------------------------
+    def _prepare(
+        self, key: str, query: str, headers: Mapping[str, str] | None, body: bytes
+    ) -> tuple[str, str, dict[str, str]]:
+        """(path, request target, headers before signing)."""
         path = self.target(key)
         target = f"{path}?{query}" if query else path
         base_headers = dict(headers or {})
@@ -274,40 +345,50 @@ class FastPath:
             base_headers["x-amz-checksum-crc32"] = b64encode(
                 zlib.crc32(body).to_bytes(4, "big")
             ).decode()
-        attempt = 0
-        retry_cost = 0
-        while True:
-            attempt += 1
-            if self._signer is None:
-                signed = {**base_headers, "host": self._host}
-            else:
-                signed = self._signer.sign(method, self._host, path, query, base_headers, body)
-            signed["User-Agent"] = USER_AGENT  # not signed (as botocore): proxies rewrite it
-            failure: S3Error | TransportError
-            retry_after: str | None = None
-            try:
-                resp = self._send(method, target, signed, body, stream)
-            except Urllib3Error as exc:
-                failure = TransportError(type(exc).__name__)
-                kind = ErrorClass.TRANSIENT
-            except http1.HttpError as exc:
-                failure = TransportError(str(exc))
-                kind = ErrorClass.TRANSIENT
-            else:
-                status = resp.status
-                if status < 300 and not (error_in_body and _is_error_doc(resp.data)):
-                    self._quota.release(retry_cost or 1)
-                    return resp
-                failure = self._error(operation, resp, stream)
-                retry_after = resp.headers.get("x-amz-retry-after")
-                kind = classify(failure.code, failure.status)
-            if not kind.retryable or attempt >= self.max_attempts:
-                raise failure
-            cost = THROTTLING_RETRY_COST if kind is ErrorClass.THROTTLED else RETRY_COST
-            if not self._quota.acquire(cost):
-                raise failure
-            retry_cost = cost
-            time.sleep(_backoff(attempt, kind, retry_after))
+        return path, target, base_headers
+
+    def _signed(
+        self, method: str, path: str, query: str, base_headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        if self._signer is None:
+            signed = {**base_headers, "host": self._host}
+        else:
+            signed = self._signer.sign(method, self._host, path, query, base_headers, body)
+        signed["User-Agent"] = USER_AGENT  # not signed (as botocore): proxies rewrite it
+        return signed
+
+    @staticmethod
+    def _transport_failure(exc: Exception) -> tuple[TransportError, ErrorClass, None]:
+        name = str(exc) if isinstance(exc, http1.HttpError) else type(exc).__name__
+        return TransportError(name), ErrorClass.TRANSIENT, None
+
+    def _verdict(
+        self, operation: str, resp: Any, stream: bool, error_in_body: bool
+    ) -> tuple[S3Error | None, ErrorClass, str | None]:
+        """(None, ...) for a success; else the error, its class and ``x-amz-retry-after``."""
+        if resp.status < 300 and not (error_in_body and _is_error_doc(resp.data)):
+            return None, ErrorClass.TRANSIENT, None
+        failure = self._error(operation, resp, stream)
+        return (
+            failure,
+            classify(failure.code, failure.status),
+            resp.headers.get("x-amz-retry-after"),
+        )
+
+    def _retry(
+        self,
+        failure: S3Error | TransportError,
+        kind: ErrorClass,
+        attempt: int,
+        retry_after: str | None,
+    ) -> tuple[float, int]:
+        """(backoff, quota cost) of the next attempt; raises ``failure`` when there is none."""
+        if not kind.retryable or attempt >= self.max_attempts:
+            raise failure
+        cost = THROTTLING_RETRY_COST if kind is ErrorClass.THROTTLED else RETRY_COST
+        if not self._quota.acquire(cost):
+            raise failure
+        return _backoff(attempt, kind, retry_after), cost
 
     def _send(
         self, method: str, target: str, headers: dict[str, str], body: bytes, stream: bool
@@ -364,6 +445,10 @@ class FastPath:
 
     def delete(self, key: str) -> None:
         self.request("DeleteObject", "DELETE", key)
+
+    async def delete_native(self, key: str) -> None:
+        """:meth:`delete` awaited on the trio thread (only where :attr:`native`)."""
+        await self.request_native("DeleteObject", "DELETE", key)
 
     def copy(self, src: str, bucket: str, dst: str, headers: Mapping[str, str]) -> None:
         source = {"x-amz-copy-source": key_path(f"{bucket}/{src}")}

@@ -27,12 +27,13 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import botocore.session
 import botocore.utils
+import trio
 from botocore import UNSIGNED
 from botocore.exceptions import (
     BotoCoreError,
@@ -619,6 +620,37 @@ class S3Store:
                 pass
         with contextlib.suppress(ObjectNotFound):
             self._call("DeleteObject", key, self._client.delete_object, Key=key)
+
+    def native(self, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
+        """The twin of store call ``fn`` (a bound method of this store) that is awaited on
+        the trio thread instead of run in a worker thread, or None. Only DeleteObject has
+        one (``rm -rf`` waits for one per file), on a plain-HTTP fast path."""
+        fast = self._fast
+        if fast is None or not fast.native or getattr(fn, "__self__", None) is not self:
+            return None
+        return self._delete_native if getattr(fn, "__func__", None) is S3Store.delete else None
+
+    async def _delete_native(self, key: str) -> None:
+        """:meth:`delete` on the trio thread: counted, translated and redirected alike."""
+        fast = self._fast
+        if fast is not None:
+            self._count("DeleteObject")
+            try:
+                await fast.delete_native(key)
+                return
+            except fastpath.Redirected:
+                log.info("DeleteObject: the bucket answered with a redirect; using botocore")
+                self._fast = None
+            except Exception as exc:
+                error = _translate("DeleteObject", key, exc)
+                self._errors.labels(
+                    op="DeleteObject", code=error.code or type(error).__name__
+                ).inc()
+                if isinstance(error, ObjectNotFound):
+                    return  # deleting a missing key succeeds
+                raise error from None
+        # botocore is blocking: in a thread (abandoned, like any, past the caller's deadline)
+        await trio.to_thread.run_sync(self.delete, key, abandon_on_cancel=True)
 
 
 def _now() -> float:
