@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import trio
-from zonemount_fs.store import http1
+from zonemount_fs.store import http1, http1_trio
 from zonemount_fs.store.s3 import S3Settings, S3Store
 
 #: What the server answers to one request: raw bytes, and whether to close afterwards.
@@ -100,13 +100,13 @@ def _pool(port: int, scheme: str = "http", **kw: Any) -> http1.Pool:
 
 
 class _Native:
-    """A :class:`http1.NativePool` driven from blocking test code: each request in a trio
+    """A :class:`http1_trio.NativePool` driven from blocking test code: each request in a trio
     run of its own (the pool keeps plain sockets, so connections outlive the run)."""
 
     def __init__(self, port: int, **kw: Any) -> None:
         kw.setdefault("connect_timeout", 5.0)
         kw.setdefault("read_timeout", 5.0)
-        self.pool = http1.NativePool(kw.pop("host", "127.0.0.1"), port, maxsize=4, **kw)
+        self.pool = http1_trio.NativePool(kw.pop("host", "127.0.0.1"), port, maxsize=4, **kw)
 
     def request(self, *args: Any) -> http1.Response:
         return trio.run(self.pool.request, *args)

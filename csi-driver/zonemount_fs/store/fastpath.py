@@ -11,7 +11,7 @@ asked for a frozen copy) and one request on a persistent connection: :mod:`.http
 read whole (urllib3 and ``http.client`` cost another 0.3 ms of CPU per request), urllib3 for
 the streaming GETs. It is blocking and thread safe, like the botocore client it stands in for,
 so it fits the store's worker threads. On a plain-HTTP endpoint a request can also be awaited
-on the trio thread (:meth:`FastPath.request_native`, :class:`http1.NativePool`): the same
+on the trio thread (:meth:`FastPath.request_native`, :class:`http1_trio.NativePool`): the same
 signing, retries and errors, without a worker thread (what ``unlink``'s DeleteObject uses).
 
 Where it applies (:func:`for_client` decides once; everything else stays on botocore):
@@ -68,7 +68,7 @@ from zonemount_contract.s3client import user_agent
 from zonemount_contract.s3list import Listed, parse_list
 from zonemount_contract.sigv4 import Signer, host_header, key_path, query_value
 
-from . import http1
+from . import http1, http1_trio
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 USER_AGENT = f"{user_agent()} fastpath"
@@ -249,7 +249,7 @@ class FastPath:
         self._native = (
             None
             if self.tls
-            else http1.NativePool(
+            else http1_trio.NativePool(
                 parts.hostname or "",
                 parts.port,
                 connect_timeout=connect_timeout,
@@ -311,7 +311,7 @@ class FastPath:
         self, operation: str, method: str, key: str, *, query: str = "", body: bytes = b""
     ) -> http1.Response:
         """:meth:`request` for an answer read whole, awaited on the trio thread (the same
-        signing, retries and errors; :class:`http1.NativePool` instead of a worker thread)."""
+        signing, retries and errors; :class:`http1_trio.NativePool` instead of a worker thread)."""
         pool = self._native
         assert pool is not None, "request_native needs a plain-HTTP endpoint (see native)"
         path, target, base_headers = self._prepare(key, query, None, body)

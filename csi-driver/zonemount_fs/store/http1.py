@@ -9,12 +9,9 @@ is read into memory with ``bytes`` operations.
 Scope: requests whose answers are read whole (HEAD, PUT, DELETE, CopyObject, LIST and the
 multipart calls). Streaming GETs stay on urllib3 (:meth:`.fastpath.FastPath.get`).
 
-Two pools speak it: :class:`Pool`, blocking and thread safe (the store's worker threads), and
-:class:`NativePool`, plain HTTP on non-blocking sockets driven from the trio thread itself
-(``await``: no worker thread per request). A request handed to a worker thread costs the
-thread hand-off both ways (a futex wake, the wake-up socket, the GIL changing hands twice),
-about as much CPU as the request, and ``rm -rf`` waits for one DeleteObject per file. Both
-pools write requests and parse answers with the same functions.
+Two pools speak it: :class:`Pool` here, blocking and thread safe (the store's worker threads),
+and :class:`.http1_trio.NativePool`, the same requests and answers awaited on the trio thread
+(a module of its own: ``zonemount cp`` imports this one and must not load trio).
 
 What it speaks: HTTP/1.1 over TCP or TLS (certificates verified against ``ca_certs``, host
 name checked, as urllib3 does), bodies framed by ``Content-Length``, ``chunked`` transfer
@@ -30,8 +27,6 @@ Invariants:
 * Every failure to get a complete answer raises :class:`HttpError` (an ``OSError``; the
   caller's retry policy decides), naming what went wrong but never the request's headers.
 * Thread safe: a connection serves one request at a time; the pool is guarded by a lock.
-* :class:`NativePool` is used from one trio thread only; a request cancelled or failed
-  mid-way closes its connection (its answer would otherwise be read as the next request's).
 """
 
 from __future__ import annotations
@@ -43,8 +38,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
-
-import trio
+from typing import TypeVar
 
 #: Largest status line plus headers accepted (S3 answers carry a few hundred bytes).
 MAX_HEAD = 256 * 1024
@@ -153,6 +147,9 @@ class _Connection:
         return data
 
 
+C = TypeVar("C", bound=_Connection)
+
+
 class Pool:
     """Persistent connections to one origin (``http`` or ``https``, host, port)."""
 
@@ -245,138 +242,7 @@ class Pool:
         return response
 
 
-class _Pending(Exception):
-    """A non-blocking read found no more data yet: wait until the socket is readable."""
-
-
-class _NativeConnection(_Connection):
-    """A non-blocking socket: reads never block; what an answer needs and has not arrived
-    yet raises :class:`_Pending`. ``raw`` keeps every byte of the answer under way, so
-    parsing starts again from it once more data has come."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock)
-        self.raw = bytearray()
-
-    def _receive(self) -> bytes:
-        try:
-            chunk = self.sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
-            raise _Pending from None
-        self.raw += chunk
-        self.buf += chunk
-        return chunk
-
-    def _fill(self) -> None:
-        if not self._receive():
-            raise HttpError("the server closed the connection before a complete answer")
-
-    def rest(self) -> bytes:
-        while self._receive():
-            pass
-        data = bytes(self.buf)
-        self.buf.clear()
-        return data
-
-
-class NativePool:
-    """Persistent plain-HTTP connections to one origin, driven from the trio thread.
-
-    Same wire behaviour as :class:`Pool` (requests, reuse rules, errors); only the waiting
-    differs: ``await`` on the socket instead of a blocked worker thread. ``connect_timeout``
-    bounds opening a connection, ``read_timeout`` each wait for more of an answer."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int | None,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        maxsize: int,
-    ) -> None:
-        self.host = host
-        self.port = port or 80
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.maxsize = maxsize
-        self._idle: list[_NativeConnection] = []
-        self.opened = 0
-        weakref.finalize(self, _close_all, self._idle)
-
-    def close(self) -> None:
-        _close_all(self._idle)
-
-    async def _take(self) -> _NativeConnection:
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.quiet():
-                return conn
-            conn.close()  # closed by the server while idle (or answered out of turn)
-        with trio.move_on_after(self.connect_timeout):
-            sock = await trio.to_thread.run_sync(  # once per connection: name lookup included
-                socket.create_connection,
-                (self.host, self.port),
-                self.connect_timeout,
-                abandon_on_cancel=True,
-            )
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setblocking(False)
-            self.opened += 1
-            return _NativeConnection(sock)
-        raise HttpError(f"timed out after {self.connect_timeout:g} s")
-
-    async def _wait(self, conn: _NativeConnection, readable: bool) -> None:
-        with trio.move_on_after(self.read_timeout):
-            if readable:
-                await trio.lowlevel.wait_readable(conn.sock)
-            else:
-                await trio.lowlevel.wait_writable(conn.sock)
-            return
-        raise HttpError(f"no answer within {self.read_timeout:g} s")
-
-    async def request(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
-    ) -> Response:
-        """:meth:`Pool.request`, awaited on the trio thread."""
-        data = memoryview(_request_head(method, target, headers, body) + (body or b""))
-        try:
-            conn = await self._take()
-        except (OSError, ValueError) as exc:
-            raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
-        try:
-            while data:
-                try:
-                    data = data[conn.sock.send(data) :]
-                except (BlockingIOError, InterruptedError):
-                    await self._wait(conn, readable=False)
-            while True:
-                await self._wait(conn, readable=True)
-                conn.buf = bytearray(conn.raw)
-                try:
-                    response, reusable = _read_response(conn, method)
-                except _Pending:
-                    continue
-                break
-        except HttpError:
-            conn.close()
-            raise
-        except (OSError, ValueError) as exc:
-            conn.close()
-            raise HttpError(f"{type(exc).__name__}: {exc}") from None
-        except BaseException:  # cancelled mid-way: the answer must not reach the next request
-            conn.close()
-            raise
-        conn.raw = conn.buf
-        if reusable and len(self._idle) < self.maxsize:
-            self._idle.append(conn)
-        else:
-            conn.close()
-        return response
-
-
-def _close_all(idle: list[_Connection] | list[_NativeConnection]) -> None:
+def _close_all(idle: list[C]) -> None:
     while idle:
         idle.pop().close()
 
