@@ -128,6 +128,9 @@ class Inode:
     listed_count: int = 0
     revalidations: int = 0
     relisting: trio.Event | None = None
+    # directories: object keys splitting the next full listing into ranges listed at once
+    # (:mod:`.store.ranged`), from the last full listing; empty when it was one page
+    list_splits: tuple[str, ...] = ()
     perm: int | None = None
     uid: int | None = None
     gid: int | None = None

@@ -41,7 +41,8 @@ from .context import IoContext
 from .errors import FsError
 from .inodes import Attr, Inode, InodeTable, Kind, valid_name
 from .meta import is_symlink_meta
-from .store.base import ObjectInfo, list_all
+from .store import ranged
+from .store.base import ListPage, ObjectInfo, list_all
 
 # A lookup miss in a directory listed in one page of at most this many entries lists the
 # directory (one request) and answers its siblings' misses from that (R-META-NEGATIVE-DIR).
@@ -56,6 +57,11 @@ LIST_PAGE_KEYS = 1000
 # A listing answered for the prefix a directory had before a rename is done again under the
 # new one, at most this many times.
 _RENAMED_RETRIES = 3
+
+
+# A full listing: objects by name, subdirectory names, where to split the next one.
+_Listed = tuple[dict[str, ObjectInfo], frozenset[str] | set[str], tuple[str, ...]]
+_NONE: _Listed = ({}, frozenset(), ())  # a local directory's: nothing (never mutated)
 
 
 @dataclass(eq=False)
@@ -109,7 +115,7 @@ class Listing:
         for _ in range(_RENAMED_RETRIES):
             dir_node = self.tree.inode(ino)
             listed_at, prefix = _now(), self.tree.dir_prefix(dir_node)
-            files, dirs = await self._list(dir_node) if not dir_node.local else ({}, set())
+            files, dirs, splits = await self._list(dir_node) if not dir_node.local else _NONE
             dir_node = self.tree.inode(ino)  # re-read after await
             if self.tree.dir_prefix(dir_node) == prefix:
                 break  # else renamed while listed: the answer is for its old prefix
@@ -120,6 +126,7 @@ class Listing:
         dir_node.large = len(files) + len(dirs) > RELIST_KEYS
         dir_node.listed_count = max(1, len(files) + len(dirs))
         dir_node.revalidations = 0
+        dir_node.list_splits = splits
         names: dict[str, int] = {}
         expiry = _now() + self.ctx.opts.metadata_ttl
         for name in sorted(dirs | files.keys()):
@@ -145,12 +152,27 @@ class Listing:
                 self.tree.detach(dir_node, child)
         return list(names.items())
 
-    async def _list(self, dir_node: Inode) -> tuple[dict[str, ObjectInfo], set[str]]:
-        """The directory's objects (by name) and subdirectories, from a full listing."""
+    async def _list(self, dir_node: Inode) -> _Listed:
+        """The directory's objects (by name) and subdirectories, from a full listing, and
+        where to split its next listing. A directory listed before is listed in ranges at
+        once, split where the last listing said (:mod:`.store.ranged`; general-purpose
+        buckets, whose listings are in key order)."""
         files: dict[str, ObjectInfo] = {}
         dirs: set[str] = set()
         prefix = self.tree.dir_prefix(dir_node)
-        page = await self.ctx.call(list_all, self.ctx.store, prefix, "/")
+        store = self.ctx.store
+        splits = dir_node.list_splits
+        if store.is_directory_bucket:
+            page = await self.ctx.call(list_all, store, prefix, "/")
+        elif splits and splits[0].startswith(prefix) and splits[-1].startswith(prefix):
+            call = self.ctx.call
+
+            async def fetch(start_after: str | None, token: str | None) -> ListPage:
+                return await call(store.list_page, prefix, "/", token, LIST_PAGE_KEYS, start_after)
+
+            page = await ranged.list_ranges(fetch, splits)
+        else:
+            page = await self.ctx.call(list_all, store, prefix, "/")
         for info in page.objects:
             name = info.key[len(prefix) :]
             if valid_name(name) and "/" not in name:
@@ -159,7 +181,8 @@ class Listing:
             name = sub[len(prefix) :].rstrip("/")
             if valid_name(name) and "/" not in name:
                 dirs.add(name)
-        return files, dirs
+        next_splits = () if store.is_directory_bucket else ranged.split_keys(page, LIST_PAGE_KEYS)
+        return files, dirs, next_splits
 
     def _kept(self, child: Inode, listed_at: float) -> bool:
         """Does an entry the listing did not show stay? Local ones, files being written,

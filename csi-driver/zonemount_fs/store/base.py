@@ -7,7 +7,8 @@ Invariants:
 * keys are full object keys (the mount prefix already applied);
 * ``list_page`` with ``delimiter="/"`` returns direct children only: objects in
   ``objects`` and sub-prefixes (ending in ``/``) in ``prefixes``; order is not promised
-  (directory buckets list unordered);
+  (directory buckets list unordered); general-purpose buckets list in key order, which
+  :mod:`.ranged` relies on to list ranges of a directory in parallel;
 * ``get_range(key, start, end)`` returns bytes ``[start, end)``, shorter only at the end of
   the object; with ``etag`` set it fails with PreconditionFailed if the object changed.
 """
@@ -58,8 +59,17 @@ class ObjectStore(Protocol):
     def head(self, key: str) -> ObjectInfo: ...
 
     def list_page(
-        self, prefix: str, delimiter: str | None, token: str | None, max_keys: int = 1000
-    ) -> ListPage: ...
+        self,
+        prefix: str,
+        delimiter: str | None,
+        token: str | None,
+        max_keys: int = 1000,
+        start_after: str | None = None,
+    ) -> ListPage:
+        """One ListObjectsV2 page; ``start_after`` (a key; ignored with ``token``) starts it
+        after that key (general-purpose buckets; see :mod:`.ranged` for what servers do
+        with a common prefix at that point)."""
+        ...
 
     def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes: ...
 

@@ -462,7 +462,12 @@ class FastPath:
         return self.request("GetObject", "GET", key, headers=headers, stream=True)
 
     def list_page(
-        self, prefix: str, delimiter: str | None, token: str | None, max_keys: int
+        self,
+        prefix: str,
+        delimiter: str | None,
+        token: str | None,
+        max_keys: int,
+        start_after: str | None = None,
     ) -> Listed:
         params = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", str(max_keys))]
         params.append(("prefix", prefix))
@@ -470,6 +475,8 @@ class FastPath:
             params.append(("delimiter", delimiter))
         if token:
             params.append(("continuation-token", token))
+        if start_after:
+            params.append(("start-after", start_after))
         query = "&".join(f"{k}={query_value(v)}" for k, v in params)
         resp = self.request("ListObjectsV2", "GET", "", query=query)
         return parse_list(resp.data)

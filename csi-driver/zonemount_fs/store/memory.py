@@ -84,15 +84,25 @@ class MemoryStore:
             return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))
 
     def list_page(
-        self, prefix: str, delimiter: str | None, token: str | None, max_keys: int = 1000
+        self,
+        prefix: str,
+        delimiter: str | None,
+        token: str | None,
+        max_keys: int = 1000,
+        start_after: str | None = None,
     ) -> ListPage:
+        """As S3 (general-purpose): entries in key order, a common prefix in the place of
+        its first key; ``start_after`` keeps the keys after it (then rolls up, so a common
+        prefix with keys after it is listed again); the token is the page's last entry, so
+        the next page starts after it (and after every key under a common prefix)."""
         self._count("list")
         with self._lock:
             self.check_bucket(prefix)
             entries: list[tuple[str, ObjectInfo | None]] = []
             seen: set[str] = set()
+            after = start_after if token is None else None
             for key in sorted(self._objects):
-                if not key.startswith(prefix):
+                if not key.startswith(prefix) or (after is not None and key <= after):
                     continue
                 rest = key[len(prefix) :]
                 if delimiter and delimiter in rest:
@@ -103,13 +113,14 @@ class MemoryStore:
                     continue
                 obj = self._objects[key]
                 entries.append((key, ObjectInfo(key, len(obj.data), obj.etag, obj.mtime)))
-        start = int(token) if token else 0
-        chunk = entries[start : start + max_keys]
-        more = start + max_keys < len(entries)
+        if token is not None:
+            entries = [entry for entry in entries if entry[0] > token]
+        chunk = entries[:max_keys]
+        more = len(entries) > max_keys
         return ListPage(
             [info for _, info in chunk if info is not None],
             [name for name, info in chunk if info is None],
-            str(start + max_keys) if more else None,
+            chunk[-1][0] if more else None,
         )
 
     def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:

@@ -313,13 +313,26 @@ class S3Store:
         return _info(key, resp)
 
     def list_page(
-        self, prefix: str, delimiter: str | None, token: str | None, max_keys: int = 1000
+        self,
+        prefix: str,
+        delimiter: str | None,
+        token: str | None,
+        max_keys: int = 1000,
+        start_after: str | None = None,
     ) -> ListPage:
+        after = start_after if token is None else None
         fast = self._fast
         if fast is not None:
             with contextlib.suppress(fastpath.Redirected):
                 listed = self._fast_call(
-                    "ListObjectsV2", prefix, fast.list_page, prefix, delimiter, token, max_keys
+                    "ListObjectsV2",
+                    prefix,
+                    fast.list_page,
+                    prefix,
+                    delimiter,
+                    token,
+                    max_keys,
+                    after,
                 )
                 # each distinct time parsed once: keys written together share their second
                 times = {m for _, _, _, m, _ in listed.objects if m}
@@ -338,6 +351,8 @@ class S3Store:
             kwargs["Delimiter"] = delimiter
         if token:
             kwargs["ContinuationToken"] = token
+        elif after:
+            kwargs["StartAfter"] = after
         resp = self._call("ListObjectsV2", prefix, self._client.list_objects_v2, **kwargs)
         objects = [
             ObjectInfo(
