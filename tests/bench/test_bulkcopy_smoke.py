@@ -26,4 +26,4 @@ def test_bulkcopy_grid_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             assert cell["server_cpu"] > 0  # the server answered every request
         assert got[("zonemount", f"{direction} re-run")]["status"] == "ok"
     text = capsys.readouterr().out
-    assert "| small | local-s3 | s5cmd |" in text and "vs s5cmd" in text
+    assert "| small | local-s3 | s5cmd | 1 |" in text and "| ratio median | ratio best |" in text
