@@ -197,7 +197,11 @@ class Filesystem:
             # something made here, being written, or known to exist within the metadata
             # TTL (Hadoop's fullyDelete tries rmdir on every directory before emptying it)
             raise FsError(errno.ENOTEMPTY)
-        if not node.local:
+        if not node.local and self._known_empty(node, now):
+            # listed in full within the negative TTL and emptied here since (``rm -rf``
+            # lists each directory before emptying it): its marker goes, if it has one
+            await self._store(self.store.delete, self.tree.dir_prefix(node))
+        elif not node.local:
             prefix = self.tree.dir_prefix(node)
             page = await self._store(self.store.list_page, prefix, "/", None, 2)
             others = [o for o in page.objects if o.key != prefix] + page.prefixes
@@ -218,6 +222,19 @@ class Filesystem:
         parent.emptied = True  # R-DIR-EMPTIED-STAYS
         self.tree.touch_dir(parent)
         self.tree.note_absent(parent, name)
+
+    def _known_empty(self, node: Inode, now: float) -> bool:
+        """R-DIR-RMDIR without a LIST: the directory was listed in full within the negative
+        TTL (``complete_until``: every name under it is in the tree, as a lookup miss there
+        trusts - R-META-NEGATIVE-DIR), nothing is left of what it showed, and no operation
+        of this mount is writing keys under it (a rename into it, a create). Only with
+        ``--allow-delete``: its ``dir/`` marker, if any, is deleted without looking."""
+        return (
+            self.opts.allow_delete
+            and node.complete_until > now
+            and not node.children
+            and not self.moves.changing_at_or_below(node.ino)
+        )
 
     # -- files -------------------------------------------------------------------------
     async def create(

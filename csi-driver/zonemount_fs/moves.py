@@ -91,6 +91,10 @@ class Moves:
         """Is a rename re-keying ``ino`` or a directory above it now?"""
         return self._moving_above((ino,)) is not None
 
+    def changing_at_or_below(self, ino: int) -> bool:
+        """Is an operation writing keys at or below ``ino`` under way now?"""
+        return bool(self._changing) and self._changing_below((ino,))
+
     def changing(self, *inos: int) -> _Changing:
         """Hold an operation that writes keys under ``inos`` (directories it writes in, or
         the file it gives a writer) until no rename re-keys them, and keep renames of

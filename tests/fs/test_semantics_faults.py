@@ -347,6 +347,48 @@ def test_unlink_returns_once_its_delete_is_done_within_the_deadline(
         proxy.close()
 
 
+def test_rmdir_of_a_directory_listed_and_emptied_here_sends_no_list(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-DIR-RMDIR: ``rm -rf`` lists each directory, unlinks what it showed, then removes
+    it: that rmdir deletes the ``dir/`` marker without a LIST (the listing is complete for
+    the negative TTL, as lookup misses trust). Once that knowledge has expired rmdir asks S3
+    again, and an object another client wrote meanwhile makes it ENOTEMPTY; within it, that
+    object is not lost: the directory shows again at the next listing."""
+    for key in ("d/", "d/a", "d/b", "e/x", "f/x"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"" if key.endswith("/") else b"x")
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket,
+            "--allow-delete",
+            "--negative-metadata-ttl",
+            "2",
+            "--endpoint-url",
+            proxy.endpoint,
+        )
+        for name in ("d", "e", "f"):
+            for entry in os.listdir(mnt / name):
+                os.unlink(mnt / name / entry)
+        no_list = proxy.add(Rule("GET", "max-keys=2", "status", status=403, code="AccessDenied"))
+        os.rmdir(mnt / "d")
+        assert no_list.hits == 0 and keys(s3, bucket) == []  # the marker d/ too
+        s3.put_object(Bucket=bucket, Key="f/theirs", Body=b"t")  # another client, within the TTL
+        os.rmdir(mnt / "f")
+        assert no_list.hits == 0
+        proxy.clear()
+        s3.put_object(Bucket=bucket, Key="e/theirs", Body=b"t")
+        time.sleep(2.5)  # the listing's knowledge has expired: rmdir asks S3
+        with pytest.raises(OSError) as info:
+            os.rmdir(mnt / "e")
+        assert info.value.errno == errno.ENOTEMPTY
+        assert sorted(keys(s3, bucket)) == ["e/theirs", "f/theirs"]
+        assert sorted(os.listdir(mnt)) == ["e", "f"]  # f shows again: S3 has f/theirs
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
 def test_r_err_killed_caller_returns(
     mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
 ) -> None:
