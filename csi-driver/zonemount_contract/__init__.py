@@ -12,8 +12,13 @@ CreateVolume -> NodePublishVolume -> ``zonemount mount`` argv to keep them agree
   allow-list and the operator's typed options are made from it; rules across options.
 * :mod:`.aws_errors` - the one classifier of AWS errors (throttled, transient, denied, missing).
 * :mod:`.cli` - the one argparse parser of every ``zonemount`` subcommand (bad input: one line).
+* :mod:`.s3client` - the one botocore client factory; :mod:`.sigv4`, :mod:`.s3list` and
+  :mod:`.http1` - the lean S3 paths' one signer, ListObjectsV2 reader and HTTP/1.1 client (the
+  FUSE client's fast path and the copy engine's).
 
-Invariants: standard library only, no I/O, no imports from the three parts (every part may
+Invariants: standard library only (botocore imported inside :mod:`.s3client`'s factory), no
+I/O on import or in any rule: :mod:`.http1`'s pools are the one place that talks to the network,
+and only when a caller sends a request. No imports from the three parts (every part may
 import this package; it imports none of them). Validators return plain values or raise
 :class:`ValueError` subclasses; each part turns them into its own error type.
 """

@@ -5,7 +5,7 @@ Why: a botocore API call costs ~2 ms of CPU (endpoint rules, events, validation,
 lean paths' one SigV4 signer (:class:`zonemount_contract.sigv4.Signer`, botocore's
 ``S3SigV4Auth`` computation byte for byte with the signing key cached per day; credentials come
 from a botocore credential object, so refreshable credentials are refreshed by botocore) and
-sent with the FUSE client's minimal HTTP/1.1 client (:mod:`zonemount_fs.store.http1`: one
+sent with the lean paths' one minimal HTTP/1.1 client (:mod:`zonemount_contract.http1`: one
 ``sendall``, the answer parsed with ``bytes`` operations, persistent connections). Blocking and
 thread safe: the engine's ``concurrency`` copy threads call it (the socket waits release the
 GIL). Measured against the aiohttp event loop it replaces (5,000 x 16 KiB CopyObject on
@@ -24,7 +24,7 @@ proven there) and S3 Express directory buckets (CreateSession credentials).
 Errors: a non-2xx answer raises ``botocore.exceptions.ClientError`` with the same
 ``Error.Code``/``Message``/``HTTPStatusCode`` shape botocore produces, so the engine's retry
 and reporting rules are the same for both paths; transport failures raise
-:class:`zonemount_fs.store.http1.HttpError` (an ``OSError``: connect, reset, timeout, a
+:class:`zonemount_contract.http1.HttpError` (an ``OSError``: connect, reset, timeout, a
 malformed answer). Retrying is the engine's (per object, with backoff): nothing is retried here.
 """
 
@@ -41,10 +41,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.exceptions
+from zonemount_contract.http1 import Pool
 from zonemount_contract.s3client import user_agent
 from zonemount_contract.s3list import parse_list
 from zonemount_contract.sigv4 import Signer, host_header, key_path, query_value
-from zonemount_fs.store.http1 import Pool
 
 from zonemount_operator.names import parse_directory_bucket
 

@@ -1,4 +1,4 @@
-"""The fast path's HTTP/1.1 client (zonemount_fs.store.http1) against scripted servers on
+"""The fast path's HTTP/1.1 client (zonemount_contract.http1) against scripted servers on
 loopback (plain TCP and TLS with a throwaway certificate), and against a real S3 server
 through the store: framing, connection reuse, closed and stale connections, failures."""
 
@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import trio
-from zonemount_fs.store import http1, http1_trio
+from zonemount_contract import http1
+from zonemount_fs.store import http1_trio
 from zonemount_fs.store.s3 import S3Settings, S3Store
 
 #: What the server answers to one request: raw bytes, and whether to close afterwards.

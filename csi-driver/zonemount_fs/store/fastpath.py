@@ -63,12 +63,13 @@ import botocore.utils
 import trio
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from zonemount_contract import http1
 from zonemount_contract.aws_errors import ErrorClass, classify
 from zonemount_contract.s3client import user_agent
 from zonemount_contract.s3list import Listed, parse_list
 from zonemount_contract.sigv4 import Signer, host_header, key_path, query_value
 
-from . import http1, http1_trio
+from . import http1_trio
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 USER_AGENT = f"{user_agent()} fastpath"

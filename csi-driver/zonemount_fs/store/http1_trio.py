@@ -1,12 +1,15 @@
-"""The HTTP/1.1 client of :mod:`.http1` awaited on the trio thread: :class:`NativePool`.
+"""The HTTP/1.1 client of :mod:`zonemount_contract.http1` awaited on the trio thread:
+:class:`NativePool`.
 
 Why: a store call handed to a worker thread costs the hand-off both ways (a futex wake, the
 wake-up socket, the GIL changing hands twice), about as much CPU as the request itself, and
 ``rm -rf`` waits for one DeleteObject per file. Here a request is sent on a non-blocking socket
 and its answer awaited with ``trio.lowlevel.wait_readable``; requests are written and answers
-parsed by :mod:`.http1`'s functions, so both pools speak exactly the same HTTP.
+parsed by :mod:`zonemount_contract.http1`'s functions, so both pools speak exactly the same
+HTTP.
 
-Scope: plain HTTP only (in-cluster and local endpoints); TLS stays on :class:`.http1.Pool`.
+Scope: plain HTTP only (in-cluster and local endpoints); TLS stays on the blocking
+:class:`zonemount_contract.http1.Pool`.
 
 Invariants:
 
@@ -14,8 +17,9 @@ Invariants:
 * A connection goes back to the pool only after a complete answer that did not ask to close
   it; a request that failed or was cancelled mid-way (its caller's deadline) closes its
   connection - its late answer would otherwise be read as the next request's.
-* Every failure to get a complete answer raises :class:`.http1.HttpError`, as the blocking
-  pool does; ``connect_timeout`` bounds opening a connection, ``read_timeout`` each wait.
+* Every failure to get a complete answer raises :class:`zonemount_contract.http1.HttpError`,
+  as the blocking pool does; ``connect_timeout`` bounds opening a connection,
+  ``read_timeout`` each wait.
 """
 
 from __future__ import annotations
@@ -25,8 +29,7 @@ import weakref
 from collections.abc import Mapping
 
 import trio
-
-from .http1 import (
+from zonemount_contract.http1 import (
     _RECV,
     HttpError,
     Response,
@@ -74,9 +77,10 @@ class _NativeConnection(_Connection):
 class NativePool:
     """Persistent plain-HTTP connections to one origin, driven from the trio thread.
 
-    Same wire behaviour as :class:`.http1.Pool` (requests, reuse rules, errors); only the waiting
-    differs: ``await`` on the socket instead of a blocked worker thread. ``connect_timeout``
-    bounds opening a connection, ``read_timeout`` each wait for more of an answer."""
+    Same wire behaviour as :class:`zonemount_contract.http1.Pool` (requests, reuse rules,
+    errors); only the waiting differs: ``await`` on the socket instead of a blocked worker
+    thread. ``connect_timeout`` bounds opening a connection, ``read_timeout`` each wait for
+    more of an answer."""
 
     def __init__(
         self,
@@ -131,7 +135,7 @@ class NativePool:
     async def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
     ) -> Response:
-        """:meth:`.http1.Pool.request`, awaited on the trio thread."""
+        """:meth:`zonemount_contract.http1.Pool.request`, awaited on the trio thread."""
         data = memoryview(_request_head(method, target, headers, body) + (body or b""))
         try:
             conn = await self._take()

@@ -1,4 +1,9 @@
-"""A minimal blocking HTTP/1.1 client for the fast path's small requests (:mod:`.fastpath`).
+"""The minimal blocking HTTP/1.1 client of zonemount's lean S3 paths.
+
+Two parts send their small requests with :class:`Pool`: the FUSE client's fast path
+(:mod:`zonemount_fs.store.fastpath`) and the bulk copy engine's (:mod:`zonemount_operator.fasts3`),
+so the operator does not import the FUSE package for it. It lives in the contract package as
+the one copy both import: standard library only, and no I/O until a pool is asked for a request.
 
 Why: a request through urllib3 and ``http.client`` costs about 0.3 ms of CPU on its own
 (response objects, header parsing through the ``email`` package, pool bookkeeping), as much
@@ -7,11 +12,13 @@ file. Here a request is one ``sendall`` of the request line, headers and body, a
 is read into memory with ``bytes`` operations.
 
 Scope: requests whose answers are read whole (HEAD, PUT, DELETE, CopyObject, LIST and the
-multipart calls). Streaming GETs stay on urllib3 (:meth:`.fastpath.FastPath.get`).
+multipart calls). Streaming GETs stay on urllib3 (the fast path) or ``http.client`` (the copy
+engine).
 
-Two pools speak it: :class:`Pool` here, blocking and thread safe (the store's worker threads),
-and :class:`.http1_trio.NativePool`, the same requests and answers awaited on the trio thread
-(a module of its own: ``zonemount cp`` imports this one and must not load trio).
+Two pools speak it: :class:`Pool` here, blocking and thread safe (the store's worker threads,
+the copy threads), and :class:`zonemount_fs.store.http1_trio.NativePool`, the same requests and
+answers awaited on the FUSE client's trio thread (in the FUSE package: ``zonemount cp`` imports
+this module and must not load trio).
 
 What it speaks: HTTP/1.1 over TCP or TLS (certificates verified against ``ca_certs``, host
 name checked, as urllib3 does), bodies framed by ``Content-Length``, ``chunked`` transfer
