@@ -165,6 +165,9 @@ class IoContext:
         kind = "data" if data else "metadata"
         limiter = self.limiter if data else self.meta_limiter
         deadline = self.opts.data_deadline if data else self.opts.request_deadline
+        native = self._native(fn)
+        if native is not None:
+            return await self._run_native(fn, native, args, kind, limiter, deadline)
         health = self.health
 
         def call() -> T:
@@ -174,22 +177,51 @@ class IoContext:
             finally:
                 health.ended()
 
-        native = self._native(fn)
         with trio.move_on_after(deadline):
             try:
-                if native is not None:
-                    async with limiter:
-                        result: T = await native(*args)
-                else:
-                    result = await trio.to_thread.run_sync(
-                        call, limiter=limiter, abandon_on_cancel=True
-                    )
+                result = await trio.to_thread.run_sync(
+                    call, limiter=limiter, abandon_on_cancel=True
+                )
             except StoreUnavailable:  # timed out or unreachable after botocore's retries
                 health.missed(kind)
                 raise
             except StoreError:
                 health.answered(kind)  # S3 answered (with an error)
                 raise
+            health.answered(kind)
+            return result
+        health.missed(kind)
+        name = getattr(fn, "__name__", "S3 call")
+        raise StoreUnavailable(f"{name}: no answer from S3 within {deadline:g} s")
+
+    async def _run_native(
+        self,
+        fn: Callable[..., T],
+        native: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kind: str,
+        limiter: trio.CapacityLimiter,
+        deadline: float,
+    ) -> T:
+        """:meth:`run` of a call awaited on the trio thread: the same limiter, deadline and
+        health accounting, without a worker thread."""
+        health = self.health
+        borrower = object()  # a token per call, as trio.to_thread takes one
+        with trio.move_on_after(deadline):
+            try:  # a free token without the two scheduler rounds of ``async with limiter``
+                limiter.acquire_on_behalf_of_nowait(borrower)
+            except trio.WouldBlock:
+                await limiter.acquire_on_behalf_of(borrower)
+            try:
+                result = await native(*args)
+            except StoreUnavailable:  # unreachable after the store's own retries
+                health.missed(kind)
+                raise
+            except StoreError:
+                health.answered(kind)  # S3 answered (with an error)
+                raise
+            finally:
+                limiter.release_on_behalf_of(borrower)
             health.answered(kind)
             return result
         health.missed(kind)

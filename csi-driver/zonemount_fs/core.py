@@ -141,6 +141,10 @@ class Filesystem:
     async def getattr(self, ino: int, *, revalidate: bool = False) -> Attr:
         return await self.resolver.getattr(ino, revalidate=revalidate)
 
+    def getattr_now(self, ino: int) -> Attr | None:
+        """:meth:`getattr` when it needs no request (the current attributes), else None."""
+        return self.resolver.attr_now(ino)
+
     # -- directories -------------------------------------------------------------------
     async def opendir(self, ino: int) -> int:
         return await self.listing.opendir(ino)

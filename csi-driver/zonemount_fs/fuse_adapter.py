@@ -177,7 +177,10 @@ class ZonemountOperations(pyfuse3.Operations):
 
     @_op("getattr")
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return _entry(await self._killable.run(ctx, self.fs.getattr(inode)))
+        attr = self.fs.getattr_now(inode)  # current: no request, nothing to give up on
+        if attr is None:
+            attr = await self._killable.run(ctx, self.fs.getattr(inode))
+        return _entry(attr)
 
     @_op("setattr")
     async def setattr(

@@ -230,6 +230,19 @@ class Resolver:
             raise FsError(err.errno, str(err))
         return None
 
+    def attr_now(self, ino: int) -> Attr | None:
+        """:meth:`getattr`'s answer when it needs neither a request nor a wait (the inode's
+        attributes are current: the root, a local inode, a file being written, attributes
+        within their TTL); None when :meth:`getattr` must run. The kernel asks for the
+        directory's attributes before every unlink in it (``default_permissions``: each
+        unlink invalidates them), so ``rm -rf`` sends one such getattr per file."""
+        node = self.tree.inodes.get(ino)
+        if node is None or node.detached:
+            return None
+        if node.ino == ROOT_INO or node.local or node.writer is not None or node.expiry > _now():
+            return self.tree.attr(node)
+        return None
+
     async def getattr(self, ino: int, *, revalidate: bool = False) -> Attr:
         """The inode's attributes; asks S3 again once they expired (or ``revalidate``).
 

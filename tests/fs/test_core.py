@@ -749,3 +749,26 @@ def test_directory_nlink_is_kept_without_a_scan() -> None:
             _subdir_counts_hold(fs)
 
     run(store, body)
+
+
+def test_getattr_now_answers_only_what_needs_no_request() -> None:
+    """The FUSE getattr the kernel sends before each unlink is answered from the tree when
+    the attributes are current (no request, no kill watch); expired or unlinked ones go the
+    full way (a HEAD, or ESTALE), exactly as getattr answers them."""
+    store = MemoryStore()
+    store.put("d/f", b"x", {})
+
+    async def body(fs: Filesystem) -> None:
+        d = await fs.lookup(ROOT_INO, "d")
+        f = await fs.lookup(d.ino, "f")
+        assert fs.getattr_now(ROOT_INO) is not None
+        assert fs.getattr_now(d.ino) == await fs.getattr(d.ino)
+        fs.inode(f.ino).expiry = 0.0  # expired: S3 is asked again
+        assert fs.getattr_now(f.ino) is None
+        assert (await fs.getattr(f.ino)).size == 1
+        await fs.unlink(d.ino, "f")
+        assert fs.getattr_now(f.ino) is None  # detached: getattr says ESTALE
+        assert await errno_of(fs.getattr(f.ino)) == errno.ESTALE
+        assert fs.getattr_now(123456) is None
+
+    run(store, body, metadata_ttl=60.0)
