@@ -205,11 +205,10 @@ class Renamer:
         if errors:
             await self._roll_back(copied)
             raise errors[0]
-        if self.ctx.store.is_directory_bucket:
-            return  # renamed, nothing left to delete
-        errors = await self._delete_all(objects)
-        if errors:
-            raise errors[0]
+        if not self.ctx.store.is_directory_bucket:  # else renamed: nothing left to delete
+            errors = await self._delete_all(objects)
+            if errors:
+                raise errors[0]
         await self._drop_folders(src_prefix, objects)
 
     async def _copy_all(

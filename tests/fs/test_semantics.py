@@ -499,14 +499,28 @@ def test_rmtree_after_a_job_commit_removes_every_directory(mount_rw) -> None:
     assert sorted(os.listdir(out / "day=0")) == ["part-0", "part-1", "part-2"]
 
 
-def test_rename_dir_leaves_no_folder_behind(seaweed_server, tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["general-purpose", "directory"])
+def test_rename_dir_leaves_no_folder_behind(seaweed_server, tmp_path, kind: str) -> None:
     """SeaweedFS keeps a directory whose objects were deleted as a folder that listings show:
     a directory renamed by copy + delete showed under both names (old code: ``ls`` listed
     ``attempt`` beside ``task``, and Spark's cleanup then listed and rmdir'ed every such
     folder of every task attempt). The rename deletes those folders; an AWS-like server
-    (moto, below) gets no extra DELETE."""
-    name = f"zm-{os.urandom(6).hex()}"
-    seaweed = seaweed_server.client()
+    (moto, below) gets no extra DELETE. On a directory bucket too, where a server without
+    RenameObject moves each object by copy + delete (they were left there: once rmdir
+    trusted a directory listed in full, Spark's cleanup of ``_temporary`` left it showing)."""
+    import boto3
+    from botocore.config import Config
+    from zonemount_cli.servers import ACCESS_KEY, SECRET_KEY
+
+    name = f"zm-{os.urandom(6).hex()}" + ("--use1-az4--x-s3" if kind == "directory" else "")
+    seaweed: Any = boto3.client(  # directory-bucket names without CreateSession
+        "s3",
+        endpoint_url=seaweed_server.endpoint,
+        region_name=seaweed_server.region,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(s3={"addressing_style": "path", "disable_s3_express_session_auth": True}),
+    )
     seaweed.create_bucket(Bucket=name)
     mounter = Mounter(seaweed_server, tmp_path)
     try:
