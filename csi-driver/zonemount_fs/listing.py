@@ -54,6 +54,11 @@ RELIST_KEYS = 64
 # TTL). A smaller directory is listed again at the first expired entry (one request).
 RELIST_AFTER = 16
 LIST_PAGE_KEYS = 1000
+# Ranges of a relisted directory fetched at once (:mod:`.store.ranged`). Measured on 2 shared
+# cores: with 20 ms per request (S3-like) 4 at once took 0.60x the sequential listing's wall
+# time and all at once 0.68x; on loopback with the CPU saturated, 4 were even (1.02x) and all
+# at once 1.19x (more pages parsed side by side than cores).
+RANGES_AT_ONCE = 4
 # A listing answered for the prefix a directory had before a rename is done again under the
 # new one, at most this many times.
 _RENAMED_RETRIES = 3
@@ -170,7 +175,7 @@ class Listing:
             async def fetch(start_after: str | None, token: str | None) -> ListPage:
                 return await call(store.list_page, prefix, "/", token, LIST_PAGE_KEYS, start_after)
 
-            page = await ranged.list_ranges(fetch, splits)
+            page = await ranged.list_ranges(fetch, splits, parallel=RANGES_AT_ONCE)
         else:
             page = await self.ctx.call(list_all, store, prefix, "/")
         for info in page.objects:

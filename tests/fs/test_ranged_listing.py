@@ -13,6 +13,7 @@ uses the ranges and costs the requests a sequential listing costs.
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from zonemount_cli.servers import LocalS3
 from zonemount_fs.core import ROOT_INO, Filesystem
+from zonemount_fs.errors import ObjectNotFound
 from zonemount_fs.options import MountOptions
 from zonemount_fs.store import ranged
 from zonemount_fs.store.base import ListPage, ObjectStore
@@ -266,3 +268,56 @@ def test_relist_of_a_large_directory_lists_ranges_at_once() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+@pytest.mark.unit
+def test_at_most_parallel_ranges_at_once_and_an_error_is_raised() -> None:
+    store = MemoryStore()
+    for i in range(40):
+        store.put(f"{PREFIX}{i:03d}", b"", {})
+    first, _ = sequential(store, 4)
+    splits = ranged.split_keys(first, 4)
+    running = most = 0
+
+    async def fetch(start_after: str | None, token: str | None) -> ListPage:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await trio.sleep(0.01)
+        running -= 1
+        return store.list_page(PREFIX, "/", token, 4, start_after)
+
+    page = trio.run(partial(ranged.list_ranges, fetch, splits, parallel=3))
+    assert len(splits) == 9 and most == 3 and same(page, first)
+
+    async def failing(start_after: str | None, token: str | None) -> ListPage:
+        if start_after == splits[4]:
+            raise ObjectNotFound("boom")
+        await trio.sleep(0.01)
+        return store.list_page(PREFIX, "/", token, 4, start_after)
+
+    with pytest.raises(ObjectNotFound, match="boom"):
+        trio.run(ranged.list_ranges, failing, splits)
+
+
+@pytest.mark.integration
+def test_native_list_page_is_list_page_on_the_trio_thread(
+    seaweed_server: LocalS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3Store's ListObjectsV2 twin awaited on the trio thread (what a relist's ranges use)
+    answers as list_page does: start-after, tokens, prefixes, LastModified."""
+    store = seaweed_store(seaweed_server, monkeypatch)
+    prefix = f"{uuid.uuid4().hex[:8]}/d/"
+    for name in ("a", "b", "c-x", "c/x", "d"):
+        store.put(prefix + name, b"1", {})
+    native = store.native(store.list_page)  # type: ignore[attr-defined]
+    assert native is not None
+    for args in [(None, 2, None), (None, 2, prefix + "a"), (None, 1000, prefix + "c-x")]:
+        token, keys, after = args
+        want = store.list_page(prefix, "/", token, keys, after)
+        got = trio.run(native, prefix, "/", token, keys, after)
+        assert got == want
+        if want.next_token:
+            assert trio.run(native, prefix, "/", want.next_token, keys) == store.list_page(
+                prefix, "/", want.next_token, keys
+            )

@@ -470,17 +470,36 @@ class FastPath:
         max_keys: int,
         start_after: str | None = None,
     ) -> Listed:
-        params = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", str(max_keys))]
-        params.append(("prefix", prefix))
-        if delimiter:
-            params.append(("delimiter", delimiter))
-        if token:
-            params.append(("continuation-token", token))
-        if start_after:
-            params.append(("start-after", start_after))
-        query = "&".join(f"{k}={query_value(v)}" for k, v in params)
+        query = _list_query(prefix, delimiter, token, max_keys, start_after)
         resp = self.request("ListObjectsV2", "GET", "", query=query)
         return parse_list(resp.data)
+
+    async def list_page_native(
+        self,
+        prefix: str,
+        delimiter: str | None,
+        token: str | None,
+        max_keys: int,
+        start_after: str | None = None,
+    ) -> Listed:
+        """:meth:`list_page` awaited on the trio thread (only where :attr:`native`)."""
+        query = _list_query(prefix, delimiter, token, max_keys, start_after)
+        resp = await self.request_native("ListObjectsV2", "GET", "", query=query)
+        return parse_list(resp.data)
+
+
+def _list_query(
+    prefix: str, delimiter: str | None, token: str | None, max_keys: int, start_after: str | None
+) -> str:
+    params = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", str(max_keys))]
+    params.append(("prefix", prefix))
+    if delimiter:
+        params.append(("delimiter", delimiter))
+    if token:
+        params.append(("continuation-token", token))
+    if start_after:
+        params.append(("start-after", start_after))
+    return "&".join(f"{k}={query_value(v)}" for k, v in params)
 
 
 def read_piece(resp: Any, size: int) -> bytes:

@@ -73,20 +73,25 @@ def _nearest_object(entries: list[str], objects: set[str], target: int, low: int
     return None
 
 
-async def list_ranges(fetch: Fetch, splits: Sequence[str], delimiter: str = "/") -> ListPage:
-    """List the directory in ``len(splits) + 1`` ranges at once and stitch them (see the
-    module docstring); the first error of any page is raised (the others are cancelled)."""
+async def list_ranges(
+    fetch: Fetch, splits: Sequence[str], delimiter: str = "/", parallel: int = 0
+) -> ListPage:
+    """List the directory in ``len(splits) + 1`` ranges at once (at most ``parallel`` at a
+    time if given) and stitch them (see the module docstring); the first error of any page
+    is raised (the others are cancelled)."""
+    limiter = trio.CapacityLimiter(parallel or len(splits) + 1)
     bounds = list(zip([None, *splits], [*splits, None], strict=True))
     results: list[tuple[list[ObjectInfo], list[str]]] = [([], [])] * len(bounds)
     errors: list[Exception] = []
 
     async def one(index: int, lo: str | None, hi: str | None, cancel: trio.CancelScope) -> None:
         try:
-            page = await fetch(lo, None)
-            pages = [page]
-            while page.next_token is not None and (hi is None or not _reaches(page, hi)):
-                page = await fetch(None, page.next_token)
-                pages.append(page)
+            async with limiter:
+                page = await fetch(lo, None)
+                pages = [page]
+                while page.next_token is not None and (hi is None or not _reaches(page, hi)):
+                    page = await fetch(None, page.next_token)
+                    pages.append(page)
         except Exception as exc:  # re-raised below, once the siblings stopped
             errors.append(exc)
             cancel.cancel()
