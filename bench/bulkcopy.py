@@ -2,7 +2,8 @@
 
 One run, one server, the same data: for each data set (``--small N`` objects of 16 KiB and
 ``--large N`` objects of 6.26 MB) and each direction (S3 -> S3, local -> S3, S3 -> local),
-every tool copies into a fresh destination, alternating, ``--rounds`` times; then
+every tool copies into a fresh destination, alternating (each round starting with the next
+tool, so none always runs first after the previous round's clean-up), ``--rounds`` times; then
 ``zonemount sync`` runs again over its own up-to-date destination (the re-run). Each copy is a
 child process measured with ``wait4``: wall time, CPU (user + system) and peak RSS.
 ``--baseline DIR`` adds a column for another checkout of zonemount (e.g. a ``git worktree`` of
@@ -205,7 +206,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     kept: dict[str, tuple[str, str]] = {}
                     for round_no in range(args.rounds):
                         last = round_no == args.rounds - 1
-                        for tool in tools.names():
+                        names = tools.names()  # each round starts with the next tool:
+                        shift = round_no % len(names)  # no tool always follows the same one
+                        for tool in names[shift:] + names[:shift]:
                             cell, src, dst = one_copy(
                                 tools, client, work, tool, dataset, direction, count, size, local,
                                 args.timeout,
