@@ -283,6 +283,22 @@ class S3Store:
             self._errors.labels(op=op, code=error.code or type(error).__name__).inc()
             raise error from None
 
+    async def _fast_native(
+        self, op: str, key: str, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """:meth:`_fast_call` for a fast-path coroutine awaited on the trio thread."""
+        self._count(op)
+        try:
+            return await fn(*args)
+        except fastpath.Redirected:
+            log.info("%s: the bucket answered with a redirect; using botocore from now on", op)
+            self._fast = None
+            raise
+        except Exception as exc:
+            error = _translate(op, key, exc)
+            self._errors.labels(op=op, code=error.code or type(error).__name__).inc()
+            raise error from None
+
     def _put_headers(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
         """The fast path's PutObject/CopyObject headers (as botocore serializes _put_args)."""
         headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
@@ -654,20 +670,19 @@ class S3Store:
         parsing pages side by side fought over the GIL and made a listing slower."""
         fast = self._fast
         if fast is not None:
-            self._count("ListObjectsV2")
             after = start_after if token is None else None
-            try:
-                listed = await fast.list_page_native(prefix, delimiter, token, max_keys, after)
+            with contextlib.suppress(fastpath.Redirected):
+                listed = await self._fast_native(
+                    "ListObjectsV2",
+                    prefix,
+                    fast.list_page_native,
+                    prefix,
+                    delimiter,
+                    token,
+                    max_keys,
+                    after,
+                )
                 return _list_page(listed)
-            except fastpath.Redirected:
-                log.info("ListObjectsV2: the bucket answered with a redirect; using botocore")
-                self._fast = None
-            except Exception as exc:
-                error = _translate("ListObjectsV2", prefix, exc)
-                self._errors.labels(
-                    op="ListObjectsV2", code=error.code or type(error).__name__
-                ).inc()
-                raise error from None
         return await trio.to_thread.run_sync(
             self.list_page, prefix, delimiter, token, max_keys, start_after, abandon_on_cancel=True
         )
@@ -676,21 +691,10 @@ class S3Store:
         """:meth:`delete` on the trio thread: counted, translated and redirected alike."""
         fast = self._fast
         if fast is not None:
-            self._count("DeleteObject")
-            try:
-                await fast.delete_native(key)
+            with contextlib.suppress(fastpath.Redirected):
+                with contextlib.suppress(ObjectNotFound):  # deleting a missing key succeeds
+                    await self._fast_native("DeleteObject", key, fast.delete_native, key)
                 return
-            except fastpath.Redirected:
-                log.info("DeleteObject: the bucket answered with a redirect; using botocore")
-                self._fast = None
-            except Exception as exc:
-                error = _translate("DeleteObject", key, exc)
-                self._errors.labels(
-                    op="DeleteObject", code=error.code or type(error).__name__
-                ).inc()
-                if isinstance(error, ObjectNotFound):
-                    return  # deleting a missing key succeeds
-                raise error from None
         # botocore is blocking: in a thread (abandoned, like any, past the caller's deadline)
         await trio.to_thread.run_sync(self.delete, key, abandon_on_cancel=True)
 
