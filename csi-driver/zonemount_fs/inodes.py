@@ -406,6 +406,15 @@ class InodeTable:
         if node.kind is Kind.DIR:
             parent.subdirs += 1
 
+    def revive(self, parent: Inode | None, name: str, node: Inode) -> None:
+        """A readdir snapshot hands the kernel ``node`` after the kernel forgot it and
+        :meth:`maybe_drop` dropped it: it is in the table again (the kernel will look it up by
+        this inode number), and under ``name`` in ``parent`` again unless it was removed
+        meanwhile or the name now holds another entry."""
+        self.inodes[node.ino] = node
+        if parent is not None and not node.detached and name not in parent.children:
+            self.link(parent, name, node)
+
     def unlink(self, parent: Inode, node: Inode, name: str | None = None) -> bool:
         """Remove the entry ``name`` (default: the node's name) of ``parent`` if it is
         ``node``; True if it was."""

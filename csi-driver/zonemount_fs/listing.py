@@ -72,7 +72,9 @@ _NONE: _Listed = ({}, frozenset(), ())  # a local directory's: nothing (never mu
 @dataclass(eq=False)
 class DirHandle:
     ino: int
-    entries: list[tuple[str, int]] | None = None
+    #: the snapshot, with the inodes themselves: one the kernel forgets while it reads the
+    #: listing page by page is put back when handed out (:meth:`InodeTable.revive`)
+    entries: list[tuple[str, Inode]] | None = None
 
 
 class Listing:
@@ -100,17 +102,19 @@ class Listing:
         if handle is None:
             raise FsError(errno.EBADF)
         if handle.entries is None or start == 0:
-            handle.entries = await self._snapshot(handle.ino)
-        return self._entries_from(handle.entries, start)
+            snapshot = await self._snapshot(handle.ino)
+            inodes = self.tree.inodes
+            handle.entries = [(name, inodes[ino]) for name, ino in snapshot]
+        return self._entries_from(handle, start)
 
-    def _entries_from(
-        self, entries: list[tuple[str, int]], start: int
-    ) -> Iterator[tuple[str, Attr]]:
+    def _entries_from(self, handle: DirHandle, start: int) -> Iterator[tuple[str, Attr]]:
+        """Every entry from ``start`` on, none skipped: offsets are snapshot indexes."""
+        entries = handle.entries or []
         for index in range(start, len(entries)):
-            name, ino = entries[index]
-            node = self.tree.inodes.get(ino)
-            if node is not None:
-                yield name, self.tree.attr(node)
+            name, node = entries[index]
+            if self.tree.inodes.get(node.ino) is not node:
+                self.tree.revive(self.tree.inodes.get(handle.ino), name, node)
+            yield name, self.tree.attr(node)
 
     def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
