@@ -539,6 +539,29 @@ class Zonemount(FuseClient):
         return cmd + extra, {**os.environ, **target.env}
 
 
+class ZonemountBefore(Zonemount):
+    """Another zonemount checkout (``BENCH_BEFORE=/path/to/checkout``, with its own ``.venv``), so
+    a change is measured before and after in one run, alternating with the same peers."""
+
+    name = "zonemount-before"
+
+    def _exe(self) -> str | None:
+        root = os.environ.get("BENCH_BEFORE")
+        exe = Path(root) / ".venv" / "bin" / "zonemount" if root else None
+        return str(exe) if exe and exe.exists() else None
+
+    def available(self) -> str | None:
+        if self._exe() is None:
+            return "set BENCH_BEFORE to a zonemount checkout with .venv/bin/zonemount"
+        return None
+
+    def command(self, data: Dataset, target: Target, mnt: Path) -> tuple[list[str], dict[str, str]]:
+        cmd, env = super().command(data, target, mnt)
+        exe = self._exe()
+        assert exe is not None
+        return [exe, *cmd[1:]], env
+
+
 class S3fs(FuseClient):
     """s3fs-fuse with its defaults (no local disk cache), path-style requests."""
 
@@ -600,6 +623,7 @@ class Rclone(FuseClient):
 
 ALL_CLIENTS: dict[str, type[Client]] = {
     "zonemount": Zonemount,
+    "zonemount-before": ZonemountBefore,
     "s3fs": S3fs,
     "rclone": Rclone,
     "s5cmd": S5cmd,

@@ -49,9 +49,10 @@ CPU_COSTS: dict[int, tuple[str, str, float, str]] = {
     10: ("CPU per removed file", "files", 1000.0, "ms/file"),
 }
 
-CLIENT_ORDER = ["zonemount", "s3fs", "rclone", "s5cmd", "single-GET"]
+CLIENT_ORDER = ["zonemount", "zonemount-before", "s3fs", "rclone", "s5cmd", "single-GET"]
 COLORS = {
     "zonemount": "#d62728",
+    "zonemount-before": "#f4a3a3",
     "s3fs": "#1f77b4",
     "rclone": "#2ca02c",
     "s5cmd": "#ff7f0e",
