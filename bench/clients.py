@@ -540,26 +540,32 @@ class Zonemount(FuseClient):
 
 
 class ZonemountBefore(Zonemount):
-    """Another zonemount checkout (``BENCH_BEFORE=/path/to/checkout``, with its own ``.venv``), so
-    a change is measured before and after in one run, alternating with the same peers."""
+    """Another zonemount checkout (``BENCH_BEFORE=/path/to/checkout``), so a change is measured
+    before and after in one run, alternating with the same peers. The checkout's own
+    ``.venv/bin/zonemount`` when it has one, else this interpreter with ``PYTHONPATH`` on its
+    sources (e.g. a ``git worktree add --detach`` of the commit before)."""
 
     name = "zonemount-before"
 
-    def _exe(self) -> str | None:
+    def _root(self) -> Path | None:
         root = os.environ.get("BENCH_BEFORE")
-        exe = Path(root) / ".venv" / "bin" / "zonemount" if root else None
-        return str(exe) if exe and exe.exists() else None
+        return Path(root) if root and (Path(root) / "csi-driver").is_dir() else None
 
     def available(self) -> str | None:
-        if self._exe() is None:
-            return "set BENCH_BEFORE to a zonemount checkout with .venv/bin/zonemount"
+        if self._root() is None:
+            return "set BENCH_BEFORE to a zonemount checkout"
         return None
 
     def command(self, data: Dataset, target: Target, mnt: Path) -> tuple[list[str], dict[str, str]]:
         cmd, env = super().command(data, target, mnt)
-        exe = self._exe()
-        assert exe is not None
-        return [exe, *cmd[1:]], env
+        root = self._root()
+        assert root is not None
+        exe = root / ".venv" / "bin" / "zonemount"
+        if exe.exists():
+            return [str(exe), *cmd[1:]], env
+        main = "import sys; from zonemount_cli.main import main; sys.exit(main(sys.argv[1:]))"
+        path = f"{root / 'operator'}:{root / 'csi-driver'}"
+        return [sys.executable, "-c", main, *cmd[1:]], {**env, "PYTHONPATH": path}
 
 
 class S3fs(FuseClient):
