@@ -41,6 +41,7 @@ from .cache import DataCache
 from .errors import FsError, StoreError, StoreUnavailable
 from .journal import UploadJournal
 from .options import MountOptions
+from .retained import Retained
 from .shared_cache import BlockCache, SharedCache, TieredCache
 from .store.base import ObjectStore
 
@@ -134,6 +135,8 @@ class IoContext:
         slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
         self.read_slots = trio.Semaphore(slots)
         self.max_window = max(1, min(16, slots // 2))
+        # R-READ-RETAINED: an eighth of the memory target for what this mount just wrote
+        self.retained = Retained(options.max_memory_mib * 1024 * 1024 // 8, options.part_size)
         self.cache: DataCache | None = None
         if options.cache_dir is not None:
             limit = (options.max_cache_size_mib or 10 * 1024) * 1024 * 1024

@@ -47,6 +47,7 @@ from .lookup import Resolver
 from .meta import META_MTIME
 from .moves import Moves, changes_under
 from .prefetch import Reader
+from .retained import RetainedReader
 from .upload import AppendUpload, StreamingUpload, Writer
 
 log = logging.getLogger("zonemount.fs")
@@ -56,7 +57,7 @@ log = logging.getLogger("zonemount.fs")
 class FileHandle:
     ino: int
     key: str
-    reader: Reader | None = None
+    reader: Reader | RetainedReader | None = None
     writer: Writer | None = None
     direct: bool = False
     # close() reached us (flush) but the upload was left for release (nothing written yet)
@@ -214,14 +215,15 @@ class Handles:
         if direct or node.expiry <= _now():
             await self.resolver.getattr(ino, revalidate=True)
             node = self.tree.inode(ino)
-        reader = Reader(
-            self.ctx,
-            self.tree.key_of(node),
-            node.size,
-            node.etag or None,
-            None if direct else self.ctx.cache_for(node.size),
-        )
-        return self._new_fh(FileHandle(ino, self.tree.key_of(node), reader=reader, direct=direct))
+        key = self.tree.key_of(node)
+        kept = None if direct else self.ctx.retained.get(key, node.etag)
+        reader: Reader | RetainedReader
+        if kept is not None and len(kept) == node.size:  # R-READ-RETAINED
+            reader = RetainedReader(kept)
+        else:
+            cache = None if direct else self.ctx.cache_for(node.size)
+            reader = Reader(self.ctx, key, node.size, node.etag or None, cache)
+        return self._new_fh(FileHandle(ino, key, reader=reader, direct=direct))
 
     async def _empty_for_writing(self, ino: int, flags: int) -> bool:
         """Is this a write-only or append open, without O_TRUNC, of a file that is empty in

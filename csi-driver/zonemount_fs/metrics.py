@@ -34,6 +34,10 @@ S3_DEADLINES = Counter(
     ["kind"],
 )
 BYTES_WRITTEN = Counter("zonemount_fuse_written_bytes_total", "Bytes accepted by write()")
+RETAINED_OPENS = Counter(
+    "zonemount_retained_opens_total",
+    "Opens for reading answered from the bytes this mount wrote, without a GET (R-READ-RETAINED)",
+)
 # The shared cache bucket (--cache-xz) is a second store: its requests are counted apart, so
 # zonemount_s3_* keep meaning "requests to the mounted bucket".
 CACHE_XZ_REQUESTS = Counter(

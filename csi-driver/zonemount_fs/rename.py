@@ -188,12 +188,14 @@ class Renamer:
         if store.is_directory_bucket:
             try:
                 await self.ctx.run(store.rename, src, dst)
+                self.ctx.retained.moved(src, dst)
                 return
             except StoreError as exc:
                 if exc.errno != errno.ENOTSUP:
                     raise FsError(exc.errno, str(exc)) from None
         await self.ctx.call(store.copy, src, dst, size)
         await self.ctx.call(store.delete, src)
+        self.ctx.retained.moved(src, dst)
 
     async def _move_prefix(self, src_prefix: str, dst_prefix: str) -> None:
         """Move every object under ``src_prefix`` to ``dst_prefix``: all copies first (each
@@ -209,6 +211,7 @@ class Renamer:
             errors = await self._delete_all(objects)
             if errors:
                 raise errors[0]
+        self.ctx.retained.moved_prefix(src_prefix, dst_prefix)
         await self._drop_folders(src_prefix, objects)
 
     async def _copy_all(

@@ -276,9 +276,9 @@ class StreamingUpload:
             if self._upload_id is None:
                 self._raise_if_failed()
                 written = dict(self.metadata)
-                info: ObjectInfo = await self._run(
-                    self.store.put, self.key, self._buf.take(), written
-                )
+                data = self._buf.take()
+                info: ObjectInfo = await self._run(self.store.put, self.key, data, written)
+                self.ctx.retained.keep(self.key, info.etag, data)
                 self._resumable = True
                 return ObjectInfo(self.key, self.size, info.etag, info.mtime, written)
             if len(self._buf) or self._next_part == 1:

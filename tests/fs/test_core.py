@@ -806,3 +806,64 @@ def test_readdir_lists_entries_the_kernel_forgot_meanwhile() -> None:
             assert (await fs.lookup(d.ino, name)).ino == attr.ino
 
     run(store, body)
+
+
+_GETS = ("get", "get_range", "open_range")
+
+
+def _gets(store: MemoryStore) -> int:
+    return sum(store.calls.get(op, 0) for op in _GETS)
+
+
+def test_reads_of_what_the_mount_wrote_send_no_get() -> None:
+    """R-READ-RETAINED: a file written with one PutObject is read back (also under the name a
+    file or directory rename gave it) from the bytes the mount wrote; another client's
+    replacement is read from S3 once the attributes show its ETag; bigger files are not kept."""
+    store = MemoryStore()
+    small = random.Random(7).randbytes(300_000)
+    big = random.Random(8).randbytes(6 * MiB)  # > one part: a multipart upload
+
+    async def body(fs: Filesystem) -> None:
+        ino = await write_file(fs, ROOT_INO, "a.bin", small)
+        big_ino = await write_file(fs, ROOT_INO, "big.bin", big)
+        d = await fs.mkdir(ROOT_INO, "d", 0o755, 0, 0)
+        await write_file(fs, d.ino, "x.bin", small[:1000])
+        gets = _gets(store)
+        assert await read_file(fs, ino) == small
+        await fs.rename(ROOT_INO, "a.bin", ROOT_INO, "b.bin")
+        assert await read_file(fs, (await fs.lookup(ROOT_INO, "b.bin")).ino) == small
+        await fs.rename(ROOT_INO, "d", ROOT_INO, "e")
+        e = await fs.lookup(ROOT_INO, "e")
+        assert await read_file(fs, (await fs.lookup(e.ino, "x.bin")).ino) == small[:1000]
+        assert _gets(store) == gets, "read back from memory"
+        assert await read_file(fs, big_ino) == big
+        assert _gets(store) > gets, "a multipart object is read from S3"
+        # another client replaces b.bin; the cached attributes still name what we wrote
+        other = random.Random(9).randbytes(len(small))
+        store.put_object("b.bin", other)
+        b = await fs.lookup(ROOT_INO, "b.bin")
+        assert await read_file(fs, b.ino) == small  # never a mix: the object the open named
+        fh = await fs.open(b.ino, os.O_RDONLY | os.O_DIRECT)  # revalidates: the new ETag
+        assert await fs.read(fh, 0, len(other)) == other
+        await fs.release(fh)
+        assert await read_file(fs, b.ino) == other
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_retained_objects_are_bounded_and_keyed_by_etag() -> None:
+    from zonemount_fs.retained import Retained
+
+    kept = Retained(budget=250, max_object=100)
+    kept.keep("a", "e1", b"a" * 100)
+    kept.keep("big", "e9", b"b" * 101)  # over max_object: not kept
+    kept.keep("b", "e2", b"b" * 100)
+    assert kept.get("a", "e1") == b"a" * 100  # a is now the most recently used
+    assert kept.get("a", "other") is None and kept.get("a", None) is None
+    kept.keep("c", "e3", b"c" * 100)  # over budget: b (least recently used) goes
+    assert kept.get("b", "e2") is None and kept.get("big", "e9") is None
+    assert kept.size == 200
+    kept.moved_prefix("", "p/")
+    assert kept.get("a", "e1") is None and kept.get("p/a", "e1") == b"a" * 100
+    kept.keep("p/a", "e4", b"x")  # replaced: the old bytes go
+    assert kept.get("p/a", "e1") is None and kept.size == 101

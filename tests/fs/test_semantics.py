@@ -104,6 +104,28 @@ def test_r_read_direct(mounter: Mounter, s3, bucket) -> None:
         os.close(fd)
 
 
+def test_r_read_retained(mounter: Mounter, s3, bucket) -> None:
+    mnt = mounter.mount(
+        bucket, "--allow-delete", "--allow-overwrite", "--metadata-ttl", "indefinite"
+    )
+    (mnt / "w.txt").write_bytes(b"written here")
+    (mnt / "r.txt").write_bytes(b"renamed here")
+    os.rename(mnt / "r.txt", mnt / "moved.txt")
+    # Another client replaces both (same sizes). The mount's attributes still name the ETags
+    # it wrote, so it answers with the bytes it wrote: no GET was sent (one would carry
+    # If-Match with the old ETag and fail with ESTALE, R-READ-DIRECT).
+    put(s3, bucket, "w.txt", b"other client")
+    put(s3, bucket, "moved.txt", b"other writer")
+    assert (mnt / "w.txt").read_bytes() == b"written here"
+    assert (mnt / "moved.txt").read_bytes() == b"renamed here"
+    fd = os.open(mnt / "w.txt", os.O_RDONLY | os.O_DIRECT)  # revalidates: the new object
+    try:
+        assert os.read(fd, 4096) == b"other client"
+    finally:
+        os.close(fd)
+    assert (mnt / "w.txt").read_bytes() == b"other client"
+
+
 # -- writes ----------------------------------------------------------------------------
 def _mount_pid(mnt: Path) -> int:
     for pid in os.listdir("/proc"):
