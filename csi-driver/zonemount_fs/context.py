@@ -197,6 +197,10 @@ class IoContext:
         name = getattr(fn, "__name__", "S3 call")
         raise StoreUnavailable(f"{name}: no answer from S3 within {deadline:g} s")
 
+    def is_native(self, fn: Callable[..., Any]) -> bool:
+        """Does store call ``fn`` have a twin :meth:`run` awaits on the trio thread?"""
+        return self._native(fn) is not None
+
     async def _run_native(
         self,
         fn: Callable[..., T],

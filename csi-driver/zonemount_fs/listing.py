@@ -172,7 +172,7 @@ class Listing:
         store = self.ctx.store
         splits = dir_node.list_splits
         if store.is_directory_bucket:
-            page = await self.ctx.call(list_all, store, prefix, "/")
+            page = await self._list_all(prefix)
         elif splits and splits[0].startswith(prefix) and splits[-1].startswith(prefix):
             call = self.ctx.call
 
@@ -181,7 +181,7 @@ class Listing:
 
             page = await ranged.list_ranges(fetch, splits, parallel=RANGES_AT_ONCE)
         else:
-            page = await self.ctx.call(list_all, store, prefix, "/")
+            page = await self._list_all(prefix)
         for info in page.objects:
             name = info.key[len(prefix) :]
             if valid_name(name) and "/" not in name:
@@ -192,6 +192,24 @@ class Listing:
                 dirs.add(name)
         next_splits = () if store.is_directory_bucket else ranged.split_keys(page, LIST_PAGE_KEYS)
         return files, dirs, next_splits
+
+    async def _list_all(self, prefix: str) -> ListPage:
+        """Every page of the directory's listing, one after the other: on the trio thread
+        page by page where the store's ListObjectsV2 has a native twin (``rm -rf`` lists
+        each directory twice; a worker thread each cost a hand-off both ways), else
+        :func:`~.store.base.list_all` in a worker thread."""
+        store, call = self.ctx.store, self.ctx.call
+        if not self.ctx.is_native(store.list_page):
+            return await call(list_all, store, prefix, "/")
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        token: str | None = None
+        while True:
+            page = await call(store.list_page, prefix, "/", token, LIST_PAGE_KEYS)
+            objects += page.objects
+            prefixes += page.prefixes
+            if (token := page.next_token) is None:
+                return ListPage(objects, prefixes, None)
 
     def _kept(self, child: Inode, listed_at: float) -> bool:
         """Does an entry the listing did not show stay? Local ones, files being written,

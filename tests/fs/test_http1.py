@@ -265,6 +265,22 @@ def test_native_request_given_up_closes_its_connection(serve: Callable[..., Scri
     assert (native.pool.opened, server.connections) == (2, 2)
 
 
+def test_native_read_timeout_within_a_later_deadline(serve: Callable[..., Scripted]) -> None:
+    """A wait is bounded by ``read_timeout`` when the caller's deadline ends later (the pool
+    opens no scope of its own only when the caller's ends first)."""
+    server = serve([(b"", False), OK])  # reads the first request, never answers it
+    native = _Native(server.port, read_timeout=0.2)
+
+    async def wait_long() -> None:
+        with trio.move_on_after(30) as scope:
+            with pytest.raises(http1.HttpError, match=r"no answer within 0\.2 s"):
+                await native.pool.request("DELETE", "/k", {"host": "h"}, None)
+        assert not scope.cancelled_caught
+
+    trio.run(wait_long)
+    assert not native.pool._idle
+
+
 def test_refused_connection_and_bad_headers(make: Callable[..., Any]) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -22,6 +22,7 @@ import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from zonemount_cli.servers import LocalS3
+from zonemount_fs import listing
 from zonemount_fs.core import ROOT_INO, Filesystem
 from zonemount_fs.errors import ObjectNotFound
 from zonemount_fs.options import MountOptions
@@ -321,3 +322,36 @@ def test_native_list_page_is_list_page_on_the_trio_thread(
             assert trio.run(native, prefix, "/", want.next_token, keys) == store.list_page(
                 prefix, "/", want.next_token, keys
             )
+
+
+@pytest.mark.integration
+def test_full_listing_pages_are_awaited_on_the_trio_thread(
+    seaweed_server: LocalS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory's first listing (``opendir`` + ``readdir``, what ``rm -rf`` does twice per
+    directory) takes its pages one after the other with the native ListObjectsV2, without a
+    worker thread, and shows every page's entries."""
+    store = seaweed_store(seaweed_server, monkeypatch)
+    top = uuid.uuid4().hex[:8]
+    names = {f"f{i}" for i in range(7)} | {"sub"}
+    for name in names - {"sub"}:
+        store.put(f"{top}/{name}", b"1", {})
+    store.put(f"{top}/sub/x", b"1", {})
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 3)  # three pages
+    options = MountOptions(bucket="b", mountpoint=Path("/mnt"), allow_delete=True)
+
+    def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a worker thread was used")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, options, nursery)
+            d = await fs.lookup(ROOT_INO, top)
+            monkeypatch.setattr(trio.to_thread, "run_sync", no_thread)
+            fh = await fs.opendir(d.ino)
+            got = {name for name, _ in await fs.readdir(fh, 0)}
+            fs.releasedir(fh)
+            assert got == names
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

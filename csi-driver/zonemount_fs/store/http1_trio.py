@@ -19,7 +19,8 @@ Invariants:
   connection - its late answer would otherwise be read as the next request's.
 * Every failure to get a complete answer raises :class:`zonemount_contract.http1.HttpError`,
   as the blocking pool does; ``connect_timeout`` bounds opening a connection,
-  ``read_timeout`` each wait.
+  ``read_timeout`` each wait (unless the caller's own deadline ends sooner: then that one
+  cancels the request, and the connection is closed as for any cancelled request).
 """
 
 from __future__ import annotations
@@ -124,11 +125,15 @@ class NativePool:
         raise HttpError(f"timed out after {self.connect_timeout:g} s")
 
     async def _wait(self, conn: _NativeConnection, readable: bool) -> None:
+        wait = trio.lowlevel.wait_readable if readable else trio.lowlevel.wait_writable
+        if trio.current_effective_deadline() <= trio.current_time() + self.read_timeout:
+            # The caller's deadline (the mount's request deadline, which read_timeout never
+            # exceeds) ends first: a scope of our own could never fire. Entering and leaving
+            # one per wait was ~8% of the server's CPU in ``rm -rf``.
+            await wait(conn.sock)
+            return
         with trio.move_on_after(self.read_timeout):
-            if readable:
-                await trio.lowlevel.wait_readable(conn.sock)
-            else:
-                await trio.lowlevel.wait_writable(conn.sock)
+            await wait(conn.sock)
             return
         raise HttpError(f"no answer within {self.read_timeout:g} s")
 
