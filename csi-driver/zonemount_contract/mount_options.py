@@ -163,8 +163,9 @@ OPTIONS: tuple[Option, ...] = (
            "included, before the operation fails with EIO (data requests: four times as long; "
            "default %(default)s)", GROUPS[3], fuse_type="positive", metavar="SECONDS",
            default=30, low=1, high=3600, refused=_NODE_OWNS),
-    Option("max-memory-target", "int", "memory bound of read-ahead buffers (default "
-           "%(default)s)", GROUPS[3], fuse_type="positive", metavar="MiB", default=512, low=1,
+    Option("max-memory-target", "int", "memory bound of read-ahead buffers, an eighth of it "
+           "for small files this mount just wrote (default %(default)s)", GROUPS[3],
+           fuse_type="positive", metavar="MiB", default=512, low=1,
            high=2**20, refused=_NODE_OWNS),
     # -- logging and metrics
     Option("log-directory", "text", "write logs to files in this directory", GROUPS[4],
