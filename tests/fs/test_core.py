@@ -867,3 +867,93 @@ def test_retained_objects_are_bounded_and_keyed_by_etag() -> None:
     assert kept.get("a", "e1") is None and kept.get("p/a", "e1") == b"a" * 100
     kept.keep("p/a", "e4", b"x")  # replaced: the old bytes go
     assert kept.get("p/a", "e1") is None and kept.size == 101
+
+
+def _counting(store: MemoryStore, calls: list[str]) -> None:
+    for op in ("head", "list_page"):
+        real = getattr(store, op)
+
+        def counted(*a: Any, _real: Any = real, _op: str = op, **k: Any) -> Any:
+            calls.append(_op)
+            return _real(*a, **k)
+
+        setattr(store, op, counted)
+
+
+async def _settle(fs: Filesystem) -> None:
+    """Let the HEADs fetched ahead of a walk end (they run in the mount's nursery)."""
+    for _ in range(20):
+        await trio.testing.wait_all_tasks_blocked()
+
+
+def test_a_walk_over_a_large_directory_is_headed_ahead() -> None:
+    """R-META-LOOKUP-AHEAD: lookups of a large directory's files in key order (readers
+    opening them one after another) find them HEADed ahead, with their metadata (a symlink
+    among them stays one); asked one by one (before) each name cost a HEAD and a LIST."""
+    from zonemount_fs.lookup import AHEAD
+    from zonemount_fs.meta import SYMLINK_MODE
+
+    store = MemoryStore()
+    for i in range(100):
+        store.put_object(f"big/f{i:03d}", b"x" * i)
+    store.put_object("big/f050", b"f001", {"mode": str(SYMLINK_MODE)})
+    calls: list[str] = []
+    _counting(store, calls)
+
+    async def body(fs: Filesystem) -> None:
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        calls.clear()
+        kinds = {}
+        for i in range(100):
+            attr = await fs.lookup(big, f"f{i:03d}")
+            kinds[i] = fs.tree.inode(attr.ino).kind
+            assert attr.size == (4 if i == 50 else i)
+            await _settle(fs)
+        assert kinds[50] is Kind.SYMLINK and kinds[49] is Kind.FILE
+        assert calls.count("head") <= 100 + AHEAD, calls.count("head")
+        assert calls.count("list_page") <= 2 + 100 // (AHEAD // 2), calls.count("list_page")
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_lookups_that_skip_names_are_not_headed_ahead() -> None:
+    """R-META-LOOKUP-AHEAD: ``stat`` of every 20th file (in key order) is no walk: nothing
+    is HEADed ahead, and a failed check is not repeated for a while."""
+    store = MemoryStore()
+    for i in range(400):
+        store.put_object(f"big/f{i:03d}", b"x")
+    calls: list[str] = []
+    _counting(store, calls)
+
+    async def body(fs: Filesystem) -> None:
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        calls.clear()
+        for i in range(0, 400, 20):
+            await fs.lookup(big, f"f{i:03d}")
+            await _settle(fs)
+        assert calls.count("head") == 20
+        # each name's own LIST, the page of names the first one tried, a check per cooldown
+        assert calls.count("list_page") == 20 + 1 + 2
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_a_head_fetched_ahead_is_not_installed_under_a_renamed_directory() -> None:
+    """R-META-LOOKUP-AHEAD: a HEAD fetched ahead for ``big/f005`` that answers only after
+    ``big`` was renamed to ``moved`` (and another client wrote a new ``big/f005``) installs
+    nothing in the renamed directory: ``moved/f005`` is asked for under its own key."""
+    inner, store = _faulty({f"big/f{i:03d}": b"old" for i in range(100)})
+
+    async def body(fs: Filesystem) -> None:
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        head = store.hold("head", key="big/f005")
+        await fs.lookup(big, "f000")
+        await fs.lookup(big, "f001")  # a walk: f002... are HEADed ahead
+        assert await trio.to_thread.run_sync(head.entered.wait, 10)
+        await fs.rename(ROOT_INO, "big", ROOT_INO, "moved")
+        inner.put_object("big/f005", b"another")
+        head.release()
+        await _settle(fs)
+        assert (await fs.lookup(big, "f005")).size == len(b"old")
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)

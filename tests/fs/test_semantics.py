@@ -677,6 +677,28 @@ def test_r_meta_relist(mounter: Mounter, s3, bucket) -> None:
     assert heads <= 40, f"expired entries must be revalidated by relisting ({heads:.0f} HEADs)"
 
 
+def test_r_meta_lookup_ahead(mounter: Mounter, s3, bucket) -> None:
+    """Readers opening a large directory's files one after another (the kernel sends one
+    directory's lookups one at a time) find them HEADed ahead: one LIST per few names instead
+    of a HEAD and a LIST per name in a directory too large for one page of names (before:
+    100 files cost 101 LISTs), every file still HEADed for its metadata, so another client's
+    symlink among them is one."""
+    for i in range(100):
+        put(s3, bucket, f"walk/f{i:03d}", b"x" * i)
+    s3.put_object(
+        Bucket=bucket, Key="walk/f030", Body=b"f001", Metadata={"mode": str(stat.S_IFLNK | 0o777)}
+    )
+    port = free_port()
+    mnt = mounter.mount(bucket, "--metadata-ttl", "60", "--metrics-address", f"127.0.0.1:{port}")
+    lists = _metric(port, "zonemount_s3_requests_total", "ListObjectsV2")
+    modes = {i: os.lstat(mnt / f"walk/f{i:03d}").st_mode for i in range(100)}
+    lists = _metric(port, "zonemount_s3_requests_total", "ListObjectsV2") - lists
+    assert stat.S_ISLNK(modes[30]) and os.readlink(mnt / "walk/f030") == "f001"
+    assert all(stat.S_ISREG(m) for i, m in modes.items() if i != 30)
+    assert (mnt / "walk/f099").read_bytes() == b"x" * 99
+    assert lists <= 30, f"{lists:.0f} LISTs for 100 lookups in one directory"
+
+
 def test_meta_misses_in_a_large_directory_relist_it(mounter: Mounter, s3, bucket) -> None:
     """Lookups of names a large listed directory does not hold, once its negative knowledge
     expired, are asked name by name only until listing it again is cheaper (as
