@@ -107,6 +107,7 @@ class Signer:
         self.region = region
         self.sign_payload = sign_payload
         self._key: tuple[str, str, bytes] = ("", "", b"")  # (secret, yyyymmdd, signing key)
+        self._stamp: tuple[int, str] = (-1, "")  # (second, its X-Amz-Date)
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._key
@@ -131,7 +132,13 @@ class Signer:
         """``headers`` plus Host, X-Amz-Date, X-Amz-Content-SHA256, the session token and
         Authorization. ``path`` and ``query`` exactly as sent (already URI-encoded)."""
         frozen = self.credentials.get_frozen_credentials()
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        second = int(time.time() if now is None else now)
+        cached_stamp = self._stamp
+        if cached_stamp[0] == second:
+            stamp = cached_stamp[1]  # requests signed within one second share it
+        else:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+            self._stamp = (second, stamp)  # one tuple: readers see old or new, never a mix
         day = stamp[:8]
         if body and self.sign_payload:
             payload = hashlib.sha256(body).hexdigest()
@@ -145,7 +152,7 @@ class Signer:
         out["x-amz-content-sha256"] = payload
         if frozen.token:
             out["x-amz-security-token"] = frozen.token
-        canonical = sorted((k.lower(), " ".join(v.split())) for k, v in out.items())
+        canonical = sorted([(k.lower(), " ".join(v.split())) for k, v in out.items()])
         names = ";".join(k for k, _ in canonical)
         if query:
             pairs = sorted(pair.partition("=")[::2] for pair in query.split("&"))
@@ -164,9 +171,9 @@ class Signer:
         to_sign = "\n".join(
             ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest()]
         )
-        signature = hmac.new(
-            self._signing_key(frozen.secret_key, day), to_sign.encode(), hashlib.sha256
-        ).hexdigest()
+        signature = hmac.digest(
+            self._signing_key(frozen.secret_key, day), to_sign.encode(), "sha256"
+        ).hex()
         out["Authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={frozen.access_key}/{scope}, "
             f"SignedHeaders={names}, Signature={signature}"

@@ -63,6 +63,19 @@ class _NativeConnection(_Connection):
         self.buf += chunk
         return chunk
 
+    def quiet(self) -> bool:
+        """Nothing to read, neither data nor the server's close: one non-blocking peek
+        (the blocking connections' ``poll`` object is built per call)."""
+        if self.buf:
+            return False
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)  # data or b"" (closed): not quiet
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        return False
+
     def _fill(self) -> None:
         if not self._receive():
             raise HttpError("the server closed the connection before a complete answer")

@@ -650,12 +650,13 @@ class S3Store:
         fast = self._fast
         if fast is None or not fast.native or getattr(fn, "__self__", None) is not self:
             return None
-        func = getattr(fn, "__func__", None)
-        twins: dict[Any, Callable[..., Awaitable[Any]]] = {
-            S3Store.delete: self._delete_native,
-            S3Store.list_page: self._list_page_native,
-        }
-        return twins.get(func)
+        func = getattr(fn, "__func__", None)  # asked before every call: no dict built here
+        twin: Callable[..., Awaitable[Any]] | None = None
+        if func is S3Store.delete:
+            twin = self._delete_native
+        elif func is S3Store.list_page:
+            twin = self._list_page_native
+        return twin
 
     async def _list_page_native(
         self,
