@@ -41,7 +41,7 @@ from .errors import FsError, StoreError
 from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
 from .listing import Listing
 from .meta import is_symlink_meta
-from .store.base import ObjectInfo
+from .store.base import ListPage, ObjectInfo
 
 #: How often a lookup or getattr asks again when the directory (or inode) was renamed while
 #: S3 answered for its old key.
@@ -426,10 +426,15 @@ class WalkAhead:
             page = await self.ctx.run(
                 self.ctx.store.list_page, walk.prefix, "/", None, AHEAD + 1, after
             )
-        except StoreError as exc:
+            self._take(parent_ino, walk, page, expect)
+        except StoreError as exc:  # S3 failed: the walk's lookups ask for themselves
             log.debug("walk ahead in %s: %s", walk.prefix, exc)
+        except Exception:  # a bug: logged, never fatal to the mount (this runs in its nursery)
+            log.exception("walk ahead in %s", walk.prefix)
+        finally:
             self._fetched(walk)
-            return
+
+    def _take(self, parent_ino: int, walk: _Walk, page: ListPage, expect: str | None) -> None:
         entries = sorted([o.key for o in page.objects] + list(page.prefixes))
         parent = self.tree.inodes.get(parent_ino)
         if (
@@ -439,7 +444,6 @@ class WalkAhead:
             or self.tree.dir_prefix(parent) != walk.prefix
             or (expect is not None and walk.prefix + expect not in entries)
         ):
-            self._fetched(walk)
             if expect is not None and entries:
                 walk.cooldown = AHEAD_COOLDOWN  # not a walk: the reader skips names
             return
@@ -460,7 +464,6 @@ class WalkAhead:
         for name in names:
             walk.inflight[name] = trio.Event()
             self.ctx.nursery.start_soon(self._head, parent_ino, walk, name)
-        self._fetched(walk)
 
     @staticmethod
     def _fetched(walk: _Walk) -> None:
@@ -481,6 +484,8 @@ class WalkAhead:
                 self.tree.install(parent, name, *_object_kind(info))
         except StoreError as exc:  # gone, or S3 failed: the name's own lookup asks
             log.debug("walk ahead: HEAD %s%s: %s", walk.prefix, name, exc)
+        except Exception:
+            log.exception("walk ahead: HEAD %s%s", walk.prefix, name)
         finally:
             event = walk.inflight.pop(name, None)
             if event is not None:

@@ -957,3 +957,21 @@ def test_a_head_fetched_ahead_is_not_installed_under_a_renamed_directory() -> No
         assert (await fs.lookup(big, "f005")).size == len(b"old")
 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_a_walk_whose_heads_ahead_fail_still_answers_every_lookup() -> None:
+    """R-META-LOOKUP-AHEAD: HEADs fetched ahead that S3 fails install nothing and fail no
+    lookup: each name is then asked for by its own lookup."""
+    _inner, store = _faulty({f"big/f{i:03d}": b"x" * i for i in range(100)})
+
+    async def body(fs: Filesystem) -> None:
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        await fs.lookup(big, "f000")
+        store.fail("head", StoreUnavailable("no answer"), after=1, times=8)  # the walk's HEADs
+        await fs.lookup(big, "f001")
+        await _settle(fs)
+        assert [(await fs.lookup(big, f"f{i:03d}")).size for i in range(2, 12)] == list(
+            range(2, 12)
+        )
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
