@@ -281,7 +281,7 @@ class ZonemountOperations(pyfuse3.Operations):
         fh = await self.fs.open(inode, flags)
         self.fs.set_opener(fh, ctx.pid)
         handle = self.fs.files[fh]
-        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct, keep_cache=False)
+        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct, keep_cache=handle.keep_cache)
 
     @_op("read")
     async def read(self, fh: int, off: int, size: int) -> bytes:

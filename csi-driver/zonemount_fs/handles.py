@@ -67,6 +67,33 @@ class FileHandle:
     tgid: int = 0
     # the opener's descriptor of this file, once a flush looked for it (checked first)
     fd_hint: int | None = None
+    # the kernel may keep the pages it cached of this file (FOPEN_KEEP_CACHE); counted in
+    # the inode's ``readers`` until released (R-READ-PAGE-CACHE)
+    keep_cache: bool = False
+    cached_reader: bool = False
+
+
+def _page_cache(node: Inode, handle: FileHandle) -> None:
+    """R-READ-PAGE-CACHE: may the kernel keep the pages it holds of this file for the new
+    ``handle`` (FOPEN_KEEP_CACHE)? Only a reader of the very version those pages are of.
+
+    An open without the flag makes the kernel drop the file's pages; from then on they fill
+    with what this handle's reads return (the version its attributes name: every GET
+    carries If-Match). So ``cache_etag`` becomes this handle's ETag - unless readers of
+    another version are still open and may fill pages too (then unknown, None). A writer's
+    bytes go through the page cache before they are an object, and an O_DIRECT open drops
+    the pages: both leave the version unknown."""
+    etag = node.etag or None
+    if handle.writer is not None or handle.direct or etag is None:
+        node.cache_etag = None
+        return
+    handle.keep_cache = node.cache_etag == etag
+    if not handle.keep_cache and node.readers:
+        node.cache_etag = None  # pages of another version may still come in
+    elif node.readers == 0:
+        node.cache_etag = etag
+    node.readers += 1
+    handle.cached_reader = True
 
 
 class Handles:
@@ -110,6 +137,7 @@ class Handles:
         node = self.tree.inodes.get(handle.ino)
         if node is not None:
             node.open_handles += 1
+            _page_cache(node, handle)
         return fh
 
     # -- create / open -------------------------------------------------------------------
@@ -158,6 +186,11 @@ class Handles:
             if fh is not None:
                 return fh
             # O_RDWR without O_TRUNC: opened for reading; a write will fail with EBADF.
+            fh = await self._open_for_reading(ino, direct=bool(flags & os.O_DIRECT))
+            # a shared writable mapping could dirty its pages even so: not a known version
+            self.files[fh].keep_cache = False
+            self.tree.inode(ino).cache_etag = None
+            return fh
         return await self._open_for_reading(ino, direct=bool(flags & os.O_DIRECT))
 
     async def _open_for_writing(self, ino: int, flags: int) -> int | None:
@@ -411,6 +444,7 @@ class Handles:
                 handle.reader.close()
             if node is not None:
                 node.open_handles -= 1
+                node.readers -= handle.cached_reader
                 self.tree.maybe_drop(node)
 
     async def fsync(self, fh: int) -> None:

@@ -138,6 +138,10 @@ class Inode:
     ctime: float = 0.0
     writer: Writer | None = None
     open_handles: int = 0
+    # files: the version (ETag) whose pages the kernel may hold, None when unknown or mixed,
+    # and the handles open for reading through the page cache (R-READ-PAGE-CACHE)
+    cache_etag: str | None = None
+    readers: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     detached: bool = False
     # when this mount last made the object appear (upload completed, rename target): a

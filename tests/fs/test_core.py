@@ -975,3 +975,63 @@ def test_a_walk_whose_heads_ahead_fail_still_answers_every_lookup() -> None:
         )
 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
+
+
+def test_page_cache_kept_only_for_the_version_it_holds() -> None:
+    """R-READ-PAGE-CACHE: an open keeps the kernel's pages (FOPEN_KEEP_CACHE) only when they
+    are of the version its attributes name: not after another client's replacement, not while
+    a reader of another version is open, not after O_DIRECT, O_RDWR or a write."""
+    store = MemoryStore()
+    store.put_object("f", b"v1")
+
+    async def body(fs: Filesystem) -> None:
+        ino = (await fs.lookup(ROOT_INO, "f")).ino
+
+        async def opened(flags: int = os.O_RDONLY) -> tuple[int, bool]:
+            fh = await fs.open(ino, flags)
+            return fh, fs.files[fh].keep_cache
+
+        a, keep = await opened()
+        assert not keep  # nothing known of the kernel's pages yet: it drops them
+        b, keep = await opened()
+        assert keep
+        await fs.release(a)
+        await fs.release(b)
+        c, keep = await opened()
+        assert keep
+        await fs.release(c)
+        store.put_object("f", b"v2, longer")  # another client (the TTL is 0: opens revalidate)
+        d, keep = await opened()
+        assert not keep
+        e, keep = await opened()
+        assert keep
+        store.put_object("f", b"v3")
+        g, keep = await opened()
+        assert not keep  # d and e still read v2 through the page cache
+        await fs.release(d)
+        await fs.release(e)
+        h, keep = await opened()
+        assert not keep  # pages of v2 may have come in meanwhile
+        await fs.release(g)
+        await fs.release(h)
+        for flags in (os.O_RDONLY | os.O_DIRECT, os.O_RDWR):
+            i, keep = await opened()
+            assert not keep
+            await fs.release(i)
+            j, keep = await opened()
+            assert keep
+            await fs.release(j)
+            k, keep = await opened(flags)
+            assert not keep
+            await fs.release(k)
+        w = await fs.open(ino, os.O_WRONLY | os.O_TRUNC)
+        await fs.write(w, 0, b"mine")
+        await fs.flush(w)
+        await fs.release(w)
+        for expected in (False, True):
+            p, keep = await opened()
+            assert keep is expected
+            assert await fs.read(p, 0, 10) == b"mine"
+            await fs.release(p)
+
+    run(store, body)

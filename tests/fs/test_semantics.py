@@ -92,7 +92,7 @@ def test_r_read_concurrent(mount_rw, s3, bucket) -> None:
 def test_r_read_direct(mounter: Mounter, s3, bucket) -> None:
     put(s3, bucket, "d.txt", b"old")
     mnt = mounter.mount(bucket, "--metadata-ttl", "indefinite")
-    assert (mnt / "d.txt").read_bytes() == b"old"
+    assert (mnt / "d.txt").stat().st_size == 3  # attributes cached, no bytes read
     put(s3, bucket, "d.txt", b"newer content")
     # Cached metadata still names the old object: the read never mixes old and new bytes,
     # it fails with ESTALE (documented).
@@ -102,6 +102,22 @@ def test_r_read_direct(mounter: Mounter, s3, bucket) -> None:
         assert os.read(fd, 4096) == b"newer content"
     finally:
         os.close(fd)
+
+
+def test_r_read_page_cache(mounter: Mounter, s3, bucket) -> None:
+    put(s3, bucket, "p.txt", b"version one")
+    mnt = mounter.mount(bucket, "--metadata-ttl", "indefinite")
+    assert (mnt / "p.txt").read_bytes() == b"version one"
+    put(s3, bucket, "p.txt", b"version two")  # another client, same size
+    # The attributes still name version one and the kernel kept its pages: the second open
+    # reads them without a request (a GET would carry If-Match version one: ESTALE).
+    assert (mnt / "p.txt").read_bytes() == b"version one"
+    fd = os.open(mnt / "p.txt", os.O_RDONLY | os.O_DIRECT)  # revalidates, drops the pages
+    try:
+        assert os.read(fd, 4096) == b"version two"
+    finally:
+        os.close(fd)
+    assert (mnt / "p.txt").read_bytes() == b"version two"
 
 
 def test_r_read_retained(mounter: Mounter, s3, bucket) -> None:
