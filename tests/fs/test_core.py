@@ -1035,3 +1035,25 @@ def test_page_cache_kept_only_for_the_version_it_holds() -> None:
             await fs.release(p)
 
     run(store, body)
+
+
+def test_misses_in_key_order_start_no_walk() -> None:
+    """R-META-LOOKUP-AHEAD: only lookups that find files start a walk - a create storm's
+    misses (Hadoop's ``exists()`` of part-00000, part-00001, ... in a large directory) cost
+    no LIST page or HEAD ahead."""
+    store = MemoryStore()
+    for i in range(100):
+        store.put_object(f"big/f{i:03d}", b"x")
+    calls: list[str] = []
+    _counting(store, calls)
+
+    async def body(fs: Filesystem) -> None:
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        calls.clear()
+        for i in range(20):
+            assert await errno_of(fs.lookup(big, f"part-{i:05d}")) == errno.ENOENT
+            await _settle(fs)
+        # the first miss's page of names (too large for one), then a HEAD + LIST per name
+        assert (calls.count("head"), calls.count("list_page")) == (20, 21)
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=1.0)
