@@ -670,14 +670,7 @@ def test_listing_answers_misses_in_a_small_directory() -> None:
     for i in range(250):
         store.put_object(f"big/f{i:03d}", b"x")
     calls: list[str] = []
-    for op in ("head", "list_page"):
-        real = getattr(store, op)
-
-        def counted(*a: Any, _real: Any = real, _op: str = op, **k: Any) -> Any:
-            calls.append(_op)
-            return _real(*a, **k)
-
-        setattr(store, op, counted)
+    _counting(store, calls)
 
     async def body(fs: Filesystem) -> None:
         small = (await fs.lookup(ROOT_INO, "small")).ino
