@@ -862,6 +862,16 @@ def test_retained_objects_are_bounded_and_keyed_by_etag() -> None:
     assert kept.get("p/a", "e1") is None and kept.size == 101
 
 
+def _big_directory(files: int) -> tuple[MemoryStore, list[str]]:
+    """A store with ``big/f000``... and the list its HEADs and LIST pages are counted in."""
+    store = MemoryStore()
+    for i in range(files):
+        store.put_object(f"big/f{i:03d}", b"x")
+    calls: list[str] = []
+    _counting(store, calls)
+    return store, calls
+
+
 def _counting(store: MemoryStore, calls: list[str]) -> None:
     for op in ("head", "list_page"):
         real = getattr(store, op)
@@ -912,11 +922,7 @@ def test_a_walk_over_a_large_directory_is_headed_ahead() -> None:
 def test_lookups_that_skip_names_are_not_headed_ahead() -> None:
     """R-META-LOOKUP-AHEAD: ``stat`` of every 20th file (in key order) is no walk: nothing
     is HEADed ahead, and a failed check is not repeated for a while."""
-    store = MemoryStore()
-    for i in range(400):
-        store.put_object(f"big/f{i:03d}", b"x")
-    calls: list[str] = []
-    _counting(store, calls)
+    store, calls = _big_directory(400)
 
     async def body(fs: Filesystem) -> None:
         big = (await fs.lookup(ROOT_INO, "big")).ino
@@ -1034,11 +1040,7 @@ def test_misses_in_key_order_start_no_walk() -> None:
     """R-META-LOOKUP-AHEAD: only lookups that find files start a walk - a create storm's
     misses (Hadoop's ``exists()`` of part-00000, part-00001, ... in a large directory) cost
     no LIST page or HEAD ahead."""
-    store = MemoryStore()
-    for i in range(100):
-        store.put_object(f"big/f{i:03d}", b"x")
-    calls: list[str] = []
-    _counting(store, calls)
+    store, calls = _big_directory(100)
 
     async def body(fs: Filesystem) -> None:
         big = (await fs.lookup(ROOT_INO, "big")).ino
