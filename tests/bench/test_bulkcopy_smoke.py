@@ -23,7 +23,9 @@ def test_bulkcopy_grid_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             cell = got[(tool, direction)]
             assert cell["status"] == "ok", cell
             assert cell["objects"] == 12 and cell["wall"] > 0 and cell["rss_mib"] > 0
-            assert cell["server_cpu"] > 0  # the server answered every request
+            assert cell["server_cpu"] >= 0
         assert got[("zonemount", f"{direction} re-run")]["status"] == "ok"
+    # the server's CPU is measured (12 objects can take less than one 10 ms clock tick)
+    assert sum(c["server_cpu"] for c in cells) > 0
     text = capsys.readouterr().out
     assert "| small | local-s3 | s5cmd | 1 |" in text and "| ratio median | ratio best |" in text
