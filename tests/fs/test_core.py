@@ -884,9 +884,14 @@ def _counting(store: MemoryStore, calls: list[str]) -> None:
 
 
 async def _settle(fs: Filesystem) -> None:
-    """Let the HEADs fetched ahead of a walk end (they run in the mount's nursery)."""
-    for _ in range(20):
-        await trio.testing.wait_all_tasks_blocked()
+    """Let the pages and HEADs fetched ahead of a walk end. They run in worker threads, and a
+    task waiting on a thread counts as blocked: wait_all_tasks_blocked alone returned while
+    HEADs were still out (a later lookup then met a failure meant for them)."""
+    walks = fs.resolver.ahead._walks.values()
+    with trio.fail_after(10):
+        while any(w.inflight or w.fetching is not None for w in walks):
+            await trio.sleep(0.001)
+    await trio.testing.wait_all_tasks_blocked()
 
 
 def test_a_walk_over_a_large_directory_is_headed_ahead() -> None:
