@@ -453,10 +453,16 @@ class InodeTable:
 
     def holds_local(self, node: Inode) -> bool:
         """True when something under ``node`` exists only in this mount (a mkdir'd
-        directory, a file being written)."""
+        directory, a file being written, a directory this mount emptied: R-DIR-EMPTIED-STAYS
+        keeps it, so its parents stay too)."""
         return any(
             (c := self.inodes.get(i)) is not None
-            and (c.local or c.writer is not None or self.holds_local(c))
+            and (
+                c.local
+                or c.writer is not None
+                or (c.kind is Kind.DIR and c.emptied and not c.detached)
+                or self.holds_local(c)
+            )
             for i in node.children.values()
         )
 

@@ -1057,3 +1057,25 @@ def test_misses_in_key_order_start_no_walk() -> None:
         assert (calls.count("head"), calls.count("list_page")) == (20, 21)
 
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=1.0)
+
+
+def test_a_directory_above_one_this_mount_emptied_stays() -> None:
+    """R-DIR-EMPTIED-STAYS: renaming another client's only file out of ``d/f`` leaves ``f``
+    (emptied here) and so ``d`` above it, though S3 shows neither any more (the reference
+    model found ``d`` and ``d/f`` gone after a listing of the root, TTLs 0)."""
+    store = MemoryStore()
+    store.put_object("d/f/a", b"")
+
+    async def body(fs: Filesystem) -> None:
+        d = await fs.lookup(ROOT_INO, "d")
+        f = await fs.lookup(d.ino, "f")
+        await fs.lookup(f.ino, "a")
+        await fs.rename(f.ino, "a", ROOT_INO, "a")
+        assert sorted(n for n, _ in await _names(fs, ROOT_INO)) == ["a", "d"]
+        assert [n for n, _ in await _names(fs, d.ino)] == ["f"]
+        assert await _names(fs, f.ino) == []
+        await fs.rmdir(d.ino, "f")
+        await fs.rmdir(ROOT_INO, "d")
+        assert [n for n, _ in await _names(fs, ROOT_INO)] == ["a"]
+
+    run(store, body)
