@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.clients import checkout_command
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SMALL = 16 * 1024
@@ -148,12 +150,7 @@ class Tools:
         if tool == "zonemount":
             return [self.zonemount, *args], self.env
         assert self.baseline is not None
-        path = f"{self.baseline / 'operator'}:{self.baseline / 'csi-driver'}"
-        env = {**self.env, "PYTHONPATH": path}
-        return [sys.executable, "-c", _BASELINE_MAIN, *args], env
-
-
-_BASELINE_MAIN = "import sys; from zonemount_cli.main import main; sys.exit(main(sys.argv[1:]))"
+        return checkout_command(self.baseline, args, self.env)
 
 
 def seed(client: Any, bucket: str, prefix: str, count: int, size: int, local: Path) -> None:

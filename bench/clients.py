@@ -539,6 +539,21 @@ class Zonemount(FuseClient):
         return cmd + extra, {**os.environ, **target.env}
 
 
+def checkout_command(
+    root: Path, args: list[str], env: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """``zonemount ARGS`` of another checkout (before/after in one run): its own
+    ``.venv/bin/zonemount`` when it has one, else this interpreter with ``PYTHONPATH`` on its
+    sources (a ``git worktree add --detach`` of the commit before). The one copy of this rule
+    for bench, bench.rm_ab and bench.bulkcopy."""
+    exe = root / ".venv" / "bin" / "zonemount"
+    if exe.exists():
+        return [str(exe), *args], env
+    main = "import sys; from zonemount_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    path = f"{root / 'operator'}:{root / 'csi-driver'}"
+    return [sys.executable, "-c", main, *args], {**env, "PYTHONPATH": path}
+
+
 class ZonemountBefore(Zonemount):
     """Another zonemount checkout (``BENCH_BEFORE=/path/to/checkout``), so a change is measured
     before and after in one run, alternating with the same peers. The checkout's own
@@ -560,12 +575,7 @@ class ZonemountBefore(Zonemount):
         cmd, env = super().command(data, target, mnt)
         root = self._root()
         assert root is not None
-        exe = root / ".venv" / "bin" / "zonemount"
-        if exe.exists():
-            return [str(exe), *cmd[1:]], env
-        main = "import sys; from zonemount_cli.main import main; sys.exit(main(sys.argv[1:]))"
-        path = f"{root / 'operator'}:{root / 'csi-driver'}"
-        return [sys.executable, "-c", main, *cmd[1:]], {**env, "PYTHONPATH": path}
+        return checkout_command(root, cmd[1:], env)
 
 
 class S3fs(FuseClient):

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -36,11 +35,9 @@ from typing import Any
 
 from zonemount_cli.servers import free_port, start_seaweedfs
 
-from bench.clients import Client, Dataset, S3fs, Target, Zonemount
+from bench.clients import Client, Dataset, S3fs, Target, Zonemount, checkout_command
 from bench.fsload import server_cpu
 from bench.runner import make_tarball
-
-_MAIN = "import sys; from zonemount_cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 class _Zonemount(Zonemount):
@@ -54,8 +51,7 @@ class _Zonemount(Zonemount):
         cmd += ["--metrics-address", f"127.0.0.1:{self.port}"]
         if self.source is None:
             return cmd, env
-        path = f"{self.source / 'operator'}:{self.source / 'csi-driver'}"
-        return [sys.executable, "-c", _MAIN, *cmd[1:]], {**env, "PYTHONPATH": path}
+        return checkout_command(self.source, cmd[1:], env)
 
     def counts(self) -> dict[str, float]:
         """FUSE requests and S3 requests so far, by kind."""
