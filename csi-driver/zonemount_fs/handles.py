@@ -71,6 +71,8 @@ class FileHandle:
     # the inode's ``readers`` until released (R-READ-PAGE-CACHE)
     keep_cache: bool = False
     cached_reader: bool = False
+    # opened O_RDWR (for reading only: writes fail with EBADF)
+    rdwr: bool = False
 
 
 def _page_cache(node: Inode, handle: FileHandle) -> None:
@@ -81,14 +83,17 @@ def _page_cache(node: Inode, handle: FileHandle) -> None:
     with what this handle's reads return (the version its attributes name: every GET
     carries If-Match). So ``cache_etag`` becomes this handle's ETag - unless readers of
     another version are still open and may fill pages too (then unknown, None). A writer's
-    bytes go through the page cache before they are an object, and an O_DIRECT open drops
-    the pages: both leave the version unknown."""
+    bytes go through the page cache before they are an object, an O_DIRECT open drops the
+    pages and an O_RDWR reader's shared mapping could dirty them: all leave the version
+    unknown."""
     etag = node.etag or None
     if handle.writer is not None or handle.direct or etag is None:
         node.cache_etag = None
         return
-    handle.keep_cache = node.cache_etag == etag
-    if not handle.keep_cache and node.readers:
+    handle.keep_cache = node.cache_etag == etag and not handle.rdwr
+    if handle.rdwr:
+        node.cache_etag = None  # a shared writable mapping could dirty its pages
+    elif not handle.keep_cache and node.readers:
         node.cache_etag = None  # pages of another version may still come in
     elif node.readers == 0:
         node.cache_etag = etag
@@ -186,12 +191,9 @@ class Handles:
             if fh is not None:
                 return fh
             # O_RDWR without O_TRUNC: opened for reading; a write will fail with EBADF.
-            fh = await self._open_for_reading(ino, direct=bool(flags & os.O_DIRECT))
-            # a shared writable mapping could dirty its pages even so: not a known version
-            self.files[fh].keep_cache = False
-            self.tree.inode(ino).cache_etag = None
-            return fh
-        return await self._open_for_reading(ino, direct=bool(flags & os.O_DIRECT))
+        return await self._open_for_reading(
+            ino, direct=bool(flags & os.O_DIRECT), rdwr=flags & os.O_ACCMODE == os.O_RDWR
+        )
 
     async def _open_for_writing(self, ino: int, flags: int) -> int | None:
         """A handle that replaces (O_TRUNC, or an empty file) or appends to the file; None
@@ -241,7 +243,7 @@ class Handles:
         node.local = True
         return self._new_fh(FileHandle(ino, self.tree.key_of(node), writer=node.writer))
 
-    async def _open_for_reading(self, ino: int, *, direct: bool) -> int:
+    async def _open_for_reading(self, ino: int, *, direct: bool, rdwr: bool = False) -> int:
         """A handle with a :class:`~.prefetch.Reader` of the object as it is now (revalidated
         for O_DIRECT or once the attributes expired)."""
         node = self.tree.inode(ino)
@@ -256,7 +258,7 @@ class Handles:
         else:
             cache = None if direct else self.ctx.cache_for(node.size)
             reader = Reader(self.ctx, key, node.size, node.etag or None, cache)
-        return self._new_fh(FileHandle(ino, key, reader=reader, direct=direct))
+        return self._new_fh(FileHandle(ino, key, reader=reader, direct=direct, rdwr=rdwr))
 
     async def _empty_for_writing(self, ino: int, flags: int) -> bool:
         """Is this a write-only or append open, without O_TRUNC, of a file that is empty in
