@@ -23,7 +23,6 @@ def test_bulkcopy_grid_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             cell = got[(tool, direction)]
             assert cell["status"] == "ok", cell
             assert cell["objects"] == 12 and cell["wall"] > 0 and cell["rss_mib"] > 0
-            assert cell["server_cpu"] >= 0
         assert got[("zonemount", f"{direction} re-run")]["status"] == "ok"
     # the server's CPU is measured (12 objects can take less than one 10 ms clock tick)
     assert sum(c["server_cpu"] for c in cells) > 0
