@@ -37,7 +37,7 @@ from typing import Any
 import trio
 
 from .context import IoContext
-from .errors import FsError, StoreError
+from .errors import FsError, StoreError, StoreUnavailable
 from .inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, valid_name
 from .listing import Listing
 from .meta import is_symlink_meta
@@ -320,7 +320,16 @@ class _Walk:
     fetching: trio.Event | None = None  # set when the page being fetched ahead is in
     ended: bool = False  # the last page fetched ahead reached the directory's end
     cooldown: int = 0
-    inflight: dict[str, trio.Event] = field(default_factory=dict)
+    inflight: dict[str, _Ahead] = field(default_factory=dict)
+
+
+@dataclass
+class _Ahead:
+    """One HEAD fetched ahead: ``done`` is set when it ended; ``unanswered`` is the failure
+    when S3 did not answer it (a deadline missed, unreachable after retries)."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    unanswered: StoreUnavailable | None = None
 
 
 class WalkAhead:
@@ -352,9 +361,12 @@ class WalkAhead:
 
     Invariants: an answer is installed only while the directory still has the prefix it was
     asked under and the tree holds no inode of that name (a lookup or listing got there
-    first); a failed HEAD installs nothing (the name's own lookup asks). Background failures
-    are logged, never raised. Concurrency: one trio thread; the directory is re-read by number
-    after every await."""
+    first); a failed HEAD installs nothing (the name's own lookup asks), except that the
+    lookups waiting for a HEAD S3 did not answer fail with it (EIO) rather than ask again:
+    against a stalled S3 a lookup then fails one deadline after its HEAD was sent, not two,
+    and the names fetched ahead fail together instead of one deadline after another (the
+    kernel sends them one at a time). Background failures are logged, never raised.
+    Concurrency: one trio thread; the directory is re-read by number after every await."""
 
     def __init__(self, ctx: IoContext, tree: InodeTable) -> None:
         self.ctx = ctx
@@ -404,7 +416,7 @@ class WalkAhead:
     async def wait(self, parent_ino: int, name: str) -> None:
         """Wait for a HEAD of ``name`` fetched ahead, if one is under way - or may be soon:
         the page of names after the walk's last is being fetched (a lookup would otherwise
-        ask S3 for it at the same time)."""
+        ask S3 for it at the same time). Raises EIO when S3 did not answer that HEAD."""
         walk = self._walks.get(parent_ino)
         if walk is None:
             return
@@ -415,9 +427,11 @@ class WalkAhead:
             and walk.prefix + name > walk.after
         ):
             await walk.fetching.wait()
-        event = walk.inflight.get(name)
-        if event is not None:
-            await event.wait()
+        ahead = walk.inflight.get(name)
+        if ahead is not None:
+            await ahead.done.wait()
+            if ahead.unanswered is not None:
+                raise FsError(errno.EIO, str(ahead.unanswered))
 
     async def _fetch(self, parent_ino: int, walk: _Walk, after: str, expect: str | None) -> None:
         """One page of names after key ``after``; with ``expect``, only if that name is on
@@ -462,8 +476,8 @@ class WalkAhead:
         if not names:
             walk.cooldown = AHEAD_COOLDOWN  # the tree knows these names (R-META-RELIST's)
         for name in names:
-            walk.inflight[name] = trio.Event()
-            self.ctx.nursery.start_soon(self._head, parent_ino, walk, name)
+            walk.inflight[name] = ahead = _Ahead()
+            self.ctx.nursery.start_soon(self._head, parent_ino, walk, name, ahead)
 
     @staticmethod
     def _fetched(walk: _Walk) -> None:
@@ -471,7 +485,7 @@ class WalkAhead:
         if event is not None:
             event.set()
 
-    async def _head(self, parent_ino: int, walk: _Walk, name: str) -> None:
+    async def _head(self, parent_ino: int, walk: _Walk, name: str, ahead: _Ahead) -> None:
         try:
             info = await self.ctx.run(self.ctx.store.head, walk.prefix + name)
             parent = self.tree.inodes.get(parent_ino)
@@ -482,11 +496,14 @@ class WalkAhead:
                 and self.tree.child(parent, name) is None
             ):
                 self.tree.install(parent, name, *_object_kind(info))
-        except StoreError as exc:  # gone, or S3 failed: the name's own lookup asks
+        except StoreUnavailable as exc:  # its waiting lookups fail with it; later ones ask
+            ahead.unanswered = exc
+            log.debug("walk ahead: HEAD %s%s: %s", walk.prefix, name, exc)
+        except StoreError as exc:  # gone, or S3 answered with an error: the lookup asks
             log.debug("walk ahead: HEAD %s%s: %s", walk.prefix, name, exc)
         except Exception:
             log.exception("walk ahead: HEAD %s%s", walk.prefix, name)
         finally:
-            event = walk.inflight.pop(name, None)
-            if event is not None:
-                event.set()
+            if walk.inflight.get(name) is ahead:
+                del walk.inflight[name]
+            ahead.done.set()

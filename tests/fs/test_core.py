@@ -981,6 +981,39 @@ def test_a_walk_whose_heads_ahead_fail_still_answers_every_lookup() -> None:
     run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0)
 
 
+def test_lookups_waiting_for_a_head_s3_does_not_answer_fail_with_it() -> None:
+    """R-META-LOOKUP-AHEAD, R-ERR-DEADLINE: a lookup that waits for a HEAD fetched ahead
+    which S3 never answers fails (EIO) when that HEAD misses its deadline; it does not send
+    the HEAD again and wait a second deadline (before: two HEADs, two deadlines). A later
+    lookup of the name asks S3 again."""
+    _inner, store = _faulty({f"big/f{i:03d}": b"x" * i for i in range(100)})
+    heads: list[str] = []
+    real = store.head
+
+    def head(key: str, *a: Any, **k: Any) -> Any:
+        heads.append(key)
+        return real(key, *a, **k)
+
+    store.head = head  # type: ignore[method-assign]
+
+    async def body(fs: Filesystem) -> None:
+        big = (await fs.lookup(ROOT_INO, "big")).ino
+        stalled = store.hold("head", key="big/f005")
+        await fs.lookup(big, "f000")
+        await fs.lookup(big, "f001")  # a walk: f002... are HEADed ahead, f005's never answers
+        assert await trio.to_thread.run_sync(stalled.entered.wait, 10)
+        with pytest.raises(FsError) as failed:
+            await fs.lookup(big, "f005")
+        assert failed.value.errno == errno.EIO
+        assert heads.count("big/f005") == 1
+        stalled.release()
+        await _settle(fs)
+        assert (await fs.lookup(big, "f005")).size == 5  # asked again, answered now
+        assert heads.count("big/f005") == 2
+
+    run(store, body, metadata_ttl=60.0, negative_metadata_ttl=60.0, request_deadline=0.3)
+
+
 def test_page_cache_kept_only_for_the_version_it_holds() -> None:
     """R-READ-PAGE-CACHE: an open keeps the kernel's pages (FOPEN_KEEP_CACHE) only when they
     are of the version its attributes name: not after another client's replacement, not while

@@ -346,6 +346,39 @@ def test_unlink_returns_once_its_delete_is_done_within_the_deadline(
         proxy.close()
 
 
+def test_a_lookup_waiting_for_a_stalled_head_fetched_ahead_fails_with_it(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-META-LOOKUP-AHEAD under R-ERR-DEADLINE, on a real mount: ``stat`` of a name whose
+    HEAD fetched ahead S3 never answers is EIO once that HEAD misses its deadline, without a
+    second HEAD (before: it asked again and waited a second deadline); once S3 answers
+    again the name is found."""
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"big/f{i:03d}", Body=b"x" * i)
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--metadata-ttl", "60", "--request-deadline", "2",
+            "--endpoint-url", proxy.endpoint,
+        )  # fmt: skip
+        stall = proxy.add(Rule("HEAD", "/big/f005", "stall", seconds=30))
+        os.stat(mnt / "big" / "f000")
+        os.stat(mnt / "big" / "f001")  # a walk: f002... are HEADed ahead
+        deadline = time.monotonic() + 30
+        while stall.hits < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stall.hits == 1, "the walk sent no HEAD ahead for f005"
+        with pytest.raises(OSError) as info:
+            os.stat(mnt / "big" / "f005")
+        assert info.value.errno == errno.EIO
+        assert stall.hits == 1  # the lookup shared the HEAD's failure, it did not ask again
+        proxy.clear()
+        assert os.stat(mnt / "big" / "f005").st_size == 5
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
 def test_rmdir_of_a_directory_listed_and_emptied_here_sends_no_list(
     mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
 ) -> None:
