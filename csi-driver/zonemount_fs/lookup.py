@@ -335,11 +335,12 @@ class _Ahead:
 class WalkAhead:
     """HEADs ahead of a walk over a directory's files (R-META-LOOKUP-AHEAD).
 
-    The kernel sends the lookups of one directory one at a time (libfuse before 3.17.1 does
-    not pass ``FUSE_PARALLEL_DIROPS``; Debian 12 ships 3.14), so eight readers opening the
-    files of one directory each wait for the others' lookups, a HEAD (with a LIST in a large
-    directory) each: ~19 ms a name on the shaped profile, at most ~53 files/s whatever the
-    read path does.
+    The kernel sends the lookups of one directory one at a time (no ``FUSE_PARALLEL_DIROPS``:
+    libfuse 3.14, Debian 12's, never sends it; 3.17.x sends it only when the file system's
+    init asks, and pyfuse3 3.5.0's does not - ``python -m bench.parallel_dirops``), so eight
+    readers opening the files of one directory each wait for the others' lookups, a HEAD
+    (with a LIST in a large directory) each: ~19 ms a name on the shaped profile, at most
+    ~53 files/s whatever the read path does.
 
     A *walk* is two lookups that found files in a directory by asking S3, the second within
     :data:`AHEAD` names after the first in key order (readers working through a directory

@@ -11,6 +11,7 @@ JSON, markdown and PNG are written and consistent, and that ratios/targets are w
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,23 @@ def test_harness_end_to_end_shape(tmp_path: Path) -> None:
         assert client in header
     if not zm["available"]:
         assert "zonemount: not available" in md
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(120)
+def test_parallel_dirops_probe_reports_its_stack() -> None:
+    """``bench.parallel_dirops`` mounts its probe file system and says what this FUSE stack
+    does with one directory's concurrent lookups, with the time that decides it."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.parallel_dirops", "--names", "4", "--delay", "0.1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    ).stdout
+    assert re.search(r"^pyfuse3 \S+, libfuse /\S*libfuse3\S*$", out, re.M), out
+    found = re.search(r"^4 lookups in one directory, 0\.1 s each: ([\d.]+) s \((\w+)\)$", out, re.M)
+    assert found, out
+    took, verdict = float(found[1]), found[2]
+    assert took >= 0.1 and verdict == ("parallel" if took < 0.25 else "serialized")
