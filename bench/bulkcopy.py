@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import charts
 from bench.clients import checkout_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -399,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     stem.with_suffix(".md").write_text(text)
     print(text)
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {stem}.json, {stem}.md and {charts.chart(stem.with_suffix('.json'))}")
     return 0
 
 

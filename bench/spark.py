@@ -36,6 +36,7 @@ from typing import Any
 
 from zonemount_cli.servers import LocalS3, start_seaweedfs
 
+from bench import charts
 from tests.fs import mounts
 from tests.fs.mounts import Mounter
 from tests.spark import sparkjobs
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     stem.with_suffix(".md").write_text(markdown)
     print(markdown)
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {stem}.json, {stem}.md and {charts.chart(stem.with_suffix('.json'))}")
     return 0 if all(r.checksum_ok is not False for r in results) else 1
 
 

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.bench
 def test_bulkcopy_grid_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bulkcopy.main(["--small", "12", "--large", "0", "--out", str(tmp_path)]) == 0
     (result,) = tmp_path.glob("bulkcopy-*.json")
+    assert result.with_suffix(".png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     cells = json.loads(result.read_text())["cells"]
     got = {(c["tool"], c["direction"]): c for c in cells}
     for direction in bulkcopy.DIRECTIONS:
