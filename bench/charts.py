@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.report import labelled_bars
+
 SPARK_COLORS = {"write": "#1f77b4", "read": "#aec7e8"}
 TOOL_COLORS = {"zonemount": "#1f77b4", "zonemount-before": "#aec7e8", "s5cmd": "#ff7f0e"}
 
@@ -111,24 +113,14 @@ def bulkcopy_chart(doc: dict[str, Any], path: Path) -> None:
             (c["objects_per_s"] if small else c["mb_per_s"]) if c is not None else 0.0
             for c in picked
         ]
-        bars = ax.bar(
-            range(len(names)), values, color=[TOOL_COLORS.get(n, "#9467bd") for n in names]
-        )
-        top = max(values) if any(values) else 1.0
-        for bar, value, cell in zip(bars, values, picked, strict=True):
-            if cell is None:
-                label = "failed"
-            else:
-                per_object = cell["cpu"] / max(1, cell["objects"]) * 1e3
-                label = f"{value:,.0f}\n{per_object:.2f} ms CPU/obj"
-            ax.text(
-                bar.get_x() + bar.get_width() / 2,
-                bar.get_height() + top * 0.02,
-                label,
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
+        labels = [
+            "failed"
+            if cell is None
+            else f"{value:,.0f}\n{cell['cpu'] / max(1, cell['objects']) * 1e3:.2f} ms CPU/obj"
+            for value, cell in zip(values, picked, strict=True)
+        ]
+        colors = [TOOL_COLORS.get(n, "#9467bd") for n in names]
+        top = labelled_bars(ax, values, colors, labels, turn_long=False)
         objects = next((c["objects"] for c in picked if c is not None), 0)
         ax.set_ylim(0, top * 1.3)
         ax.set_xticks(range(len(names)), names, fontsize=8)

@@ -428,6 +428,26 @@ def _cpu_table(doc: dict[str, Any], clients: list[str]) -> list[str]:
     return lines
 
 
+def labelled_bars(
+    ax: Any, values: list[float], colors: list[str], labels: list[str], *, turn_long: bool = True
+) -> float:
+    """Bars of ``values`` on ``ax``, each with its label above it (turned upright when longer
+    than 5 characters, unless ``turn_long`` is off); returns the tallest bar (1.0 if none)."""
+    bars = ax.bar(range(len(values)), values, color=colors)
+    top = max(values) if any(values) else 1.0
+    for bar, label in zip(bars, labels, strict=True):
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + top * 0.02,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            rotation=90 if turn_long and len(label) > 5 else 0,
+        )
+    return top
+
+
 def render_chart(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -454,22 +474,13 @@ def render_chart(doc: dict[str, Any], path: Path) -> None:
                 row = rows_by.get((profile, client, workload))
                 names.append(client)
                 values.append(row["value"] if row and row["value"] is not None else 0.0)
-            bars = ax.bar(
-                range(len(names)), values, color=[COLORS.get(n, "#9467bd") for n in names]
-            )
-            top = max(values) if any(values) else 1.0
-            for bar, value, name in zip(bars, values, names, strict=True):
+            labels = []
+            for value, name in zip(values, names, strict=True):
                 row = rows_by.get((profile, name, workload))
-                label = _fmt(value) if value else ("n/a" if row is None else row["status"][:7])
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    bar.get_height() + top * 0.02,
-                    label,
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    rotation=90 if len(label) > 5 else 0,
+                labels.append(
+                    _fmt(value) if value else ("n/a" if row is None else row["status"][:7])
                 )
+            top = labelled_bars(ax, values, [COLORS.get(n, "#9467bd") for n in names], labels)
             ax.set_ylim(0, top * 1.35)
             ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
             better = "higher" if w.higher_is_better else "lower"
