@@ -8,8 +8,9 @@ Owns the rename of a file, symlink or directory (R-RENAME-* in docs/SEMANTICS.md
    ``--allow-overwrite``, an empty target directory), key lengths, not into itself, and
    nothing under the source being written (EBUSY).
 2. **Move the data**: one object (RenameObject on a directory bucket where the service has
-   it, else copy then delete), or every object under a remote directory's prefix (at most
-   :data:`RENAME_CONCURRENCY` at once; a local directory has none). Sources are deleted only
+   it, else copy then delete), or every object under a remote directory's prefix (copies at
+   most :data:`RENAME_CONCURRENCY` at once, then the sources' deletes in one DeleteObjects
+   request per 1,000 keys; a local directory has none). Sources are deleted only
    after every copy succeeded, so a failure or crash leaves both names, never neither; a
    failed copy phase deletes what it copied (best effort). On a server that keeps emptied
    directories as folders (SeaweedFS) the source's folders go too (:meth:`Renamer._drop_folders`).
@@ -248,17 +249,13 @@ class Renamer:
                 log.warning("rename rollback: could not delete %r: %s", target, exc)
 
     async def _delete_all(self, objects: list[ObjectInfo]) -> list[FsError]:
-        """Delete every source object (all were copied); the errors."""
-        errors: list[FsError] = []
-
-        async def delete_one(info: ObjectInfo) -> None:
-            try:
-                await self.ctx.call(self.ctx.store.delete, info.key)
-            except FsError as exc:
-                errors.append(exc)
-
-        await _each(objects, delete_one)
-        return errors
+        """Delete every source object (all were copied) in as few requests as the store
+        allows (DeleteObjects); the error, if any key failed."""
+        try:
+            await self.ctx.call(self.ctx.store.delete_many, [info.key for info in objects])
+        except FsError as exc:
+            return [exc]
+        return []
 
     async def _drop_folders(self, src_prefix: str, objects: list[ObjectInfo]) -> None:
         """Delete the entries a server keeps for directories whose last object is gone, so
@@ -269,7 +266,8 @@ class Renamer:
         ``dir/`` marker is an object that :meth:`_move_prefix` listed and moved). Which kind
         of server this is shows in one HEAD of the deepest emptied directory at the mount's
         first directory rename and is remembered: on AWS S3 that HEAD is the only cost.
-        The entries go deepest first (a folder that still holds a folder is not removed);
+        The entries go deepest first, one DeleteObjects request per depth (a folder that
+        still holds a folder is not removed);
         deleting a key that holds nothing is harmless, and a folder another client wrote
         into meanwhile is not removed by deleting its key. Best effort: the data moved
         already, so a failure leaves an empty folder behind (logged), not an error."""
@@ -291,14 +289,11 @@ class Renamer:
                 return
             ctx.keeps_folders = True
 
-        async def drop(key: str) -> None:
+        for depth in sorted(levels, reverse=True):  # one request per level (DeleteObjects)
             try:
-                await ctx.run(ctx.store.delete, key)
+                await ctx.run(ctx.store.delete_many, levels[depth])
             except StoreError as exc:  # the data moved: an empty folder left is no error
-                log.warning("rename: could not delete the emptied folder %r: %s", key, exc)
-
-        for depth in sorted(levels, reverse=True):
-            await _each(levels[depth], drop)
+                log.warning("rename: could not delete an emptied folder: %s", exc)
 
     # -- 3. re-link ----------------------------------------------------------------------
     async def _relink(

@@ -584,11 +584,55 @@ def test_rename_dir_on_aws_like_server_deletes_only_objects(mounter: Mounter, bu
         (mnt / d / "sub/f").write_bytes(b"f")
         (mnt / d / "g").write_bytes(b"g")
     for src, dst in (("a", "b"), ("c", "d")):
-        before = _metric(port, "zonemount_s3_requests_total", "DeleteObject")
+        before = [_metric(port, "zonemount_s3_requests_total", op) for op in DELETES]
         os.rename(mnt / src, mnt / dst)
-        deleted = _metric(port, "zonemount_s3_requests_total", "DeleteObject") - before
-        assert deleted == 2, f"{deleted:.0f} DELETEs to move 2 objects"
+        after = [_metric(port, "zonemount_s3_requests_total", op) for op in DELETES]
+        single, batches = (a - b for a, b in zip(after, before, strict=True))
+        assert (single, batches) == (0, 1), f"{single:.0f} DeleteObject + {batches:.0f} batches"
     assert sorted(os.listdir(mnt)) == ["b", "d"]
+    assert sorted(os.listdir(mnt / "d")) == ["g", "sub"]
+
+
+DELETES = ("DeleteObject", "DeleteObjects")
+
+
+def test_rename_dir_deletes_sources_and_folders_in_batches(seaweed_server, tmp_path) -> None:
+    """A Spark task commit renames its attempt directory (here 16 partition directories of
+    2 files each). The 32 sources go in one DeleteObjects request, and the 16 emptied folders
+    SeaweedFS keeps (one level) in one more; the attempt's own folder is one DeleteObject.
+    Each used to be a DeleteObject of its own (48 requests per task commit, costing the
+    server about as much CPU as the copies)."""
+    name = f"zm-{os.urandom(6).hex()}"
+    seaweed: Any = seaweed_server.client()
+    seaweed.create_bucket(Bucket=name)
+    port = free_port()
+    mounter = Mounter(seaweed_server, tmp_path)
+    try:
+        mnt = mounter.mount(name, "--allow-delete", "--metrics-address", f"127.0.0.1:{port}")
+        job = mnt / "job/_temporary/0"
+        for n in range(16):
+            for f in ("part", ".part.crc"):
+                (job / f"attempt/p={n}").mkdir(parents=True, exist_ok=True)
+                (job / f"attempt/p={n}/{f}").write_bytes(f"{n}/{f}".encode())
+        (job / "warmup/x").mkdir(parents=True)  # the mount learns the server kind (one HEAD)
+        (job / "warmup/x/f").write_bytes(b"w")
+        os.rename(job / "warmup", job / "warm")
+        before = [_metric(port, "zonemount_s3_requests_total", op) for op in DELETES]
+        os.rename(job / "attempt", job / "task")
+        after = [_metric(port, "zonemount_s3_requests_total", op) for op in DELETES]
+        single, batches = (a - b for a, b in zip(after, before, strict=True))
+        assert (single, batches) == (1, 2), f"{single:.0f} DeleteObject + {batches:.0f} batches"
+        assert sorted(os.listdir(job)) == ["task", "warm"]
+        listed = seaweed.list_objects_v2(Bucket=name, Prefix="job/_temporary/0/", Delimiter="/")
+        assert [p["Prefix"] for p in listed.get("CommonPrefixes", [])] == [
+            "job/_temporary/0/task/",
+            "job/_temporary/0/warm/",
+        ]
+        moved = seaweed.list_objects_v2(Bucket=name, Prefix="job/_temporary/0/task/")
+        assert len(moved["Contents"]) == 32
+        assert (job / "task/p=7/.part.crc").read_bytes() == b"7/.part.crc"
+    finally:
+        mounter.cleanup()
 
 
 def test_r_rename_overwrite(mounter: Mounter, s3, bucket) -> None:

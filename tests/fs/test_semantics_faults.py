@@ -624,10 +624,11 @@ def test_rename_dir_miss_seen_mid_move_is_forgotten(
     mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
 ) -> None:
     """R-RENAME-DIR-HOLDS-WRITES, lookups: ``stat src/a`` while ``mv src dst`` is deleting
-    its sources (``src/a`` gone, the DELETE of ``src/b`` held by a proxy) misses - renames
-    are not atomic - but once the rename ended ``dst/a`` is found: the miss is not
-    remembered for the moved directory (it was, for --negative-metadata-ttl). ``ls src``
-    meanwhile waits for the rename and shows both files (it showed ``b`` only)."""
+    its sources (``src/a`` gone, the answer to the DeleteObjects request held back by a
+    proxy) misses - renames are not atomic - but once the rename ended ``dst/a`` is found:
+    the miss is not remembered for the moved directory (it was, for
+    --negative-metadata-ttl). ``ls src`` meanwhile waits for the rename and shows both files
+    (it showed ``b`` only)."""
     s3.put_object(Bucket=bucket, Key="src/a", Body=b"1")
     s3.put_object(Bucket=bucket, Key="src/b", Body=b"2")
     proxy = FaultProxy(moto_server.endpoint)
@@ -641,12 +642,13 @@ def test_rename_dir_miss_seen_mid_move_is_forgotten(
             proxy.endpoint,
         )
         assert (mnt / "src").is_dir()  # "a" itself never looked up: a miss asks S3
-        stall = proxy.add(Rule("DELETE", "/src/b", "stall", count=1, seconds=3))
+        # the sources go in one DeleteObjects request: S3 deletes them, its answer trickles
+        stall = proxy.add(Rule("POST", "?delete", "trickle", count=1, rate=50))
         mover = threading.Thread(target=os.rename, args=(mnt / "src", mnt / "dst"))
         mover.start()
         deadline = time.monotonic() + 30
-        while stall.hits == 0:
-            assert time.monotonic() < deadline, "the rename never deleted src/b"
+        while stall.hits == 0 or "src/a" in keys(s3, bucket):
+            assert time.monotonic() < deadline, "the rename never deleted its sources"
             time.sleep(0.02)
         mid_move = os.path.exists(mnt / "src" / "a")  # src/a is deleted by now
         listed = sorted(os.listdir(mnt / "src"))  # waits for the rename: not half of it
@@ -657,6 +659,28 @@ def test_rename_dir_miss_seen_mid_move_is_forgotten(
         assert listed == ["a", "b"]
         assert (mnt / "dst" / "a").read_bytes() == b"1"
         assert sorted(os.listdir(mnt / "dst")) == ["a", "b"]
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
+def test_rename_dir_where_delete_objects_is_not_implemented(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-RENAME-DIR: an endpoint that answers DeleteObjects with 501 NotImplemented (some
+    S3-compatible servers have no multi-object delete) still gets a directory moved whole:
+    its sources are deleted one DELETE each, and the 501 is asked for once per mount."""
+    for key in ("a/1", "a/2", "b/1", "b/2"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(bucket, "--allow-delete", "--endpoint-url", proxy.endpoint)
+        refused = proxy.add(Rule("POST", "?delete", "status", status=501, code="NotImplemented"))
+        os.rename(mnt / "a", mnt / "c")
+        os.rename(mnt / "b", mnt / "d")
+        assert keys(s3, bucket) == ["c/1", "c/2", "d/1", "d/2"]
+        assert refused.hits == 1
+        assert sorted(os.listdir(mnt)) == ["c", "d"]
     finally:
         mounter.cleanup()
         proxy.close()

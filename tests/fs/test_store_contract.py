@@ -113,6 +113,19 @@ def test_copy_and_delete(store: ObjectStore) -> None:
         store.head("src")
 
 
+def test_delete_many(store: ObjectStore) -> None:
+    """Every key goes (missing ones too, as a delete of a missing key succeeds), one key or
+    more than one DeleteObjects request holds; keys not named stay."""
+    keys = [f"d/{i:04}" for i in range(1005)]
+    for key in [*keys, "d/kept"]:
+        store.put(key, b"x", {})
+    store.delete_many([*keys, "d/never-existed"])
+    store.delete_many(["d/never-existed"])
+    assert [o.key for o in list_all(store, "d/").objects] == ["d/kept"]
+    store.delete_many(["d/kept"])
+    assert list_all(store, "d/").objects == []
+
+
 def test_general_purpose_has_no_rename_or_append(store: ObjectStore) -> None:
     store.put("r", b"1", {})
     with pytest.raises(NotSupported):

@@ -15,9 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
+
+# Keys per DeleteObjects request (the S3 API's limit).
+DELETE_BATCH = 1000
 
 
 class ObjectInfo(NamedTuple):
@@ -104,6 +107,11 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Delete one key; deleting a missing key succeeds."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete every key in as few requests as the service allows (DeleteObjects, at most
+        :data:`DELETE_BATCH` keys each; one key is a plain delete). A missing key succeeds.
+        Every key is tried; then the first failure is raised."""
 
 
 def list_all(store: ObjectStore, prefix: str, delimiter: str | None = None) -> ListPage:

@@ -78,6 +78,19 @@ class FaultyStore:
         for hold in holds:
             hold.release()
 
+    def delete_many(self, keys: Any) -> None:
+        """As S3 answers DeleteObjects: the keys go one at a time, so each is a ``delete``
+        here (its faults and holds apply per key: a test can stop a batch half done).
+        Every key is tried; then the first error is raised."""
+        first: StoreError | None = None
+        for key in keys:
+            try:
+                self.delete(key)
+            except StoreError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
         if not callable(target):

@@ -13,11 +13,11 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BucketNotFound, NotSupported, ObjectNotFound, PreconditionFailed, StoreError
-from .base import ListPage, ObjectInfo
+from .base import DELETE_BATCH, ListPage, ObjectInfo
 
 
 @dataclass
@@ -220,3 +220,13 @@ class MemoryStore:
         self._count("delete")
         with self._lock:
             self._objects.pop(key, None)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        if len(keys) == 1:
+            self.delete(keys[0])
+            return
+        for start in range(0, len(keys), DELETE_BATCH):
+            self._count("delete_many")
+            with self._lock:
+                for key in keys[start : start + DELETE_BATCH]:
+                    self._objects.pop(key, None)

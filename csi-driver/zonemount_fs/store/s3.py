@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -61,7 +61,7 @@ from ..errors import (
 from ..metrics import S3_ERRORS, S3_REQUESTS
 from ..names import is_directory_bucket
 from . import fastpath
-from .base import ListPage, ObjectInfo, PutOptions
+from .base import DELETE_BATCH, ListPage, ObjectInfo, PutOptions
 from .watchdog import WATCHDOG
 
 T = TypeVar("T")
@@ -200,6 +200,7 @@ class S3Store:
         self.is_directory_bucket = is_directory_bucket(settings.bucket)
         self._rename_supported: bool | None = None
         self._rename_probe = threading.Lock()
+        self._batch_deletes = True  # False once the endpoint refused DeleteObjects (501)
         # A shared session keeps its loaded service models and resolved credentials: the
         # mount's quick bucket check and its real store then pay for them once.
         session = session or botocore.session.Session(profile=settings.profile)
@@ -641,6 +642,53 @@ class S3Store:
                 pass
         with contextlib.suppress(ObjectNotFound):
             self._call("DeleteObject", key, self._client.delete_object, Key=key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One DeleteObjects request per :data:`DELETE_BATCH` keys (a directory rename's
+        sources: one request where each key was a DeleteObject of its own, which cost both
+        sides about as much CPU as the copy). One key, or an endpoint without DeleteObjects
+        (remembered after its first 501), is deleted key by key. Keys the answer lists as
+        failed (other than missing) are errors: the first is raised once every key was tried."""
+        first: StoreError | None = None
+        for start in range(0, len(keys), DELETE_BATCH):
+            chunk = keys[start : start + DELETE_BATCH]
+            try:
+                failed = self._delete_batch(chunk)
+            except StoreError as exc:
+                failed = [exc]
+            first = first or (failed[0] if failed else None)
+        if first is not None:
+            raise first
+
+    def _delete_batch(self, keys: Sequence[str]) -> list[StoreError]:
+        """Delete ``keys`` (at most :data:`DELETE_BATCH`); the errors of the keys that failed."""
+        if len(keys) > 1 and self._batch_deletes:
+            try:
+                answer = self._call(
+                    "DeleteObjects",
+                    keys[0],
+                    self._client.delete_objects,
+                    Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+                )
+            except NotSupported:
+                log.info("DeleteObjects is not supported here: deleting key by key")
+                self._batch_deletes = False
+            else:
+                failed: list[StoreError] = []
+                for err in answer.get("Errors", ()):
+                    code, key = str(err.get("Code", "")), str(err.get("Key", ""))
+                    error = _from_code(f"DeleteObjects {key!r}", code, "", err.get("Message", ""))
+                    if not isinstance(error, ObjectNotFound):  # a missing key is deleted
+                        self._errors.labels(op="DeleteObjects", code=code).inc()
+                        failed.append(error)
+                return failed
+        errors: list[StoreError] = []
+        for key in keys:
+            try:
+                self.delete(key)
+            except StoreError as exc:
+                errors.append(exc)
+        return errors
 
     def native(self, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
         """The twin of store call ``fn`` (a bound method of this store) that is awaited on
