@@ -220,6 +220,29 @@ def test_native_delete_is_retried_and_translated_alike(proxied: Any) -> None:
         trio.run(delete, "k")
 
 
+def test_native_copy_is_retried_and_translated_alike(proxied: Any) -> None:
+    """CopyObject awaited on the trio thread (a rename's copy on plain HTTP) follows the
+    blocking path: SlowDown retried, the source's metadata kept or replaced, a missing
+    source and a refusal translated; a copy too large for one request (UploadPartCopy)
+    still goes through the blocking path."""
+    store, proxy = proxied(max_attempts=4)
+    copy = store.native(store.copy)
+    assert copy is not None
+    store.put("src", b"payload", {"mode": "1"})
+    rule = proxy.add(Rule("PUT", "/dst", "status", count=2, status=503, code="SlowDown"))
+    trio.run(copy, "src", "dst", 7)
+    assert rule.hits == 2
+    assert store.get_range("dst", 0, 100) == b"payload"
+    assert dict(store.head("dst").metadata or {}) == {"mode": "1"}
+    trio.run(copy, "dst", "dst", 7, {"mode": "2"})  # metadata replaced in place
+    assert dict(store.head("dst").metadata or {}) == {"mode": "2"}
+    with pytest.raises(ObjectNotFound):
+        trio.run(copy, "missing", "dst2", 7)
+    proxy.add(Rule("PUT", "/dst3", "status", status=403, code="AccessDenied"))
+    with pytest.raises(AccessDenied):
+        trio.run(copy, "src", "dst3", 7)
+
+
 def test_listing_slowdown_is_retried_then_gives_eio(proxied: Any) -> None:
     store, proxy = proxied(max_attempts=3)
     rule = proxy.add(Rule("GET", "list-type=2", "status", count=2, status=503, code="SlowDown"))

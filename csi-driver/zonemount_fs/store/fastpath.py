@@ -309,13 +309,21 @@ class FastPath:
         return self._native is not None
 
     async def request_native(
-        self, operation: str, method: str, key: str, *, query: str = "", body: bytes = b""
+        self,
+        operation: str,
+        method: str,
+        key: str,
+        *,
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        error_in_body: bool = False,
     ) -> http1.Response:
         """:meth:`request` for an answer read whole, awaited on the trio thread (the same
         signing, retries and errors; :class:`http1_trio.NativePool` instead of a worker thread)."""
         pool = self._native
         assert pool is not None, "request_native needs a plain-HTTP endpoint (see native)"
-        path, target, base_headers = self._prepare(key, query, None, body)
+        path, target, base_headers = self._prepare(key, query, headers, body)
         payload = body if body or method in {"PUT", "POST"} else None
         attempt = retry_cost = 0
         failure: S3Error | TransportError | None
@@ -327,7 +335,7 @@ class FastPath:
             except http1.HttpError as exc:
                 failure, kind, retry_after = self._transport_failure(exc)
             else:
-                failure, kind, retry_after = self._verdict(operation, resp, False, False)
+                failure, kind, retry_after = self._verdict(operation, resp, False, error_in_body)
                 if failure is None:
                     self._quota.release(retry_cost or 1)
                     return resp
@@ -454,6 +462,15 @@ class FastPath:
     def copy(self, src: str, bucket: str, dst: str, headers: Mapping[str, str]) -> None:
         source = {"x-amz-copy-source": key_path(f"{bucket}/{src}")}
         self.request("CopyObject", "PUT", dst, headers={**source, **headers}, error_in_body=True)
+
+    async def copy_native(
+        self, src: str, bucket: str, dst: str, headers: Mapping[str, str]
+    ) -> None:
+        """:meth:`copy` awaited on the trio thread (only where :attr:`native`)."""
+        source = {"x-amz-copy-source": key_path(f"{bucket}/{src}")}
+        await self.request_native(
+            "CopyObject", "PUT", dst, headers={**source, **headers}, error_in_body=True
+        )
 
     def get(self, key: str, start: int, end: int, etag: str | None) -> Any:
         """A streaming ranged GET: the urllib3 response (read it, then :func:`finish`)."""

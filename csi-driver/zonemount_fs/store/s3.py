@@ -308,6 +308,14 @@ class S3Store:
                 headers[header] = value
         return headers
 
+    def _copy_headers(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        """The fast path's CopyObject headers: a new object's, and the metadata replaced if
+        given (else the source's is kept)."""
+        headers = self._put_headers(metadata)
+        if metadata is not None:
+            headers["x-amz-metadata-directive"] = "REPLACE"
+        return headers
+
     def _put_args(self) -> dict[str, Any]:
         return {
             param: value
@@ -551,9 +559,7 @@ class S3Store:
             extra["MetadataDirective"] = "REPLACE"
         fast = self._fast
         if fast is not None and size <= MAX_COPY_PART:
-            headers = self._put_headers(metadata)
-            if metadata is not None:
-                headers["x-amz-metadata-directive"] = "REPLACE"
+            headers = self._copy_headers(metadata)
             with contextlib.suppress(fastpath.Redirected):
                 self._fast_call("CopyObject", src, fast.copy, src, self.bucket, dst, headers)
                 return
@@ -694,7 +700,8 @@ class S3Store:
         """The twin of store call ``fn`` (a bound method of this store) that is awaited on
         the trio thread instead of run in a worker thread, or None. DeleteObject (``rm -rf``
         waits for one per file) and ListObjectsV2 (a relist's ranges, :mod:`.ranged`) have
-        one, on a plain-HTTP fast path."""
+        one, and so does a one-request CopyObject (a rename's copy), on a plain-HTTP fast
+        path."""
         fast = self._fast
         if fast is None or not fast.native or getattr(fn, "__self__", None) is not self:
             return None
@@ -704,6 +711,8 @@ class S3Store:
             twin = self._delete_native
         elif func is S3Store.list_page:
             twin = self._list_page_native
+        elif func is S3Store.copy:
+            twin = self._copy_native
         return twin
 
     async def _list_page_native(
@@ -735,6 +744,23 @@ class S3Store:
         return await trio.to_thread.run_sync(
             self.list_page, prefix, delimiter, token, max_keys, start_after, abandon_on_cancel=True
         )
+
+    async def _copy_native(
+        self, src: str, dst: str, size: int, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """:meth:`copy` on the trio thread when it is one CopyObject (a file rename: copy,
+        then delete). In a worker thread the copy took about 0.7 ms longer than the request
+        itself on a loaded 2-core machine, once per file of a Spark job commit, which renames
+        one file after another. Larger copies (UploadPartCopy) run in a worker thread."""
+        fast = self._fast
+        if fast is not None and size <= MAX_COPY_PART:
+            headers = self._copy_headers(metadata)
+            with contextlib.suppress(fastpath.Redirected):
+                await self._fast_native(
+                    "CopyObject", src, fast.copy_native, src, self.bucket, dst, headers
+                )
+                return
+        await trio.to_thread.run_sync(self.copy, src, dst, size, metadata, abandon_on_cancel=True)
 
     async def _delete_native(self, key: str) -> None:
         """:meth:`delete` on the trio thread: counted, translated and redirected alike."""
