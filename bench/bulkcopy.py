@@ -3,8 +3,10 @@
 One run, one server, the same data: for each data set (``--small N`` objects of 16 KiB and
 ``--large N`` objects of 6.26 MB) and each direction (S3 -> S3, local -> S3, S3 -> local),
 every tool copies into a fresh destination, alternating (each round starting with the next
-tool, so none always runs first after the previous round's clean-up), ``--rounds`` times; then
-``zonemount sync`` runs again over its own up-to-date destination (the re-run). Each copy is a
+tool, so none always runs first after the previous round's clean-up), ``--rounds`` times
+(``--large-rounds`` for the 6.26 MB set: its copies last 2-6 s, so one round is a coin toss on
+a shared machine while five cost little); then ``zonemount sync`` runs again over its own
+up-to-date destination (the re-run). Each copy is a
 child process measured with ``wait4``: wall time, CPU (user + system) and peak RSS.
 ``--baseline DIR`` adds a column for another checkout of zonemount (e.g. a ``git worktree`` of
 an older commit), run from its source tree with ``PYTHONPATH``: before and after in one run.
@@ -194,16 +196,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             client = s3_client(server.endpoint, server.region, 32)
             client.create_bucket(Bucket="bulk-src")
             tools = Tools(server.endpoint, env, args.baseline, server.process.pid)
-            sets = [("small", args.small, SMALL), ("large", args.large, LARGE)]
-            for dataset, count, size in sets:
+            large_rounds = args.large_rounds or args.rounds
+            sets = [
+                ("small", args.small, SMALL, args.rounds),
+                ("large", args.large, LARGE, large_rounds),
+            ]
+            for dataset, count, size, rounds in sets:
                 if count <= 0:
                     continue
                 local = work / f"local-{dataset}"
                 seed(client, "bulk-src", f"{dataset}/", count, size, local)
                 for direction in args.directions:
                     kept: dict[str, tuple[str, str]] = {}
-                    for round_no in range(args.rounds):
-                        last = round_no == args.rounds - 1
+                    for round_no in range(rounds):
+                        last = round_no == rounds - 1
                         names = tools.names()  # each round starts with the next tool:
                         shift = round_no % len(names)  # no tool always follows the same one
                         for tool in names[shift:] + names[:shift]:
@@ -382,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=2000, help="16 KiB objects (2000)")
     parser.add_argument("--large", type=int, default=20, help="6.26 MB objects (20)")
     parser.add_argument("--rounds", type=int, default=1, help="copies per tool and cell (1)")
+    parser.add_argument(
+        "--large-rounds", type=int, default=0,
+        help="copies per tool and cell of the 6.26 MB set (default: --rounds)",
+    )  # fmt: skip
     parser.add_argument(
         "--directions", type=lambda s: s.split(","), default=list(DIRECTIONS),
         help="comma-separated subset of s3-s3,local-s3,s3-local",

@@ -4,6 +4,7 @@ present and ok, the re-runs are there, the markdown has the table. Never asserts
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,20 @@ def test_bulkcopy_grid_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert sum(c["server_cpu"] for c in cells) > 0
     text = capsys.readouterr().out
     assert "| small | local-s3 | s5cmd | 1 |" in text and "| ratio median | ratio best |" in text
+
+
+def test_large_set_has_its_own_round_count(tmp_path: Path) -> None:
+    """``--large-rounds``: the 6.26 MB copies last seconds, so their cells take more rounds
+    than the 20,000-object ones (one round of 100 large objects is a coin toss)."""
+    argv = ["--small", "2", "--large", "1", "--large-rounds", "2", "--directions", "s3-s3"]
+    assert bulkcopy.main([*argv, "--out", str(tmp_path)]) == 0
+    (result,) = tmp_path.glob("bulkcopy-*.json")
+    cells = json.loads(result.read_text())["cells"]
+    assert all(c["status"] == "ok" for c in cells), cells
+    copies = Counter((c["dataset"], c["tool"]) for c in cells if c["direction"] == "s3-s3")
+    assert copies == {
+        ("small", "zonemount"): 1,
+        ("small", "s5cmd"): 1,
+        ("large", "zonemount"): 2,
+        ("large", "s5cmd"): 2,
+    }
