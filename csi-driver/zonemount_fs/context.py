@@ -14,10 +14,10 @@ Invariants:
   thread under the limiter of its class - data calls (:data:`DATA_CALLS`, ``--max-threads``,
   the data deadline) or metadata calls (their own limiter, ``--request-deadline``) - so a
   lookup never queues behind a stalled part. A call the store can await on the trio thread
-  (its ``native(fn)`` twin: S3's DeleteObject, ListObjectsV2 and one-request CopyObject over
-  plain HTTP) is awaited there instead, under the same limiter, deadline and health
-  accounting - without the hand-off to a worker thread and back, which cost as much CPU as
-  the request.
+  (its ``native(fn)`` twin: S3's DeleteObject, ListObjectsV2, one-request CopyObject and a
+  small file's PutObject over plain HTTP) is awaited there instead, under the same limiter,
+  deadline and health accounting - without the hand-off to a worker thread and back, which
+  cost as much CPU as the request.
 * Past its deadline a call's caller gets :class:`~.errors.StoreUnavailable` at once; the
   worker thread is abandoned and ends with its own timeouts. :class:`Health` records every
   answer and every miss per class.

@@ -27,7 +27,7 @@ import pytest
 import trio
 from zonemount_cli.servers import LocalS3, free_port, start_moto
 from zonemount_fs.errors import AccessDenied, ObjectNotFound, StoreError
-from zonemount_fs.store.s3 import S3Settings, S3Store
+from zonemount_fs.store.s3 import NATIVE_PUT_MAX, S3Settings, S3Store
 
 from .faultproxy import FaultProxy, Rule
 from .stores import local_store
@@ -203,11 +203,11 @@ def test_slowdown_is_retried(proxied: Any, method: str) -> None:
 def test_native_delete_is_retried_and_translated_alike(proxied: Any) -> None:
     """DeleteObject awaited on the trio thread (what unlink uses on plain HTTP) follows the
     blocking path's retries and errors: SlowDown retried, a missing key deleted all the
-    same, AccessDenied reported; only DeleteObject has such a twin."""
+    same, AccessDenied reported; HEAD and GET have no such twin."""
     store, proxy = proxied(max_attempts=4)
     delete = store.native(store.delete)
     assert delete is not None
-    assert store.native(store.head) is None and store.native(store.put) is None
+    assert store.native(store.head) is None and store.native(store.get_range) is None
     store.put("k", b"payload", {})
     rule = proxy.add(Rule("DELETE", "/k", "status", count=2, status=503, code="SlowDown"))
     trio.run(delete, "k")
@@ -241,6 +241,28 @@ def test_native_copy_is_retried_and_translated_alike(proxied: Any) -> None:
     proxy.add(Rule("PUT", "/dst3", "status", status=403, code="AccessDenied"))
     with pytest.raises(AccessDenied):
         trio.run(copy, "src", "dst3", 7)
+
+
+def test_native_put_is_retried_and_translated_alike(proxied: Any) -> None:
+    """PutObject of a small file awaited on the trio thread (a Spark task's close() on plain
+    HTTP) follows the blocking path: SlowDown retried, the ETag S3 stored returned, metadata
+    written, a refusal translated; a body over NATIVE_PUT_MAX goes through the blocking path
+    and lands the same."""
+    store, proxy = proxied(max_attempts=4)
+    put = store.native(store.put)
+    assert put is not None
+    rule = proxy.add(Rule("PUT", "/small", "status", count=2, status=503, code="SlowDown"))
+    info = trio.run(put, "small", b"payload", {"mode": "33188"})
+    assert rule.hits == 2
+    head = store.head("small")
+    assert (info.size, info.etag) == (7, head.etag)
+    assert dict(head.metadata or {}) == {"mode": "33188"}
+    big = bytes(range(256)) * (NATIVE_PUT_MAX // 256 + 1)
+    assert trio.run(put, "big", big, {}).etag == store.head("big").etag
+    assert store.get_range("big", 0, len(big) + 1) == big
+    proxy.add(Rule("PUT", "/denied", "status", status=403, code="AccessDenied"))
+    with pytest.raises(AccessDenied):
+        trio.run(put, "denied", b"x", {})
 
 
 def test_listing_slowdown_is_retried_then_gives_eio(proxied: Any) -> None:

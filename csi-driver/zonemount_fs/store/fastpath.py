@@ -452,6 +452,11 @@ class FastPath:
         resp = self.request("PutObject", "PUT", key, headers=headers, body=data)
         return str(resp.headers.get("ETag", ""))
 
+    async def put_native(self, key: str, data: bytes, headers: Mapping[str, str]) -> str:
+        """:meth:`put` awaited on the trio thread (only where :attr:`native`)."""
+        resp = await self.request_native("PutObject", "PUT", key, headers=headers, body=data)
+        return str(resp.headers.get("ETag", ""))
+
     def delete(self, key: str) -> None:
         self.request("DeleteObject", "DELETE", key)
 
