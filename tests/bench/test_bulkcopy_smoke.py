@@ -4,10 +4,14 @@ present and ok, the re-runs are there, the markdown has the table. Never asserts
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from zonemount_cli.servers import start_seaweedfs
 
 from bench import bulkcopy
 
@@ -47,3 +51,19 @@ def test_large_set_has_its_own_round_count(tmp_path: Path) -> None:
         ("large", "zonemount"): 2,
         ("large", "s5cmd"): 2,
     }
+
+
+def test_seaweedfs_volume_size_is_the_callers(tmp_path: Path) -> None:
+    """``start_seaweedfs(volume_size_mb=...)`` sizes the master's volumes (the benchmark passes
+    ``VOLUME_MB``; weed mini's own choice, 256 MiB on this tmpfs, made a copy of 100 x 6.26 MB
+    into a fresh bucket wait on volume growth). 3000 MB is above any size weed mini picks."""
+    data = tmp_path / "weed"
+    with start_seaweedfs(data_dir=data, volume_size_mb=3000) as server:
+        argv = " ".join(map(str, server.process.args))
+        master = re.search(r"-master\.port=(\d+)", argv)
+        assert master is not None, argv
+        with urllib.request.urlopen(f"http://127.0.0.1:{master[1]}/dir/status") as answer:
+            most = json.load(answer)["Topology"]["Max"]  # volumes the disk has room for
+        free = shutil.disk_usage(data).free
+    assert 0 < most <= free // (3000 << 20) + 2, (most, free)
+    assert bulkcopy.VOLUME_MB << 20 >= 100 * bulkcopy.LARGE  # a large cell fits in one volume
