@@ -1,0 +1,247 @@
+"""Spark pipeline, before vs after one change, in one Spark session (paired A/B).
+
+    .venv/bin/python -m bench.spark_ab --before /tmp/before-checkout --rounds 3
+
+Owns: one SeaweedFS on loopback, one local-mode SparkSession (``local[2]``), and per round
+three runs of :func:`bench.spark.job` (the pipeline ``make bench-spark`` times): on local disk,
+through a mount of the ``--before`` checkout (a ``git worktree add --detach`` of the commit
+before, run with :func:`bench.clients.checkout_command`) and through a mount of this checkout.
+The order of the two mounts alternates by round. Per mounted run: write and read seconds,
+the FUSE server's and SeaweedFS's CPU seconds (``/proc``), S3 requests by type and summed
+FUSE time by operation (``--metrics-address``).
+
+Why paired: on this shared 2-core machine local disk alone varies 2x between separate
+``bench.spark`` runs, so the ratio of two separate runs says little about a change of a few
+percent; here the three targets of a round run back to back against the same server and JVM,
+and the request counts and CPU seconds are measured, not inferred.
+
+Writes ``spark-ab-<UTC time>.json`` and ``.md`` into ``--out`` and prints the markdown.
+Invariants: every mount and server started here is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from zonemount_cli.servers import free_port, start_seaweedfs
+
+from bench import spark as bench_spark
+from bench.clients import checkout_command
+from tests.fs.mounts import ZONEMOUNT, Mounter, unmount
+from tests.spark import sparkjobs
+
+BUCKET = "spark-ab"
+SIDES = ("before", "after")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """S3 requests by type and summed FUSE seconds by operation, from the mount's metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if m := re.match(r'zonemount_fuse_op_seconds_sum\{op="(\w+)"\} (\S+)', line):
+            out[f"fuse s: {m[1]}"] = float(m[2])
+        elif m := re.match(r'zonemount_s3_requests_total\{op="(\w+)"\} (\S+)', line):
+            out[f"S3: {m[1]}"] = float(m[2])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_serving(mountpoint: Path) -> int:
+    """The FUSE server of ``mountpoint`` (the process whose argv names it)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in argv and str(mountpoint).encode() in argv:
+            return int(entry)
+    raise RuntimeError(f"no FUSE server found for {mountpoint}")
+
+
+def child_pid(name: str) -> int:
+    """This process' child whose argv[0] ends in ``name`` (the SeaweedFS server)."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if ppid == me and argv0.decode(errors="replace").endswith(name):
+            return int(entry)
+    raise RuntimeError(f"no child process {name!r}")
+
+
+def commit_of(checkout: Path) -> str:
+    git = ["git", "-C", str(checkout), "log", "-1", "--format=%h"]
+    return subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip()
+
+
+def render(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# Spark pipeline, paired A/B: {meta['rows']:,} rows, committer v{meta['committer']}",
+        "",
+        f"{meta['when']} - before: `{meta['before']}`, after: `{meta['after']}`; "
+        f"one SeaweedFS and one SparkSession (local[2]), {meta['rounds']} rounds of local disk, "
+        "before, after (mount order alternating). CPU: user+sys of the FUSE server and of "
+        "SeaweedFS during the mounted run.",
+        "",
+        "| round | target | write s | read s | total s | vs local disk | FUSE server CPU s "
+        "| SeaweedFS CPU s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rnd in range(meta["rounds"]):
+        local = next(r for r in runs if r["round"] == rnd and r["side"] == "local")
+        local_total = local["write_s"] + local["read_s"]
+        for r in (x for x in runs if x["round"] == rnd):
+            total = r["write_s"] + r["read_s"]
+            cpu = (
+                f"{r['fuse_cpu_s']:.2f} | {r['seaweedfs_cpu_s']:.2f}"
+                if r["side"] != "local"
+                else " | "
+            )
+            lines.append(
+                f"| {rnd + 1} | {r['side']} | {r['write_s']:.2f} | {r['read_s']:.2f} "
+                f"| {total:.2f} | {total / local_total:.2f}x | {cpu} |"
+            )
+    keys = sorted({k for r in runs for k in r["counts"]})
+    mounted = [r for r in runs if r["side"] != "local"]
+    lines += [
+        "",
+        "| per mounted run | "
+        + " | ".join(f"{r['side']} {r['round'] + 1}" for r in mounted)
+        + " |",
+        "|---|" + "---:|" * len(mounted),
+    ]
+    for key in keys:
+        cells = " | ".join(f"{r['counts'].get(key, 0):g}" for r in mounted)
+        lines.append(f"| {key} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="the checkout to compare with")
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--committer", choices=("1", "2"), default="1")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if not (args.before / "csi-driver").is_dir():
+        print(f"bench.spark_ab: {args.before} is not a zonemount checkout", file=sys.stderr)
+        return 2
+    reason = sparkjobs.missing_requirements()
+    if reason:
+        print(f"bench.spark_ab: {reason}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="zonemount-spark-ab-"))
+    runs: list[dict[str, Any]] = []
+    try:
+        with start_seaweedfs() as server:
+            sparkjobs.s3_client(server).create_bucket(Bucket=BUCKET)
+            mounter = Mounter(server, work)
+            seaweedfs = child_pid("weed")
+            spark = sparkjobs.session("zonemount-ab", work / "spark-local", master="local[2]")
+            try:
+                bench_spark.job(spark, work / "warmup", min(args.rows, 200_000), args.committer)
+                for rnd in range(args.rounds):
+                    write_s, read_s, _ = bench_spark.job(
+                        spark, work / "local" / str(rnd), args.rows, args.committer
+                    )
+                    runs.append(
+                        {"round": rnd, "side": "local", "write_s": write_s, "read_s": read_s}
+                    )
+                    for side in SIDES if rnd % 2 == 0 else SIDES[::-1]:
+                        mnt = work / f"mnt-{side}-{rnd}"
+                        mnt.mkdir()
+                        port = free_port()
+                        mount_args = [
+                            "mount",
+                            BUCKET,
+                            str(mnt),
+                            "--endpoint-url",
+                            server.endpoint,
+                            "--force-path-style",
+                            *sparkjobs.MOUNT_FLAGS,
+                            "--metrics-address",
+                            f"127.0.0.1:{port}",
+                        ]
+                        cmd, env = [ZONEMOUNT, *mount_args], mounter.env()
+                        if side == "before":
+                            cmd, env = checkout_command(args.before, mount_args, env)
+                        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+                        try:
+                            fuse = pid_serving(mnt)
+                            first = scrape(port)
+                            cpu0 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
+                            write_s, read_s, _ = bench_spark.job(
+                                spark, mnt / side / str(rnd), args.rows, args.committer
+                            )
+                            last = scrape(port)
+                            cpu1 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
+                        finally:
+                            unmount(mnt)
+                        counts = {
+                            k: round(last.get(k, 0.0) - first.get(k, 0.0), 3)
+                            for k in {*first, *last}
+                            if last.get(k, 0.0) != first.get(k, 0.0)
+                        }
+                        runs.append(
+                            {
+                                "round": rnd,
+                                "side": side,
+                                "write_s": write_s,
+                                "read_s": read_s,
+                                "fuse_cpu_s": cpu1[0] - cpu0[0],
+                                "seaweedfs_cpu_s": cpu1[1] - cpu0[1],
+                                "counts": counts,
+                            }
+                        )
+                        print(f"round {rnd + 1} {side}: {write_s + read_s:.2f} s", flush=True)
+            finally:
+                spark.stop()
+                mounter.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta = {
+        "when": when,
+        "rows": args.rows,
+        "rounds": args.rounds,
+        "committer": args.committer,
+        "before": commit_of(args.before),
+        "after": commit_of(Path.cwd()),
+    }
+    for r in runs:
+        r.setdefault("counts", {})
+    markdown = render(meta, runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"spark-ab-{when.replace(':', '').replace('-', '')}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
