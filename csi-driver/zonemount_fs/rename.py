@@ -8,12 +8,15 @@ Owns the rename of a file, symlink or directory (R-RENAME-* in docs/SEMANTICS.md
    ``--allow-overwrite``, an empty target directory), key lengths, not into itself, and
    nothing under the source being written (EBUSY).
 2. **Move the data**: one object (RenameObject on a directory bucket where the service has
-   it, else copy then delete), or every object under a remote directory's prefix (copies at
-   most :data:`RENAME_CONCURRENCY` at once, then the sources' deletes in one DeleteObjects
-   request per 1,000 keys; a local directory has none). Sources are deleted only
-   after every copy succeeded, so a failure or crash leaves both names, never neither; a
-   failed copy phase deletes what it copied (best effort). On a server that keeps emptied
-   directories as folders (SeaweedFS) the source's folders go too (:meth:`Renamer._drop_folders`).
+   it, else copy then delete), or every object under a remote directory's prefix (copies -
+   RenameObjects on a directory bucket that has them - at most :data:`RENAME_CONCURRENCY`
+   at once, then the copied sources' deletes in one DeleteObjects request per 1,000 keys; a
+   local directory has none). Sources are deleted only after every copy succeeded, so a
+   failure or crash leaves both names, never neither; a failed copy phase deletes what it
+   copied and renames back what it renamed (best effort), so a failed directory rename
+   leaves the tree under its old name on either kind of bucket. On a server that keeps
+   emptied directories as folders (SeaweedFS) the source's folders go too
+   (:meth:`Renamer._drop_folders`).
 3. **Re-link** the inode under its new name; its subtree's keys follow (keys are computed
    from the parent chain). The old parent is marked emptied (R-DIR-EMPTIED-STAYS) and the
    old name remembered absent.
@@ -31,6 +34,7 @@ import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from time import monotonic as _now
 from typing import TypeVar
 
@@ -51,6 +55,15 @@ log = logging.getLogger("zonemount.fs")
 RENAME_CONCURRENCY = 16
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 T = TypeVar("T")
+
+
+@dataclass
+class _Moved:
+    """What a directory rename's copy phase moved: ``(source, target)`` pairs copied (the
+    source still there) and renamed (RenameObject: the source gone)."""
+
+    copied: list[tuple[str, str]] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Renamer:
@@ -185,31 +198,38 @@ class Renamer:
 
         The source is deleted only after the copy succeeded, so a crash in between leaves
         both names (never neither)."""
-        store = self.ctx.store
-        if store.is_directory_bucket:
-            try:
-                await self.ctx.run(store.rename, src, dst)
-                self.ctx.retained.moved(src, dst)
-                return
-            except StoreError as exc:
-                if exc.errno != errno.ENOTSUP:
-                    raise FsError(exc.errno, str(exc)) from None
-        await self.ctx.call(store.copy, src, dst, size)
-        await self.ctx.call(store.delete, src)
+        if not await self._renamed(src, dst):
+            await self.ctx.call(self.ctx.store.copy, src, dst, size)
+            await self.ctx.call(self.ctx.store.delete, src)
         self.ctx.retained.moved(src, dst)
 
+    async def _renamed(self, src: str, dst: str) -> bool:
+        """RenameObject ``src`` to ``dst`` on a directory bucket whose endpoint has it: True
+        once it moved; False where there is none (the caller copies)."""
+        store = self.ctx.store
+        if not store.is_directory_bucket:
+            return False
+        try:
+            await self.ctx.run(store.rename, src, dst)
+        except StoreError as exc:
+            if exc.errno != errno.ENOTSUP:
+                raise FsError(exc.errno, str(exc)) from None
+            return False
+        return True
+
     async def _move_prefix(self, src_prefix: str, dst_prefix: str) -> None:
-        """Move every object under ``src_prefix`` to ``dst_prefix``: all copies first (each
-        a rename on a directory bucket), then all deletes."""
+        """Move every object under ``src_prefix`` to ``dst_prefix``: all copies (or
+        RenameObjects) first, then the copied sources' deletes; after a failed copy or
+        rename, what moved is moved back."""
         page = await self.ctx.call(list_all, self.ctx.store, src_prefix, None)
         objects = page.objects
         _check_growth(objects, src_prefix, dst_prefix)
-        copied, errors = await self._copy_all(objects, src_prefix, dst_prefix)
+        moved, errors = await self._copy_all(objects, src_prefix, dst_prefix)
         if errors:
-            await self._roll_back(copied)
+            await self._roll_back(moved)
             raise errors[0]
-        if not self.ctx.store.is_directory_bucket:  # else renamed: nothing left to delete
-            errors = await self._delete_all(objects)
+        if moved.copied:  # RenameObject left nothing behind; copies left their sources
+            errors = await self._delete_all([src for src, _ in moved.copied])
             if errors:
                 raise errors[0]
         self.ctx.retained.moved_prefix(src_prefix, dst_prefix)
@@ -217,42 +237,48 @@ class Renamer:
 
     async def _copy_all(
         self, objects: list[ObjectInfo], src_prefix: str, dst_prefix: str
-    ) -> tuple[list[str], list[FsError]]:
-        """Copy (or, on a directory bucket, rename) each object; after the first failure
-        no new one starts. The keys copied, and the errors."""
-        store = self.ctx.store
-        copied: list[str] = []
+    ) -> tuple[_Moved, list[FsError]]:
+        """Copy each object - rename it on a directory bucket whose endpoint has
+        RenameObject; no source is deleted here - and after the first failure start no new
+        one. What moved, and the errors."""
+        moved = _Moved()
         errors: list[FsError] = []
 
         async def copy_one(info: ObjectInfo) -> None:
             if errors:
                 return
+            target = dst_prefix + info.key[len(src_prefix) :]
             try:
-                target = dst_prefix + info.key[len(src_prefix) :]
-                if store.is_directory_bucket:
-                    await self._move_object(info.key, target, info.size)
+                if await self._renamed(info.key, target):
+                    moved.renamed.append((info.key, target))
                 else:
-                    await self.ctx.call(store.copy, info.key, target, info.size)
-                    copied.append(target)
+                    await self.ctx.call(self.ctx.store.copy, info.key, target, info.size)
+                    moved.copied.append((info.key, target))
             except FsError as exc:
                 errors.append(exc)
 
         await _each(objects, copy_one)
-        return copied, errors
+        return moved, errors
 
-    async def _roll_back(self, copied: list[str]) -> None:
-        """Undo a partial copy (best effort); the sources were never touched."""
-        for target in copied:
+    async def _roll_back(self, moved: _Moved) -> None:
+        """Undo a partial move (best effort): delete the copies (their sources were never
+        touched) and rename the renamed objects back."""
+        for _, target in moved.copied:
             try:
                 await self.ctx.run(self.ctx.store.delete, target)
             except StoreError as exc:
                 log.warning("rename rollback: could not delete %r: %s", target, exc)
+        for src, target in moved.renamed:
+            try:
+                await self.ctx.run(self.ctx.store.rename, target, src)
+            except StoreError as exc:
+                log.warning("rename rollback: could not move %r back: %s", target, exc)
 
-    async def _delete_all(self, objects: list[ObjectInfo]) -> list[FsError]:
-        """Delete every source object (all were copied) in as few requests as the store
-        allows (DeleteObjects); the error, if any key failed."""
+    async def _delete_all(self, keys: list[str]) -> list[FsError]:
+        """Delete every copied source in as few requests as the store allows
+        (DeleteObjects); the error, if any key failed."""
         try:
-            await self.ctx.call(self.ctx.store.delete_many, [info.key for info in objects])
+            await self.ctx.call(self.ctx.store.delete_many, keys)
         except FsError as exc:
             return [exc]
         return []

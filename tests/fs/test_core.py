@@ -15,7 +15,13 @@ import pytest
 import trio
 import trio.testing
 from zonemount_fs.core import ROOT_INO, Filesystem, Kind
-from zonemount_fs.errors import AccessDenied, FsError, ObjectNotFound, StoreUnavailable
+from zonemount_fs.errors import (
+    AccessDenied,
+    FsError,
+    NotSupported,
+    ObjectNotFound,
+    StoreUnavailable,
+)
 from zonemount_fs.options import MountOptions
 from zonemount_fs.store.base import ListPage
 from zonemount_fs.store.faults import FaultyStore, Hold
@@ -111,6 +117,37 @@ def test_rename_dir_failure_mid_way_loses_nothing() -> None:
         assert inner.keys() == sorted(f"dst/{i}.txt" for i in range(10))
 
     run(store, body)
+
+
+@pytest.mark.parametrize("rename_object", [True, False], ids=["RenameObject", "copy"])
+def test_rename_dir_on_a_directory_bucket_failing_mid_way_is_moved_back(
+    rename_object: bool,
+) -> None:
+    """R-RENAME-DIR on a directory bucket: a directory rename whose fifth RenameObject (or,
+    where the endpoint has none, whose fifth copy) fails leaves the whole tree under its old
+    name - the objects renamed before it are renamed back, no copied source was deleted.
+    Before, the four moved objects stayed under the new name (with copies: their sources
+    were deleted one by one), the tree split between two names."""
+    bucket = "data--usw2-az1--x-s3"
+    inner = MemoryStore(bucket, directory_bucket=True)
+    for i in range(10):
+        inner.put_object(f"src/{i}.txt", b"%d" % i)
+    store = FaultyStore(inner)
+    if rename_object:
+        store.fail("rename", StoreUnavailable("injected"), after=4, times=1)
+    else:
+        store.fail("rename", NotSupported("no RenameObject here", code="Ignored"))
+        store.fail("copy", StoreUnavailable("injected"), after=4, times=1)
+
+    async def body(fs: Filesystem) -> None:
+        await fs.lookup(ROOT_INO, "src")
+        assert await errno_of(fs.rename(ROOT_INO, "src", ROOT_INO, "dst")) == errno.EIO
+        assert inner.keys() == sorted(f"src/{i}.txt" for i in range(10))
+        await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")  # the rules have run out
+        assert inner.keys() == sorted(f"dst/{i}.txt" for i in range(10))
+        assert inner.get_object("dst/7.txt") == b"7"
+
+    run(store, body, bucket=bucket)
 
 
 def test_rename_file_copy_fails_source_kept() -> None:

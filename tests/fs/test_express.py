@@ -130,3 +130,39 @@ def test_directory_bucket_rename_on_endpoint_without_rename_object(
     for i in (0, 17, 39):
         body = admin.get_object(Bucket=bucket, Key=f"task/p{i // 8}/part-{i}")["Body"].read()
         assert body == b"%d" % i
+
+
+def test_directory_bucket_rename_whose_copy_fails_leaves_the_old_tree(
+    moto_server: LocalS3, tmp_path: Path
+) -> None:
+    """R-RENAME-DIR on a directory bucket whose endpoint has no RenameObject: a copy that
+    keeps failing fails the rename (EIO) and every object is still under the old name, none
+    under the new one. Before, each object was copied then deleted on its own, so the
+    objects copied before the failure had left the old tree (split between two names)."""
+    import errno
+
+    from .faultproxy import FaultProxy, Rule
+    from .mounts import Mounter
+
+    bucket = "splits--use1-az4--x-s3"
+    admin = _admin(moto_server)
+    admin.create_bucket(Bucket=bucket)
+    before = sorted(f"attempt/p{i // 8}/part-{i}" for i in range(40))
+    for key in before:
+        admin.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    proxy = FaultProxy(moto_server.endpoint)
+    mounter = Mounter(moto_server, tmp_path)
+    try:
+        mnt = mounter.mount(
+            bucket, "--allow-delete", "--allow-overwrite", "--endpoint-url", proxy.endpoint
+        )
+        failing = proxy.add(Rule("PUT", "/task/p2/part-17", "status", status=500))
+        with pytest.raises(OSError) as info:
+            os.rename(mnt / "attempt", mnt / "task")
+        assert info.value.errno == errno.EIO and failing.hits > 0
+        keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket)["Contents"])
+        assert keys == before
+        assert sorted(os.listdir(mnt / "attempt")) == [f"p{i}" for i in range(5)]
+    finally:
+        mounter.cleanup()
+        proxy.close()
