@@ -188,6 +188,41 @@ def read_only(
     return result
 
 
+@dataclass
+class Stage:
+    """Where a Spark benchmark runs: its work directory, SeaweedFS, mounts and SparkSession."""
+
+    work: Path
+    server: LocalS3
+    mounter: Mounter
+    spark: Any
+
+
+@contextlib.contextmanager
+def stage(prefix: str, bucket: str, app: str) -> Iterator[Stage]:
+    """A temporary work directory, one SeaweedFS holding ``bucket``, a :class:`Mounter` on
+    it and a ``local[2]`` SparkSession (``bench.spark`` and ``bench.spark_ab``). On exit Spark
+    is stopped, every mount unmounted, the server stopped and the directory removed."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with start_seaweedfs() as server:
+            sparkjobs.s3_client(server).create_bucket(Bucket=bucket)
+            mounter = Mounter(server, work)
+            spark = sparkjobs.session(app, work / "spark-local", master="local[2]")
+            try:
+                yield Stage(work, server, mounter, spark)
+            finally:
+                spark.stop()
+                mounter.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def utc_now() -> str:
+    """Now, as the results' ``when`` (UTC, seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def render(meta: dict[str, Any], results: list[Result]) -> str:
     local = next((r for r in results if r.target == "local disk" and r.total_s), None)
     lines = [
@@ -234,75 +269,63 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.spark: {reason}", file=sys.stderr)
         return 2
     targets = args.targets.split(",")
-    work = Path(tempfile.mkdtemp(prefix="zonemount-spark-bench-"))
     import pyspark
 
     results: list[Result] = []
-    try:
-        with start_seaweedfs() as server:
-            sparkjobs.s3_client(server).create_bucket(Bucket=BUCKET)
-            mounter = Mounter(server, work)
-            spark = sparkjobs.session("zonemount-bench", work / "spark-local", master="local[2]")
-            try:
+    with stage("zonemount-spark-bench-", BUCKET, "zonemount-bench") as st:
+        work, server, mounter, spark = st.work, st.server, st.mounter, st.spark
 
-                @contextlib.contextmanager
-                def local() -> Iterator[Path]:
-                    path = work / "local-disk"
-                    path.mkdir(exist_ok=True)
-                    yield path
+        @contextlib.contextmanager
+        def local() -> Iterator[Path]:
+            path = work / "local-disk"
+            path.mkdir(exist_ok=True)
+            yield path
 
-                @contextlib.contextmanager
-                def zonemount() -> Iterator[Path]:
-                    yield mounter.mount(
-                        BUCKET, *sparkjobs.MOUNT_FLAGS, *args.zonemount_args.split()
-                    )
+        @contextlib.contextmanager
+        def zonemount() -> Iterator[Path]:
+            yield mounter.mount(BUCKET, *sparkjobs.MOUNT_FLAGS, *args.zonemount_args.split())
 
-                # Warm-up (JIT, class loading) on local disk, not timed.
-                job(spark, work / "warmup", min(args.rows, 200_000), "1")
-                reference: tuple[int, int] | None = None
-                plan: list[tuple[str, str, Callable[[], Any], str]] = [
-                    ("local", "local disk", local, "1"),
-                    ("zonemount", "zonemount (committer v1)", zonemount, "1"),
-                    ("zonemount-v2", "zonemount (committer v2)", zonemount, "2"),
-                    ("s3fs", "s3fs-fuse 1.90", lambda: s3fs_mount(server, work), "1"),
-                ]
-                for key, name, base, committer in plan:
-                    if key not in targets:
-                        continue
-                    print(f">> {name} ...", flush=True)
-                    result, got = measure(
-                        spark, name, base, args.rows, args.repeats, committer, reference, key
-                    )
-                    if key == "local" and got is not None:
-                        reference = got
-                    print(f"   {result.status} {result.total_s or ''} {result.reason}", flush=True)
-                    results.append(result)
-                # Reading alone: the table zonemount wrote, through fresh mounts of each client
-                # (s3fs-fuse cannot write it, but it can be asked to read it).
-                written = next(
-                    (r for r in results if r.target.startswith("zonemount") and r.status == "ok"),
-                    None,
-                )
-                if written is not None and "s3fs" in targets:
-                    # Each target writes under its own directory (a failed overwrite deletes
-                    # its output path first), so this is the table zonemount wrote.
-                    v2 = "v2" in written.target
-                    key, committer = ("zonemount-v2", "2") if v2 else ("zonemount", "1")
-                    table = Path(key) / f"run-{committer}-0" / "table"
-                    readers = [
-                        ("read only: zonemount (fresh mount)", zonemount),
-                        ("read only: s3fs-fuse 1.90", lambda: s3fs_mount(server, work)),
-                    ]
-                    for name, base in readers:
-                        print(f">> {name} ...", flush=True)
-                        expected = expected_rows(args.rows)
-                        results.append(read_only(spark, name, base, table, expected))
-            finally:
-                spark.stop()
-                mounter.cleanup()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # Warm-up (JIT, class loading) on local disk, not timed.
+        job(spark, work / "warmup", min(args.rows, 200_000), "1")
+        reference: tuple[int, int] | None = None
+        plan: list[tuple[str, str, Callable[[], Any], str]] = [
+            ("local", "local disk", local, "1"),
+            ("zonemount", "zonemount (committer v1)", zonemount, "1"),
+            ("zonemount-v2", "zonemount (committer v2)", zonemount, "2"),
+            ("s3fs", "s3fs-fuse 1.90", lambda: s3fs_mount(server, work), "1"),
+        ]
+        for key, name, base, committer in plan:
+            if key not in targets:
+                continue
+            print(f">> {name} ...", flush=True)
+            result, got = measure(
+                spark, name, base, args.rows, args.repeats, committer, reference, key
+            )
+            if key == "local" and got is not None:
+                reference = got
+            print(f"   {result.status} {result.total_s or ''} {result.reason}", flush=True)
+            results.append(result)
+        # Reading alone: the table zonemount wrote, through fresh mounts of each client
+        # (s3fs-fuse cannot write it, but it can be asked to read it).
+        written = next(
+            (r for r in results if r.target.startswith("zonemount") and r.status == "ok"),
+            None,
+        )
+        if written is not None and "s3fs" in targets:
+            # Each target writes under its own directory (a failed overwrite deletes
+            # its output path first), so this is the table zonemount wrote.
+            v2 = "v2" in written.target
+            key, committer = ("zonemount-v2", "2") if v2 else ("zonemount", "1")
+            table = Path(key) / f"run-{committer}-0" / "table"
+            readers = [
+                ("read only: zonemount (fresh mount)", zonemount),
+                ("read only: s3fs-fuse 1.90", lambda: s3fs_mount(server, work)),
+            ]
+            for name, base in readers:
+                print(f">> {name} ...", flush=True)
+                expected = expected_rows(args.rows)
+                results.append(read_only(spark, name, base, table, expected))
+    when = utc_now()
     meta = {
         "when": when,
         "rows": args.rows,

@@ -25,20 +25,17 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from zonemount_cli.servers import free_port, start_seaweedfs
+from zonemount_cli.servers import free_port
 
 from bench import spark as bench_spark
 from bench.clients import checkout_command
-from tests.fs.mounts import ZONEMOUNT, Mounter, unmount
+from tests.fs.mounts import ZONEMOUNT, unmount
 from tests.spark import sparkjobs
 
 BUCKET = "spark-ab"
@@ -154,76 +151,64 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"bench.spark_ab: {reason}", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="zonemount-spark-ab-"))
     runs: list[dict[str, Any]] = []
-    try:
-        with start_seaweedfs() as server:
-            sparkjobs.s3_client(server).create_bucket(Bucket=BUCKET)
-            mounter = Mounter(server, work)
-            seaweedfs = child_pid("weed")
-            spark = sparkjobs.session("zonemount-ab", work / "spark-local", master="local[2]")
-            try:
-                bench_spark.job(spark, work / "warmup", min(args.rows, 200_000), args.committer)
-                for rnd in range(args.rounds):
+    with bench_spark.stage("zonemount-spark-ab-", BUCKET, "zonemount-ab") as st:
+        work, server, mounter, spark = st.work, st.server, st.mounter, st.spark
+        seaweedfs = child_pid("weed")
+        bench_spark.job(spark, work / "warmup", min(args.rows, 200_000), args.committer)
+        for rnd in range(args.rounds):
+            write_s, read_s, _ = bench_spark.job(
+                spark, work / "local" / str(rnd), args.rows, args.committer
+            )
+            runs.append({"round": rnd, "side": "local", "write_s": write_s, "read_s": read_s})
+            for side in SIDES if rnd % 2 == 0 else SIDES[::-1]:
+                mnt = work / f"mnt-{side}-{rnd}"
+                mnt.mkdir()
+                port = free_port()
+                mount_args = [
+                    "mount",
+                    BUCKET,
+                    str(mnt),
+                    "--endpoint-url",
+                    server.endpoint,
+                    "--force-path-style",
+                    *sparkjobs.MOUNT_FLAGS,
+                    "--metrics-address",
+                    f"127.0.0.1:{port}",
+                ]
+                cmd, env = [ZONEMOUNT, *mount_args], mounter.env()
+                if side == "before":
+                    cmd, env = checkout_command(args.before, mount_args, env)
+                subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+                try:
+                    fuse = pid_serving(mnt)
+                    first = scrape(port)
+                    cpu0 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
                     write_s, read_s, _ = bench_spark.job(
-                        spark, work / "local" / str(rnd), args.rows, args.committer
+                        spark, mnt / side / str(rnd), args.rows, args.committer
                     )
-                    runs.append(
-                        {"round": rnd, "side": "local", "write_s": write_s, "read_s": read_s}
-                    )
-                    for side in SIDES if rnd % 2 == 0 else SIDES[::-1]:
-                        mnt = work / f"mnt-{side}-{rnd}"
-                        mnt.mkdir()
-                        port = free_port()
-                        mount_args = [
-                            "mount",
-                            BUCKET,
-                            str(mnt),
-                            "--endpoint-url",
-                            server.endpoint,
-                            "--force-path-style",
-                            *sparkjobs.MOUNT_FLAGS,
-                            "--metrics-address",
-                            f"127.0.0.1:{port}",
-                        ]
-                        cmd, env = [ZONEMOUNT, *mount_args], mounter.env()
-                        if side == "before":
-                            cmd, env = checkout_command(args.before, mount_args, env)
-                        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
-                        try:
-                            fuse = pid_serving(mnt)
-                            first = scrape(port)
-                            cpu0 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
-                            write_s, read_s, _ = bench_spark.job(
-                                spark, mnt / side / str(rnd), args.rows, args.committer
-                            )
-                            last = scrape(port)
-                            cpu1 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
-                        finally:
-                            unmount(mnt)
-                        counts = {
-                            k: round(last.get(k, 0.0) - first.get(k, 0.0), 3)
-                            for k in {*first, *last}
-                            if last.get(k, 0.0) != first.get(k, 0.0)
-                        }
-                        runs.append(
-                            {
-                                "round": rnd,
-                                "side": side,
-                                "write_s": write_s,
-                                "read_s": read_s,
-                                "fuse_cpu_s": cpu1[0] - cpu0[0],
-                                "seaweedfs_cpu_s": cpu1[1] - cpu0[1],
-                                "counts": counts,
-                            }
-                        )
-                        print(f"round {rnd + 1} {side}: {write_s + read_s:.2f} s", flush=True)
-            finally:
-                spark.stop()
-                mounter.cleanup()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    last = scrape(port)
+                    cpu1 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
+                finally:
+                    unmount(mnt)
+                counts = {
+                    k: round(last.get(k, 0.0) - first.get(k, 0.0), 3)
+                    for k in {*first, *last}
+                    if last.get(k, 0.0) != first.get(k, 0.0)
+                }
+                runs.append(
+                    {
+                        "round": rnd,
+                        "side": side,
+                        "write_s": write_s,
+                        "read_s": read_s,
+                        "fuse_cpu_s": cpu1[0] - cpu0[0],
+                        "seaweedfs_cpu_s": cpu1[1] - cpu0[1],
+                        "counts": counts,
+                    }
+                )
+                print(f"round {rnd + 1} {side}: {write_s + read_s:.2f} s", flush=True)
+    when = bench_spark.utc_now()
     meta = {
         "when": when,
         "rows": args.rows,
