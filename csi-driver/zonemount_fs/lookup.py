@@ -364,9 +364,10 @@ class WalkAhead:
     asked under and the tree holds no inode of that name (a lookup or listing got there
     first); a failed HEAD installs nothing (the name's own lookup asks), except that the
     lookups waiting for a HEAD S3 did not answer fail with it (EIO) rather than ask again:
-    against a stalled S3 a lookup then fails one deadline after its HEAD was sent, not two,
-    and the names fetched ahead fail together instead of one deadline after another (the
-    kernel sends them one at a time). Background failures are logged, never raised.
+    against a stalled S3 a lookup then fails one deadline after its HEAD was sent, not two.
+    (Only the lookups already waiting share the failure: the kernel sends the next name's
+    lookup after this one answered, and that lookup asks S3 itself, as R-ERR-DEADLINE says.)
+    Background failures are logged, never raised.
     Concurrency: one trio thread; the directory is re-read by number after every await."""
 
     def __init__(self, ctx: IoContext, tree: InodeTable) -> None:
