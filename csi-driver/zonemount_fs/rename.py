@@ -229,7 +229,8 @@ class Renamer:
             await self._roll_back(moved)
             raise errors[0]
         if moved.copied:  # RenameObject left nothing behind; copies left their sources
-            errors = await self._delete_all([src for src, _ in moved.copied])
+            copied = {src for src, _ in moved.copied}  # deleted in key order, not copy order
+            errors = await self._delete_all([o.key for o in objects if o.key in copied])
             if errors:
                 raise errors[0]
         self.ctx.retained.moved_prefix(src_prefix, dst_prefix)
