@@ -34,6 +34,7 @@ from typing import Any
 from zonemount_cli.servers import free_port
 
 from bench import spark as bench_spark
+from bench.bulkcopy import process_cpu
 from bench.clients import checkout_command
 from tests.fs.mounts import ZONEMOUNT, unmount
 from tests.spark import sparkjobs
@@ -52,11 +53,6 @@ def scrape(port: int) -> dict[str, float]:
         elif m := re.match(r'zonemount_s3_requests_total\{op="(\w+)"\} (\S+)', line):
             out[f"S3: {m[1]}"] = float(m[2])
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pid_serving(mountpoint: Path) -> int:
@@ -183,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     fuse = pid_serving(mnt)
                     first = scrape(port)
-                    cpu0 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
+                    cpu0 = process_cpu(fuse), process_cpu(seaweedfs)
                     write_s, read_s, _ = bench_spark.job(
                         spark, mnt / side / str(rnd), args.rows, args.committer
                     )
                     last = scrape(port)
-                    cpu1 = cpu_seconds(fuse), cpu_seconds(seaweedfs)
+                    cpu1 = process_cpu(fuse), process_cpu(seaweedfs)
                 finally:
                     unmount(mnt)
                 counts = {
