@@ -73,17 +73,21 @@ def expected_rows(rows: int) -> int:
     return rows + sum(1 for i in appended if i % 16 not in REDONE_PARTS)
 
 
-def job(spark: Any, base: Path, rows: int, committer: str) -> tuple[float, float, tuple[int, int]]:
+def job(
+    spark: Any, base: Path, rows: int, committer: str, *, checksum_files: bool = True
+) -> tuple[float, float, tuple[int, int]]:
     """The measured pipeline (the commit storms a Spark job on a mount meets): a partitioned
     Parquet overwrite, an append, a dynamic partition overwrite of two partitions and a CSV
-    export of one partition, then the read half. Returns (write seconds, read+aggregate
-    seconds, table digest)."""
+    export of one partition, then the read half. ``checksum_files=False`` gives every write
+    :data:`sparkjobs.NO_CHECKSUM_FILES` (no ``.crc`` side files). Returns (write seconds,
+    read+aggregate seconds, table digest)."""
     table = sparkjobs.uri(base / "table")
+    options = {"mapreduce.fileoutputcommitter.algorithm.version": committer}
+    if not checksum_files:
+        options.update(sparkjobs.NO_CHECKSUM_FILES)
 
     def write(frame: Any) -> Any:
-        return frame.write.partitionBy("part").option(
-            "mapreduce.fileoutputcommitter.algorithm.version", committer
-        )
+        return frame.write.partitionBy("part").options(**options)
 
     t0 = time.perf_counter()
     write(spark.range(0, rows, numPartitions=4).selectExpr(*COLUMNS)).mode("overwrite").parquet(
@@ -98,9 +102,9 @@ def job(spark: Any, base: Path, rows: int, committer: str) -> tuple[float, float
         write(redo).mode("overwrite").parquet(table)
     finally:
         spark.conf.set("spark.sql.sources.partitionOverwriteMode", "static")
-    spark.read.parquet(table).where("part = 1").write.mode("overwrite").option(
-        "mapreduce.fileoutputcommitter.algorithm.version", committer
-    ).option("header", True).csv(sparkjobs.uri(base / "export"))
+    spark.read.parquet(table).where("part = 1").write.mode("overwrite").options(**options).option(
+        "header", True
+    ).csv(sparkjobs.uri(base / "export"))
     t1 = time.perf_counter()
     read_s = read_back(spark, base / "table", expected_rows(rows))
     return t1 - t0, read_s, sparkjobs.digest(spark, base / "table")
@@ -144,6 +148,7 @@ def measure(
     committer: str,
     reference: tuple[int, int] | None,
     subdir: str,
+    checksum_files: bool = True,
 ) -> tuple[Result, tuple[int, int] | None]:
     result = Result(name)
     table_digest = None
@@ -151,7 +156,9 @@ def measure(
         with base() as root:
             for i in range(repeats):
                 run_dir = root / subdir / f"run-{committer}-{i}"
-                write_s, read_s, table_digest = job(spark, run_dir, rows, committer)
+                write_s, read_s, table_digest = job(
+                    spark, run_dir, rows, committer, checksum_files=checksum_files
+                )
                 result.runs.append({"write_s": write_s, "read_s": read_s})
     except FileNotFoundError as exc:
         result.status, result.reason = "not available", str(exc)
@@ -230,7 +237,8 @@ def render(meta: dict[str, Any], results: list[Result]) -> str:
         "",
         f"{meta['when']} - pyspark {meta['pyspark']}, {meta['java']}, local[{meta['cores']}], "
         f"SeaweedFS on loopback, best of {meta['repeats']}. Job: generate rows, write "
-        "partitioned Parquet (FileOutputCommitter), read back, aggregate by partition.",
+        "partitioned Parquet (FileOutputCommitter), read back, aggregate by partition."
+        + ("" if meta.get("checksum_files", True) else " No `.crc` side files (every target)."),
         "",
         "| target | status | write s | read+agg s | total s | vs local disk | result = local |",
         "|---|---|---:|---:|---:|---:|---|",
@@ -259,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--targets", default="local,zonemount,zonemount-v2,s3fs")
     parser.add_argument(
+        "--no-checksum-files",
+        action="store_true",
+        help="every target's writes skip Hadoop's .crc side files (sparkjobs.NO_CHECKSUM_FILES)",
+    )
+    parser.add_argument(
         "--zonemount-args",
         default="",
         help="extra 'zonemount mount' flags, e.g. '--metadata-ttl 60' (recorded in the report)",
@@ -286,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             yield mounter.mount(BUCKET, *sparkjobs.MOUNT_FLAGS, *args.zonemount_args.split())
 
         # Warm-up (JIT, class loading) on local disk, not timed.
-        job(spark, work / "warmup", min(args.rows, 200_000), "1")
+        crc = not args.no_checksum_files
+        job(spark, work / "warmup", min(args.rows, 200_000), "1", checksum_files=crc)
         reference: tuple[int, int] | None = None
         plan: list[tuple[str, str, Callable[[], Any], str]] = [
             ("local", "local disk", local, "1"),
@@ -299,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f">> {name} ...", flush=True)
             result, got = measure(
-                spark, name, base, args.rows, args.repeats, committer, reference, key
+                spark, name, base, args.rows, args.repeats, committer, reference, key, crc
             )
             if key == "local" and got is not None:
                 reference = got
@@ -330,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": when,
         "rows": args.rows,
         "zonemount_args": args.zonemount_args,
+        "checksum_files": not args.no_checksum_files,
         "repeats": args.repeats,
         "pyspark": pyspark.__version__,
         "java": sparkjobs.java_version(),

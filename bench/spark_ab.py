@@ -1,14 +1,17 @@
 """Spark pipeline, before vs after one change, in one Spark session (paired A/B).
 
     .venv/bin/python -m bench.spark_ab --before /tmp/before-checkout --rounds 3
+    .venv/bin/python -m bench.spark_ab --compare checksum-files --rounds 3
 
 Owns: one SeaweedFS on loopback, one local-mode SparkSession (``local[2]``), and per round
 three runs of :func:`bench.spark.job` (the pipeline ``make bench-spark`` times): on local disk,
 through a mount of the ``--before`` checkout (a ``git worktree add --detach`` of the commit
 before, run with :func:`bench.clients.checkout_command`) and through a mount of this checkout.
-The order of the two mounts alternates by round. Per mounted run: write and read seconds,
-the FUSE server's and SeaweedFS's CPU seconds (``/proc``), S3 requests by type and summed
-FUSE time by operation (``--metrics-address``).
+The order of the two mounts alternates by round. ``--compare checksum-files`` instead mounts
+this checkout twice, Spark writing with and without ``.crc`` side files
+(:data:`tests.spark.sparkjobs.NO_CHECKSUM_FILES`), each compared with local disk written the
+same way. Per mounted run: write and read seconds, the FUSE server's and SeaweedFS's CPU
+seconds (``/proc``), S3 requests by type and summed FUSE time by operation (``--metrics-address``).
 
 Why paired: on this shared 2-core machine local disk alone varies 2x between separate
 ``bench.spark`` runs, so the ratio of two separate runs says little about a change of a few
@@ -28,6 +31,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,6 @@ from tests.fs.mounts import ZONEMOUNT, unmount
 from tests.spark import sparkjobs
 
 BUCKET = "spark-ab"
-SIDES = ("before", "after")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -90,35 +93,61 @@ def commit_of(checkout: Path) -> str:
     return subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip()
 
 
+@dataclass(frozen=True)
+class Side:
+    """One mounted target of a round: a label, the checkout that mounts (None: this one) and
+    whether Spark writes ``.crc`` side files (``bench.spark.job``'s ``checksum_files``)."""
+
+    label: str
+    checkout: Path | None
+    checksum_files: bool
+
+
+def sides_for(args: argparse.Namespace) -> list[Side]:
+    """``--compare checkouts``: ``--before`` against this checkout, both with or both without
+    ``.crc`` files; ``--compare checksum-files``: this checkout with and without them."""
+    if args.compare == "checksum-files":
+        return [Side("with .crc", None, True), Side("no .crc", None, False)]
+    crc = not args.no_checksum_files
+    return [Side("before", args.before, crc), Side("after", None, crc)]
+
+
+def local_label(checksum_files: bool) -> str:
+    return "local" if checksum_files else "local, no .crc"
+
+
 def render(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     lines = [
         f"# Spark pipeline, paired A/B: {meta['rows']:,} rows, committer v{meta['committer']}",
         "",
-        f"{meta['when']} - before: `{meta['before']}`, after: `{meta['after']}`; "
-        f"one SeaweedFS and one SparkSession (local[2]), {meta['rounds']} rounds of local disk, "
-        "before, after (mount order alternating). CPU: user+sys of the FUSE server and of "
-        "SeaweedFS during the mounted run.",
+        f"{meta['when']} - {meta['sides']}; one SeaweedFS and one SparkSession (local[2]), "
+        f"{meta['rounds']} rounds of local disk and each mounted side (mount order "
+        "alternating). Each mounted run is compared with the local-disk run of its round that "
+        "wrote the same files (with or without `.crc` side files). CPU: user+sys of the FUSE "
+        "server and of SeaweedFS during the mounted run.",
         "",
         "| round | target | write s | read s | total s | vs local disk | FUSE server CPU s "
         "| SeaweedFS CPU s |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for rnd in range(meta["rounds"]):
-        local = next(r for r in runs if r["round"] == rnd and r["side"] == "local")
-        local_total = local["write_s"] + local["read_s"]
         for r in (x for x in runs if x["round"] == rnd):
-            total = r["write_s"] + r["read_s"]
-            cpu = (
-                f"{r['fuse_cpu_s']:.2f} | {r['seaweedfs_cpu_s']:.2f}"
-                if r["side"] != "local"
-                else " | "
+            local = next(
+                x
+                for x in runs
+                if x["round"] == rnd
+                and x["mounted"] is False
+                and x["checksum_files"] == r["checksum_files"]
             )
+            total = r["write_s"] + r["read_s"]
+            local_total = local["write_s"] + local["read_s"]
+            cpu = f"{r['fuse_cpu_s']:.2f} | {r['seaweedfs_cpu_s']:.2f}" if r["mounted"] else " | "
             lines.append(
                 f"| {rnd + 1} | {r['side']} | {r['write_s']:.2f} | {r['read_s']:.2f} "
                 f"| {total:.2f} | {total / local_total:.2f}x | {cpu} |"
             )
     keys = sorted({k for r in runs for k in r["counts"]})
-    mounted = [r for r in runs if r["side"] != "local"]
+    mounted = [r for r in runs if r["mounted"]]
     lines += [
         "",
         "| per mounted run | "
@@ -132,89 +161,126 @@ def render(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mounted_run(
+    st: bench_spark.Stage, side: Side, rnd: int, args: argparse.Namespace, seaweedfs: int
+) -> dict[str, Any]:
+    """Mount ``side``'s checkout, run the pipeline through it, unmount; the run's record."""
+    slug = re.sub(r"[^a-z0-9]+", "-", side.label)
+    mnt = st.work / f"mnt-{slug}-{rnd}"
+    mnt.mkdir()
+    port = free_port()
+    mount_args = [
+        "mount",
+        BUCKET,
+        str(mnt),
+        "--endpoint-url",
+        st.server.endpoint,
+        "--force-path-style",
+        *sparkjobs.MOUNT_FLAGS,
+        "--metrics-address",
+        f"127.0.0.1:{port}",
+    ]
+    cmd, env = [ZONEMOUNT, *mount_args], st.mounter.env()
+    if side.checkout is not None:
+        cmd, env = checkout_command(side.checkout, mount_args, env)
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+    try:
+        fuse = pid_serving(mnt)
+        first = scrape(port)
+        cpu0 = process_cpu(fuse), process_cpu(seaweedfs)
+        write_s, read_s, _ = bench_spark.job(
+            st.spark,
+            mnt / slug / str(rnd),
+            args.rows,
+            args.committer,
+            checksum_files=side.checksum_files,
+        )
+        last = scrape(port)
+        cpu1 = process_cpu(fuse), process_cpu(seaweedfs)
+    finally:
+        unmount(mnt)
+    counts = {
+        k: round(last.get(k, 0.0) - first.get(k, 0.0), 3)
+        for k in {*first, *last}
+        if last.get(k, 0.0) != first.get(k, 0.0)
+    }
+    return {
+        "round": rnd,
+        "side": side.label,
+        "mounted": True,
+        "checksum_files": side.checksum_files,
+        "write_s": write_s,
+        "read_s": read_s,
+        "fuse_cpu_s": cpu1[0] - cpu0[0],
+        "seaweedfs_cpu_s": cpu1[1] - cpu0[1],
+        "counts": counts,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="the checkout to compare with")
+    parser.add_argument("--compare", choices=("checkouts", "checksum-files"), default="checkouts")
+    parser.add_argument("--before", type=Path, help="the checkout to compare with (checkouts)")
+    parser.add_argument(
+        "--no-checksum-files",
+        action="store_true",
+        help="every run writes without .crc side files (checkouts)",
+    )
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--committer", choices=("1", "2"), default="1")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
-    if not (args.before / "csi-driver").is_dir():
-        print(f"bench.spark_ab: {args.before} is not a zonemount checkout", file=sys.stderr)
+    if args.compare == "checkouts" and not (args.before and (args.before / "csi-driver").is_dir()):
+        print(
+            f"bench.spark_ab: --before {args.before} is not a zonemount checkout "
+            "(make one with: git worktree add --detach /tmp/before <commit>)",
+            file=sys.stderr,
+        )
         return 2
     reason = sparkjobs.missing_requirements()
     if reason:
         print(f"bench.spark_ab: {reason}", file=sys.stderr)
         return 2
+    sides = sides_for(args)
     runs: list[dict[str, Any]] = []
     with bench_spark.stage("zonemount-spark-ab-", BUCKET, "zonemount-ab") as st:
-        work, server, mounter, spark = st.work, st.server, st.mounter, st.spark
         seaweedfs = child_pid("weed")
-        bench_spark.job(spark, work / "warmup", min(args.rows, 200_000), args.committer)
+        bench_spark.job(st.spark, st.work / "warmup", min(args.rows, 200_000), args.committer)
         for rnd in range(args.rounds):
-            write_s, read_s, _ = bench_spark.job(
-                spark, work / "local" / str(rnd), args.rows, args.committer
-            )
-            runs.append({"round": rnd, "side": "local", "write_s": write_s, "read_s": read_s})
-            for side in SIDES if rnd % 2 == 0 else SIDES[::-1]:
-                mnt = work / f"mnt-{side}-{rnd}"
-                mnt.mkdir()
-                port = free_port()
-                mount_args = [
-                    "mount",
-                    BUCKET,
-                    str(mnt),
-                    "--endpoint-url",
-                    server.endpoint,
-                    "--force-path-style",
-                    *sparkjobs.MOUNT_FLAGS,
-                    "--metrics-address",
-                    f"127.0.0.1:{port}",
-                ]
-                cmd, env = [ZONEMOUNT, *mount_args], mounter.env()
-                if side == "before":
-                    cmd, env = checkout_command(args.before, mount_args, env)
-                subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
-                try:
-                    fuse = pid_serving(mnt)
-                    first = scrape(port)
-                    cpu0 = process_cpu(fuse), process_cpu(seaweedfs)
-                    write_s, read_s, _ = bench_spark.job(
-                        spark, mnt / side / str(rnd), args.rows, args.committer
-                    )
-                    last = scrape(port)
-                    cpu1 = process_cpu(fuse), process_cpu(seaweedfs)
-                finally:
-                    unmount(mnt)
-                counts = {
-                    k: round(last.get(k, 0.0) - first.get(k, 0.0), 3)
-                    for k in {*first, *last}
-                    if last.get(k, 0.0) != first.get(k, 0.0)
-                }
+            for crc in dict.fromkeys(side.checksum_files for side in sides):
+                write_s, read_s, _ = bench_spark.job(
+                    st.spark,
+                    st.work / f"local-{crc}" / str(rnd),
+                    args.rows,
+                    args.committer,
+                    checksum_files=crc,
+                )
                 runs.append(
                     {
                         "round": rnd,
-                        "side": side,
+                        "side": local_label(crc),
+                        "mounted": False,
+                        "checksum_files": crc,
                         "write_s": write_s,
                         "read_s": read_s,
-                        "fuse_cpu_s": cpu1[0] - cpu0[0],
-                        "seaweedfs_cpu_s": cpu1[1] - cpu0[1],
-                        "counts": counts,
+                        "counts": {},
                     }
                 )
-                print(f"round {rnd + 1} {side}: {write_s + read_s:.2f} s", flush=True)
+            for side in sides if rnd % 2 == 0 else sides[::-1]:
+                run = mounted_run(st, side, rnd, args, seaweedfs)
+                runs.append(run)
+                print(f"round {rnd + 1} {side.label}: {run['write_s'] + run['read_s']:.2f} s")
     when = bench_spark.utc_now()
+    named = {s.label: commit_of(s.checkout or Path.cwd()) for s in sides}
     meta = {
         "when": when,
         "rows": args.rows,
         "rounds": args.rounds,
         "committer": args.committer,
-        "before": commit_of(args.before),
-        "after": commit_of(Path.cwd()),
+        "compare": args.compare,
+        "sides": ", ".join(f"{label}: `{commit}`" for label, commit in named.items()),
     }
-    for r in runs:
-        r.setdefault("counts", {})
     markdown = render(meta, runs)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"spark-ab-{when.replace(':', '').replace('-', '')}"

@@ -60,8 +60,9 @@ def assert_same_table(spark: Any, remote: Path, local: Path) -> tuple[int, int]:
     return got
 
 
-def assert_clean(mount: SparkMount, remote: Path) -> None:
-    """The committed table is all that is left: no scratch state on the mount or in the bucket."""
+def assert_clean(mount: SparkMount, remote: Path, *, checksum_files: bool = True) -> None:
+    """The committed table is all that is left: no scratch state on the mount or in the bucket;
+    each part file has its ``.crc`` side file, or (``checksum_files=False``) none has."""
     prefix = str(remote.relative_to(mount.path)) + "/"
     keys = sparkjobs.bucket_keys(mount.s3, mount.bucket, prefix)
     assert keys, f"nothing under {prefix} in the bucket"
@@ -72,6 +73,9 @@ def assert_clean(mount: SparkMount, remote: Path) -> None:
     # Each data file has its checksum side file, and the bucket holds exactly what is listed.
     seen = sorted(str(p.relative_to(mount.path)) for p in remote.rglob("*") if p.is_file())
     assert sorted(keys) == seen
+    if not checksum_files:
+        assert [k for k in keys if k.endswith(".crc")] == []
+        return
     for key in keys:
         name = key.rsplit("/", 1)[-1]
         if name.startswith("part-"):
@@ -79,14 +83,20 @@ def assert_clean(mount: SparkMount, remote: Path) -> None:
 
 
 def run_both(
-    spark: Any, mount: SparkMount, tmp_path: Path, name: str, job: Callable[[Path], None]
+    spark: Any,
+    mount: SparkMount,
+    tmp_path: Path,
+    name: str,
+    job: Callable[[Path], None],
+    *,
+    checksum_files: bool = True,
 ) -> tuple[Path, tuple[int, int]]:
     remote, local = twin(mount, tmp_path, name)
     job(local)
     job(remote)
     result = assert_same_table(spark, remote, local)
     assert (remote / "_SUCCESS").is_file()
-    assert_clean(mount, remote)
+    assert_clean(mount, remote, checksum_files=checksum_files)
     return remote, result
 
 
@@ -179,6 +189,45 @@ def test_dynamic_partition_overwrite(spark: Any, mount: SparkMount, tmp_path: Pa
         for r in df.groupBy("part").agg(F.max("s").alias("s")).collect()
     }
     assert seeds == {0: "1", 1: "9", 2: "1", 3: "9", 4: "1"}
+
+
+@pytest.mark.parametrize("algorithm", ["1", "2"])
+def test_writes_without_checksum_side_files(
+    spark: Any, mount: SparkMount, tmp_path: Path, algorithm: str
+) -> None:
+    """docs/spark.md's "Checksum side files": a write given sparkjobs.NO_CHECKSUM_FILES as
+    options goes through RawLocalFileSystem (no ``.crc`` beside any file, so half the creates,
+    renames and deletes on the mount) and commits the same table as on local disk, with both
+    committers and a dynamic partition overwrite; the session's other writes keep theirs."""
+    from pyspark.sql import functions as F
+
+    options = {
+        "mapreduce.fileoutputcommitter.algorithm.version": algorithm,
+        **sparkjobs.NO_CHECKSUM_FILES,
+    }
+
+    def job(base: Path) -> None:
+        frame(spark, seed=1).write.partitionBy("part").mode("overwrite").options(**options).parquet(
+            sparkjobs.uri(base)
+        )
+        frame(spark, seed=9).where(F.col("part").isin(1, 3)).write.partitionBy("part").mode(
+            "overwrite"
+        ).option("partitionOverwriteMode", "dynamic").options(**options).parquet(
+            sparkjobs.uri(base)
+        )
+
+    name = f"no-crc-v{algorithm}"
+    _, (rows, _) = run_both(spark, mount, tmp_path, name, job, checksum_files=False)
+    assert rows == ROWS
+    # Scoped to those writes: the same session's next write without the options has its .crc.
+    _, (rows, _) = run_both(
+        spark,
+        mount,
+        tmp_path,
+        f"{name}-then-crc",
+        lambda base: frame(spark).write.parquet(sparkjobs.uri(base)),
+    )
+    assert rows == ROWS
 
 
 def test_failed_task_attempt_leaves_no_output(
