@@ -64,8 +64,9 @@ def test_csi_node_help_explains_log_level_and_kubelet_dir() -> None:
 def test_mount_help_shows_performance_defaults() -> None:
     text = " ".join(_help("mount").split())
     assert (
-        "--part-size BYTES multipart upload part and read-ahead request size (default 8388608"
-        in (text)
+        "--part-size BYTES multipart upload part and read-ahead request size (default: 8 MiB "
+        "for uploads, 16 MiB for reads)" in text
     )
+    assert "--read-part-size BYTES read-ahead request size (default: --part-size, else 16" in text
     assert "--max-threads N parallel S3 requests (default 16)" in text
     assert "(default 512)" in text

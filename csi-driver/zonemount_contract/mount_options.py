@@ -27,9 +27,17 @@ from dataclasses import dataclass
 from .names import KMS_KEY_OR_ALIAS_ARN_RE
 
 MIB = 1024 * 1024
+#: Multipart upload part size without --part-size/--write-part-size (mount-s3's default).
 DEFAULT_PART_SIZE = 8 * MIB
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
+#: Read-ahead request (read chunk) size without --part-size/--read-part-size: twice mount-s3's
+#: 8 MiB - half the GETs per GiB read, which cost the S3 server and the FUSE server CPU per
+#: request (docs/performance.md, "Read part size").
+DEFAULT_READ_PART_SIZE = 16 * MIB
+MIN_READ_PART_SIZE = 1 * MIB
+#: A read chunk is held in memory whole (--max-memory-target holds at least two).
+MAX_READ_PART_SIZE = 256 * MIB
 MAX_ID = 2**32 - 2
 MAX_TTL_SECONDS = 10**7
 STORAGE_CLASSES = (
@@ -153,10 +161,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("metadata-ttl", "ttl", "SECONDS|minimal|indefinite", GROUPS[3], typed="metadataTtl"),
     Option("negative-metadata-ttl", "int", "SECONDS for 'no such file'", GROUPS[3],
            fuse_type="ttl", high=MAX_TTL_SECONDS, typed="negativeMetadataTtl"),
-    Option("part-size", "int", "multipart upload part and read-ahead request size (default "
-           f"{DEFAULT_PART_SIZE}, {DEFAULT_PART_SIZE // MIB} MiB)", GROUPS[3],
-           fuse_type="positive", metavar="BYTES", default=DEFAULT_PART_SIZE,
+    Option("part-size", "int", "multipart upload part and read-ahead request size (default: "
+           f"{DEFAULT_PART_SIZE // MIB} MiB for uploads, {DEFAULT_READ_PART_SIZE // MIB} MiB "
+           "for reads)", GROUPS[3], fuse_type="positive", metavar="BYTES",
            low=MIN_PART_SIZE, high=MAX_PART_SIZE, typed="partSize"),
+    Option("read-part-size", "int", "read-ahead request size (default: --part-size, else "
+           f"{DEFAULT_READ_PART_SIZE // MIB} MiB)", GROUPS[3], fuse_type="positive",
+           metavar="BYTES", low=MIN_READ_PART_SIZE, high=MAX_READ_PART_SIZE),
+    Option("write-part-size", "int", "multipart upload part size (default: --part-size, else "
+           f"{DEFAULT_PART_SIZE // MIB} MiB)", GROUPS[3], fuse_type="positive",
+           metavar="BYTES", low=MIN_PART_SIZE, high=MAX_PART_SIZE),
     Option("max-threads", "int", "parallel S3 requests (default %(default)s)", GROUPS[3],
            fuse_type="positive", metavar="N", default=16, low=1, high=256, typed="maxThreads"),
     Option("request-deadline", "int", "total seconds an S3 request may take, retries "

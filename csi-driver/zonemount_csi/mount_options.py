@@ -84,6 +84,8 @@ class MountOptions:
     metadata_ttl: str | None = None
     negative_metadata_ttl: int | None = None
     part_size: int | None = None
+    read_part_size: int | None = None
+    write_part_size: int | None = None
     max_threads: int | None = None
     storage_class: str | None = None
     sse: str | None = None

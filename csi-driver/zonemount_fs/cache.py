@@ -1,7 +1,7 @@
 """Local disk cache of object data (``--cache DIR --max-cache-size MiB``).
 
 Contract:
-* Blocks are whole aligned read chunks (``--part-size`` bytes, the last one shorter) of one
+* Blocks are whole aligned read chunks (``--read-part-size`` bytes, the last one shorter) of one
   object version, named by a hash of (key, ETag, index): a replaced object can never be served
   from stale blocks.
 * The cache lives in a fresh sub-directory of DIR created at mount and removed at unmount

@@ -190,7 +190,10 @@ def shared_cache_for(
             ) from None
         log.warning("--cache-xz bucket not reachable now (%s); reads go to the source", exc)
     return SharedCache(
-        store, opts.bucket, opts.part_size, opts.cache_xz_max_object_mib * 1024 * 1024
+        store,
+        opts.bucket,
+        opts.read_chunk_size,
+        opts.cache_xz_max_object_mib * 1024 * 1024,
     )
 
 

@@ -133,7 +133,7 @@ class IoContext:
         self.meta_limiter = trio.CapacityLimiter(max(8, options.max_threads))
         self.health = Health()
         # Read-ahead memory: one slot per part of --max-memory-target, shared by all readers.
-        slots = max(2, options.max_memory_mib * 1024 * 1024 // options.part_size)
+        slots = max(2, options.max_memory_mib * 1024 * 1024 // self.read_part_size)
         self.read_slots = trio.Semaphore(slots)
         self.max_window = max(1, min(16, slots // 2))
         # R-READ-RETAINED: an eighth of the memory target for what this mount just wrote
@@ -153,7 +153,13 @@ class IoContext:
 
     @property
     def part_size(self) -> int:
+        """Multipart upload part size."""
         return self.opts.part_size
+
+    @property
+    def read_part_size(self) -> int:
+        """Read-ahead request (read chunk) size."""
+        return self.opts.read_chunk_size
 
     def check_writable(self) -> None:
         if self.opts.read_only:

@@ -36,6 +36,7 @@ MiB = 1024 * 1024
 DEFAULT_PART_SIZE = option_table.DEFAULT_PART_SIZE
 MIN_PART_SIZE = option_table.MIN_PART_SIZE
 MAX_PART_SIZE = option_table.MAX_PART_SIZE
+DEFAULT_READ_PART_SIZE = option_table.DEFAULT_READ_PART_SIZE
 DEFAULT_METADATA_TTL = (
     1.0  # mount-s3's "minimal" without a cache: short, keeps open-close consistency
 )
@@ -68,7 +69,11 @@ class MountOptions:
     cache_xz_endpoint_url: str | None = None  # None: the mounted bucket's endpoint
     metadata_ttl: float = DEFAULT_METADATA_TTL
     negative_metadata_ttl: float = DEFAULT_METADATA_TTL
+    #: Multipart upload part size (--write-part-size, else --part-size).
     part_size: int = DEFAULT_PART_SIZE
+    #: Read-ahead request size (--read-part-size, else --part-size); None: ``part_size``. The
+    #: command line's default is DEFAULT_READ_PART_SIZE (:func:`parse_args`).
+    read_part_size: int | None = None
     max_threads: int = 16
     #: Seconds a metadata request (HEAD, LIST, DELETE, ...) may take in all, retries
     #: included; data requests (a part of --part-size) get DATA_DEADLINE_FACTOR times it.
@@ -85,6 +90,12 @@ class MountOptions:
     log_directory: Path | None = None
     debug: bool = False
     metrics_address: tuple[str, int] | None = None
+
+    @property
+    def read_chunk_size(self) -> int:
+        """Bytes per read-ahead request (and per cached block): ``read_part_size``, else
+        ``part_size``."""
+        return self.read_part_size or self.part_size
 
     @property
     def data_deadline(self) -> float:
@@ -225,7 +236,8 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         cache_xz_endpoint_url=ns.cache_xz_endpoint_url,
         metadata_ttl=metadata_ttl,
         negative_metadata_ttl=negative_ttl,
-        part_size=ns.part_size,
+        part_size=ns.write_part_size or ns.part_size or DEFAULT_PART_SIZE,
+        read_part_size=ns.read_part_size or ns.part_size or DEFAULT_READ_PART_SIZE,
         max_threads=ns.max_threads,
         request_deadline=ns.request_deadline,
         max_memory_mib=ns.max_memory_target,
@@ -268,11 +280,15 @@ def _check_options(ns: argparse.Namespace, bucket: str) -> None:
     except option_table.OptionValueError as exc:
         raise ConfigError(f"{exc} (bucket {bucket!r})") from None
     _check_cache_options(ns, bucket)
-    if not MIN_PART_SIZE <= ns.part_size <= MAX_PART_SIZE:
-        raise ConfigError(
-            f"--part-size {ns.part_size} is outside S3's part limits "
-            f"({MIN_PART_SIZE} to {MAX_PART_SIZE} bytes); the default is {DEFAULT_PART_SIZE}"
-        )
+    for name in ("part-size", "read-part-size", "write-part-size"):
+        option = option_table.BY_NAME[name]
+        value = getattr(ns, option.field)
+        if value is not None and not option.low <= value <= option.high:
+            raise ConfigError(
+                f"--{name} {value} is outside {option.low} to {option.high} bytes "
+                + ("(S3's part limits)" if option.low == MIN_PART_SIZE else "")
+                + "; leave it out for the default"
+            )
     if ns.endpoint_url is not None:
         _endpoint_url(ns.endpoint_url, "--endpoint-url")
 

@@ -1,7 +1,7 @@
 """Read path: sequential-read detection and a growing window of parallel ranged GETs.
 
 A :class:`Reader` serves one open file. The object is split into aligned chunks of
-``chunk_size`` bytes (``--part-size``). When reads look sequential, the reader keeps a
+``chunk_size`` bytes (``--read-part-size``). When reads look sequential, the reader keeps a
 window of chunks ahead of the application in flight, each a ranged GET streamed by a worker
 thread (kept as the pieces received, see :class:`Chunk`); the window doubles on every
 chunk the application finishes, up to ``max_window`` chunks. Readers wait only for the bytes
@@ -224,7 +224,7 @@ class Chunk:
 
 class Reader:
     """The read path of one open file (``key`` at ``etag``, ``size`` bytes): chunks of the
-    mount's part size, prefetched within the mount's read-ahead memory (``ctx.read_slots``,
+    mount's read part size, prefetched within the mount's read-ahead memory (``ctx.read_slots``,
     at most ``ctx.max_window`` chunks ahead), kept in ``cache`` when given."""
 
     def __init__(
@@ -240,7 +240,7 @@ class Reader:
         self.key = key
         self.size = size
         self.etag = etag
-        self.chunk_size = ctx.part_size
+        self.chunk_size = ctx.read_part_size
         self._nursery = ctx.nursery
         self._run = ctx.run
         self._slots = ctx.read_slots

@@ -4,7 +4,7 @@ Every mount on every node that names the same cache bucket shares it: a block on
 from the mounted bucket is served to the others from the cache bucket (an S3 Express One Zone
 directory bucket in the readers' Availability Zone is the intended place: single-digit ms GETs).
 
-What is cached: whole aligned read chunks (``--part-size`` bytes, the last one shorter) of
+What is cached: whole aligned read chunks (``--read-part-size`` bytes, the last one shorter) of
 objects no larger than ``--cache-xz-max-object-size`` (default 1 MiB: small objects, where a
 request's latency dominates; mount-s3's shared cache also targets small objects). Larger
 objects are read from the mounted bucket (and the local ``--cache``, if any) as before.
@@ -96,7 +96,7 @@ class SharedCache:
     ) -> None:
         self.store = store
         self.source_bucket = source_bucket
-        self.block_size = block_size  # the mount's chunk (--part-size); part of every key
+        self.block_size = block_size  # the mount's read chunk (--read-part-size); in every key
         self.max_object_size = max_object_size
         self.backoff = backoff
         self.max_pending_bytes = max_pending_bytes

@@ -85,6 +85,8 @@ def test_unreachable_endpoint(bucket: str, tmp_path: Path) -> None:
         (["--allow-other", "--allow-root"], ["--allow-other", "--allow-root"]),
         (["--incremental-upload"], ["directory bucket"]),
         (["--part-size", "1000"], ["--part-size"]),
+        (["--read-part-size", "1000"], ["--read-part-size"]),
+        (["--write-part-size", str(6 * 1024**3)], ["--write-part-size", "S3's part limits"]),
         (["--sse-kms-key-id", "arn:aws:kms:x"], ["--sse aws:kms"]),
         (["--max-cache-size", "10"], ["--cache"]),
         (["--metadata-ttl", "soon"], ["soon"]),

@@ -145,3 +145,36 @@ def test_a_failed_lane_fails_the_read_with_its_error(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+class RecordingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[int, int]] = []
+
+    def open_range(
+        self, key: str, start: int, end: int, etag: str | None = None
+    ) -> Iterator[bytes]:
+        self.ranges.append((start, end))
+        yield from super().open_range(key, start, end, etag)
+
+
+def test_sequential_reads_fetch_read_part_size_chunks(tmp_path: Path) -> None:
+    """The read chunk is --read-part-size, not the upload part size: a 40 MiB object read
+    from start to end with 16 MiB read parts (8 MiB upload parts) is fetched as lanes of the
+    first 16 MiB chunk, then whole 16 MiB chunks, each byte once."""
+    data = random.Random(4).randbytes(40 * MiB)
+    store = RecordingStore()
+    store.put_object("big", data)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, opts(tmp_path, read_part_size=16 * MiB), nursery)
+            with trio.fail_after(20):
+                assert await read_all(fs, "big") == data
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    lane = 16 * MiB // MAX_LANES
+    first = [(i * lane, (i + 1) * lane) for i in range(MAX_LANES)]
+    assert sorted(store.ranges) == [*first, (16 * MiB, 32 * MiB), (32 * MiB, 40 * MiB)]
