@@ -232,7 +232,9 @@ class StreamingUpload:
 
     async def _submit(self, part: bytes) -> None:
         if self._next_part > MAX_PARTS:
-            raise FsError(errno.EFBIG, f"{self.key!r} exceeds {MAX_PARTS} parts; raise --write-part-size")
+            raise FsError(
+                errno.EFBIG, f"{self.key!r} exceeds {MAX_PARTS} parts; raise --write-part-size"
+            )
         if self._upload_id is None:
             self._created_metadata = dict(self.metadata)
             try:
