@@ -9,7 +9,14 @@ part, faithfully enough to exercise botocore's real session handling:
   disables session auth for them);
 * every other request must carry ``x-amz-s3session-token`` with a token it issued that has not
   expired, or it gets 403 AccessDenied - so plain SigV4 requests fail, as on AWS;
-* accepted requests are forwarded unchanged to the S3 server behind it.
+* accepted requests are forwarded unchanged to the S3 server behind it;
+* with ``rename_object=True``, RenameObject (``PUT /<bucket>/<key>?renameObject`` with
+  ``x-amz-rename-source: <bucket>/<key>``, path-style) is answered here, as a copy then a
+  delete of the source on the server behind (moto has no RenameObject: it stores an empty
+  object under the new key and keeps the source). Once the request has arrived it moves the
+  object whole, whatever becomes of the client: what a test of a client killed mid-way needs
+  from the service. Without the flag it goes to the server behind, like an endpoint without
+  RenameObject. ``renamed`` counts the objects moved.
 """
 
 from __future__ import annotations
@@ -19,17 +26,25 @@ import http.client
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import SplitResult, urlsplit
+from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from botocore.exceptions import ClientError
 
 
 def relay(handler: BaseHTTPRequestHandler, upstream: SplitResult, body: bytes) -> None:
-    """Forward the request being handled to ``upstream`` and copy the answer back."""
+    """Forward the request being handled to ``upstream`` and copy the answer back (the
+    connection to ``upstream`` is closed before the answer goes back: a client that died
+    meanwhile leaves nothing open)."""
     conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
-    headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
-    headers["Host"] = upstream.netloc
-    conn.request(handler.command, handler.path, body=body, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read()
+    try:
+        headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
+        headers["Host"] = upstream.netloc
+        conn.request(handler.command, handler.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
     handler.send_response(resp.status)
     for k, v in resp.getheaders():
         if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -39,13 +54,17 @@ def relay(handler: BaseHTTPRequestHandler, upstream: SplitResult, body: bytes) -
     handler.end_headers()
     if handler.command != "HEAD":
         handler.wfile.write(data)
-    conn.close()
 
 
 class ExpressEndpoint:
-    def __init__(self, upstream: str, session_seconds: int = 300) -> None:
+    def __init__(
+        self, upstream: str, session_seconds: int = 300, rename_object: bool = False
+    ) -> None:
         self.upstream = urlsplit(upstream)
         self.session_seconds = session_seconds
+        self.rename_object = rename_object
+        self.renamed = 0
+        self._upstream_client: Any = None
         self.sessions: dict[str, dt.datetime] = {}
         self.create_session_calls = 0
         self.rejected = 0
@@ -64,6 +83,25 @@ class ExpressEndpoint:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def upstream_client(self) -> Any:
+        """A client of the server behind (plain SigV4, path-style), made at first use."""
+        with self._lock:
+            if self._upstream_client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._upstream_client = boto3.client(
+                    "s3",
+                    endpoint_url=self.upstream.geturl(),
+                    region_name="us-east-1",
+                    aws_access_key_id="test",
+                    aws_secret_access_key="test",
+                    config=Config(
+                        s3={"addressing_style": "path", "disable_s3_express_session_auth": True}
+                    ),
+                )
+            return self._upstream_client
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         outer = self
@@ -123,9 +161,34 @@ class ExpressEndpoint:
                         {"Content-Type": "application/xml"},
                     )
                     return
+                if outer.rename_object and self.command == "PUT" and "renameObject" in query:
+                    self._rename_object()
+                    return
                 relay(self, outer.upstream, body)
                 with outer._lock:
                     outer.forwarded += 1
+
+            def _rename_object(self) -> None:
+                """RenameObject as a copy then a delete of the source on the server behind;
+                its errors are passed on."""
+                bucket, _, key = unquote(urlsplit(self.path).path).lstrip("/").partition("/")
+                source = unquote(self.headers.get("x-amz-rename-source", "")).lstrip("/")
+                src_bucket, _, src_key = source.partition("/")
+                client = outer.upstream_client()
+                try:
+                    client.copy_object(
+                        Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key}
+                    )
+                    client.delete_object(Bucket=src_bucket, Key=src_key)
+                except ClientError as exc:
+                    error = exc.response.get("Error", {})
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+                    body = f"<Error><Code>{error.get('Code', '')}</Code></Error>".encode()
+                    self._reply(status, body, {"Content-Type": "application/xml"})
+                    return
+                with outer._lock:
+                    outer.renamed += 1
+                self._reply(200, b"")
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
