@@ -12,11 +12,12 @@ Owns the rename of a file, symlink or directory (R-RENAME-* in docs/SEMANTICS.md
    RenameObjects on a directory bucket that has them - at most :data:`RENAME_CONCURRENCY`
    at once, then the copied sources' deletes in one DeleteObjects request per 1,000 keys; a
    local directory has none). Sources are deleted only after every copy succeeded, so a
-   failure or crash leaves both names, never neither; a failed copy phase deletes what it
-   copied and renames back what it renamed (best effort), so a failed directory rename
-   leaves the tree under its old name on either kind of bucket. On a server that keeps
-   emptied directories as folders (SeaweedFS) the source's folders go too
-   (:meth:`Renamer._drop_folders`).
+   failure or crash leaves both names, never neither (a crash among RenameObjects leaves
+   each object under one of them; tests kill the FUSE server to show it); a failed copy
+   phase deletes what it copied and renames back what it renamed (best effort), so a failed
+   directory rename leaves the tree under its old name on either kind of bucket. On a
+   server that keeps emptied directories as folders (SeaweedFS) the source's folders go
+   too (:meth:`Renamer._drop_folders`).
 3. **Re-link** the inode under its new name; its subtree's keys follow (keys are computed
    from the parent chain). The old parent is marked emptied (R-DIR-EMPTIED-STAYS) and the
    old name remembered absent.

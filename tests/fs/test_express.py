@@ -15,7 +15,7 @@ import pytest
 from zonemount_cli.servers import LocalS3
 
 from .express_endpoint import ExpressEndpoint
-from .mounts import ZONEMOUNT, is_mounted, unmount
+from .mounts import ZONEMOUNT, Mounter, is_mounted, unmount
 
 pytestmark = pytest.mark.integration
 BUCKET = "spark-data--use1-az4--x-s3"
@@ -166,3 +166,68 @@ def test_directory_bucket_rename_whose_copy_fails_leaves_the_old_tree(
     finally:
         mounter.cleanup()
         proxy.close()
+
+
+class _SessionMounter(Mounter):
+    """Mounts that authorise with CreateSession sessions (as on AWS), not plain SigV4."""
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.pop("ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH", None)
+        env.pop("AWS_S3_DISABLE_EXPRESS_SESSION_AUTH", None)
+        return env
+
+
+@pytest.mark.parametrize("rename_object", [True, False], ids=["RenameObject", "copies"])
+def test_directory_bucket_rename_killed_mid_way_loses_nothing(
+    moto_server: LocalS3, tmp_path: Path, rename_object: bool
+) -> None:
+    """R-RENAME-DIR, a FUSE server killed mid-way on a directory bucket: ``src`` (20 files)
+    renamed to ``dst`` through an S3 Express endpoint (sessions from CreateSession), the
+    ``zonemount mount`` process SIGKILLed while a proxy holds the move of ``f07`` and the
+    other 19 have moved. With RenameObject each
+    object is under exactly one name: ``dst`` holds the 19, ``src`` only ``f07`` (the tree
+    split between them). Without it (copies first, then deletes) ``src`` is whole and
+    ``dst`` holds the 19 copies. Nothing is lost, in S3 and in a fresh mount."""
+    from .crashes import contents, kill_mid_rename, reached, tree
+    from .faultproxy import FaultProxy, Rule
+
+    bucket = f"kill{os.urandom(4).hex()}--use1-az4--x-s3"
+    admin = _admin(moto_server)
+    admin.create_bucket(Bucket=bucket)
+    files = tree(20)
+    for name, body in files.items():
+        admin.put_object(Bucket=bucket, Key=f"src/{name}", Body=body)
+    admin.put_object(Bucket=bucket, Key="probe", Body=b"p")
+    held_name = "f07"
+    moved = {k: v for k, v in files.items() if k != held_name}
+    want_src = {held_name: files[held_name]} if rename_object else files
+    with ExpressEndpoint(moto_server.endpoint, rename_object=rename_object) as ep:
+        proxy = FaultProxy(ep.endpoint)
+        mounter = _SessionMounter(moto_server, tmp_path)
+        try:
+            mnt = mounter.mount(bucket, "--allow-delete", "--endpoint-url", proxy.endpoint)
+            os.rename(mnt / "probe", mnt / "probed")  # the mount learns if RenameObject works
+            assert ep.renamed == int(rename_object)
+            held = proxy.add(Rule("PUT", f"/dst/{held_name}", "stall"))
+
+            def ready() -> bool:
+                return held.hits > 0 and reached(admin, bucket, set(want_src), set(moved))
+
+            kill_mid_rename(mounter, mnt, "src", "dst", ready)
+            assert ep.renamed == (1 + len(moved) if rename_object else 0)
+            assert ep.create_session_calls >= 1 and ep.rejected == 0
+        finally:
+            mounter.cleanup()
+            proxy.close()
+    old, new = contents(admin, bucket, "src/"), contents(admin, bucket, "dst/")
+    assert {**old, **new} == files, "a file was lost or changed"
+    assert old == want_src
+    assert new == moved
+    fresh = Mounter(moto_server, tmp_path)  # plain SigV4 on moto itself
+    try:
+        again = fresh.mount(bucket)
+        for name, want in (("src", want_src), ("dst", moved)):
+            assert {f: (again / name / f).read_bytes() for f in os.listdir(again / name)} == want
+    finally:
+        fresh.cleanup()

@@ -22,6 +22,7 @@ import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_csi import mountinfo
 
+from .crashes import contents, kill_mid_rename, reached, server_pid, tree
 from .faultproxy import FaultProxy, Rule
 from .mounts import Mounter
 
@@ -150,19 +151,6 @@ def test_write_killed_multithreaded_publishes_nothing(
     assert sorted(os.listdir(mnt)) == ["closed.bin"]
 
 
-def _server_pid(mnt: Path) -> int:
-    """The pid of the ``zonemount mount`` process serving ``mnt``."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"mount" in argv and str(mnt).encode() in argv:
-                return int(proc.name)
-    raise AssertionError(f"no FUSE server for {mnt}")
-
-
 def _wait_uploads(s3: Any, bucket: str, want: list[str], seconds: float = 90) -> list[str]:
     deadline = time.monotonic() + seconds
     while True:
@@ -187,7 +175,7 @@ def test_r_write_orphans_swept_at_mount(
         stderr=subprocess.DEVNULL,
     )
     assert _wait_uploads(s3, bucket, ["big.bin", "theirs.bin"], 60) == ["big.bin", "theirs.bin"]
-    os.kill(_server_pid(mnt), signal.SIGKILL)
+    os.kill(server_pid(mnt), signal.SIGKILL)
     dd.wait(timeout=60)
     time.sleep(1)
     assert _wait_uploads(s3, bucket, [], 0) == ["big.bin", "theirs.bin"]  # the orphan
@@ -681,6 +669,69 @@ def test_rename_dir_where_delete_objects_is_not_implemented(
         assert keys(s3, bucket) == ["c/1", "c/2", "d/1", "d/2"]
         assert refused.hits == 1
         assert sorted(os.listdir(mnt)) == ["c", "d"]
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
+HELD = "f07"  # the file whose copy (or delete) a proxy holds when the FUSE server is killed
+
+
+@pytest.mark.parametrize("server", ["moto_server", "seaweed_server"])
+@pytest.mark.parametrize("stage", ["copies", "deletes", "deletes-one-by-one"])
+def test_rename_dir_killed_mid_way_loses_nothing(
+    request: pytest.FixtureRequest, tmp_path: Path, server: str, stage: str
+) -> None:
+    """R-RENAME-DIR, a FUSE server killed mid-way on a general-purpose bucket: ``src`` (20
+    files) renamed to ``dst`` by another process, the ``zonemount mount`` process SIGKILLed
+    while a proxy holds one request (the rename then fails with ECONNABORTED):
+
+    * ``copies``: the copy of ``f07``, the other 19 copied - ``src`` is whole, ``dst`` holds
+      the 19 copies (the sources are deleted only once every copy succeeded);
+    * ``deletes``: the DeleteObjects request of the sources, every copy made - both whole;
+    * ``deletes-one-by-one``: an endpoint without DeleteObjects (501), the DELETE of
+      ``src/f07``, those before it in key order done - ``dst`` is whole, ``src`` holds
+      ``f07`` to ``f19``.
+
+    Nothing is lost: every file is under one name or both, byte for byte, in S3 and in a
+    fresh mount. On moto and on SeaweedFS (which keeps emptied folders)."""
+    local: LocalS3 = request.getfixturevalue(server)
+    s3: Any = local.client()
+    bucket = f"zm-{os.urandom(6).hex()}"
+    s3.create_bucket(Bucket=bucket)
+    files = tree(20)
+    for name, body in files.items():
+        s3.put_object(Bucket=bucket, Key=f"src/{name}", Body=body)
+    if stage == "copies":
+        want_src, want_dst = files, {k: v for k, v in files.items() if k != HELD}
+    elif stage == "deletes":
+        want_src, want_dst = files, files
+    else:
+        want_src, want_dst = {k: v for k, v in files.items() if k >= HELD}, files
+    proxy = FaultProxy(local.endpoint)
+    mounter = Mounter(local, tmp_path)
+    try:
+        mnt = mounter.mount(bucket, "--allow-delete", "--endpoint-url", proxy.endpoint)
+        if stage == "copies":
+            held = proxy.add(Rule("PUT", f"/dst/{HELD}", "stall"))
+        elif stage == "deletes":
+            held = proxy.add(Rule("POST", "?delete", "stall"))
+        else:
+            proxy.add(Rule("POST", "?delete", "status", status=501, code="NotImplemented"))
+            held = proxy.add(Rule("DELETE", f"/src/{HELD}", "stall"))
+
+        def ready() -> bool:
+            return held.hits > 0 and reached(s3, bucket, set(want_src), set(want_dst))
+
+        kill_mid_rename(mounter, mnt, "src", "dst", ready)
+        old, new = contents(s3, bucket, "src/"), contents(s3, bucket, "dst/")
+        assert {**old, **new} == files, "a file was lost or changed"
+        assert old == want_src
+        assert new == want_dst
+        assert keys(s3, bucket) == sorted([*(f"src/{k}" for k in old), *(f"dst/{k}" for k in new)])
+        again = mounter.mount(bucket)
+        for name, want in (("src", want_src), ("dst", want_dst)):
+            assert {f: (again / name / f).read_bytes() for f in os.listdir(again / name)} == want
     finally:
         mounter.cleanup()
         proxy.close()
