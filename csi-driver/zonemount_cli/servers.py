@@ -216,6 +216,11 @@ def start_seaweedfs(
         f"-webdav.port={ports['webdav']}",
         "-admin.ui=false",
         "-webdav=false",
+        # its Iceberg catalog and Lance namespace listen on fixed ports (8181, 9101), checked
+        # free before they are bound: two servers starting at once (two test sessions on one
+        # machine) raced for them and one exited with "address already in use"
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
     if volume_size_mb is not None:
         args.append(f"-master.volumeSizeLimitMB={volume_size_mb}")
