@@ -285,8 +285,8 @@ def _check_options(ns: argparse.Namespace, bucket: str) -> None:
         value = getattr(ns, option.field)
         if value is not None and not option.low <= value <= option.high:
             raise ConfigError(
-                f"--{name} {value} is outside {option.low} to {option.high} bytes "
-                + ("(S3's part limits)" if option.low == MIN_PART_SIZE else "")
+                f"--{name} {value} is outside {option.low} to {option.high} bytes"
+                + (" (S3's part limits)" if option.low == MIN_PART_SIZE else "")
                 + "; leave it out for the default"
             )
     if ns.endpoint_url is not None:

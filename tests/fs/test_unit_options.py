@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from zonemount_fs.errors import ConfigError
 from zonemount_fs.options import parse_args
 
 pytestmark = pytest.mark.unit
@@ -35,3 +36,26 @@ MiB = 1024 * 1024
 def test_part_sizes(tmp_path: Path, flags: list[str], write: int, read: int) -> None:
     opts = parse_args(["bucket-name", str(tmp_path), *flags])
     assert (opts.part_size, opts.read_chunk_size) == (write, read)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--read-part-size", "1000"],
+            "--read-part-size 1000 is outside 1048576 to 268435456 bytes; leave it out for the "
+            "default",
+        ),
+        (
+            ["--write-part-size", "1000"],
+            "--write-part-size 1000 is outside 5242880 to 5368709120 bytes (S3's part limits); "
+            "leave it out for the default",
+        ),
+    ],
+)
+def test_part_sizes_out_of_range_say_so_in_one_line(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_args(["bucket-name", str(tmp_path), *flags])
+    assert str(err.value) == message
