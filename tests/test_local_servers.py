@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from zonemount_cli.servers import start_seaweedfs
 
@@ -50,3 +52,26 @@ def test_seaweedfs_listens_on_no_fixed_port() -> None:
         # another server may hold 8181 and 9101 already: weed then tried 8182, 9102, ...
         assert "Iceberg Catalog:" not in log and "Lance Namespace:" not in log
         assert ports & {8181, 9101} == set()
+
+
+def test_seaweedfs_checks_no_signature_whatever_its_starters_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``weed mini`` checks signatures when it finds AWS credentials in its environment; a
+    session-wide server started from a test that had set them checked them, one started from
+    another did not, and a test passed or failed by order (CI of 0522a01: the fault proxy
+    rewrites Host, so every signed request through it was SignatureDoesNotMatch). Started
+    with credentials in the environment, it still accepts a request signed with others."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSTARTER")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-starters-secret")
+    with start_seaweedfs() as server:
+        client: Any = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="someone-else",
+            aws_secret_access_key="another-secret",
+        )
+        client.create_bucket(Bucket="any-signature")
+        client.put_object(Bucket="any-signature", Key="k", Body=b"accepted")
+        assert client.get_object(Bucket="any-signature", Key="k")["Body"].read() == b"accepted"

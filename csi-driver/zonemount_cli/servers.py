@@ -150,10 +150,18 @@ class LocalS3:
 
 
 def _spawn(
-    args: list[str], workdir: Path, log_name: str, env: dict[str, str] | None = None
+    args: list[str],
+    workdir: Path,
+    log_name: str,
+    env: dict[str, str] | None = None,
+    *,
+    without_aws_env: bool = False,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = workdir / log_name
     log = log_path.open("wb")
+    inherited = {
+        k: v for k, v in os.environ.items() if not (without_aws_env and k.startswith("AWS_"))
+    }
     proc = subprocess.Popen(
         args,
         cwd=workdir,
@@ -161,7 +169,7 @@ def _spawn(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
     )
     log.close()
     return proc, log_path
@@ -224,7 +232,12 @@ def start_seaweedfs(
     ]
     if volume_size_mb is not None:
         args.append(f"-master.volumeSizeLimitMB={volume_size_mb}")
-    proc, log_path = _spawn(args, workdir, "weed.log")
+    # weed mini turns signature checks on when it finds AWS_ACCESS_KEY_ID/SECRET in its
+    # environment (its admin identity): a server started from a test whose environment
+    # held credentials checked signatures, one started elsewhere did not, so the same test
+    # passed or failed by test order (a proxy that rewrites Host breaks the signature). It
+    # never inherits them: every SeaweedFS here accepts any signature.
+    proc, log_path = _spawn(args, workdir, "weed.log", without_aws_env=True)
     server = LocalS3(
         "seaweedfs",
         f"http://127.0.0.1:{s3_port}",
