@@ -460,10 +460,16 @@ class MounterDaemon:
     def serve_forever(self, path: Path, stop: threading.Event) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
+        # Bound, made private and listening under a temporary name, then renamed into place:
+        # the path never exists while a connect would be refused (between bind and listen)
+        # or while the socket has the umask's mode (between bind and chmod).
+        staging = path.with_name(f".{path.name}.{os.getpid()}.binding")
+        staging.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        listener.bind(str(path))
-        os.chmod(path, 0o600)
+        listener.bind(str(staging))
+        os.chmod(staging, 0o600)
         listener.listen(64)
+        os.replace(staging, path)
         listener.settimeout(0.2)
         log.info("csi-mounter serving on unix://%s", path)
         try:

@@ -224,6 +224,45 @@ def test_socket_is_private_to_its_owner(daemon: tuple[MounterDaemon, Path]) -> N
     assert sock.stat().st_mode & 0o777 == 0o600
 
 
+def test_socket_path_appears_only_once_listening_and_private(
+    tmp_path: Path, stub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that connects as soon as the path exists (the node plugin at start) is
+    never refused: the path appears after listen() and chmod, not at bind(). CI of 0522a01
+    saw 'Connection refused' from a client that came between the two."""
+    from zonemount_csi import mounter_server
+
+    sock = tmp_path / "run" / "mounter.sock"
+    seen: list[tuple[str, bool]] = []
+
+    class Recording(socket.socket):
+        def bind(self, address: object) -> None:
+            super().bind(address)  # type: ignore[arg-type]
+            seen.append(("bind", sock.exists()))
+
+        def listen(self, backlog: int = 0) -> None:
+            seen.append(("listen", sock.exists()))
+            super().listen(backlog)
+
+    monkeypatch.setattr(mounter_server.socket, "socket", Recording)
+    d = MounterDaemon(
+        tmp_path / "state", executable=str(stub), limiter=MemoryLimiter(512, "rlimit")
+    )
+    stop = threading.Event()
+    loop = threading.Thread(target=d.serve_forever, args=(sock, stop), daemon=True)
+    loop.start()
+    try:
+        wait_for(sock.exists)
+        assert seen == [("bind", False), ("listen", False)]
+        assert sock.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in sock.parent.iterdir()] == ["mounter.sock"]
+    finally:
+        stop.set()
+        loop.join(5)
+        d.shutdown(2)
+    assert not sock.exists()
+
+
 def test_cgroup_limiter_gives_each_server_its_own_memory_max(tmp_path: Path) -> None:
     root = tmp_path / "cgroup"
     own = Path("/proc/self/cgroup").read_text().splitlines()[-1].split("::", 1)
