@@ -40,7 +40,7 @@ from zonemount_cli.servers import free_port
 from bench import spark as bench_spark
 from bench.bulkcopy import process_cpu
 from bench.clients import checkout_command
-from tests.fs.mounts import ZONEMOUNT, unmount
+from tests.fs.mounts import ZONEMOUNT, server_pid, unmount
 from tests.spark import sparkjobs
 
 BUCKET = "spark-ab"
@@ -56,20 +56,6 @@ def scrape(port: int) -> dict[str, float]:
         elif m := re.match(r'zonemount_s3_requests_total\{op="(\w+)"\} (\S+)', line):
             out[f"S3: {m[1]}"] = float(m[2])
     return out
-
-
-def pid_serving(mountpoint: Path) -> int:
-    """The FUSE server of ``mountpoint`` (the process whose argv names it)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"mount" in argv and str(mountpoint).encode() in argv:
-            return int(entry)
-    raise RuntimeError(f"no FUSE server found for {mountpoint}")
 
 
 def child_pid(name: str) -> int:
@@ -185,7 +171,7 @@ def mounted_run(
         cmd, env = checkout_command(side.checkout, mount_args, env)
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
     try:
-        fuse = pid_serving(mnt)
+        fuse = server_pid(mnt)
         first = scrape(port)
         cpu0 = process_cpu(fuse), process_cpu(seaweedfs)
         write_s, read_s, _ = bench_spark.job(

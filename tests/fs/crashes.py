@@ -22,20 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .mounts import Mounter, is_mounted
-
-
-def server_pid(mnt: Path) -> int:
-    """The pid of the ``zonemount mount`` process serving ``mnt``."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"mount" in argv and str(mnt).encode() in argv:
-                return int(proc.name)
-    raise AssertionError(f"no FUSE server for {mnt}")
+from .mounts import Mounter, is_mounted, server_pid
 
 
 def tree(n: int) -> dict[str, bytes]:

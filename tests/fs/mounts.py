@@ -23,6 +23,19 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == str(path) for line in f)
 
 
+def server_pid(mnt: Path) -> int:
+    """The pid of the ``zonemount mount`` process serving ``mnt`` (its argv names it)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"mount" in argv and str(mnt).encode() in argv:
+                return int(proc.name)
+    raise AssertionError(f"no FUSE server for {mnt}")
+
+
 def unmount(path: Path) -> None:
     if not is_mounted(path):
         return

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from zonemount_cli.servers import free_port
 
-from .mounts import Mounter, errno_of, is_mounted
+from .mounts import Mounter, errno_of, is_mounted, server_pid
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.integration
@@ -143,18 +143,6 @@ def test_r_read_retained(mounter: Mounter, s3, bucket) -> None:
 
 
 # -- writes ----------------------------------------------------------------------------
-def _mount_pid(mnt: Path) -> int:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"mount" in cmd and str(mnt).encode() in cmd:
-                return int(pid)
-    raise AssertionError("mount process not found")
-
-
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -164,7 +152,7 @@ def _rss_mib(pid: int) -> float:
 
 def test_r_write_stream(mount_rw, s3, bucket) -> None:
     mnt = mount_rw("--part-size", str(5 * MiB))
-    pid = _mount_pid(mnt)
+    pid = server_pid(mnt)
     block = random.Random(4).randbytes(1 * MiB)
     digest = hashlib.sha256()
     peak = 0.0
@@ -1004,14 +992,14 @@ def test_r_lifecycle_sigterm_and_umount(mounter: Mounter, bucket) -> None:
     import subprocess
 
     mnt = mounter.mount(bucket)
-    pid = _mount_pid(mnt)
+    pid = server_pid(mnt)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while is_mounted(mnt) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not is_mounted(mnt)
     mnt2 = mounter.mount(bucket)
-    pid2 = _mount_pid(mnt2)
+    pid2 = server_pid(mnt2)
     subprocess.run(["fusermount3", "-u", str(mnt2)], check=True)
     for _ in range(200):
         if not Path(f"/proc/{pid2}").exists():

@@ -22,9 +22,9 @@ import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_csi import mountinfo
 
-from .crashes import contents, kill_mid_rename, reached, server_pid, tree
+from .crashes import contents, kill_mid_rename, reached, tree
 from .faultproxy import FaultProxy, Rule
-from .mounts import Mounter
+from .mounts import Mounter, server_pid
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
