@@ -463,8 +463,10 @@ class MounterDaemon:
         # Bound, made private and listening under a temporary name, then renamed into place:
         # the path never exists while a connect would be refused (between bind and listen)
         # or while the socket has the umask's mode (between bind and chmod).
+        # (a mounter killed between bind and rename left its staging name: removed here)
+        for stale in path.parent.glob(f".{path.name}.*.binding"):
+            stale.unlink(missing_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}.binding")
-        staging.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(str(staging))
         os.chmod(staging, 0o600)
