@@ -51,6 +51,22 @@ def test_r_read_seq(mount_rw, s3, bucket) -> None:
     assert os.stat(mnt / "big.bin").st_size == len(data)
 
 
+@pytest.mark.parametrize(("flags", "gets"), [((), 6), (("--part-size", str(8 * MiB)), 8)])
+def test_sequential_read_parts_follow_the_read_part_size(
+    mounter: Mounter, s3, bucket, flags: tuple[str, ...], gets: int
+) -> None:
+    """R-READ-SEQ on a real mount: a 40 MiB object read from start to end takes, by default
+    (16 MiB read parts), the first chunk's 4 lanes and 2 more GETs; with ``--part-size``
+    8 MiB (reads and uploads), 4 lanes and 4 more. Counted by the mount's own metrics."""
+    data = random.Random(5).randbytes(40 * MiB)
+    put(s3, bucket, "forty.bin", data)
+    port = free_port()
+    mnt = mounter.mount(bucket, *flags, "--metrics-address", f"127.0.0.1:{port}")
+    before = _metric(port, "zonemount_s3_requests_total", "GetObject")
+    assert (mnt / "forty.bin").read_bytes() == data
+    assert _metric(port, "zonemount_s3_requests_total", "GetObject") - before == gets
+
+
 def test_r_read_random(mount_rw, s3, bucket) -> None:
     data = random.Random(2).randbytes(12 * MiB)
     put(s3, bucket, "r.bin", data)
