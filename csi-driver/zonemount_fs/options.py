@@ -283,12 +283,14 @@ def _check_options(ns: argparse.Namespace, bucket: str) -> None:
     for name in ("part-size", "read-part-size", "write-part-size"):
         option = option_table.BY_NAME[name]
         value = getattr(ns, option.field)
-        if value is not None and not option.low <= value <= option.high:
+        try:  # the allow-list's bounds: one rule for the CLI, PVs and S3MountClasses
+            if value is not None:
+                option_table.check_value(option, str(value))
+        except option_table.OptionValueError as exc:
+            limits = " (S3's part limits)" if option.low == MIN_PART_SIZE else ""
             raise ConfigError(
-                f"--{name} {value} is outside {option.low} to {option.high} bytes"
-                + (" (S3's part limits)" if option.low == MIN_PART_SIZE else "")
-                + "; leave it out for the default"
-            )
+                f"--{name} {value}: {exc} bytes{limits}; leave it out for the default"
+            ) from None
     if ns.endpoint_url is not None:
         _endpoint_url(ns.endpoint_url, "--endpoint-url")
 

@@ -43,13 +43,13 @@ def test_part_sizes(tmp_path: Path, flags: list[str], write: int, read: int) -> 
     [
         (
             ["--read-part-size", "1000"],
-            "--read-part-size 1000 is outside 1048576 to 268435456 bytes; leave it out for the "
-            "default",
+            "--read-part-size 1000: expected an integer 1048576..268435456 bytes; leave it out "
+            "for the default",
         ),
         (
             ["--write-part-size", "1000"],
-            "--write-part-size 1000 is outside 5242880 to 5368709120 bytes (S3's part limits); "
-            "leave it out for the default",
+            "--write-part-size 1000: expected an integer 5242880..5368709120 bytes (S3's part "
+            "limits); leave it out for the default",
         ),
     ],
 )
