@@ -144,7 +144,7 @@ class IoContext:
             self.cache = DataCache(options.cache_dir, limit)
         self.shared_cache = shared_cache
         # Does the server keep an emptied directory as an entry of its own (SeaweedFS
-        # folders)? None until the first directory rename shows it (see rename.py).
+        # folders)? None until :meth:`server_keeps_folders` asked (a rename, an rmdir).
         self.keeps_folders: bool | None = None
         self._tiered = TieredCache(self.cache, shared_cache) if shared_cache else None
         # the store's trio-native twins of its calls, if it has any (S3Store.native)
@@ -160,6 +160,24 @@ class IoContext:
     def read_part_size(self) -> int:
         """Read-ahead request (read chunk) size."""
         return self.opts.read_chunk_size
+
+    async def server_keeps_folders(self, emptied: str) -> bool | None:
+        """Does this server keep a directory whose objects are all gone as an entry of its
+        own? SeaweedFS does (a folder: listings show it, a HEAD of ``dir/`` finds it, until
+        it is deleted); AWS S3 and S3 Express do not. ``emptied`` is the ``dir/`` key of such
+        a directory that had no marker object; the first call HEADs it and the answer is
+        remembered for the mount's life. None when that HEAD failed (asked again next time)."""
+        if self.keeps_folders is None:
+            try:
+                await self.run(self.store.head, emptied)
+            except StoreError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.warning("could not ask whether %r is kept as a folder: %s", emptied, exc)
+                    return None
+                self.keeps_folders = False
+            else:
+                self.keeps_folders = True
+        return self.keeps_folders
 
     def check_writable(self) -> None:
         if self.opts.read_only:

@@ -178,6 +178,7 @@ class Filesystem:
         self.tree.check_key(parent, name, "/")
         node = self.tree.add_local(parent, name, Kind.DIR, mode, uid, gid)
         node.listed_count = 1  # known whole: empty, and everything put in it goes through here
+        node.marker = False  # R-DIR-MKDIR-LOCAL: no object is written for it
         if self.opts.negative_metadata_ttl > 0:
             # it did not exist a moment ago, so nothing lived under it
             node.complete_until = _now() + self.opts.negative_metadata_ttl
@@ -203,8 +204,11 @@ class Filesystem:
             raise FsError(errno.ENOTEMPTY)
         if not node.local and self._known_empty(node, now):
             # listed in full within the negative TTL and emptied here since (``rm -rf``
-            # lists each directory before emptying it): its marker goes, if it has one
-            await self._store(self.store.delete, self.tree.dir_prefix(node))
+            # lists each directory before emptying it): its marker goes if that listing
+            # showed one, and its folder on a server that keeps emptied directories
+            prefix = self.tree.dir_prefix(node)
+            if node.marker or await self.ctx.server_keeps_folders(prefix) is not False:
+                await self._store(self.store.delete, prefix)
         elif not node.local:
             prefix = self.tree.dir_prefix(node)
             page = await self._store(self.store.list_page, prefix, "/", None, 2)

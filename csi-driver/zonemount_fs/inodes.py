@@ -113,6 +113,9 @@ class Inode:
     # ``children`` -- a negative entry for the whole directory, set when this mount made the
     # directory or listed it in full (R-META-NEGATIVE-DIR)
     complete_until: float = 0.0
+    # directories: S3 may hold a ``dir/`` marker object for it - False once this mount made
+    # it or its last full listing showed none (what ``complete_until`` trusts, R-DIR-RMDIR)
+    marker: bool = True
     # directories: this mount removed an entry (unlink, rename, rmdir) and nothing was
     # written or discovered in it since - it stays when S3 no longer shows it
     # (R-DIR-EMPTIED-STAYS)

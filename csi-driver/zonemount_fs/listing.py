@@ -65,8 +65,10 @@ _RENAMED_RETRIES = 3
 
 
 # A full listing: objects by name, subdirectory names, where to split the next one.
-_Listed = tuple[dict[str, ObjectInfo], frozenset[str] | set[str], tuple[str, ...]]
-_NONE: _Listed = ({}, frozenset(), ())  # a local directory's: nothing (never mutated)
+#: a full listing: files by name, subdirectories, where to split the next listing, and
+#: whether the directory's own ``dir/`` marker object was there
+_Listed = tuple[dict[str, ObjectInfo], frozenset[str] | set[str], tuple[str, ...], bool]
+_NONE: _Listed = ({}, frozenset(), (), False)  # a local directory's: nothing (never mutated)
 
 
 @dataclass(eq=False)
@@ -124,7 +126,8 @@ class Listing:
         for _ in range(_RENAMED_RETRIES):
             dir_node = self.tree.inode(ino)
             listed_at, prefix = _now(), self.tree.dir_prefix(dir_node)
-            files, dirs, splits = await self._list(dir_node) if not dir_node.local else _NONE
+            listed = await self._list(dir_node) if not dir_node.local else _NONE
+            files, dirs, splits, marker = listed
             dir_node = self.tree.inode(ino)  # re-read after await
             if self.tree.dir_prefix(dir_node) == prefix:
                 break  # else renamed while listed: the answer is for its old prefix
@@ -136,6 +139,7 @@ class Listing:
         dir_node.listed_count = max(1, len(files) + len(dirs))
         dir_node.revalidations = 0
         dir_node.list_splits = splits
+        dir_node.marker = marker
         names: dict[str, int] = {}
         expiry = _now() + self.ctx.opts.metadata_ttl
         for name in sorted(dirs | files.keys()):
@@ -182,16 +186,19 @@ class Listing:
             page = await ranged.list_ranges(fetch, splits, parallel=RANGES_AT_ONCE)
         else:
             page = await self._list_all(prefix)
+        marker = False
         for info in page.objects:
             name = info.key[len(prefix) :]
             if valid_name(name) and "/" not in name:
                 files[name] = info
+            elif not name:
+                marker = True
         for sub in page.prefixes:
             name = sub[len(prefix) :].rstrip("/")
             if valid_name(name) and "/" not in name:
                 dirs.add(name)
         next_splits = () if store.is_directory_bucket else ranged.split_keys(page, LIST_PAGE_KEYS)
-        return files, dirs, next_splits
+        return files, dirs, next_splits, marker
 
     async def _list_all(self, prefix: str) -> ListPage:
         """Every page of the directory's listing, one after the other: on the trio thread

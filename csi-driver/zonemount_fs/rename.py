@@ -292,8 +292,10 @@ class Renamer:
         SeaweedFS keeps an emptied directory as a folder: a listing shows it (``dir/``), and
         a HEAD of ``dir/`` finds it, until it is deleted; AWS S3 has no such entries (a real
         ``dir/`` marker is an object that :meth:`_move_prefix` listed and moved). Which kind
-        of server this is shows in one HEAD of the deepest emptied directory at the mount's
-        first directory rename and is remembered: on AWS S3 that HEAD is the only cost.
+        of server this is shows in one HEAD of the deepest emptied directory, at the mount's
+        first directory rename or rmdir, and is remembered
+        (:meth:`~.context.IoContext.server_keeps_folders`): on AWS S3 that HEAD is the only
+        cost.
         The entries go deepest first, one DeleteObjects request per depth (a folder that
         still holds a folder is not removed);
         deleting a key that holds nothing is harmless, and a folder another client wrote
@@ -303,20 +305,8 @@ class Renamer:
         if ctx.keeps_folders is False:
             return
         levels = _folders(src_prefix, objects)
-        if not levels:
+        if not levels or not await ctx.server_keeps_folders(levels[max(levels)][0]):
             return
-        if ctx.keeps_folders is None:
-            deepest = levels[max(levels)][0]
-            try:
-                await ctx.run(ctx.store.head, deepest)
-            except StoreError as exc:
-                if exc.errno == errno.ENOENT:
-                    ctx.keeps_folders = False
-                else:  # asked again at the next directory rename
-                    log.warning("rename: could not ask about the folder %r: %s", deepest, exc)
-                return
-            ctx.keeps_folders = True
-
         for depth in sorted(levels, reverse=True):  # one request per level (DeleteObjects)
             try:
                 await ctx.run(ctx.store.delete_many, levels[depth])

@@ -600,6 +600,65 @@ def test_rename_dir_on_aws_like_server_deletes_only_objects(mounter: Mounter, bu
 DELETES = ("DeleteObject", "DeleteObjects")
 
 
+def _emptied_tree(mnt: Path) -> None:
+    """Spark's cleanup of ``_temporary`` in small: directories made here, a file published
+    in each, then removed by ``shutil.rmtree`` (which lists each directory, unlinks what it
+    showed, then removes it)."""
+    for rel in ("t/a/f", "t/a/b/g", "t/c/h"):
+        (mnt / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mnt / rel).write_bytes(rel.encode())
+
+
+def test_rmdir_of_an_emptied_directory_on_an_aws_like_server_sends_no_request(
+    mounter: Mounter, s3, bucket
+) -> None:
+    """R-DIR-RMDIR: on a server that keeps nothing for an emptied directory (AWS S3; moto
+    here) removing a directory this mount listed in full, saw no ``dir/`` marker in and
+    emptied costs no request: one HEAD at the mount's first such rmdir tells the server kind.
+    A directory whose listing showed a marker still deletes it. Before, every such rmdir
+    sent a DeleteObject of a key that was not there (125 per Spark pipeline run)."""
+    for key in ("m/", "m/x"):
+        put(s3, bucket, key, b"" if key.endswith("/") else b"x")
+    port = free_port()
+    mnt = mounter.mount(
+        bucket, "--allow-delete", "--negative-metadata-ttl", "60",
+        "--metrics-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    _emptied_tree(mnt)
+
+    def count(op: str) -> float:
+        return _metric(port, "zonemount_s3_requests_total", op)
+
+    deletes, heads = count("DeleteObject"), count("HeadObject")
+    shutil.rmtree(mnt / "t")  # 4 directories, 3 files
+    assert (count("DeleteObject") - deletes, count("HeadObject") - heads) == (3, 1)
+    deletes = count("DeleteObject")
+    shutil.rmtree(mnt / "m")  # a marker: its file and the marker
+    assert count("DeleteObject") - deletes == 2
+    assert keys(s3, bucket) == [] and os.listdir(mnt) == []
+
+
+def test_rmdir_of_an_emptied_directory_removes_the_folder_seaweedfs_keeps(
+    seaweed_server, tmp_path
+) -> None:
+    """R-DIR-RMDIR on SeaweedFS, which keeps a directory whose objects are gone as a folder
+    that listings show: rmdir deletes it (the one HEAD finds it), so the tree does not show
+    again in this mount or another."""
+    name = f"zm-{os.urandom(6).hex()}"
+    seaweed: Any = seaweed_server.client()
+    seaweed.create_bucket(Bucket=name)
+    mounter = Mounter(seaweed_server, tmp_path)
+    try:
+        mnt = mounter.mount(name, "--allow-delete", "--negative-metadata-ttl", "60")
+        _emptied_tree(mnt)
+        shutil.rmtree(mnt / "t")
+        listed = seaweed.list_objects_v2(Bucket=name, Delimiter="/")
+        assert listed.get("CommonPrefixes", []) == [] and listed.get("Contents", []) == []
+        assert os.listdir(mnt) == [] and os.listdir(mounter.mount(name)) == []
+    finally:
+        mounter.cleanup()
+
+
 def test_rename_dir_deletes_sources_and_folders_in_batches(seaweed_server, tmp_path) -> None:
     """A Spark task commit renames its attempt directory (here 16 partition directories of
     2 files each). The 32 sources go in one DeleteObjects request, and the 16 emptied folders
