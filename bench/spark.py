@@ -225,6 +225,45 @@ def stage(prefix: str, bucket: str, app: str) -> Iterator[Stage]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def cpu_list(text: str) -> set[int]:
+    """``--server-cpus``: ``"1"`` or ``"0,2"``, CPUs this process may use."""
+    try:
+        cpus = {int(c) for c in text.split(",") if c.strip()}
+    except ValueError:
+        raise SystemExit(f"--server-cpus {text!r}: expected CPU numbers such as 1 or 2,3") from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus < allowed:
+        raise SystemExit(
+            f"--server-cpus {text!r}: name some but not all of this machine's CPUs "
+            f"{sorted(allowed)} (the job needs one left)"
+        )
+    return cpus
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` and of its descendants on ``cpus``; threads and processes
+    they start later inherit it."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+            for child in (task / "children").read_text().split():
+                pin_tree(int(child), cpus)
+
+
+def split_cpus(st: Stage, server_cpus: set[int]) -> str:
+    """S3 off the job's cores, as on EKS where S3 is not on the node: SeaweedFS on
+    ``server_cpus``; this process, Spark's JVM and everything started later (the mounts,
+    the local-disk runs) on the other CPUs. Returns the split, for the report."""
+    job_cpus = os.sched_getaffinity(0) - server_cpus
+    pin_tree(os.getpid(), job_cpus)  # also pins SeaweedFS, a child: set it apart next
+    pin_tree(st.server.process.pid, server_cpus)
+    return f"SeaweedFS on CPU {_cpus(server_cpus)}, Spark and the mounts on CPU {_cpus(job_cpus)}"
+
+
+def _cpus(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
 def utc_now() -> str:
     """Now, as the results' ``when`` (UTC, seconds)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -238,7 +277,8 @@ def render(meta: dict[str, Any], results: list[Result]) -> str:
         f"{meta['when']} - pyspark {meta['pyspark']}, {meta['java']}, local[{meta['cores']}], "
         f"SeaweedFS on loopback, best of {meta['repeats']}. Job: generate rows, write "
         "partitioned Parquet (FileOutputCommitter), read back, aggregate by partition."
-        + ("" if meta.get("checksum_files", True) else " No `.crc` side files (every target)."),
+        + ("" if meta.get("checksum_files", True) else " No `.crc` side files (every target).")
+        + (f" {meta['cpus']}." if meta.get("cpus") else ""),
         "",
         "| target | status | write s | read+agg s | total s | vs local disk | result = local |",
         "|---|---|---:|---:|---:|---:|---|",
@@ -272,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         help="every target's writes skip Hadoop's .crc side files (sparkjobs.NO_CHECKSUM_FILES)",
     )
     parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="pin SeaweedFS to these CPUs and everything else to the rest (S3 off the job's "
+        "cores, as on EKS), e.g. 1",
+    )
+    parser.add_argument(
         "--zonemount-args",
         default="",
         help="extra 'zonemount mount' flags, e.g. '--metadata-ttl 60' (recorded in the report)",
@@ -287,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with stage("zonemount-spark-bench-", BUCKET, "zonemount-bench") as st:
         work, server, mounter, spark = st.work, st.server, st.mounter, st.spark
+        cpus = split_cpus(st, args.server_cpus) if args.server_cpus else ""
 
         @contextlib.contextmanager
         def local() -> Iterator[Path]:
@@ -345,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": args.rows,
         "zonemount_args": args.zonemount_args,
         "checksum_files": not args.no_checksum_files,
+        "cpus": cpus,
         "repeats": args.repeats,
         "pyspark": pyspark.__version__,
         "java": sparkjobs.java_version(),

@@ -110,7 +110,8 @@ def render(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         f"{meta['rounds']} rounds of local disk and each mounted side (mount order "
         "alternating). Each mounted run is compared with the local-disk run of its round that "
         "wrote the same files (with or without `.crc` side files). CPU: user+sys of the FUSE "
-        "server and of SeaweedFS during the mounted run.",
+        "server and of SeaweedFS during the mounted run."
+        + (f" {meta['cpus']}." if meta.get("cpus") else ""),
         "",
         "| round | target | write s | read s | total s | vs local disk | FUSE server CPU s "
         "| SeaweedFS CPU s |",
@@ -215,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--committer", choices=("1", "2"), default="1")
+    parser.add_argument(
+        "--server-cpus",
+        type=bench_spark.cpu_list,
+        help="pin SeaweedFS to these CPUs and everything else to the rest (S3 off the job's "
+        "cores, as on EKS), e.g. 1",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.compare == "checkouts" and not (args.before and (args.before / "csi-driver").is_dir()):
@@ -232,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     with bench_spark.stage("zonemount-spark-ab-", BUCKET, "zonemount-ab") as st:
         seaweedfs = child_pid("weed")
+        cpus = bench_spark.split_cpus(st, args.server_cpus) if args.server_cpus else ""
         bench_spark.job(st.spark, st.work / "warmup", min(args.rows, 200_000), args.committer)
         for rnd in range(args.rounds):
             for crc in dict.fromkeys(side.checksum_files for side in sides):
@@ -265,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "committer": args.committer,
         "compare": args.compare,
+        "cpus": cpus,
         "sides": ", ".join(f"{label}: `{commit}`" for label, commit in named.items()),
     }
     markdown = render(meta, runs)

@@ -11,10 +11,12 @@ JSON, markdown and PNG are written and consistent, and that ratios/targets are w
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,37 @@ def test_parallel_dirops_probe_reports_its_stack() -> None:
     assert found, out
     took, verdict = float(found[1]), found[2]
     assert took >= 0.1 and verdict == ("parallel" if took < 0.25 else "serialized")
+
+
+def test_spark_benchmarks_split_cpus_between_the_server_and_the_job() -> None:
+    """``--server-cpus`` (bench.spark, bench.spark_ab): a bad list is a one-line error naming
+    the fix; a good one pins a process tree (every thread, children included) and leaves
+    the rest of the machine to the job."""
+    from bench import spark
+
+    allowed = os.sched_getaffinity(0)
+    for bad in ("x", ",".join(str(c) for c in sorted(allowed)), "4096"):
+        with pytest.raises(SystemExit, match="--server-cpus"):
+            spark.cpu_list(bad)
+    if len(allowed) < 2:
+        pytest.skip("one CPU: nothing to split")
+    server = {max(allowed)}
+    assert spark.cpu_list(str(max(allowed))) == server
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"]
+    )
+    try:
+        deadline = 50
+        while not Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split():
+            deadline -= 1
+            assert deadline, "the child started no grandchild"
+            time.sleep(0.1)
+        spark.pin_tree(child.pid, server)
+        grandchild = int(Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text())
+        for pid in (child.pid, grandchild):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                assert os.sched_getaffinity(int(task.name)) == server
+        assert os.sched_getaffinity(0) == allowed  # the caller is untouched
+    finally:
+        child.kill()
+        child.wait()
