@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": ("zonemount_operator.cli:reconcile_main", "reconcile a CR file once"),
     "cp": ("zonemount_operator.cli:cp_main", "parallel copy: S3 <-> S3, local -> S3, S3 -> local"),
     "sync": ("zonemount_operator.cli:sync_main", "copy only what is missing or changed (like cp)"),
+    "spark-conf": (
+        "zonemount_cli.spark_conf:main",
+        "print the mount flags and Spark settings for jobs that write to a mount",
+    ),
     "demo": ("zonemount_cli.demo:main", "run the end-to-end demo on an embedded S3 server"),
     "local-s3": (
         "zonemount_cli.local_s3:main",

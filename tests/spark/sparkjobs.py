@@ -20,27 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zonemount_cli import spark_conf
 from zonemount_cli.servers import LocalS3
 
 GP_BUCKET = "spark-gp"
 EXPRESS_BUCKET = "spark--use1-az4--x-s3"
-MOUNT_FLAGS = ("--allow-delete", "--allow-overwrite")
-
-# What docs/spark.md recommends for jobs that write to a zonemount mount (verified by the tier).
-MOUNT_SETTINGS: dict[str, str] = {
-    # Speculative duplicates of a task would race to commit through non-atomic renames.
-    "spark.speculation": "false",
-}
-
-#: Hadoop settings, given as a write's options (``DataFrameWriter.option``), that make that
-#: write go through ``RawLocalFileSystem``: no ``.crc`` side file beside each part file, so
-#: half the creates, renames and deletes on the mount (docs/spark.md, "Checksum side files").
-#: ``disable.cache`` gives the write its own FileSystem instance instead of the session's
-#: cached ``LocalFileSystem``; every other write and read of the session is unchanged.
-NO_CHECKSUM_FILES: dict[str, str] = {
-    "fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
-    "fs.file.impl.disable.cache": "true",
-}
+# What docs/spark.md recommends and ``zonemount spark-conf`` prints: the tier runs with
+# exactly the product's values (zonemount_cli.spark_conf), not copies of them.
+MOUNT_FLAGS = spark_conf.MOUNT_FLAGS
+MOUNT_SETTINGS: dict[str, str] = spark_conf.SESSION_SETTINGS
+NO_CHECKSUM_FILES: dict[str, str] = spark_conf.NO_CHECKSUM_FILES
 
 
 def missing_requirements() -> str | None:
