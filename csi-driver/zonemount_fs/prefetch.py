@@ -375,8 +375,12 @@ class Reader:
         first, last = offset // self.chunk_size, (end - 1) // self.chunk_size
         for index in range(first, last + 1):
             self._start_chunk(index, required=True)
-        if first != self._last_end // self.chunk_size or offset == 0:
-            # The application entered a new chunk: grow the window.
+        if offset == 0 or first != (self._last_end - 1) // self.chunk_size:
+            # The application entered a new chunk (the previous read's last byte was in
+            # another one): grow the window. Until 2026-12-04 this compared with the chunk
+            # of the byte *after* the previous read, which is the new chunk itself when reads
+            # end on a chunk boundary (the kernel's aligned read-ahead always does): the
+            # window grew only when the kernel's concurrent requests arrived out of order.
             self._window = min(self._window * 2, self._max_window) if offset else 1
         for index in range(last + 1, last + 1 + self._window):
             if self._start_chunk(index, required=False) is None:

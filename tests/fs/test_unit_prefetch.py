@@ -178,3 +178,59 @@ def test_sequential_reads_fetch_read_part_size_chunks(tmp_path: Path) -> None:
     lane = 16 * MiB // MAX_LANES
     first = [(i * lane, (i + 1) * lane) for i in range(MAX_LANES)]
     assert sorted(store.ranges) == [*first, (16 * MiB, 32 * MiB), (32 * MiB, 40 * MiB)]
+
+
+def _covered_once(ranges: list[tuple[int, int]], size: int) -> bool:
+    pos = 0
+    for start, end in sorted(ranges):
+        if start != pos:
+            return False
+        pos = end
+    return pos == size
+
+
+def test_a_long_stream_fetches_every_byte_once(tmp_path: Path) -> None:
+    """R-READ-SEQ: a 40-chunk object read from start to end with the window open (up to 16
+    chunks ahead) is fetched one GET per chunk (the first in lanes), each byte once, and read
+    back exact."""
+    chunk = 4 * MiB
+    data = random.Random(5).randbytes(40 * chunk + 123)
+    store = RecordingStore()
+    store.put_object("long", data)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, opts(tmp_path, read_part_size=chunk), nursery)
+            with trio.fail_after(30):
+                assert await read_all(fs, "long") == data
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert _covered_once(store.ranges, len(data)), "a byte fetched twice, or never"
+    assert len(store.ranges) == 41 + 1, "one GET per chunk, two lanes for the first"
+
+
+def test_an_aligned_sequential_reader_opens_its_window(tmp_path: Path) -> None:
+    """R-READ-SEQ: the window doubles each time the reader enters a new chunk, also when its
+    reads end exactly on chunk boundaries (the kernel's read-ahead always does). Until
+    2026-12-04 it stayed at one chunk ahead for such a reader: the check compared the new
+    chunk with the one after the previous read's end, which is the same chunk."""
+    chunk = 4 * MiB
+    data = random.Random(8).randbytes(40 * chunk)
+    store = RecordingStore()
+    store.put_object("f", data)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, opts(tmp_path, read_part_size=chunk), nursery)
+            attr = await fs.lookup(ROOT_INO, "f")
+            fh = await fs.open(attr.ino, os.O_RDONLY)
+            with trio.fail_after(30):
+                for off in range(0, 4 * chunk, 128 * 1024):  # chunks 0-3: windows 1, 2, 4, 8
+                    assert await fs.read(fh, off, 128 * 1024) == data[off : off + 128 * 1024]
+                while max(end for _, end in store.ranges) < 10 * chunk:
+                    await trio.sleep(0.01)  # the GETs started ahead reach the store
+            await fs.release(fh)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
