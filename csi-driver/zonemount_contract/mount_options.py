@@ -14,6 +14,12 @@ Value domains: :func:`check_value` is the *allow-list* domain (what a PV or an S
 say). The FUSE client may accept more (fractional TTLs, any octal mode); never less - the
 contract test (tests/contract/test_option_chain.py) proves every allowed value is accepted.
 
+Memory: :func:`fit_memory` is the one rule that fits the part sizes a volume (or a command
+line) asks for into the mount's ``--max-memory-target`` (docs/SEMANTICS.md R-FLAGS-MEMORY-TARGET);
+the FUSE client applies it to its own flags, the CSI node plugin to a PV's options under the
+target it gives every mount. Like Mountpoint's memory target it adapts (smaller chunks, fewer
+parts in flight) rather than refusing, and says what it changed.
+
 Invariants: standard library only; every option with a ``typed`` key is allowed in PVs; values
 are rendered as ``--name=value`` so no value is ever parsed as a flag.
 """
@@ -36,8 +42,15 @@ MAX_PART_SIZE = 5 * 1024 * MIB
 #: request (docs/performance.md, "Read part size").
 DEFAULT_READ_PART_SIZE = 16 * MIB
 MIN_READ_PART_SIZE = 1 * MIB
-#: A read chunk is held in memory whole (--max-memory-target holds at least two).
+#: A read chunk is held in memory whole (and --max-memory-target holds at least
+#: READ_CHUNKS_IN_TARGET of them, :func:`fit_memory`).
 MAX_READ_PART_SIZE = 256 * MIB
+#: --max-memory-target without the flag (MiB).
+DEFAULT_MAX_MEMORY_TARGET_MIB = 512
+#: The read-ahead memory (--max-memory-target) holds at least this many read chunks.
+READ_CHUNKS_IN_TARGET = 4
+#: Parts of one file in flight at once (UploadPart calls), at most.
+MAX_UPLOADS_IN_FLIGHT = 4
 MAX_ID = 2**32 - 2
 MAX_TTL_SECONDS = 10**7
 STORAGE_CLASSES = (
@@ -178,8 +191,10 @@ OPTIONS: tuple[Option, ...] = (
            "default %(default)s)", GROUPS[3], fuse_type="positive", metavar="SECONDS",
            default=30, low=1, high=3600, refused=_NODE_OWNS),
     Option("max-memory-target", "int", "memory bound of read-ahead buffers, an eighth of it "
-           "for small files this mount just wrote (default %(default)s)", GROUPS[3],
-           fuse_type="positive", metavar="MiB", default=512, low=1,
+           "for small files this mount just wrote; bigger part sizes are cut to fit it: a read "
+           "part is at most a quarter, a file's upload parts at most half (default "
+           "%(default)s)", GROUPS[3],
+           fuse_type="positive", metavar="MiB", default=DEFAULT_MAX_MEMORY_TARGET_MIB, low=1,
            high=2**20, refused=_NODE_OWNS),
     # -- logging and metrics
     Option("log-directory", "text", "write logs to files in this directory", GROUPS[4],
@@ -254,3 +269,72 @@ def check_combination(given: Mapping[str, str | None], *, directory_bucket: bool
 def render(option: Option, value: str | None = None) -> str:
     """The argv form: ``--name`` or ``--name=value``."""
     return f"--{option.name}" if value is None else f"--{option.name}={value}"
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """Part sizes and upload concurrency that fit a memory target (:func:`fit_memory`)."""
+
+    read_part_size: int
+    write_part_size: int
+    uploads_in_flight: int  #: UploadPart calls of one file at once
+    warnings: tuple[str, ...]  #: one line per value changed: what, why and the fix
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:g} MiB"
+
+
+def fit_memory(max_memory_mib: int, read_part_size: int, write_part_size: int) -> MemoryFit:
+    """Fit the part sizes asked for into ``max_memory_mib`` (--max-memory-target).
+
+    * A read chunk is held whole, and the read-ahead keeps at least
+      :data:`READ_CHUNKS_IN_TARGET` of them within the target: a read part size above a quarter
+      of it (or above :data:`MAX_READ_PART_SIZE`, which ``--part-size`` alone could exceed) is
+      cut to that, never below :data:`MIN_READ_PART_SIZE`.
+    * A file being written holds the part it fills plus the parts in flight: that is kept
+      within half of the target by sending fewer parts at once (from
+      :data:`MAX_UPLOADS_IN_FLIGHT` down to one), and a write part size above a quarter of the
+      target is cut to that (never below S3's :data:`MIN_PART_SIZE`).
+
+    Values that fit are returned unchanged with no warning; so are the defaults at the
+    default target."""
+    budget = max_memory_mib * MIB
+    warnings: list[str] = []
+    read_cap = max(MIN_READ_PART_SIZE, min(MAX_READ_PART_SIZE, budget // READ_CHUNKS_IN_TARGET))
+    read_cap -= read_cap % MIB
+    read = min(read_part_size, read_cap)
+    if read < read_part_size:
+        need = -(-READ_CHUNKS_IN_TARGET * read_part_size // MIB)
+        fix = (
+            f"raise --max-memory-target to {need} MiB or lower the read part size"
+            if read_part_size <= MAX_READ_PART_SIZE
+            else f"read parts are at most {_mib(MAX_READ_PART_SIZE)}: set --read-part-size to "
+            f"at most {read} with this target"
+        )
+        warnings.append(
+            f"read part size {read_part_size} ({_mib(read_part_size)}) does not fit "
+            f"--max-memory-target {max_memory_mib} MiB ({READ_CHUNKS_IN_TARGET} read chunks "
+            f"at least): reads use {read}-byte ({_mib(read)}) parts; {fix}"
+        )
+    write_cap = max(MIN_PART_SIZE, budget // 4)
+    write_cap -= write_cap % MIB
+    write = min(write_part_size, write_cap)
+    if write < write_part_size:
+        warnings.append(
+            f"write part size {write_part_size} ({_mib(write_part_size)}) does not fit "
+            f"--max-memory-target {max_memory_mib} MiB (a file's upload buffer is at most half "
+            f"of it): uploads use {write}-byte ({_mib(write)}) parts; raise "
+            f"--max-memory-target to {-(-4 * write_part_size // MIB)} MiB or lower the write "
+            "part size"
+        )
+    in_flight = max(1, min(MAX_UPLOADS_IN_FLIGHT, budget // 2 // write - 1))
+    if in_flight < MAX_UPLOADS_IN_FLIGHT:
+        need = -(-2 * (MAX_UPLOADS_IN_FLIGHT + 1) * write // MIB)
+        warnings.append(
+            f"write part size {write} ({_mib(write)}) with --max-memory-target "
+            f"{max_memory_mib} MiB: a file being written sends {in_flight} part(s) at once "
+            f"instead of {MAX_UPLOADS_IN_FLIGHT}; raise --max-memory-target to {need} MiB for "
+            "all of them"
+        )
+    return MemoryFit(read, write, in_flight, tuple(warnings))

@@ -26,6 +26,7 @@ from types import FrameType
 import grpc
 from zonemount_contract.cli import OneLineParser
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
+from zonemount_contract.mount_options import DEFAULT_MAX_MEMORY_TARGET_MIB
 
 from . import DRIVER_NAME
 from ._proto import csi_pb2_grpc
@@ -162,8 +163,18 @@ def node_main(argv: Sequence[str]) -> int:
         metavar="MiB",
         help="largest cacheSizeLimit a volume may ask for",
     )
+    parser.add_argument(
+        "--max-memory-target",
+        type=int,
+        default=DEFAULT_MAX_MEMORY_TARGET_MIB,
+        metavar="MiB",
+        help="--max-memory-target of every FUSE server (read-ahead memory; a volume's part "
+        "sizes are cut to fit it); keep it well below the mounter's --max-memory-per-mount",
+    )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
+    if args.max_memory_target < 1:
+        return _fail("--max-memory-target must be at least 1 (MiB)")
     for flag in ("cache_dir", "memory_cache_dir"):
         value = getattr(args, flag)
         if value and not value.startswith("/"):
@@ -203,6 +214,7 @@ def node_main(argv: Sequence[str]) -> int:
         cache_dir=args.cache_dir,
         memory_cache_dir=args.memory_cache_dir,
         max_cache_mib=args.max_cache_size,
+        max_memory_target_mib=args.max_memory_target,
     )
     mounter: Mounter = ProcessMounter() if mounter_path is None else RemoteMounter(mounter_path)
     service = NodeService(config, mounter, store, metrics)

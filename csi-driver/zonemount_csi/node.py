@@ -46,6 +46,7 @@ from pathlib import Path
 
 import grpc
 from zonemount_contract import keys as vc
+from zonemount_contract.mount_options import DEFAULT_MAX_MEMORY_TARGET_MIB
 from zonemount_contract.names import is_directory_bucket
 from zonemount_operator import quantity
 
@@ -95,6 +96,9 @@ class NodeConfig:
     memory_cache_dir: str = ""
     #: Largest cacheSizeLimit a volume may ask for, MiB.
     max_cache_mib: int = 10240
+    #: --max-memory-target of every mount (not part of a volume's identity/fingerprint): a
+    #: volume's part sizes are cut to fit it (R-FLAGS-MEMORY-TARGET).
+    max_memory_target_mib: int = DEFAULT_MAX_MEMORY_TARGET_MIB
 
 
 @dataclass
@@ -213,6 +217,11 @@ class NodeService:
             )
         return [f"--cache={root.rstrip('/')}/{target_digest(target)}", f"--max-cache-size={mib}"]
 
+    def _memory_warnings(self, record: VolumeRecord) -> tuple[str, ...]:
+        """What the mount of ``record`` cuts to fit this node's memory target (one line each,
+        the FUSE client logs the same): the option table's rule."""
+        return mount_options.memory_fit(record.args, self.config.max_memory_target_mib).warnings
+
     # -- mounting helpers ----------------------------------------------------------------
     def _spec(self, record: VolumeRecord) -> MountSpec:
         vdir = self.store.volume_dir(record.target_path)
@@ -235,7 +244,9 @@ class NodeService:
         )
         # A mounter that runs servers in its own environment drops its credentials for pods.
         unset = credentials.DRIVER_CREDENTIAL_ENV if inherits and pod else ()
-        args = [*record.args, "--debug"] if self.config.fuse_debug else list(record.args)
+        args = [*record.args, f"--max-memory-target={self.config.max_memory_target_mib}"]
+        if self.config.fuse_debug:
+            args.append("--debug")
         return MountSpec(
             record.target_path, args, env, vdir / "zonemount.log", unset, _cache_dir(record)
         )
@@ -252,6 +263,8 @@ class NodeService:
             ) from None
         record.pid, record.pid_start_time = handle.pid, handle.start_time
         self.store.put(record)
+        for warning in self._memory_warnings(record):
+            log.warning("volume %s: %s", record.volume_id[:80], warning)
 
     def _repair(self, record: VolumeRecord, reason: str) -> None:
         """Restart the FUSE process of a dead/missing mount of ``record``."""
@@ -395,9 +408,11 @@ class NodeService:
         usage = {"bytes": (0, 0, 0), "inodes": (0, 0, 0)}
         if self._live(record):
             health = mountinfo.fs_health_within(target)
+            message = "mounted" if health in (None, "ok") else f"mounted, {health}"
+            for warning in self._memory_warnings(record):
+                message += f"; {warning}"
             condition = csi_pb2.VolumeCondition(
-                abnormal=health is not None and health != "ok",
-                message="mounted" if health in (None, "ok") else f"mounted, {health}",
+                abnormal=health is not None and health != "ok", message=message
             )
             st = mountinfo.statvfs_within(target)
             if st is not None:

@@ -277,6 +277,8 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
     import trio
 
     report = _reporter(ready_fd)
+    for warning in opts.memory_warnings:  # R-FLAGS-MEMORY-TARGET: what was cut to fit
+        log.warning("%s", warning)
     try:
         store, shared_cache, ops = _mount(opts)
     except (MountError, ConfigError) as exc:
@@ -443,6 +445,9 @@ def main(argv: Sequence[str]) -> int:
     except MountError as exc:
         _err(str(exc))
         return 1
+    if not opts.foreground:  # the daemon logs them too, where its logs go
+        for warning in opts.memory_warnings:
+            print(f"zonemount mount: warning: {warning}", file=sys.stderr)
     if opts.foreground:
         _setup_logging(opts, foreground=True)
         ready = os.environ.get(READY_FD_ENV, "")

@@ -128,7 +128,12 @@ class Handles:
 
     def _streaming(self, node: Inode) -> StreamingUpload:
         """A writer that makes a new object at the file's key (a new file, O_TRUNC)."""
-        return StreamingUpload(self.ctx, self.tree.key_of(node), self.tree.new_metadata(node))
+        return StreamingUpload(
+            self.ctx,
+            self.tree.key_of(node),
+            self.tree.new_metadata(node),
+            max_inflight=self.ctx.opts.uploads_in_flight,
+        )
 
     def _appending(self, node: Inode, *, existing_size: int, exists: bool) -> AppendUpload:
         """A writer that appends to the file's object (``--incremental-upload``)."""

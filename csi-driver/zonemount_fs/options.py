@@ -7,7 +7,9 @@ checked without the network is checked here, and every error is a one-line
 :class:`ConfigError` naming the flag and the fix.
 
 Invariants: ``MountOptions`` is immutable and fully validated; ``prefix`` is empty or ends
-with ``/``; TTLs are seconds (``indefinite`` = infinity).
+with ``/``; TTLs are seconds (``indefinite`` = infinity); the part sizes and the uploads in
+flight fit ``--max-memory-target`` (the table's :func:`~zonemount_contract.mount_options.
+fit_memory`; what it changed is in ``memory_warnings``, logged when the mount starts).
 """
 
 from __future__ import annotations
@@ -78,7 +80,11 @@ class MountOptions:
     #: Seconds a metadata request (HEAD, LIST, DELETE, ...) may take in all, retries
     #: included; data requests (a part of --part-size) get DATA_DEADLINE_FACTOR times it.
     request_deadline: float = 30.0
-    max_memory_mib: int = 512
+    max_memory_mib: int = option_table.DEFAULT_MAX_MEMORY_TARGET_MIB
+    #: UploadPart calls of one file at once (fewer with big parts, to fit max_memory_mib).
+    uploads_in_flight: int = option_table.MAX_UPLOADS_IN_FLIGHT
+    #: What fitting the part sizes into --max-memory-target changed (one line each).
+    memory_warnings: tuple[str, ...] = ()
     uid: int = 0
     gid: int = 0
     dir_mode: int = 0o755
@@ -208,6 +214,11 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
     # With a local cache mount-s3 keeps metadata for 60 s by default; without, "minimal".
     default_ttl = 60.0 if cache_dir else DEFAULT_METADATA_TTL
     metadata_ttl = ns.metadata_ttl if ns.metadata_ttl is not None else default_ttl
+    memory = option_table.fit_memory(
+        ns.max_memory_target,
+        ns.read_part_size or ns.part_size or DEFAULT_READ_PART_SIZE,
+        ns.write_part_size or ns.part_size or DEFAULT_PART_SIZE,
+    )
     negative_ttl = (
         ns.negative_metadata_ttl
         if ns.negative_metadata_ttl is not None
@@ -236,11 +247,13 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
         cache_xz_endpoint_url=ns.cache_xz_endpoint_url,
         metadata_ttl=metadata_ttl,
         negative_metadata_ttl=negative_ttl,
-        part_size=ns.write_part_size or ns.part_size or DEFAULT_PART_SIZE,
-        read_part_size=ns.read_part_size or ns.part_size or DEFAULT_READ_PART_SIZE,
+        part_size=memory.write_part_size,
+        read_part_size=memory.read_part_size,
         max_threads=ns.max_threads,
         request_deadline=ns.request_deadline,
         max_memory_mib=ns.max_memory_target,
+        uploads_in_flight=memory.uploads_in_flight,
+        memory_warnings=memory.warnings,
         uid=ns.uid if ns.uid is not None else os.getuid(),
         gid=ns.gid if ns.gid is not None else os.getgid(),
         dir_mode=ns.dir_mode,

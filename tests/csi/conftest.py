@@ -168,6 +168,7 @@ def node_plugin_factory(workdir: Path) -> Iterator[NodePluginFactory]:
         allowed: tuple[str, ...] = ("https://s3.allowed.example",),
         base_env: dict[str, str] | None = None,
         fuse_debug: bool = False,
+        max_memory_target_mib: int = 512,
     ) -> NodePlugin:
         mounter = mounter or FakeMounter()
         kubelet = workdir / "kubelet"
@@ -181,6 +182,7 @@ def node_plugin_factory(workdir: Path) -> Iterator[NodePluginFactory]:
             zone_id=zone_id,
             allowed_endpoint_urls=allowed,
             fuse_debug=fuse_debug,
+            max_memory_target_mib=max_memory_target_mib,
             base_env=base_env
             if base_env is not None
             else {

@@ -19,8 +19,11 @@ import grpc
 import pytest
 from zonemount_csi._proto import csi_pb2
 from zonemount_csi.node import Supervisor
+from zonemount_fs.options import parse_args
 
 from tests.csi.conftest import NodePlugin, NodePluginFactory, mount_capability, rpc_error
+
+MiB = 1024 * 1024
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +123,7 @@ def test_publish_runs_one_fuse_process_with_exact_argv(node_plugin: NodePlugin) 
         "--allow-delete",
         "--uid=1000",
         "--gid=100",
+        "--max-memory-target=512",  # the node's, for every mount
     ]
     assert os.path.isdir(target)
     assert spec.env["AWS_ACCESS_KEY_ID"] == "AKIADRIVER"  # driver-level: plugin env passes through
@@ -693,12 +697,47 @@ def test_heal_restarts_when_the_process_is_dead_even_if_the_mount_still_answers(
     assert node_plugin.mounter.count("mount") == 2
 
 
+def test_oversized_part_sizes_of_a_volume_are_cut_to_the_nodes_memory_target(
+    node_plugin_factory: NodePluginFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R-FLAGS-MEMORY-TARGET through the node: a PV asking for 256 MiB read parts and 64 MiB
+    write parts on a node whose mounts get 64 MiB of memory is mounted (not refused) with
+    ``--max-memory-target=64``, which the FUSE client fits them into; the node logs what is
+    cut and reports it in the volume's condition (not abnormal). The target is the node's,
+    outside the volume's identity, as ``--fuse-debug``."""
+    plugin = node_plugin_factory(max_memory_target_mib=64)
+    target = plugin.target()
+    flags = [f"read-part-size={256 * MiB}", f"write-part-size={64 * MiB}"]
+    with caplog.at_level(logging.WARNING, logger="zonemount_csi.node"):
+        plugin.node.NodePublishVolume(plugin.publish_request(target, flags=flags))
+    (spec,) = plugin.mounter.specs
+    assert "--max-memory-target=64" in spec.args
+    record = plugin.service.store.get(target)
+    assert record is not None and not any("max-memory" in a for a in record.args)
+    fuse = parse_args(spec.args[1:])  # what the FUSE client makes of that argv
+    assert (fuse.read_chunk_size, fuse.part_size, fuse.uploads_in_flight) == (
+        16 * MiB,
+        16 * MiB,
+        1,
+    )
+    assert list(fuse.memory_warnings) == [
+        r.getMessage().split(": ", 1)[1] for r in caplog.records if "vol-1" in r.getMessage()
+    ]
+    stats = plugin.node.NodeGetVolumeStats(
+        csi_pb2.NodeGetVolumeStatsRequest(volume_id="vol-1", volume_path=target)
+    )
+    assert stats.volume_condition.abnormal is False
+    message = stats.volume_condition.message
+    assert message.startswith("mounted; read part size 268435456 (256 MiB) does not fit")
+    assert all(w in message for w in fuse.memory_warnings)
+
+
 def test_fuse_debug_is_an_admin_switch_outside_the_volume_identity(
     node_plugin_factory: NodePluginFactory,
 ) -> None:
     plugin = node_plugin_factory(fuse_debug=True)
     target = plugin.target()
     plugin.node.NodePublishVolume(plugin.publish_request(target))
-    assert plugin.mounter.specs[0].args[-1] == "--debug"
+    assert plugin.mounter.specs[0].args[-1] == "--debug"  # after the node's memory target
     record = plugin.service.store.get(target)
     assert record is not None and "--debug" not in record.args

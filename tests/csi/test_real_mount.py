@@ -53,7 +53,8 @@ TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFj
 class RealNode:
     """A ``zonemount csi-node`` subprocess and a gRPC client to it."""
 
-    def __init__(self, workdir: Path, moto: LocalS3) -> None:
+    def __init__(self, workdir: Path, moto: LocalS3, *extra_args: str) -> None:
+        self.extra_args = extra_args
         self.workdir = workdir
         self.kubelet = workdir / "kubelet"
         self.state_dir = workdir / "state"
@@ -90,6 +91,7 @@ class RealNode:
                     f"127.0.0.1:{self.metrics_port}",
                     "--log-level",
                     "DEBUG",
+                    *self.extra_args,
                 ],
                 env=self.env,
                 stdout=log,
@@ -186,6 +188,44 @@ def test_publish_read_write_unpublish(real_node: RealNode, bucket: str) -> None:
     assert not os.path.exists(target)
     assert real_node.records() == {}
     real_node.unpublish(target, bucket)  # and again: OK
+
+
+def test_a_tenants_oversized_part_sizes_fit_the_nodes_memory_target(
+    workdir: Path, moto_server: LocalS3, bucket: str
+) -> None:
+    """R-FLAGS-MEMORY-TARGET end to end: a PV asking for 64 MiB write parts and 256 MiB read
+    parts on a node whose mounts get ``--max-memory-target 64`` is mounted, and the real FUSE
+    server uploads a 40 MiB file as 16 MiB parts (3 parts: a multipart ETag ``-3``; before, one
+    40 MiB PutObject buffered whole); the node's volume condition and the FUSE server's log
+    say what was cut."""
+    node = RealNode(workdir, moto_server, "--max-memory-target", "64")
+    node.start()
+    try:
+        target = make_target(node.kubelet, "pv-big-parts")
+        request = publish_request(target, bucket, moto_server.endpoint)
+        request.volume_capability.mount.mount_flags.extend(
+            [f"write-part-size={64 * 1024 * 1024}", f"read-part-size={256 * 1024 * 1024}"]
+        )
+        assert until_not_aborted(lambda: node.node.NodePublishVolume(request, timeout=60), 60)
+        data = os.urandom(40 * 1024 * 1024)
+        Path(target, "big.bin").write_bytes(data)
+        s3 = _s3(moto_server)
+        assert s3.get_object(Bucket=bucket, Key="data/big.bin")["Body"].read() == data
+        etag = s3.head_object(Bucket=bucket, Key="data/big.bin")["ETag"]
+        assert etag.strip('"').endswith("-3"), etag
+        assert Path(target, "big.bin").read_bytes() == data
+        stats = node.node.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id=f"vol-{bucket}", volume_path=target),
+            timeout=30,
+        )
+        assert not stats.volume_condition.abnormal
+        assert "uploads use 16777216-byte (16 MiB) parts" in stats.volume_condition.message
+        assert "reads use 16777216-byte (16 MiB) parts" in stats.volume_condition.message
+        fuse_log = (node.state_dir / "volumes").rglob("zonemount.log")
+        assert any("sends 1 part(s) at once" in p.read_text() for p in fuse_log)
+        node.unpublish(target, bucket)
+    finally:
+        node.cleanup()
 
 
 def test_plugin_restart_keeps_and_readopts_live_mount(real_node: RealNode, bucket: str) -> None:

@@ -1038,6 +1038,37 @@ def test_r_flags_storage_class_sse(mounter: Mounter, s3, bucket) -> None:
         assert head.get("ServerSideEncryption") == "AES256"
 
 
+def test_r_flags_memory_target(mounter: Mounter, s3, bucket) -> None:
+    """A tenant's oversized part sizes on a real mount with a 64 MiB memory target: 256 MiB
+    read parts are cut to 16 MiB (a 40 MiB object read whole takes the first chunk's 4 lanes
+    and 2 more GETs, not one 256 MiB chunk's 4 lanes), 64 MiB write parts to 16 MiB with one
+    part in flight (a 40 MiB file is 3 UploadParts, not one 40 MiB PutObject buffered whole);
+    the mount command says so, one line per change, and the bytes are intact."""
+    data = random.Random(6).randbytes(40 * MiB)
+    put(s3, bucket, "forty.bin", data)
+    port = free_port()
+    proc = mounter.run(
+        bucket,
+        "--read-part-size", str(256 * MiB),
+        "--write-part-size", str(64 * MiB),
+        "--max-memory-target", "64",
+        "--metrics-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    mnt: Path = proc.mountpoint  # type: ignore[attr-defined]
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 3, proc.stderr
+    assert "reads use 16777216-byte (16 MiB) parts" in warnings[0]
+    assert "uploads use 16777216-byte (16 MiB) parts" in warnings[1]
+    assert "sends 1 part(s) at once" in warnings[2]
+    gets = _metric(port, "zonemount_s3_requests_total", "GetObject")
+    assert (mnt / "forty.bin").read_bytes() == data
+    assert _metric(port, "zonemount_s3_requests_total", "GetObject") - gets == 6
+    parts = _metric(port, "zonemount_s3_requests_total", "UploadPart")
+    (mnt / "copy.bin").write_bytes(data)
+    assert _metric(port, "zonemount_s3_requests_total", "UploadPart") - parts == 3
+    assert s3.get_object(Bucket=bucket, Key="copy.bin")["Body"].read() == data
+
+
 # -- errors ----------------------------------------------------------------------------
 def test_r_err_enoent_and_eio(mounter: Mounter, tmp_path: Path) -> None:
     from zonemount_cli.servers import start_moto
