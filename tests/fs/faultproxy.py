@@ -7,7 +7,10 @@ match applies its fault a number of times (``count``; ``None`` = forever):
   instead of forwarding;
 * ``stall``: hold the request for ``seconds`` (until the proxy closes), then forward;
 * ``stall-fail``: hold the request for ``seconds``, then answer like ``status``;
-* ``trickle``: forward, then send the response body at ``rate`` bytes per second.
+* ``trickle``: forward, then send the response body at ``rate`` bytes per second;
+* ``delete-errors``: a DeleteObjects request (``POST ?delete``) is forwarded without the
+  objects named in ``keys`` (its checksums recomputed), and the answer lists each of those as
+  an ``<Error>`` with ``code``: a request that fails partway, those keys kept by the server.
 
 Everything else is relayed unchanged (tests/fs/express_endpoint.relay); a client that dies
 mid-request (a FUSE server killed by a test) is no error. ``hits`` counts the
@@ -16,12 +19,17 @@ faults injected per rule, so a test can check that a retry really happened.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
+import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 from .express_endpoint import relay
 
@@ -30,13 +38,14 @@ from .express_endpoint import relay
 class Rule:
     method: str  # "GET", "PUT", "DELETE", "HEAD", "POST" or "*"
     match: str  # substring of the request path (with its query string)
-    fault: str  # "status" | "stall" | "stall-fail" | "trickle"
+    fault: str  # "status" | "stall" | "stall-fail" | "trickle" | "delete-errors"
     count: int | None = None
     status: int = 500
     seconds: float = 3600.0
     rate: float = 10.0
     code: str = "InternalError"
     headers: dict[str, str] = field(default_factory=dict)
+    keys: frozenset[str] = frozenset()  # delete-errors: the keys that fail
     hits: int = 0
 
 
@@ -78,12 +87,75 @@ class FaultProxy:
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(payload)
+                elif rule.fault == "delete-errors":
+                    self._delete_errors(body, rule)
                 elif rule.fault == "stall":
                     outer.closed.wait(rule.seconds)
                     if not outer.closed.is_set():
                         relay(self, outer.upstream, body)
                 else:
                     self._trickle(body, rule.rate)
+
+            def _delete_errors(self, body: bytes, rule: Rule) -> None:
+                failing = [k for k in rule.keys if f"<Key>{escape(k)}</Key>" in body.decode()]
+                kept = body.decode()
+                for key in failing:
+                    kept = re.sub(
+                        rf"<Object>\s*<Key>{re.escape(escape(key))}</Key>.*?</Object>", "", kept
+                    )
+                forwarded = kept.encode()
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length")
+                }
+                for name in list(headers):  # the body changed: so do its checksums
+                    lower = name.lower()
+                    if lower == "content-md5":
+                        headers[name] = base64.b64encode(hashlib.md5(forwarded).digest()).decode()
+                    elif lower == "x-amz-checksum-crc32":
+                        crc = zlib.crc32(forwarded).to_bytes(4, "big")
+                        headers[name] = base64.b64encode(crc).decode()
+                    elif lower == "x-amz-content-sha256" and len(headers[name]) == 64:
+                        headers[name] = hashlib.sha256(forwarded).hexdigest()
+                    elif (
+                        lower.startswith("x-amz-checksum-")
+                        or lower == "x-amz-sdk-checksum-algorithm"
+                    ):
+                        del headers[name]
+                headers["Host"] = outer.upstream.netloc
+                headers["Content-Length"] = str(len(forwarded))
+                conn = http.client.HTTPConnection(
+                    outer.upstream.hostname, outer.upstream.port, timeout=30
+                )
+                try:
+                    conn.request(self.command, self.path, body=forwarded, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read().decode()
+                finally:
+                    conn.close()
+                errors = "".join(
+                    f"<Error><Key>{escape(k)}</Key><Code>{rule.code}</Code>"
+                    "<Message>injected</Message></Error>"
+                    for k in sorted(failing)
+                )
+                if resp.status == 200 and failing:
+                    if "</DeleteResult>" in data:
+                        data = data.replace("</DeleteResult>", errors + "</DeleteResult>")
+                    else:  # an empty quiet answer: <DeleteResult/>
+                        data = re.sub(
+                            r"<DeleteResult([^>]*)/>",
+                            rf"<DeleteResult\1>{errors}</DeleteResult>",
+                            data,
+                        )
+                payload = data.encode()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def _trickle(self, body: bytes, rate: float) -> None:
                 conn = http.client.HTTPConnection(

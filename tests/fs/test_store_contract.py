@@ -7,18 +7,29 @@ behave the same for everything the filesystem relies on.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from zonemount_cli.servers import LocalS3
 from zonemount_contract import s3list
-from zonemount_fs.errors import BucketNotFound, NotSupported, ObjectNotFound, PreconditionFailed
+from zonemount_fs.errors import (
+    AccessDenied,
+    BucketNotFound,
+    NotSupported,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreError,
+)
 from zonemount_fs.store.base import ObjectStore, list_all
+from zonemount_fs.store.faults import FaultyStore
 from zonemount_fs.store.memory import MemoryStore
 from zonemount_fs.store.s3 import S3Store
 
+from .faultproxy import FaultProxy, Rule
 from .stores import local_store
 
 MiB = 1024 * 1024
@@ -124,6 +135,126 @@ def test_delete_many(store: ObjectStore) -> None:
     assert [o.key for o in list_all(store, "d/").objects] == ["d/kept"]
     store.delete_many(["d/kept"])
     assert list_all(store, "d/").objects == []
+
+
+@dataclass
+class PartialDeletes:
+    """A store whose batched deletes can be made to fail for some keys: the fault twin
+    (FaultyStore over the memory store: per-key faults) or S3Store behind a fault proxy
+    whose DeleteObjects answers list those keys in ``<Error>`` (the server keeps them)."""
+
+    store: ObjectStore
+    #: keys, S3 error code, and whether a key's own DeleteObject fails too
+    fail: Callable[[set[str], str, bool], None]
+    batches: Callable[[], int | None]  # DeleteObjects requests so far (None: not counted)
+
+
+@pytest.fixture(params=["faulty-memory", "moto", "seaweedfs"])
+def partial(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PartialDeletes]:
+    if request.param == "faulty-memory":
+        request.applymarker(pytest.mark.unit)
+        faulty = FaultyStore(MemoryStore())
+
+        def fail_memory(keys: set[str], code: str, persistent: bool) -> None:
+            kind = AccessDenied if code == "AccessDenied" else StoreError
+            for key in keys:
+                error = kind(f"delete {key!r}: {code}", code=code)
+                faulty.fail("delete", error, key=key, times=1_000_000 if persistent else 1)
+
+        yield PartialDeletes(faulty, fail_memory, lambda: None)  # type: ignore[arg-type]
+        return
+    request.applymarker(pytest.mark.integration)
+    server: LocalS3 = request.getfixturevalue(
+        f"{'moto' if request.param == 'moto' else 'seaweed'}_server"
+    )
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    name = f"contract-{uuid.uuid4().hex[:10]}"
+    server.client().create_bucket(Bucket=name)
+    proxy = FaultProxy(server.endpoint)
+    batch = proxy.add(Rule("POST", "?delete", "delete-errors"))
+    store = local_store(name, proxy.endpoint, max_attempts=2)
+
+    def fail_s3(keys: set[str], code: str, persistent: bool) -> None:
+        batch.keys, batch.code = frozenset(keys), code
+        for key in keys if persistent else ():
+            proxy.add(Rule("DELETE", f"/{name}/{key}", "status", status=500, code=code))
+
+    try:
+        yield PartialDeletes(store, fail_s3, lambda: batch.hits)
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "persistent", "raised"),
+    [
+        ("AccessDenied", False, AccessDenied),  # not transient: not tried again
+        ("InternalError", False, None),  # tried again key by key: gone
+        ("InternalError", True, StoreError),  # failing again too: raised
+    ],
+)
+def test_delete_many_that_fails_partway(
+    partial: PartialDeletes, code: str, persistent: bool, raised: type[StoreError] | None
+) -> None:
+    """A DeleteObjects answer that lists some keys in ``<Error>`` (one in each of two
+    batches): every other key goes, a missing one too, in two requests. A key that failed
+    for good stays, and the first such failure (in key order) is raised once every key was
+    tried; a transient failure (S3's per-key InternalError) is tried again as a DeleteObject
+    of its own, so it counts only if that fails too."""
+    store = partial.store
+    keys = [f"d/{i:04}" for i in range(1005)]
+    for key in [*keys, "d/kept"]:
+        store.put(key, b"x", {})
+    failing = {"d/0003", "d/1002"}
+    partial.fail(failing, code, persistent)
+    if raised is None:
+        store.delete_many([*keys, "d/never-existed"])
+        assert [o.key for o in list_all(store, "d/").objects] == ["d/kept"]
+    else:
+        with pytest.raises(raised) as err:
+            store.delete_many([*keys, "d/never-existed"])
+        assert "d/0003" in str(err.value) and code in str(err.value)
+        assert isinstance(err.value, AccessDenied) is (code == "AccessDenied")
+        assert [o.key for o in list_all(store, "d/").objects] == [*sorted(failing), "d/kept"]
+    assert partial.batches() in (None, 2)  # two requests for 1,006 keys
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server_name", ["moto", "seaweed"])
+def test_delete_many_without_delete_objects_goes_key_by_key_at_once(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, server_name: str
+) -> None:
+    """An endpoint that answers DeleteObjects with 501: the keys go as DeleteObjects of their
+    own, several at once (24 DELETEs each held 0.5 s take about 1.5 s, not 12), with the same
+    errors as one by one: every key is tried, the first failure in key order is raised."""
+    server: LocalS3 = request.getfixturevalue(f"{server_name}_server")
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    name = f"contract-{uuid.uuid4().hex[:10]}"
+    server.client().create_bucket(Bucket=name)
+    proxy = FaultProxy(server.endpoint)
+    try:
+        store = local_store(name, proxy.endpoint, max_attempts=1)
+        keys = [f"d/{i:02}" for i in range(24)]
+        for key in [*keys, "d/kept"]:
+            store.put(key, b"x", {})
+        proxy.add(Rule("POST", "?delete", "status", status=501, code="NotImplemented"))
+        proxy.add(Rule("DELETE", f"/{name}/d/07", "status", status=403, code="AccessDenied"))
+        proxy.add(Rule("DELETE", f"/{name}/d/19", "status", status=403, code="AccessDenied"))
+        held = proxy.add(Rule("DELETE", f"/{name}/d/", "stall", seconds=0.5))
+        started = time.monotonic()
+        with pytest.raises(AccessDenied) as err:
+            store.delete_many(keys)
+        elapsed = time.monotonic() - started
+        assert "d/07" in str(err.value)
+        assert held.hits == 22  # every other key was tried
+        assert [o.key for o in list_all(store, "d/").objects] == ["d/07", "d/19", "d/kept"]
+        assert elapsed < 6, f"{elapsed:.1f} s: the keys went one after another"
+    finally:
+        proxy.close()
 
 
 def test_general_purpose_has_no_rename_or_append(store: ObjectStore) -> None:

@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,6 +68,8 @@ from .watchdog import WATCHDOG
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+#: DeleteObject calls at once where keys go one by one (no DeleteObjects, or keys to retry).
+DELETE_CONCURRENCY = 8
 MAX_COPY_PART = 5 * 1024**3  # CopyObject's limit; larger objects use UploadPartCopy
 COPY_PART_SIZE = 512 * 1024**2
 STREAM_PIECE = 1024 * 1024
@@ -658,8 +661,11 @@ class S3Store:
         """One DeleteObjects request per :data:`DELETE_BATCH` keys (a directory rename's
         sources: one request where each key was a DeleteObject of its own, which cost both
         sides about as much CPU as the copy). One key, or an endpoint without DeleteObjects
-        (remembered after its first 501), is deleted key by key. Keys the answer lists as
-        failed (other than missing) are errors: the first is raised once every key was tried."""
+        (remembered after its first 501), is deleted key by key, up to
+        :data:`DELETE_CONCURRENCY` at once. Keys the answer lists as failed (other than
+        missing) are errors, except that a transient failure (S3's per-key ``InternalError``,
+        ``SlowDown``) is tried again as a DeleteObject of its own, with its retries. Every key
+        is tried; then the first failure, in the order of ``keys``, is raised."""
         first: StoreError | None = None
         for start in range(0, len(keys), DELETE_BATCH):
             chunk = keys[start : start + DELETE_BATCH]
@@ -672,7 +678,8 @@ class S3Store:
             raise first
 
     def _delete_batch(self, keys: Sequence[str]) -> list[StoreError]:
-        """Delete ``keys`` (at most :data:`DELETE_BATCH`); the errors of the keys that failed."""
+        """Delete ``keys`` (at most :data:`DELETE_BATCH`); the errors of the keys that
+        failed, in the order of ``keys``."""
         if len(keys) > 1 and self._batch_deletes:
             try:
                 answer = self._call(
@@ -685,21 +692,45 @@ class S3Store:
                 log.info("DeleteObjects is not supported here: deleting key by key")
                 self._batch_deletes = False
             else:
-                failed: list[StoreError] = []
+                failed: dict[str, StoreError] = {}
+                again: list[str] = []
                 for err in answer.get("Errors", ()):
                     code, key = str(err.get("Code", "")), str(err.get("Key", ""))
                     error = _from_code(f"DeleteObjects {key!r}", code, "", err.get("Message", ""))
-                    if not isinstance(error, ObjectNotFound):  # a missing key is deleted
-                        self._errors.labels(op="DeleteObjects", code=code).inc()
-                        failed.append(error)
-                return failed
-        errors: list[StoreError] = []
-        for key in keys:
+                    if isinstance(error, ObjectNotFound):  # a missing key is deleted
+                        continue
+                    self._errors.labels(op="DeleteObjects", code=code).inc()
+                    if classify(code).retryable:
+                        again.append(key)
+                    else:
+                        failed[key] = error
+                failed.update(self._delete_each(again))
+                if not failed:
+                    return []
+                order = {key: i for i, key in enumerate(keys)}
+                return [failed[k] for k in sorted(failed, key=lambda k: order.get(k, len(keys)))]
+        return list(self._delete_each(keys).values())
+
+    def _delete_each(self, keys: Sequence[str]) -> dict[str, StoreError]:
+        """Delete ``keys`` one by one, up to :data:`DELETE_CONCURRENCY` at once (a
+        connection each; 1,000 keys one after another at S3's tens of ms each would outlast
+        the metadata deadline); the failures, in the order of ``keys``, once every key was
+        tried."""
+
+        def one(key: str) -> StoreError | None:
             try:
                 self.delete(key)
             except StoreError as exc:
-                errors.append(exc)
-        return errors
+                return exc
+            return None
+
+        workers = min(DELETE_CONCURRENCY, self.settings.max_connections, len(keys))
+        if workers <= 1:
+            results = [one(key) for key in keys]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="zonemount-delete") as pool:
+                results = list(pool.map(one, keys))
+        return {key: exc for key, exc in zip(keys, results, strict=True) if exc is not None}
 
     def native(self, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
         """The twin of store call ``fn`` (a bound method of this store) that is awaited on
