@@ -135,6 +135,9 @@ class IoContext:
         # Read-ahead memory: one slot per part of --max-memory-target, shared by all readers.
         slots = max(2, options.max_memory_mib * 1024 * 1024 // self.read_part_size)
         self.read_slots = trio.Semaphore(slots)
+        chunk = self.read_part_size
+        read_slots = self.read_slots  # read by the metrics thread: one int, no lock needed
+        metrics.READ_AHEAD_BYTES.set_function(lambda: (slots - read_slots.value) * chunk)
         self.max_window = max(1, min(16, slots // 2))
         # R-READ-RETAINED: an eighth of the memory target for what this mount just wrote
         self.retained = Retained(options.max_memory_mib * 1024 * 1024 // 8, options.part_size)

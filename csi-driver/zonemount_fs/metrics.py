@@ -6,7 +6,7 @@ are bounded sets (operation names, errno names), never paths or keys.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 FUSE_LATENCY = Histogram(
     "zonemount_fuse_op_seconds",
@@ -37,6 +37,11 @@ BYTES_WRITTEN = Counter("zonemount_fuse_written_bytes_total", "Bytes accepted by
 RETAINED_OPENS = Counter(
     "zonemount_retained_opens_total",
     "Opens for reading answered from the bytes this mount wrote, without a GET (R-READ-RETAINED)",
+)
+READ_AHEAD_BYTES = Gauge(
+    "zonemount_read_ahead_bytes",
+    "Read-ahead memory held now: chunks holding a slot of --max-memory-target, times the read "
+    "part size (a reader's chunk fetched without a free slot is not counted)",
 )
 # The shared cache bucket (--cache-xz) is a second store: its requests are counted apart, so
 # zonemount_s3_* keep meaning "requests to the mounted bucket".

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zonemount_cli.servers import LocalS3
+from zonemount_cli.servers import LocalS3, free_port
 from zonemount_csi import mountinfo
 
 from .crashes import contents, kill_mid_rename, reached, tree
@@ -299,6 +301,78 @@ def test_r_err_deadline(mounter: Mounter, moto_server: LocalS3, s3: Any, bucket:
     finally:
         mounter.cleanup()
         proxy.close()
+
+
+def test_a_stalled_read_of_default_parts_fails_within_the_data_deadline_and_frees_memory(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-ERR-DEADLINE with the default read part size (16 MiB): two readers of 40 MiB objects
+    whose GETs S3 never answers (the first chunk's 4 lanes and the chunks read ahead) get EIO
+    within the data deadline (4 x --request-deadline 2 s, plus the kernel's retry of the
+    failed page), not one deadline per lane or chunk; once they closed, the read-ahead
+    memory they held is free (``zonemount_read_ahead_bytes`` 0) and the FUSE server's RSS has
+    not grown by a chunk; with S3 back, the same files read whole and right."""
+    blobs = {f"s{i}.bin": random.Random(i).randbytes(40 * MiB) for i in range(2)}
+    for key, data in blobs.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    proxy = FaultProxy(moto_server.endpoint)
+    port = free_port()
+    try:
+        mnt = mounter.mount(
+            bucket,
+            "--request-deadline", "2",
+            "--endpoint-url", proxy.endpoint,
+            "--metrics-address", f"127.0.0.1:{port}",
+        )  # fmt: skip
+        assert sorted(os.listdir(mnt)) == sorted(blobs)  # sizes known: opens need no HEAD
+        rss_before = _rss_kib(server_pid(mnt))
+        stalled = proxy.add(Rule("GET", "/s", "stall"))
+        took: dict[str, tuple[int, float]] = {}
+
+        def read(name: str) -> None:
+            started = time.monotonic()
+            try:
+                (mnt / name).read_bytes()
+                took[name] = (0, time.monotonic() - started)
+            except OSError as exc:
+                took[name] = (exc.errno or -1, time.monotonic() - started)
+
+        readers = [threading.Thread(target=read, args=(name,)) for name in blobs]
+        for t in readers:
+            t.start()
+        deadline = time.monotonic() + 5
+        while stalled.hits < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = _scrape(port, "zonemount_read_ahead_bytes")
+        assert held >= 2 * 16 * MiB, held  # each reader's first chunk (4 lanes) holds a slot
+        for t in readers:
+            t.join(timeout=60)
+        assert {k: e for k, (e, _) in took.items()} == {k: errno.EIO for k in blobs}
+        assert all(7 < t < 8 + 4 for _, t in took.values()), took
+        assert stalled.hits >= 8  # 4 lanes per reader (and chunks ahead): all of them stalled
+        assert _scrape(port, "zonemount_read_ahead_bytes") == 0
+        assert _rss_kib(server_pid(mnt)) - rss_before < 16 * 1024
+        proxy.clear()
+        for key, data in blobs.items():
+            assert (mnt / key).read_bytes() == data
+        assert _scrape(port, "zonemount_read_ahead_bytes") == 0
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _scrape(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    assert match, f"{name} is not exported"
+    return float(match.group(1))
 
 
 def test_unlink_returns_once_its_delete_is_done_within_the_deadline(
