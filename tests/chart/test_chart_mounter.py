@@ -7,6 +7,7 @@ commands as real processes and checks that they find each other (Probe through t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -59,6 +60,23 @@ def test_mounter_daemonset_is_long_lived_and_unprivileged(render: Render) -> Non
     memory_path = next(m for m in mounter["volumeMounts"] if m["name"] == "memory-cache")
     assert f'--memory-cache-dir "{memory_path["mountPath"]}"' in script
     assert '--cache-dir "/var/lib/zonemount/cache"' in script
+    # each FUSE server's memory target, a quarter of its bound (R-FLAGS-MEMORY-TARGET)
+    assert "--max-memory-target 512" in script
+
+
+@pytest.mark.parametrize(("bound", "target"), [(1024, "256"), (2, "1"), (0, None)])
+def test_the_memory_target_of_mounts_is_a_quarter_of_their_bound(
+    render: Render, bound: int, target: str | None
+) -> None:
+    """The node plugin gives every FUSE server ``--max-memory-target`` = a quarter of
+    ``maxMemoryPerMountMiB`` (which a volume's part sizes are cut to fit); no bound, the FUSE
+    client's default."""
+    objects = render({"node": {"mounter": {"maxMemoryPerMountMiB": bound}}})
+    script = container(one(objects, "DaemonSet", "-node"), "node")["args"][0]
+    if target is None:
+        assert "--max-memory-target" not in script
+    else:
+        assert re.search(rf"--max-memory-target {target}(\s|$)", script), script
 
 
 @pytest.mark.parametrize("combo", [c for c in COMBOS if c != "no-mounter"])
