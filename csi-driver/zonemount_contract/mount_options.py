@@ -27,7 +27,7 @@ are rendered as ``--name=value`` so no value is ever parsed as a flag.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .names import KMS_KEY_OR_ALIAS_ARN_RE
@@ -338,3 +338,15 @@ def fit_memory(max_memory_mib: int, read_part_size: int, write_part_size: int) -
             "all of them"
         )
     return MemoryFit(read, write, in_flight, tuple(warnings))
+
+
+def fit_memory_args(args: Iterable[str], max_memory_mib: int) -> MemoryFit:
+    """:func:`fit_memory` of the part sizes in mount arguments (``--name=value`` entries, as
+    PV and StorageClass ``mountOptions`` lines render them; others are ignored), the FUSE
+    client's defaults where they say nothing: what a mount of them will use, for the CSI node
+    plugin and the operator to report."""
+    given = dict(arg[2:].partition("=")[::2] for arg in args if arg.startswith("--"))
+    part = given.get("part-size") or None
+    read = int(given.get("read-part-size") or part or DEFAULT_READ_PART_SIZE)
+    write = int(given.get("write-part-size") or part or DEFAULT_PART_SIZE)
+    return fit_memory(max_memory_mib, read, write)

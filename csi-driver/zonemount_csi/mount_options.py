@@ -15,7 +15,7 @@ flags and the operator's typed options). Everything else is refused with
   ``--foreground``, ``--auto-unmount``;
 * ``--max-memory-target`` (the node plugin gives every mount its own, ``csi-node
   --max-memory-target``; a volume's part sizes are fitted into it by the table's
-  :func:`~zonemount_contract.mount_options.fit_memory`, see :func:`memory_fit`);
+  :func:`~zonemount_contract.mount_options.fit_memory`);
 * ``-o`` and every other single-dash form, commas (one option per list entry), unknown names,
   control characters, values outside their type's range, and an option given twice.
 
@@ -125,18 +125,6 @@ class MountOptions:
                 text = format(value, "04o") if f.name in {"dir_mode", "file_mode"} else str(value)
                 argv.append(f"--{name}={text}")
         return argv
-
-
-def memory_fit(argv: Iterable[str], max_memory_mib: int) -> table.MemoryFit:
-    """What the FUSE client will make of the part sizes in ``argv`` (``--name=value``
-    entries, as :meth:`MountOptions.to_argv` renders them) under ``max_memory_mib``: the
-    option table's one rule (R-FLAGS-MEMORY-TARGET), so the node reports exactly what the
-    mount cuts."""
-    given = dict(arg[2:].partition("=")[::2] for arg in argv if arg.startswith("--"))
-    part = given.get("part-size") or None
-    read = int(given.get("read-part-size") or part or table.DEFAULT_READ_PART_SIZE)
-    write = int(given.get("write-part-size") or part or table.DEFAULT_PART_SIZE)
-    return table.fit_memory(max_memory_mib, read, write)
 
 
 def _split(raw: str) -> tuple[str, str | None]:

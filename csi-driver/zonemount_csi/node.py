@@ -46,7 +46,7 @@ from pathlib import Path
 
 import grpc
 from zonemount_contract import keys as vc
-from zonemount_contract.mount_options import DEFAULT_MAX_MEMORY_TARGET_MIB
+from zonemount_contract.mount_options import DEFAULT_MAX_MEMORY_TARGET_MIB, fit_memory_args
 from zonemount_contract.names import is_directory_bucket
 from zonemount_operator import quantity
 
@@ -220,7 +220,7 @@ class NodeService:
     def _memory_warnings(self, record: VolumeRecord) -> tuple[str, ...]:
         """What the mount of ``record`` cuts to fit this node's memory target (one line each,
         the FUSE client logs the same): the option table's rule."""
-        return mount_options.memory_fit(record.args, self.config.max_memory_target_mib).warnings
+        return fit_memory_args(record.args, self.config.max_memory_target_mib).warnings
 
     # -- mounting helpers ----------------------------------------------------------------
     def _spec(self, record: VolumeRecord) -> MountSpec:

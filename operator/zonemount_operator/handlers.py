@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from zonemount_contract.mount_options import DEFAULT_MAX_MEMORY_TARGET_MIB
 
 from zonemount_operator import FINALIZER, GROUP, VERSION, conditions, tenancy
 from zonemount_operator.aws import Boto3BucketAdmin
@@ -87,10 +88,19 @@ class OperatorConfig:
     """Process-wide settings from the environment (the Helm chart sets them)."""
 
     endpoint_url: str | None = None  # ZONEMOUNT_AWS_ENDPOINT_URL: local S3/IAM/EC2 (dev, CI)
+    #: ZONEMOUNT_MOUNT_MEMORY_TARGET_MIB: the node plugin's --max-memory-target (what the
+    #: chart gives both), which a class's part sizes are cut to fit (R-FLAGS-MEMORY-TARGET)
+    mount_memory_target_mib: int = DEFAULT_MAX_MEMORY_TARGET_MIB
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
-        return cls(endpoint_url=os.environ.get("ZONEMOUNT_AWS_ENDPOINT_URL") or None)
+        target = os.environ.get("ZONEMOUNT_MOUNT_MEMORY_TARGET_MIB", "")
+        return cls(
+            endpoint_url=os.environ.get("ZONEMOUNT_AWS_ENDPOINT_URL") or None,
+            mount_memory_target_mib=int(target)
+            if target.isdigit() and int(target) > 0
+            else DEFAULT_MAX_MEMORY_TARGET_MIB,
+        )
 
 
 async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -533,6 +543,7 @@ async def _reconcile_mountclass(
         kube=memo.kube,
         admin=memo.admin,
         endpoint_url=memo.config.endpoint_url,
+        memory_target_mib=memo.config.mount_memory_target_mib,
     )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zonemount_contract import keys
+from zonemount_contract import mount_options as option_table
 
 from zonemount_operator import CSI_DRIVER, GROUP, VERSION, conditions, names, quantity
 from zonemount_operator.aws import BucketAdmin
@@ -415,6 +416,7 @@ class _MountClassRun:
     kube: KubeClient
     admin: BucketAdmin | None
     endpoint_url: str | None
+    memory_target_mib: int = option_table.DEFAULT_MAX_MEMORY_TARGET_MIB
     spec: MountClassSpec | None = None
     facts: BucketFacts | None = None
 
@@ -474,7 +476,12 @@ async def _step_objects(run: _MountClassRun, out: conditions.StatusBuilder) -> N
     what = f"StorageClass {spec.storage_class_name}"
     if spec.provisioning == "Static":
         what += f" and PersistentVolume {spec.storage_class_name}"
-    out.set("StorageClassReady", True, "StorageClassReady", f"{what} written ({spec.provisioning})")
+    message = f"{what} written ({spec.provisioning})"
+    # R-FLAGS-MEMORY-TARGET: what the mounts will cut, said where the class's author looks
+    fit = option_table.fit_memory_args(spec.mount_options, run.memory_target_mib)
+    if fit.warnings:
+        message += "; the mounts cut its part sizes to fit: " + "; ".join(fit.warnings)
+    out.set("StorageClassReady", True, "StorageClassReady", message)
 
 
 def _waiting(message: str) -> tuple[tuple[str, str, str], ...]:
@@ -499,10 +506,14 @@ async def reconcile_mountclass(
     admin: BucketAdmin | None = None,
     endpoint_url: str | None = None,
     now: dt.datetime | None = None,
+    memory_target_mib: int = option_table.DEFAULT_MAX_MEMORY_TARGET_MIB,
 ) -> conditions.Outcome:
     """Converge the StorageClass (+ Static PV): :data:`STEPS` in order; never raises for
-    spec/AWS/API trouble."""
-    run = _MountClassRun(name, uid, spec_dict, dict(status or {}), kube, admin, endpoint_url)
+    spec/AWS/API trouble. ``memory_target_mib``: the mounts' --max-memory-target (the
+    condition says what it makes them cut)."""
+    run = _MountClassRun(
+        name, uid, spec_dict, dict(status or {}), kube, admin, endpoint_url, memory_target_mib
+    )
     out = conditions.StatusBuilder(conditions.MOUNTCLASS, status, generation, now=now)
     return await conditions.arun_steps(STEPS, run, out)
 

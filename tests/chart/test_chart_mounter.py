@@ -73,6 +73,10 @@ def test_the_memory_target_of_mounts_is_a_quarter_of_their_bound(
     client's default."""
     objects = render({"node": {"mounter": {"maxMemoryPerMountMiB": bound}}})
     script = container(one(objects, "DaemonSet", "-node"), "node")["args"][0]
+    operator = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in operator["containers"][0]["env"]}
+    # the operator says in an S3MountClass's condition what that target makes mounts cut
+    assert env.get("ZONEMOUNT_MOUNT_MEMORY_TARGET_MIB") == target
     if target is None:
         assert "--max-memory-target" not in script
     else:

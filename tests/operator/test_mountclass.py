@@ -346,3 +346,34 @@ def test_cache_xz_must_be_another_valid_bucket(bad: str) -> None:
     spec |= {"bucketName": "data--use1-az4--x-s3", "region": "us-east-1"}
     with pytest.raises(SpecError, match=r"spec\.cacheXz"):
         parse_mountclass("c", {**spec, "cacheXz": bad})
+
+
+def test_part_sizes_the_mounts_cut_are_said_in_the_condition(kube_api: KubeApiThread) -> None:
+    """R-FLAGS-MEMORY-TARGET where the class's author looks: a partSize the mounts cut to fit
+    their memory target (the node plugin's, the chart gives the operator the same) is written
+    to the StorageClass as asked - the node is what fits it - and the StorageClassReady
+    condition (still True) says what the mounts will use and the fix; a fitting one says
+    nothing."""
+    ready_bucket(kube_api)
+    big = {**SPEC, "mountOptions": {"partSize": 256 * 1024 * 1024}}
+    out = run(
+        kube_api,
+        lambda k: reconcile_mountclass(
+            "big-parts", None, big, None, 1, kube=k, memory_target_mib=64
+        ),
+    )
+    assert out.error is None and out.ready, out.status
+    assert kube_api.object("storageclasses", "big-parts")["mountOptions"] == [
+        "--part-size=268435456"
+    ]
+    message = conditions.get(out.status["conditions"], "StorageClassReady")["message"]
+    assert message.startswith("StorageClass big-parts written (PerClaimPrefix); the mounts cut")
+    assert "reads use 16777216-byte (16 MiB) parts" in message
+    assert "uploads use 16777216-byte (16 MiB) parts" in message
+    fits = {**SPEC, "mountOptions": {"partSize": 8 * 1024 * 1024}}
+    out = run(
+        kube_api,
+        lambda k: reconcile_mountclass("fits", None, fits, None, 1, kube=k, memory_target_mib=80),
+    )
+    message = conditions.get(out.status["conditions"], "StorageClassReady")["message"]
+    assert message == "StorageClass fits written (PerClaimPrefix)"

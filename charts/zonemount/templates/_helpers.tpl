@@ -151,3 +151,16 @@ namespaces:
 adopt:
   {{- toYaml .Values.tenancy.adopt | nindent 2 }}
 {{- end -}}
+
+{{/*
+Each FUSE server's --max-memory-target in MiB (R-FLAGS-MEMORY-TARGET): a quarter of the
+mounter's per-mount memory bound; empty without a mounter or a bound (the FUSE client's
+default). The node plugin passes it to every mount; the operator says in an S3MountClass's
+condition what it makes the mounts cut.
+*/}}
+{{- define "zonemount.mountMemoryTarget" -}}
+{{- $mounter := .Values.node.mounter -}}
+{{- if and $mounter.enabled (gt (int $mounter.maxMemoryPerMountMiB) 0) -}}
+{{- max 1 (div (int $mounter.maxMemoryPerMountMiB) 4) -}}
+{{- end -}}
+{{- end -}}
