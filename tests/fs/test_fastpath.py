@@ -304,6 +304,36 @@ def test_redirect_hands_the_bucket_to_botocore(proxied: Any) -> None:
     assert not store.uses_fast_path
 
 
+def test_native_delete_missing_key_and_redirect(proxied: Any, s3: Any, bucket: str) -> None:
+    """The trio-native DeleteObject (``rm -rf``'s): a 404 is a success, a 400 an error, and a
+    bucket that answers 301 is deleted from by botocore, which serves it from then on."""
+    store, proxy = proxied(max_attempts=1)
+    delete = store.native(store.delete)
+    assert delete is not None
+    gone = proxy.add(Rule("DELETE", "/gone", "status", count=1, status=404, code="NoSuchKey"))
+    trio.run(delete, "gone")
+    assert gone.hits == 1
+    proxy.add(Rule("DELETE", "/bad", "status", count=1, status=400, code="InvalidArgument"))
+    with pytest.raises(StoreError):
+        trio.run(delete, "bad")
+    store.put("k", b"v", {})
+    moved = proxy.add(
+        Rule(
+            "DELETE",
+            "/k",
+            "status",
+            count=1,
+            status=301,
+            code="PermanentRedirect",
+            headers={"x-amz-bucket-region": "us-east-1"},
+        )
+    )
+    trio.run(delete, "k")
+    assert moved.hits == 1
+    assert not store.uses_fast_path
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # botocore deleted it
+
+
 def test_unreachable_endpoint_is_eio_after_bounded_retries(
     moto_server: LocalS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
