@@ -284,21 +284,24 @@ def test_client_errors_are_not_retried(proxied: Any) -> None:
     assert rule.hits == 1
 
 
+def _redirect_once(method: str, path: str) -> Rule:
+    """The bucket answers one request with 301: it lives in another region."""
+    return Rule(
+        method,
+        path,
+        "status",
+        count=1,
+        status=301,
+        code="PermanentRedirect",
+        headers={"x-amz-bucket-region": "us-east-1"},
+    )
+
+
 def test_redirect_hands_the_bucket_to_botocore(proxied: Any) -> None:
     """A bucket that answers 301 (another region) is served by botocore from then on."""
     store, proxy = proxied()
     store.put("k", b"v", {})
-    rule = proxy.add(
-        Rule(
-            "HEAD",
-            "/k",
-            "status",
-            count=1,
-            status=301,
-            code="PermanentRedirect",
-            headers={"x-amz-bucket-region": "us-east-1"},
-        )
-    )
+    rule = proxy.add(_redirect_once("HEAD", "/k"))
     assert store.head("k").size == 1
     assert rule.hits == 1
     assert not store.uses_fast_path
@@ -317,17 +320,7 @@ def test_native_delete_missing_key_and_redirect(proxied: Any, s3: Any, bucket: s
     with pytest.raises(StoreError):
         trio.run(delete, "bad")
     store.put("k", b"v", {})
-    moved = proxy.add(
-        Rule(
-            "DELETE",
-            "/k",
-            "status",
-            count=1,
-            status=301,
-            code="PermanentRedirect",
-            headers={"x-amz-bucket-region": "us-east-1"},
-        )
-    )
+    moved = proxy.add(_redirect_once("DELETE", "/k"))
     trio.run(delete, "k")
     assert moved.hits == 1
     assert not store.uses_fast_path
