@@ -226,12 +226,15 @@ def stage(prefix: str, bucket: str, app: str) -> Iterator[Stage]:
 
 
 def cpu_list(text: str) -> set[int]:
-    """``--server-cpus``: ``"1"`` or ``"0,2"``, CPUs this process may use."""
-    try:
-        cpus = {int(c) for c in text.split(",") if c.strip()}
-    except ValueError:
-        raise SystemExit(f"--server-cpus {text!r}: expected CPU numbers such as 1 or 2,3") from None
+    """``--server-cpus``: ``"1"``, ``"0,2"`` or ``"last"`` (the highest of the CPUs this process
+    may use), CPUs this process may use."""
     allowed = os.sched_getaffinity(0)
+    try:
+        cpus = {max(allowed)} if text == "last" else {int(c) for c in text.split(",") if c.strip()}
+    except ValueError:
+        raise SystemExit(
+            f"--server-cpus {text!r}: expected CPU numbers such as 1 or 2,3, or 'last'"
+        ) from None
     if not cpus or not cpus < allowed:
         raise SystemExit(
             f"--server-cpus {text!r}: name some but not all of this machine's CPUs "
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-cpus",
         type=cpu_list,
         help="pin SeaweedFS to these CPUs and everything else to the rest (S3 off the job's "
-        "cores, as on EKS), e.g. 1",
+        "cores, as on EKS), e.g. 1, or last",
     )
     parser.add_argument(
         "--zonemount-args",

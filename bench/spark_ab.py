@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-cpus",
         type=bench_spark.cpu_list,
         help="pin SeaweedFS to these CPUs and everything else to the rest (S3 off the job's "
-        "cores, as on EKS), e.g. 1",
+        "cores, as on EKS), e.g. 1, or last",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)

@@ -155,7 +155,7 @@ def test_spark_benchmarks_split_cpus_between_the_server_and_the_job() -> None:
     if len(allowed) < 2:
         pytest.skip("one CPU: nothing to split")
     server = {max(allowed)}
-    assert spark.cpu_list(str(max(allowed))) == server
+    assert spark.cpu_list(str(max(allowed))) == server == spark.cpu_list("last")
     child = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"]
     )
