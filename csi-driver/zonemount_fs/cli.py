@@ -28,6 +28,7 @@ import re
 import signal
 import stat
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -276,6 +277,7 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
     import pyfuse3
     import trio
 
+    threading.stack_size(THREAD_STACK_BYTES)  # before the first thread (see the constant)
     report = _reporter(ready_fd)
     for warning in opts.memory_warnings:  # R-FLAGS-MEMORY-TARGET: what was cut to fit
         log.warning("%s", warning)
@@ -304,6 +306,14 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
     journal.close()
     log.info("unmounted %s", opts.mountpoint)
     return 0
+
+
+#: Stack of every thread the FUSE server starts (worker threads of S3 calls, up to
+#: ``--max-threads`` and as many again for metadata). Linux's default, RLIMIT_STACK (8 MiB),
+#: is address space: under the CSI mounter's RLIMIT_AS bound 256 threads needed 2 GiB and
+#: threads failed to start, killing the server. The threads run botocore, SigV4 and HTTP
+#: parsing, which need a few hundred KiB; mount-s3's (Rust) threads get 2 MiB too.
+THREAD_STACK_BYTES = 2 * 1024 * 1024
 
 
 def tune_gc() -> None:

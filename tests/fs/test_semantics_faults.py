@@ -10,6 +10,7 @@ import errno
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -806,6 +807,72 @@ def test_rename_dir_killed_mid_way_loses_nothing(
         again = mounter.mount(bucket)
         for name, want in (("src", want_src), ("dst", want_dst)):
             assert {f: (again / name / f).read_bytes() for f in os.listdir(again / name)} == want
+    finally:
+        mounter.cleanup()
+        proxy.close()
+
+
+def _proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_a_full_thread_pool_fits_an_address_space_limit(
+    mounter: Mounter,
+    moto_server: LocalS3,
+    s3: Any,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CSI mounter bounds a FUSE server's memory with RLIMIT_AS where it cannot use a
+    cgroup (docs/csi.md, with MALLOC_ARENA_MAX=2). Every S3 call waiting for an answer holds a
+    worker thread (up to ``--max-threads``, 256 for a volume that asks, and read-ahead GETs
+    behind the FUSE requests), and at Linux's default 8 MiB of stack each, the ~90 threads of
+    64 stalled reads (pyfuse3 serves 64 requests at once) did not fit 384 MiB more address
+    space: threads failed to start, and the reads failed with EIO or the FUSE server died
+    (ENOTCONN). Its threads take 2 MiB stacks now: every read waits for S3 and then succeeds."""
+    files = {f"f{i:03d}": f"{i}".encode() * 100 for i in range(130)}
+    for name, body in files.items():
+        s3.put_object(Bucket=bucket, Key=name, Body=body)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # as the mounter runs its servers
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--max-threads", "256", "--metadata-ttl", "60",
+            "--endpoint-url", proxy.endpoint,
+        )  # fmt: skip
+        assert sorted(os.listdir(mnt)) == sorted(files)  # attributes cached: opens go in parallel
+        pid = server_pid(mnt)
+        limit = (_proc_status(pid, "VmSize") << 10) + (384 << 20)
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+        proxy.add(Rule("GET", "/f", "stall", seconds=4))
+        got: dict[str, bytes | int] = {}
+
+        def read(name: str) -> None:
+            # O_DIRECT: each read is the caller's own FUSE request, not read-ahead (which the
+            # kernel limits to a dozen requests at a time)
+            try:
+                fd = os.open(mnt / name, os.O_RDONLY | os.O_DIRECT)
+                try:
+                    got[name] = os.read(fd, 4096)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                got[name] = exc.errno or -1
+
+        readers = [threading.Thread(target=read, args=(name,)) for name in files]
+        for reader in readers:
+            reader.start()
+        most = 0
+        while any(r.is_alive() for r in readers):
+            most = max(most, _proc_status(pid, "Threads"))
+            time.sleep(0.05)
+        failed = {n: v for n, v in got.items() if v != files[n]}
+        assert not failed, f"{len(failed)} reads failed, e.g. {list(failed.items())[:3]}"
+        assert most >= 60, f"the reads never ran on {most} threads at once"
+        assert os.stat(mnt).st_mode  # the mount serves on
     finally:
         mounter.cleanup()
         proxy.close()
