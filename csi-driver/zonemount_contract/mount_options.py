@@ -340,13 +340,22 @@ def fit_memory(max_memory_mib: int, read_part_size: int, write_part_size: int) -
     return MemoryFit(read, write, in_flight, tuple(warnings))
 
 
+def part_sizes(read: int | None, write: int | None, part: int | None) -> tuple[int, int]:
+    """The read and write part sizes a mount uses, from ``--read-part-size``,
+    ``--write-part-size`` and ``--part-size`` (which sets both, as in mount-s3): the specific
+    flag first, then ``--part-size``, then the default of each."""
+    return read or part or DEFAULT_READ_PART_SIZE, write or part or DEFAULT_PART_SIZE
+
+
 def fit_memory_args(args: Iterable[str], max_memory_mib: int) -> MemoryFit:
     """:func:`fit_memory` of the part sizes in mount arguments (``--name=value`` entries, as
     PV and StorageClass ``mountOptions`` lines render them; others are ignored), the FUSE
     client's defaults where they say nothing: what a mount of them will use, for the CSI node
     plugin and the operator to report."""
     given = dict(arg[2:].partition("=")[::2] for arg in args if arg.startswith("--"))
-    part = given.get("part-size") or None
-    read = int(given.get("read-part-size") or part or DEFAULT_READ_PART_SIZE)
-    write = int(given.get("write-part-size") or part or DEFAULT_PART_SIZE)
+
+    def size(name: str) -> int | None:
+        return int(given[name]) if given.get(name) else None
+
+    read, write = part_sizes(size("read-part-size"), size("write-part-size"), size("part-size"))
     return fit_memory(max_memory_mib, read, write)

@@ -216,8 +216,7 @@ def parse_args(argv: Sequence[str]) -> MountOptions:
     metadata_ttl = ns.metadata_ttl if ns.metadata_ttl is not None else default_ttl
     memory = option_table.fit_memory(
         ns.max_memory_target,
-        ns.read_part_size or ns.part_size or DEFAULT_READ_PART_SIZE,
-        ns.write_part_size or ns.part_size or DEFAULT_PART_SIZE,
+        *option_table.part_sizes(ns.read_part_size, ns.write_part_size, ns.part_size),
     )
     negative_ttl = (
         ns.negative_metadata_ttl

@@ -116,3 +116,20 @@ def test_the_memory_fit_is_the_option_tables_rule() -> None:
         "chunks at least): reads use 134217728-byte (128 MiB) parts; raise "
         "--max-memory-target to 1024 MiB or lower the read part size"
     )
+
+
+def test_part_sizes_one_precedence_for_the_mount_and_the_node_plugin(tmp_path: Path) -> None:
+    """``--read-part-size``/``--write-part-size`` first, then ``--part-size``, then the
+    defaults: the FUSE client's flags and the CSI node's reading of a PV's options agree."""
+    mib = 1024 * 1024
+    cases = [
+        ([], (16 * mib, 8 * mib)),
+        ([f"--part-size={32 * mib}"], (32 * mib, 32 * mib)),
+        ([f"--part-size={32 * mib}", f"--read-part-size={4 * mib}"], (4 * mib, 32 * mib)),
+        ([f"--write-part-size={16 * mib}"], (16 * mib, 16 * mib)),
+    ]
+    for args, (read, write) in cases:
+        fit = table.fit_memory_args(args, 4096)
+        assert (fit.read_part_size, fit.write_part_size) == (read, write), args
+        opts = parse_args(["bucket-name", str(tmp_path), *(w for a in args for w in a.split("="))])
+        assert (opts.read_part_size, opts.part_size) == (read, write), args
