@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -56,22 +55,6 @@ def scrape(port: int) -> dict[str, float]:
         elif m := re.match(r'zonemount_s3_requests_total\{op="(\w+)"\} (\S+)', line):
             out[f"S3: {m[1]}"] = float(m[2])
     return out
-
-
-def child_pid(name: str) -> int:
-    """This process' child whose argv[0] ends in ``name`` (the SeaweedFS server)."""
-    me = str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
-            argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if ppid == me and argv0.decode(errors="replace").endswith(name):
-            return int(entry)
-    raise RuntimeError(f"no child process {name!r}")
 
 
 def commit_of(checkout: Path) -> str:
@@ -238,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = sides_for(args)
     runs: list[dict[str, Any]] = []
     with bench_spark.stage("zonemount-spark-ab-", BUCKET, "zonemount-ab") as st:
-        seaweedfs = child_pid("weed")
+        seaweedfs = st.server.process.pid  # start_seaweedfs runs weed itself
         cpus = bench_spark.split_cpus(st, args.server_cpus) if args.server_cpus else ""
         bench_spark.job(st.spark, st.work / "warmup", min(args.rows, 200_000), args.committer)
         for rnd in range(args.rounds):
