@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from zonemount_contract import mount_options, names
 from zonemount_contract.cli import OneLineParser
@@ -57,43 +58,51 @@ def committer(kind: str, *, fast: bool) -> str:
     return "2" if fast and kind == "general-purpose" else "1"
 
 
-def settings(kind: str, *, fast: bool) -> dict[str, object]:
-    """Everything the command prints, as data (``--json``)."""
-    return {
-        "bucketKind": kind,
-        "mountFlags": list(MOUNT_FLAGS),
-        "persistentVolumeMountOptions": [o.name for o in _OPTIONS],
-        "s3MountClassMountOptions": {o.typed: True for o in _OPTIONS},
-        "sparkDefaults": {**SESSION_SETTINGS, COMMITTER_KEY: committer(kind, fast=fast)},
-        "writeOptions": dict(NO_CHECKSUM_FILES),
-    }
+@dataclass(frozen=True)
+class SparkConf:
+    """Everything the command prints for one bucket kind."""
+
+    bucket_kind: str
+    spark_defaults: dict[str, str]
+    mount_flags: tuple[str, ...] = MOUNT_FLAGS
+    pv_mount_options: tuple[str, ...] = tuple(o.name for o in _OPTIONS)
+    s3mountclass_mount_options: tuple[str, ...] = tuple(o.typed or o.name for o in _OPTIONS)
+    write_options: dict[str, str] = field(default_factory=lambda: dict(NO_CHECKSUM_FILES))
+
+    def as_json(self) -> dict[str, object]:
+        """``--json``: the same, as the CRDs and spark-defaults spell the keys."""
+        return {
+            "bucketKind": self.bucket_kind,
+            "mountFlags": list(self.mount_flags),
+            "persistentVolumeMountOptions": list(self.pv_mount_options),
+            "s3MountClassMountOptions": dict.fromkeys(self.s3mountclass_mount_options, True),
+            "sparkDefaults": self.spark_defaults,
+            "writeOptions": self.write_options,
+        }
+
+    def as_text(self) -> str:
+        return "\n".join(
+            [
+                f"# Spark jobs writing file:// paths on a zonemount mount of a {self.bucket_kind}"
+                " bucket (docs/spark.md)",
+                "# zonemount mount flags:",
+                " ".join(self.mount_flags),
+                f"# PersistentVolume spec.mountOptions: {json.dumps(list(self.pv_mount_options))}",
+                "# S3MountClass spec.mountOptions: "
+                + ", ".join(f"{key}: true" for key in self.s3mountclass_mount_options),
+                "# spark-defaults.conf:",
+                *(f"{key} {value}" for key, value in self.spark_defaults.items()),
+                "# each write to the mount whose readers do not need Hadoop's .crc files"
+                " (PySpark):",
+                f"#   df.write.options(**{json.dumps(self.write_options)})",
+                "",
+            ]
+        )
 
 
-def render_text(conf: dict[str, object]) -> str:
-    defaults, options = conf["sparkDefaults"], conf["writeOptions"]
-    flags, pv, typed = (
-        conf["mountFlags"],
-        conf["persistentVolumeMountOptions"],
-        conf["s3MountClassMountOptions"],
-    )
-    assert isinstance(defaults, dict) and isinstance(options, dict) and isinstance(typed, dict)
-    assert isinstance(flags, list) and isinstance(pv, list)
-    return "\n".join(
-        [
-            f"# Spark jobs writing file:// paths on a zonemount mount of a {conf['bucketKind']}"
-            " bucket (docs/spark.md)",
-            "# zonemount mount flags:",
-            " ".join(flags),
-            f"# PersistentVolume spec.mountOptions: {json.dumps(pv)}",
-            "# S3MountClass spec.mountOptions: "
-            + ", ".join(f"{key}: {json.dumps(value)}" for key, value in typed.items()),
-            "# spark-defaults.conf:",
-            *(f"{key} {value}" for key, value in defaults.items()),
-            "# each write to the mount whose readers do not need Hadoop's .crc files (PySpark):",
-            f"#   df.write.options(**{json.dumps(options)})",
-            "",
-        ]
-    )
+def settings(kind: str, *, fast: bool) -> SparkConf:
+    """The settings for a bucket of ``kind`` (``fast``: the faster, less safe committer)."""
+    return SparkConf(kind, {**SESSION_SETTINGS, COMMITTER_KEY: committer(kind, fast=fast)})
 
 
 def main(argv: Sequence[str]) -> int:
@@ -121,5 +130,5 @@ def main(argv: Sequence[str]) -> int:
             parser.error(str(exc))
         kind = "directory" if names.is_directory_bucket(args.bucket) else "general-purpose"
     conf = settings(kind, fast=args.fast_commit)
-    sys.stdout.write(json.dumps(conf, indent=2) + "\n" if args.json else render_text(conf))
+    sys.stdout.write(json.dumps(conf.as_json(), indent=2) + "\n" if args.json else conf.as_text())
     return 0

@@ -57,7 +57,7 @@ def test_committer_by_bucket_kind(args: tuple[str, ...], kind: str, version: str
 def test_the_mount_options_are_ones_a_pv_and_an_s3mountclass_accept() -> None:
     """The PV form goes through the CSI node's allow-list; the S3MountClass form names fields
     of the CRD's ``spec.mountOptions`` schema."""
-    conf = spark_conf.settings("general-purpose", fast=False)
+    conf = spark_conf.settings("general-purpose", fast=False).as_json()
     parsed = pv_options.parse(conf["persistentVolumeMountOptions"])  # type: ignore[arg-type]
     assert list(parsed.to_argv()) == list(spark_conf.MOUNT_FLAGS)
     crd = yaml.safe_load((ROOT / "crds/s3mountclasses.yaml").read_text())
