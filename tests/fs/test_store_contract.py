@@ -44,19 +44,26 @@ def _s3(server: LocalS3, *, fast_path: bool = True) -> S3Store:
     return store
 
 
+def _real_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> LocalS3:
+    """The moto or SeaweedFS server a ``moto...``/``seaweedfs...`` parameter names, its
+    credentials in the environment; the test is marked integration."""
+    request.applymarker(pytest.mark.integration)
+    server: LocalS3 = request.getfixturevalue(
+        f"{'moto' if request.param.startswith('moto') else 'seaweed'}_server"
+    )
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    return server
+
+
 @pytest.fixture(params=["memory", "moto", "seaweedfs", "moto-botocore", "seaweedfs-botocore"])
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
     if request.param == "memory":
         request.applymarker(pytest.mark.unit)
         yield MemoryStore()
         return
-    request.applymarker(pytest.mark.integration)
     # the hot calls on the lean request path (fastpath.py), and everything on botocore
-    server: LocalS3 = request.getfixturevalue(
-        f"{'moto' if request.param.startswith('moto') else 'seaweed'}_server"
-    )
-    for key, value in server.env().items():
-        monkeypatch.setenv(key, value)
+    server = _real_server(request, monkeypatch)
     yield _s3(server, fast_path=not request.param.endswith("-botocore"))
 
 
@@ -165,12 +172,7 @@ def partial(
 
         yield PartialDeletes(faulty, fail_memory, lambda: None)  # type: ignore[arg-type]
         return
-    request.applymarker(pytest.mark.integration)
-    server: LocalS3 = request.getfixturevalue(
-        f"{'moto' if request.param == 'moto' else 'seaweed'}_server"
-    )
-    for key, value in server.env().items():
-        monkeypatch.setenv(key, value)
+    server = _real_server(request, monkeypatch)
     name = f"contract-{uuid.uuid4().hex[:10]}"
     server.client().create_bucket(Bucket=name)
     proxy = FaultProxy(server.endpoint)
