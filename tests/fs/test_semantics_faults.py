@@ -876,3 +876,36 @@ def test_a_full_thread_pool_fits_an_address_space_limit(
     finally:
         mounter.cleanup()
         proxy.close()
+
+
+def test_read_ahead_window_opens_on_a_real_mount(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-READ-SEQ on a real mount: a reader that goes through an object one 1 MiB request
+    after another (O_DIRECT: no kernel read-ahead in between) makes the mount fetch further
+    ahead at each new 4 MiB chunk. Every GET is held 1 s at a proxy, so the GETs that reached
+    it by the time the reader is through four chunks are the window: 2 lanes of the first
+    chunk and chunks 1-11 (windows 1, 2, 4, 8). Before 2026-12-04 the window never grew for
+    such a reader: 2 lanes and chunks 1-4."""
+    MiB = 1024 * 1024
+    data = random.Random(10).randbytes(64 * MiB)
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--read-part-size", str(4 * MiB), "--endpoint-url", proxy.endpoint
+        )
+        held = proxy.add(Rule("GET", "/big", "stall", seconds=1))
+        fd = os.open(mnt / "big", os.O_RDONLY | os.O_DIRECT)
+        try:
+            for off in range(0, 16 * MiB, MiB):
+                assert os.pread(fd, MiB, off) == data[off : off + MiB]
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 10  # the GETs started last are on their way
+        while held.hits < 2 + 11 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held.hits >= 2 + 11, f"{held.hits} GETs: the window did not open"
+    finally:
+        mounter.cleanup()
+        proxy.close()
