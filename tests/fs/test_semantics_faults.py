@@ -909,3 +909,35 @@ def test_read_ahead_window_opens_on_a_real_mount(
     finally:
         mounter.cleanup()
         proxy.close()
+
+
+def test_rmdir_whose_folder_probe_stalls_deletes_as_before(
+    mounter: Mounter, moto_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """R-DIR-RMDIR under R-ERR-DEADLINE: the mount's first rmdir of a directory it listed and
+    emptied asks S3 (one HEAD of ``dir/``) whether the server keeps emptied directories as
+    folders. When that HEAD gets no answer, the rmdir waits one request deadline, then
+    deletes the ``dir/`` key as it did before the probe existed and succeeds; the next such
+    rmdir asks again."""
+    for key in ("a/f", "b/g"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        mnt = mounter.mount(
+            bucket, "--allow-delete", "--negative-metadata-ttl", "60",
+            "--request-deadline", "2", "--endpoint-url", proxy.endpoint,
+        )  # fmt: skip
+        stalled = proxy.add(Rule("HEAD", "/a/", "stall", seconds=30))
+        deletes = proxy.add(Rule("DELETE", "/a/", "stall", seconds=0))  # counted, forwarded
+        started = time.monotonic()
+        shutil.rmtree(mnt / "a")  # lists a, unlinks a/f, rmdir a
+        assert stalled.hits >= 1 and deletes.hits == 2  # a/f, then the a/ key as before
+        assert 1.5 < time.monotonic() - started < 15, "not one deadline"
+        asked = proxy.add(Rule("HEAD", "/b/", "status", status=404, code="NoSuchKey", count=1))
+        deletes = proxy.add(Rule("DELETE", "/b/", "stall", seconds=0))
+        shutil.rmtree(mnt / "b")
+        assert asked.hits == 1 and deletes.hits == 1  # asked again; AWS-like: b/g only
+        assert keys(s3, bucket) == [] and os.listdir(mnt) == []
+    finally:
+        mounter.cleanup()
+        proxy.close()
