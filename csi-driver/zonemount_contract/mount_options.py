@@ -18,7 +18,12 @@ Memory: :func:`fit_memory` is the one rule that fits the part sizes a volume (or
 line) asks for into the mount's ``--max-memory-target`` (docs/SEMANTICS.md R-FLAGS-MEMORY-TARGET);
 the FUSE client applies it to its own flags, the CSI node plugin to a PV's options under the
 target it gives every mount. Like Mountpoint's memory target it adapts (smaller chunks, fewer
-parts in flight) rather than refusing, and says what it changed.
+parts in flight) rather than refusing, and says what it changed. :func:`thread_stacks_args` is
+the one rule for the address space a mount's threads reserve (``--max-threads`` worker threads
+for data calls, :func:`metadata_threads` for metadata, each with a :data:`THREAD_STACK_BYTES`
+stack): the FUSE client takes its stack size and metadata limiter from here, the CSI mounter
+adds the sum to an ``RLIMIT_AS`` bound (address space, not resident memory: untouched stack
+pages cost nothing).
 
 Invariants: standard library only; every option with a ``typed`` key is allowed in PVs; values
 are rendered as ``--name=value`` so no value is ever parsed as a flag.
@@ -51,6 +56,19 @@ DEFAULT_MAX_MEMORY_TARGET_MIB = 512
 READ_CHUNKS_IN_TARGET = 4
 #: Parts of one file in flight at once (UploadPart calls), at most.
 MAX_UPLOADS_IN_FLIGHT = 4
+#: Stack of every thread the FUSE server starts (worker threads of S3 calls, up to
+#: ``--max-threads`` and :func:`metadata_threads` more). Linux's default, RLIMIT_STACK (8 MiB),
+#: is address space: under the CSI mounter's RLIMIT_AS bound 256 threads needed 2 GiB and
+#: threads failed to start, killing the server. The threads run botocore, SigV4 and HTTP
+#: parsing, which need a few hundred KiB; mount-s3's (Rust) threads get 2 MiB too.
+THREAD_STACK_BYTES = 2 * MIB
+#: Address space a thread takes beyond its stack (guard page, thread state; measured about
+#: 24 KiB with ``MALLOC_ARENA_MAX=2``), rounded up.
+THREAD_OVERHEAD_BYTES = 64 * 1024
+#: Threads of the FUSE server outside its two store-call limiters, at most: the shared
+#: cache's pools (12), a DeleteObjects fallback's pool (8), the watchdog, the metrics server
+#: and its requests - a margin over their sum (tests/contract checks it).
+OTHER_THREADS = 32
 MAX_ID = 2**32 - 2
 MAX_TTL_SECONDS = 10**7
 STORAGE_CLASSES = (
@@ -347,15 +365,50 @@ def part_sizes(read: int | None, write: int | None, part: int | None) -> tuple[i
     return read or part or DEFAULT_READ_PART_SIZE, write or part or DEFAULT_PART_SIZE
 
 
+def _given(args: Iterable[str]) -> dict[str, str]:
+    """Option name -> value of the ``--name=value`` entries of mount arguments (as PV and
+    StorageClass ``mountOptions`` lines render them; ``--flag`` -> '', others ignored)."""
+    return dict(arg[2:].partition("=")[::2] for arg in args if arg.startswith("--"))
+
+
 def fit_memory_args(args: Iterable[str], max_memory_mib: int) -> MemoryFit:
     """:func:`fit_memory` of the part sizes in mount arguments (``--name=value`` entries, as
     PV and StorageClass ``mountOptions`` lines render them; others are ignored), the FUSE
     client's defaults where they say nothing: what a mount of them will use, for the CSI node
     plugin and the operator to report."""
-    given = dict(arg[2:].partition("=")[::2] for arg in args if arg.startswith("--"))
+    given = _given(args)
 
     def size(name: str) -> int | None:
         return int(given[name]) if given.get(name) else None
 
     read, write = part_sizes(size("read-part-size"), size("write-part-size"), size("part-size"))
     return fit_memory(max_memory_mib, read, write)
+
+
+def metadata_threads(max_threads: int) -> int:
+    """Metadata store calls (HEAD, LIST, ...) a mount runs in worker threads at once: their own
+    limiter beside the ``--max-threads`` of data calls, so a lookup never queues behind a
+    stalled part; never fewer than 8, so lookups go on with ``--max-threads 1``."""
+    return max(8, max_threads)
+
+
+def mount_threads(max_threads: int) -> int:
+    """Threads a FUSE server with ``--max-threads`` runs at most: a worker per data call and
+    per metadata call in flight (a call abandoned past its deadline keeps its limiter slot
+    until its thread ends) and :data:`OTHER_THREADS`."""
+    return max_threads + metadata_threads(max_threads) + OTHER_THREADS
+
+
+def thread_stacks_args(args: Iterable[str]) -> int:
+    """Address space (bytes) the threads of a mount with these arguments reserve at most
+    (``--max-threads=N`` as PV ``mountOptions`` render it, else the FUSE client's default;
+    clamped to the allow-list's bounds): :func:`mount_threads` stacks of
+    :data:`THREAD_STACK_BYTES` plus :data:`THREAD_OVERHEAD_BYTES` each. Reserved, not
+    resident: a thread touches a few hundred KiB of its stack. 544 threads (1.1 GiB) for a
+    volume's ``maxThreads: 256``, 64 (132 MiB) by default."""
+    option = BY_NAME["max-threads"]
+    value = _given(args).get(option.name, "")
+    default = option.default if isinstance(option.default, int) else option.low
+    threads = int(value) if value.isdigit() else default
+    threads = min(max(threads, option.low), option.high)
+    return mount_threads(threads) * (THREAD_STACK_BYTES + THREAD_OVERHEAD_BYTES)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import botocore.session
 from zonemount_contract.keys import READY_FD_ENV
+from zonemount_contract.mount_options import THREAD_STACK_BYTES
 
 from .errors import ConfigError, MountError, StoreError
 from .metrics import CACHE_XZ_ERRORS, CACHE_XZ_REQUESTS
@@ -277,7 +278,9 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
     import pyfuse3
     import trio
 
-    threading.stack_size(THREAD_STACK_BYTES)  # before the first thread (see the constant)
+    # before the first thread; the CSI mounter's RLIMIT_AS bound counts these stacks
+    # (zonemount_contract.mount_options.thread_stacks_args)
+    threading.stack_size(THREAD_STACK_BYTES)
     report = _reporter(ready_fd)
     for warning in opts.memory_warnings:  # R-FLAGS-MEMORY-TARGET: what was cut to fit
         log.warning("%s", warning)
@@ -306,14 +309,6 @@ def serve(opts: MountOptions, ready_fd: int | None) -> int:
     journal.close()
     log.info("unmounted %s", opts.mountpoint)
     return 0
-
-
-#: Stack of every thread the FUSE server starts (worker threads of S3 calls, up to
-#: ``--max-threads`` and as many again for metadata). Linux's default, RLIMIT_STACK (8 MiB),
-#: is address space: under the CSI mounter's RLIMIT_AS bound 256 threads needed 2 GiB and
-#: threads failed to start, killing the server. The threads run botocore, SigV4 and HTTP
-#: parsing, which need a few hundred KiB; mount-s3's (Rust) threads get 2 MiB too.
-THREAD_STACK_BYTES = 2 * 1024 * 1024
 
 
 def tune_gc() -> None:

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
+from zonemount_contract.mount_options import metadata_threads
 
 from . import metrics
 from .cache import DataCache
@@ -130,7 +131,7 @@ class IoContext:
         # Data (part GETs and uploads, copies) and metadata (HEAD, LIST, DELETE, ...) have
         # their own worker threads: a lookup never queues behind a stalled part.
         self.limiter = trio.CapacityLimiter(options.max_threads)
-        self.meta_limiter = trio.CapacityLimiter(max(8, options.max_threads))
+        self.meta_limiter = trio.CapacityLimiter(metadata_threads(options.max_threads))
         self.health = Health()
         # Read-ahead memory: one slot per part of --max-memory-target, shared by all readers.
         slots = max(2, options.max_memory_mib * 1024 * 1024 // self.read_part_size)

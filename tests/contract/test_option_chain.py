@@ -324,3 +324,36 @@ def test_every_pv_option_the_csi_allow_list_accepts_the_fuse_client_accepts(
         parse_args(argv)
     except ConfigError as exc:
         pytest.fail(f"the FUSE client refuses what the CSI node passes: {exc}; argv {argv}")
+
+
+@pytest.mark.unit
+@given(options=PV_OPTIONS)
+def test_the_mounters_thread_count_is_the_fuse_clients(options: dict[str, str | None]) -> None:
+    """The CSI mounter's RLIMIT_AS bound counts the stacks of the threads a mount may start
+    from the argv the node passes (``thread_stacks_args``); the FUSE client starts them from
+    its own parse of the same argv: the two read the same ``--max-threads``."""
+    flags = [name if value is None else f"{name}={value}" for name, value in options.items()]
+    try:
+        parsed = csi_options.parse(flags)
+    except csi_options.MountOptionError:
+        return
+    argv = ["bucket-a", "/mnt/volume", "-f", *parsed.to_argv()]
+    try:
+        opts = parse_args(argv)
+    except ConfigError:
+        return
+    per_thread = table.THREAD_STACK_BYTES + table.THREAD_OVERHEAD_BYTES
+    threads = opts.max_threads + table.metadata_threads(opts.max_threads) + table.OTHER_THREADS
+    assert table.thread_stacks_args(["mount", *argv]) == threads * per_thread
+
+
+@pytest.mark.unit
+def test_the_threads_outside_the_limiters_fit_their_margin() -> None:
+    """``OTHER_THREADS`` covers the FUSE server's threads that no store-call limiter counts:
+    the shared cache's pools, a DeleteObjects fallback's pool, the watchdog and the metrics
+    server with a request in flight."""
+    from zonemount_fs import shared_cache
+    from zonemount_fs.store import s3
+
+    pools = shared_cache.WRITERS + shared_cache.READERS + s3.DELETE_CONCURRENCY
+    assert pools + 1 + 2 <= table.OTHER_THREADS
