@@ -248,7 +248,8 @@ def mounter_main(argv: Sequence[str]) -> int:
         type=int,
         default=0,
         metavar="MiB",
-        help="memory bound of each FUSE server (0: none)",
+        help="memory bound of each FUSE server (0: none); an RLIMIT_AS bound adds the stacks "
+        "of the threads the mount's --max-threads lets it start",
     )
     parser.add_argument(
         "--memory-limit-mode",

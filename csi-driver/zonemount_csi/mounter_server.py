@@ -20,7 +20,12 @@ Per-mount memory bound (``--max-memory-per-mount MiB``), one of:
   and ``memory.oom.group``): one runaway mount is OOM-killed alone and replaced;
 * ``rlimit`` - ``RLIMIT_AS`` on the server (``prlimit`` right after spawn), with
   ``MALLOC_ARENA_MAX=2`` so glibc's per-thread arenas do not eat the address space: allocations
-  beyond the bound fail inside that server only (it exits; the node replaces it);
+  beyond the bound fail inside that server only (it exits; the node replaces it). The bound is
+  the per-mount limit *plus* the stacks the mount's own ``--max-threads`` lets it start
+  (``zonemount_contract.mount_options.thread_stacks_args``): address space a thread reserves
+  whole but touches a few hundred KiB of, so a volume asking for 256 threads can start them
+  all (a thread that cannot start fails the tenant's reads or kills its server) without its
+  data allowance shrinking. cgroup ``memory.max`` counts touched pages only: nothing is added;
 * ``auto`` (default) - ``cgroup`` when available, else ``rlimit``.
 
 Invariants: a received descriptor is closed here as soon as the server holds it (the
@@ -48,6 +53,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from zonemount_contract.keys import READY_FD_ENV, STATE_DIR_ENV
+from zonemount_contract.mount_options import thread_stacks_args
 
 from . import mounter_wire as wire
 from .metrics import RegistryServer
@@ -143,7 +149,8 @@ class MemoryLimiter:
             log.info("cgroup v2 memory limits unavailable (%s): using RLIMIT_AS", exc)
             return None
 
-    def apply(self, pid: int) -> str:
+    def apply(self, pid: int, args: list[str]) -> str:
+        """Bound server ``pid``, started with mount arguments ``args``; says what was set."""
         if self.mode == "cgroup" and self.base is not None:
             group = self.base / f"fuse-{pid}"
             group.mkdir(exist_ok=True)
@@ -153,8 +160,13 @@ class MemoryLimiter:
             (group / "cgroup.procs").write_text(str(pid))
             return f"cgroup memory.max={self.limit}"
         if self.mode == "rlimit":
-            resource.prlimit(pid, resource.RLIMIT_AS, (self.limit, self.limit))
-            return f"RLIMIT_AS={self.limit}"
+            stacks = thread_stacks_args(args)
+            limit = self.limit + stacks
+            resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+            return (
+                f"RLIMIT_AS={limit} ({self.limit // MIB} MiB + {stacks // MIB} MiB of thread "
+                "stacks)"
+            )
         return ""
 
     def oom_killed(self, pid: int) -> bool:
@@ -323,7 +335,7 @@ class MounterDaemon:
             os.close(ready_w)
         limit = ""
         try:
-            limit = self.limiter.apply(child.pid)
+            limit = self.limiter.apply(child.pid, args)
         except OSError as exc:
             log.warning("memory bound not applied to %d: %s", child.pid, exc)
         record = ServerRecord(

@@ -32,6 +32,7 @@ from tests.csi.conftest import make_target, mount_capability, wait_for
 from tests.csi.fakes import FakeMounter
 
 pytestmark = pytest.mark.timeout(120)
+MIB = 1024 * 1024
 
 STUB = """#!{python}
 import os, sys, time, json
@@ -86,6 +87,12 @@ def serve(sock: Path, key: str, *extra: str, **fields: object) -> dict[str, obje
         os.close(fd)
 
 
+def address_space_limit(pid: int) -> int:
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
+    return int(line.split()[3])
+
+
 def stub_info(tmp_path: Path, pid: int) -> dict[str, object]:
     info: dict[str, object] = json.loads(Path(f"{tmp_path}/out.{pid}").read_text())
     return info
@@ -113,13 +120,30 @@ def test_serve_passes_the_descriptor_environment_and_memory_bound(
     assert env["MALLOC_ARENA_MAX"] == "2"
     # upload journals on the mounter's state directory (the node's), whatever the request says
     assert env["ZONEMOUNT_STATE_DIR"] == str(_d.state_dir)
-    limits = Path(f"/proc/{pid}/limits").read_text()
-    line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
-    assert line.split()[3] == str(512 * 1024 * 1024), line
+    # the bound, plus the stacks of the threads the mount may start (16 + 16 + 32 by default)
+    assert address_space_limit(pid) == 512 * MIB + 64 * (2 * MIB + 64 * 1024)
     listed = wire.call(sock, {"op": "list"}, 5)["servers"]
     assert listed["/k/pod-a/mount"]["alive"] is True
     meta = list((tmp_path / "state").glob("volumes/*/meta.json"))
     assert len(meta) == 1 and json.loads(meta[0].read_text())["pid"] == pid
+
+
+def test_rlimit_bound_adds_the_stacks_of_the_threads_a_volume_asks_for(
+    daemon: tuple[MounterDaemon, Path],
+) -> None:
+    """RLIMIT_AS is address space: a volume's ``maxThreads: 256`` lets its server run 256
+    data calls, 256 metadata calls and its other threads, each reserving a 2 MiB stack (+64
+    KiB) it barely touches. The bound grows by that (1122 MiB), so starting the threads the
+    volume asked for never eats into the memory its data may use (the server's record says
+    so); below the allow-list's lowest value counts as that."""
+    d, sock = daemon
+    pid = int(str(serve(sock, "/k/pod-t/mount", "--max-threads=256")["pid"]))
+    assert address_space_limit(pid) == 512 * MIB + 544 * (2 * MIB + 64 * 1024)
+    assert d.list()["servers"]["/k/pod-t/mount"]["memory_limit"].endswith(
+        "(512 MiB + 1122 MiB of thread stacks)"
+    )
+    pid = int(str(serve(sock, "/k/pod-u/mount", "--max-threads=0")["pid"]))
+    assert address_space_limit(pid) == 512 * MIB + (1 + 8 + 32) * (2 * MIB + 64 * 1024)
 
 
 def test_driver_mount_inherits_the_mounters_own_identity(
@@ -279,7 +303,9 @@ def test_cgroup_limiter_gives_each_server_its_own_memory_max(tmp_path: Path) -> 
     assert limiter.mode == "cgroup"
     assert (base / "mounter" / "cgroup.procs").read_text() == str(os.getpid())
     assert (base / "cgroup.subtree_control").read_text() == "+memory"
-    assert limiter.apply(4242) == f"cgroup memory.max={256 * 1024 * 1024}"
+    # memory.max counts touched pages: untouched thread stacks cost nothing, none added
+    applied = limiter.apply(4242, ["mount", "b", "--max-threads=256"])
+    assert applied == f"cgroup memory.max={256 * MIB}"
     assert (base / "fuse-4242" / "memory.max").read_text() == str(256 * 1024 * 1024)
     assert (base / "fuse-4242" / "cgroup.procs").read_text() == "4242"
     (base / "fuse-4242" / "memory.events").write_text("low 0\noom 1\noom_kill 1\n")

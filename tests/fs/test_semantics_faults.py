@@ -6,6 +6,7 @@ tests/fs/test_semantics_doc.py keeps the two in step.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -819,6 +820,35 @@ def _proc_status(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
+def _stalled_reads(mnt: Path, files: dict[str, bytes], pid: int) -> tuple[dict[str, object], int]:
+    """Read every file of ``files`` at once, each from its own thread, while a proxy holds
+    the GETs: the reads that did not return the file's bytes (errno or wrong bytes), and the
+    most threads server ``pid`` ran meanwhile."""
+    got: dict[str, bytes | int] = {}
+
+    def read(name: str) -> None:
+        # O_DIRECT: each read is the caller's own FUSE request, not read-ahead (which the
+        # kernel limits to a dozen requests at a time)
+        try:
+            fd = os.open(mnt / name, os.O_RDONLY | os.O_DIRECT)
+            try:
+                got[name] = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            got[name] = exc.errno or -1
+
+    readers = [threading.Thread(target=read, args=(name,)) for name in files]
+    for reader in readers:
+        reader.start()
+    most = 0
+    while any(r.is_alive() for r in readers):
+        with contextlib.suppress(OSError, AssertionError):  # a server that died has no status
+            most = max(most, _proc_status(pid, "Threads"))
+        time.sleep(0.05)
+    return {n: v for n, v in got.items() if v != files[n]}, most
+
+
 def test_a_full_thread_pool_fits_an_address_space_limit(
     mounter: Mounter,
     moto_server: LocalS3,
@@ -848,33 +878,81 @@ def test_a_full_thread_pool_fits_an_address_space_limit(
         limit = (_proc_status(pid, "VmSize") << 10) + (384 << 20)
         resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
         proxy.add(Rule("GET", "/f", "stall", seconds=4))
-        got: dict[str, bytes | int] = {}
-
-        def read(name: str) -> None:
-            # O_DIRECT: each read is the caller's own FUSE request, not read-ahead (which the
-            # kernel limits to a dozen requests at a time)
-            try:
-                fd = os.open(mnt / name, os.O_RDONLY | os.O_DIRECT)
-                try:
-                    got[name] = os.read(fd, 4096)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                got[name] = exc.errno or -1
-
-        readers = [threading.Thread(target=read, args=(name,)) for name in files]
-        for reader in readers:
-            reader.start()
-        most = 0
-        while any(r.is_alive() for r in readers):
-            most = max(most, _proc_status(pid, "Threads"))
-            time.sleep(0.05)
-        failed = {n: v for n, v in got.items() if v != files[n]}
+        failed, most = _stalled_reads(mnt, files, pid)
         assert not failed, f"{len(failed)} reads failed, e.g. {list(failed.items())[:3]}"
         assert most >= 60, f"the reads never ran on {most} threads at once"
         assert os.stat(mnt).st_mode  # the mount serves on
     finally:
         mounter.cleanup()
+        proxy.close()
+
+
+def test_a_volumes_max_threads_fit_the_mounters_address_space_bound(
+    moto_server: LocalS3,
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CSI mounter's RLIMIT_AS bound (``zonemount csi-mounter``, no writable cgroup) on a
+    volume that asks for ``maxThreads: 256``, through the real path: a kernel mount handed to
+    the mounter, which starts and bounds the server. The bound leaves 128 MiB beyond what the
+    mounted server maps - room for these reads' data, a few KiB each - and 130 reads stalled
+    at a proxy need ~90 worker threads, each reserving a 2 MiB stack it barely touches. Before
+    the bound counted the stacks a mount's ``--max-threads`` lets it start, threads failed to
+    start: the reads failed with EIO or the server died. Now every read waits for S3, then
+    succeeds."""
+    from zonemount_csi.mounter import MountSpec, RemoteMounter
+    from zonemount_csi.mounter_server import MemoryLimiter, MounterDaemon
+
+    files = {f"f{i:03d}": f"{i}".encode() * 100 for i in range(130)}
+    for name, body in files.items():
+        s3.put_object(Bucket=bucket, Key=name, Body=body)
+    for key, value in moto_server.env().items():  # the mounter's servers inherit its env
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH", "1")
+    proxy = FaultProxy(moto_server.endpoint)
+    daemon = MounterDaemon(tmp_path / "state", limiter=MemoryLimiter(0))
+    sock = Path(f"/tmp/zm-mounter-{os.getpid()}-{time.monotonic_ns()}.sock")
+    stop = threading.Event()
+    loop = threading.Thread(target=daemon.serve_forever, args=(sock, stop), daemon=True)
+    loop.start()
+    mounter = RemoteMounter(sock)
+    targets: list[str] = []
+
+    def mount(name: str) -> tuple[Path, int]:
+        target = tmp_path / name
+        target.mkdir()
+        targets.append(str(target))
+        args = [
+            "mount", bucket, str(target), "-f", "--force-path-style", "--max-threads=256",
+            "--metadata-ttl=60", f"--endpoint-url={proxy.endpoint}",
+        ]  # fmt: skip
+        handle = mounter.mount(MountSpec(str(target), args, {}, tmp_path / f"{name}.log"), 30)
+        return target, handle.pid
+
+    try:
+        while not sock.exists():
+            time.sleep(0.01)
+        # what a mounted server of these options maps, unbounded
+        unbounded, pid = mount("measure")
+        mapped = _proc_status(pid, "VmSize") << 10
+        mounter.unmount(str(unbounded), None, 10)
+        daemon.limiter = MemoryLimiter((mapped >> 20) + 128, "rlimit")
+        mnt, pid = mount("bounded")
+        assert sorted(os.listdir(mnt)) == sorted(files)  # attributes cached: opens go in parallel
+        proxy.add(Rule("GET", "/f", "stall", seconds=4))
+        failed, most = _stalled_reads(mnt, files, pid)
+        assert not failed, f"{len(failed)} reads failed, e.g. {list(failed.items())[:3]}"
+        assert most >= 60, f"the reads never ran on {most} threads at once"
+        assert os.stat(mnt).st_mode  # the mount serves on
+    finally:
+        for target in targets:
+            with contextlib.suppress(Exception):
+                mounter.unmount(target, None, 10)
+        daemon.shutdown(2)
+        stop.set()
+        loop.join(5)
         proxy.close()
 
 
