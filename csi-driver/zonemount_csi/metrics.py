@@ -7,7 +7,11 @@ Names (all prefixed ``zonemount_csi_``):
 * ``fuse_restarts_total{reason}`` (counter) - FUSE processes restarted (``supervisor``: found
   dead in the background, ``publish``: repaired by a NodePublishVolume, ``adopt``: found dead
   after a plugin restart);
-* ``errors_total{method,code}`` (counter) - failed RPCs by gRPC status code.
+* ``errors_total{method,code}`` (counter) - failed RPCs by gRPC status code;
+* ``volume_part_sizes_cut{volume}`` (gauge, 1) - each volume published here whose part sizes
+  (or uploads in flight) the node's memory target cuts (R-FLAGS-MEMORY-TARGET): derived at
+  each scrape from what is published (:class:`VolumesCut`), so it is there as long as the
+  cut is, once per volume however many pods mount it, and survives a plugin restart.
 
 Invariant: each :class:`Metrics` has its own registry, so several plugins (tests) can live in
 one process; :meth:`Metrics.serve` binds only when given an address.
@@ -15,9 +19,12 @@ one process; :meth:`Metrics.serve` binds only when given an address.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class RegistryServer:
@@ -48,6 +55,26 @@ class RegistryServer:
             self._server = None
 
 
+class VolumesCut(Collector):
+    """``zonemount_csi_volume_part_sizes_cut{volume}``: 1 for each volume id ``source()``
+    names (the node service: published volumes whose part sizes its memory target cuts)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[str]] = tuple
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "zonemount_csi_volume_part_sizes_cut",
+            "Volumes published on this node whose part sizes (or uploads in flight) the "
+            "node's --max-memory-target cuts; the volume's condition message says what and "
+            "the fix",
+            labels=["volume"],
+        )
+        for volume in sorted(set(self.source())):
+            family.add_metric([volume], 1)
+        yield family
+
+
 class Metrics(RegistryServer):
     def __init__(self) -> None:
         super().__init__()
@@ -74,3 +101,5 @@ class Metrics(RegistryServer):
             ["method", "code"],
             registry=self.registry,
         )
+        self.volumes_cut = VolumesCut()
+        self.registry.register(self.volumes_cut)

@@ -25,6 +25,11 @@ OK. :meth:`NodeService.heal_once` (run by the supervisor thread) restarts dead F
 a mount that answers ENOTCONN is lazily unmounted and mounted again, counted in
 ``zonemount_csi_fuse_restarts_total``.
 
+A volume whose part sizes this node's ``--max-memory-target`` cuts (R-FLAGS-MEMORY-TARGET) is
+logged when its FUSE server starts, named with the fix in its NodeGetVolumeStats condition
+message (not abnormal) and, while published here, in the metric
+``zonemount_csi_volume_part_sizes_cut{volume}`` (derived from the records at each scrape).
+
 Request validation is :mod:`.validation` (shared with the controller), target-path
 confinement :mod:`.confinement`.
 
@@ -121,6 +126,7 @@ class NodeService:
         self._pods_root = pods_root(config.kubelet_dir)
         self._allowed_endpoints = {u.rstrip("/") for u in config.allowed_endpoint_urls}
         self.metrics.published_volumes.set(len(self.store.all()))
+        self.metrics.volumes_cut.source = self._volumes_cut
 
     # -- validation ----------------------------------------------------------------------
     def confine(self, target_path: str) -> str:
@@ -221,6 +227,10 @@ class NodeService:
         """What the mount of ``record`` cuts to fit this node's memory target (one line each,
         the FUSE client logs the same): the option table's rule."""
         return fit_memory_args(record.args, self.config.max_memory_target_mib).warnings
+
+    def _volumes_cut(self) -> list[str]:
+        """Ids of the volumes published here whose mounts cut part sizes (the metric)."""
+        return [r.volume_id for r in self.store.all() if self._memory_warnings(r)]
 
     # -- mounting helpers ----------------------------------------------------------------
     def _spec(self, record: VolumeRecord) -> MountSpec:

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 from zonemount_csi._proto import csi_pb2
-from zonemount_csi.node import Supervisor
+from zonemount_csi.metrics import Metrics
+from zonemount_csi.node import NodeService, Supervisor
+from zonemount_csi.state import StateStore
 from zonemount_fs.options import parse_args
 
 from tests.csi.conftest import NodePlugin, NodePluginFactory, mount_capability, rpc_error
@@ -730,6 +733,44 @@ def test_oversized_part_sizes_of_a_volume_are_cut_to_the_nodes_memory_target(
     message = stats.volume_condition.message
     assert message.startswith("mounted; read part size 268435456 (256 MiB) does not fit")
     assert all(w in message for w in fuse.memory_warnings)
+
+
+def test_a_volume_whose_part_sizes_are_cut_is_a_metric_while_published(
+    node_plugin_factory: NodePluginFactory,
+) -> None:
+    """R-FLAGS-MEMORY-TARGET where operators look: the kubelet shows no event for a condition
+    that is not abnormal, so every volume published on the node whose part sizes its memory
+    target cuts is ``zonemount_csi_volume_part_sizes_cut{volume}`` = 1: once however many
+    pods mount it and however often the kubelet republishes, after a plugin restart too, and
+    gone once its last target is unpublished. A volume that fits is not there."""
+    plugin = node_plugin_factory(max_memory_target_mib=128)  # the default part sizes fit
+    name = "zonemount_csi_volume_part_sizes_cut"
+
+    def cut(metrics: Metrics = plugin.metrics) -> dict[str, float]:
+        return {
+            sample.labels["volume"]: sample.value
+            for family in metrics.registry.collect()
+            if family.name == name
+            for sample in family.samples
+        }
+
+    flags = [f"read-part-size={256 * MiB}"]
+    pods = [plugin.target("pv-1", f"pod-{i}") for i in range(2)]
+    for target in (*pods, pods[0]):  # two pods, and a republish
+        plugin.node.NodePublishVolume(plugin.publish_request(target, flags=flags))
+    fits = plugin.target("pv-2")
+    plugin.node.NodePublishVolume(plugin.publish_request(fits, volume_id="vol-2"))
+    assert cut() == {"vol-1": 1.0}
+    assert f'{name}{{volume="vol-1"}} 1.0' in generate_latest(plugin.metrics.registry).decode()
+    service = plugin.service
+    restarted = Metrics()
+    NodeService(service.config, plugin.mounter, StateStore(service.config.state_dir), restarted)
+    assert cut(restarted) == {"vol-1": 1.0}
+    for target in pods:
+        plugin.node.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(volume_id="vol-1", target_path=target)
+        )
+    assert cut() == {}
 
 
 def test_fuse_debug_is_an_admin_switch_outside_the_volume_identity(
