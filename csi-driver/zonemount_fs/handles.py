@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,22 @@ class FileHandle:
     cached_reader: bool = False
     # opened O_RDWR (for reading only: writes fail with EBADF)
     rdwr: bool = False
+    # writes bypass the kernel's page cache (FOPEN_DIRECT_IO, R-WRITE-UNCACHED)
+    uncached_writes: bool = False
+
+
+def uncached_writes(flags: int, mode: int) -> bool:
+    """R-WRITE-UNCACHED: may a handle opened for writing with ``flags`` on a file of ``mode``
+    write past the kernel's page cache?
+
+    Written through the page cache, each ``write()`` costs the FUSE server a second request
+    first: the kernel asks for the file's ``security.capability`` xattr (to drop privileges
+    of the file being changed) before every write, and the bytes are copied into pages that
+    no later open may trust (a writer's pages are of no object version, R-READ-PAGE-CACHE).
+    Direct I/O skips both. Only write-only handles: an O_RDWR writer may read back what it
+    wrote from those pages. Not for setuid/setgid files, whose bits the kernel clears on a
+    write only through the page cache."""
+    return flags & os.O_ACCMODE == os.O_WRONLY and not mode & (stat.S_ISUID | stat.S_ISGID)
 
 
 def _page_cache(node: Inode, handle: FileHandle) -> None:
@@ -171,7 +188,14 @@ class Handles:
         self.tree.touch_dir(parent)
         node.writer = self._writer_for(node, existing_size=0, exists=False)
         node.lookups += 1
-        fh = self._new_fh(FileHandle(node.ino, self.tree.key_of(node), writer=node.writer))
+        fh = self._new_fh(
+            FileHandle(
+                node.ino,
+                self.tree.key_of(node),
+                writer=node.writer,
+                uncached_writes=uncached_writes(flags, self.tree.attr(node).mode),
+            )
+        )
         return fh, self.tree.attr(node)
 
     async def open(self, ino: int, flags: int) -> int:
@@ -213,9 +237,9 @@ class Handles:
                 raise FsError(errno.EPERM, "file is being written; open it after close")
             replace = True
         if replace:
-            return self._open_replacing(self.tree.inode(ino), direct=bool(flags & os.O_DIRECT))
+            return self._open_replacing(self.tree.inode(ino), flags)
         if self.ctx.opts.incremental_upload and (flags & os.O_APPEND or accmode == os.O_WRONLY):
-            return await self._open_appending(ino)
+            return await self._open_appending(ino, flags)
         if accmode == os.O_WRONLY or flags & os.O_APPEND:
             raise FsError(
                 errno.EPERM,
@@ -228,17 +252,23 @@ class Handles:
             )
         return None
 
-    def _open_replacing(self, node: Inode, *, direct: bool) -> int:
+    def _open_replacing(self, node: Inode, flags: int) -> int:
         """O_TRUNC (with or without ``--incremental-upload``): a fresh object."""
         if not self.ctx.opts.allow_overwrite:
             raise FsError(errno.EPERM, "overwriting needs --allow-overwrite")
         node.writer = self._streaming(node)
         node.local = True
         return self._new_fh(
-            FileHandle(node.ino, self.tree.key_of(node), writer=node.writer, direct=direct)
+            FileHandle(
+                node.ino,
+                self.tree.key_of(node),
+                writer=node.writer,
+                direct=bool(flags & os.O_DIRECT),
+                uncached_writes=uncached_writes(flags, self.tree.attr(node).mode),
+            )
         )
 
-    async def _open_appending(self, ino: int) -> int:
+    async def _open_appending(self, ino: int, flags: int) -> int:
         """``--incremental-upload``: append at the object's size (revalidated now)."""
         attr = await self.resolver.getattr(ino, revalidate=True)
         node = self.tree.inode(ino)
@@ -246,7 +276,14 @@ class Handles:
             raise FsError(errno.EPERM, "file is being written; open it after close")
         node.writer = self._writer_for(node, existing_size=attr.size, exists=True)
         node.local = True
-        return self._new_fh(FileHandle(ino, self.tree.key_of(node), writer=node.writer))
+        return self._new_fh(
+            FileHandle(
+                ino,
+                self.tree.key_of(node),
+                writer=node.writer,
+                uncached_writes=uncached_writes(flags, self.tree.attr(node).mode),
+            )
+        )
 
     async def _open_for_reading(self, ino: int, *, direct: bool, rdwr: bool = False) -> int:
         """A handle with a :class:`~.prefetch.Reader` of the object as it is now (revalidated

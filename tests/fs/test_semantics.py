@@ -311,6 +311,50 @@ def test_r_write_out_of_order(mount_rw, s3, bucket) -> None:
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_r_write_uncached(mounter: Mounter, s3, bucket) -> None:
+    """A write-only handle writes past the page cache: 64 write() calls make 64 FUSE writes
+    and no getxattr (through the page cache the kernel asks for ``security.capability``
+    before each write: 64 more requests, measured before the change). O_RDWR writers and
+    setuid files still write through the page cache."""
+    put(s3, bucket, "old.bin", b"old")
+    port = free_port()
+    mnt = mounter.mount(bucket, "--allow-overwrite", "--metrics-address", f"127.0.0.1:{port}")
+
+    def getxattrs() -> float:
+        return _metric(port, "zonemount_fuse_op_seconds_count", "getxattr")
+
+    def writes() -> float:
+        return _metric(port, "zonemount_fuse_op_seconds_count", "write")
+
+    # the count is live: an application's getxattr is one
+    assert errno_of(lambda: os.getxattr(mnt / "old.bin", "user.x")) == errno.ENODATA
+    assert getxattrs() >= 1
+    block = random.Random(7).randbytes(20_000)
+    for name, flags, asked in (
+        ("new.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0),  # a new file (FUSE create)
+        ("old.bin", os.O_WRONLY | os.O_TRUNC, 1),  # an overwrite: the truncation asks once
+    ):
+        before, writes_before = getxattrs(), writes()
+        fd = os.open(mnt / name, flags, 0o644)
+        for _ in range(64):
+            assert os.write(fd, block) == len(block)
+        os.close(fd)
+        assert getxattrs() - before <= asked, name
+        assert writes() - writes_before == 64, name
+        assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == block * 64
+    for name, flags, mode in (
+        ("rdwr.bin", os.O_RDWR | os.O_CREAT, 0o644),
+        ("suid.bin", os.O_WRONLY | os.O_CREAT, 0o4755),
+    ):
+        before = getxattrs()
+        fd = os.open(mnt / name, flags, mode)
+        for _ in range(8):
+            os.write(fd, block)
+        os.close(fd)
+        assert getxattrs() - before >= 1, name  # the page cache's per-write question
+        assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == block * 8
+
+
 def test_r_overwrite(mounter: Mounter, s3, bucket) -> None:
     put(s3, bucket, "o.txt", b"original")
     ro = mounter.mount(bucket)
