@@ -84,9 +84,10 @@ def uncached_writes(flags: int, mode: int) -> bool:
 
     Written through the page cache, each ``write()`` costs the FUSE server a second request
     first: the kernel asks for the file's ``security.capability`` xattr (to drop privileges
-    of the file being changed) before every write, and the bytes are copied into pages that
-    no later open may trust (a writer's pages are of no object version, R-READ-PAGE-CACHE).
-    Direct I/O skips both. Only write-only handles: an O_RDWR writer may read back what it
+    of the file being changed) before every write, a write at an unaligned offset is cut
+    into two requests at a page boundary, and the bytes are copied into pages that no later
+    open may trust (a writer's pages are of no object version, R-READ-PAGE-CACHE). Direct
+    I/O skips all three. Only write-only handles: an O_RDWR writer may read back what it
     wrote from those pages. Not for setuid/setgid files, whose bits the kernel clears on a
     write only through the page cache."""
     return flags & os.O_ACCMODE == os.O_WRONLY and not mode & (stat.S_ISUID | stat.S_ISGID)
@@ -100,7 +101,8 @@ def _page_cache(node: Inode, handle: FileHandle) -> None:
     with what this handle's reads return (the version its attributes name: every GET
     carries If-Match). So ``cache_etag`` becomes this handle's ETag - unless readers of
     another version are still open and may fill pages too (then unknown, None). A writer's
-    bytes go through the page cache before they are an object, an O_DIRECT open drops the
+    bytes may go through the page cache before they are an object (an O_RDWR writer's, a
+    setuid file's: R-WRITE-UNCACHED), an O_DIRECT open drops the
     pages and an O_RDWR reader's shared mapping could dirty them: all leave the version
     unknown."""
     etag = node.etag or None

@@ -312,10 +312,11 @@ def test_r_write_out_of_order(mount_rw, s3, bucket) -> None:
 
 
 def test_r_write_uncached(mounter: Mounter, s3, bucket) -> None:
-    """A write-only handle writes past the page cache: 64 write() calls make 64 FUSE writes
-    and no getxattr (through the page cache the kernel asks for ``security.capability``
-    before each write: 64 more requests, measured before the change). O_RDWR writers and
-    setuid files still write through the page cache."""
+    """A write-only handle writes past the page cache: 64 write() calls of 20,000 bytes make
+    64 FUSE writes and no getxattr (through the page cache the kernel asked for
+    ``security.capability`` before each write - 64 more requests, measured before the
+    change - and cut each unaligned write at a page boundary). O_RDWR writers and setuid
+    files still write through the page cache."""
     put(s3, bucket, "old.bin", b"old")
     port = free_port()
     mnt = mounter.mount(bucket, "--allow-overwrite", "--metrics-address", f"127.0.0.1:{port}")
