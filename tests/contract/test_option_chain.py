@@ -350,10 +350,16 @@ def test_the_mounters_thread_count_is_the_fuse_clients(options: dict[str, str | 
 @pytest.mark.unit
 def test_the_threads_outside_the_limiters_fit_their_margin() -> None:
     """``OTHER_THREADS`` covers the FUSE server's threads that no store-call limiter counts:
-    the shared cache's pools, a DeleteObjects fallback's pool, the watchdog and the metrics
-    server with a request in flight."""
+    the shared cache's pools, a DeleteObjects fallback's pool, the watchdog, the metrics
+    server with a request in flight, and the threads of trio's default limiter (the fast
+    path's connections and botocore fallbacks, which a deadline abandons to run on: review
+    found them uncounted - 63 threads, not 32, outside the limiters)."""
+    import trio
     from zonemount_fs import shared_cache
     from zonemount_fs.store import s3
 
+    async def default_limit() -> int:
+        return int(trio.to_thread.current_default_thread_limiter().total_tokens)
+
     pools = shared_cache.WRITERS + shared_cache.READERS + s3.DELETE_CONCURRENCY
-    assert pools + 1 + 2 <= table.OTHER_THREADS
+    assert pools + 1 + 2 + trio.run(default_limit) <= table.OTHER_THREADS

@@ -120,8 +120,8 @@ def test_serve_passes_the_descriptor_environment_and_memory_bound(
     assert env["MALLOC_ARENA_MAX"] == "2"
     # upload journals on the mounter's state directory (the node's), whatever the request says
     assert env["ZONEMOUNT_STATE_DIR"] == str(_d.state_dir)
-    # the bound, plus the stacks of the threads the mount may start (16 + 16 + 32 by default)
-    assert address_space_limit(pid) == 512 * MIB + 64 * (2 * MIB + 64 * 1024)
+    # the bound, plus the stacks of the threads the mount may start (16 + 16 + 64 by default)
+    assert address_space_limit(pid) == 512 * MIB + 96 * (2 * MIB + 64 * 1024)
     listed = wire.call(sock, {"op": "list"}, 5)["servers"]
     assert listed["/k/pod-a/mount"]["alive"] is True
     meta = list((tmp_path / "state").glob("volumes/*/meta.json"))
@@ -133,17 +133,17 @@ def test_rlimit_bound_adds_the_stacks_of_the_threads_a_volume_asks_for(
 ) -> None:
     """RLIMIT_AS is address space: a volume's ``maxThreads: 256`` lets its server run 256
     data calls, 256 metadata calls and its other threads, each reserving a 2 MiB stack (+64
-    KiB) it barely touches. The bound grows by that (1122 MiB), so starting the threads the
+    KiB) it barely touches. The bound grows by that (1188 MiB), so starting the threads the
     volume asked for never eats into the memory its data may use (the server's record says
     so); below the allow-list's lowest value counts as that."""
     d, sock = daemon
     pid = int(str(serve(sock, "/k/pod-t/mount", "--max-threads=256")["pid"]))
-    assert address_space_limit(pid) == 512 * MIB + 544 * (2 * MIB + 64 * 1024)
+    assert address_space_limit(pid) == 512 * MIB + 576 * (2 * MIB + 64 * 1024)
     assert d.list()["servers"]["/k/pod-t/mount"]["memory_limit"].endswith(
-        "(512 MiB + 1122 MiB of thread stacks)"
+        "(512 MiB + 1188 MiB of thread stacks)"
     )
     pid = int(str(serve(sock, "/k/pod-u/mount", "--max-threads=0")["pid"]))
-    assert address_space_limit(pid) == 512 * MIB + (1 + 8 + 32) * (2 * MIB + 64 * 1024)
+    assert address_space_limit(pid) == 512 * MIB + (1 + 8 + 64) * (2 * MIB + 64 * 1024)
 
 
 def test_driver_mount_inherits_the_mounters_own_identity(
