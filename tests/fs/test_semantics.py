@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import random
 import re
@@ -354,6 +355,44 @@ def test_r_write_uncached(mounter: Mounter, s3, bucket) -> None:
         os.close(fd)
         assert getxattrs() - before >= 1, name  # the page cache's per-write question
         assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == block * 8
+
+
+def test_write_only_handles_leave_earlier_readers_their_version(
+    mounter: Mounter, s3, bucket, tmp_path: Path
+) -> None:
+    """R-WRITE-UNCACHED: a reader opened before a write-only overwrite reads the version it
+    opened while the new one is written - the writer's bytes fill no pages, so the reader's
+    own requests (of its version) answer; through the page cache it read the writer's bytes
+    of the pages written so far (review: the change made this, and nothing said so). Bytes
+    spliced in (``sendfile``) reach the uncached writer whole, and a write-only descriptor
+    still cannot be mapped (EACCES, the kernel's answer before any FUSE request)."""
+    put(s3, bucket, "v.bin", b"A" * 50_000)
+    mnt = mounter.mount(bucket, "--allow-overwrite")
+    reader = os.open(mnt / "v.bin", os.O_RDONLY)
+    try:
+        assert os.pread(reader, 10, 0) == b"A" * 10
+        writer = os.open(mnt / "v.bin", os.O_WRONLY | os.O_TRUNC)
+        os.write(writer, b"B" * 30_000)
+        assert os.pread(reader, 10, 0) == b"A" * 10  # was b"B" * 10 through the page cache
+        os.write(writer, b"B" * 20_000)
+        os.close(writer)
+    finally:
+        os.close(reader)
+    with open(mnt / "v.bin", "rb") as f:
+        assert f.read() == b"B" * 50_000
+    source = tmp_path / "source.bin"
+    source.write_bytes(random.Random(3).randbytes(300_001))
+    fd = os.open(mnt / "spliced.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with open(source, "rb") as f:
+            sent = 0
+            while sent < 300_001:
+                sent += os.sendfile(fd, f.fileno(), sent, 65_537)
+        assert errno_of(lambda: mmap.mmap(fd, 4096, prot=mmap.PROT_WRITE)) == errno.EACCES
+    finally:
+        os.close(fd)
+    spliced = s3.get_object(Bucket=bucket, Key="spliced.bin")["Body"].read()
+    assert spliced == source.read_bytes()
 
 
 def test_r_overwrite(mounter: Mounter, s3, bucket) -> None:
