@@ -7,6 +7,7 @@ behave the same for everything the filesystem relies on.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from zonemount_fs.errors import (
     PreconditionFailed,
     StoreError,
 )
+from zonemount_fs.store import s3
 from zonemount_fs.store.base import ObjectStore, list_all
 from zonemount_fs.store.faults import FaultyStore
 from zonemount_fs.store.memory import MemoryStore
@@ -257,6 +259,43 @@ def test_delete_many_without_delete_objects_goes_key_by_key_at_once(
         assert elapsed < 6, f"{elapsed:.1f} s: the keys went one after another"
     finally:
         proxy.close()
+
+
+@pytest.mark.unit
+def test_key_by_key_deletes_of_concurrent_calls_share_one_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys deleted one by one run in the store's one pool of ``DELETE_CONCURRENCY`` threads
+    however many ``delete_many`` calls run at once. Review: each call made a pool of its own,
+    so the metadata calls of directory renames on an endpoint without DeleteObjects (16 at
+    once by default, 256 with ``--max-threads 256``) could start 8 threads each, which the
+    FUSE server's RLIMIT_AS bound counts once (``OTHER_THREADS``)."""
+    store = local_store("bucket-a", "http://127.0.0.1:9", fast_path=False)
+    store._batch_deletes = False  # as after the endpoint's 501
+    lock = threading.Lock()
+    running: list[int] = [0, 0]  # now, most
+    threads: set[str] = set()
+
+    def delete(key: str) -> None:
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    monkeypatch.setattr(store, "delete", delete)
+    callers = [
+        threading.Thread(target=store.delete_many, args=([f"d{i}/{k}" for k in range(8)],))
+        for i in range(4)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert running[1] <= s3.DELETE_CONCURRENCY, "deletes at once"
+    assert len(threads) <= s3.DELETE_CONCURRENCY, "delete threads"
 
 
 def test_general_purpose_has_no_rename_or_append(store: ObjectStore) -> None:

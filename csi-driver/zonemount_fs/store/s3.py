@@ -68,7 +68,10 @@ from .watchdog import WATCHDOG
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: DeleteObject calls at once where keys go one by one (no DeleteObjects, or keys to retry).
+#: DeleteObject calls at once where keys go one by one (no DeleteObjects, or keys to retry):
+#: one pool of this many threads per store, however many ``delete_many`` calls run at once
+#: (the FUSE server's thread count, ``zonemount_contract.mount_options.OTHER_THREADS``,
+#: counts it once).
 DELETE_CONCURRENCY = 8
 MAX_COPY_PART = 5 * 1024**3  # CopyObject's limit; larger objects use UploadPartCopy
 COPY_PART_SIZE = 512 * 1024**2
@@ -209,6 +212,8 @@ class S3Store:
         self._rename_supported: bool | None = None
         self._rename_probe = threading.Lock()
         self._batch_deletes = True  # False once the endpoint refused DeleteObjects (501)
+        self._deleters: ThreadPoolExecutor | None = None  # key-by-key deletes, made at first
+        self._deleters_made = threading.Lock()
         # A shared session keeps its loaded service models and resolved credentials: the
         # mount's quick bucket check and its real store then pay for them once.
         session = session or botocore.session.Session(profile=settings.profile)
@@ -712,10 +717,10 @@ class S3Store:
         return list(self._delete_each(keys).values())
 
     def _delete_each(self, keys: Sequence[str]) -> dict[str, StoreError]:
-        """Delete ``keys`` one by one, up to :data:`DELETE_CONCURRENCY` at once (a
-        connection each; 1,000 keys one after another at S3's tens of ms each would outlast
-        the metadata deadline); the failures, in the order of ``keys``, once every key was
-        tried."""
+        """Delete ``keys`` one by one, up to :data:`DELETE_CONCURRENCY` at once in the
+        store's one pool, which concurrent calls share (a connection each; 1,000 keys one
+        after another at S3's tens of ms each would outlast the metadata deadline); the
+        failures, in the order of ``keys``, once every key was tried."""
 
         def one(key: str) -> StoreError | None:
             try:
@@ -724,12 +729,15 @@ class S3Store:
                 return exc
             return None
 
-        workers = min(DELETE_CONCURRENCY, self.settings.max_connections, len(keys))
-        if workers <= 1:
+        workers = min(DELETE_CONCURRENCY, self.settings.max_connections)
+        if workers <= 1 or len(keys) <= 1:
             results = [one(key) for key in keys]
         else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="zonemount-delete") as pool:
-                results = list(pool.map(one, keys))
+            with self._deleters_made:
+                pool = self._deleters = self._deleters or ThreadPoolExecutor(
+                    workers, thread_name_prefix="zonemount-delete"
+                )
+            results = list(pool.map(one, keys))
         return {key: exc for key, exc in zip(keys, results, strict=True) if exc is not None}
 
     def native(self, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
