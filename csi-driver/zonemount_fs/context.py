@@ -17,7 +17,11 @@ Invariants:
   (its ``native(fn)`` twin: S3's DeleteObject, ListObjectsV2, one-request CopyObject and a
   small file's PutObject over plain HTTP) is awaited there instead, under the same limiter,
   deadline and health accounting - without the hand-off to a worker thread and back, which
-  cost as much CPU as the request.
+  cost as much CPU as the request (its connections are still opened, and a redirected call
+  finished by botocore, in threads of trio's default limiter).
+* The metadata limiter's size is the option table's ``metadata_threads``: the CSI mounter
+  bounds a server's address space by the threads the limiters (and trio's default limiter)
+  let it start (``zonemount_contract.mount_options.thread_stacks_args``).
 * Past its deadline a call's caller gets :class:`~.errors.StoreUnavailable` at once; the
   worker thread is abandoned and ends with its own timeouts. :class:`Health` records every
   answer and every miss per class.

@@ -20,6 +20,10 @@ Owns :class:`FileHandle` and the ``files`` table, and the life of a file being w
 * On completion the inode takes the object's size, ETag and metadata, stops being local,
   records ``published_at`` (before any await: a listing that started earlier may not show
   it) and makes its ancestors follow S3 again.
+* What the kernel may cache of a handle: a reader keeps the file's pages only if they are
+  of its version (:func:`_page_cache`, R-READ-PAGE-CACHE); a write-only handle writes past
+  the page cache (:func:`uncached_writes`, R-WRITE-UNCACHED). The FUSE adapter turns both
+  into the open's flags.
 
 Concurrency: one trio thread. A writer's ``lock`` is held around each write (with its
 resume), each flush and the abort at unmount, so a completion never interleaves with a
