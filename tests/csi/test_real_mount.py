@@ -102,7 +102,10 @@ class RealNode:
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         self.node = csi_pb2_grpc.NodeStub(self.channel)
         identity = csi_pb2_grpc.IdentityStub(self.channel)
-        identity.Probe(csi_pb2.ProbeRequest(), timeout=10)
+        # The socket file appears at bind(), before the server listens on it: a Probe sent in
+        # between is refused (UNAVAILABLE) on a loaded machine. wait_for_ready waits for the
+        # server to accept, which is what "started" means here.
+        identity.Probe(csi_pb2.ProbeRequest(), timeout=30, wait_for_ready=True)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None
@@ -128,11 +131,14 @@ class RealNode:
         if not until_not_aborted(lambda: self.node.NodePublishVolume(request, timeout=60), 60):
             raise AssertionError("NodePublishVolume stayed ABORTED")
 
-    def unpublish(self, target: str, bucket: str) -> None:
-        self.node.NodeUnpublishVolume(
-            csi_pb2.NodeUnpublishVolumeRequest(volume_id=f"vol-{bucket}", target_path=target),
-            timeout=60,
+    def unpublish(self, target: str, bucket: str, volume_id: str = "") -> None:
+        """As the kubelet does: again while the plugin answers ABORTED - its supervisor's pass
+        (every 0.5 s here) holds each published volume while it checks the mount."""
+        request = csi_pb2.NodeUnpublishVolumeRequest(
+            volume_id=volume_id or f"vol-{bucket}", target_path=target
         )
+        if not until_not_aborted(lambda: self.node.NodeUnpublishVolume(request, timeout=60), 60):
+            raise AssertionError("NodeUnpublishVolume stayed ABORTED")
 
     def cleanup(self) -> None:
         if self.process is not None:
@@ -150,8 +156,8 @@ class RealNode:
 @pytest.fixture
 def real_node(workdir: Path, moto_server: LocalS3) -> Iterator[RealNode]:
     node = RealNode(workdir, moto_server)
-    node.start()
-    try:
+    try:  # a start that fails still leaves a plugin process to stop
+        node.start()
         yield node
     finally:
         node.cleanup()
@@ -199,8 +205,8 @@ def test_a_tenants_oversized_part_sizes_fit_the_nodes_memory_target(
     40 MiB PutObject buffered whole); the node's volume condition and the FUSE server's log
     say what was cut."""
     node = RealNode(workdir, moto_server, "--max-memory-target", "64")
-    node.start()
     try:
+        node.start()
         target = make_target(node.kubelet, "pv-big-parts")
         request = publish_request(target, bucket, moto_server.endpoint)
         request.volume_capability.mount.mount_flags.extend(
@@ -407,10 +413,7 @@ def test_dynamic_provisioning_lifecycle_controller_to_node(
         s3.get_object(Bucket=bucket, Key="claims/team-b/scratch/part-0000")["Body"].read()
         == b"spark output"
     )
-    real_node.node.NodeUnpublishVolume(
-        csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume.volume_id, target_path=target),
-        timeout=60,
-    )
+    real_node.unpublish(target, bucket, volume.volume_id)
     controller.delete(csi_pb2.DeleteVolumeRequest(volume_id=volume.volume_id))
     remaining = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
     assert remaining == ["claims/team-b/other/keep.txt"]
