@@ -7,7 +7,9 @@ rather than queued behind the first (the CSI spec's "operation pending" rule).
 * :class:`InFlight` - the keys (``volume:<id>``, ``target:<path>``, ``name:<name>``) of the
   operations in progress; :meth:`InFlight.exclusive` claims all of an operation's keys or
   none, raising ABORTED; :meth:`InFlight.claim` reports the busy key instead (the node's
-  supervisor skips busy volumes rather than fail).
+  supervisor skips busy volumes rather than fail). Only operations that change a volume
+  claim it: the supervisor's health check does not (an RPC meeting one would be ABORTED for
+  a read, and the kubelet's retry backoff starts at 500 ms); it claims a volume to repair it.
 * :class:`KeyedLock` - a blocking lock per key (the controller's per-bucket lock, which makes
   the overlap check and the record write of CreateVolume one step).
 

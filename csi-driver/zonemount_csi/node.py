@@ -34,8 +34,10 @@ Request validation is :mod:`.validation` (shared with the controller), target-pa
 confinement :mod:`.confinement`.
 
 Concurrency: gRPC handlers run on a thread pool; an :class:`~zonemount_csi.locks.InFlight`
-holds the volume ids and targets in flight (a second RPC on one is ABORTED); the supervisor
-only *tries* to claim them and skips busy ones.
+holds the volume ids and targets in flight (a second RPC on one is ABORTED). The supervisor
+checks volumes without claiming them (a check never makes an RPC wait or fail) and only
+*tries* to claim one that needs a repair, skipping it if busy; an RPC meeting a repair is
+ABORTED (:meth:`NodeService.heal_once`).
 """
 
 from __future__ import annotations
@@ -297,6 +299,10 @@ class NodeService:
         """Mounted, answering, and served by the recorded (still running) process."""
         if self.mounter.state(record.target_path) is not MountState.HEALTHY:
             return False
+        return self._alive(record)
+
+    def _alive(self, record: VolumeRecord) -> bool:
+        """The recorded process still runs (the same one: its start time matches)."""
         try:
             return self.mounter.alive(MountHandle(record.pid, record.pid_start_time))
         except MountError as exc:
@@ -451,9 +457,25 @@ class NodeService:
 
     # -- healing -------------------------------------------------------------------------
     def heal_once(self, reason: str = "supervisor") -> int:
-        """Restart every dead FUSE process not busy in an RPC; returns how many were restarted."""
+        """Restart every dead FUSE process not busy in an RPC; returns how many were restarted.
+
+        The health check of a volume holds no claim: it only reads (the mount table, one
+        bounded opendir, the process's start time), as NodeGetVolumeStats does, and it can take
+        up to the probe's bound (10 s) on a hung mount. Holding the volume's claim for it made
+        a NodePublishVolume/NodeUnpublishVolume that met a routine check ABORTED, and the
+        kubelet retries ABORTED with a backoff from 500 ms: the pass, every few seconds, delayed
+        pod starts and stops. Only a volume that needs action (a repair, forgetting a removed
+        target) is claimed - skipped if an RPC holds it - and checked again under the claim,
+        since an RPC may have changed it since the unclaimed check. A repair holds the claim
+        (it takes seconds), so an RPC meeting it is ABORTED, as for any concurrent operation.
+        """
         restarted = 0
         for record in self.store.all():
+            try:
+                if self._needs_action(record) is None:
+                    continue
+            except (CsiError, OSError, MountError):
+                pass  # checked again, and logged, under the claim
             keys = (f"volume:{record.volume_id}", f"target:{record.target_path}")
             with self._in_flight.claim(*keys) as busy:
                 if busy is not None:
@@ -462,8 +484,8 @@ class NodeService:
                 if current is None:
                     continue
                 try:
-                    state = self.mounter.state(current.target_path)
-                    if state is MountState.FOREIGN or self._live(current):
+                    state = self._needs_action(current)
+                    if state is None:
                         continue
                     if state is MountState.ABSENT and not os.path.isdir(current.target_path):
                         log.info("forgetting %s: the kubelet removed it", current.target_path)
@@ -476,6 +498,16 @@ class NodeService:
                     log.error("cannot restore %s: %s", current.target_path, exc)
         self.metrics.published_volumes.set(len(self.store.all()))
         return restarted
+
+    def _needs_action(self, record: VolumeRecord) -> MountState | None:
+        """Read-only, one probe: None when ``record``'s mount is live (or is not this
+        plugin's: FOREIGN), else the state of its target (the supervisor acts on it)."""
+        state = self.mounter.state(record.target_path)
+        if state is MountState.FOREIGN:
+            return None
+        if state is MountState.HEALTHY and self._alive(record):
+            return None
+        return state
 
 
 def _mount_options(

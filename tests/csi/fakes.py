@@ -1,15 +1,17 @@
 """In-memory :class:`~zonemount_csi.mounter.Mounter` for the node's unit matrix.
 
 It never touches the kernel: a "mount" is an entry in a dict. Tests steer it: ``fail_next``
-makes the next mount fail, ``gate`` holds mounts until set (to provoke ABORTED), ``break_mount``
-simulates a FUSE process killed with SIGKILL (the mount answers ENOTCONN). Every call is
-recorded so tests can assert what the node asked for (argv, env).
+makes the next mount fail, ``gate`` holds mounts until set (to provoke ABORTED), ``on_state``
+runs at each state probe (to hold a health check), ``break_mount`` simulates a FUSE process
+killed with SIGKILL (the mount answers ENOTCONN). Every call is recorded so tests can assert
+what the node asked for (argv, env).
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zonemount_csi.mounter import MountError, MountHandle, MountSpec
@@ -29,6 +31,8 @@ class FakeMounter:
     gate: threading.Event | None = None
     entered: threading.Event = field(default_factory=threading.Event)
     problem: str | None = None
+    #: Called with the target at the start of every ``state`` (a test makes a check slow).
+    on_state: Callable[[str], None] | None = None
     _pid: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,6 +80,8 @@ class FakeMounter:
             self.broken.discard(target)
 
     def state(self, target: str) -> MountState:
+        if self.on_state is not None:
+            self.on_state(target)
         with self._lock:
             if target in self.broken:
                 return MountState.BROKEN

@@ -497,6 +497,67 @@ def test_supervisor_restarts_a_dead_fuse_process(node_plugin: NodePlugin) -> Non
     assert node_plugin.metrics.fuse_restarts.labels("supervisor")._value.get() == 1
 
 
+def test_a_health_check_never_delays_an_rpc_but_a_repair_aborts_one(
+    node_plugin: NodePlugin,
+) -> None:
+    """The supervisor's check of a volume claims nothing: a publish or unpublish of the volume
+    arriving while one runs succeeds at once (before: ABORTED, and the kubelet retries with a
+    backoff from 500 ms). A repair claims the volume, so an RPC meeting one is ABORTED."""
+    first, second = node_plugin.target(), node_plugin.target()
+    node_plugin.node.NodePublishVolume(node_plugin.publish_request(first))
+    checking, release = threading.Event(), threading.Event()
+
+    def slow_check(target: str) -> None:
+        if threading.current_thread().name == "csi-supervisor":
+            checking.set()
+            release.wait(10)
+
+    node_plugin.mounter.on_state = slow_check
+    supervisor = Supervisor(node_plugin.service, interval=60)
+    supervisor.start()  # its first pass runs at once
+    try:
+        assert checking.wait(5)
+        node_plugin.node.NodePublishVolume(node_plugin.publish_request(second))  # same volume
+        node_plugin.node.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(volume_id="vol-1", target_path=first)
+        )
+    finally:
+        release.set()
+        supervisor.stop()
+    node_plugin.mounter.on_state = None
+    assert set(node_plugin.mounter.mounted) == {second}
+    assert node_plugin.service.store.get(first) is None
+    assert node_plugin.mounter.count("mount") == 2  # the check repaired nothing
+
+    gate = threading.Event()
+    node_plugin.mounter.gate = gate
+    node_plugin.mounter.entered.clear()
+    node_plugin.mounter.break_mount(second)
+    supervisor = Supervisor(node_plugin.service, interval=60)
+    supervisor.start()
+    try:
+        assert node_plugin.mounter.entered.wait(5)  # the repair is mounting
+        err = rpc_error(
+            lambda: node_plugin.node.NodeUnpublishVolume(
+                csi_pb2.NodeUnpublishVolumeRequest(volume_id="vol-1", target_path=second)
+            )
+        )
+        assert err.code() == grpc.StatusCode.ABORTED
+        err = rpc_error(
+            lambda: node_plugin.node.NodePublishVolume(node_plugin.publish_request(second))
+        )
+        assert err.code() == grpc.StatusCode.ABORTED
+    finally:
+        gate.set()
+        supervisor.stop()
+    record = node_plugin.service.store.get(second)
+    assert record is not None and record.restarts == 1  # the repair went through
+    node_plugin.node.NodeUnpublishVolume(
+        csi_pb2.NodeUnpublishVolumeRequest(volume_id="vol-1", target_path=second)
+    )
+    assert node_plugin.mounter.mounted == {}
+
+
 def test_restarted_plugin_readopts_live_mounts_and_forgets_removed_targets(
     node_plugin: NodePlugin,
 ) -> None:
