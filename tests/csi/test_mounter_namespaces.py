@@ -246,7 +246,8 @@ class Node:
 
     def unpublish(self, target: str, bucket: str) -> None:
         request = csi_pb2.NodeUnpublishVolumeRequest(volume_id=f"vol-{bucket}", target_path=target)
-        until_not_aborted(lambda: self.node.NodeUnpublishVolume(request, timeout=90), 120)
+        if not until_not_aborted(lambda: self.node.NodeUnpublishVolume(request, timeout=90), 120):
+            raise AssertionError("NodeUnpublishVolume stayed ABORTED")
 
     def start_pod(self, target: str, mode: str) -> Pod:
         name = f"pod{len(self.pods)}-{mode}"
