@@ -132,8 +132,8 @@ class RealNode:
             raise AssertionError("NodePublishVolume stayed ABORTED")
 
     def unpublish(self, target: str, bucket: str, volume_id: str = "") -> None:
-        """As the kubelet does: again while the plugin answers ABORTED - its supervisor's pass
-        (every 0.5 s here) holds each published volume while it checks the mount."""
+        """As the kubelet does: again while the plugin answers ABORTED - another operation on
+        the volume is in flight (its supervisor repairing the mount)."""
         request = csi_pb2.NodeUnpublishVolumeRequest(
             volume_id=volume_id or f"vol-{bucket}", target_path=target
         )
@@ -194,6 +194,29 @@ def test_publish_read_write_unpublish(real_node: RealNode, bucket: str) -> None:
     assert not os.path.exists(target)
     assert real_node.records() == {}
     real_node.unpublish(target, bucket)  # and again: OK
+
+
+def test_supervisor_checks_never_abort_a_publish_or_unpublish(
+    workdir: Path, moto_server: LocalS3, bucket: str
+) -> None:
+    """With the supervisor checking every mount every 5 ms, publish and unpublish succeed at
+    the first call: a health check claims no volume (before: ABORTED while it ran)."""
+    node = RealNode(workdir, moto_server, "--supervise-interval", "0.005")
+    try:
+        node.start()
+        target = make_target(node.kubelet, "pv-checked")
+        node.publish(target, bucket)
+        request = publish_request(target, bucket, moto_server.endpoint)
+        for _ in range(40):  # idempotent republish: checks the mount, as the supervisor does
+            node.node.NodePublishVolume(request, timeout=60)
+        node.node.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(volume_id=f"vol-{bucket}", target_path=target),
+            timeout=60,
+        )
+        assert find(target) is None
+        assert "restarting FUSE process" not in node.log_path.read_text()
+    finally:
+        node.cleanup()
 
 
 def test_a_tenants_oversized_part_sizes_fit_the_nodes_memory_target(
