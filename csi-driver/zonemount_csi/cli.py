@@ -8,8 +8,10 @@ instance re-adopts them from ``--state-dir`` (or restores them if they died mean
 mounter's shutdown stops its FUSE servers gracefully (SIGTERM: uploads are flushed) - it is
 restarted only on purpose.
 
-Invariant: bad flags or an unusable environment end with one line on stderr and exit code 2
-(flags) or 1 (start-up), never a traceback.
+Invariants: bad flags or an unusable environment end with one line on stderr and exit code 2
+(flags) or 1 (start-up), never a traceback. SIGTERM and SIGINT are caught before any thread
+starts or any socket exists (:class:`_StopSignals`): one that arrives during start-up, on any
+thread, ends in the same graceful stop as one that arrives later.
 """
 
 from __future__ import annotations
@@ -84,22 +86,35 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _wait_for_signal() -> str:
-    stop = threading.Event()
-    received: list[str] = []
+class _StopSignals:
+    """SIGTERM and SIGINT, caught from the moment this is built.
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
+    Built before anything starts a thread or creates a socket: a SIGTERM that arrives while
+    the process starts up (the kubelet may stop a pod it just started) then still ends in a
+    graceful stop. Installed any later (it once was, after serving began), a SIGTERM that
+    came in between took the default action: exit -15, and the mounter's adopted FUSE
+    servers never got their SIGTERM and flush.
+    """
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    # Python runs signal handlers in the main thread, between bytecodes. When the kernel hands
-    # the signal to another thread (gRPC, supervisor, mounter watch), an untimed wait here is
-    # never interrupted and the handler never runs: wake up regularly so it does.
-    while not stop.wait(0.5):
-        pass
-    return received[0] if received else "stop"
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._received: list[str] = []
+        signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, _frame: FrameType | None) -> None:
+        self._received.append(signal.Signals(signum).name)
+        self._stop.set()
+
+    def wait(self) -> str:
+        """Block until a stop signal came (at once if one already did); return its name."""
+        # Python runs signal handlers in the main thread, between bytecodes. When the kernel
+        # hands the signal to another thread (gRPC, supervisor, mounter watch), an untimed
+        # wait here is never interrupted and the handler never runs: wake up regularly so it
+        # does.
+        while not self._stop.wait(0.5):
+            pass
+        return self._received[0] if self._received else "stop"
 
 
 def _fail(message: str) -> int:
@@ -173,6 +188,7 @@ def node_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
+    signals = _StopSignals()  # before any thread or socket: see _StopSignals
     if args.max_memory_target < 1:
         return _fail("--max-memory-target must be at least 1 (MiB)")
     for flag in ("cache_dir", "memory_cache_dir"):
@@ -226,7 +242,7 @@ def node_main(argv: Sequence[str]) -> int:
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(mounter.check), server)  # type: ignore[no-untyped-call]
         csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(service), server)  # type: ignore[no-untyped-call]
 
-    return _serve(args, metrics, register, supervisor)
+    return _serve(args, metrics, register, supervisor, signals)
 
 
 def mounter_main(argv: Sequence[str]) -> int:
@@ -266,6 +282,7 @@ def mounter_main(argv: Sequence[str]) -> int:
     _log_level(parser)
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
+    signals = _StopSignals()  # before any thread or socket: see _StopSignals
     metrics = MounterMetrics()
     try:
         path = parse_endpoint(args.endpoint)
@@ -280,7 +297,7 @@ def mounter_main(argv: Sequence[str]) -> int:
     stop = threading.Event()
     loop = threading.Thread(target=daemon.serve_forever, args=(path, stop), daemon=True)
     loop.start()
-    name = _wait_for_signal()
+    name = signals.wait()
     log.info("%s received: stopping the FUSE servers (they flush, then exit)", name)
     stop.set()
     daemon.shutdown(args.shutdown_grace)
@@ -296,6 +313,7 @@ def controller_main(argv: Sequence[str]) -> int:
     _common(parser)
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
+    signals = _StopSignals()  # before any thread or socket: see _StopSignals
     metrics = Metrics()
     service = ControllerService(ControllerConfig(tuple(args.allowed_endpoint_url)))
 
@@ -303,7 +321,7 @@ def controller_main(argv: Sequence[str]) -> int:
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(), server)  # type: ignore[no-untyped-call]
         csi_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(service), server)  # type: ignore[no-untyped-call]
 
-    return _serve(args, metrics, register, None)
+    return _serve(args, metrics, register, None, signals)
 
 
 def _serve(
@@ -311,6 +329,7 @@ def _serve(
     metrics: Metrics,
     register: object,
     supervisor: Supervisor | None,
+    signals: _StopSignals,
 ) -> int:
     try:
         if args.metrics_address:
@@ -323,7 +342,7 @@ def _serve(
     log.info("%s serving on unix://%s", DRIVER_NAME, path)
     if supervisor is not None:
         supervisor.start()
-    name = _wait_for_signal()
+    name = signals.wait()
     log.info("%s received: stopping (mounts stay alive)", name)
     server.stop(grace=5).wait()
     if supervisor is not None:

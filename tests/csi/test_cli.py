@@ -100,6 +100,49 @@ def test_controller_plugin_serves_and_stops_on_sigterm(workdir: Path) -> None:
         process.communicate(timeout=30)
 
 
+# Runs a plugin whose gRPC server is SIGTERMed the moment it is built (its socket exists):
+# the kubelet may stop a pod it has just started.
+SIGTERM_ONCE_SERVING = """
+import os, signal, sys
+from zonemount_csi import cli
+
+real = cli.build_server
+def hooked(*args, **kwargs):
+    result = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return result
+cli.build_server = hooked
+sys.exit(getattr(cli, sys.argv[1])(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("plugin", ["node_main", "controller_main"])
+def test_sigterm_as_serving_starts_is_a_graceful_stop(workdir: Path, plugin: str) -> None:
+    """The handler was installed only once the server was serving: a SIGTERM in between took
+    the default action (exit -15, socket left behind)."""
+    sock = workdir / "csi.sock"
+    args = [plugin, "--endpoint", f"unix://{sock}"]
+    if plugin == "node_main":
+        args += [
+            "--node-id",
+            "n",
+            "--zone",
+            "us-east-1a",
+            "--kubelet-dir",
+            str(workdir / "kubelet"),
+        ]
+        args += ["--state-dir", str(workdir / "state")]
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_ONCE_SERVING, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SIGTERM received" in result.stderr
+    assert not sock.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [

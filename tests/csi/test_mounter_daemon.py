@@ -525,7 +525,7 @@ def test_sigterm_delivered_to_another_thread_still_stops_the_mounter(tmp_path: P
         text=True,
     )
     try:
-        wait_for(sock.exists, 60)
+        wait_for(sock.exists, 60)  # the handler is installed before the socket exists
         others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
         assert others, "the mounter serves its socket from a second thread"
         libc = ctypes.CDLL(None, use_errno=True)
@@ -538,6 +538,55 @@ def test_sigterm_delivered_to_another_thread_still_stops_the_mounter(tmp_path: P
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)  # drains and closes the stderr pipe
+
+
+# Runs ``zonemount csi-mounter`` with one of its start-up steps wrapped to SIGTERM the process
+# right there (before or after the step): the kubelet may stop a pod it has just started.
+SIGTERM_AT_STARTUP = """
+import os, signal, sys
+from zonemount_csi import cli
+from zonemount_csi.mounter_server import MounterDaemon
+
+real = getattr(MounterDaemon, sys.argv[1])
+def hooked(*args, **kwargs):
+    if sys.argv[2] == "before":
+        os.kill(os.getpid(), signal.SIGTERM)
+    result = real(*args, **kwargs)
+    if sys.argv[2] == "after":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return result
+setattr(MounterDaemon, sys.argv[1], hooked)
+sys.exit(cli.mounter_main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "when"),
+    [
+        ("__init__", "after"),  # main thread: the state dir was read, servers adopted
+        ("serve_forever", "before"),  # the socket thread, as it starts
+    ],
+)
+def test_sigterm_during_start_up_still_stops_the_mounter_gracefully(
+    tmp_path: Path, step: str, when: str
+) -> None:
+    """The handler was installed only after the socket thread had started: a SIGTERM in
+    between took the default action (exit -15, adopted FUSE servers not stopped). This is
+    what failed the test above under load, once the socket existed but the handler did not."""
+    import subprocess
+
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c", SIGTERM_AT_STARTUP, step, when),
+            *("--endpoint", f"unix://{tmp_path / 'm.sock'}", "--state-dir", str(tmp_path / "s")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SIGTERM received" in result.stderr
+    assert not (tmp_path / "m.sock").exists()
 
 
 def test_records_saved_at_once_by_two_daemons_all_land(tmp_path: Path) -> None:
