@@ -9,24 +9,24 @@ SeaweedFS store).
 Invariants: the server listens on 127.0.0.1 only; the credentials printed are the fixed
 throwaway pair the local servers accept (never the user's own); bad input and a server that
 does not start end with one line on stderr (exit 2 and 1), never a traceback; a stop by signal
-exits 0 with nothing left running.
+exits 0 with nothing left running - also one that arrives while it starts: SIGINT and SIGTERM
+are caught (:class:`~zonemount_contract.cli.StopSignals`) before the server is spawned, and a
+start that is waiting for the server gives up and stops it (its process runs in a session of
+its own, so nothing else would).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import socket
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
-from zonemount_contract.cli import OneLineParser
+from zonemount_contract.cli import OneLineParser, StopSignals
 
-from .servers import ACCESS_KEY, SECRET_KEY, LocalS3, ServerStartError
+from .servers import ACCESS_KEY, SECRET_KEY, LocalS3, ServerStartError, StartCancelled
 
 DEFAULT_BUCKET = "my-bucket"
 DEFAULT_MOUNTPOINT = "/tmp/zonemount-mnt"
@@ -87,12 +87,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _start(server: str, port: int, data_dir: Path | None) -> LocalS3:
+def _start(server: str, port: int, data_dir: Path | None, cancelled: Callable[[], bool]) -> LocalS3:
     from .servers import start_moto, start_seaweedfs
 
     if server == "moto":
-        return start_moto(port or None)
-    return start_seaweedfs(port or None, data_dir=data_dir)
+        return start_moto(port or None, cancelled=cancelled)
+    return start_seaweedfs(port or None, data_dir=data_dir, cancelled=cancelled)
 
 
 def instructions(
@@ -131,26 +131,16 @@ def instructions(
     return "\n".join(lines)
 
 
-def _wait_for_signal() -> str:
-    stop = threading.Event()
-    received: list[str] = []
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-    return received[0]
-
-
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
+    signals = StopSignals()  # before the server is spawned: see the module doc
+    try:
+        return _run(args, signals)
+    finally:
+        signals.restore()
+
+
+def _run(args: argparse.Namespace, signals: StopSignals) -> int:
     buckets = list(dict.fromkeys(args.bucket)) or [DEFAULT_BUCKET]
     if args.data_dir is not None and args.server != "seaweedfs":
         print(
@@ -175,7 +165,12 @@ def main(argv: Sequence[str]) -> int:
         )
         return 2
     try:
-        server = _start(args.server, args.port, args.data_dir)
+        server = _start(
+            args.server, args.port, args.data_dir, lambda: signals.received() is not None
+        )
+    except StartCancelled:  # the server was stopped
+        print(f"{signals.wait()} received: stopped {args.server}", file=sys.stderr, flush=True)
+        return 0
     except (ServerStartError, OSError) as exc:
         print(f"zonemount local-s3: {args.server} did not start: {exc}", file=sys.stderr)
         return 1
@@ -192,7 +187,8 @@ def main(argv: Sequence[str]) -> int:
                         f"zonemount local-s3: cannot create bucket {name}: {exc}", file=sys.stderr
                     )
                     return 1
-        print(instructions(server, buckets, args.mountpoint, args.data_dir), flush=True)
-        name = _wait_for_signal()
+        if signals.received() is None:  # not stopped while it started
+            print(instructions(server, buckets, args.mountpoint, args.data_dir), flush=True)
+        name = signals.wait()
         print(f"{name} received: stopping {server.name}", file=sys.stderr, flush=True)
     return 0

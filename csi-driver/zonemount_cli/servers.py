@@ -12,7 +12,10 @@ Owns starting and stopping two real S3 implementations as child processes:
 
 Invariants: servers listen on 127.0.0.1 only, on ports picked free at start; a server object
 is a context manager whose exit kills the process group and removes its data directory;
-:meth:`LocalS3.wait_ready` raises :class:`ServerStartError` naming the log file on failure.
+:meth:`LocalS3.wait_ready` raises :class:`ServerStartError` naming the log file on failure,
+and :class:`StartCancelled` (the server stopped, its data directory removed) once its
+``cancelled`` callback says so - a caller that catches SIGTERM/Ctrl-C itself stops a start
+without waiting for the server to come up.
 Neither server checks signatures, so any access key works (tests use ``test``/``test``).
 """
 
@@ -29,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +43,10 @@ SECRET_KEY = "test"  # noqa: S105 - the local servers accept any credentials
 
 class ServerStartError(RuntimeError):
     """A local S3 server did not come up."""
+
+
+class StartCancelled(Exception):
+    """The caller asked (``cancelled``) to give up starting; the server was stopped."""
 
 
 def free_port() -> int:
@@ -82,10 +90,13 @@ class LocalS3:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Return once the server answers HTTP; on failure or Ctrl-C, stop it and raise."""
+    def wait_ready(
+        self, timeout: float = 60.0, cancelled: Callable[[], bool] | None = None
+    ) -> None:
+        """Return once the server answers HTTP; on failure, Ctrl-C or ``cancelled()``, stop it
+        and raise (:class:`StartCancelled` for the last)."""
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(timeout, cancelled or (lambda: False))
         except ServerStartError:
             self._kill()  # keep the work directory: the error names the log file in it
             raise
@@ -93,9 +104,11 @@ class LocalS3:
             self.stop()
             raise
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, cancelled: Callable[[], bool]) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancelled():
+                raise StartCancelled(f"{self.name} start cancelled")
             if self.process.poll() is not None:
                 raise ServerStartError(
                     f"{self.name} exited with code {self.process.returncode}; see {self.log_path}"
@@ -176,11 +189,16 @@ def _spawn(
 
 
 def start_moto(
-    port: int | None = None, timeout: float = 60.0, *, enforce_auth: bool = False
+    port: int | None = None,
+    timeout: float = 60.0,
+    *,
+    enforce_auth: bool = False,
+    cancelled: Callable[[], bool] | None = None,
 ) -> LocalS3:
     """Start ``moto_server`` (all services: S3, IAM, STS, EC2) on 127.0.0.1.
 
-    With ``enforce_auth`` moto checks signatures and IAM policies (unknown keys get 403)."""
+    With ``enforce_auth`` moto checks signatures and IAM policies (unknown keys get 403).
+    ``cancelled``: see :meth:`LocalS3.wait_ready`."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="zonemount-moto-"))
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if enforce_auth else None
@@ -188,7 +206,7 @@ def start_moto(
         [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir, "moto.log", env
     )
     server = LocalS3("moto", f"http://127.0.0.1:{port}", proc, workdir, log_path)
-    server.wait_ready(timeout)
+    server.wait_ready(timeout, cancelled)
     return server
 
 
@@ -197,6 +215,7 @@ def start_seaweedfs(
     data_dir: Path | None = None,
     timeout: float = 90.0,
     volume_size_mb: int | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> LocalS3:
     """Start SeaweedFS ``weed mini`` with its S3 gateway on 127.0.0.1.
 
@@ -205,6 +224,7 @@ def start_seaweedfs(
     its own, and while a collection's volumes are grown the master turns assigns away and
     SeaweedFS's assign retry sleeps a full second: a copy that fills a fresh bucket past one
     volume stalls for ~1 s at a moment set by timing. Benchmarks pass a size one run fits in.
+    ``cancelled``: see :meth:`LocalS3.wait_ready`.
     """
     workdir = data_dir or Path(tempfile.mkdtemp(prefix="zonemount-weed-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -246,5 +266,5 @@ def start_seaweedfs(
         log_path,
         _owns_workdir=data_dir is None,
     )
-    server.wait_ready(timeout)
+    server.wait_ready(timeout, cancelled)
     return server

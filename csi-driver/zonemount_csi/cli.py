@@ -10,23 +10,21 @@ restarted only on purpose.
 
 Invariants: bad flags or an unusable environment end with one line on stderr and exit code 2
 (flags) or 1 (start-up), never a traceback. SIGTERM and SIGINT are caught before any thread
-starts or any socket exists (:class:`_StopSignals`): one that arrives during start-up, on any
-thread, ends in the same graceful stop as one that arrives later.
+starts or any socket exists (:class:`zonemount_contract.cli.StopSignals`): one that arrives
+during start-up, on any thread, ends in the same graceful stop as one that arrives later.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 import grpc
-from zonemount_contract.cli import OneLineParser
+from zonemount_contract.cli import OneLineParser, StopSignals
 from zonemount_contract.endpoint import EndpointUrlError, check_endpoint_url
 from zonemount_contract.mount_options import DEFAULT_MAX_MEMORY_TARGET_MIB
 
@@ -84,37 +82,6 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
-
-
-class _StopSignals:
-    """SIGTERM and SIGINT, caught from the moment this is built.
-
-    Built before anything starts a thread or creates a socket: a SIGTERM that arrives while
-    the process starts up (the kubelet may stop a pod it just started) then still ends in a
-    graceful stop. Installed any later (it once was, after serving began), a SIGTERM that
-    came in between took the default action: exit -15, and the mounter's adopted FUSE
-    servers never got their SIGTERM and flush.
-    """
-
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._received: list[str] = []
-        signal.signal(signal.SIGTERM, self._handler)
-        signal.signal(signal.SIGINT, self._handler)
-
-    def _handler(self, signum: int, _frame: FrameType | None) -> None:
-        self._received.append(signal.Signals(signum).name)
-        self._stop.set()
-
-    def wait(self) -> str:
-        """Block until a stop signal came (at once if one already did); return its name."""
-        # Python runs signal handlers in the main thread, between bytecodes. When the kernel
-        # hands the signal to another thread (gRPC, supervisor, mounter watch), an untimed
-        # wait here is never interrupted and the handler never runs: wake up regularly so it
-        # does.
-        while not self._stop.wait(0.5):
-            pass
-        return self._received[0] if self._received else "stop"
 
 
 def _fail(message: str) -> int:
@@ -188,7 +155,7 @@ def node_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
-    signals = _StopSignals()  # before any thread or socket: see _StopSignals
+    signals = StopSignals()  # before any thread or socket: see StopSignals
     if args.max_memory_target < 1:
         return _fail("--max-memory-target must be at least 1 (MiB)")
     for flag in ("cache_dir", "memory_cache_dir"):
@@ -282,7 +249,7 @@ def mounter_main(argv: Sequence[str]) -> int:
     _log_level(parser)
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
-    signals = _StopSignals()  # before any thread or socket: see _StopSignals
+    signals = StopSignals()  # before any thread or socket: see StopSignals
     metrics = MounterMetrics()
     try:
         path = parse_endpoint(args.endpoint)
@@ -313,7 +280,7 @@ def controller_main(argv: Sequence[str]) -> int:
     _common(parser)
     args = parser.parse_args(list(argv))
     _setup_logging(args.log_level)
-    signals = _StopSignals()  # before any thread or socket: see _StopSignals
+    signals = StopSignals()  # before any thread or socket: see StopSignals
     metrics = Metrics()
     service = ControllerService(ControllerConfig(tuple(args.allowed_endpoint_url)))
 
@@ -329,7 +296,7 @@ def _serve(
     metrics: Metrics,
     register: object,
     supervisor: Supervisor | None,
-    signals: _StopSignals,
+    signals: StopSignals,
 ) -> int:
     try:
         if args.metrics_address:
