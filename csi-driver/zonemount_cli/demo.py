@@ -17,6 +17,24 @@ Steps, each shown with progress and timed; a failure names the step and why:
 
 The S3 server does not speak CreateSession, so the mount runs with
 ZONEMOUNT_DISABLE_S3_EXPRESS_SESSION_AUTH=1 (session auth itself is tested elsewhere).
+
+Stopping it: Ctrl-C and SIGTERM (``timeout``, a CI runner cancelling, ``kill``) interrupt the
+step in progress at once and run the same clean-up as the end of a finished demo: every volume
+the demo published is unpublished (its FUSE mount unmounted), the CSI node plugin and the S3
+server are stopped, the work directory removed. One line on stderr says which signal came at
+which step; the exit status is 130 (SIGINT) or 143 (SIGTERM), 128 + the signal, as a shell
+reports a process killed by it - the demo did not finish. The demo is a sequence of finite
+steps with nothing to hand over on stop, so an immediate interruption is what fits, not
+:class:`~zonemount_contract.cli.StopSignals` (which records the signal for a long-running
+command to act on when it next looks): :class:`Interrupts` turns SIGTERM into the same
+``KeyboardInterrupt`` unwinding as Ctrl-C, installed before anything is started. Invariant:
+whatever needs stopping is in ``Demo.cleanups`` before it can exist - the S3 server is started
+with the interruption deferred (``Interrupts.deferred``: a signal then cancels the start through
+``start_moto``'s ``cancelled``, which stops the server, and is raised once its stop is
+registered), and the unpublish is registered before NodePublishVolume is sent. The S3 server
+and the node plugin run in sessions of their own, so a Ctrl-C in the terminal reaches only the
+demo, which stops them in order (the plugin must still answer the unpublish). During the
+clean-up further signals are noted, not raised: it runs to the end.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import io
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +55,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
@@ -44,7 +64,7 @@ from rich.table import Table
 from zonemount_contract import keys
 from zonemount_fs.store.s3 import DISABLE_EXPRESS_ENV
 
-from .servers import LocalS3, start_moto
+from .servers import LocalS3, StartCancelled, start_moto
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 BIN = Path(sys.executable).parent
@@ -54,6 +74,57 @@ LANDING = "demo-landing"
 
 class StepFailed(Exception):
     """A demo step failed; the message says which and why."""
+
+
+class Interrupts:
+    """SIGINT and SIGTERM as ``KeyboardInterrupt`` (see the module doc), from :meth:`install`.
+
+    Not installed (a ``Demo`` built in a test), it only holds the state: nothing is raised."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self._raise = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        self._raise = True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handler)
+
+    def restore(self) -> None:
+        self._raise = False
+        for signum, old in self._previous.items():
+            signal.signal(signum, old)
+        self._previous.clear()
+
+    def _handler(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signal.Signals(signum).name)
+        if self._raise:
+            self._raise = False  # once: the unwinding and the clean-up are not interrupted again
+            raise KeyboardInterrupt(self.received[0])
+
+    def pending(self) -> bool:
+        return bool(self.received)
+
+    def hold(self) -> None:
+        """From now on note signals without raising (the clean-up runs to its end)."""
+        self._raise = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """No ``KeyboardInterrupt`` inside; a signal that came is raised on leaving."""
+        raising, self._raise = self._raise, False
+        try:
+            yield
+        finally:
+            self._raise = raising and not self.received
+        if raising and self.received:
+            raise KeyboardInterrupt(self.received[0])
+
+    def exit_code(self) -> int:
+        """128 + the first signal (130 for a KeyboardInterrupt without one, e.g. in a test)."""
+        name = self.received[0] if self.received else "SIGINT"
+        return 128 + int(signal.Signals[name])
 
 
 @dataclass
@@ -67,10 +138,13 @@ class Demo:
     facts: dict[str, str] = field(default_factory=dict)
     timings: list[tuple[str, float]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    interrupts: Interrupts = field(default_factory=Interrupts)
+    current_step: str = ""
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[None]:
         n = len(self.timings) + 1
+        self.current_step = f"step {n} ({title})"
         console.print(f"[bold cyan]▶ {n}. {title}[/]")
         start = time.perf_counter()
         try:
@@ -85,8 +159,12 @@ class Demo:
 
     # -- 1 ---------------------------------------------------------------------------------
     def start_s3(self) -> None:
-        self.server = start_moto()
-        self.cleanups.append(self.server.stop)
+        # the server is stopped whatever comes (module doc); StartCancelled: it was stopped,
+        # and deferred() raises the KeyboardInterrupt on leaving
+        with self.interrupts.deferred(), contextlib.suppress(StartCancelled):
+            self.server = start_moto(cancelled=self.interrupts.pending)
+            self.cleanups.append(self.server.stop)
+        assert self.server is not None
         self.env = {**os.environ, **self.server.env(), DISABLE_EXPRESS_ENV: "1"}
         s3: Any = self.server.client()
         s3.create_bucket(Bucket=LANDING)
@@ -218,38 +296,40 @@ class Demo:
         self.cleanups.append(lambda: shutil.rmtree(sock.parent, ignore_errors=True))
         kubelet = self.workdir / "kubelet"
         (kubelet / "pods").mkdir(parents=True)
-        log = open(self.workdir / "csi-node.log", "wb")  # noqa: SIM115
-        plugin = subprocess.Popen(
-            [
-                str(BIN / "zonemount"),
-                "csi-node",
-                "--endpoint",
-                f"unix://{sock}",
-                "--node-id",
-                "demo-node",
-                "--zone",
-                bucket["availabilityZone"],
-                "--zone-id",
-                bucket["availabilityZoneId"],
-                "--kubelet-dir",
-                str(kubelet),
-                "--state-dir",
-                str(self.workdir / "csi-state"),
-                "--allowed-endpoint-url",
-                self.server.endpoint,
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self.interrupts.deferred():  # the plugin is stopped whatever comes: module doc
+            log = open(self.workdir / "csi-node.log", "wb")  # noqa: SIM115
+            plugin = subprocess.Popen(
+                [
+                    str(BIN / "zonemount"),
+                    "csi-node",
+                    "--endpoint",
+                    f"unix://{sock}",
+                    "--node-id",
+                    "demo-node",
+                    "--zone",
+                    bucket["availabilityZone"],
+                    "--zone-id",
+                    bucket["availabilityZoneId"],
+                    "--kubelet-dir",
+                    str(kubelet),
+                    "--state-dir",
+                    str(self.workdir / "csi-state"),
+                    "--allowed-endpoint-url",
+                    self.server.endpoint,
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches the demo only: it unpublishes first
+            )
 
-        def stop_plugin() -> None:
-            plugin.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                plugin.wait(timeout=10)
-            log.close()
+            def stop_plugin() -> None:
+                plugin.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    plugin.wait(timeout=10)
+                log.close()
 
-        self.cleanups.append(stop_plugin)
+            self.cleanups.append(stop_plugin)
         deadline = time.monotonic() + 30
         while not sock.exists():
             if plugin.poll() is not None or time.monotonic() > deadline:
@@ -282,9 +362,6 @@ class Demo:
                 keys.ENDPOINT_URL: self.server.endpoint,
             },
         )
-        started = time.perf_counter()
-        node.NodePublishVolume(request, timeout=60)
-        publish_s = time.perf_counter() - started
 
         def unpublish() -> None:
             with contextlib.suppress(Exception):
@@ -295,7 +372,10 @@ class Demo:
                     timeout=30,
                 )
 
-        self.cleanups.append(unpublish)
+        self.cleanups.append(unpublish)  # before the publish: interrupted, it may have mounted
+        started = time.perf_counter()
+        node.NodePublishVolume(request, timeout=60)
+        publish_s = time.perf_counter() - started
         topo = dict(info.accessible_topology.segments)
         self.facts["CSI node"] = f"node {info.node_id}, topology {topo}"
         self.facts["volume"] = f"published at {target} in {publish_s:.2f} s"
@@ -406,8 +486,44 @@ def main(argv: Sequence[str]) -> int:
             "[red]zonemount demo: /dev/fuse is not usable: run as root or join the 'fuse' group[/]"
         )
         return 1
-    demo = Demo(Path(tempfile.mkdtemp(prefix="zonemount-demo-")), tasks=args.tasks)
-    code = 0
+    interrupts = Interrupts()
+    interrupts.install()  # before anything is started: see the module doc
+    try:
+        return _run(args, interrupts)
+    finally:
+        interrupts.restore()
+
+
+def _run(args: Any, interrupts: Interrupts) -> int:
+    demo = Demo(
+        Path(tempfile.mkdtemp(prefix="zonemount-demo-")), tasks=args.tasks, interrupts=interrupts
+    )
+    try:  # a signal while a failure is reported (below) still ends in this clean-up
+        code = _steps(demo)
+        if code != 0:
+            args.keep = True
+    except KeyboardInterrupt:
+        code = interrupts.exit_code()
+        name = interrupts.received[0] if interrupts.received else "SIGINT"
+        print(
+            f"zonemount demo: {name} received during {demo.current_step or 'start-up'}: "
+            "interrupted, cleaning up",
+            file=sys.stderr,
+            flush=True,
+        )
+    finally:
+        interrupts.hold()  # already so unless no signal came: see Interrupts._handler
+        with console.status("cleaning up"):
+            for cleanup in reversed(demo.cleanups):
+                with contextlib.suppress(Exception):
+                    cleanup()
+            if not args.keep:
+                shutil.rmtree(demo.workdir, ignore_errors=True)
+    return code
+
+
+def _steps(demo: Demo) -> int:
+    """Run the steps: 0, or 1 when one failed (reported); raises ``KeyboardInterrupt``."""
     try:
         with demo.step("start an S3 server on loopback and land some data"):
             demo.start_s3()
@@ -417,8 +533,10 @@ def main(argv: Sequence[str]) -> int:
             target, _, _ = demo.publish(bucket)
         with demo.step("run a Spark-style job in the mount (write, commit by rename, read back)"):
             demo.spark_job(target)
+        demo.interrupts.hold()  # finished: a signal from here on is noted; exit 0
         demo.summary()
     except StepFailed as exc:
+        demo.interrupts.hold()  # a signal before this is raised once, caught by _run
         console.print(f"[bold red]✗ {exc}[/]")
         cause = exc.__cause__ or exc
         console.print(
@@ -428,15 +546,5 @@ def main(argv: Sequence[str]) -> int:
         for kept in demo.keep_logs():
             console.print(f"[dim]FUSE client log: {kept}[/]")
         console.print(f"[dim]work directory kept for inspection: {demo.workdir}[/]")
-        args.keep = True
-        code = 1
-    except KeyboardInterrupt:
-        code = 130
-    finally:
-        with console.status("cleaning up"):
-            for cleanup in reversed(demo.cleanups):
-                with contextlib.suppress(Exception):
-                    cleanup()
-            if not args.keep:
-                shutil.rmtree(demo.workdir, ignore_errors=True)
-    return code
+        return 1
+    return 0
