@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import group_alive
+
 pytestmark = pytest.mark.integration
 
 # Runs ``zonemount demo`` with one step wrapped to signal the process right there. The S3
@@ -81,14 +83,6 @@ sys.exit(demo.main(["--tasks", "2"]))
 """
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _mounts_under(workdir: str) -> list[str]:
     return [
         line.split()[1]
@@ -135,10 +129,10 @@ def test_signal_at_a_step_stops_everything_the_demo_started(
     pid, workdir = int(pid_file.read_text()), workdir_file.read_text()
     try:
         deadline = time.monotonic() + 5  # the stopped server was waited for before the exit
-        while _group_alive(pid) and time.monotonic() < deadline:
+        while group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         output = result.stdout + result.stderr
-        assert not _group_alive(pid), f"S3 server {pid} left running: {output[-3000:]}"
+        assert not group_alive(pid), f"S3 server {pid} left running: {output[-3000:]}"
         assert _mounts_under(workdir) == [], output[-3000:]
         assert _processes_naming(workdir) == [], output[-3000:]
         assert result.returncode == 128 + int(signal.Signals[signame]), output[-3000:]
@@ -152,5 +146,5 @@ def test_signal_at_a_step_stops_everything_the_demo_started(
         for leftover in _processes_naming(workdir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(leftover, signal.SIGKILL)
-        if _group_alive(pid):
+        if group_alive(pid):
             os.killpg(pid, signal.SIGKILL)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import group_alive
+
 pytestmark = pytest.mark.integration
 
 # Runs ``zonemount local-s3`` with one start-up step wrapped to signal the process right there;
@@ -55,14 +57,6 @@ sys.exit(local_s3.main(sys.argv[4:]))
 """
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("step", "signame"),
     [
@@ -88,9 +82,9 @@ def test_signal_during_start_up_stops_the_server_and_exits_0(
     pid = int(pid_file.read_text())
     try:
         deadline = time.monotonic() + 5  # a stopped server was waited for before exit 0
-        while _group_alive(pid) and time.monotonic() < deadline:
+        while group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _group_alive(pid), f"server {pid} left running; stderr: {result.stderr}"
+        assert not group_alive(pid), f"server {pid} left running; stderr: {result.stderr}"
         assert result.returncode == 0, result.stderr
         # before the server answered, the start is given up (it need not come up to be stopped)
         given_up = step in ("spawned", "waiting")
@@ -98,5 +92,5 @@ def test_signal_during_start_up_stops_the_server_and_exits_0(
         assert "Traceback" not in result.stderr
         assert "Press Ctrl-C" not in result.stdout, "no instructions once stopping"
     finally:
-        if _group_alive(pid):  # the old code orphaned it: do not leave it behind
+        if group_alive(pid):  # the old code orphaned it: do not leave it behind
             os.killpg(pid, signal.SIGKILL)
